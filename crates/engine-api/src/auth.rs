@@ -1,0 +1,228 @@
+//! Engine API JWT authentication (execution-apis `authentication.md`): a tower layer that
+//! validates inbound bearer tokens, a layer that mints a fresh token per outbound request,
+//! and the token minting itself.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use alloy_rpc_types_engine::{Claims, JwtSecret};
+use http::{HeaderValue, Request, Response, StatusCode, header::AUTHORIZATION};
+use tower::{Layer, Service};
+
+/// Mints a fresh HS256 token with `iat` = now for one request.
+pub fn mint_token(secret: &JwtSecret) -> Result<String, jsonwebtoken::errors::Error> {
+    secret.encode(&Claims::with_current_timestamp())
+}
+
+/// Why an inbound request was refused; the text goes into the 401 body.
+fn check_bearer(secret: &JwtSecret, header: Option<&HeaderValue>) -> Result<(), String> {
+    let value = header
+        .ok_or_else(|| "missing Authorization header".to_string())?
+        .to_str()
+        .map_err(|_| "Authorization header is not valid ASCII".to_string())?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| "Authorization header is not a Bearer token".to_string())?;
+    // `validate` enforces HS256 only (so `alg: none` fails), the signature and `iat` ±60 s.
+    secret
+        .validate(token.trim())
+        .map_err(|e| format!("invalid JWT: {e}"))
+}
+
+/// Server-side layer: answers HTTP 401 with the reason unless the request carries a valid JWT.
+#[derive(Clone)]
+pub struct AuthLayer {
+    secret: JwtSecret,
+}
+
+impl AuthLayer {
+    /// Validates inbound tokens against `secret`.
+    pub fn new(secret: JwtSecret) -> Self {
+        Self { secret }
+    }
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            secret: self.secret,
+            inner,
+        }
+    }
+}
+
+/// The service produced by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    secret: JwtSecret,
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        match check_bearer(&self.secret, req.headers().get(AUTHORIZATION)) {
+            Ok(()) => Box::pin(self.inner.call(req)),
+            Err(reason) => {
+                tracing::warn!(%reason, uri = %req.uri(), "rejected unauthenticated request");
+                let mut res = Response::new(ResBody::from(reason));
+                *res.status_mut() = StatusCode::UNAUTHORIZED;
+                Box::pin(async move { Ok(res) })
+            }
+        }
+    }
+}
+
+/// Client-side layer: stamps every outbound request with a freshly minted JWT.
+#[derive(Clone)]
+pub struct MintLayer {
+    secret: Option<JwtSecret>,
+}
+
+impl MintLayer {
+    /// `None` sends requests without an Authorization header (an unauthenticated RPC port).
+    pub fn new(secret: Option<JwtSecret>) -> Self {
+        Self { secret }
+    }
+}
+
+impl<S> Layer<S> for MintLayer {
+    type Service = MintService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MintService {
+            secret: self.secret,
+            inner,
+        }
+    }
+}
+
+/// The service produced by [`MintLayer`].
+#[derive(Clone)]
+pub struct MintService<S> {
+    secret: Option<JwtSecret>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for MintService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(secret) = &self.secret {
+            match mint_token(secret).map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
+                Ok(Ok(value)) => {
+                    req.headers_mut().insert(AUTHORIZATION, value);
+                }
+                // Minting HS256 over fixed claims cannot realistically fail; if it ever does the
+                // upstream answers 401 and the caller sees that error.
+                _ => tracing::error!("failed to mint JWT for outbound request"),
+            }
+        }
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_with(secret: &JwtSecret, iat: u64) -> String {
+        let claims = Claims { iat, exp: None };
+        secret.encode(&claims).unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn bearer(t: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {t}")).unwrap()
+    }
+
+    #[test]
+    fn fresh_token_is_accepted() {
+        let s = JwtSecret::random();
+        assert!(check_bearer(&s, Some(&bearer(&mint_token(&s).unwrap()))).is_ok());
+    }
+
+    #[test]
+    fn wrong_secret_stale_iat_and_garbage_are_refused() {
+        let s = JwtSecret::random();
+        let other = JwtSecret::random();
+        assert!(check_bearer(&s, Some(&bearer(&mint_token(&other).unwrap()))).is_err());
+        assert!(check_bearer(&s, Some(&bearer(&token_with(&s, now() - 61)))).is_err());
+        assert!(check_bearer(&s, Some(&bearer(&token_with(&s, now() + 61)))).is_err());
+        assert!(check_bearer(&s, Some(&bearer(&token_with(&s, now() - 50)))).is_ok());
+        assert!(check_bearer(&s, Some(&bearer("not.a.jwt"))).is_err());
+        assert!(check_bearer(&s, None).unwrap_err().contains("missing"));
+        let basic = HeaderValue::from_static("Basic abc");
+        assert!(
+            check_bearer(&s, Some(&basic))
+                .unwrap_err()
+                .contains("Bearer")
+        );
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        use base64_url as b64;
+        let s = JwtSecret::random();
+        let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64(format!(r#"{{"iat":{}}}"#, now()).as_bytes());
+        let token = format!("{header}.{claims}.");
+        assert!(check_bearer(&s, Some(&bearer(&token))).is_err());
+    }
+
+    /// Minimal unpadded base64url so the test can forge headers without another dependency.
+    fn base64_url(input: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}

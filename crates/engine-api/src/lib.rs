@@ -1,0 +1,16 @@
+//! The contract every engine-mux crate speaks: JWT auth (server layer and client minting),
+//! a JSON-RPC envelope, a typed upstream Engine API client, versioned payload helpers and
+//! the JSON-RPC error codes the Engine API specification names.
+
+pub mod auth;
+pub mod codes;
+pub mod jsonrpc;
+pub mod payload;
+pub mod upstream;
+
+pub use alloy_rpc_types_engine::{
+    JwtError, JwtSecret, PayloadId, PayloadStatus, PayloadStatusEnum,
+};
+pub use auth::{AuthLayer, AuthService, mint_token};
+pub use payload::{PayloadEnvelope, PayloadVersion};
+pub use upstream::{Upstream, UpstreamConfig, UpstreamError};

@@ -1,0 +1,146 @@
+//! Versioned payload helpers: which `engine_getPayload` version pairs with which
+//! `engine_newPayload`, and a typed view of a payload envelope for validation and selection.
+
+use alloy_primitives::{B256, Bytes};
+use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4};
+use serde_json::value::RawValue;
+
+/// Engine API payload version, taken from the method name's suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PayloadVersion {
+    /// Ecotone: `engine_getPayloadV3` / `engine_newPayloadV3`.
+    V3,
+    /// Isthmus: `engine_getPayloadV4` / `engine_newPayloadV4`.
+    V4,
+    /// Osaka-era `engine_getPayloadV5`; its payload is validated with `engine_newPayloadV4`.
+    V5,
+}
+
+impl PayloadVersion {
+    /// The version of a `engine_getPayloadVn` method, if it is one we handle.
+    pub fn of_get_payload(method: &str) -> Option<Self> {
+        match method {
+            "engine_getPayloadV3" => Some(Self::V3),
+            "engine_getPayloadV4" => Some(Self::V4),
+            "engine_getPayloadV5" => Some(Self::V5),
+            _ => None,
+        }
+    }
+
+    /// The `engine_getPayload` method of this version.
+    pub fn get_payload_method(self) -> &'static str {
+        match self {
+            Self::V3 => "engine_getPayloadV3",
+            Self::V4 => "engine_getPayloadV4",
+            Self::V5 => "engine_getPayloadV5",
+        }
+    }
+
+    /// The `engine_newPayload` method that validates a payload of this version.
+    pub fn new_payload_method(self) -> &'static str {
+        match self {
+            Self::V3 => "engine_newPayloadV3",
+            Self::V4 | Self::V5 => "engine_newPayloadV4",
+        }
+    }
+
+    /// Short label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V3 => "v3",
+            Self::V4 => "v4",
+            Self::V5 => "v5",
+        }
+    }
+}
+
+/// A typed payload envelope as returned by `engine_getPayloadV3/V4/V5`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PayloadEnvelope {
+    /// Ecotone envelope.
+    V3(OpExecutionPayloadEnvelopeV3),
+    /// Isthmus envelope (also used for V5, whose OP shape is the same).
+    V4(OpExecutionPayloadEnvelopeV4),
+}
+
+impl PayloadEnvelope {
+    /// Parses a raw `getPayload` result of `version`.
+    pub fn parse(version: PayloadVersion, raw: &RawValue) -> Result<Self, serde_json::Error> {
+        Ok(match version {
+            PayloadVersion::V3 => Self::V3(serde_json::from_str(raw.get())?),
+            PayloadVersion::V4 | PayloadVersion::V5 => Self::V4(serde_json::from_str(raw.get())?),
+        })
+    }
+
+    fn inner(&self) -> &alloy_rpc_types_engine::ExecutionPayloadV1 {
+        match self {
+            Self::V3(e) => &e.execution_payload.payload_inner.payload_inner,
+            Self::V4(e) => {
+                &e.execution_payload
+                    .payload_inner
+                    .payload_inner
+                    .payload_inner
+            }
+        }
+    }
+
+    /// The block hash the payload claims.
+    pub fn block_hash(&self) -> B256 {
+        self.inner().block_hash
+    }
+
+    /// The parent hash.
+    pub fn parent_hash(&self) -> B256 {
+        self.inner().parent_hash
+    }
+
+    /// The block number.
+    pub fn block_number(&self) -> u64 {
+        self.inner().block_number
+    }
+
+    /// Gas used by the block.
+    pub fn gas_used(&self) -> u64 {
+        self.inner().gas_used
+    }
+
+    /// The block's timestamp.
+    pub fn timestamp(&self) -> u64 {
+        self.inner().timestamp
+    }
+
+    /// Number of transactions.
+    pub fn tx_count(&self) -> usize {
+        self.inner().transactions.len()
+    }
+
+    /// The parent beacon block root from the envelope.
+    pub fn parent_beacon_block_root(&self) -> B256 {
+        match self {
+            Self::V3(e) => e.parent_beacon_block_root,
+            Self::V4(e) => e.parent_beacon_block_root,
+        }
+    }
+
+    /// The `engine_newPayload` params that submit this payload for validation.
+    /// OP Stack blocks carry no blobs, so the versioned hashes are always empty.
+    pub fn new_payload_params(&self) -> serde_json::Result<Box<RawValue>> {
+        let no_blobs: [B256; 0] = [];
+        match self {
+            Self::V3(e) => serde_json::value::to_raw_value(&(
+                &e.execution_payload,
+                no_blobs,
+                e.parent_beacon_block_root,
+            )),
+            Self::V4(e) => {
+                let requests: &[Bytes] = &e.execution_requests;
+                serde_json::value::to_raw_value(&(
+                    &e.execution_payload,
+                    no_blobs,
+                    e.parent_beacon_block_root,
+                    requests,
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! A client to one upstream execution engine (the local EL or the builder): raw forwarding
+//! for the proxy path and typed JSON-RPC calls for the engine path, every request carrying a
+//! freshly minted JWT, every call bounded by a deadline and every response body by a size cap.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use alloy_rpc_types_engine::JwtSecret;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+use tower::{Layer, Service};
+
+use crate::{
+    auth::{MintLayer, MintService},
+    jsonrpc::{ResponseEnvelope, request_body},
+};
+
+/// Default cap on an upstream's response body (a block with many transactions fits easily).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How to reach one upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Short label used in logs and metrics (`l2`, `builder`).
+    pub name: &'static str,
+    /// Engine API endpoint.
+    pub url: Uri,
+    /// JWT secret for outbound requests; `None` sends no Authorization header.
+    pub secret: Option<JwtSecret>,
+    /// Default per-call deadline.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+}
+
+/// Why a call to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No answer within the deadline.
+    #[error("{upstream}: no answer within {after:?}")]
+    Timeout {
+        /// Upstream label.
+        upstream: &'static str,
+        /// The deadline that elapsed.
+        after: Duration,
+    },
+    /// Connection refused, reset or otherwise failed below HTTP.
+    #[error("{upstream}: transport error: {detail}")]
+    Transport {
+        /// Upstream label.
+        upstream: &'static str,
+        /// What the transport reported.
+        detail: String,
+    },
+    /// HTTP status other than 200 on a JSON-RPC call.
+    #[error("{upstream}: HTTP {status}: {body}")]
+    Status {
+        /// Upstream label.
+        upstream: &'static str,
+        /// The status code.
+        status: u16,
+        /// The beginning of the body, for the log.
+        body: String,
+    },
+    /// The upstream answered with a JSON-RPC error object.
+    #[error("{upstream}: JSON-RPC error {}: {}", .error.code(), .error.message())]
+    Rpc {
+        /// Upstream label.
+        upstream: &'static str,
+        /// The error object as sent.
+        error: ErrorObjectOwned,
+    },
+    /// The body was not the JSON-RPC response or result shape expected.
+    #[error("{upstream}: malformed response: {detail}")]
+    Malformed {
+        /// Upstream label.
+        upstream: &'static str,
+        /// What did not parse.
+        detail: String,
+    },
+}
+
+impl UpstreamError {
+    /// A stable, low-cardinality label for metrics (`timeout`, `transport`, `http`, `rpc`, `malformed`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Transport { .. } => "transport",
+            Self::Status { .. } => "http",
+            Self::Rpc { .. } => "rpc",
+            Self::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A client to one upstream; cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct Upstream {
+    name: &'static str,
+    url: Uri,
+    timeout: Duration,
+    max_response_bytes: usize,
+    service: MintService<HttpClient>,
+    next_id: std::sync::Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Request headers never forwarded: hop-by-hop ones, and auth (we mint our own).
+fn skip_request_header(name: &header::HeaderName) -> bool {
+    matches!(
+        name,
+        &header::HOST
+            | &header::AUTHORIZATION
+            | &header::CONNECTION
+            | &header::TRANSFER_ENCODING
+            | &header::CONTENT_LENGTH
+            | &header::TE
+            | &header::UPGRADE
+            | &header::PROXY_AUTHORIZATION
+    ) || name.as_str() == "keep-alive"
+}
+
+/// Response headers not copied back: hop-by-hop ones; the length is set from the body.
+fn skip_response_header(name: &header::HeaderName) -> bool {
+    matches!(
+        name,
+        &header::CONNECTION
+            | &header::TRANSFER_ENCODING
+            | &header::CONTENT_LENGTH
+            | &header::UPGRADE
+    ) || name.as_str() == "keep-alive"
+}
+
+impl Upstream {
+    /// Builds the client; no connection is made until the first call.
+    pub fn new(config: UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Self {
+            name: config.name,
+            url: config.url,
+            timeout: config.timeout,
+            max_response_bytes: config.max_response_bytes,
+            service: MintLayer::new(config.secret).layer(client),
+            next_id: std::sync::Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The upstream's label.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The configured default deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// Sends `body` as-is and returns status, headers and body exactly as the upstream sent
+    /// them (minus hop-by-hop headers). Used by the raw proxy path.
+    pub async fn forward(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone());
+        for (name, value) in headers {
+            if !skip_request_header(name) {
+                req = req.header(name, value);
+            }
+        }
+        let req = req.body(Full::new(body)).map_err(|e| self.transport(e))?;
+        let res = self.send(req, timeout).await?;
+        let mut out = Response::builder().status(res.status());
+        for (name, value) in res.headers() {
+            if !skip_response_header(name) {
+                out = out.header(name, value);
+            }
+        }
+        out.body(res.into_body()).map_err(|e| self.transport(e))
+    }
+
+    /// Sends a JSON-RPC request body (already serialized) and returns the raw result.
+    pub async fn call_body(
+        &self,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(Full::new(body))
+            .map_err(|e| self.transport(e))?;
+        let res = self.send(req, timeout).await?;
+        if res.status() != http::StatusCode::OK {
+            let snippet =
+                String::from_utf8_lossy(&res.body()[..res.body().len().min(256)]).into_owned();
+            return Err(UpstreamError::Status {
+                upstream: self.name,
+                status: res.status().as_u16(),
+                body: snippet,
+            });
+        }
+        let envelope: ResponseEnvelope =
+            serde_json::from_slice(res.body()).map_err(|e| UpstreamError::Malformed {
+                upstream: self.name,
+                detail: e.to_string(),
+            })?;
+        match (envelope.result, envelope.error) {
+            (_, Some(error)) => Err(UpstreamError::Rpc {
+                upstream: self.name,
+                error,
+            }),
+            (Some(result), None) => Ok(result),
+            (None, None) => Err(UpstreamError::Malformed {
+                upstream: self.name,
+                detail: "response has neither result nor error".into(),
+            }),
+        }
+    }
+
+    /// Calls `method` with `params` and returns the raw result.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = request_body(id, method, params).map_err(|e| UpstreamError::Malformed {
+            upstream: self.name,
+            detail: e.to_string(),
+        })?;
+        self.call_body(body, timeout).await
+    }
+
+    /// Calls `method` with `params` and deserializes the result.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<R, UpstreamError> {
+        let raw = self.call_raw(method, params, timeout).await?;
+        self.decode(&raw)
+    }
+
+    /// Deserializes a raw result, mapping failure to [`UpstreamError::Malformed`].
+    pub fn decode<R: DeserializeOwned>(&self, raw: &RawValue) -> Result<R, UpstreamError> {
+        serde_json::from_str(raw.get()).map_err(|e| UpstreamError::Malformed {
+            upstream: self.name,
+            detail: e.to_string(),
+        })
+    }
+
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let mut service = self.service.clone();
+        let limit = self.max_response_bytes;
+        let exchange = async move {
+            let res = service.call(req).await.map_err(|e| self.transport(e))?;
+            let (parts, body) = res.into_parts();
+            let body = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Transport {
+                    upstream: self.name,
+                    detail: format!("reading body: {e}"),
+                })?
+                .to_bytes();
+            Ok(Response::from_parts(parts, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name,
+                after: timeout,
+            })?
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::Transport {
+            upstream: self.name,
+            detail: e.to_string(),
+        }
+    }
+}
