@@ -1,0 +1,108 @@
+//! Building a block from OP payload attributes plus mempool transactions.
+
+use std::sync::Arc;
+
+use alloy_consensus::{Transaction, transaction::Recovered};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::U256;
+use op_alloy_consensus::OpTxEnvelope;
+use op_alloy_rpc_types_engine::OpPayloadAttributes;
+
+use crate::{
+    chain::ChainBlock,
+    execute::{BlockContext, ExecuteError, assemble_header, execute_block},
+    fees::{extra_data_for, next_base_fee},
+    genesis::ChainSpec,
+    state::StateSnapshot,
+};
+
+/// Why attributes could not be turned into a block.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Attributes violate the spec (bad timestamp, missing gasLimit/eip1559Params, ...).
+    #[error("invalid payload attributes: {0}")]
+    InvalidAttributes(String),
+    /// A forced (attributes) transaction failed.
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+}
+
+/// A block built from attributes, ready to be served by `engine_getPayload`.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    /// The sealed block with its receipts and post-state.
+    pub block: Arc<ChainBlock>,
+    /// Priority fees paid to the fee recipient (the payload's `blockValue`).
+    pub value: U256,
+}
+
+/// Builds the child of `parent` for `attrs`: attribute transactions first (all must execute),
+/// then `pool` transactions unless `noTxPool`.
+pub fn build_block(
+    spec: &ChainSpec,
+    parent: &ChainBlock,
+    parent_state: &StateSnapshot,
+    attrs: &OpPayloadAttributes,
+    pool: Vec<Recovered<OpTxEnvelope>>,
+) -> Result<BuiltBlock, BuildError> {
+    let invalid = |msg: String| BuildError::InvalidAttributes(msg);
+    let timestamp = attrs.payload_attributes.timestamp;
+    if timestamp <= parent.header.timestamp {
+        return Err(invalid(format!(
+            "timestamp {timestamp} not after parent timestamp {}",
+            parent.header.timestamp
+        )));
+    }
+    let gas_limit = attrs
+        .gas_limit
+        .ok_or_else(|| invalid("gasLimit is required".into()))?;
+    let extra_data = extra_data_for(spec, attrs, timestamp)
+        .map_err(|e| invalid(format!("eip1559Params: {e}")))?;
+    let base_fee = next_base_fee(spec, &parent.header)
+        .map_err(|e| invalid(format!("parent extraData: {e}")))?;
+    let mut forced = Vec::new();
+    for (i, raw) in attrs.transactions.iter().flatten().enumerate() {
+        let tx = OpTxEnvelope::decode_2718_exact(raw.as_ref())
+            .map_err(|e| invalid(format!("attributes transaction {i}: {e}")))?;
+        let tx = alloy_consensus::transaction::SignerRecoverable::try_into_recovered(tx)
+            .map_err(|e| invalid(format!("attributes transaction {i} signature: {e}")))?;
+        forced.push(tx);
+    }
+    let ctx = BlockContext {
+        parent_hash: parent.hash,
+        parent_number: parent.header.number,
+        timestamp,
+        beneficiary: attrs.payload_attributes.suggested_fee_recipient,
+        prev_randao: attrs.payload_attributes.prev_randao,
+        gas_limit,
+        base_fee,
+        parent_beacon_block_root: attrs.payload_attributes.parent_beacon_block_root,
+        extra_data,
+    };
+    let pool = if attrs.no_tx_pool.unwrap_or_default() {
+        Vec::new()
+    } else {
+        pool
+    };
+    let executed = execute_block(spec, parent_state, &ctx, forced, pool)?;
+    let header = assemble_header(spec, &ctx, &executed);
+    let mut value = U256::ZERO;
+    let mut previous_cumulative = 0;
+    for (tx, receipt) in executed.transactions.iter().zip(&executed.receipts) {
+        let cumulative = alloy_consensus::TxReceipt::cumulative_gas_used(receipt);
+        let used = cumulative - previous_cumulative;
+        previous_cumulative = cumulative;
+        let tip = tx.effective_tip_per_gas(base_fee).unwrap_or_default();
+        value += U256::from(tip) * U256::from(used);
+    }
+    let block = ChainBlock::seal(
+        header,
+        executed.transactions,
+        executed.receipts,
+        executed.state,
+    );
+    Ok(BuiltBlock {
+        block: Arc::new(block),
+        value,
+    })
+}

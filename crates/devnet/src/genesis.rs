@@ -1,0 +1,294 @@
+//! Loading an op-geth / op-reth genesis file into a chain spec, a genesis header and a state.
+
+use std::path::Path;
+
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header};
+use alloy_eips::{eip1559::BaseFeeParams, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_genesis::Genesis;
+use alloy_op_hardforks::{ForkCondition, OpChainHardforks, OpHardfork};
+use alloy_primitives::{Address, B256, U256};
+use revm::{bytecode::Bytecode, state::AccountInfo};
+use serde_json::Value;
+
+use crate::state::StateSnapshot;
+
+/// The default genesis shipped with the crate (chain id 901, every fork through Jovian at 0).
+pub const DEFAULT_GENESIS_JSON: &str = include_str!("../genesis/op-devnet-genesis.json");
+
+/// Errors while reading or interpreting a genesis file.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// The file could not be read.
+    #[error("reading genesis file {path}: {source}")]
+    Read {
+        /// Path that failed.
+        path: String,
+        /// Underlying IO error.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or does not match the genesis format.
+    #[error("parsing genesis JSON: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// A fork time in `config` is not a number.
+    #[error("genesis config field {field} is not an unsigned integer")]
+    BadForkTime {
+        /// The offending config key.
+        field: &'static str,
+    },
+}
+
+/// Fork activation overrides applied on top of the genesis file's config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForkOverrides {
+    /// Move Isthmus (and Prague) to this timestamp.
+    pub isthmus_time: Option<u64>,
+    /// Move Jovian to this timestamp.
+    pub jovian_time: Option<u64>,
+}
+
+/// What the engine needs to know about the chain: id, forks and fee parameters.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// OP fork activations (Ethereum forks derive from them).
+    pub hardforks: OpChainHardforks,
+    /// Canyon-era EIP-1559 parameters, used when `eip1559Params` are zero.
+    pub base_fee_params: BaseFeeParams,
+    /// Isthmus activation timestamp (`u64::MAX` = never).
+    pub isthmus_time: u64,
+    /// Jovian activation timestamp (`u64::MAX` = never).
+    pub jovian_time: u64,
+    /// Holocene activation timestamp (`u64::MAX` = never).
+    pub holocene_time: u64,
+}
+
+impl ChainSpec {
+    /// Whether Isthmus rules (engine V4, withdrawalsRoot, requestsHash) apply at `timestamp`.
+    pub fn is_isthmus(&self, timestamp: u64) -> bool {
+        timestamp >= self.isthmus_time
+    }
+
+    /// Whether Jovian rules (minBaseFee, DA footprint) apply at `timestamp`.
+    pub fn is_jovian(&self, timestamp: u64) -> bool {
+        timestamp >= self.jovian_time
+    }
+
+    /// Whether Holocene rules (`eip1559Params` in extraData) apply at `timestamp`.
+    pub fn is_holocene(&self, timestamp: u64) -> bool {
+        timestamp >= self.holocene_time
+    }
+}
+
+/// A loaded genesis: the chain spec, the genesis header and the genesis state.
+#[derive(Debug, Clone)]
+pub struct LoadedGenesis {
+    /// Chain parameters.
+    pub spec: ChainSpec,
+    /// The genesis block header (state root computed from the alloc).
+    pub header: Header,
+    /// The genesis state.
+    pub state: StateSnapshot,
+}
+
+/// Reads a genesis file from disk; see [`load_genesis_str`].
+pub fn load_genesis_file(
+    path: &Path,
+    timestamp: u64,
+    overrides: ForkOverrides,
+) -> Result<LoadedGenesis, GenesisError> {
+    let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_genesis_str(&text, timestamp, overrides)
+}
+
+/// Parses genesis JSON; an empty or missing `timestamp` is filled with `timestamp` (the chain's
+/// start time), because the shipped devnet genesis leaves it blank on purpose.
+pub fn load_genesis_str(
+    json: &str,
+    timestamp: u64,
+    overrides: ForkOverrides,
+) -> Result<LoadedGenesis, GenesisError> {
+    let mut raw: Value = serde_json::from_str(json)?;
+    let needs_timestamp = match raw.get("timestamp") {
+        None => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Null) => true,
+        Some(_) => false,
+    };
+    if needs_timestamp && let Some(obj) = raw.as_object_mut() {
+        obj.insert("timestamp".into(), Value::String(format!("{timestamp:#x}")));
+    }
+    let config = raw.get("config").cloned().unwrap_or(Value::Null);
+    let genesis: Genesis = serde_json::from_value(raw)?;
+    let spec = chain_spec_from_config(&config, genesis.config.chain_id, overrides)?;
+    let state = StateSnapshot::from_alloc(genesis.alloc.iter().map(|(address, account)| {
+        let code = account.code.clone().filter(|c| !c.is_empty());
+        let bytecode = code.map(Bytecode::new_raw);
+        let info = AccountInfo {
+            balance: account.balance,
+            nonce: account.nonce.unwrap_or_default(),
+            code_hash: bytecode
+                .as_ref()
+                .map_or(revm::primitives::KECCAK_EMPTY, |b| b.hash_slow()),
+            code: bytecode,
+            ..Default::default()
+        };
+        let storage = account
+            .storage
+            .iter()
+            .flatten()
+            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
+            .collect::<Vec<_>>();
+        (*address, info, storage)
+    }));
+    let header = genesis_header(&genesis, &spec, &state);
+    Ok(LoadedGenesis {
+        spec,
+        header,
+        state,
+    })
+}
+
+fn fork_time(config: &Value, field: &'static str) -> Result<Option<u64>, GenesisError> {
+    match config.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or(GenesisError::BadForkTime { field }),
+    }
+}
+
+fn chain_spec_from_config(
+    config: &Value,
+    chain_id: u64,
+    overrides: ForkOverrides,
+) -> Result<ChainSpec, GenesisError> {
+    let at = |t: Option<u64>| t.map_or(ForkCondition::Never, ForkCondition::Timestamp);
+    let regolith = fork_time(config, "regolithTime")?;
+    let canyon = fork_time(config, "canyonTime")?;
+    let ecotone = fork_time(config, "ecotoneTime")?;
+    let fjord = fork_time(config, "fjordTime")?;
+    let granite = fork_time(config, "graniteTime")?;
+    let holocene = fork_time(config, "holoceneTime")?;
+    let isthmus = overrides.isthmus_time.or(fork_time(config, "isthmusTime")?);
+    // Jovian cannot precede Isthmus: moving Isthmus later drags Jovian with it.
+    let jovian = overrides
+        .jovian_time
+        .or(fork_time(config, "jovianTime")?)
+        .map(|j| isthmus.map_or(j, |i| j.max(i)));
+    let hardforks = OpChainHardforks::new([
+        (OpHardfork::Bedrock, ForkCondition::Block(0)),
+        (OpHardfork::Regolith, at(regolith)),
+        (OpHardfork::Canyon, at(canyon)),
+        (OpHardfork::Ecotone, at(ecotone)),
+        (OpHardfork::Fjord, at(fjord)),
+        (OpHardfork::Granite, at(granite)),
+        (OpHardfork::Holocene, at(holocene)),
+        (OpHardfork::Isthmus, at(isthmus)),
+        (OpHardfork::Jovian, at(jovian)),
+    ]);
+    let optimism = config.get("optimism");
+    let param = |key: &str, default: u64| {
+        optimism
+            .and_then(|o| o.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+    };
+    let base_fee_params = BaseFeeParams::new(
+        u128::from(param("eip1559DenominatorCanyon", 250)),
+        u128::from(param("eip1559Elasticity", 6)),
+    );
+    Ok(ChainSpec {
+        chain_id,
+        hardforks,
+        base_fee_params,
+        isthmus_time: isthmus.unwrap_or(u64::MAX),
+        jovian_time: jovian.unwrap_or(u64::MAX),
+        holocene_time: holocene.unwrap_or(u64::MAX),
+    })
+}
+
+/// The genesis header as op-reth derives it from the same file (post-merge, Cancun fields,
+/// Isthmus withdrawalsRoot/requestsHash when active at genesis).
+fn genesis_header(genesis: &Genesis, spec: &ChainSpec, state: &StateSnapshot) -> Header {
+    let ts = genesis.timestamp;
+    let isthmus = spec.is_isthmus(ts);
+    let base_fee = genesis.base_fee_per_gas.map_or(1_000_000_000, |b| b as u64);
+    Header {
+        parent_hash: genesis.parent_hash.unwrap_or_default(),
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: genesis.coinbase,
+        state_root: state.state_root(),
+        transactions_root: EMPTY_ROOT_HASH,
+        receipts_root: EMPTY_ROOT_HASH,
+        logs_bloom: Default::default(),
+        difficulty: genesis.difficulty,
+        number: genesis.number.unwrap_or_default(),
+        gas_limit: genesis.gas_limit,
+        gas_used: 0,
+        timestamp: ts,
+        extra_data: genesis.extra_data.clone(),
+        mix_hash: genesis.mix_hash,
+        nonce: genesis.nonce.into(),
+        base_fee_per_gas: Some(base_fee),
+        withdrawals_root: Some(if isthmus {
+            state.message_passer_storage_root()
+        } else {
+            EMPTY_ROOT_HASH
+        }),
+        blob_gas_used: Some(genesis.blob_gas_used.unwrap_or_default()),
+        excess_blob_gas: Some(genesis.excess_blob_gas.unwrap_or_default()),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: isthmus.then_some(EMPTY_REQUESTS_HASH),
+        ..Default::default()
+    }
+}
+
+/// Convenience: the default genesis with its timestamp set to `timestamp`.
+pub fn default_genesis(
+    timestamp: u64,
+    overrides: ForkOverrides,
+) -> Result<LoadedGenesis, GenesisError> {
+    load_genesis_str(DEFAULT_GENESIS_JSON, timestamp, overrides)
+}
+
+/// Addresses in the genesis alloc that hold a balance and no code (the dev accounts).
+pub fn funded_eoas(state: &StateSnapshot) -> Vec<Address> {
+    state.funded_eoas()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_genesis_fills_timestamp_and_activates_jovian() {
+        let g = default_genesis(1_700_000_000, ForkOverrides::default()).unwrap();
+        assert_eq!(g.spec.chain_id, 901);
+        assert_eq!(g.header.timestamp, 1_700_000_000);
+        assert!(g.spec.is_jovian(1_700_000_000));
+        assert!(g.spec.is_isthmus(0));
+        assert_eq!(g.header.requests_hash, Some(EMPTY_REQUESTS_HASH));
+        assert_ne!(g.header.state_root, EMPTY_ROOT_HASH);
+    }
+
+    #[test]
+    fn isthmus_override_moves_jovian_too() {
+        let g = default_genesis(
+            100,
+            ForkOverrides {
+                isthmus_time: Some(200),
+                jovian_time: None,
+            },
+        )
+        .unwrap();
+        assert!(!g.spec.is_isthmus(150));
+        assert!(!g.spec.is_jovian(150));
+        assert!(g.spec.is_jovian(200));
+        assert_eq!(g.header.requests_hash, None);
+    }
+}

@@ -1,0 +1,13 @@
+//! devnet: a small, real OP Stack execution engine on revm (Engine API + eth RPC), its builder
+//! mode with fault switches, an op-node driver and a transaction spammer.
+
+pub mod accounts;
+pub mod attributes;
+pub mod build;
+pub mod chain;
+pub mod execute;
+pub mod fees;
+pub mod genesis;
+pub mod l1_info;
+pub mod state;
+pub mod validate;
