@@ -1,1 +1,26 @@
-pub fn x() {}
+//! engine-mux: an Engine API sidecar for OP Stack sequencers. It fans op-node's engine calls
+//! out to the local execution client and an external builder, proposes the builder's block
+//! only when the local client validated it as VALID, and falls back to the local block
+//! whenever the builder fails. See DESIGN.md for the routing table and invariants.
+
+pub mod builder_queue;
+pub mod cli;
+pub mod config;
+pub mod copy_queue;
+pub mod debug_api;
+pub mod error;
+pub mod execution_mode;
+pub mod health;
+pub mod layers;
+pub mod metrics;
+pub mod multiplex;
+pub mod payload_ids;
+pub mod probe;
+pub mod recent_payloads;
+pub mod router;
+pub mod selection;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{RunningMux, StartError, start};

@@ -1,1 +1,110 @@
-fn main() {}
+//! engine-mux binary: parse the config, start the instance, stop on SIGINT/SIGTERM.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+use engine_api::{Upstream, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
+use engine_mux::{
+    Config,
+    cli::{Args, Command, DebugCommand},
+    debug_api::ExecutionModeBody,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let args = Args::parse();
+    if let Some(Command::Debug { command }) = &args.command {
+        return debug_command(&args, command).await;
+    }
+    let config = match Config::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("engine-mux: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _log_guard = match telemetry::init(&config.log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("engine-mux: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match engine_mux::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("engine-mux: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight calls");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("received SIGINT"),
+                _ = term.recv() => tracing::info!("received SIGTERM"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `engine-mux debug ...`: talks to a running instance's debug server.
+async fn debug_command(args: &Args, command: &DebugCommand) -> ExitCode {
+    let url = format!("http://{}:{}", args.debug_host, args.debug_server_port);
+    let Ok(url) = url.parse() else {
+        eprintln!("engine-mux: --debug-host: invalid address {url:?}");
+        return ExitCode::from(2);
+    };
+    let client = Upstream::new(UpstreamConfig {
+        name: "debug",
+        url,
+        secret: None,
+        timeout: Duration::from_secs(5),
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+    });
+    let res: Result<ExecutionModeBody, _> = match command {
+        DebugCommand::SetExecutionMode { execution_mode } => {
+            client
+                .call(
+                    "debug_setExecutionMode",
+                    &(ExecutionModeBody {
+                        execution_mode: *execution_mode,
+                    },),
+                    client.timeout(),
+                )
+                .await
+        }
+        DebugCommand::ExecutionMode => {
+            client
+                .call("debug_getExecutionMode", &(), client.timeout())
+                .await
+        }
+    };
+    match res {
+        Ok(body) => {
+            println!("execution mode: {}", body.execution_mode);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("engine-mux: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

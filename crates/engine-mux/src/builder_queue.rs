@@ -1,0 +1,270 @@
+//! The ordered queue of engine calls bound for the builder. One bounded channel drained by one
+//! task, so the builder sees FCUs and newPayloads in exactly the order op-node sent them and a
+//! slow builder can never pile up unbounded work. Builder catch-up runs on the same task, so a
+//! replay is ordered with everything else too.
+
+use std::{sync::Arc, time::Instant};
+
+use alloy_primitives::U64;
+use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
+use engine_api::UpstreamError;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    multiplex::{FallbackReason, MuxState},
+    payload_ids::BuilderFcu,
+};
+
+/// One call for the builder.
+#[derive(Debug)]
+pub enum BuilderCall {
+    /// Mirror a call whose answer op-node does not wait for (FCU without attributes or with
+    /// noTxPool, newPayload): boost sync.
+    Mirror {
+        /// The engine method.
+        method: &'static str,
+        /// Params exactly as op-node sent them.
+        params: Box<RawValue>,
+    },
+    /// An FCU with attributes: the builder's payload id goes back through `reply`.
+    Build {
+        /// Params exactly as op-node sent them.
+        params: Box<RawValue>,
+        /// Where the outcome goes (read by getPayload through the payload id map).
+        reply: watch::Sender<Option<BuilderFcu>>,
+    },
+    /// Replay the blocks the builder missed.
+    CatchUp,
+}
+
+/// The sending side; cheap to share.
+#[derive(Debug, Clone)]
+pub struct BuilderQueue {
+    tx: mpsc::Sender<BuilderCall>,
+}
+
+/// The receiving side, handed to [`run`].
+#[derive(Debug)]
+pub struct BuilderQueueRx(mpsc::Receiver<BuilderCall>);
+
+impl BuilderQueue {
+    /// A queue holding at most `depth` calls.
+    pub fn new(depth: usize) -> (Self, BuilderQueueRx) {
+        let (tx, rx) = mpsc::channel(depth);
+        (Self { tx }, BuilderQueueRx(rx))
+    }
+
+    /// Enqueues without waiting; a full queue hands the call back.
+    pub fn push(&self, call: BuilderCall) -> Result<(), BuilderCall> {
+        self.tx.try_send(call).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+        })
+    }
+
+    /// Calls waiting.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+#[derive(Deserialize)]
+struct LatestBlock {
+    number: U64,
+}
+
+/// Drains the queue until every sender is gone.
+pub async fn run(state: Arc<MuxState>, mut rx: BuilderQueueRx) {
+    while let Some(call) = rx.0.recv().await {
+        state.metrics.queue_depth("builder", rx.0.len());
+        let mode = state.mode.get();
+        match call {
+            BuilderCall::Build { reply, .. } if !mode.talks_to_builder() => {
+                reply.send_replace(Some(BuilderFcu::Unavailable(
+                    FallbackReason::NoBuilderPayload,
+                )));
+            }
+            BuilderCall::Build { reply, .. } if state.skip_builder() => {
+                state.metrics.queue_dropped("builder", "unhealthy");
+                reply.send_replace(Some(BuilderFcu::Unavailable(
+                    FallbackReason::SkippedUnhealthy,
+                )));
+            }
+            BuilderCall::Build { params, reply } => build(&state, params, reply).await,
+            BuilderCall::Mirror { .. } if !mode.talks_to_builder() => {}
+            BuilderCall::Mirror { .. } if state.skip_builder() => {
+                // Not lost: catch-up replays it once the builder is reachable again.
+                state.metrics.queue_dropped("builder", "unhealthy");
+            }
+            BuilderCall::Mirror { method, params } => mirror(&state, method, params).await,
+            BuilderCall::CatchUp if mode.talks_to_builder() => catch_up(&state).await,
+            BuilderCall::CatchUp => {}
+        }
+    }
+}
+
+async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Option<BuilderFcu>>) {
+    let res: Result<ForkchoiceUpdated, _> = state
+        .call_builder(
+            "engine_forkchoiceUpdatedV3",
+            &params,
+            state.builder.timeout(),
+        )
+        .await;
+    let (outcome, needs_catch_up) = match res {
+        Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
+            (PayloadStatusEnum::Valid, Some(id)) => {
+                state.health.builder_ok();
+                (BuilderFcu::Building(id), false)
+            }
+            (PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted, _) => {
+                tracing::info!(status = %fcu.payload_status.status, "builder is behind: no payload from it for this block");
+                (BuilderFcu::Unavailable(FallbackReason::Syncing), true)
+            }
+            (status, _) => {
+                tracing::warn!(%status, "builder refused forkchoiceUpdated with attributes");
+                (BuilderFcu::Unavailable(FallbackReason::Error), false)
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "builder forkchoiceUpdated with attributes failed");
+            state.note_builder_error(&e);
+            (
+                BuilderFcu::Unavailable(FallbackReason::from_upstream(&e)),
+                false,
+            )
+        }
+    };
+    // Answer getPayload first; the replay can take a while.
+    reply.send_replace(Some(outcome));
+    if needs_catch_up {
+        catch_up(state).await;
+    }
+}
+
+async fn mirror(state: &MuxState, method: &'static str, params: Box<RawValue>) {
+    let status = if method.starts_with("engine_forkchoiceUpdated") {
+        state
+            .call_builder::<ForkchoiceUpdated>(method, &params, state.builder.timeout())
+            .await
+            .map(|f| f.payload_status.status)
+    } else {
+        state
+            .call_builder::<PayloadStatus>(method, &params, state.builder.timeout())
+            .await
+            .map(|s| s.status)
+    };
+    match status {
+        Ok(PayloadStatusEnum::Valid | PayloadStatusEnum::Accepted) => state.health.builder_ok(),
+        Ok(PayloadStatusEnum::Syncing) => {
+            tracing::info!(
+                method,
+                "builder answered SYNCING to a mirrored call; catching it up"
+            );
+            catch_up(state).await;
+        }
+        Ok(PayloadStatusEnum::Invalid { validation_error }) => {
+            tracing::warn!(method, %validation_error, "builder rejected a mirrored call as INVALID");
+        }
+        Err(e) => {
+            tracing::warn!(method, error = %e, "mirrored call to the builder failed");
+            state.note_builder_error(&e);
+        }
+    }
+}
+
+/// Replays the blocks the builder is missing (newPayload each, then the latest forkchoice).
+pub async fn catch_up(state: &MuxState) {
+    let Some(recent) = state.recent.as_ref() else {
+        return;
+    };
+    let started = Instant::now();
+    let head = match state
+        .call_builder::<LatestBlock>(
+            "eth_getBlockByNumber",
+            &("latest", false),
+            state.builder.timeout(),
+        )
+        .await
+    {
+        Ok(b) => b.number.to::<u64>(),
+        Err(e) => {
+            tracing::warn!(error = %e, "catch-up: cannot read the builder's head");
+            state.note_builder_error(&e);
+            state.metrics.catch_up_run("failed");
+            return;
+        }
+    };
+    let missing = match recent.after(head) {
+        Ok(m) => m,
+        Err(gap) => {
+            tracing::warn!(
+                builder_head = head,
+                oldest_held = gap.oldest,
+                window = recent.len(),
+                "catch-up: the builder is behind the replay window; leaving it to its own sync"
+            );
+            state.metrics.catch_up_run("beyond_bound");
+            return;
+        }
+    };
+    if missing.is_empty() {
+        state.metrics.catch_up_run("nothing_to_do");
+        return;
+    }
+    let (first, last) = (missing[0].number, missing[missing.len() - 1].number);
+    for p in &missing {
+        match state
+            .call_builder::<PayloadStatus>(p.method, &*p.params, state.builder.timeout())
+            .await
+        {
+            Ok(s)
+                if matches!(
+                    s.status,
+                    PayloadStatusEnum::Valid | PayloadStatusEnum::Accepted
+                ) => {}
+            Ok(s) => {
+                tracing::warn!(block = p.number, hash = %p.hash, status = %s.status, "catch-up: builder did not accept a replayed block");
+                state.metrics.catch_up_run("failed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(block = p.number, error = %e, "catch-up: replaying a block failed");
+                state.note_builder_error(&e);
+                state.metrics.catch_up_run("failed");
+                return;
+            }
+        }
+    }
+    state.metrics.catch_up_replayed(missing.len() as u64);
+    if let Some(fcs) = recent.forkchoice() {
+        let params = (fcs, Option::<()>::None);
+        if let Err(e) = state
+            .call_builder::<ForkchoiceUpdated>(
+                "engine_forkchoiceUpdatedV3",
+                &params,
+                state.builder.timeout(),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "catch-up: forkchoiceUpdated after replay failed");
+            state.note_builder_error(&e);
+            state.metrics.catch_up_run("failed");
+            return;
+        }
+    }
+    state.health.builder_ok();
+    state.metrics.catch_up_run("synced");
+    tracing::info!(from = first, to = last, blocks = missing.len(), took = ?started.elapsed(), "catch-up: builder replayed the blocks it missed");
+}
+
+/// True when an error means the builder could not be reached or did not answer in time.
+pub fn is_unreachable(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Timeout { .. }
+            | UpstreamError::Transport { .. }
+            | UpstreamError::Status { .. }
+    )
+}

@@ -1,0 +1,345 @@
+//! Command-line flags and environment variables. Names, env vars and defaults follow
+//! rollup-boost so an existing deployment switches binaries without editing its config.
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+use crate::execution_mode::ExecutionMode;
+
+/// engine-mux: Engine API sidecar that lets an external builder build an OP Stack chain's
+/// blocks, validates every builder block on the local execution client, and falls back to the
+/// local block whenever the builder fails.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "engine-mux", version, about, long_about = None)]
+pub struct Args {
+    /// Operator commands against a running instance (instead of starting one).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub l2: L2Args,
+
+    #[command(flatten)]
+    pub builder: BuilderArgs,
+
+    #[command(flatten)]
+    pub auth: InboundAuthArgs,
+
+    /// Host the engine API (and /healthz) listens on.
+    #[arg(
+        long,
+        env = "RPC_HOST",
+        default_value = "127.0.0.1",
+        help_heading = "Server"
+    )]
+    pub rpc_host: String,
+
+    /// Port the engine API (and /healthz) listens on; point op-node's --l2 here.
+    #[arg(
+        long,
+        env = "RPC_PORT",
+        default_value_t = 8081,
+        help_heading = "Server"
+    )]
+    pub rpc_port: u16,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value_t = 32 * 1024 * 1024, help_heading = "Server")]
+    pub max_request_body_bytes: usize,
+
+    /// Execution mode at startup: enabled (use builder blocks), dry-run (exercise the builder,
+    /// always propose the local block), disabled (no builder engine traffic).
+    #[arg(long, env = "EXECUTION_MODE", default_value = "enabled", value_parser = parse_mode, help_heading = "Block building")]
+    pub execution_mode: ExecutionMode,
+
+    /// Block selection policy. `gas-used`: the builder block loses when its gas used is below
+    /// --selection-min-gas-percent of the local block's. Unset: a valid builder block always wins.
+    #[arg(long, env = "BLOCK_SELECTION_POLICY", help_heading = "Block building")]
+    pub block_selection_policy: Option<SelectionPolicyArg>,
+
+    /// Percentage of the local block's gas used a builder block must reach under `gas-used`.
+    #[arg(
+        long,
+        env = "SELECTION_MIN_GAS_PERCENT",
+        default_value_t = 10,
+        help_heading = "Block building"
+    )]
+    pub selection_min_gas_percent: u64,
+
+    /// Overall engine_getPayload budget in milliseconds (must stay under the spec's 1 s):
+    /// past it the local payload is returned.
+    #[arg(
+        long,
+        env = "GET_PAYLOAD_DEADLINE_MS",
+        default_value_t = 800,
+        help_heading = "Block building"
+    )]
+    pub get_payload_deadline_ms: u64,
+
+    /// Skip an unhealthy builder entirely (no calls, no waiting) until a probe finds it synced.
+    #[arg(long, env = "IGNORE_UNHEALTHY_BUILDERS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", help_heading = "Block building")]
+    pub ignore_unhealthy_builders: bool,
+
+    /// How many local→builder payload id mappings are kept (oldest evicted first).
+    #[arg(
+        long,
+        env = "PAYLOAD_ID_CACHE_SIZE",
+        default_value_t = 1024,
+        help_heading = "Block building"
+    )]
+    pub payload_id_cache_size: usize,
+
+    /// Depth of the ordered queue of engine calls bound for the builder.
+    #[arg(
+        long,
+        env = "BUILDER_QUEUE_DEPTH",
+        default_value_t = 256,
+        help_heading = "Block building"
+    )]
+    pub builder_queue_depth: usize,
+
+    /// Turn off builder catch-up (replaying missed blocks to a builder that fell behind).
+    #[arg(long, env = "NO_BUILDER_CATCH_UP", help_heading = "Block building")]
+    pub no_builder_catch_up: bool,
+
+    /// How many recent payloads are kept for builder catch-up.
+    #[arg(
+        long,
+        env = "CATCH_UP_DEPTH",
+        default_value_t = 64,
+        help_heading = "Block building"
+    )]
+    pub catch_up_depth: usize,
+
+    /// Seconds between background probes of both upstreams' latest block (while the builder
+    /// is unhealthy it is probed every 500 ms instead).
+    #[arg(
+        long,
+        env = "HEALTH_CHECK_INTERVAL",
+        default_value_t = 60,
+        help_heading = "Health"
+    )]
+    pub health_check_interval: u64,
+
+    /// Seconds an upstream's latest block may lag the wall clock before it counts as out of sync.
+    #[arg(
+        long,
+        env = "MAX_UNSAFE_INTERVAL",
+        default_value_t = 5,
+        help_heading = "Health"
+    )]
+    pub max_unsafe_interval: u64,
+
+    /// Host of the debug server (debug_setExecutionMode / debug_getExecutionMode).
+    #[arg(
+        long,
+        env = "DEBUG_HOST",
+        default_value = "127.0.0.1",
+        help_heading = "Debug API"
+    )]
+    pub debug_host: String,
+
+    /// Port of the debug server.
+    #[arg(
+        long,
+        env = "DEBUG_SERVER_PORT",
+        default_value_t = 5555,
+        help_heading = "Debug API"
+    )]
+    pub debug_server_port: u16,
+
+    /// Serve Prometheus metrics on --metrics-host:--metrics-port.
+    #[arg(long, env = "METRICS", help_heading = "Observability")]
+    pub metrics: bool,
+
+    /// Host of the metrics server.
+    #[arg(
+        long,
+        env = "METRICS_HOST",
+        default_value = "127.0.0.1",
+        help_heading = "Observability"
+    )]
+    pub metrics_host: String,
+
+    /// Port of the metrics server.
+    #[arg(
+        long,
+        env = "METRICS_PORT",
+        default_value_t = 9090,
+        help_heading = "Observability"
+    )]
+    pub metrics_port: u16,
+
+    /// Log level (trace, debug, info, warn, error) or a tracing filter directive.
+    #[arg(
+        long,
+        env = "LOG_LEVEL",
+        default_value = "info",
+        help_heading = "Observability"
+    )]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        default_value = "text",
+        help_heading = "Observability"
+    )]
+    pub log_format: LogFormat,
+
+    /// Write logs to this file instead of stdout.
+    #[arg(long, env = "LOG_FILE", help_heading = "Observability")]
+    pub log_file: Option<PathBuf>,
+
+    /// Export traces over OTLP (accepted for compatibility; see README: not yet exported).
+    #[arg(long, env = "TRACING", help_heading = "Observability")]
+    pub tracing: bool,
+
+    /// OTLP collector endpoint.
+    #[arg(
+        long,
+        env = "OTLP_ENDPOINT",
+        default_value = "http://localhost:4317",
+        help_heading = "Observability"
+    )]
+    pub otlp_endpoint: String,
+}
+
+/// The local execution client (op-geth / op-reth) engine endpoint.
+#[derive(Clone, Debug, ClapArgs)]
+#[command(next_help_heading = "Local execution client (L2)")]
+pub struct L2Args {
+    /// Engine API URL of the local execution client.
+    #[arg(long, env = "L2_URL", default_value = "http://127.0.0.1:8551")]
+    pub l2_url: String,
+    /// Hex JWT secret shared with the local execution client.
+    #[arg(long, env = "L2_JWT_TOKEN", value_name = "HEX", hide_env_values = true)]
+    pub l2_jwt_token: Option<String>,
+    /// File holding the hex JWT secret (used when --l2-jwt-token is not given).
+    #[arg(long, env = "L2_JWT_PATH", value_name = "PATH")]
+    pub l2_jwt_path: Option<PathBuf>,
+    /// Per-call timeout in milliseconds.
+    #[arg(long, env = "L2_TIMEOUT", default_value_t = 1000)]
+    pub l2_timeout: u64,
+}
+
+/// The external block builder's engine endpoint.
+#[derive(Clone, Debug, ClapArgs)]
+#[command(next_help_heading = "Builder")]
+pub struct BuilderArgs {
+    /// Engine API URL of the builder.
+    #[arg(long, env = "BUILDER_URL", default_value = "http://127.0.0.1:8551")]
+    pub builder_url: String,
+    /// Hex JWT secret shared with the builder.
+    #[arg(
+        long,
+        env = "BUILDER_JWT_TOKEN",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub builder_jwt_token: Option<String>,
+    /// File holding the builder's hex JWT secret (used when --builder-jwt-token is not given).
+    #[arg(long, env = "BUILDER_JWT_PATH", value_name = "PATH")]
+    pub builder_jwt_path: Option<PathBuf>,
+    /// Per-call timeout in milliseconds.
+    #[arg(long, env = "BUILDER_TIMEOUT", default_value_t = 1000)]
+    pub builder_timeout: u64,
+}
+
+/// How op-node's requests to engine-mux are authenticated.
+#[derive(Clone, Debug, ClapArgs)]
+#[command(next_help_heading = "Inbound auth (op-node → engine-mux)")]
+pub struct InboundAuthArgs {
+    /// Hex JWT secret op-node signs with; default: the L2 secret.
+    #[arg(
+        long,
+        env = "AUTH_JWT_TOKEN",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub auth_jwt_token: Option<String>,
+    /// File holding op-node's hex JWT secret; default: the L2 secret.
+    #[arg(long, env = "AUTH_JWT_PATH", value_name = "PATH")]
+    pub auth_jwt_path: Option<PathBuf>,
+    /// Accept unauthenticated engine API requests (compatibility with rollup-boost, which does
+    /// not check op-node's JWT). Only for a port nothing else can reach.
+    #[arg(long, env = "NO_INBOUND_AUTH")]
+    pub no_inbound_auth: bool,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Block selection policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SelectionPolicyArg {
+    /// Builder block loses when its gas used is below a fraction of the local block's.
+    GasUsed,
+}
+
+/// Operator commands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Talk to a running instance's debug server.
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
+}
+
+/// Debug API commands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Switch the execution mode (enabled | dry-run | disabled).
+    SetExecutionMode {
+        /// The new mode.
+        #[arg(value_parser = parse_mode)]
+        execution_mode: ExecutionMode,
+    },
+    /// Print the current execution mode.
+    ExecutionMode,
+}
+
+fn parse_mode(s: &str) -> Result<ExecutionMode, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_rollup_boost() {
+        let a = Args::try_parse_from(["engine-mux"]).unwrap();
+        assert_eq!(a.rpc_host, "127.0.0.1");
+        assert_eq!(a.rpc_port, 8081);
+        assert_eq!(a.debug_server_port, 5555);
+        assert_eq!(a.metrics_port, 9090);
+        assert_eq!(a.l2.l2_timeout, 1000);
+        assert_eq!(a.builder.builder_timeout, 1000);
+        assert_eq!(a.health_check_interval, 60);
+        assert_eq!(a.max_unsafe_interval, 5);
+        assert_eq!(a.execution_mode, ExecutionMode::Enabled);
+        assert!(a.ignore_unhealthy_builders);
+    }
+
+    #[test]
+    fn mode_accepts_both_spellings() {
+        for s in ["dry-run", "dry_run"] {
+            let a = Args::try_parse_from(["engine-mux", "--execution-mode", s]).unwrap();
+            assert_eq!(a.execution_mode, ExecutionMode::DryRun);
+        }
+        assert!(Args::try_parse_from(["engine-mux", "--execution-mode", "fast"]).is_err());
+        let a =
+            Args::try_parse_from(["engine-mux", "--block-selection-policy", "gas-used"]).unwrap();
+        assert_eq!(a.block_selection_policy, Some(SelectionPolicyArg::GasUsed));
+    }
+}

@@ -1,0 +1,444 @@
+//! The validated, typed configuration built once from [`Args`]; components take their slice.
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use engine_api::{JwtSecret, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
+use http::Uri;
+
+use crate::{
+    cli::{Args, LogFormat, SelectionPolicyArg},
+    execution_mode::ExecutionMode,
+    selection::SelectionPolicy,
+};
+
+/// A configuration problem; the message names the flag to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither the token nor the path flag was given.
+    #[error("no JWT secret for {what}: set --{flag}-jwt-token or --{flag}-jwt-path")]
+    MissingJwt {
+        /// Which upstream.
+        what: &'static str,
+        /// Flag prefix.
+        flag: &'static str,
+    },
+    /// The secret is not 32 bytes of hex.
+    #[error("--{flag}: malformed JWT secret: {reason} (expected 64 hex characters)")]
+    BadJwt {
+        /// The flag.
+        flag: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The secret file could not be read.
+    #[error("--{flag}: cannot read {path}: {reason}")]
+    UnreadableJwt {
+        /// The flag.
+        flag: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// A URL did not parse or is not http(s).
+    #[error("--{flag}: invalid URL {value:?}: {reason}")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A host:port pair did not resolve.
+    #[error("--{flag}: cannot resolve {value:?}: {reason}")]
+    BadAddr {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A value out of its allowed range.
+    #[error("--{flag}: {reason}")]
+    OutOfRange {
+        /// The flag.
+        flag: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Health probing parameters.
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    /// Interval between probes while everything is healthy.
+    pub check_interval: Duration,
+    /// Interval between probes while the builder or the local EL is unhealthy.
+    pub fast_interval: Duration,
+    /// How far an upstream's latest block may lag the wall clock.
+    pub max_unsafe_interval: Duration,
+}
+
+/// Logging setup.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Filter directive (`info`, `engine_mux=debug`, ...).
+    pub level: String,
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Log file instead of stdout.
+    pub file: Option<PathBuf>,
+    /// Whether OTLP export was requested.
+    pub otlp: Option<String>,
+}
+
+/// Everything engine-mux needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The local execution client.
+    pub l2: UpstreamConfig,
+    /// The builder.
+    pub builder: UpstreamConfig,
+    /// Secret op-node's tokens are checked against; `None` disables inbound auth.
+    pub inbound_secret: Option<JwtSecret>,
+    /// Engine API listen address.
+    pub rpc_addr: SocketAddr,
+    /// Debug server listen address.
+    pub debug_addr: SocketAddr,
+    /// Metrics listen address, when metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Largest request body.
+    pub max_request_body: usize,
+    /// Mode at startup.
+    pub execution_mode: ExecutionMode,
+    /// Block selection policy.
+    pub selection: SelectionPolicy,
+    /// Overall getPayload budget.
+    pub get_payload_deadline: Duration,
+    /// Skip an unhealthy builder.
+    pub ignore_unhealthy_builders: bool,
+    /// Payload id map capacity.
+    pub payload_id_capacity: usize,
+    /// Builder queue depth.
+    pub builder_queue_depth: usize,
+    /// Recent payloads kept for catch-up; `None` turns catch-up off.
+    pub catch_up_depth: Option<usize>,
+    /// Health probing.
+    pub health: HealthConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+fn load_secret(
+    token: Option<&str>,
+    path: Option<&Path>,
+    token_flag: &'static str,
+    path_flag: &'static str,
+) -> Result<Option<JwtSecret>, ConfigError> {
+    if let Some(hex) = token {
+        return JwtSecret::from_hex(hex)
+            .map(Some)
+            .map_err(|e| ConfigError::BadJwt {
+                flag: token_flag,
+                reason: e.to_string(),
+            });
+    }
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::UnreadableJwt {
+        flag: path_flag,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    JwtSecret::from_hex(text.trim())
+        .map(Some)
+        .map_err(|e| ConfigError::BadJwt {
+            flag: path_flag,
+            reason: format!("{}: {e}", path.display()),
+        })
+}
+
+/// Parses an upstream URL; a bare `host:port` (rollup-boost's default form) means http.
+fn parse_url(flag: &'static str, value: &str) -> Result<Uri, ConfigError> {
+    let bad = |reason: String| ConfigError::BadUrl {
+        flag,
+        value: value.to_string(),
+        reason,
+    };
+    let with_scheme = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let uri: Uri = with_scheme
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(bad(format!("scheme {other:?} is not supported (use http)"))),
+        None => return Err(bad("missing scheme".into())),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("missing host".into()));
+    }
+    Ok(uri)
+}
+
+fn resolve(flag: &'static str, host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::BadAddr {
+            flag,
+            value: format!("{host}:{port}"),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| ConfigError::BadAddr {
+            flag,
+            value: format!("{host}:{port}"),
+            reason: "no address".into(),
+        })
+}
+
+fn millis(flag: &'static str, ms: u64) -> Result<Duration, ConfigError> {
+    if ms == 0 {
+        return Err(ConfigError::OutOfRange {
+            flag,
+            reason: "must be greater than 0".into(),
+        });
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(a: Args) -> Result<Self, Self::Error> {
+        let l2_secret = load_secret(
+            a.l2.l2_jwt_token.as_deref(),
+            a.l2.l2_jwt_path.as_deref(),
+            "l2-jwt-token",
+            "l2-jwt-path",
+        )?
+        .ok_or(ConfigError::MissingJwt {
+            what: "the local execution client",
+            flag: "l2",
+        })?;
+        let builder_secret = load_secret(
+            a.builder.builder_jwt_token.as_deref(),
+            a.builder.builder_jwt_path.as_deref(),
+            "builder-jwt-token",
+            "builder-jwt-path",
+        )?
+        .ok_or(ConfigError::MissingJwt {
+            what: "the builder",
+            flag: "builder",
+        })?;
+        let inbound = load_secret(
+            a.auth.auth_jwt_token.as_deref(),
+            a.auth.auth_jwt_path.as_deref(),
+            "auth-jwt-token",
+            "auth-jwt-path",
+        )?;
+        let inbound_secret = if a.auth.no_inbound_auth {
+            None
+        } else {
+            Some(inbound.unwrap_or(l2_secret))
+        };
+
+        let get_payload_deadline = millis("get-payload-deadline-ms", a.get_payload_deadline_ms)?;
+        if get_payload_deadline >= Duration::from_secs(1) {
+            return Err(ConfigError::OutOfRange {
+                flag: "get-payload-deadline-ms",
+                reason: "must stay under the Engine API's 1000 ms getPayload timeout".into(),
+            });
+        }
+        if a.selection_min_gas_percent > 100 {
+            return Err(ConfigError::OutOfRange {
+                flag: "selection-min-gas-percent",
+                reason: "must be 0..=100".into(),
+            });
+        }
+        for (flag, v) in [
+            ("payload-id-cache-size", a.payload_id_cache_size),
+            ("builder-queue-depth", a.builder_queue_depth),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::OutOfRange {
+                    flag,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        if a.health_check_interval == 0 {
+            return Err(ConfigError::OutOfRange {
+                flag: "health-check-interval",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        let check_interval = Duration::from_secs(a.health_check_interval);
+
+        Ok(Self {
+            l2: UpstreamConfig {
+                name: "l2",
+                url: parse_url("l2-url", &a.l2.l2_url)?,
+                secret: Some(l2_secret),
+                timeout: millis("l2-timeout", a.l2.l2_timeout)?,
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            },
+            builder: UpstreamConfig {
+                name: "builder",
+                url: parse_url("builder-url", &a.builder.builder_url)?,
+                secret: Some(builder_secret),
+                timeout: millis("builder-timeout", a.builder.builder_timeout)?,
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            },
+            inbound_secret,
+            rpc_addr: resolve("rpc-host", &a.rpc_host, a.rpc_port)?,
+            debug_addr: resolve("debug-host", &a.debug_host, a.debug_server_port)?,
+            metrics_addr: if a.metrics {
+                Some(resolve("metrics-host", &a.metrics_host, a.metrics_port)?)
+            } else {
+                None
+            },
+            max_request_body: a.max_request_body_bytes,
+            execution_mode: a.execution_mode,
+            selection: match a.block_selection_policy {
+                Some(SelectionPolicyArg::GasUsed) => SelectionPolicy::GasUsed {
+                    min_percent: a.selection_min_gas_percent,
+                },
+                None => SelectionPolicy::AlwaysBuilder,
+            },
+            get_payload_deadline,
+            ignore_unhealthy_builders: a.ignore_unhealthy_builders,
+            payload_id_capacity: a.payload_id_cache_size,
+            builder_queue_depth: a.builder_queue_depth,
+            catch_up_depth: (!a.no_builder_catch_up && a.catch_up_depth > 0)
+                .then_some(a.catch_up_depth),
+            health: HealthConfig {
+                check_interval,
+                fast_interval: check_interval.min(Duration::from_millis(500)),
+                max_unsafe_interval: Duration::from_secs(a.max_unsafe_interval),
+            },
+            log: LogConfig {
+                level: a.log_level,
+                format: a.log_format,
+                file: a.log_file,
+                otlp: a.tracing.then_some(a.otlp_endpoint),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const HEX: &str = "688f5d737bad920bdfb2fc2f488d6b6209eebda1dae949a8de91398d932c517a";
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec![
+            "engine-mux",
+            "--l2-jwt-token",
+            HEX,
+            "--builder-jwt-token",
+            HEX,
+        ];
+        argv.extend_from_slice(extra);
+        Config::try_from(Args::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn every_bad_input_names_its_flag() {
+        let missing =
+            Config::try_from(Args::try_parse_from(["engine-mux", "--l2-jwt-token", HEX]).unwrap());
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("--builder-jwt-token")
+        );
+        let bad = Config::try_from(
+            Args::try_parse_from([
+                "engine-mux",
+                "--l2-jwt-token",
+                "zz",
+                "--builder-jwt-token",
+                HEX,
+            ])
+            .unwrap(),
+        );
+        assert!(bad.unwrap_err().to_string().contains("--l2-jwt-token"));
+        let unreadable = config(&["--auth-jwt-path", "/nonexistent/jwt.hex"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unreadable.contains("--auth-jwt-path") && unreadable.contains("/nonexistent/jwt.hex"),
+            "{unreadable}"
+        );
+        assert!(
+            config(&["--l2-url", "ftp://x"])
+                .unwrap_err()
+                .to_string()
+                .contains("--l2-url")
+        );
+        assert!(
+            config(&["--builder-url", "http://"])
+                .unwrap_err()
+                .to_string()
+                .contains("--builder-url")
+        );
+        assert!(
+            config(&["--get-payload-deadline-ms", "1500"])
+                .unwrap_err()
+                .to_string()
+                .contains("--get-payload-deadline-ms")
+        );
+        assert!(
+            config(&["--rpc-host", "no such host!"])
+                .unwrap_err()
+                .to_string()
+                .contains("--rpc-host")
+        );
+    }
+
+    #[test]
+    fn secrets_and_auth_modes() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.inbound_secret, c.l2.secret,
+            "inbound auth defaults to the L2 secret"
+        );
+        assert!(
+            config(&["--no-inbound-auth"])
+                .unwrap()
+                .inbound_secret
+                .is_none()
+        );
+        let other = "11".repeat(32);
+        let c = config(&["--auth-jwt-token", &other]).unwrap();
+        assert_eq!(c.inbound_secret, Some(JwtSecret::from_hex(&other).unwrap()));
+        assert!(
+            !format!("{c:?}").contains(HEX),
+            "Debug output must not leak secrets"
+        );
+        let dir = std::env::temp_dir().join(format!("engine-mux-jwt-{}", std::process::id()));
+        std::fs::write(&dir, format!("0x{other}\n")).unwrap();
+        let c = config(&["--auth-jwt-path", dir.to_str().unwrap()]).unwrap();
+        assert_eq!(c.inbound_secret, Some(JwtSecret::from_hex(&other).unwrap()));
+        let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn bare_host_port_urls_mean_http() {
+        let c = config(&["--l2-url", "127.0.0.1:8551"]).unwrap();
+        assert_eq!(c.l2.url.to_string(), "http://127.0.0.1:8551/");
+    }
+}

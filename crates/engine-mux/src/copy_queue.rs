@@ -1,0 +1,62 @@
+//! Copies of `eth_sendRawTransaction*` / `miner_*` requests for the builder: a bounded, ordered
+//! queue drained by one task, so a transaction flood can neither delay op-node's engine calls
+//! nor grow memory without bound.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use tokio::sync::mpsc;
+
+use crate::multiplex::MuxState;
+
+/// The sending side.
+#[derive(Debug, Clone)]
+pub struct CopyQueue {
+    tx: mpsc::Sender<(HeaderMap, Bytes)>,
+}
+
+/// The receiving side, handed to [`run`].
+#[derive(Debug)]
+pub struct CopyQueueRx(mpsc::Receiver<(HeaderMap, Bytes)>);
+
+impl CopyQueue {
+    /// A queue holding at most `depth` requests.
+    pub fn new(depth: usize) -> (Self, CopyQueueRx) {
+        let (tx, rx) = mpsc::channel(depth);
+        (Self { tx }, CopyQueueRx(rx))
+    }
+
+    /// Enqueues a request body; false when the queue is full (the copy is dropped).
+    pub fn push(&self, headers: HeaderMap, body: Bytes) -> bool {
+        self.tx.try_send((headers, body)).is_ok()
+    }
+
+    /// Requests waiting.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Forwards each copy to the builder in order; the builder's answers are only logged.
+pub async fn run(state: Arc<MuxState>, mut rx: CopyQueueRx) {
+    while let Some((headers, body)) = rx.0.recv().await {
+        state.metrics.queue_depth("builder_tx_copies", rx.0.len());
+        let started = Instant::now();
+        let res = state
+            .builder
+            .forward(&headers, body, state.builder.timeout())
+            .await;
+        let outcome = match &res {
+            Ok(r) if r.status().is_success() => "ok",
+            Ok(_) => "http",
+            Err(e) => e.kind(),
+        };
+        state
+            .metrics
+            .upstream_call("builder", "tx_copy", outcome, started.elapsed());
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "copying a transaction request to the builder failed");
+        }
+    }
+}

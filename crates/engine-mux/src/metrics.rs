@@ -1,0 +1,280 @@
+//! Per-instance Prometheus metrics. Each engine-mux instance owns its recorder (no global
+//! recorder), so several instances in one process — the devnet, the tests — keep separate books.
+
+use std::time::Duration;
+
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::{execution_mode::ExecutionMode, multiplex::FallbackReason};
+
+const METADATA: Metadata<'static> =
+    Metadata::new("engine_mux", metrics::Level::INFO, Some(module_path!()));
+
+/// Latency buckets in seconds: loopback calls are sub-millisecond, builder deadlines ~1 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// Where a proposed block came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockSource {
+    /// The builder's payload, validated VALID by the local EL.
+    Builder,
+    /// The local EL's own payload.
+    Local,
+}
+
+impl BlockSource {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Builder => "builder",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// The metrics of one engine-mux instance.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, *v))
+            .collect::<Vec<_>>(),
+    )
+}
+
+impl Metrics {
+    /// A fresh, empty set of metrics.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("static bucket list is non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+
+    /// Prometheus text exposition of everything recorded so far.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Housekeeping the exporter needs periodically (drains histogram buffers).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)], n: u64) {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+            .increment(n);
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)], v: f64) {
+        self.recorder
+            .register_gauge(&key(name, labels), &METADATA)
+            .set(v);
+    }
+
+    fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)], v: f64) {
+        self.recorder
+            .register_histogram(&key(name, labels), &METADATA)
+            .record(v);
+    }
+
+    /// An inbound request served, by method (`proxy` for the raw path, `batch` for batches).
+    pub fn inbound(&self, method: &'static str, elapsed: Duration) {
+        self.histogram(
+            "engine_mux_rpc_request_duration_seconds",
+            &[("method", method)],
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// One call to an upstream, by upstream, method and outcome (`ok` or an error kind).
+    pub fn upstream_call(
+        &self,
+        upstream: &'static str,
+        method: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.histogram(
+            "engine_mux_upstream_request_duration_seconds",
+            &[("upstream", upstream), ("method", method)],
+            elapsed.as_secs_f64(),
+        );
+        self.counter(
+            "engine_mux_upstream_requests_total",
+            &[
+                ("upstream", upstream),
+                ("method", method),
+                ("outcome", outcome),
+            ],
+            1,
+        );
+    }
+
+    /// A block returned to op-node, by source.
+    pub fn block_proposed(&self, source: BlockSource) {
+        self.counter(
+            "engine_mux_blocks_proposed_total",
+            &[("source", source.as_str())],
+            1,
+        );
+    }
+
+    /// A getPayload that returned the local block although the builder was asked.
+    pub fn fallback(&self, reason: FallbackReason) {
+        self.counter(
+            "engine_mux_fallbacks_total",
+            &[("reason", reason.as_str())],
+            1,
+        );
+    }
+
+    /// Overall getPayload latency as op-node saw it.
+    pub fn get_payload_total(&self, elapsed: Duration) {
+        self.histogram(
+            "engine_mux_get_payload_duration_seconds",
+            &[],
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// Current health as the HTTP status op-conductor reads (200 / 206 / 503).
+    pub fn health(&self, status: u16) {
+        self.gauge("engine_mux_health_status", &[], f64::from(status));
+    }
+
+    /// The current execution mode (one-hot by label).
+    pub fn execution_mode(&self, mode: ExecutionMode) {
+        for m in [
+            ExecutionMode::Enabled,
+            ExecutionMode::DryRun,
+            ExecutionMode::Disabled,
+        ] {
+            self.gauge(
+                "engine_mux_execution_mode",
+                &[("mode", m.as_str())],
+                if m == mode { 1.0 } else { 0.0 },
+            );
+        }
+    }
+
+    /// Entries in the local→builder payload id map.
+    pub fn payload_ids(&self, len: usize) {
+        self.gauge("engine_mux_payload_id_map_entries", &[], len as f64);
+    }
+
+    /// Items waiting in a queue.
+    pub fn queue_depth(&self, queue: &'static str, depth: usize) {
+        self.gauge("engine_mux_queue_depth", &[("queue", queue)], depth as f64);
+    }
+
+    /// An item dropped from a queue, with why.
+    pub fn queue_dropped(&self, queue: &'static str, reason: &'static str) {
+        self.counter(
+            "engine_mux_queue_dropped_total",
+            &[("queue", queue), ("reason", reason)],
+            1,
+        );
+    }
+
+    /// Recent payloads held for catch-up.
+    pub fn recent_payloads(&self, len: usize) {
+        self.gauge("engine_mux_recent_payloads", &[], len as f64);
+    }
+
+    /// Blocks replayed to the builder by catch-up.
+    pub fn catch_up_replayed(&self, blocks: u64) {
+        self.counter("engine_mux_catch_up_replayed_blocks_total", &[], blocks);
+    }
+
+    /// A catch-up run, by outcome (`synced`, `nothing_to_do`, `beyond_bound`, `failed`).
+    pub fn catch_up_run(&self, outcome: &'static str) {
+        self.counter("engine_mux_catch_up_runs_total", &[("outcome", outcome)], 1);
+    }
+
+    /// Result of an upstream probe (`synced`, `stale`, `failed`).
+    pub fn probe(&self, upstream: &'static str, outcome: &'static str) {
+        self.counter(
+            "engine_mux_probes_total",
+            &[("upstream", upstream), ("outcome", outcome)],
+            1,
+        );
+    }
+
+    /// Requests refused before routing (body too large, unparseable, ...).
+    pub fn rejected(&self, reason: &'static str) {
+        self.counter(
+            "engine_mux_rejected_requests_total",
+            &[("reason", reason)],
+            1,
+        );
+    }
+}
+
+/// Reads one sample from Prometheus text (`name{labels} value`); for tests and status lines.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_keep_separate_books() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.block_proposed(BlockSource::Builder);
+        a.block_proposed(BlockSource::Builder);
+        a.fallback(FallbackReason::Timeout);
+        let text = a.render();
+        assert_eq!(
+            sample(
+                &text,
+                r#"engine_mux_blocks_proposed_total{source="builder"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, r#"engine_mux_fallbacks_total{reason="timeout"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &b.render(),
+                r#"engine_mux_blocks_proposed_total{source="builder"}"#
+            ),
+            None
+        );
+    }
+}

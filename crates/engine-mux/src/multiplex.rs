@@ -1,0 +1,493 @@
+//! The multiplexer: the engine calls op-node makes, fanned out to the local EL and the
+//! builder. The local EL's answer is always what op-node waits for; the builder can only add
+//! a better block inside a deadline, and only after the local EL has validated it as VALID.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy_rpc_types_engine::{
+    ForkchoiceState, ForkchoiceUpdated, PayloadId, PayloadStatus, PayloadStatusEnum,
+};
+use bytes::Bytes;
+use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc};
+use http::{HeaderMap, Response};
+use op_alloy_rpc_types_engine::OpPayloadAttributes;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+use crate::{
+    builder_queue::{BuilderCall, BuilderQueue, is_unreachable},
+    copy_queue::CopyQueue,
+    error::MuxError,
+    execution_mode::{ExecutionMode, ModeCell},
+    health::Health,
+    metrics::{BlockSource, Metrics},
+    payload_ids::{BuilderFcu, PayloadIds},
+    recent_payloads::RecentPayloads,
+    selection::SelectionPolicy,
+};
+
+/// Why getPayload returned the local block although the builder was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The builder did not answer within its deadline.
+    Timeout,
+    /// The builder answered with an error or garbage, or validation itself failed.
+    Error,
+    /// The local EL judged the builder's block INVALID.
+    Invalid,
+    /// The builder (or the local EL validating its block) was syncing.
+    Syncing,
+    /// No builder build was started for this payload id.
+    NoBuilderPayload,
+    /// The selection policy preferred the local block.
+    Policy,
+    /// The builder was unhealthy and not asked.
+    SkippedUnhealthy,
+}
+
+impl FallbackReason {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::Invalid => "invalid",
+            Self::Syncing => "syncing",
+            Self::NoBuilderPayload => "no_builder_payload",
+            Self::Policy => "policy",
+            Self::SkippedUnhealthy => "skipped_unhealthy",
+        }
+    }
+
+    /// The reason an upstream error stands for.
+    pub fn from_upstream(e: &UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout { .. } => Self::Timeout,
+            _ => Self::Error,
+        }
+    }
+}
+
+/// Shared state of one engine-mux instance.
+#[derive(Debug)]
+pub struct MuxState {
+    /// The local execution client.
+    pub l2: Upstream,
+    /// The builder.
+    pub builder: Upstream,
+    /// Current execution mode.
+    pub mode: ModeCell,
+    /// Health evidence.
+    pub health: Health,
+    /// local→builder payload ids.
+    pub ids: PayloadIds,
+    /// Recent payloads for catch-up (`None`: catch-up off).
+    pub recent: Option<RecentPayloads>,
+    /// Ordered engine calls for the builder.
+    pub queue: BuilderQueue,
+    /// Transaction copies for the builder.
+    pub copies: CopyQueue,
+    /// This instance's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Block selection.
+    pub selection: SelectionPolicy,
+    /// Overall getPayload budget.
+    pub get_payload_deadline: Duration,
+    /// Skip an unhealthy builder.
+    pub ignore_unhealthy: bool,
+}
+
+/// A builder payload that the local EL validated as VALID.
+struct ValidBuilderPayload {
+    raw: Box<RawValue>,
+    envelope: PayloadEnvelope,
+}
+
+fn json_response(body: Bytes) -> Response<Bytes> {
+    let mut res = Response::new(body);
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Reads a JSON-RPC result of type `R` out of an upstream response; `None` when it is not a
+/// successful answer (non-200, error object, or a shape that does not parse).
+fn result_of<R: DeserializeOwned>(res: &Response<Bytes>) -> Option<R> {
+    if res.status() != http::StatusCode::OK {
+        return None;
+    }
+    let env: jsonrpc::ResponseEnvelope = serde_json::from_slice(res.body()).ok()?;
+    serde_json::from_str(env.result?.get()).ok()
+}
+
+impl MuxState {
+    /// Whether the builder is to be left alone right now.
+    pub fn skip_builder(&self) -> bool {
+        self.ignore_unhealthy && !self.health.builder_usable()
+    }
+
+    /// Records a builder error as health evidence when it means the builder is unreachable.
+    pub fn note_builder_error(&self, e: &UpstreamError) {
+        if is_unreachable(e) || matches!(e, UpstreamError::Malformed { .. }) {
+            self.health.builder_failed();
+        }
+    }
+
+    /// A typed call to the builder, timed into the metrics.
+    pub async fn call_builder<R: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<R, UpstreamError> {
+        timed(
+            &self.metrics,
+            &self.builder,
+            method,
+            self.builder.call(method, &params, timeout),
+        )
+        .await
+    }
+
+    /// A typed call to the local EL, timed into the metrics.
+    pub async fn call_l2<R: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<R, UpstreamError> {
+        timed(
+            &self.metrics,
+            &self.l2,
+            method,
+            self.l2.call(method, &params, timeout),
+        )
+        .await
+    }
+
+    /// Forwards op-node's request body to the local EL unchanged, timed into the metrics.
+    pub async fn forward_l2(
+        &self,
+        method: &'static str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let started = Instant::now();
+        let res = self.l2.forward(headers, body, self.l2.timeout()).await;
+        let outcome = match &res {
+            Ok(r) if r.status().is_success() => "ok",
+            Ok(_) => "http",
+            Err(e) => e.kind(),
+        };
+        self.metrics
+            .upstream_call("l2", method, outcome, started.elapsed());
+        res
+    }
+
+    /// Turns the local EL's answer to an engine call into op-node's response and health evidence.
+    fn local_answer<R: DeserializeOwned>(
+        &self,
+        id: Option<&RawValue>,
+        res: Result<Response<Bytes>, UpstreamError>,
+    ) -> (Response<Bytes>, Option<R>) {
+        match res {
+            Ok(res) => {
+                let parsed = result_of::<R>(&res);
+                if parsed.is_some() {
+                    self.health.local_ok();
+                } else {
+                    self.health.local_failed();
+                }
+                (res, parsed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "local execution client failed an engine call");
+                self.health.local_failed();
+                (
+                    json_response(jsonrpc::error_response(
+                        id,
+                        &MuxError::Upstream(e).to_error_object(),
+                    )),
+                    None,
+                )
+            }
+        }
+    }
+
+    fn enqueue_builder(&self, call: BuilderCall) {
+        if let Err(call) = self.queue.push(call) {
+            self.metrics.queue_dropped("builder", "full");
+            tracing::warn!(
+                "builder queue full; dropping a call (catch-up will replay missed blocks)"
+            );
+            if let BuilderCall::Build { reply, .. } = call {
+                reply.send_replace(Some(BuilderFcu::Unavailable(FallbackReason::Error)));
+            }
+        }
+        self.metrics.queue_depth("builder", self.queue.depth());
+    }
+
+    /// `engine_forkchoiceUpdatedV3`: the local EL answers; the builder is told in the background.
+    pub async fn forkchoice_updated(
+        &self,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        let mode = self.mode.get();
+        let parsed = params.and_then(|p| {
+            serde_json::from_str::<(ForkchoiceState, Option<OpPayloadAttributes>)>(p.get())
+                .or_else(|_| {
+                    serde_json::from_str::<(ForkchoiceState,)>(p.get()).map(|(s,)| (s, None))
+                })
+                .ok()
+        });
+        let mut builder_rx = None;
+        if let (Some((state, attrs)), Some(params)) = (&parsed, params) {
+            if let Some(recent) = &self.recent {
+                recent.record_forkchoice(*state);
+            }
+            let builds = attrs.as_ref().is_some_and(|a| a.no_tx_pool != Some(true));
+            if mode.talks_to_builder() {
+                // Queued before the local call so the builder starts building in parallel.
+                if builds {
+                    let (tx, rx) = watch::channel(None);
+                    if self.skip_builder() {
+                        tx.send_replace(Some(BuilderFcu::Unavailable(
+                            FallbackReason::SkippedUnhealthy,
+                        )));
+                    } else {
+                        self.enqueue_builder(BuilderCall::Build {
+                            params: params.to_owned(),
+                            reply: tx,
+                        });
+                    }
+                    builder_rx = Some(rx);
+                } else if !self.skip_builder() {
+                    self.enqueue_builder(BuilderCall::Mirror {
+                        method: "engine_forkchoiceUpdatedV3",
+                        params: params.to_owned(),
+                    });
+                }
+            }
+        }
+        let res = self
+            .forward_l2("engine_forkchoiceUpdatedV3", headers, body)
+            .await;
+        let (res, fcu) = self.local_answer::<ForkchoiceUpdated>(id, res);
+        if let (Some(fcu), Some(rx)) = (fcu, builder_rx) {
+            if let Some(local_id) = fcu.payload_id {
+                let n = self.ids.insert(local_id, rx);
+                self.metrics.payload_ids(n);
+            }
+        }
+        res
+    }
+
+    /// `engine_newPayloadV3/V4`: the local EL answers; the builder gets a mirrored copy.
+    pub async fn new_payload(
+        &self,
+        method: &'static str,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        if let Some(params) = params {
+            if let Some(recent) = &self.recent {
+                let n = recent.record(method, params);
+                self.metrics.recent_payloads(n);
+            }
+            if self.mode.get().talks_to_builder() && !self.skip_builder() {
+                self.enqueue_builder(BuilderCall::Mirror {
+                    method,
+                    params: params.to_owned(),
+                });
+            }
+        }
+        let res = self.forward_l2(method, headers, body).await;
+        self.local_answer::<PayloadStatus>(id, res).0
+    }
+
+    /// `engine_getPayloadV3/V4/V5`: local and builder in parallel; the builder's block is used
+    /// only when the local EL validated it VALID, the policy agrees and the mode is enabled.
+    pub async fn get_payload(
+        &self,
+        version: PayloadVersion,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.get_payload_deadline;
+        let mode = self.mode.get();
+        let local_id = params
+            .and_then(|p| serde_json::from_str::<(PayloadId,)>(p.get()).ok())
+            .map(|(id,)| id);
+        let builder = async {
+            match local_id {
+                Some(local_id) if mode.talks_to_builder() => {
+                    Some(self.builder_payload(version, local_id, deadline).await)
+                }
+                _ => None,
+            }
+        };
+        let local = self.forward_l2(version.get_payload_method(), headers, body);
+        let (local, builder) = tokio::join!(local, builder);
+        let (local_res, local_payload) = self.local_answer::<Box<RawValue>>(id, local);
+        let local_env = local_payload
+            .as_ref()
+            .and_then(|raw| PayloadEnvelope::parse(version, raw).ok());
+
+        let response = match builder {
+            None => {
+                self.metrics.block_proposed(BlockSource::Local);
+                local_res
+            }
+            Some(Err(reason)) => {
+                self.metrics.fallback(reason);
+                self.metrics.block_proposed(BlockSource::Local);
+                local_res
+            }
+            Some(Ok(valid)) => {
+                let wins = match &local_env {
+                    Some(local) => self
+                        .selection
+                        .builder_wins(valid.envelope.gas_used(), local.gas_used()),
+                    // The local EL failed getPayload: a builder block it validated is better than none.
+                    None => true,
+                };
+                if !wins {
+                    self.metrics.fallback(FallbackReason::Policy);
+                }
+                if wins && mode == ExecutionMode::Enabled {
+                    tracing::info!(
+                        block = valid.envelope.block_number(),
+                        hash = %valid.envelope.block_hash(),
+                        txs = valid.envelope.tx_count(),
+                        gas_used = valid.envelope.gas_used(),
+                        "proposing the builder's block"
+                    );
+                    self.metrics.block_proposed(BlockSource::Builder);
+                    json_response(jsonrpc::ok_response(id, &valid.raw))
+                } else {
+                    self.metrics.block_proposed(BlockSource::Local);
+                    local_res
+                }
+            }
+        };
+        self.metrics.get_payload_total(started.elapsed());
+        response
+    }
+
+    /// The builder's payload for `local_id`, validated on the local EL, within `deadline`.
+    async fn builder_payload(
+        &self,
+        version: PayloadVersion,
+        local_id: PayloadId,
+        deadline: tokio::time::Instant,
+    ) -> Result<ValidBuilderPayload, FallbackReason> {
+        let Some(mut rx) = self.ids.get(&local_id) else {
+            return Err(FallbackReason::NoBuilderPayload);
+        };
+        let outcome = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some))
+            .await
+            .map_err(|_| FallbackReason::Timeout)?
+            .map_err(|_| FallbackReason::Error)?
+            .ok_or(FallbackReason::Error)?;
+        let builder_id = match outcome {
+            BuilderFcu::Building(id) => id,
+            BuilderFcu::Unavailable(reason) => return Err(reason),
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let raw: Box<RawValue> = match self
+            .call_builder(
+                version.get_payload_method(),
+                &(builder_id,),
+                remaining.min(self.builder.timeout()),
+            )
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::warn!(error = %e, %local_id, %builder_id, "builder getPayload failed; using the local block");
+                self.note_builder_error(&e);
+                self.health.builder_payload(false);
+                return Err(FallbackReason::from_upstream(&e));
+            }
+        };
+        let envelope = match PayloadEnvelope::parse(version, &raw) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(error = %e, "builder getPayload answer is not a valid payload envelope; using the local block");
+                self.health.builder_payload(false);
+                return Err(FallbackReason::Error);
+            }
+        };
+        let verdict = self.validate_on_l2(version, &envelope, deadline).await;
+        self.health.builder_payload(verdict.is_ok());
+        verdict.map(|()| ValidBuilderPayload { raw, envelope })
+    }
+
+    /// `engine_newPayload` of the builder's block on the local EL: only VALID is valid.
+    async fn validate_on_l2(
+        &self,
+        version: PayloadVersion,
+        envelope: &PayloadEnvelope,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), FallbackReason> {
+        let params = envelope
+            .new_payload_params()
+            .map_err(|_| FallbackReason::Error)?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let status: PayloadStatus = match self
+            .call_l2(
+                version.new_payload_method(),
+                &params,
+                remaining.min(self.l2.timeout()),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, hash = %envelope.block_hash(), "validating the builder's block on the local EL failed");
+                return Err(FallbackReason::from_upstream(&e));
+            }
+        };
+        match status.status {
+            PayloadStatusEnum::Valid => Ok(()),
+            PayloadStatusEnum::Invalid { validation_error } => {
+                tracing::warn!(hash = %envelope.block_hash(), block = envelope.block_number(), %validation_error, "local EL rejected the builder's block as INVALID");
+                Err(FallbackReason::Invalid)
+            }
+            PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted => {
+                tracing::warn!(hash = %envelope.block_hash(), status = %status.status, "local EL could not validate the builder's block");
+                Err(FallbackReason::Syncing)
+            }
+        }
+    }
+}
+
+async fn timed<R>(
+    metrics: &Metrics,
+    upstream: &Upstream,
+    method: &'static str,
+    fut: impl Future<Output = Result<R, UpstreamError>>,
+) -> Result<R, UpstreamError> {
+    let started = Instant::now();
+    let res = fut.await;
+    let outcome = match &res {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics.upstream_call(upstream.name(), method, outcome, started.elapsed());
+    res
+}

@@ -1,0 +1,100 @@
+//! Background probe of both upstreams' latest block against --max-unsafe-interval: evidence
+//! for health, and the trigger for builder catch-up when the builder is behind.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use alloy_primitives::U64;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::{
+    builder_queue::BuilderCall, config::HealthConfig, health::ProbeOutcome, multiplex::MuxState,
+};
+
+#[derive(Deserialize)]
+struct LatestBlock {
+    number: U64,
+    timestamp: U64,
+}
+
+fn outcome_of(
+    res: &Result<LatestBlock, engine_api::UpstreamError>,
+    max_unsafe: Duration,
+) -> ProbeOutcome {
+    match res {
+        Ok(b) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let age = Duration::from_secs(now.saturating_sub(b.timestamp.to::<u64>()));
+            if age > max_unsafe {
+                ProbeOutcome::Stale { age }
+            } else {
+                ProbeOutcome::Synced
+            }
+        }
+        Err(e) => ProbeOutcome::Failed(e.to_string()),
+    }
+}
+
+/// Probes once: records evidence and, when the builder is reachable but behind, queues a catch-up.
+pub async fn probe_once(state: &MuxState, config: &HealthConfig) {
+    let params = ("latest", false);
+    let (local, builder) = tokio::join!(
+        state.call_l2::<LatestBlock>("eth_getBlockByNumber", &params, state.l2.timeout()),
+        state.call_builder::<LatestBlock>("eth_getBlockByNumber", &params, state.builder.timeout()),
+    );
+    let local_outcome = outcome_of(&local, config.max_unsafe_interval);
+    let builder_outcome = outcome_of(&builder, config.max_unsafe_interval);
+    state.metrics.probe("l2", local_outcome.as_str());
+    state.metrics.probe("builder", builder_outcome.as_str());
+    if local_outcome != ProbeOutcome::Synced {
+        tracing::warn!(outcome = ?local_outcome, "local execution client probe is not healthy");
+    }
+    if !matches!(builder_outcome, ProbeOutcome::Synced) {
+        tracing::info!(outcome = ?builder_outcome, "builder probe is not healthy");
+    }
+    state.health.local_probe(&local_outcome);
+    state.health.builder_probe(&builder_outcome);
+    if let (Ok(l), Ok(b)) = (&local, &builder) {
+        if state.recent.is_some() && state.mode.get().talks_to_builder() && b.number < l.number {
+            tracing::info!(
+                builder = b.number.to::<u64>(),
+                local = l.number.to::<u64>(),
+                "builder is behind the local head; queueing catch-up"
+            );
+            if state.queue.push(BuilderCall::CatchUp).is_err() {
+                state.metrics.queue_dropped("builder", "full");
+            }
+        }
+    }
+}
+
+/// Probes until `shutdown` flips: every --health-check-interval while healthy, every
+/// `fast_interval` while not, and at once when an engine call turns something unhealthy.
+pub async fn run(state: Arc<MuxState>, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        probe_once(&state, &config).await;
+        let status = state.health.status(state.mode.get().talks_to_builder());
+        state.metrics.health(status.code());
+        state.metrics.execution_mode(state.mode.get());
+        state.metrics.upkeep();
+        let wait = if status.code() == 200 {
+            config.check_interval
+        } else {
+            config.fast_interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.health.turned_unhealthy() => {
+                // Let the failing call's neighbours land before probing.
+                tokio::time::sleep(config.fast_interval).await;
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Starting and stopping one engine-mux instance: the engine API port (with /healthz,
+//! /livez, /readyz), the debug server, the metrics server and the background tasks.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use engine_api::{AuthLayer, Upstream};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown, service::TowerToHyperService};
+use jsonrpsee::server::ServerHandle;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower::{ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
+
+use crate::{
+    builder_queue::{self, BuilderQueue},
+    config::Config,
+    copy_queue::{self, CopyQueue},
+    debug_api,
+    execution_mode::ModeCell,
+    health::{Health, HealthStatus},
+    layers::{BodyLimitLayer, InboundMetricsLayer},
+    metrics::Metrics,
+    multiplex::MuxState,
+    payload_ids::PayloadIds,
+    probe,
+    recent_payloads::RecentPayloads,
+    router,
+};
+
+/// Depth of the transaction-copy queue.
+const TX_COPY_QUEUE_DEPTH: usize = 4096;
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why startup failed; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("--{flag}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The flag that set the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running instance.
+pub struct RunningMux {
+    /// Engine API, proxy and health address.
+    pub rpc_addr: SocketAddr,
+    /// Debug server address.
+    pub debug_addr: SocketAddr,
+    /// Metrics server address, when serving metrics.
+    pub metrics_addr: Option<SocketAddr>,
+    state: Arc<MuxState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    debug: ServerHandle,
+}
+
+impl std::fmt::Debug for RunningMux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningMux")
+            .field("rpc_addr", &self.rpc_addr)
+            .field("debug_addr", &self.debug_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningMux {
+    /// Prometheus text of this instance's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.state.metrics.render()
+    }
+
+    /// Current health, as `/healthz` would answer.
+    pub fn health(&self) -> HealthStatus {
+        self.state
+            .health
+            .status(self.state.mode.get().talks_to_builder())
+    }
+
+    /// The shared state (for embedding and tests).
+    pub fn state(&self) -> &Arc<MuxState> {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight calls finish (up to a drain timeout), stops the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.debug.stop();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
+        }
+        self.debug.stopped().await;
+    }
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { flag, addr, source })
+}
+
+/// Starts an instance from a validated config.
+pub async fn start(config: Config) -> Result<RunningMux, StartError> {
+    let rpc_listener = bind("rpc-port", config.rpc_addr).await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(bind("metrics-port", addr).await?),
+        None => None,
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let (queue, queue_rx) = BuilderQueue::new(config.builder_queue_depth);
+    let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
+    let state = Arc::new(MuxState {
+        l2: Upstream::new(config.l2.clone()),
+        builder: Upstream::new(config.builder.clone()),
+        mode: ModeCell::new(config.execution_mode),
+        health: Health::new(),
+        ids: PayloadIds::new(config.payload_id_capacity),
+        recent: config.catch_up_depth.map(RecentPayloads::new),
+        queue,
+        copies,
+        metrics: metrics.clone(),
+        selection: config.selection,
+        get_payload_deadline: config.get_payload_deadline,
+        ignore_unhealthy: config.ignore_unhealthy_builders,
+    });
+    metrics.execution_mode(config.execution_mode);
+
+    let (debug_addr, debug) = debug_api::start(config.debug_addr, state.clone())
+        .await
+        .map_err(|source| StartError::Bind {
+            flag: "debug-server-port",
+            addr: config.debug_addr,
+            source,
+        })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let rpc_addr = rpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            flag: "rpc-port",
+            addr: config.rpc_addr,
+            source,
+        })?;
+    let mut tasks = vec![
+        tokio::spawn(builder_queue::run(state.clone(), queue_rx)),
+        tokio::spawn(copy_queue::run(state.clone(), copies_rx)),
+        tokio::spawn(probe::run(
+            state.clone(),
+            config.health.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(serve(
+            rpc_listener,
+            rpc_service(state.clone(), &config),
+            shutdown_rx.clone(),
+        )),
+    ];
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics_listener {
+        metrics_addr = listener.local_addr().ok();
+        tasks.push(tokio::spawn(serve(
+            listener,
+            metrics_service(state.clone()),
+            shutdown_rx.clone(),
+        )));
+    }
+    tracing::info!(
+        %rpc_addr,
+        %debug_addr,
+        metrics = ?metrics_addr,
+        l2 = %config.l2.url,
+        builder = %config.builder.url,
+        mode = %config.execution_mode,
+        inbound_auth = config.inbound_secret.is_some(),
+        "engine-mux started"
+    );
+    Ok(RunningMux {
+        rpc_addr,
+        debug_addr,
+        metrics_addr,
+        state,
+        shutdown,
+        tasks,
+        debug,
+    })
+}
+
+type HttpService = BoxCloneService<Request<Incoming>, Response<Full<Bytes>>, Infallible>;
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res
+}
+
+fn health_response(state: &MuxState, path: &str) -> Option<Response<Full<Bytes>>> {
+    let status = state.health.status(state.mode.get().talks_to_builder());
+    state.metrics.health(status.code());
+    match path {
+        "/healthz" => {
+            let code =
+                StatusCode::from_u16(status.code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            Some(text(code, ""))
+        }
+        "/livez" => Some(text(StatusCode::OK, "ok")),
+        "/readyz" if status == HealthStatus::ServiceUnavailable => Some(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "local execution client unavailable",
+        )),
+        "/readyz" => Some(text(StatusCode::OK, "ready")),
+        _ => None,
+    }
+}
+
+/// The engine API port: health endpoints without auth, everything else through the layers.
+fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
+    let router_state = state.clone();
+    let router = service_fn(move |req: Request<Bytes>| {
+        let state = router_state.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let res = router::handle(&state, &parts.headers, body).await;
+            Ok::<_, Infallible>(res.map(Full::new))
+        }
+    });
+    let rpc = ServiceBuilder::new()
+        .layer(InboundMetricsLayer::new(state.metrics.clone()))
+        .option_layer(config.inbound_secret.map(AuthLayer::new))
+        .layer(BodyLimitLayer::new(
+            config.max_request_body,
+            state.metrics.clone(),
+        ))
+        .service(router);
+    let rpc: HttpService = BoxCloneService::new(rpc);
+    BoxCloneService::new(service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        let rpc = rpc.clone();
+        async move {
+            if req.method() == Method::GET {
+                if let Some(res) = health_response(&state, req.uri().path()) {
+                    return Ok(res);
+                }
+            }
+            rpc.oneshot(req).await
+        }
+    }))
+}
+
+fn metrics_service(state: Arc<MuxState>) -> HttpService {
+    BoxCloneService::new(service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            if req.uri().path() != "/metrics" {
+                return Ok(text(StatusCode::NOT_FOUND, "not found; try /metrics"));
+            }
+            state.metrics.queue_depth("builder", state.queue.depth());
+            state.metrics.payload_ids(state.ids.len());
+            let mut res = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(res)
+        }
+    }))
+}
+
+/// Accepts HTTP/1.1 connections until shutdown, then drains in-flight requests.
+async fn serve(listener: TcpListener, service: HttpService, mut shutdown: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the drain timeout");
+    }
+}
