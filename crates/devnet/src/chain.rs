@@ -28,7 +28,7 @@ pub struct ChainBlock {
     /// Receipts, one per transaction.
     pub receipts: Vec<OpReceiptEnvelope>,
     /// Post-state (moved into the store's state cache on insert).
-    state: Option<StateSnapshot>,
+    state: Option<Arc<StateSnapshot>>,
 }
 
 impl ChainBlock {
@@ -45,12 +45,12 @@ impl ChainBlock {
             hash,
             transactions,
             receipts,
-            state: Some(state),
+            state: Some(Arc::new(state)),
         }
     }
 
     /// The post-state carried by a freshly built/validated block, if not yet moved to a store.
-    pub fn state(&self) -> Option<&StateSnapshot> {
+    pub fn state(&self) -> Option<&Arc<StateSnapshot>> {
         self.state.as_ref()
     }
 
@@ -117,7 +117,7 @@ impl ChainStore {
             finalized: hash,
             genesis_hash: hash,
         };
-        store.states.insert(hash, Arc::new(state));
+        store.states.insert(hash, state);
         store.blocks.insert(hash, Arc::new(genesis));
         store.canonical.insert(0, hash);
         store
@@ -130,7 +130,7 @@ impl ChainStore {
             return existing.clone();
         }
         if let Some(state) = block.state.take() {
-            self.states.insert(hash, Arc::new(state));
+            self.states.insert(hash, state);
             self.state_order.push_back(hash);
             while self.state_order.len() > MAX_STATES {
                 if let Some(old) = self.state_order.pop_front()

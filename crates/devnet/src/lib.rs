@@ -4,10 +4,13 @@
 pub mod accounts;
 pub mod attributes;
 pub mod build;
+pub mod builder_faults;
 pub mod chain;
+pub mod engine;
 pub mod execute;
 pub mod fees;
 pub mod genesis;
 pub mod l1_info;
+pub mod mempool;
 pub mod state;
 pub mod validate;

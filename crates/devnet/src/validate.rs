@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn built_block_revalidates_and_tampering_is_named() {
         let (spec, genesis) = genesis_block();
-        let state = genesis.state().unwrap().clone();
+        let state = (**genesis.state().unwrap()).clone();
         let attrs = sequencer_attributes(&spec, &SequencerParams::default(), 1, 1_001);
         let built = build_block(
             &spec,
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn no_tx_pool_builds_deposit_only_block() {
         let (spec, genesis) = genesis_block();
-        let state = genesis.state().unwrap().clone();
+        let state = (**genesis.state().unwrap()).clone();
         let mut attrs = sequencer_attributes(&spec, &SequencerParams::default(), 1, 1_001);
         attrs.no_tx_pool = Some(true);
         let built = build_block(
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn pool_tx_with_bad_nonce_is_skipped_not_fatal() {
         let (spec, genesis) = genesis_block();
-        let state = genesis.state().unwrap().clone();
+        let state = (**genesis.state().unwrap()).clone();
         let mut txs = transfers(&state, spec.chain_id, 2);
         let signers = funded_dev_signers(&state).unwrap();
         let bad = sign_transfer(

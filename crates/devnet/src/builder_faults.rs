@@ -1,0 +1,268 @@
+//! Fault switches for builder mode: what a misbehaving external builder looks like.
+
+use std::{
+    str::FromStr,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// One fault a builder can be switched into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "fault", content = "ms")]
+pub enum Fault {
+    /// Delay every engine answer by this many milliseconds.
+    Slow(u64),
+    /// Close the listener: connections are refused.
+    Down,
+    /// Accept engine calls and never answer them.
+    Hang,
+    /// Serve payloads whose state root is wrong (hash recomputed so only re-execution catches it).
+    Invalid,
+    /// Build blocks with only the attribute (deposit) transactions.
+    Empty,
+    /// Stop following the chain: FCU and newPayload answer SYNCING and change nothing.
+    Stale,
+}
+
+/// Why a fault name did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault {0:?} (expected slow=MS, down, hang, invalid, empty, stale)")]
+pub struct ParseFaultError(pub String);
+
+impl FromStr for Fault {
+    type Err = ParseFaultError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseFaultError(s.to_string());
+        match s {
+            "down" => Ok(Self::Down),
+            "hang" => Ok(Self::Hang),
+            "invalid" => Ok(Self::Invalid),
+            "empty" => Ok(Self::Empty),
+            "stale" => Ok(Self::Stale),
+            other => {
+                let ms = other
+                    .strip_prefix("slow=")
+                    .or_else(|| other.strip_prefix("slow:"))
+                    .ok_or_else(err)?;
+                ms.parse().map(Self::Slow).map_err(|_| err())
+            }
+        }
+    }
+}
+
+/// The live fault switches of one engine, shared by its RPC server and its engine core.
+#[derive(Debug)]
+pub struct Faults {
+    slow_ms: AtomicU64,
+    down: AtomicBool,
+    hang: AtomicBool,
+    invalid: AtomicBool,
+    empty: AtomicBool,
+    stale: AtomicBool,
+    // Bumped on every change so the listener task and hanging calls can react.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            slow_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
+            invalid: AtomicBool::new(false),
+            empty: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Faults {
+    /// Switches `fault` on (`true`) or off.
+    pub fn set(&self, fault: Fault, on: bool) {
+        match fault {
+            Fault::Slow(ms) => self
+                .slow_ms
+                .store(if on { ms } else { 0 }, Ordering::SeqCst),
+            Fault::Down => self.down.store(on, Ordering::SeqCst),
+            Fault::Hang => self.hang.store(on, Ordering::SeqCst),
+            Fault::Invalid => self.invalid.store(on, Ordering::SeqCst),
+            Fault::Empty => self.empty.store(on, Ordering::SeqCst),
+            Fault::Stale => self.stale.store(on, Ordering::SeqCst),
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Switches every fault off.
+    pub fn clear(&self) {
+        for f in [
+            Fault::Slow(0),
+            Fault::Down,
+            Fault::Hang,
+            Fault::Invalid,
+            Fault::Empty,
+            Fault::Stale,
+        ] {
+            self.set(f, false);
+        }
+    }
+
+    /// Faults currently on.
+    pub fn active(&self) -> Vec<Fault> {
+        let mut out = Vec::new();
+        let ms = self.slow_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            out.push(Fault::Slow(ms));
+        }
+        for (flag, fault) in [
+            (&self.down, Fault::Down),
+            (&self.hang, Fault::Hang),
+            (&self.invalid, Fault::Invalid),
+            (&self.empty, Fault::Empty),
+            (&self.stale, Fault::Stale),
+        ] {
+            if flag.load(Ordering::SeqCst) {
+                out.push(fault);
+            }
+        }
+        out
+    }
+
+    /// Delay to add before answering an engine call.
+    pub fn delay(&self) -> Option<Duration> {
+        let ms = self.slow_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// Whether the listener should be closed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// Whether engine calls should hang.
+    pub fn is_hanging(&self) -> bool {
+        self.hang.load(Ordering::SeqCst)
+    }
+
+    /// Whether served payloads carry a wrong state root.
+    pub fn is_invalid(&self) -> bool {
+        self.invalid.load(Ordering::SeqCst)
+    }
+
+    /// Whether blocks are built without pool transactions.
+    pub fn is_empty(&self) -> bool {
+        self.empty.load(Ordering::SeqCst)
+    }
+
+    /// Whether the engine ignores chain updates.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that changes whenever any switch flips.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Applies the `slow` and `hang` switches to one engine call: waits as long as they say.
+    /// A hanging call is released when the hang switch goes off (so tests can clean up).
+    pub async fn before_engine_call(&self) {
+        if let Some(delay) = self.delay() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut changes = self.subscribe();
+        while self.is_hanging() {
+            if changes.changed().await.is_err() {
+                // Sender dropped with the engine: hang for good, as asked.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// A scheduled fault window: `FAULT@FROM..TO` on block heights (TO exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// The fault.
+    pub fault: Fault,
+    /// First height with the fault on.
+    pub from: u64,
+    /// First height with the fault off again.
+    pub to: u64,
+}
+
+impl FromStr for FaultWindow {
+    type Err = ParseFaultError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseFaultError(s.to_string());
+        let (fault, range) = s.split_once('@').ok_or_else(err)?;
+        let (from, to) = range.split_once("..").ok_or_else(err)?;
+        Ok(Self {
+            fault: fault.parse()?,
+            from: from.parse().map_err(|_| err())?,
+            to: to.parse().map_err(|_| err())?,
+        })
+    }
+}
+
+impl FaultWindow {
+    /// Whether the fault is on at `height`.
+    pub fn covers(&self, height: u64) -> bool {
+        (self.from..self.to).contains(&height)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_faults_and_windows() {
+        assert_eq!("slow=250".parse::<Fault>(), Ok(Fault::Slow(250)));
+        assert_eq!("stale".parse::<Fault>(), Ok(Fault::Stale));
+        assert!("slow=x".parse::<Fault>().is_err());
+        let w: FaultWindow = "down@20..30".parse().unwrap();
+        assert_eq!(
+            w,
+            FaultWindow {
+                fault: Fault::Down,
+                from: 20,
+                to: 30
+            }
+        );
+        assert!(w.covers(20) && w.covers(29) && !w.covers(30));
+        assert!("down@20".parse::<FaultWindow>().is_err());
+    }
+
+    #[test]
+    fn serde_shape_is_stable() {
+        assert_eq!(
+            serde_json::to_string(&Fault::Slow(5)).unwrap(),
+            r#"{"fault":"slow","ms":5}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Fault::Down).unwrap(),
+            r#"{"fault":"down"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn hang_is_released_when_switched_off() {
+        let faults = std::sync::Arc::new(Faults::default());
+        faults.set(Fault::Hang, true);
+        let f = faults.clone();
+        let call = tokio::spawn(async move { f.before_engine_call().await });
+        tokio::task::yield_now().await;
+        assert!(!call.is_finished());
+        faults.set(Fault::Hang, false);
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
