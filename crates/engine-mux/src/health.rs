@@ -158,18 +158,22 @@ impl Health {
     /// Current status; `builder_matters` is false when the builder is not in use (disabled mode).
     pub fn status(&self, builder_matters: bool) -> HealthStatus {
         let e = self.evidence.lock();
-        let local_call_bad = e.local_call.is_some_and(|m| !m.good);
+        // Local: a bad probe (stale or failed) holds until a good probe; a failed engine call
+        // holds until a later success or a later good probe.
         let local_probe_bad = e.local_probe.is_some_and(|m| !m.good);
-        if local_call_bad || local_probe_bad {
+        let local_latest_bad = latest(&[e.local_call, e.local_probe]).is_some_and(|m| !m.good);
+        if local_probe_bad || local_latest_bad {
             return HealthStatus::ServiceUnavailable;
         }
         if !builder_matters {
             return HealthStatus::Healthy;
         }
-        // The builder is judged by its newest evidence of any kind, so a failed getPayload is
-        // cleared by a later good payload or a probe that finds it synced, and vice versa.
-        let builder = latest(&[e.builder_call, e.builder_probe, e.builder_payload]);
-        if builder.is_some_and(|m| !m.good) {
+        // Builder: unreachable / out of sync by its newest reachability evidence, or its last
+        // getPayload failed (cleared only by a later good payload, so blocks without a builder
+        // payload, e.g. noTxPool ones, do not make it flap).
+        let unreachable = latest(&[e.builder_call, e.builder_probe]).is_some_and(|m| !m.good);
+        let payload_failed = e.builder_payload.is_some_and(|m| !m.good);
+        if unreachable || payload_failed {
             HealthStatus::PartialContent
         } else {
             HealthStatus::Healthy
@@ -203,9 +207,15 @@ mod tests {
             h.builder_usable(),
             "a failed payload alone does not stop calling the builder"
         );
-        std::thread::sleep(Duration::from_millis(2));
         h.builder_probe(&ProbeOutcome::Synced);
-        assert_eq!(h.status(true).code(), 200, "a later synced probe clears it");
+        h.builder_ok();
+        assert_eq!(
+            h.status(true).code(),
+            206,
+            "only a good payload clears a failed one"
+        );
+        h.builder_payload(true);
+        assert_eq!(h.status(true).code(), 200);
         h.builder_probe(&ProbeOutcome::Stale {
             age: Duration::from_secs(10),
         });
@@ -218,7 +228,16 @@ mod tests {
         );
         h.local_failed();
         assert_eq!(h.status(true).code(), 503);
+        std::thread::sleep(Duration::from_millis(2));
+        h.local_probe(&ProbeOutcome::Synced);
+        assert_eq!(
+            h.status(false).code(),
+            200,
+            "a later good probe clears a failed call"
+        );
+        h.local_failed();
         h.local_ok();
+        assert_eq!(h.status(false).code(), 200, "and so does a later good call");
         h.local_probe(&ProbeOutcome::Stale {
             age: Duration::from_secs(30),
         });

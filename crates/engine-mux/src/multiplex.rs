@@ -282,11 +282,11 @@ impl MuxState {
             .forward_l2("engine_forkchoiceUpdatedV3", headers, body)
             .await;
         let (res, fcu) = self.local_answer::<ForkchoiceUpdated>(id, res);
-        if let (Some(fcu), Some(rx)) = (fcu, builder_rx) {
-            if let Some(local_id) = fcu.payload_id {
-                let n = self.ids.insert(local_id, rx);
-                self.metrics.payload_ids(n);
-            }
+        if let (Some(fcu), Some(rx)) = (fcu, builder_rx)
+            && let Some(local_id) = fcu.payload_id
+        {
+            let n = self.ids.insert(local_id, rx);
+            self.metrics.payload_ids(n);
         }
         res
     }

@@ -60,16 +60,18 @@ pub async fn probe_once(state: &MuxState, config: &HealthConfig) {
     }
     state.health.local_probe(&local_outcome);
     state.health.builder_probe(&builder_outcome);
-    if let (Ok(l), Ok(b)) = (&local, &builder) {
-        if state.recent.is_some() && state.mode.get().talks_to_builder() && b.number < l.number {
-            tracing::info!(
-                builder = b.number.to::<u64>(),
-                local = l.number.to::<u64>(),
-                "builder is behind the local head; queueing catch-up"
-            );
-            if state.queue.push(BuilderCall::CatchUp).is_err() {
-                state.metrics.queue_dropped("builder", "full");
-            }
+    if let (Ok(l), Ok(b)) = (&local, &builder)
+        && state.recent.is_some()
+        && state.mode.get().talks_to_builder()
+        && b.number < l.number
+    {
+        tracing::info!(
+            builder = b.number.to::<u64>(),
+            local = l.number.to::<u64>(),
+            "builder is behind the local head; queueing catch-up"
+        );
+        if state.queue.push(BuilderCall::CatchUp).is_err() {
+            state.metrics.queue_dropped("builder", "full");
         }
     }
 }

@@ -198,10 +198,10 @@ async fn batch(
             })
             .map(|(i, _)| *i)
             .collect();
-        if !copies.is_empty() {
-            if let Ok(b) = serde_json::to_vec(&copies) {
-                copy_to_builder(state, headers, Bytes::from(b));
-            }
+        if !copies.is_empty()
+            && let Ok(b) = serde_json::to_vec(&copies)
+        {
+            copy_to_builder(state, headers, Bytes::from(b));
         }
         return proxy(state, None, headers, body).await;
     }

@@ -245,10 +245,10 @@ fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
         let state = state.clone();
         let rpc = rpc.clone();
         async move {
-            if req.method() == Method::GET {
-                if let Some(res) = health_response(&state, req.uri().path()) {
-                    return Ok(res);
-                }
+            if req.method() == Method::GET
+                && let Some(res) = health_response(&state, req.uri().path())
+            {
+                return Ok(res);
             }
             rpc.oneshot(req).await
         }

@@ -1,0 +1,89 @@
+//! Builder catch-up: a builder that missed blocks is replayed exactly those, in order.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{eventually, setup};
+
+#[tokio::test]
+async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_again() {
+    let s = setup(&["--max-unsafe-interval", "30"]).await;
+    for _ in 0..2 {
+        s.block("engine_getPayloadV3").await;
+    }
+    eventually(
+        Duration::from_secs(2),
+        "builder followed the first two blocks",
+        || async { s.builder.head().0 == 102 },
+    )
+    .await;
+    s.builder.down();
+    let mut missed = Vec::new();
+    for _ in 0..20 {
+        missed.push(s.block("engine_getPayloadV3").await);
+    }
+    assert!(
+        missed
+            .iter()
+            .enumerate()
+            .all(|(i, h)| *h == s.local.block_hash(103 + i as u64).to_string()),
+        "local blocks while the builder is down"
+    );
+    s.builder.clear_calls();
+    s.builder.up().await;
+    eventually(
+        Duration::from_secs(5),
+        "catch-up replayed 20 blocks",
+        || async { s.builder.calls_of("engine_newPayloadV3").len() >= 20 },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(2),
+        "catch-up finished with an FCU",
+        || async { !s.builder.calls_of("engine_forkchoiceUpdatedV3").is_empty() },
+    )
+    .await;
+    let replayed: Vec<String> = s
+        .builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replayed, missed, "exactly the missed blocks, in order");
+    assert_eq!(s.metric("engine_mux_catch_up_replayed_blocks_total"), 20.0);
+    let fcu = &s.builder.calls_of("engine_forkchoiceUpdatedV3")[0];
+    assert_eq!(
+        fcu.params[0],
+        crate::harness::forkchoice(122),
+        "then the latest forkchoice"
+    );
+    eventually(Duration::from_secs(3), "healthy again", || async {
+        s.healthz().await == 200
+    })
+    .await;
+    let next = s.block("engine_getPayloadV3").await;
+    assert_eq!(
+        next,
+        s.builder.block_hash(123).to_string(),
+        "the builder builds the next block"
+    );
+    let _ = json!(null);
+}
+
+#[tokio::test]
+async fn catch_up_can_be_turned_off() {
+    let s = setup(&["--no-builder-catch-up", "--max-unsafe-interval", "30"]).await;
+    s.block("engine_getPayloadV3").await;
+    s.builder.down();
+    for _ in 0..3 {
+        s.block("engine_getPayloadV3").await;
+    }
+    s.builder.clear_calls();
+    s.builder.up().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        s.builder.calls_of("engine_newPayloadV3").is_empty(),
+        "no replay when catch-up is off"
+    );
+}

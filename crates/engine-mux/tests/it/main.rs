@@ -1,0 +1,11 @@
+//! engine-mux scenarios against programmable mock engines (one test binary, one link).
+
+mod bad_input;
+mod catch_up;
+mod failures;
+mod harness;
+mod health;
+mod mock_engine;
+mod modes;
+mod ordering;
+mod routing;

@@ -1,0 +1,451 @@
+//! A programmable in-process engine: each test scripts its answers, delays and faults, and
+//! reads back every call it recorded (after JWT validation with its own secret).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use alloy_primitives::{Address, B256, Bloom, Bytes as EthBytes, U256};
+use alloy_rpc_types_engine::{
+    BlobsBundleV1, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3, JwtSecret,
+};
+use bytes::Bytes;
+use engine_api::AuthLayer;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use op_alloy_rpc_types_engine::{
+    OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4, OpExecutionPayloadV4,
+};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinSet};
+use tower::{ServiceBuilder, service_fn};
+
+/// What a scripted method does instead of its default answer.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer normally after a delay.
+    Delay(Duration),
+    /// Never answer.
+    Hang,
+    /// Answer with a JSON-RPC error.
+    RpcError(i32, &'static str),
+    /// Answer with a body that is not JSON.
+    Garbage,
+    /// Answer with valid JSON-RPC whose result is not the expected shape.
+    WrongShape,
+    /// newPayload / FCU answer with this status (`SYNCING`, `INVALID`, `ACCEPTED`).
+    Status(&'static str),
+}
+
+/// One recorded call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub params: Value,
+}
+
+#[derive(Default)]
+struct Script {
+    faults: HashMap<String, Fault>,
+    /// Block hashes newPayload answers INVALID for.
+    invalid_hashes: Vec<B256>,
+}
+
+struct Inner {
+    name: &'static str,
+    id_prefix: u8,
+    block_hash_tag: u8,
+    gas_used: Mutex<u64>,
+    calls: Mutex<Vec<Call>>,
+    script: Mutex<Script>,
+    head: Mutex<(u64, u64)>,
+    next_id: Mutex<u64>,
+    payloads: Mutex<HashMap<String, u64>>,
+    raw_proxy_answer: Mutex<Option<RawAnswer>>,
+}
+
+/// A fixed status, header list and body for non-engine calls.
+type RawAnswer = (StatusCode, Vec<(&'static str, &'static str)>, &'static str);
+/// The accept task and the connection tasks, so `down` can drop them all.
+type Listening = (tokio::task::JoinHandle<()>, Arc<Mutex<JoinSet<()>>>);
+
+/// A mock execution engine on a loopback port.
+#[derive(Clone)]
+pub struct MockEngine {
+    pub addr: SocketAddr,
+    pub secret: JwtSecret,
+    inner: Arc<Inner>,
+    server: Arc<Mutex<Option<Listening>>>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl MockEngine {
+    /// Starts a mock named `name` whose payload ids start with `id_prefix` and whose block
+    /// hashes carry `hash_tag`.
+    pub async fn start(name: &'static str, id_prefix: u8, hash_tag: u8) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = Self {
+            addr,
+            secret: JwtSecret::random(),
+            inner: Arc::new(Inner {
+                name,
+                id_prefix,
+                block_hash_tag: hash_tag,
+                gas_used: Mutex::new(1_000_000),
+                calls: Mutex::default(),
+                script: Mutex::default(),
+                head: Mutex::new((100, now())),
+                next_id: Mutex::new(1),
+                payloads: Mutex::default(),
+                raw_proxy_answer: Mutex::default(),
+            }),
+            server: Arc::default(),
+        };
+        engine.serve(listener);
+        engine
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn secret_hex(&self) -> String {
+        hex_secret(&self.secret)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let conns = Arc::new(Mutex::new(JoinSet::new()));
+        let inner = self.inner.clone();
+        let secret = self.secret;
+        let conns2 = conns.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let inner = inner.clone();
+                let svc = ServiceBuilder::new()
+                    .layer(AuthLayer::new(secret))
+                    .service(service_fn(move |req: Request<Incoming>| {
+                        let inner = inner.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(inner, req).await) }
+                    }));
+                conns2.lock().spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                        .await;
+                });
+            }
+        });
+        *self.server.lock() = Some((task, conns));
+    }
+
+    /// Refuses connections (listener closed, open connections dropped) until [`Self::up`].
+    pub fn down(&self) {
+        if let Some((task, conns)) = self.server.lock().take() {
+            task.abort();
+            conns.lock().abort_all();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn up(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    pub fn fault(&self, method: &str, fault: Fault) {
+        self.inner
+            .script
+            .lock()
+            .faults
+            .insert(method.to_string(), fault);
+    }
+
+    pub fn clear_fault(&self, method: &str) {
+        self.inner.script.lock().faults.remove(method);
+    }
+
+    pub fn invalid_for(&self, hash: B256) {
+        self.inner.script.lock().invalid_hashes.push(hash);
+    }
+
+    pub fn set_gas_used(&self, gas: u64) {
+        *self.inner.gas_used.lock() = gas;
+    }
+
+    /// Sets the latest block the probe sees.
+    pub fn set_head(&self, number: u64, timestamp: u64) {
+        *self.inner.head.lock() = (number, timestamp);
+    }
+
+    pub fn head(&self) -> (u64, u64) {
+        *self.inner.head.lock()
+    }
+
+    /// Makes every non-engine call answer with this exact status, headers and body.
+    pub fn raw_answer(
+        &self,
+        status: StatusCode,
+        headers: Vec<(&'static str, &'static str)>,
+        body: &'static str,
+    ) {
+        *self.inner.raw_proxy_answer.lock() = Some((status, headers, body));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().clone()
+    }
+
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
+    }
+
+    pub fn engine_calls(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method.starts_with("engine_"))
+            .collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.inner.calls.lock().clear();
+    }
+
+    /// The block hash this engine stamps on the payload for block `number`.
+    pub fn block_hash(&self, number: u64) -> B256 {
+        block_hash(self.inner.block_hash_tag, number)
+    }
+}
+
+pub fn hex_secret(s: &JwtSecret) -> String {
+    alloy_primitives::hex::encode(s.as_bytes())
+}
+
+fn block_hash(tag: u8, number: u64) -> B256 {
+    let mut h = [tag; 32];
+    h[24..].copy_from_slice(&number.to_be_bytes());
+    B256::from(h)
+}
+
+fn reply(id: &Value, result: Value) -> Response<Full<Bytes>> {
+    json_body(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+fn json_body(v: Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(v.to_string())));
+    res.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    res
+}
+
+/// A payload with `txs` dummy transactions; the 100-transaction shape the benchmark uses too.
+pub fn payload_v3(hash: B256, number: u64, gas_used: u64, txs: usize) -> ExecutionPayloadV3 {
+    ExecutionPayloadV3 {
+        payload_inner: ExecutionPayloadV2 {
+            payload_inner: ExecutionPayloadV1 {
+                parent_hash: B256::repeat_byte(0x11),
+                fee_recipient: Address::repeat_byte(0x22),
+                state_root: B256::repeat_byte(0x33),
+                receipts_root: B256::repeat_byte(0x44),
+                logs_bloom: Bloom::default(),
+                prev_randao: B256::ZERO,
+                block_number: number,
+                gas_limit: 30_000_000,
+                gas_used,
+                timestamp: now(),
+                extra_data: EthBytes::new(),
+                base_fee_per_gas: U256::from(1_000_000u64),
+                block_hash: hash,
+                transactions: (0..txs)
+                    .map(|i| EthBytes::from(vec![0x02; 120 + i % 7]))
+                    .collect(),
+            },
+            withdrawals: vec![],
+        },
+        blob_gas_used: 0,
+        excess_blob_gas: 0,
+    }
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Response::new(Full::new(Bytes::new())),
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            return json_body(
+                json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}),
+            );
+        }
+    };
+    if let Value::Array(items) = &v {
+        if let Some(res) = raw_answer(&inner) {
+            items.iter().for_each(|item| record(&inner, item));
+            return res;
+        }
+        let mut out = Vec::new();
+        for item in items {
+            record(&inner, item);
+            out.push(json!({"jsonrpc":"2.0","id":item["id"],"result":{"echo": item["method"]}}));
+        }
+        return json_body(Value::Array(out));
+    }
+    record(&inner, &v);
+    let method = v["method"].as_str().unwrap_or_default().to_string();
+    let id = v["id"].clone();
+    let params = v["params"].clone();
+    let fault = inner.script.lock().faults.get(&method).cloned();
+    match fault {
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::RpcError(code, msg)) => {
+            return json_body(json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":msg}}));
+        }
+        Some(Fault::Garbage) => {
+            return Response::new(Full::new(Bytes::from_static(
+                b"<html>502 bad gateway</html>",
+            )));
+        }
+        Some(Fault::WrongShape) => return reply(&id, json!({"surprise": [1, 2, 3]})),
+        Some(Fault::Status(_)) | None => {}
+    }
+    let forced_status = match fault {
+        Some(Fault::Status(s)) => Some(s),
+        _ => None,
+    };
+    let (head, head_ts) = *inner.head.lock();
+    match method.as_str() {
+        "engine_forkchoiceUpdatedV3" => {
+            let status = forced_status.unwrap_or("VALID");
+            let has_attrs = params.get(1).is_some_and(|a| !a.is_null());
+            let payload_id = if has_attrs && status == "VALID" {
+                let mut n = inner.next_id.lock();
+                *n += 1;
+                let mut id = [inner.id_prefix; 8];
+                id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
+                let id = format!("0x{}", alloy_primitives::hex::encode(id));
+                inner.payloads.lock().insert(id.clone(), head + 1);
+                Value::String(id)
+            } else {
+                Value::Null
+            };
+            let head_hash = params[0]["headBlockHash"].clone();
+            reply(
+                &id,
+                json!({"payloadStatus":{"status":status,"latestValidHash":head_hash,"validationError":null},"payloadId":payload_id}),
+            )
+        }
+        "engine_getPayloadV3" | "engine_getPayloadV4" => {
+            let pid = params[0].as_str().unwrap_or_default().to_string();
+            let Some(number) = inner.payloads.lock().get(&pid).copied() else {
+                return json_body(
+                    json!({"jsonrpc":"2.0","id":id,"error":{"code":-38001,"message":"Unknown payload"}}),
+                );
+            };
+            let hash = block_hash(inner.block_hash_tag, number);
+            let payload = payload_v3(hash, number, *inner.gas_used.lock(), 100);
+            let result = if method == "engine_getPayloadV3" {
+                serde_json::to_value(OpExecutionPayloadEnvelopeV3 {
+                    execution_payload: payload,
+                    block_value: U256::from(1u64),
+                    blobs_bundle: BlobsBundleV1::empty(),
+                    should_override_builder: false,
+                    parent_beacon_block_root: B256::repeat_byte(0x55),
+                })
+            } else {
+                serde_json::to_value(OpExecutionPayloadEnvelopeV4 {
+                    execution_payload: OpExecutionPayloadV4 {
+                        payload_inner: payload,
+                        withdrawals_root: B256::repeat_byte(0x66),
+                    },
+                    block_value: U256::from(1u64),
+                    blobs_bundle: BlobsBundleV1::empty(),
+                    should_override_builder: false,
+                    parent_beacon_block_root: B256::repeat_byte(0x55),
+                    execution_requests: vec![],
+                })
+            };
+            reply(&id, result.unwrap())
+        }
+        "engine_newPayloadV3" | "engine_newPayloadV4" => {
+            let hash: B256 =
+                serde_json::from_value(params[0]["blockHash"].clone()).unwrap_or_default();
+            let invalid = inner.script.lock().invalid_hashes.contains(&hash);
+            let status = if invalid {
+                "INVALID"
+            } else {
+                forced_status.unwrap_or("VALID")
+            };
+            let err = if invalid {
+                json!("state root mismatch")
+            } else {
+                Value::Null
+            };
+            if status == "VALID" {
+                let number: Option<u64> = params[0]["blockNumber"]
+                    .as_str()
+                    .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+                if let Some(n) = number {
+                    let mut head = inner.head.lock();
+                    if n > head.0 {
+                        *head = (n, now());
+                    }
+                }
+            }
+            reply(
+                &id,
+                json!({"status":status,"latestValidHash":hash,"validationError":err}),
+            )
+        }
+        "eth_getBlockByNumber" => reply(
+            &id,
+            json!({"number": format!("{head:#x}"), "timestamp": format!("{head_ts:#x}"), "hash": block_hash(inner.block_hash_tag, head)}),
+        ),
+        "engine_exchangeCapabilities" => reply(
+            &id,
+            json!(["engine_forkchoiceUpdatedV3", "engine_getPayloadV3"]),
+        ),
+        _ => {
+            if let Some(res) = raw_answer(&inner) {
+                return res;
+            }
+            reply(&id, json!({"engine": inner.name, "method": method}))
+        }
+    }
+}
+
+fn raw_answer(inner: &Inner) -> Option<Response<Full<Bytes>>> {
+    let (status, headers, body) = inner.raw_proxy_answer.lock().clone()?;
+    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    for (k, v) in headers {
+        res.headers_mut().insert(k, v.parse().unwrap());
+    }
+    Some(res)
+}
+
+fn record(inner: &Inner, v: &Value) {
+    inner.calls.lock().push(Call {
+        method: v["method"].as_str().unwrap_or_default().to_string(),
+        params: v["params"].clone(),
+    });
+}
