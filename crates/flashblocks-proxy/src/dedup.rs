@@ -55,14 +55,14 @@ impl Dedup {
     /// last message may have been the only copy of the one in between; publishing the older one
     /// after a newer one would break order). A payload id seen before is stale.
     pub fn check(&mut self, key: &FlashblockKey) -> Verdict {
-        if let Some((id, last)) = &mut self.current {
-            if *id == key.payload_id {
-                if key.index > *last {
-                    *last = key.index;
-                    return Verdict::Deliver;
-                }
-                return Verdict::Duplicate;
+        if let Some((id, last)) = &mut self.current
+            && *id == key.payload_id
+        {
+            if key.index > *last {
+                *last = key.index;
+                return Verdict::Deliver;
             }
+            return Verdict::Duplicate;
         }
         if self.recent.iter().any(|p| *p == key.payload_id) {
             return Verdict::Stale;

@@ -49,10 +49,10 @@ impl MemoryCounts {
             return Err(RejectReason::Ip);
         }
         if let Some(a) = app {
-            if let (Some(Some(limit)), Some(n)) = (self.app_limits.get(a), c.apps.get(a)) {
-                if *n >= *limit {
-                    return Err(RejectReason::App);
-                }
+            if let (Some(Some(limit)), Some(n)) = (self.app_limits.get(a), c.apps.get(a))
+                && *n >= *limit
+            {
+                return Err(RejectReason::App);
             }
             if let Some(n) = c.apps.get_mut(a) {
                 *n += 1;
@@ -103,6 +103,6 @@ mod tests {
         m.release(a, Some(0));
         m.release(a, Some(1));
         assert_eq!(m.ip_count(a), 0);
-        assert!(m.lock().ips.get(&a).is_none());
+        assert!(!m.lock().ips.contains_key(&a));
     }
 }

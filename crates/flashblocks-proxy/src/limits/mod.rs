@@ -168,10 +168,10 @@ impl Limiter {
 
     /// Removes this instance's Redis registration and counts (graceful shutdown).
     pub async fn deregister(&self) {
-        if let Some((r, _)) = &self.inner.redis {
-            if let Err(e) = r.deregister().await {
-                warn!(error = %e, "redis deregistration failed; keys expire on their own");
-            }
+        if let Some((r, _)) = &self.inner.redis
+            && let Err(e) = r.deregister().await
+        {
+            warn!(error = %e, "redis deregistration failed; keys expire on their own");
         }
     }
 }

@@ -1,0 +1,416 @@
+//! Shared fixtures: a real `redis-server`, scriptable upstream WebSocket servers, proxy
+//! instances (in process or as a child process), subscribers, and deadline-bounded waits.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use clap::Parser;
+use flashblocks_proxy::{ProxyHandle, cli::Args, config::Config};
+use futures::{SinkExt, StreamExt};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, watch},
+    time::Instant,
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+/// Default bound for every wait in these tests.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `cond` every 20 ms until it is true; panics with `what` at the deadline.
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` child process on a free loopback port, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` and waits until it answers PING.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install -y redis-server)");
+        let server = Self {
+            child: Some(child),
+            port,
+        };
+        let url = server.url();
+        wait_until("redis-server answers PING", || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else {
+                    return false;
+                };
+                let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection for inspecting keys.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILLs the server.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn killed(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|k| *k).await.is_ok();
+}
+
+/// A scriptable upstream: every connected proxy receives what the test sends.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    tx: broadcast::Sender<Message>,
+    conns: watch::Receiver<usize>,
+    kill: watch::Sender<bool>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Listens on a free loopback port.
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Listens on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, _) = broadcast::channel::<Message>(4096);
+        let (conns_tx, conns) = watch::channel(0usize);
+        let (kill, kill_rx) = watch::channel(false);
+        let tx2 = tx.clone();
+        let acceptor = tokio::spawn(async move {
+            let mut kill_rx2 = kill_rx.clone();
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = killed(&mut kill_rx2) => return,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let mut rx = tx2.subscribe();
+                let conns_tx = conns_tx.clone();
+                let mut kill_rx = kill_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    let (mut sink, mut stream) = ws.split();
+                    conns_tx.send_modify(|n| *n += 1);
+                    loop {
+                        tokio::select! {
+                            m = rx.recv() => {
+                                let Ok(m) = m else { break };
+                                if sink.send(m).await.is_err() { break }
+                            }
+                            // Reading answers the proxy's pings.
+                            m = stream.next() => if !matches!(m, Some(Ok(_))) { break },
+                            () = killed(&mut kill_rx) => break,
+                        }
+                    }
+                    conns_tx.send_modify(|n| *n -= 1);
+                });
+            }
+        });
+        Self {
+            addr,
+            tx,
+            conns,
+            kill,
+            acceptor,
+        }
+    }
+
+    /// `ws://addr`.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Waits until `n` proxies are connected.
+    pub async fn wait_connections(&self, n: usize) {
+        let mut c = self.conns.clone();
+        tokio::time::timeout(DEADLINE, c.wait_for(|v| *v == n))
+            .await
+            .unwrap_or_else(|_| panic!("upstream {} never had {n} connections", self.addr))
+            .unwrap();
+    }
+
+    /// Sends a text frame to every connected proxy.
+    pub fn send_text(&self, s: impl Into<String>) {
+        let _ = self.tx.send(Message::Text(s.into().into()));
+    }
+
+    /// Sends a binary frame to every connected proxy.
+    pub fn send_binary(&self, b: impl Into<Bytes>) {
+        let _ = self.tx.send(Message::Binary(b.into()));
+    }
+
+    /// Drops every connection and stops listening, as a crash would.
+    pub fn kill(&self) {
+        let _ = self.kill.send(true);
+    }
+
+    /// Kills and waits until the port is free and every connection is gone.
+    pub async fn stop(self) -> SocketAddr {
+        self.kill();
+        let _ = (&mut { self.acceptor }).await;
+        let mut c = self.conns.clone();
+        let _ = tokio::time::timeout(DEADLINE, c.wait_for(|v| *v == 0)).await;
+        self.addr
+    }
+}
+
+/// A flashblock in op-alloy's `OpFlashblockPayload` JSON shape; `base` only on index 0.
+pub fn flashblock(payload: u64, index: u64) -> String {
+    let base = if index == 0 {
+        format!(
+            r#""base":{{"parent_beacon_block_root":"0x{z}","parent_hash":"0x{z}","fee_recipient":"0x4200000000000000000000000000000000000011","prev_randao":"0x{z}","block_number":"0x{payload:x}","gas_limit":"0x1c9c380","timestamp":"0x6777","extra_data":"0x","base_fee_per_gas":"0x1"}},"#,
+            z = "0".repeat(64)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{{"payload_id":"0x{payload:016x}","index":{index},{base}"diff":{{"state_root":"0x{z}","receipts_root":"0x{z}","logs_bloom":"0x{bloom}","gas_used":"0x5208","block_hash":"0x{z}","transactions":[],"withdrawals":[],"withdrawals_root":"0x{z}"}},"metadata":{{"block_number":{payload}}}}}"#,
+        z = "0".repeat(64),
+        bloom = "0".repeat(512)
+    )
+}
+
+/// Proxy flags common to the tests: loopback, ephemeral port, no metrics listener.
+pub fn base_flags(upstreams: &[&Upstream]) -> Vec<String> {
+    let ups: Vec<String> = upstreams.iter().map(|u| u.url()).collect();
+    vec![
+        "--listen-addr".into(),
+        "127.0.0.1:0".into(),
+        "--metrics".into(),
+        "false".into(),
+        "--upstream-ws".into(),
+        ups.join(","),
+        "--subscriber-ping-interval-ms".into(),
+        "200".into(),
+        "--subscriber-pong-timeout-ms".into(),
+        "1000".into(),
+        "--subscriber-max-interval-ms".into(),
+        "500".into(),
+    ]
+}
+
+/// Starts an in-process proxy with `base_flags` plus `extra`.
+pub async fn start_proxy(upstreams: &[&Upstream], extra: &[&str]) -> ProxyHandle {
+    let mut argv = vec!["flashblocks-proxy".to_string()];
+    let mut base = base_flags(upstreams);
+    if extra.contains(&"--metrics") {
+        base.drain(2..4);
+    }
+    argv.extend(base);
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
+    flashblocks_proxy::start(config).await.unwrap()
+}
+
+/// A proxy running as a child process (so it can be SIGKILLed); killed on drop.
+pub struct ProxyProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl ProxyProcess {
+    /// Spawns the `flashblocks-proxy` binary and waits until `/healthz` answers.
+    pub async fn spawn(upstreams: &[&Upstream], extra: &[&str]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut flags = base_flags(upstreams);
+        flags[1] = addr.to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_flashblocks-proxy"))
+            .args(flags)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Self {
+            child: Some(child),
+            addr,
+        };
+        wait_until("child proxy answers /healthz", || async move {
+            crate::client::get(addr, "/healthz").await.is_some()
+        })
+        .await;
+        p
+    }
+
+    /// SIGKILL: no graceful release of anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A WebSocket subscriber.
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A refused upgrade.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Connects to `ws://addr{path}` with extra headers.
+pub async fn subscribe_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, Refused> {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(*k, HeaderValue::from_str(v).unwrap());
+    }
+    match tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect timed out")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Refused {
+            status: resp.status().as_u16(),
+            body: String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        }),
+        Err(e) => panic!("unexpected connect error: {e}"),
+    }
+}
+
+/// Connects to `ws://addr{path}`.
+pub async fn subscribe(addr: SocketAddr, path: &str) -> Result<Ws, Refused> {
+    subscribe_with(addr, path, &[]).await
+}
+
+/// The next data message (text or binary payload), skipping control frames.
+pub async fn next_data(ws: &mut Ws) -> Message {
+    loop {
+        let m = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no message before the deadline")
+            .expect("stream ended")
+            .expect("websocket error");
+        if matches!(m, Message::Text(_) | Message::Binary(_)) {
+            return m;
+        }
+    }
+}
+
+/// The next text message.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_data(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// `(payload_id, index)` of a flashblock JSON text.
+pub fn key_of(json: &str) -> (String, u64) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    (
+        v["payload_id"].as_str().unwrap().to_string(),
+        v["index"].as_u64().unwrap(),
+    )
+}
+
+/// Value of a metric series of an in-process proxy.
+pub fn metric(p: &ProxyHandle, series: &str) -> f64 {
+    flashblocks_proxy::metrics::scrape(&p.metrics().render(), series)
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// Sum of this instance's per-IP counts in Redis.
+pub async fn redis_ip_count(redis: &RedisServer, p: &ProxyHandle, ip: &str) -> i64 {
+    let key = p.limiter().redis_keys().unwrap().ip.clone();
+    let v: Option<i64> = redis::cmd("HGET")
+        .arg(key)
+        .arg(ip)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    v.unwrap_or(0)
+}

@@ -1,0 +1,9 @@
+//! Integration tests: real sockets, real Redis (`redis-server` on PATH), real proxy instances.
+
+mod auth;
+mod client;
+mod compression;
+mod harness;
+mod lagging;
+mod redis_limits;
+mod upstreams;

@@ -1,0 +1,193 @@
+//! Limits shared across instances through a real Redis: one per-IP limit for two instances,
+//! counts released on disconnect, on a rejected connect and when an instance is killed, and the
+//! two failure policies when Redis goes away.
+
+use crate::harness::*;
+
+fn redis_flags<'a>(redis: &'a str, per_ip: &'a str) -> Vec<&'a str> {
+    vec![
+        "--redis-url",
+        redis,
+        "--per-ip-connection-limit",
+        per_ip,
+        "--redis-key-prefix",
+        "fbtest",
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_per_ip_limit() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let a = start_proxy(&[&up], &redis_flags(&url, "2")).await;
+    let b = start_proxy(&[&up], &redis_flags(&url, "2")).await;
+
+    let c1 = subscribe(a.local_addr(), "/").await.unwrap();
+    let _c2 = subscribe(b.local_addr(), "/").await.unwrap();
+    for p in [&a, &b] {
+        let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+        assert_eq!(r.status, 429);
+        assert!(r.body.contains("per-ip"), "{}", r.body);
+    }
+    assert_eq!(redis_ip_count(&redis, &a, "127.0.0.1").await, 1);
+    assert_eq!(redis_ip_count(&redis, &b, "127.0.0.1").await, 1);
+
+    // Released after a disconnect: the slot becomes usable on the other instance.
+    drop(c1);
+    wait_until("count released in redis", || async {
+        redis_ip_count(&redis, &a, "127.0.0.1").await == 0
+    })
+    .await;
+    let _c3 = subscribe(b.local_addr(), "/").await.unwrap();
+    assert_eq!(redis_ip_count(&redis, &b, "127.0.0.1").await, 2);
+    assert_eq!(
+        metric(&a, "flashblocks_proxy_rate_limited_total{reason=\"ip\"}"),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_connects_take_no_count() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "2");
+    flags.extend([
+        "--api-keys",
+        "alpha:ka:1,beta:kb:5",
+        "--instance-connection-limit",
+        "3",
+    ]);
+    let p = start_proxy(&[&up], &flags).await;
+
+    let _a = subscribe(p.local_addr(), "/ws/ka").await.unwrap();
+    // Passes the per-IP check, fails the per-app check: the IP must not stay counted.
+    let r = subscribe(p.local_addr(), "/ws/ka").await.unwrap_err();
+    assert_eq!(r.status, 429);
+    assert!(r.body.contains("per-app"), "{}", r.body);
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 1);
+    // So the second per-IP slot is still free.
+    let _b = subscribe(p.local_addr(), "/ws/kb").await.unwrap();
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 2);
+    // Unknown key: refused before any count.
+    assert_eq!(
+        subscribe(p.local_addr(), "/ws/zz")
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 2);
+    let app_key = p.limiter().redis_keys().unwrap().app.clone();
+    let alpha: Option<i64> = redis::cmd("HGET")
+        .arg(&app_key)
+        .arg("alpha")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(alpha, Some(1));
+
+    // Graceful shutdown removes the instance's keys.
+    let keys = p.limiter().redis_keys().unwrap().clone();
+    p.shutdown().await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&keys.ip)
+        .arg(&keys.app)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_instance_counts_expire() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "2");
+    flags.extend(["--redis-instance-ttl-ms", "1500"]);
+    let mut child = ProxyProcess::spawn(&[&up], &flags).await;
+    let survivor = start_proxy(&[&up], &flags).await;
+
+    let _c1 = subscribe(child.addr, "/").await.unwrap();
+    let _c2 = subscribe(child.addr, "/").await.unwrap();
+    assert_eq!(
+        subscribe(survivor.local_addr(), "/")
+            .await
+            .unwrap_err()
+            .status,
+        429
+    );
+
+    // SIGKILL: nothing is released explicitly; the child's keys lapse with its heartbeat.
+    child.kill();
+    wait_until("killed instance's counts expired", || async {
+        subscribe(survivor.local_addr(), "/").await.is_ok()
+    })
+    .await;
+    let live: Vec<String> = redis::cmd("ZRANGE")
+        .arg("fbtest:instances")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        live,
+        vec![survivor.limiter().redis_keys().unwrap().id.clone()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fail_open_admits_with_local_limits() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "2");
+    flags.extend([
+        "--redis-failure-policy",
+        "open",
+        "--redis-timeout-ms",
+        "300",
+    ]);
+    let p = start_proxy(&[&up], &flags).await;
+    let _c1 = subscribe(p.local_addr(), "/").await.unwrap();
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 1);
+    redis.kill();
+    // Admitted, but the per-IP limit is still enforced locally.
+    let _c2 = subscribe(p.local_addr(), "/").await.unwrap();
+    let _c3 = subscribe(p.local_addr(), "/").await.unwrap();
+    let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+    assert_eq!(r.status, 429);
+    assert!(metric(&p, "flashblocks_proxy_redis_errors_total") >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fail_closed_rejects_with_503() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "2");
+    flags.extend([
+        "--redis-failure-policy",
+        "closed",
+        "--redis-timeout-ms",
+        "300",
+    ]);
+    let p = start_proxy(&[&up], &flags).await;
+    let _c1 = subscribe(p.local_addr(), "/").await.unwrap();
+    redis.kill();
+    let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("unavailable"), "{}", r.body);
+    assert_eq!(
+        metric(
+            &p,
+            "flashblocks_proxy_rate_limited_total{reason=\"limiter_unavailable\"}"
+        ),
+        1.0
+    );
+    // The refused connection holds no instance slot.
+    assert_eq!(p.limiter().active(), 1);
+}
