@@ -116,14 +116,18 @@ fn json_response(body: Bytes) -> Response<Bytes> {
     res
 }
 
-/// Reads a JSON-RPC result of type `R` out of an upstream response; `None` when it is not a
-/// successful answer (non-200, error object, or a shape that does not parse).
-fn result_of<R: DeserializeOwned>(res: &Response<Bytes>) -> Option<R> {
-    if res.status() != http::StatusCode::OK {
-        return None;
-    }
-    let env: jsonrpc::ResponseEnvelope = serde_json::from_slice(res.body()).ok()?;
-    serde_json::from_str(env.result?.get()).ok()
+/// Error codes an EL answers while working as specified (the request, not the EL, is wrong).
+fn is_spec_error(code: i32) -> bool {
+    use engine_api::codes::*;
+    matches!(
+        code,
+        UNKNOWN_PAYLOAD
+            | INVALID_FORKCHOICE_STATE
+            | INVALID_PAYLOAD_ATTRIBUTES
+            | TOO_LARGE_REQUEST
+            | UNSUPPORTED_FORK
+            | INVALID_PARAMS
+    )
 }
 
 impl MuxState {
@@ -191,6 +195,7 @@ impl MuxState {
     }
 
     /// Turns the local EL's answer to an engine call into op-node's response and health evidence.
+    /// A spec error (-38001..-38005, invalid params) is the EL working as specified, not failing.
     fn local_answer<R: DeserializeOwned>(
         &self,
         id: Option<&RawValue>,
@@ -198,10 +203,21 @@ impl MuxState {
     ) -> (Response<Bytes>, Option<R>) {
         match res {
             Ok(res) => {
-                let parsed = result_of::<R>(&res);
-                if parsed.is_some() {
+                let envelope = (res.status() == http::StatusCode::OK)
+                    .then(|| serde_json::from_slice::<jsonrpc::ResponseEnvelope>(res.body()).ok())
+                    .flatten();
+                let parsed = envelope
+                    .as_ref()
+                    .and_then(|e| e.result.as_ref())
+                    .and_then(|r| serde_json::from_str::<R>(r.get()).ok());
+                let spec_error = envelope
+                    .as_ref()
+                    .and_then(|e| e.error.as_ref())
+                    .is_some_and(|e| is_spec_error(e.code()));
+                if parsed.is_some() || spec_error {
                     self.health.local_ok();
                 } else {
+                    tracing::error!(status = %res.status(), "local execution client answered an engine call with an error");
                     self.health.local_failed();
                 }
                 (res, parsed)

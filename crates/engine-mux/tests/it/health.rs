@@ -103,3 +103,31 @@ async fn builder_failing_get_payload_is_206_until_it_delivers() {
     assert_eq!(hash, s.builder.block_hash(102).to_string());
     assert_eq!(s.healthz().await, 200);
 }
+
+#[tokio::test]
+async fn a_spec_error_from_the_local_el_is_not_an_outage() {
+    let s = setup(&["--health-check-interval", "60"]).await;
+    eventually(Duration::from_secs(3), "200 first", || async {
+        s.healthz().await == 200
+    })
+    .await;
+    let err = s
+        .call(
+            "engine_getPayloadV3",
+            serde_json::json!(["0x0300000000000bad"]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("-38001"), "{err}");
+    assert_eq!(
+        s.healthz().await,
+        200,
+        "unknown payload is the EL answering correctly"
+    );
+    s.local.fault(
+        "engine_newPayloadV3",
+        Fault::RpcError(-32603, "database corrupted"),
+    );
+    let _ = s.call("engine_newPayloadV3", serde_json::json!([{"blockHash": format!("0x{}", "00".repeat(32))}, [], format!("0x{}", "00".repeat(32))])).await;
+    assert_eq!(s.healthz().await, 503, "an internal error is");
+}

@@ -1,0 +1,191 @@
+//! Per-method latency op-node sees calling a zero-latency mock engine directly and through
+//! engine-mux, in the same run, with 100-transaction payloads.
+//!
+//! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
+
+#[path = "../tests/it/mock_engine.rs"]
+#[allow(dead_code)]
+mod mock_engine;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use engine_api::{JwtSecret, Upstream, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
+use engine_mux::{Config, cli::Args};
+use mock_engine::{MockEngine, now};
+use serde_json::{Value, json};
+
+fn client(url: String, secret: JwtSecret) -> Upstream {
+    Upstream::new(UpstreamConfig {
+        name: "op-node",
+        url: url.parse().unwrap(),
+        secret: Some(secret),
+        timeout: Duration::from_secs(5),
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+    })
+}
+
+fn attributes() -> Value {
+    json!({
+        "timestamp": format!("{:#x}", now() + 1),
+        "prevRandao": format!("0x{}", "00".repeat(32)),
+        "suggestedFeeRecipient": "0x4200000000000000000000000000000000000011",
+        "withdrawals": [],
+        "parentBeaconBlockRoot": format!("0x{}", "55".repeat(32)),
+        "transactions": ["0x7ef8f8a0deadbeef"],
+        "noTxPool": false,
+        "gasLimit": "0x1c9c380",
+        "eip1559Params": "0x000000fa00000006"
+    })
+}
+
+fn fcs() -> Value {
+    let h = format!("0x{}", "cc".repeat(32));
+    json!({"headBlockHash": h, "safeBlockHash": h, "finalizedBlockHash": h})
+}
+
+#[derive(Default)]
+struct Samples {
+    fcu: Vec<Duration>,
+    get: Vec<Duration>,
+    new: Vec<Duration>,
+    fcu_plain: Vec<Duration>,
+    chain_id: Vec<Duration>,
+}
+
+async fn timed<T>(v: &mut Vec<Duration>, f: impl Future<Output = T>) -> T {
+    let t = Instant::now();
+    let out = f.await;
+    v.push(t.elapsed());
+    out
+}
+
+async fn drive(c: &Upstream, blocks: usize, s: &mut Samples) {
+    let t = c.timeout();
+    for _ in 0..blocks {
+        let fcu: Value = timed(
+            &mut s.fcu,
+            c.call(
+                "engine_forkchoiceUpdatedV3",
+                &json!([fcs(), attributes()]),
+                t,
+            ),
+        )
+        .await
+        .unwrap();
+        let id = fcu["payloadId"].clone();
+        let env: Value = timed(&mut s.get, c.call("engine_getPayloadV3", &json!([id]), t))
+            .await
+            .unwrap();
+        let params = json!([env["executionPayload"], [], env["parentBeaconBlockRoot"]]);
+        let _: Value = timed(&mut s.new, c.call("engine_newPayloadV3", &params, t))
+            .await
+            .unwrap();
+        let _: Value = timed(
+            &mut s.fcu_plain,
+            c.call("engine_forkchoiceUpdatedV3", &json!([fcs(), null]), t),
+        )
+        .await
+        .unwrap();
+        let _: Value = timed(&mut s.chain_id, c.call("eth_chainId", &json!([]), t))
+            .await
+            .unwrap();
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn row(name: &str, direct: &mut [Duration], mux: &mut [Duration]) {
+    let (d50, d99, m50, m99) = (
+        pct(direct, 0.5),
+        pct(direct, 0.99),
+        pct(mux, 0.5),
+        pct(mux, 0.99),
+    );
+    println!(
+        "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:+.3} |",
+        d50.as_secs_f64() * 1e3,
+        d99.as_secs_f64() * 1e3,
+        m50.as_secs_f64() * 1e3,
+        m99.as_secs_f64() * 1e3,
+        (m99.as_secs_f64() - d99.as_secs_f64()) * 1e3
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let blocks: usize = std::env::var("BLOCKS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(2000);
+    let local = MockEngine::start("local", 0x03, 0xaa).await;
+    let builder = MockEngine::start("builder", 0x04, 0xbb).await;
+    let argv = [
+        "engine-mux",
+        "--l2-url",
+        &local.url(),
+        "--l2-jwt-token",
+        &local.secret_hex(),
+        "--builder-url",
+        &builder.url(),
+        "--builder-jwt-token",
+        &builder.secret_hex(),
+        "--rpc-port",
+        "0",
+        "--debug-server-port",
+        "0",
+        "--max-unsafe-interval",
+        "3600",
+    ];
+    let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
+    let mux = engine_mux::start(config).await.unwrap();
+    let direct = client(local.url(), local.secret);
+    let through = client(format!("http://{}", mux.rpc_addr), local.secret);
+
+    // Warm both paths (connection pools, allocator), then interleave measured rounds so
+    // machine noise hits both equally.
+    drive(&direct, 200, &mut Samples::default()).await;
+    drive(&through, 200, &mut Samples::default()).await;
+    let (mut d, mut m) = (Samples::default(), Samples::default());
+    for _ in 0..10 {
+        drive(&direct, blocks / 10, &mut d).await;
+        drive(&through, blocks / 10, &mut m).await;
+    }
+    println!(
+        "blocks per path: {blocks}; payload: 100 transactions; builder block validated on the local mock each time"
+    );
+    println!(
+        "| call | direct p50 ms | direct p99 ms | engine-mux p50 ms | engine-mux p99 ms | p99 overhead ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    row(
+        "engine_forkchoiceUpdatedV3 (attributes)",
+        &mut d.fcu,
+        &mut m.fcu,
+    );
+    row("engine_getPayloadV3", &mut d.get, &mut m.get);
+    row("engine_newPayloadV3", &mut d.new, &mut m.new);
+    row(
+        "engine_forkchoiceUpdatedV3 (no attributes)",
+        &mut d.fcu_plain,
+        &mut m.fcu_plain,
+    );
+    row("eth_chainId (raw proxy)", &mut d.chain_id, &mut m.chain_id);
+    let rtt = pct(&mut d.chain_id, 0.99);
+    println!(
+        "one loopback round trip (direct eth_chainId p99): {:.3} ms",
+        rtt.as_secs_f64() * 1e3
+    );
+    println!(
+        "blocks proposed from the builder: {}",
+        engine_mux::metrics::sample(
+            &mux.metrics_text(),
+            r#"engine_mux_blocks_proposed_total{source="builder"}"#
+        )
+        .unwrap_or(0.0)
+    );
+    mux.shutdown().await;
+}
