@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::harness::{eventually, setup};
 
 #[tokio::test]
@@ -68,7 +66,6 @@ async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_
         s.builder.block_hash(123).to_string(),
         "the builder builds the next block"
     );
-    let _ = json!(null);
 }
 
 #[tokio::test]
