@@ -117,6 +117,33 @@ pub struct Engine {
     role: Role,
     faults: Arc<Faults>,
     inner: Mutex<Inner>,
+    stats: EngineStats,
+}
+
+/// Counters of what the engine answered, for status output and tests.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// newPayload calls answered VALID.
+    pub valid_payloads: std::sync::atomic::AtomicU64,
+    /// newPayload calls answered INVALID.
+    pub invalid_payloads: std::sync::atomic::AtomicU64,
+    /// newPayload calls answered SYNCING.
+    pub syncing_payloads: std::sync::atomic::AtomicU64,
+    /// Payloads built for getPayload.
+    pub built_payloads: std::sync::atomic::AtomicU64,
+    /// The most recent INVALID reason.
+    last_invalid: Mutex<Option<String>>,
+}
+
+impl EngineStats {
+    /// The most recent INVALID reason.
+    pub fn last_invalid_reason(&self) -> Option<String> {
+        self.last_invalid.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn count(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -148,7 +175,13 @@ impl Engine {
             spec,
             role,
             faults: Arc::new(Faults::default()),
+            stats: EngineStats::default(),
         }
+    }
+
+    /// Answer counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// Chain parameters.
@@ -223,12 +256,11 @@ impl Engine {
         Ok(inner.mempool.insert(tx, &state, head.header.gas_limit)?)
     }
 
-    /// `engine_forkchoiceUpdatedV3`.
+    /// `engine_forkchoiceUpdatedV3` (OP uses V3 for Ecotone through Jovian).
     pub fn forkchoice_updated(
         &self,
         fcs: ForkchoiceState,
         attributes: Option<OpPayloadAttributes>,
-        version: EngineVersion,
     ) -> Result<ForkchoiceUpdated, EngineError> {
         if self.faulty() && self.faults.is_stale() {
             return Ok(ForkchoiceUpdated::from_status(PayloadStatusEnum::Syncing));
@@ -274,7 +306,7 @@ impl Engine {
                 "gasLimit is required".into(),
             ));
         }
-        check_fork(&self.spec, version, ts)?;
+        // FCUv3 serves every OP fork since Ecotone; the payload version byte is 3 like op-geth.
         let id = attributes.payload_id(&head.hash, 3);
         if let std::collections::hash_map::Entry::Vacant(slot) = inner.jobs.entry(id) {
             slot.insert(PayloadJob::Pending {
@@ -310,6 +342,7 @@ impl Engine {
                 PayloadJob::Pending { parent, attributes } => {
                     check_fork(&self.spec, version, attributes.payload_attributes.timestamp)?;
                     let built = self.build_locked(&mut inner, parent, &attributes)?;
+                    EngineStats::count(&self.stats.built_payloads);
                     inner.jobs.insert(id, PayloadJob::Built(built.clone()));
                     let hash = built.block.hash;
                     inner.built.insert(hash, built.block.clone());
@@ -365,6 +398,26 @@ impl Engine {
 
     /// `engine_newPayloadV3/V4`: re-executes the block and answers VALID, INVALID or SYNCING.
     pub fn new_payload(
+        &self,
+        data: OpExecutionData,
+        version: EngineVersion,
+    ) -> Result<PayloadStatus, EngineError> {
+        let status = self.new_payload_inner(data, version)?;
+        let counter = match &status.status {
+            PayloadStatusEnum::Valid => &self.stats.valid_payloads,
+            PayloadStatusEnum::Invalid { validation_error } => {
+                if let Ok(mut last) = self.stats.last_invalid.lock() {
+                    *last = Some(validation_error.clone());
+                }
+                &self.stats.invalid_payloads
+            }
+            _ => &self.stats.syncing_payloads,
+        };
+        EngineStats::count(counter);
+        Ok(status)
+    }
+
+    fn new_payload_inner(
         &self,
         data: OpExecutionData,
         version: EngineVersion,
@@ -534,7 +587,7 @@ mod tests {
             head.header.timestamp + 1,
         );
         let fcu = engine
-            .forkchoice_updated(fcs(head.hash), Some(attrs), EngineVersion::V4)
+            .forkchoice_updated(fcs(head.hash), Some(attrs))
             .unwrap();
         engine
             .get_payload(fcu.payload_id.unwrap(), EngineVersion::V4)
@@ -563,9 +616,7 @@ mod tests {
         let hash = data.payload.block_hash();
         let status = local.new_payload(data, EngineVersion::V4).unwrap();
         assert_eq!(status.status, PayloadStatusEnum::Valid);
-        local
-            .forkchoice_updated(fcs(hash), None, EngineVersion::V4)
-            .unwrap();
+        local.forkchoice_updated(fcs(hash), None).unwrap();
         assert_eq!(local.head().hash, hash);
         assert_eq!(local.head().transactions.len(), 2);
         assert_eq!(local.mempool_len(), 0, "included tx pruned from the pool");
@@ -596,9 +647,7 @@ mod tests {
         let first = execution_data_of(&propose(&builder, 1));
         let first_hash = first.payload.block_hash();
         builder.new_payload(first, EngineVersion::V4).unwrap();
-        builder
-            .forkchoice_updated(fcs(first_hash), None, EngineVersion::V4)
-            .unwrap();
+        builder.forkchoice_updated(fcs(first_hash), None).unwrap();
         let second = execution_data_of(&propose(&builder, 2));
         assert_eq!(
             local.new_payload(second, EngineVersion::V4).unwrap().status,
@@ -612,7 +661,7 @@ mod tests {
         );
         assert_eq!(
             local
-                .forkchoice_updated(fcs(B256::repeat_byte(3)), None, EngineVersion::V4)
+                .forkchoice_updated(fcs(B256::repeat_byte(3)), None)
                 .unwrap()
                 .payload_status
                 .status,
@@ -630,9 +679,13 @@ mod tests {
             1,
             head.header.timestamp + 1,
         );
-        let err = local
-            .forkchoice_updated(fcs(head.hash), Some(attrs), EngineVersion::V3)
-            .unwrap_err();
+        let id = local
+            .forkchoice_updated(fcs(head.hash), Some(attrs))
+            .unwrap()
+            .payload_id
+            .unwrap();
+        let err = local.get_payload(id, EngineVersion::V3).unwrap_err();
         assert!(matches!(err, EngineError::UnsupportedFork(_)));
+        assert!(local.get_payload(id, EngineVersion::V4).is_ok());
     }
 }

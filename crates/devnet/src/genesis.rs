@@ -144,12 +144,38 @@ pub fn load_genesis_str(
             .collect::<Vec<_>>();
         (*address, info, storage)
     }));
+    let mut genesis = genesis;
+    genesis.extra_data = fit_extra_data(&spec, genesis.timestamp, genesis.extra_data);
     let header = genesis_header(&genesis, &spec, &state);
     Ok(LoadedGenesis {
         spec,
         header,
         state,
     })
+}
+
+/// The shipped genesis carries Jovian-format extraData; when a fork override makes the genesis a
+/// Holocene/Isthmus block, its extraData must be in that fork's format (the base fee of block 1
+/// is derived from it), so the EIP-1559 parameters are re-encoded.
+fn fit_extra_data(
+    spec: &ChainSpec,
+    timestamp: u64,
+    extra: alloy_primitives::Bytes,
+) -> alloy_primitives::Bytes {
+    let jovian_format = extra.len() == 17 && extra[0] == 1;
+    let holocene_format = extra.len() == 9 && extra[0] == 0;
+    if spec.is_jovian(timestamp) && holocene_format {
+        let mut out = extra.to_vec();
+        out[0] = 1;
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.into()
+    } else if !spec.is_jovian(timestamp) && spec.is_holocene(timestamp) && jovian_format {
+        let mut out = extra[..9].to_vec();
+        out[0] = 0;
+        out.into()
+    } else {
+        extra
+    }
 }
 
 fn fork_time(config: &Value, field: &'static str) -> Result<Option<u64>, GenesisError> {
@@ -290,5 +316,7 @@ mod tests {
         assert!(!g.spec.is_jovian(150));
         assert!(g.spec.is_jovian(200));
         assert_eq!(g.header.requests_hash, None);
+        // Genesis is now a Holocene block: 9-byte extraData with the same 1559 parameters.
+        assert_eq!(g.header.extra_data.as_ref(), &[0, 0, 0, 0, 50, 0, 0, 0, 2]);
     }
 }

@@ -1,0 +1,298 @@
+//! Command line: `devnet` runs everything; subcommands run one component.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use alloy_rpc_types_engine::JwtSecret;
+use clap::{Args, Parser, Subcommand};
+
+use crate::builder_faults::{Fault, FaultWindow};
+
+/// A real small OP Stack devnet: local engine, builder, engine-mux, op-node driver, spammer.
+#[derive(Debug, Parser)]
+#[command(name = "devnet", version)]
+pub struct Cli {
+    /// Component to run alone; without one, everything runs in this process.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options for the all-in-one run.
+    #[command(flatten)]
+    pub all: AllArgs,
+}
+
+/// Components that can run on their own.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The local execution engine (Engine API on --auth-port, eth RPC on --http-port).
+    Engine(EngineArgs),
+    /// The builder engine, with fault switches (flags, or `devnet_setFault` on --http-port).
+    Builder(BuilderArgs),
+    /// op-node's sequencer loop against an engine URL (engine-mux or an engine).
+    Driver(DriverArgs),
+    /// Sends signed transfers from the dev accounts to an RPC URL.
+    Spam(SpamArgs),
+}
+
+/// Genesis selection shared by the components.
+#[derive(Debug, Clone, Args)]
+pub struct GenesisArgs {
+    /// Genesis file in op-geth/op-reth format (default: the shipped chain-901 devnet genesis).
+    #[arg(long, env = "DEVNET_GENESIS")]
+    pub genesis: Option<PathBuf>,
+    /// Genesis timestamp (default: now). Engines that share a chain need the same value.
+    #[arg(long)]
+    pub genesis_timestamp: Option<u64>,
+    /// Activate Isthmus and Jovian this many seconds after genesis (default: at genesis), to
+    /// exercise the engine V3 → V4 transition. Blocks advance timestamps by at least 1 s.
+    #[arg(long = "isthmus-time", value_name = "SECS_AFTER_GENESIS")]
+    pub isthmus_offset: Option<u64>,
+}
+
+/// JWT secret selection.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// Hex JWT secret.
+    #[arg(long, env = "DEVNET_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File with the hex JWT secret (created with a random secret if missing).
+    #[arg(long)]
+    pub jwt_path: Option<PathBuf>,
+}
+
+/// Why CLI values could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The JWT secret is malformed.
+    #[error("JWT secret: {0}")]
+    Jwt(String),
+    /// The JWT file could not be read or written.
+    #[error("JWT file {path}: {source}")]
+    JwtFile {
+        /// The path.
+        path: PathBuf,
+        /// IO error.
+        source: std::io::Error,
+    },
+    /// A URL did not parse.
+    #[error("URL {0:?}: {1}")]
+    Url(String, String),
+}
+
+impl JwtArgs {
+    /// The secret: from the flag, from the file (creating it), or a fresh random one.
+    pub fn resolve(&self) -> Result<JwtSecret, CliError> {
+        if let Some(hex) = &self.jwt_secret {
+            return JwtSecret::from_hex(hex).map_err(|e| CliError::Jwt(e.to_string()));
+        }
+        if let Some(path) = &self.jwt_path {
+            return match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    JwtSecret::from_hex(text.trim()).map_err(|e| CliError::Jwt(e.to_string()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let secret = JwtSecret::random();
+                    std::fs::write(path, hex::encode(secret.as_bytes())).map_err(|source| {
+                        CliError::JwtFile {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                    Ok(secret)
+                }
+                Err(source) => Err(CliError::JwtFile {
+                    path: path.clone(),
+                    source,
+                }),
+            };
+        }
+        Ok(JwtSecret::random())
+    }
+}
+
+/// `devnet` with no subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    /// Slot length (`250ms`, `1s`, or seconds as a number).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub block_time: Duration,
+    /// Spammer transactions per second (0 disables the spammer).
+    #[arg(long, default_value_t = 10.0)]
+    pub tx_rate: f64,
+    /// Builder fault windows by block height, `FAULT@FROM..TO` (FAULT: down, hang, invalid,
+    /// empty, stale, slow=MS); repeatable.
+    #[arg(long = "builder-fault", value_name = "FAULT@FROM..TO")]
+    pub builder_faults: Vec<FaultWindow>,
+    /// Stop after this many blocks.
+    #[arg(long)]
+    pub max_blocks: Option<u64>,
+    /// engine-mux RPC port (what op-node would talk to).
+    #[arg(long, default_value_t = 8081)]
+    pub mux_port: u16,
+    /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
+    #[arg(long = "mux-arg", allow_hyphen_values = true)]
+    pub mux_args: Vec<String>,
+    /// Genesis options.
+    #[command(flatten)]
+    pub genesis: GenesisArgs,
+}
+
+/// `devnet engine`.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Engine API (JWT) port.
+    #[arg(long, default_value_t = 8551)]
+    pub auth_port: u16,
+    /// Plain eth RPC port.
+    #[arg(long, default_value_t = 8545)]
+    pub http_port: u16,
+    /// JWT options.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Genesis options.
+    #[command(flatten)]
+    pub genesis: GenesisArgs,
+}
+
+/// `devnet builder`.
+#[derive(Debug, Clone, Args)]
+pub struct BuilderArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Engine API (JWT) port.
+    #[arg(long, default_value_t = 8552)]
+    pub auth_port: u16,
+    /// Plain eth RPC + `devnet_setFault` port.
+    #[arg(long, default_value_t = 8546)]
+    pub http_port: u16,
+    /// Faults on from the start (down, hang, invalid, empty, stale, slow=MS); repeatable.
+    #[arg(long = "fault")]
+    pub faults: Vec<Fault>,
+    /// JWT options.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Genesis options.
+    #[command(flatten)]
+    pub genesis: GenesisArgs,
+}
+
+/// `devnet driver`.
+#[derive(Debug, Clone, Args)]
+pub struct DriverArgs {
+    /// Engine API URL (engine-mux or an engine).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub engine_url: String,
+    /// Slot length.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub block_time: Duration,
+    /// Stop after this many blocks.
+    #[arg(long)]
+    pub max_blocks: Option<u64>,
+    /// JWT options.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Genesis options (must match the engine's; the timestamp is read from its block 0).
+    #[command(flatten)]
+    pub genesis: GenesisArgs,
+}
+
+/// `devnet spam`.
+#[derive(Debug, Clone, Args)]
+pub struct SpamArgs {
+    /// RPC URL to send to.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    pub rpc_url: String,
+    /// Transactions per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub tx_rate: f64,
+    /// Chain id.
+    #[arg(long, default_value_t = 901)]
+    pub chain_id: u64,
+    /// Hex JWT secret, when the URL is an authenticated port.
+    #[arg(long, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// Parses `250ms`, `2s` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let err = || format!("invalid duration {s:?} (expected e.g. 250ms, 2s, 1.5)");
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| err());
+    }
+    let secs = s.strip_suffix('s').unwrap_or(s).trim();
+    let secs: f64 = secs.parse().map_err(|_| err())?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses an http(s) URL.
+pub fn parse_url(s: &str) -> Result<http::Uri, CliError> {
+    s.parse()
+        .map_err(|e: http::uri::InvalidUri| CliError::Url(s.to_string(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn all_in_one_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "devnet",
+            "--block-time",
+            "250ms",
+            "--tx-rate",
+            "50",
+            "--builder-fault",
+            "down@20..30",
+            "--builder-fault",
+            "slow=300@5..8",
+            "--isthmus-time",
+            "10",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.all.block_time, Duration::from_millis(250));
+        assert_eq!(cli.all.builder_faults.len(), 2);
+        assert_eq!(cli.all.builder_faults[1].fault, Fault::Slow(300));
+        assert_eq!(cli.all.genesis.isthmus_offset, Some(10));
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "devnet",
+            "builder",
+            "--fault",
+            "hang",
+            "--auth-port",
+            "9551",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Builder(b)) => {
+                assert_eq!(b.faults, vec![Fault::Hang]);
+                assert_eq!(b.auth_port, 9551);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! What each `devnet` command does: start components, print status, stop on Ctrl-C.
+
+use std::{sync::Arc, time::Duration};
+
+use engine_api::{Upstream, UpstreamConfig};
+use serde_json::{Value, json};
+
+use crate::{
+    accounts::funded_dev_signers,
+    attributes::SequencerParams,
+    cli::{
+        AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, SpamArgs, parse_url,
+    },
+    devnet::{
+        Devnet, DevnetConfig, DevnetError, load_genesis, metric_value, start_engine_on, unix_now,
+    },
+    driver::{DriverConfig, DriverEvent, start_driver},
+    engine::Role,
+    genesis::GenesisError,
+    spammer::{SpammerConfig, start_spammer},
+};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad flags.
+    #[error(transparent)]
+    Cli(#[from] CliError),
+    /// Genesis problem.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// Startup problem.
+    #[error(transparent)]
+    Devnet(#[from] DevnetError),
+    /// An engine could not listen.
+    #[error(transparent)]
+    Server(#[from] crate::rpc::ServerError),
+    /// Talking to a remote engine failed.
+    #[error("{0}")]
+    Remote(String),
+}
+
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs everything in-process and prints one status line per block until Ctrl-C or
+/// `--max-blocks`.
+pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
+    let devnet = Devnet::start(DevnetConfig {
+        genesis: args.genesis.genesis.clone(),
+        genesis_timestamp: args.genesis.genesis_timestamp,
+        isthmus_offset: args.genesis.isthmus_offset,
+        block_time: args.block_time,
+        tx_rate: args.tx_rate,
+        builder_faults: args.builder_faults.clone(),
+        max_blocks: args.max_blocks,
+        mux_args: args.mux_args.clone(),
+        mux_port: args.mux_port,
+        ..DevnetConfig::default()
+    })
+    .await?;
+    println!(
+        "devnet: chain {} | engine-mux {} | local {} | builder {} (control: devnet_setFault on {}) | JWT {}",
+        devnet.spec.chain_id,
+        devnet.mux.rpc_addr,
+        devnet.local.auth_addr,
+        devnet.builder.auth_addr,
+        devnet.builder.http_addr,
+        hex::encode(devnet.jwt.as_bytes()),
+    );
+    let mut events = devnet.driver.subscribe();
+    let mut builder_before = 0.0;
+    let status = async {
+        loop {
+            let event = match events.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            let text = devnet.mux.metrics_text();
+            let builder = metric_value(
+                &text,
+                "engine_mux_blocks_proposed_total",
+                &[("source", "builder")],
+            );
+            let fallbacks = metric_value(&text, "engine_mux_fallbacks_total", &[]);
+            let health = devnet.mux.health().code();
+            match event {
+                DriverEvent::Proposed(b) => {
+                    let source = if builder > builder_before {
+                        "builder"
+                    } else {
+                        "local"
+                    };
+                    builder_before = builder;
+                    let faults = devnet.builder.engine.faults().active();
+                    let faults = if faults.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" faults {faults:?}")
+                    };
+                    println!(
+                        "block {:>5} {:<7} txs {:>4} gas {:>9} fallbacks {:>3} health {}{}{}",
+                        b.number,
+                        source,
+                        b.tx_count,
+                        b.gas_used,
+                        fallbacks,
+                        health,
+                        if b.v4 { "" } else { " (V3)" },
+                        faults,
+                    );
+                }
+                DriverEvent::Missed { number, reason } => {
+                    println!(
+                        "block {number:>5} MISSED  {reason} (fallbacks {fallbacks}, health {health})"
+                    );
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = status => {}
+        _ = ctrl_c() => println!("stopping"),
+    }
+    devnet.stop().await;
+    Ok(())
+}
+
+fn genesis_for(
+    args: &GenesisArgs,
+    timestamp: Option<u64>,
+) -> Result<crate::genesis::LoadedGenesis, GenesisError> {
+    let ts = timestamp
+        .or(args.genesis_timestamp)
+        .unwrap_or_else(unix_now);
+    load_genesis(args.genesis.as_deref(), ts, args.isthmus_offset)
+}
+
+/// `devnet engine`: the local engine until Ctrl-C.
+pub async fn run_engine(args: EngineArgs) -> Result<(), CommandError> {
+    let jwt = args.jwt.resolve()?;
+    let genesis = genesis_for(&args.genesis, None)?;
+    let ts = genesis.header.timestamp;
+    let running = start_engine_on(
+        genesis,
+        Role::Local,
+        args.host,
+        args.auth_port,
+        args.http_port,
+        jwt,
+    )
+    .await?;
+    println!(
+        "engine: auth {} http {} genesis {} (timestamp {ts}) JWT {}",
+        running.auth_addr,
+        running.http_addr,
+        running.engine.head().hash,
+        hex::encode(jwt.as_bytes())
+    );
+    ctrl_c().await;
+    running.stop().await;
+    Ok(())
+}
+
+/// `devnet builder`: the builder engine until Ctrl-C.
+pub async fn run_builder(args: BuilderArgs) -> Result<(), CommandError> {
+    let jwt = args.jwt.resolve()?;
+    let genesis = genesis_for(&args.genesis, None)?;
+    let running = start_engine_on(
+        genesis,
+        Role::Builder,
+        args.host,
+        args.auth_port,
+        args.http_port,
+        jwt,
+    )
+    .await?;
+    for fault in &args.faults {
+        running.engine.faults().set(*fault, true);
+    }
+    println!(
+        "builder: auth {} http {} (devnet_setFault) genesis {} JWT {}",
+        running.auth_addr,
+        running.http_addr,
+        running.engine.head().hash,
+        hex::encode(jwt.as_bytes())
+    );
+    ctrl_c().await;
+    running.engine.faults().clear();
+    running.stop().await;
+    Ok(())
+}
+
+/// `devnet driver`: the sequencer loop against `--engine-url` until Ctrl-C.
+pub async fn run_driver(args: DriverArgs) -> Result<(), CommandError> {
+    let jwt = args.jwt.resolve()?;
+    let url = parse_url(&args.engine_url)?;
+    let client = Upstream::new(UpstreamConfig {
+        name: "driver",
+        url: url.clone(),
+        secret: Some(jwt),
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 16 * 1024 * 1024,
+    });
+    // Fork times are relative to genesis: read the engine's genesis timestamp.
+    let genesis_block: Value = client
+        .call(
+            "eth_getBlockByNumber",
+            &json!(["0x0", false]),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| CommandError::Remote(e.to_string()))?;
+    let ts = genesis_block
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| CommandError::Remote("engine's block 0 has no timestamp".into()))?;
+    let spec = genesis_for(&args.genesis, Some(ts))?.spec;
+    let driver = start_driver(
+        DriverConfig {
+            engine_url: url,
+            jwt,
+            block_time: args.block_time,
+            get_payload_lead: args.block_time / 5,
+            call_timeout: Duration::from_secs(2).max(args.block_time),
+            params: SequencerParams::default(),
+            max_blocks: args.max_blocks,
+        },
+        spec,
+    );
+    let mut events = driver.subscribe();
+    let print = async {
+        while let Ok(event) = events.recv().await {
+            match event {
+                DriverEvent::Proposed(b) => println!(
+                    "block {:>5} {} txs {:>4} gas {:>9} getPayload {:?}",
+                    b.number, b.hash, b.tx_count, b.gas_used, b.get_payload_latency
+                ),
+                DriverEvent::Missed { number, reason } => {
+                    println!("block {number:>5} MISSED {reason}")
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = print => {}
+        _ = ctrl_c() => {}
+    }
+    driver.stop().await;
+    Ok(())
+}
+
+/// `devnet spam`: transfers from the dev accounts until Ctrl-C.
+pub async fn run_spam(args: SpamArgs) -> Result<(), CommandError> {
+    let url = parse_url(&args.rpc_url)?;
+    let jwt = args
+        .jwt_secret
+        .as_deref()
+        .map(alloy_rpc_types_engine::JwtSecret::from_hex)
+        .transpose()
+        .map_err(|e| CliError::Jwt(e.to_string()))?;
+    let genesis = crate::genesis::default_genesis(0, Default::default())?;
+    let signers =
+        funded_dev_signers(&genesis.state).map_err(|e| CommandError::Remote(e.to_string()))?;
+    let spammer = Arc::new(start_spammer(
+        SpammerConfig {
+            rpc_url: url,
+            jwt,
+            rate: args.tx_rate,
+            chain_id: args.chain_id,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000,
+            call_timeout: Duration::from_secs(2),
+        },
+        signers,
+    ));
+    let stats = spammer.stats.clone();
+    let report = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            println!(
+                "spam: sent {} failed {}",
+                stats.sent.load(std::sync::atomic::Ordering::Relaxed),
+                stats.failed.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    };
+    tokio::select! {
+        _ = report => {}
+        _ = ctrl_c() => {}
+    }
+    if let Ok(spammer) = Arc::try_unwrap(spammer) {
+        spammer.stop().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The whole devnet in one process: local engine, builder engine, engine-mux between them, the
+//! driver playing op-node against engine-mux, the spammer, and the builder fault schedule.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use alloy_rpc_types_engine::JwtSecret;
+use clap::Parser;
+use engine_mux::{RunningMux, cli::Args as MuxArgs};
+
+use crate::{
+    accounts::{AccountsError, funded_dev_signers},
+    attributes::SequencerParams,
+    builder_faults::FaultWindow,
+    driver::{DriverConfig, DriverEvent, DriverHandle, start_driver},
+    engine::{Engine, Role},
+    genesis::{
+        ChainSpec, ForkOverrides, GenesisError, LoadedGenesis, default_genesis, load_genesis_file,
+    },
+    rpc::{EngineServerConfig, RunningEngine, ServerError, start_engine},
+    spammer::{SpammerConfig, SpammerHandle, start_spammer},
+};
+
+/// Everything `devnet` (all components) can be told.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    /// Genesis file (default: the shipped devnet genesis).
+    pub genesis: Option<PathBuf>,
+    /// Genesis timestamp (default: now).
+    pub genesis_timestamp: Option<u64>,
+    /// Isthmus (and Jovian) activate this many seconds after genesis (default: at genesis).
+    pub isthmus_offset: Option<u64>,
+    /// Slot length.
+    pub block_time: Duration,
+    /// Spammer rate (0 = no spammer).
+    pub tx_rate: f64,
+    /// Builder faults by height.
+    pub builder_faults: Vec<FaultWindow>,
+    /// Stop the driver after this many blocks.
+    pub max_blocks: Option<u64>,
+    /// Extra engine-mux flags (e.g. `--builder-timeout 200`).
+    pub mux_args: Vec<String>,
+    /// Address everything binds to.
+    pub host: IpAddr,
+    /// engine-mux RPC port (0 = ephemeral).
+    pub mux_port: u16,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        Self {
+            genesis: None,
+            genesis_timestamp: None,
+            isthmus_offset: None,
+            block_time: Duration::from_secs(1),
+            tx_rate: 10.0,
+            builder_faults: Vec::new(),
+            max_blocks: None,
+            mux_args: Vec::new(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mux_port: 0,
+        }
+    }
+}
+
+/// Why the devnet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// Genesis problem.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// An engine could not listen.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// engine-mux rejected its flags.
+    #[error("engine-mux flags: {0}")]
+    MuxArgs(String),
+    /// engine-mux config invalid.
+    #[error("engine-mux config: {0}")]
+    MuxConfig(String),
+    /// engine-mux could not start.
+    #[error("engine-mux start: {0}")]
+    MuxStart(String),
+    /// Dev keys could not be derived.
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+}
+
+/// Loads the genesis both engines share, with the fork offset applied.
+pub fn load_genesis(
+    path: Option<&std::path::Path>,
+    timestamp: u64,
+    isthmus_offset: Option<u64>,
+) -> Result<LoadedGenesis, GenesisError> {
+    let overrides = ForkOverrides {
+        isthmus_time: isthmus_offset.map(|o| timestamp + o),
+        jovian_time: isthmus_offset.map(|o| timestamp + o),
+    };
+    match path {
+        Some(p) => load_genesis_file(p, timestamp, overrides),
+        None => default_genesis(timestamp, overrides),
+    }
+}
+
+/// Current unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A running devnet.
+#[derive(Debug)]
+pub struct Devnet {
+    /// The sequencer's local EL.
+    pub local: RunningEngine,
+    /// The external builder.
+    pub builder: RunningEngine,
+    /// engine-mux between the driver and both engines.
+    pub mux: RunningMux,
+    /// The op-node stand-in.
+    pub driver: DriverHandle,
+    /// The transaction spammer, if enabled.
+    pub spammer: Option<SpammerHandle>,
+    /// The shared JWT secret.
+    pub jwt: JwtSecret,
+    /// Chain parameters.
+    pub spec: ChainSpec,
+    faults_task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts an engine in `role` on ephemeral ports.
+pub async fn start_engine_on(
+    genesis: LoadedGenesis,
+    role: Role,
+    host: IpAddr,
+    auth_port: u16,
+    http_port: u16,
+    jwt: JwtSecret,
+) -> Result<RunningEngine, ServerError> {
+    let engine = Arc::new(Engine::new(genesis, role));
+    start_engine(
+        engine,
+        EngineServerConfig {
+            auth_addr: SocketAddr::new(host, auth_port),
+            http_addr: SocketAddr::new(host, http_port),
+            jwt,
+        },
+    )
+    .await
+}
+
+/// Starts engine-mux in front of `local` and `builder` with the devnet's flags.
+pub async fn start_mux(
+    local_url: &str,
+    builder_url: &str,
+    jwt: &JwtSecret,
+    host: IpAddr,
+    port: u16,
+    extra: &[String],
+) -> Result<RunningMux, DevnetError> {
+    let secret = hex::encode(jwt.as_bytes());
+    let mut argv: Vec<String> = [
+        "engine-mux",
+        "--l2-url",
+        local_url,
+        "--l2-jwt-token",
+        &secret,
+        "--builder-url",
+        builder_url,
+        "--builder-jwt-token",
+        &secret,
+        "--auth-jwt-token",
+        &secret,
+        "--rpc-host",
+        &host.to_string(),
+        "--rpc-port",
+        &port.to_string(),
+        "--debug-host",
+        &host.to_string(),
+        "--debug-server-port",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(extra.iter().cloned());
+    let args = MuxArgs::try_parse_from(argv).map_err(|e| DevnetError::MuxArgs(e.to_string()))?;
+    let config =
+        engine_mux::Config::try_from(args).map_err(|e| DevnetError::MuxConfig(e.to_string()))?;
+    engine_mux::start(config)
+        .await
+        .map_err(|e| DevnetError::MuxStart(e.to_string()))
+}
+
+impl Devnet {
+    /// Starts every component.
+    pub async fn start(config: DevnetConfig) -> Result<Self, DevnetError> {
+        let timestamp = config.genesis_timestamp.unwrap_or_else(unix_now);
+        let genesis = load_genesis(config.genesis.as_deref(), timestamp, config.isthmus_offset)?;
+        let spec = genesis.spec.clone();
+        let signers = funded_dev_signers(&genesis.state)?;
+        let jwt = JwtSecret::random();
+        let host = config.host;
+        let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt).await?;
+        let builder = start_engine_on(genesis, Role::Builder, host, 0, 0, jwt).await?;
+        let mux = start_mux(
+            &local.auth_url(),
+            &builder.auth_url(),
+            &jwt,
+            host,
+            config.mux_port,
+            &config.mux_args,
+        )
+        .await?;
+        let mux_url: http::Uri = format!("http://{}", mux.rpc_addr)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| DevnetError::MuxStart(e.to_string()))?;
+        let driver = start_driver(
+            DriverConfig {
+                engine_url: mux_url.clone(),
+                jwt,
+                block_time: config.block_time,
+                get_payload_lead: config.block_time / 5,
+                call_timeout: Duration::from_secs(2).max(config.block_time),
+                params: SequencerParams::default(),
+                max_blocks: config.max_blocks,
+            },
+            spec.clone(),
+        );
+        let faults_task = schedule_faults(
+            &driver,
+            builder.engine.clone(),
+            config.builder_faults.clone(),
+        );
+        let spammer = (config.tx_rate > 0.0).then(|| {
+            start_spammer(
+                SpammerConfig {
+                    rpc_url: mux_url,
+                    jwt: Some(jwt),
+                    rate: config.tx_rate,
+                    chain_id: spec.chain_id,
+                    max_fee_per_gas: 2_000_000_000,
+                    max_priority_fee_per_gas: 1_000_000,
+                    call_timeout: Duration::from_secs(2),
+                },
+                signers,
+            )
+        });
+        Ok(Self {
+            local,
+            builder,
+            mux,
+            driver,
+            spammer,
+            jwt,
+            spec,
+            faults_task,
+        })
+    }
+
+    /// Stops everything: spammer, driver, engine-mux, engines.
+    pub async fn stop(self) {
+        if let Some(spammer) = self.spammer {
+            spammer.stop().await;
+        }
+        self.driver.stop().await;
+        self.faults_task.abort();
+        self.mux.shutdown().await;
+        self.builder.engine.faults().clear();
+        self.builder.stop().await;
+        self.local.stop().await;
+    }
+}
+
+/// Switches builder faults on and off as the chain reaches each window's heights (the fault
+/// state for block N is set right after block N-1 is proposed).
+fn schedule_faults(
+    driver: &DriverHandle,
+    builder: Arc<Engine>,
+    windows: Vec<FaultWindow>,
+) -> tokio::task::JoinHandle<()> {
+    let mut events = driver.subscribe();
+    tokio::spawn(async move {
+        if windows.is_empty() {
+            return;
+        }
+        let apply = |next: u64| {
+            for w in &windows {
+                let on = w.covers(next);
+                if builder
+                    .faults()
+                    .active()
+                    .iter()
+                    .any(|f| same_kind(f, &w.fault))
+                    != on
+                {
+                    builder.faults().set(w.fault, on);
+                }
+            }
+        };
+        apply(1);
+        loop {
+            match events.recv().await {
+                Ok(DriverEvent::Proposed(b)) => apply(b.number + 1),
+                Ok(DriverEvent::Missed { number, .. }) => apply(number),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+fn same_kind(a: &crate::builder_faults::Fault, b: &crate::builder_faults::Fault) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+/// Reads a counter from Prometheus text: the sum of all samples of `name` whose labels contain
+/// every `label="value"` in `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, r)) => (m, r),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_value_sums_matching_series() {
+        let text = "# HELP x\nengine_mux_fallbacks_total{reason=\"invalid\"} 2\nengine_mux_fallbacks_total{reason=\"timeout\"} 3\nengine_mux_blocks_proposed_total{source=\"builder\"} 7\n";
+        assert_eq!(metric_value(text, "engine_mux_fallbacks_total", &[]), 5.0);
+        assert_eq!(
+            metric_value(text, "engine_mux_fallbacks_total", &[("reason", "invalid")]),
+            2.0
+        );
+        assert_eq!(
+            metric_value(
+                text,
+                "engine_mux_blocks_proposed_total",
+                &[("source", "builder")]
+            ),
+            7.0
+        );
+        assert_eq!(metric_value(text, "nope", &[]), 0.0);
+    }
+}

@@ -1,0 +1,394 @@
+//! An op-node sequencer loop against any engine URL: FCU with attributes (L1-info deposit
+//! first), getPayload near the end of the slot, newPayload, FCU to the new head, then a check
+//! that the engine's head really is the block just proposed.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use alloy_primitives::B256;
+use alloy_rpc_types_engine::{
+    ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatus, PayloadStatusEnum,
+};
+use engine_api::{Upstream, UpstreamConfig, UpstreamError};
+use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::{
+    attributes::{SequencerParams, sequencer_attributes},
+    genesis::ChainSpec,
+};
+
+/// Buffered driver events per subscriber before a slow subscriber starts losing them.
+const EVENT_BUFFER: usize = 1024;
+
+/// How the driver runs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Engine API URL (engine-mux or an engine directly).
+    pub engine_url: http::Uri,
+    /// JWT secret for it.
+    pub jwt: JwtSecret,
+    /// Slot length.
+    pub block_time: Duration,
+    /// getPayload is sent this long before the slot ends.
+    pub get_payload_lead: Duration,
+    /// Deadline for one engine call.
+    pub call_timeout: Duration,
+    /// Sequencer knobs (gas limit, 1559 params, min base fee).
+    pub params: SequencerParams,
+    /// Stop after this many proposed blocks (`None` = run until stopped).
+    pub max_blocks: Option<u64>,
+}
+
+/// One slot's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverEvent {
+    /// A block was built, imported and became the head.
+    Proposed(ProposedBlock),
+    /// The slot produced no block (the error says which step failed).
+    Missed {
+        /// Height that was attempted.
+        number: u64,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A block the driver proposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposedBlock {
+    /// Height.
+    pub number: u64,
+    /// Hash.
+    pub hash: B256,
+    /// Timestamp.
+    pub timestamp: u64,
+    /// Transactions (incl. the deposit).
+    pub tx_count: usize,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Whether it came through the V4 (Isthmus) methods.
+    pub v4: bool,
+    /// Time from FCU-with-attributes to getPayload answer.
+    pub get_payload_latency: Duration,
+}
+
+/// Why a slot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// An engine call failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The engine answered something other than VALID.
+    #[error("{step}: status {status:?}")]
+    NotValid {
+        /// Which call.
+        step: &'static str,
+        /// The status.
+        status: PayloadStatusEnum,
+    },
+    /// FCU with attributes returned no payload id.
+    #[error("forkchoiceUpdated returned no payload id")]
+    NoPayloadId,
+    /// A response did not have the expected shape.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// After the final FCU the engine reports a different head.
+    #[error("head after FCU is {actual}, expected {expected}")]
+    HeadMismatch {
+        /// What we proposed.
+        expected: B256,
+        /// What the engine reports.
+        actual: B256,
+    },
+}
+
+/// Counters readable while the driver runs.
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    /// Blocks proposed.
+    pub proposed: AtomicU64,
+    /// Slots missed.
+    pub missed: AtomicU64,
+}
+
+/// Handle to a running driver.
+#[derive(Debug)]
+pub struct DriverHandle {
+    /// Counters.
+    pub stats: Arc<DriverStats>,
+    events: broadcast::Sender<DriverEvent>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DriverHandle {
+    /// A new subscription to slot outcomes.
+    pub fn subscribe(&self) -> broadcast::Receiver<DriverEvent> {
+        self.events.subscribe()
+    }
+
+    /// Stops the loop after the current slot.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits for the loop to end by itself (`max_blocks`).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    number: u64,
+    hash: B256,
+    timestamp: u64,
+}
+
+fn parse_head(v: &Value) -> Option<Head> {
+    let num = |k: &str| u64::from_str_radix(v.get(k)?.as_str()?.trim_start_matches("0x"), 16).ok();
+    Some(Head {
+        number: num("number")?,
+        hash: v.get("hash")?.as_str()?.parse().ok()?,
+        timestamp: num("timestamp")?,
+    })
+}
+
+struct Driver {
+    client: Upstream,
+    spec: ChainSpec,
+    config: DriverConfig,
+}
+
+impl Driver {
+    async fn latest(&self) -> Result<Head, DriverError> {
+        let v: Value = self
+            .client
+            .call(
+                "eth_getBlockByNumber",
+                &json!(["latest", false]),
+                self.config.call_timeout,
+            )
+            .await?;
+        parse_head(&v).ok_or(DriverError::Malformed("eth_getBlockByNumber answer"))
+    }
+
+    async fn fcu(
+        &self,
+        head: B256,
+        attrs: Option<Value>,
+    ) -> Result<ForkchoiceUpdated, DriverError> {
+        let state = ForkchoiceState {
+            head_block_hash: head,
+            safe_block_hash: head,
+            finalized_block_hash: head,
+        };
+        let out: ForkchoiceUpdated = self
+            .client
+            .call(
+                "engine_forkchoiceUpdatedV3",
+                &json!([state, attrs]),
+                self.config.call_timeout,
+            )
+            .await?;
+        if out.payload_status.status != PayloadStatusEnum::Valid {
+            return Err(DriverError::NotValid {
+                step: "forkchoiceUpdated",
+                status: out.payload_status.status,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn slot(
+        &self,
+        head: Head,
+        slot_end: tokio::time::Instant,
+    ) -> Result<ProposedBlock, DriverError> {
+        let number = head.number + 1;
+        let timestamp = head.timestamp + self.config.block_time.as_secs().max(1);
+        let attrs = sequencer_attributes(&self.spec, &self.config.params, number, timestamp);
+        let fcu = self
+            .fcu(
+                head.hash,
+                Some(
+                    serde_json::to_value(&attrs)
+                        .map_err(|_| DriverError::Malformed("attributes"))?,
+                ),
+            )
+            .await?;
+        let id = fcu.payload_id.ok_or(DriverError::NoPayloadId)?;
+        tokio::time::sleep_until(
+            slot_end
+                .checked_sub(self.config.get_payload_lead)
+                .unwrap_or(slot_end),
+        )
+        .await;
+        let v4 = self.spec.is_isthmus(timestamp);
+        let get_started = tokio::time::Instant::now();
+        let (new_payload_params, hash, tx_count, gas_used) = if v4 {
+            let env: OpExecutionPayloadEnvelopeV4 = self
+                .client
+                .call(
+                    "engine_getPayloadV4",
+                    &json!([id]),
+                    self.config.call_timeout,
+                )
+                .await?;
+            let inner = &env
+                .execution_payload
+                .payload_inner
+                .payload_inner
+                .payload_inner;
+            let summary = (inner.block_hash, inner.transactions.len(), inner.gas_used);
+            (
+                json!([
+                    env.execution_payload,
+                    Vec::<B256>::new(),
+                    env.parent_beacon_block_root,
+                    Vec::<String>::new()
+                ]),
+                summary.0,
+                summary.1,
+                summary.2,
+            )
+        } else {
+            let env: OpExecutionPayloadEnvelopeV3 = self
+                .client
+                .call(
+                    "engine_getPayloadV3",
+                    &json!([id]),
+                    self.config.call_timeout,
+                )
+                .await?;
+            let inner = &env.execution_payload.payload_inner.payload_inner;
+            let summary = (inner.block_hash, inner.transactions.len(), inner.gas_used);
+            (
+                json!([
+                    env.execution_payload,
+                    Vec::<B256>::new(),
+                    env.parent_beacon_block_root
+                ]),
+                summary.0,
+                summary.1,
+                summary.2,
+            )
+        };
+        let get_payload_latency = get_started.elapsed();
+        let method = if v4 {
+            "engine_newPayloadV4"
+        } else {
+            "engine_newPayloadV3"
+        };
+        let status: PayloadStatus = self
+            .client
+            .call(method, &new_payload_params, self.config.call_timeout)
+            .await?;
+        if status.status != PayloadStatusEnum::Valid {
+            return Err(DriverError::NotValid {
+                step: "newPayload",
+                status: status.status,
+            });
+        }
+        self.fcu(hash, None).await?;
+        let now_head = self.latest().await?;
+        if now_head.hash != hash {
+            return Err(DriverError::HeadMismatch {
+                expected: hash,
+                actual: now_head.hash,
+            });
+        }
+        Ok(ProposedBlock {
+            number,
+            hash,
+            timestamp,
+            tx_count,
+            gas_used,
+            v4,
+            get_payload_latency,
+        })
+    }
+}
+
+/// Starts the sequencer loop; the chain spec must match the engine's genesis.
+pub fn start_driver(config: DriverConfig, spec: ChainSpec) -> DriverHandle {
+    let client = Upstream::new(UpstreamConfig {
+        name: "driver",
+        url: config.engine_url.clone(),
+        secret: Some(config.jwt),
+        timeout: config.call_timeout,
+        max_response_bytes: engine_api::upstream::DEFAULT_MAX_RESPONSE_BYTES,
+    });
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
+    let (stop, mut stop_rx) = watch::channel(false);
+    let stats = Arc::new(DriverStats::default());
+    let driver = Driver {
+        client,
+        spec,
+        config,
+    };
+    let (tx, task_stats) = (events.clone(), stats.clone());
+    let task = tokio::spawn(async move {
+        let mut slot_start = tokio::time::Instant::now();
+        let mut head: Option<Head> = None;
+        let mut proposed = 0u64;
+        loop {
+            if *stop_rx.borrow() || driver.config.max_blocks.is_some_and(|m| proposed >= m) {
+                break;
+            }
+            let slot_end = slot_start + driver.config.block_time;
+            let current = match head {
+                Some(h) => Ok(h),
+                None => driver.latest().await,
+            };
+            let outcome = match current {
+                Ok(h) => driver
+                    .slot(h, slot_end)
+                    .await
+                    .map_err(|e| (h.number + 1, e)),
+                Err(e) => Err((0, e)),
+            };
+            match outcome {
+                Ok(block) => {
+                    proposed += 1;
+                    task_stats.proposed.fetch_add(1, Ordering::Relaxed);
+                    head = Some(Head {
+                        number: block.number,
+                        hash: block.hash,
+                        timestamp: block.timestamp,
+                    });
+                    let _ = tx.send(DriverEvent::Proposed(block));
+                }
+                Err((number, e)) => {
+                    tracing::warn!(number, error = %e, "driver missed a slot");
+                    task_stats.missed.fetch_add(1, Ordering::Relaxed);
+                    // Re-read the head next slot: the engine may have moved or restarted.
+                    head = None;
+                    let _ = tx.send(DriverEvent::Missed {
+                        number,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(slot_end) => {}
+                _ = stop_rx.changed() => {}
+            }
+            slot_start = slot_end.max(tokio::time::Instant::now());
+        }
+    });
+    DriverHandle {
+        stats,
+        events,
+        stop,
+        task,
+    }
+}

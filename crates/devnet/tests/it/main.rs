@@ -1,0 +1,11 @@
+//! End-to-end scenarios: a real local engine, a real builder engine, engine-mux between them,
+//! the driver playing op-node and the spammer, all in-process on loopback ports.
+
+mod support;
+
+mod builder_down;
+mod builder_hangs;
+mod builder_invalid;
+mod fork_transition;
+mod healthy;
+mod local_down;
