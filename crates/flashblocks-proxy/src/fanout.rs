@@ -6,7 +6,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     dedup::{Dedup, FlashblockKey, Verdict},
@@ -57,8 +57,6 @@ pub struct Inbound {
 pub struct Subscription {
     /// Encoded frames.
     pub rx: broadcast::Receiver<Bytes>,
-    /// Bumped on every publish: lets a subscriber blocked in a socket write notice it is lagging.
-    pub seq: watch::Receiver<u64>,
     /// Frames it may fall behind before being dropped.
     pub capacity: usize,
 }
@@ -74,7 +72,6 @@ impl Subscription {
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Bytes>,
-    seq: watch::Sender<u64>,
     capacity: usize,
     compression: bool,
 }
@@ -83,10 +80,8 @@ impl Hub {
     /// A hub buffering `capacity` frames per subscriber.
     pub fn new(capacity: usize, compression: bool) -> Self {
         let (tx, _) = broadcast::channel(capacity);
-        let (seq, _) = watch::channel(0);
         Self {
             tx,
-            seq,
             capacity,
             compression,
         }
@@ -96,7 +91,6 @@ impl Hub {
     pub fn subscribe(&self) -> Subscription {
         Subscription {
             rx: self.tx.subscribe(),
-            seq: self.seq.subscribe(),
             capacity: self.capacity,
         }
     }
@@ -112,7 +106,6 @@ impl Hub {
         };
         // No subscribers is not an error.
         let _ = self.tx.send(frame.clone());
-        self.seq.send_modify(|s| *s = s.wrapping_add(1));
         frame
     }
 

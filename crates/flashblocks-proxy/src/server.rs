@@ -3,8 +3,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use std::io::{ErrorKind, Read, Write};
+
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncWriteExt, Interest, unix::AsyncFd},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, broadcast::error::RecvError, watch},
     time::{Instant, timeout},
@@ -25,8 +27,6 @@ use crate::{
 
 /// Connections allowed in the handshake phase at once (the accept loop waits beyond it).
 pub const MAX_PENDING_HANDSHAKES: usize = 4096;
-/// Time given to a best-effort close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Everything a connection handler needs.
 pub struct Shared {
@@ -249,7 +249,7 @@ async fn handle(
     drop(slot);
     let gauge = shared.metrics.connections(app).clone();
     gauge.increment(1.0);
-    let end = client_loop(&mut stream, leftover, sub, &shared).await;
+    let end = client_loop(stream, leftover, sub, &shared).await;
     gauge.decrement(1.0);
     match end {
         End::Lagged => shared.metrics.lagged_disconnects.increment(1),
@@ -271,27 +271,37 @@ enum End {
     Shutdown,
 }
 
-/// Writes `bytes`, giving up as soon as the subscriber is more than its buffer behind (a full
-/// socket must not hold a lagging subscriber here forever).
-async fn write_guarded(
-    wr: &mut tokio::net::tcp::WriteHalf<'_>,
-    bytes: &[u8],
-    sub: &mut Subscription,
-) -> Result<(), End> {
-    sub.seq.borrow_and_update();
-    let lag = async {
-        loop {
-            if sub.seq.changed().await.is_err() {
-                return std::future::pending::<()>().await;
+/// How often a write that found the socket full is retried. Such a subscriber is already a
+/// whole kernel socket buffer behind, so polling it costs nothing measurable, and it keeps
+/// subscriber sockets out of epoll for writability (see [`client_loop`]).
+const WRITE_RETRY: Duration = Duration::from_millis(5);
+
+/// Writes `bytes` with non-blocking writes, giving up as soon as the subscriber is more than its
+/// buffer behind (a full socket must not hold a lagging subscriber here forever) or on shutdown.
+async fn write_frame(fd: &AsyncFd<std::net::TcpStream>, bytes: &[u8], sub: &Subscription, shutdown: &watch::Receiver<bool>) -> Result<(), End> {
+    let mut off = 0;
+    loop {
+        let mut sock = fd.get_ref();
+        match sock.write(&bytes[off..]) {
+            Ok(0) => return Err(End::Io),
+            Ok(n) => {
+                off += n;
+                if off == bytes.len() {
+                    return Ok(());
+                }
             }
-            if sub.lagging() {
-                return;
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if sub.lagging() {
+                    return Err(End::Lagged);
+                }
+                if *shutdown.borrow() {
+                    return Err(End::Shutdown);
+                }
+                tokio::time::sleep(WRITE_RETRY).await;
             }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(End::Io),
         }
-    };
-    tokio::select! {
-        r = wr.write_all(bytes) => r.map_err(|_| End::Io),
-        () = lag => Err(End::Lagged),
     }
 }
 
@@ -302,13 +312,20 @@ async fn shutting_down(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn client_loop(
-    stream: &mut TcpStream,
-    leftover: Vec<u8>,
-    mut sub: Subscription,
-    shared: &Shared,
-) -> End {
-    let (mut rd, mut wr) = stream.split();
+/// The subscriber loop.
+///
+/// The socket is registered with the reactor for readability only: registered for writability
+/// too, every ACK from every subscriber would be an epoll event for the proxy to process (10,000
+/// per message at 10,000 subscribers) although nobody waits for it. Writes go straight to the
+/// non-blocking socket instead; the rare full socket is retried on a timer by [`write_frame`].
+async fn client_loop(stream: TcpStream, leftover: Vec<u8>, mut sub: Subscription, shared: &Shared) -> End {
+    let Ok(std_stream) = stream.into_std() else { return End::Io };
+    // SAFETY: the std stream owns its descriptor, which stays open and unchanged until the
+    // AsyncFd (which owns the stream) is dropped.
+    let fd = match unsafe { AsyncFd::register_with_interest(std_stream, Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(_) => return End::Io,
+    };
     let mut reader = FrameReader::new();
     let mut rbuf = [0u8; 512];
     let mut shutdown = shared.shutdown.clone();
@@ -328,18 +345,12 @@ async fn client_loop(
             last_heard = Instant::now();
             match ev {
                 ClientEvent::Ping(p) => {
-                    if let Err(e) =
-                        write_guarded(&mut wr, &frame::encode(Opcode::Pong, &p), &mut sub).await
-                    {
+                    if let Err(e) = write_frame(&fd, &frame::encode(Opcode::Pong, &p), &sub, &shutdown).await {
                         break 'outer e;
                     }
                 }
                 ClientEvent::Close(p) => {
-                    let _ = timeout(
-                        CLOSE_TIMEOUT,
-                        wr.write_all(&frame::encode(Opcode::Close, &p)),
-                    )
-                    .await;
+                    let _ = fd.get_ref().write(&frame::encode(Opcode::Close, &p));
                     break 'outer End::ClientClosed;
                 }
                 ClientEvent::Pong | ClientEvent::Data => {}
@@ -356,7 +367,7 @@ async fn client_loop(
             }
             msg = sub.rx.recv() => match msg {
                 Ok(frame) => {
-                    if let Err(e) = write_guarded(&mut wr, &frame, &mut sub).await {
+                    if let Err(e) = write_frame(&fd, &frame, &sub, &shutdown).await {
                         break e;
                     }
                     shared.metrics.messages_sent.increment(1);
@@ -368,12 +379,16 @@ async fn client_loop(
                     break End::Shutdown;
                 }
             },
-            r = rd.read(&mut rbuf) => match r {
-                Ok(0) | Err(_) => break End::Io,
-                Ok(n) => {
-                    if reader.feed(&rbuf[..n], |e| events.push(e)).is_err() {
-                        close_with = Some(1002);
-                        break End::Protocol;
+            ready = fd.readable() => {
+                let Ok(mut guard) = ready else { break End::Io };
+                match guard.try_io(|s| s.get_ref().read(&mut rbuf)) {
+                    Err(_would_block) => {}
+                    Ok(Ok(0)) | Ok(Err(_)) => break End::Io,
+                    Ok(Ok(n)) => {
+                        if reader.feed(&rbuf[..n], |e| events.push(e)).is_err() {
+                            close_with = Some(1002);
+                            break End::Protocol;
+                        }
                     }
                 }
             },
@@ -382,7 +397,7 @@ async fn client_loop(
                     if last_heard.elapsed() > p.timeout {
                         break End::PongTimeout;
                     }
-                    if let Err(e) = write_guarded(&mut wr, &frame::encode(Opcode::Ping, b""), &mut sub).await {
+                    if let Err(e) = write_frame(&fd, &frame::encode(Opcode::Ping, b""), &sub, &shutdown).await {
                         break e;
                     }
                 }
@@ -390,7 +405,8 @@ async fn client_loop(
         }
     };
     if let Some(code) = close_with {
-        let _ = timeout(CLOSE_TIMEOUT, wr.write_all(&frame::close(code))).await;
+        // Best effort, never waits: the subscriber may be the reason we are closing.
+        let _ = fd.get_ref().write(&frame::close(code));
     }
     end
 }
