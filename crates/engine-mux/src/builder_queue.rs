@@ -74,9 +74,20 @@ struct LatestBlock {
     number: U64,
 }
 
-/// Drains the queue until every sender is gone.
-pub async fn run(state: Arc<MuxState>, mut rx: BuilderQueueRx) {
-    while let Some(call) = rx.0.recv().await {
+/// Drains the queue until shutdown (the call in progress is finished first).
+pub async fn run(
+    state: Arc<MuxState>,
+    mut rx: BuilderQueueRx,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let call = tokio::select! {
+            call = rx.0.recv() => match call {
+                Some(call) => call,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         state.metrics.queue_depth("builder", rx.0.len());
         let mode = state.mode.get();
         match call {

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::multiplex::MuxState;
 
@@ -38,9 +38,16 @@ impl CopyQueue {
     }
 }
 
-/// Forwards each copy to the builder in order; the builder's answers are only logged.
-pub async fn run(state: Arc<MuxState>, mut rx: CopyQueueRx) {
-    while let Some((headers, body)) = rx.0.recv().await {
+/// Forwards each copy to the builder in order until shutdown; answers are only logged.
+pub async fn run(state: Arc<MuxState>, mut rx: CopyQueueRx, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (headers, body) = tokio::select! {
+            item = rx.0.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         state.metrics.queue_depth("builder_tx_copies", rx.0.len());
         let started = Instant::now();
         let res = state

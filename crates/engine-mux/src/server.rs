@@ -151,8 +151,16 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             source,
         })?;
     let mut tasks = vec![
-        tokio::spawn(builder_queue::run(state.clone(), queue_rx)),
-        tokio::spawn(copy_queue::run(state.clone(), copies_rx)),
+        tokio::spawn(builder_queue::run(
+            state.clone(),
+            queue_rx,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(copy_queue::run(
+            state.clone(),
+            copies_rx,
+            shutdown_rx.clone(),
+        )),
         tokio::spawn(probe::run(
             state.clone(),
             config.health.clone(),

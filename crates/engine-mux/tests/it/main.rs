@@ -5,6 +5,7 @@ mod catch_up;
 mod failures;
 mod harness;
 mod health;
+mod lifecycle;
 mod mock_engine;
 mod modes;
 mod ordering;
