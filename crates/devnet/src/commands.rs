@@ -86,7 +86,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                 "engine_mux_blocks_proposed_total",
                 &[("source", "builder")],
             );
-            let fallbacks = metric_value(&text, "engine_mux_fallbacks_total", &[]);
+            let fallbacks = metric_value(&text, "engine_mux_fallbacks_total", &[]) as u64;
             let health = devnet.mux.health().code();
             match event {
                 DriverEvent::Proposed(b) => {
@@ -103,13 +103,14 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                         format!(" faults {faults:?}")
                     };
                     println!(
-                        "block {:>5} {:<7} txs {:>4} gas {:>9} fallbacks {:>3} health {}{}{}",
+                        "block {:>5} {:<7} txs {:>4} gas {:>9} fallbacks {:>3} health {} getPayload {:>4}ms{}{}",
                         b.number,
                         source,
                         b.tx_count,
                         b.gas_used,
                         fallbacks,
                         health,
+                        b.get_payload_latency.as_millis(),
                         if b.v4 { "" } else { " (V3)" },
                         faults,
                     );
@@ -124,6 +125,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
     };
     tokio::select! {
         _ = status => {}
+        _ = devnet.driver.finished() => {}
         _ = ctrl_c() => println!("stopping"),
     }
     devnet.stop().await;
@@ -249,6 +251,7 @@ pub async fn run_driver(args: DriverArgs) -> Result<(), CommandError> {
     };
     tokio::select! {
         _ = print => {}
+        _ = driver.finished() => {}
         _ = ctrl_c() => {}
     }
     driver.stop().await;

@@ -125,10 +125,17 @@ pub struct DriverHandle {
     pub stats: Arc<DriverStats>,
     events: broadcast::Sender<DriverEvent>,
     stop: watch::Sender<bool>,
+    finished: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DriverHandle {
+    /// Resolves when the loop has ended (`max_blocks` reached or stopped).
+    pub async fn finished(&self) {
+        let mut finished = self.finished.clone();
+        let _ = finished.wait_for(|done| *done).await;
+    }
+
     /// A new subscription to slot outcomes.
     pub fn subscribe(&self) -> broadcast::Receiver<DriverEvent> {
         self.events.subscribe()
@@ -330,6 +337,7 @@ pub fn start_driver(config: DriverConfig, spec: ChainSpec) -> DriverHandle {
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let (stop, mut stop_rx) = watch::channel(false);
     let stats = Arc::new(DriverStats::default());
+    let (finished_tx, finished) = watch::channel(false);
     let driver = Driver {
         client,
         spec,
@@ -384,11 +392,13 @@ pub fn start_driver(config: DriverConfig, spec: ChainSpec) -> DriverHandle {
             }
             slot_start = slot_end.max(tokio::time::Instant::now());
         }
+        let _ = finished_tx.send(true);
     });
     DriverHandle {
         stats,
         events,
         stop,
+        finished,
         task,
     }
 }
