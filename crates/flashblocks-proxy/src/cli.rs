@@ -106,6 +106,10 @@ pub struct Args {
     #[arg(long, env, default_value_t = 30_000)]
     pub client_pong_timeout_ms: u64,
 
+    /// Writer shards (tasks that write frames to subscriber sockets); 0 = one per CPU core.
+    #[arg(long, env, default_value_t = 0)]
+    pub fanout_shards: usize,
+
     /// Log filter (`info`, `debug`, `flashblocks_proxy=trace`, ...).
     #[arg(long, env, default_value = "info")]
     pub log_level: String,

@@ -134,6 +134,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Brotli-compress outgoing messages.
     pub compression: bool,
+    /// Writer shards.
+    pub fanout_shards: usize,
     /// Header holding the client IP behind a trusted proxy.
     pub ip_header: String,
     /// Peers whose IP header is trusted.
@@ -294,6 +296,11 @@ impl TryFrom<Args> for Config {
             },
             api_keys,
             compression: a.enable_compression,
+            fanout_shards: if a.fanout_shards == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                a.fanout_shards
+            },
             ip_header: header.to_string(),
             trusted_proxies,
             client_ping,

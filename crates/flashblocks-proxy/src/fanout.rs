@@ -1,9 +1,14 @@
-//! Fan-out: each message is encoded (and compressed) once into a complete WebSocket frame; every
-//! subscriber writes the same bytes. The per-subscriber buffer is a shared ring of
-//! `--message-buffer-size` frames (a `broadcast` channel), so a backlog costs one pointer per
-//! message per subscriber, never a copy.
+//! Fan-out: de-duplication of upstream messages, then each message is encoded (and compressed)
+//! once into a complete WebSocket frame and handed to the writer shards ([`crate::shard`]),
+//! which write those same bytes to every subscriber.
 
-use std::io::Read;
+use std::{
+    io::Read,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
@@ -53,49 +58,43 @@ pub struct Inbound {
     pub json: Bytes,
 }
 
-/// What a subscriber holds to receive frames.
-pub struct Subscription {
-    /// Encoded frames.
-    pub rx: broadcast::Receiver<Bytes>,
-    /// Frames it may fall behind before being dropped.
-    pub capacity: usize,
-}
+/// Frames buffered between the publisher and the writer shards (shared storage, one copy per
+/// frame). Shards never block on sockets, so they only fall behind this far if starved of CPU.
+pub const SHARD_RING: usize = 1024;
 
-impl Subscription {
-    /// True when frames it has not received were already overwritten.
-    pub fn lagging(&self) -> bool {
-        self.rx.len() > self.capacity
-    }
-}
+/// A published frame with its sequence number (1, 2, ...).
+pub type Published = (u64, Bytes);
 
 /// The publishing side.
 #[derive(Clone)]
 pub struct Hub {
-    tx: broadcast::Sender<Bytes>,
-    capacity: usize,
+    tx: broadcast::Sender<Published>,
+    seq: Arc<AtomicU64>,
     compression: bool,
 }
 
 impl Hub {
-    /// A hub buffering `capacity` frames per subscriber.
-    pub fn new(capacity: usize, compression: bool) -> Self {
-        let (tx, _) = broadcast::channel(capacity);
+    /// A hub, compressing outgoing messages if asked.
+    pub fn new(compression: bool) -> Self {
+        let (tx, _) = broadcast::channel(SHARD_RING);
         Self {
             tx,
-            capacity,
+            seq: Arc::new(AtomicU64::new(0)),
             compression,
         }
     }
 
-    /// A new subscriber, receiving frames published from now on.
-    pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            rx: self.tx.subscribe(),
-            capacity: self.capacity,
-        }
+    /// A receiver of every frame published from now on (one per writer shard).
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.tx.subscribe()
     }
 
-    /// Encodes `json` once and hands the frame to every subscriber.
+    /// Sequence number of the last published frame.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Encodes `json` once and hands the frame to every shard.
     pub fn publish(&self, json: &[u8]) -> Bytes {
         let frame = if self.compression {
             frame::encode(Opcode::Binary, &compress(json))
@@ -104,14 +103,11 @@ impl Hub {
         } else {
             frame::encode(Opcode::Binary, json)
         };
-        // No subscribers is not an error.
-        let _ = self.tx.send(frame.clone());
+        // Only this task publishes, so sequence order is send order.
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        // No shard listening is not an error.
+        let _ = self.tx.send((seq, frame.clone()));
         frame
-    }
-
-    /// Number of subscribers currently attached.
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
     }
 }
 
@@ -127,7 +123,6 @@ pub fn normalize(data: Bytes) -> Option<Bytes> {
 /// Runs de-duplication and publishing until every upstream sender is gone.
 pub async fn run(mut rx: mpsc::Receiver<Inbound>, hub: Hub, upstreams: usize, metrics: Metrics) {
     let mut dedup = Dedup::new();
-    metrics.fanout_buffer_capacity.set(hub.capacity as f64);
     while let Some(msg) = rx.recv().await {
         metrics.inbound_queue.set(rx.len() as f64);
         let verdict = match &msg.key {
@@ -162,19 +157,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publish_encodes_once_and_detects_lag() {
-        let hub = Hub::new(2, false);
-        let mut s = hub.subscribe();
+    async fn publish_encodes_once_with_increasing_sequence() {
+        let hub = Hub::new(false);
+        let mut rx = hub.subscribe();
         let f = hub.publish(b"{}");
         assert_eq!(&f[..], &[0x81, 2, b'{', b'}']);
-        assert_eq!(s.rx.recv().await.unwrap(), f);
-        for _ in 0..3 {
-            hub.publish(b"{}");
-        }
-        assert!(s.lagging());
-        assert!(matches!(
-            s.rx.recv().await,
-            Err(broadcast::error::RecvError::Lagged(_))
-        ));
+        assert_eq!(rx.recv().await.unwrap(), (1, f));
+        hub.publish(b"{}");
+        assert_eq!(rx.recv().await.unwrap().0, 2);
+        assert_eq!(hub.last_seq(), 2);
+        let hub = Hub::new(true);
+        let f = hub.publish(br#"{"a":1}"#);
+        assert_eq!(f[0], 0x82);
     }
 }

@@ -2,9 +2,10 @@
 //! for rollup-boost's websocket-proxy.
 //!
 //! Upstream clients ([`upstream`]) feed one fan-out task ([`fanout`]) that de-duplicates
-//! ([`dedup`]) and encodes each flashblock once into a WebSocket frame ([`frame`]); every
-//! subscriber ([`server`]) writes those same bytes. Admission goes through [`auth`] and
-//! [`limits`] (in memory or shared through Redis).
+//! ([`dedup`]) and encodes each flashblock once into a WebSocket frame ([`frame`]); writer shards
+//! ([`shard`]) write those same bytes to every subscriber socket. Connections are accepted,
+//! checked and read by [`server`]; admission goes through [`auth`] and [`limits`] (in memory or
+//! shared through Redis).
 
 pub mod auth;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod server;
+pub mod shard;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -35,6 +37,7 @@ use crate::{
     limits::{Limiter, redis::RedisLimitError},
     metrics::Metrics,
     server::Shared,
+    shard::Shards,
 };
 
 /// Messages buffered between the upstream readers and the fan-out task.
@@ -65,6 +68,8 @@ pub struct ProxyHandle {
     limiter: Limiter,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Kept apart: on a graceful shutdown they get a moment to send close frames.
+    shard_tasks: Vec<JoinHandle<()>>,
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -92,7 +97,7 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
     let (limiter, limiter_tasks) = Limiter::new(&config.limits, &config.api_keys, metrics.clone())?;
     tasks.extend(limiter_tasks);
 
-    let hub = Hub::new(config.message_buffer_size, config.compression);
+    let hub = Hub::new(config.compression);
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
     tasks.push(tokio::spawn(fanout::run(
         rx,
@@ -127,8 +132,17 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (shards, shard_tasks) = Shards::start(
+        &hub,
+        config.fanout_shards,
+        config.message_buffer_size,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    );
+    let shard_tasks_handles = shard_tasks;
     let shared = Arc::new(Shared {
         hub,
+        shards,
         limiter: limiter.clone(),
         keys: config.api_keys.clone(),
         resolver: ClientIpResolver::new(&config.ip_header, config.trusted_proxies.clone()),
@@ -145,6 +159,7 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         limiter,
         shutdown,
         tasks,
+        shard_tasks: shard_tasks_handles,
     })
 }
 
@@ -171,7 +186,7 @@ impl ProxyHandle {
 
     fn stop_tasks(&mut self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks.drain(..) {
+        for t in self.tasks.drain(..).chain(self.shard_tasks.drain(..)) {
             t.abort();
         }
     }
@@ -179,7 +194,18 @@ impl ProxyHandle {
     /// Stops accepting, closes every subscriber (close code 1001) and removes this instance's
     /// Redis registration.
     pub async fn shutdown(mut self) {
-        self.stop_tasks();
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for t in self.shard_tasks.drain(..) {
+            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut { t })
+                .await
+                .is_err()
+            {
+                // Abort-on-drop is not a JoinHandle behaviour; the task ends with the runtime.
+            }
+        }
         self.limiter.deregister().await;
     }
 }

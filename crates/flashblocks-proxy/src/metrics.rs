@@ -82,8 +82,12 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Redis count releases waiting to be applied (bounded by the instance limit).
     pub redis_pending_releases: Gauge,
-    /// Capacity of the per-subscriber buffer in messages (shared ring, one copy per message).
+    /// Capacity of the per-subscriber buffer in messages (queued `Bytes`, one copy per message).
     pub fanout_buffer_capacity: Gauge,
+    /// Frames queued for subscribers whose sockets were full, summed over subscribers.
+    pub subscriber_queued_frames: Gauge,
+    /// Commands (registrations, control frames, removals) queued to the writer shards.
+    pub shard_commands: Gauge,
     /// Messages queued between upstream readers and the fan-out task.
     pub inbound_queue: Gauge,
     /// Per upstream, in `--upstream-ws` order.
@@ -224,6 +228,16 @@ impl Metrics {
             fanout_buffer_capacity: gauge(
                 "fanout_buffer_capacity",
                 "Per-subscriber buffer capacity in messages",
+                vec![],
+            ),
+            subscriber_queued_frames: gauge(
+                "subscriber_queued_frames",
+                "Frames queued for subscribers with full sockets",
+                vec![],
+            ),
+            shard_commands: gauge(
+                "shard_commands",
+                "Commands queued to the writer shards",
                 vec![],
             ),
             inbound_queue: gauge(

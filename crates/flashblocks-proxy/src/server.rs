@@ -3,12 +3,12 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Read;
 
 use tokio::{
     io::{AsyncWriteExt, Interest, unix::AsyncFd},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, broadcast::error::RecvError, watch},
+    sync::{Semaphore, watch},
     time::{Instant, timeout},
 };
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -18,11 +18,12 @@ use crate::{
     auth::{ApiKeys, AppId},
     client_ip::ClientIpResolver,
     config::ClientPingConfig,
-    fanout::{Hub, Subscription},
+    fanout::Hub,
     frame::{self, ClientEvent, FrameReader, Opcode},
     http::{self, RawHead},
     limits::Limiter,
     metrics::{Metrics, RejectReason},
+    shard::{Dropped, Shards, SubHandle},
 };
 
 /// Connections allowed in the handshake phase at once (the accept loop waits beyond it).
@@ -30,8 +31,10 @@ pub const MAX_PENDING_HANDSHAKES: usize = 4096;
 
 /// Everything a connection handler needs.
 pub struct Shared {
-    /// Fan-out hub to subscribe to.
+    /// Fan-out hub (sequence numbers).
     pub hub: Hub,
+    /// Writer shards subscribers are attached to.
+    pub shards: Shards,
     /// Admission control.
     pub limiter: Limiter,
     /// API keys.
@@ -231,9 +234,8 @@ async fn handle(
             return;
         }
     };
-    // Subscribe before the 101 goes out: everything published after the client sees the upgrade
-    // reaches it.
-    let sub = shared.hub.subscribe();
+    // Read before the 101 goes out: the shard replays anything published after this point.
+    let after_seq = shared.hub.last_seq();
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(ws_key.as_bytes())
@@ -249,12 +251,11 @@ async fn handle(
     drop(slot);
     let gauge = shared.metrics.connections(app).clone();
     gauge.increment(1.0);
-    let end = client_loop(stream, leftover, sub, &shared).await;
+    let end = client_loop(stream, leftover, after_seq, &shared).await;
     gauge.decrement(1.0);
-    match end {
-        End::Lagged => shared.metrics.lagged_disconnects.increment(1),
-        End::PongTimeout => shared.metrics.pong_timeouts.increment(1),
-        _ => {}
+    // Lagged disconnects are counted by the shard that decided them.
+    if end == End::PongTimeout {
+        shared.metrics.pong_timeouts.increment(1);
     }
     debug!(%peer, ip = %req.client_ip, reason = ?end, "subscriber disconnected");
     drop(permit);
@@ -271,61 +272,48 @@ enum End {
     Shutdown,
 }
 
-/// How often a write that found the socket full is retried. Such a subscriber is already a
-/// whole kernel socket buffer behind, so polling it costs nothing measurable, and it keeps
-/// subscriber sockets out of epoll for writability (see [`client_loop`]).
-const WRITE_RETRY: Duration = Duration::from_millis(5);
-
-/// Writes `bytes` with non-blocking writes, giving up as soon as the subscriber is more than its
-/// buffer behind (a full socket must not hold a lagging subscriber here forever) or on shutdown.
-async fn write_frame(fd: &AsyncFd<std::net::TcpStream>, bytes: &[u8], sub: &Subscription, shutdown: &watch::Receiver<bool>) -> Result<(), End> {
-    let mut off = 0;
-    loop {
-        let mut sock = fd.get_ref();
-        match sock.write(&bytes[off..]) {
-            Ok(0) => return Err(End::Io),
-            Ok(n) => {
-                off += n;
-                if off == bytes.len() {
-                    return Ok(());
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if sub.lagging() {
-                    return Err(End::Lagged);
-                }
-                if *shutdown.borrow() {
-                    return Err(End::Shutdown);
-                }
-                tokio::time::sleep(WRITE_RETRY).await;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Err(End::Io),
-        }
-    }
-}
-
 /// Resolves once shutdown is signalled (never if the sender is gone without signalling).
-async fn shutting_down(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
 
-/// The subscriber loop.
+/// The subscriber's reader: answers pings, notices pongs, closes and EOF, sends keepalive pings.
+/// Writing is the shard's job; everything this task writes goes through the shard's queue so
+/// frames never interleave.
 ///
-/// The socket is registered with the reactor for readability only: registered for writability
-/// too, every ACK from every subscriber would be an epoll event for the proxy to process (10,000
-/// per message at 10,000 subscribers) although nobody waits for it. Writes go straight to the
-/// non-blocking socket instead; the rare full socket is retried on a timer by [`write_frame`].
-async fn client_loop(stream: TcpStream, leftover: Vec<u8>, mut sub: Subscription, shared: &Shared) -> End {
-    let Ok(std_stream) = stream.into_std() else { return End::Io };
-    // SAFETY: the std stream owns its descriptor, which stays open and unchanged until the
-    // AsyncFd (which owns the stream) is dropped.
-    let fd = match unsafe { AsyncFd::register_with_interest(std_stream, Interest::READABLE) } {
+/// The socket is registered with the reactor for readability only (see [`crate::shard`]).
+async fn client_loop(stream: TcpStream, leftover: Vec<u8>, after_seq: u64, shared: &Shared) -> End {
+    let Ok(std_stream) = stream.into_std() else {
+        return End::Io;
+    };
+    let sock = Arc::new(std_stream);
+    // SAFETY: the std stream owns its descriptor; the Arc keeps it open and unchanged for as long
+    // as the AsyncFd (which holds one reference) lives.
+    let fd = match unsafe { AsyncFd::register_with_interest(sock.clone(), Interest::READABLE) } {
         Ok(fd) => fd,
         Err(_) => return End::Io,
     };
+    let Some(h) = shared.shards.register(sock, after_seq).await else {
+        return End::Shutdown;
+    };
+    let end = read_loop(&fd, leftover, &h, shared).await;
+    shared.shards.unregister(&h).await;
+    match h.state.dropped() {
+        Dropped::Lagged => End::Lagged,
+        Dropped::Io => End::Io,
+        Dropped::Shutdown => End::Shutdown,
+        Dropped::No => end,
+    }
+}
+
+async fn read_loop(
+    fd: &AsyncFd<Arc<std::net::TcpStream>>,
+    leftover: Vec<u8>,
+    h: &SubHandle,
+    shared: &Shared,
+) -> End {
     let mut reader = FrameReader::new();
     let mut rbuf = [0u8; 512];
     let mut shutdown = shared.shutdown.clone();
@@ -335,59 +323,43 @@ async fn client_loop(stream: TcpStream, leftover: Vec<u8>, mut sub: Subscription
     let ping_every = ping.map_or(Duration::from_secs(86_400 * 365), |p| p.interval);
     let mut ping_timer = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
-    let mut close_with: Option<u16> = None;
 
     if reader.feed(&leftover, |e| events.push(e)).is_err() {
         return End::Protocol;
     }
-    let end = 'outer: loop {
+    loop {
         for ev in events.drain(..) {
             last_heard = Instant::now();
             match ev {
                 ClientEvent::Ping(p) => {
-                    if let Err(e) = write_frame(&fd, &frame::encode(Opcode::Pong, &p), &sub, &shutdown).await {
-                        break 'outer e;
-                    }
+                    shared
+                        .shards
+                        .control(h, frame::encode(Opcode::Pong, &p))
+                        .await
                 }
                 ClientEvent::Close(p) => {
-                    let _ = fd.get_ref().write(&frame::encode(Opcode::Close, &p));
-                    break 'outer End::ClientClosed;
+                    shared
+                        .shards
+                        .control(h, frame::encode(Opcode::Close, &p))
+                        .await;
+                    return End::ClientClosed;
                 }
                 ClientEvent::Pong | ClientEvent::Data => {}
             }
         }
-        if sub.lagging() {
-            break End::Lagged;
-        }
         tokio::select! {
             biased;
-            () = shutting_down(&mut shutdown) => {
-                close_with = Some(1001);
-                break End::Shutdown;
-            }
-            msg = sub.rx.recv() => match msg {
-                Ok(frame) => {
-                    if let Err(e) = write_frame(&fd, &frame, &sub, &shutdown).await {
-                        break e;
-                    }
-                    shared.metrics.messages_sent.increment(1);
-                    shared.metrics.bytes_sent.increment(frame.len() as u64);
-                }
-                Err(RecvError::Lagged(_)) => break End::Lagged,
-                Err(RecvError::Closed) => {
-                    close_with = Some(1001);
-                    break End::Shutdown;
-                }
-            },
+            // The shards send the close frames.
+            () = shutting_down(&mut shutdown) => return End::Shutdown,
             ready = fd.readable() => {
-                let Ok(mut guard) = ready else { break End::Io };
-                match guard.try_io(|s| s.get_ref().read(&mut rbuf)) {
+                let Ok(mut guard) = ready else { return End::Io };
+                match guard.try_io(|s| (&**s.get_ref()).read(&mut rbuf)) {
                     Err(_would_block) => {}
-                    Ok(Ok(0)) | Ok(Err(_)) => break End::Io,
+                    Ok(Ok(0)) | Ok(Err(_)) => return End::Io,
                     Ok(Ok(n)) => {
                         if reader.feed(&rbuf[..n], |e| events.push(e)).is_err() {
-                            close_with = Some(1002);
-                            break End::Protocol;
+                            shared.shards.control(h, frame::close(1002)).await;
+                            return End::Protocol;
                         }
                     }
                 }
@@ -395,20 +367,13 @@ async fn client_loop(stream: TcpStream, leftover: Vec<u8>, mut sub: Subscription
             _ = ping_timer.tick() => {
                 if let Some(p) = ping {
                     if last_heard.elapsed() > p.timeout {
-                        break End::PongTimeout;
+                        return End::PongTimeout;
                     }
-                    if let Err(e) = write_frame(&fd, &frame::encode(Opcode::Ping, b""), &sub, &shutdown).await {
-                        break e;
-                    }
+                    shared.shards.control(h, frame::encode(Opcode::Ping, b"")).await;
                 }
             }
         }
-    };
-    if let Some(code) = close_with {
-        // Best effort, never waits: the subscriber may be the reason we are closing.
-        let _ = fd.get_ref().write(&frame::close(code));
     }
-    end
 }
 
 #[cfg(test)]

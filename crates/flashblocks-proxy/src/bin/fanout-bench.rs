@@ -50,7 +50,9 @@ struct BenchArgs {
 
 fn clock() -> u64 {
     static BASE: OnceLock<std::time::Instant> = OnceLock::new();
-    BASE.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 const TS_DIGITS: usize = 20;
@@ -84,7 +86,13 @@ fn proc_stats(pid: u32) -> Option<((f64, f64), u64, u64)> {
     let sys = f.get(12)?.parse::<u64>().ok()? as f64 / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |k: &str| -> Option<u64> {
-        status.lines().find(|l| l.starts_with(k))?.split_whitespace().nth(1)?.parse().ok()
+        status
+            .lines()
+            .find(|l| l.starts_with(k))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     Some(((user, sys), kib("VmHWM:")?, kib("VmRSS:")?))
 }
@@ -106,7 +114,9 @@ async fn publisher() -> Publisher {
             let mut rx = tx2.subscribe();
             let conn_tx = conn_tx.clone();
             tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async(s).await else { return };
+                let Ok(ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
                 let (mut sink, mut stream) = ws.split();
                 conn_tx.send_modify(|n| *n += 1);
                 loop {
@@ -122,7 +132,11 @@ async fn publisher() -> Publisher {
             });
         }
     });
-    Publisher { addr, tx, connected }
+    Publisher {
+        addr,
+        tx,
+        connected,
+    }
 }
 
 #[derive(Default)]
@@ -150,7 +164,9 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
         }
     }
     if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
     }
     Ok(s)
 }
@@ -158,7 +174,10 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 /// Reads server frames until `stop`; records the latency of every data frame.
 async fn subscriber(s: TcpStream, mut stop: watch::Receiver<bool>, expected: usize) -> SubResult {
     let mut r = BufReader::with_capacity(8192, s);
-    let mut res = SubResult { latencies_us: Vec::with_capacity(expected), ..Default::default() };
+    let mut res = SubResult {
+        latencies_us: Vec::with_capacity(expected),
+        ..Default::default()
+    };
     let mut payload = Vec::with_capacity(8192);
     loop {
         let frame = async {
@@ -214,8 +233,18 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let limit = (n + 100).to_string();
     let mut child: Child = Command::new(bin)
-        .args(["--listen-addr", &addr.to_string(), "--upstream-ws", &format!("ws://{}", publ.addr)])
-        .args(["--instance-connection-limit", &limit, "--per-ip-connection-limit", &limit])
+        .args([
+            "--listen-addr",
+            &addr.to_string(),
+            "--upstream-ws",
+            &format!("ws://{}", publ.addr),
+        ])
+        .args([
+            "--instance-connection-limit",
+            &limit,
+            "--per-ip-connection-limit",
+            &limit,
+        ])
         .args(["--metrics", "false", "--log-level", "warn"])
         .args(&args.proxy_flags)
         .stdout(Stdio::null())
@@ -261,6 +290,7 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let (cpu0, _, _) = proc_stats(pid).unwrap();
+    let (me0, _, _) = proc_stats(std::process::id()).unwrap();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate));
     for seq in 0..expected as u64 {
@@ -271,6 +301,12 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     // Grace period for the last message to arrive everywhere.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu1, hwm, rss) = proc_stats(pid).unwrap();
+    let (me1, _, _) = proc_stats(std::process::id()).unwrap();
+    eprintln!(
+        "subscribers' own CPU (bench process): {:.2} s user + {:.2} s sys",
+        me1.0 - me0.0,
+        me1.1 - me0.1
+    );
     let _ = stop_tx.send(true);
 
     let mut lat = Vec::with_capacity(n * expected);
@@ -312,12 +348,16 @@ async fn main() {
     if let Some(lim) = nofile_limit()
         && lim < max + 1024
     {
-        eprintln!("open-file limit {lim} is too low for {max} subscribers: run `ulimit -n 65536` first");
+        eprintln!(
+            "open-file limit {lim} is too low for {max} subscribers: run `ulimit -n 65536` first"
+        );
         std::process::exit(2);
     }
     let bin = args.proxy_bin.clone().unwrap_or_else(|| {
         let exe = std::env::current_exe().unwrap();
-        exe.with_file_name("flashblocks-proxy").to_string_lossy().into_owned()
+        exe.with_file_name("flashblocks-proxy")
+            .to_string_lossy()
+            .into_owned()
     });
     clock();
     println!(
