@@ -318,10 +318,45 @@ impl Upstream {
             })?
     }
 
-    fn transport(&self, e: impl std::fmt::Display) -> UpstreamError {
+    fn transport(&self, e: impl std::error::Error) -> UpstreamError {
+        // hyper's top-level errors say little ("client error (Connect)"); the cause chain says why.
+        let mut detail = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
         UpstreamError::Transport {
             upstream: self.name,
-            detail: e.to_string(),
+            detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_refused_says_why() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let up = Upstream::new(UpstreamConfig {
+            name: "builder",
+            url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+        });
+        let err = up
+            .call_raw("eth_chainId", &(), up.timeout())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "transport");
+        assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 }
