@@ -359,9 +359,6 @@ impl MuxState {
         let local = self.forward_l2(version.get_payload_method(), headers, body);
         let (local, builder) = tokio::join!(local, builder);
         let (local_res, local_payload) = self.local_answer::<Box<RawValue>>(id, local);
-        let local_env = local_payload
-            .as_ref()
-            .and_then(|raw| PayloadEnvelope::parse(version, raw).ok());
 
         let response = match builder {
             None => {
@@ -374,12 +371,17 @@ impl MuxState {
                 local_res
             }
             Some(Ok(valid)) => {
-                let wins = match &local_env {
-                    Some(local) => self
-                        .selection
-                        .builder_wins(valid.envelope.gas_used(), local.gas_used()),
+                let wins = match (self.selection, &local_payload) {
+                    (SelectionPolicy::AlwaysBuilder, _) => true,
+                    // Only a gas policy needs the local payload typed; parse it only then.
+                    (policy, Some(raw)) => match PayloadEnvelope::parse(version, raw) {
+                        Ok(local) => {
+                            policy.builder_wins(valid.envelope.gas_used(), local.gas_used())
+                        }
+                        Err(_) => true,
+                    },
                     // The local EL failed getPayload: a builder block it validated is better than none.
-                    None => true,
+                    (_, None) => true,
                 };
                 if !wins {
                     self.metrics.fallback(FallbackReason::Policy);
