@@ -27,7 +27,7 @@ use crate::{
     genesis::{ChainSpec, LoadedGenesis},
     mempool::{DEFAULT_MAX_TXS, Mempool, PoolError},
     state::StateSnapshot,
-    validate::validate_block,
+    validate::validate_block_with_senders,
 };
 
 /// Payload jobs kept for `getPayload`; sized for bursts of hundreds of FCUs.
@@ -467,7 +467,29 @@ impl Engine {
                 Err(e) => return Ok(invalid(format!("malformed payload: {e}"))),
             };
         // Execution runs outside the lock: eth queries and FCUs are not blocked by it.
-        match validate_block(&self.spec, &parent, &parent_state, block, claimed_hash) {
+        let known_senders: HashMap<TxHash, alloy_primitives::Address> = {
+            let inner = self.lock();
+            block
+                .body
+                .transactions
+                .iter()
+                .filter_map(|tx| {
+                    let hash = TxHash::from(*tx.tx_hash());
+                    inner
+                        .mempool
+                        .get(&hash)
+                        .map(|pooled| (hash, pooled.signer()))
+                })
+                .collect()
+        };
+        match validate_block_with_senders(
+            &self.spec,
+            &parent,
+            &parent_state,
+            block,
+            claimed_hash,
+            &known_senders,
+        ) {
             Ok(valid) => {
                 self.lock().chain.insert(valid);
                 Ok(PayloadStatus::new(
