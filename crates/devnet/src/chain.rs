@@ -12,7 +12,9 @@ use op_alloy_consensus::{OpReceiptEnvelope, OpTxEnvelope};
 use crate::state::StateSnapshot;
 
 /// How many recent post-states are kept (a payload whose parent state was pruned gets SYNCING).
-pub const MAX_STATES: usize = 256;
+/// Each is a full copy of the state (~1.3 MB once the EIP-4788 ring buffer is full), so this
+/// bounds memory at roughly 100 MB.
+pub const MAX_STATES: usize = 64;
 /// How many blocks are kept in total; older ones are forgotten (eth queries return null).
 pub const MAX_BLOCKS: usize = 20_000;
 

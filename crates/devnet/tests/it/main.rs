@@ -6,6 +6,7 @@ mod support;
 mod builder_down;
 mod builder_hangs;
 mod builder_invalid;
+mod engine_rpc;
 mod fork_transition;
 mod healthy;
 mod local_down;

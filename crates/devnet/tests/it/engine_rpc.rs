@@ -1,0 +1,177 @@
+//! One engine's RPC surface over real sockets: JWT, spec error codes, fault control.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
+use devnet::{
+    devnet::{load_genesis, start_engine_on, unix_now},
+    engine::Role,
+    rpc::RunningEngine,
+};
+use engine_api::{Upstream, UpstreamConfig, UpstreamError};
+use serde_json::{Value, json};
+
+use crate::support::eventually;
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn engine(role: Role, jwt: JwtSecret) -> RunningEngine {
+    let genesis = load_genesis(None, unix_now(), None).unwrap();
+    start_engine_on(genesis, role, Ipv4Addr::LOCALHOST.into(), 0, 0, jwt)
+        .await
+        .unwrap()
+}
+
+fn client(url: String, jwt: Option<JwtSecret>) -> Upstream {
+    Upstream::new(UpstreamConfig {
+        name: "test",
+        url: url.parse().unwrap(),
+        secret: jwt,
+        timeout: TIMEOUT,
+        max_response_bytes: 1 << 20,
+    })
+}
+
+#[tokio::test]
+async fn auth_port_requires_jwt_and_answers_spec_codes() {
+    let jwt = JwtSecret::random();
+    let running = engine(Role::Local, jwt).await;
+    let authed = client(running.auth_url(), Some(jwt));
+
+    let caps: Vec<String> = authed
+        .call(
+            "engine_exchangeCapabilities",
+            &json!([["engine_getPayloadV4"]]),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(caps.contains(&"engine_newPayloadV4".to_string()));
+
+    match authed
+        .call::<Value>(
+            "engine_getPayloadV4",
+            &json!(["0x0000000000000001"]),
+            TIMEOUT,
+        )
+        .await
+    {
+        Err(UpstreamError::Rpc { error, .. }) => assert_eq!(error.code(), -38001),
+        other => panic!("expected -38001, got {other:?}"),
+    }
+
+    for bad in [None, Some(JwtSecret::random())] {
+        match client(running.auth_url(), bad)
+            .call::<Value>("eth_chainId", &json!([]), TIMEOUT)
+            .await
+        {
+            Err(UpstreamError::Status { status, .. }) => assert_eq!(status, 401),
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    // The plain port needs no token and serves the same chain.
+    let plain = client(running.http_url(), None);
+    let id: String = plain
+        .call("eth_chainId", &json!([]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(id, "0x385");
+    let genesis: Value = plain
+        .call("eth_getBlockByNumber", &json!(["latest", false]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(genesis["hash"], json!(running.engine.head().hash));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn builder_fault_control_down_stale_and_back() {
+    let jwt = JwtSecret::random();
+    let running = engine(Role::Builder, jwt).await;
+    let authed = client(running.auth_url(), Some(jwt));
+    let control = client(running.http_url(), None);
+    let head = running.engine.head().hash;
+    let fcs = ForkchoiceState {
+        head_block_hash: head,
+        safe_block_hash: head,
+        finalized_block_hash: head,
+    };
+
+    let _: Value = control
+        .call("devnet_setFault", &json!(["down", true]), TIMEOUT)
+        .await
+        .unwrap();
+    let auth = running.auth_url();
+    eventually(
+        "auth port refuses connections",
+        Duration::from_secs(5),
+        || {
+            let c = client(auth.clone(), Some(jwt));
+            async move {
+                matches!(
+                    c.call::<Value>("eth_chainId", &json!([]), TIMEOUT).await,
+                    Err(UpstreamError::Transport { .. })
+                )
+            }
+        },
+    )
+    .await;
+
+    let _: Value = control
+        .call("devnet_setFault", &json!(["down", false]), TIMEOUT)
+        .await
+        .unwrap();
+    let _: Value = control
+        .call("devnet_setFault", &json!(["stale", true]), TIMEOUT)
+        .await
+        .unwrap();
+    let auth = running.auth_url();
+    eventually("auth port back", Duration::from_secs(5), || {
+        let c = client(auth.clone(), Some(jwt));
+        async move {
+            c.call::<Value>("eth_chainId", &json!([]), TIMEOUT)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let out: ForkchoiceUpdated = authed
+        .call(
+            "engine_forkchoiceUpdatedV3",
+            &json!([fcs, Value::Null]),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.payload_status.status,
+        PayloadStatusEnum::Syncing,
+        "stale builder ignores FCU"
+    );
+
+    let active: Value = control
+        .call("devnet_clearFaults", &json!([]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(active, json!([]));
+    let out: ForkchoiceUpdated = authed
+        .call(
+            "engine_forkchoiceUpdatedV3",
+            &json!([fcs, Value::Null]),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.payload_status.status, PayloadStatusEnum::Valid);
+    assert_eq!(out.payload_status.latest_valid_hash, Some(head));
+
+    match control
+        .call::<Value>("devnet_setFault", &json!(["explode", true]), TIMEOUT)
+        .await
+    {
+        Err(UpstreamError::Rpc { error, .. }) => assert_eq!(error.code(), -32602),
+        other => panic!("expected invalid params, got {other:?}"),
+    }
+    running.stop().await;
+}
