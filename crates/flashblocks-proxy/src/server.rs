@@ -295,7 +295,9 @@ async fn client_loop(stream: TcpStream, leftover: Vec<u8>, after_seq: u64, share
         Ok(fd) => fd,
         Err(_) => return End::Io,
     };
-    let Some(h) = shared.shards.register(sock, after_seq).await else {
+    let Some(h) = shared.shards.register(sock.clone(), after_seq).await else {
+        // The shards already stopped (shutdown): say goodbye ourselves, best effort.
+        let _ = std::io::Write::write(&mut &*sock, &frame::close(1001));
         return End::Shutdown;
     };
     let end = read_loop(&fd, leftover, &h, shared).await;

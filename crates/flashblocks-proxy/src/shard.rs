@@ -412,6 +412,28 @@ impl Shard {
             }
             backlogged = self.report(commands.len());
         }
+        // Subscribers registered but not yet attached get their close frame too.
+        commands.close();
+        while let Ok(cmd) = commands.try_recv() {
+            if let Command::Register {
+                id,
+                sock,
+                state,
+                after_seq,
+            } = cmd
+            {
+                self.subs.insert(
+                    id,
+                    Sub {
+                        sock,
+                        state,
+                        queue: VecDeque::new(),
+                        offset: 0,
+                        after_seq,
+                    },
+                );
+            }
+        }
         let ids: Vec<u64> = self.subs.keys().copied().collect();
         for id in ids {
             self.drop_sub(id, Dropped::Shutdown);

@@ -56,7 +56,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` and waits until it answers PING.
     pub async fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts `redis-server` on `port` (e.g. to bring a killed one back).
+    pub async fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",

@@ -191,3 +191,50 @@ async fn redis_down_fail_closed_rejects_with_503() {
     // The refused connection holds no instance slot.
     assert_eq!(p.limiter().active(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_after_outage_shares_limits_again() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "1");
+    flags.extend([
+        "--redis-failure-policy",
+        "closed",
+        "--redis-timeout-ms",
+        "300",
+    ]);
+    let a = start_proxy(&[&up], &flags).await;
+    let b = start_proxy(&[&up], &flags).await;
+    redis.kill();
+    assert_eq!(
+        subscribe(a.local_addr(), "/").await.unwrap_err().status,
+        503
+    );
+    let _redis = RedisServer::start_on(port).await;
+    // The connection manager reconnects on its own; the limit is shared again.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let _held = loop {
+        match subscribe(a.local_addr(), "/").await {
+            Ok(ws) => break ws,
+            Err(r) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis never usable again: {}",
+                r.status
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // B's connection manager reconnects on its own schedule: 503 until then, then 429.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let r = loop {
+        let r = subscribe(b.local_addr(), "/").await.unwrap_err();
+        if r.status != 503 || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.status, 429);
+    assert!(r.body.contains("per-ip"), "{}", r.body);
+}

@@ -88,3 +88,23 @@ async fn restarted_upstream_is_reconnected() {
         format!("flashblocks_proxy_upstream_connects_total{{upstream=\"0\",url=\"ws://{addr}\"}}");
     assert_eq!(metric(&p, &series), 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_going_away_close() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+
+    let a = Upstream::start().await;
+    let p = start_proxy(&[&a], &[]).await;
+    a.wait_connections(1).await;
+    let mut ws = subscribe(p.local_addr(), "/").await.unwrap();
+    // Attached to its writer shard once it receives a message.
+    a.send_text(flashblock(1, 0));
+    next_text(&mut ws).await;
+    p.shutdown().await;
+    let msg = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    match msg {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+}
