@@ -96,7 +96,14 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                         "local"
                     };
                     builder_before = builder;
-                    let faults = devnet.builder.engine.faults().active();
+                    // The windows covering this height (the live switches already point at
+                    // the next block by the time this line prints).
+                    let faults: Vec<_> = args
+                        .builder_faults
+                        .iter()
+                        .filter(|w| w.covers(b.number))
+                        .map(|w| w.fault)
+                        .collect();
                     let faults = if faults.is_empty() {
                         String::new()
                     } else {

@@ -215,6 +215,24 @@ impl Driver {
         Ok(out)
     }
 
+    /// When the slot building on `head` ends. With whole-second block times the chain is tied
+    /// to the wall clock like op-node's: the block with timestamp `t` is sealed at unix time `t`
+    /// (a chain that fell behind catches up with shorter slots, never shorter than a quarter
+    /// block). Sub-second block times (tests) cannot match timestamps, so slots are relative.
+    fn slot_end(&self, head: &Head, slot_start: tokio::time::Instant) -> tokio::time::Instant {
+        let block_time = self.config.block_time;
+        if block_time.subsec_nanos() != 0 || block_time.is_zero() {
+            return slot_start + block_time;
+        }
+        let now = tokio::time::Instant::now();
+        let next_ts = head.timestamp + block_time.as_secs();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let until = Duration::from_secs(next_ts).saturating_sub(unix_now);
+        (now + until).max(now + block_time / 4)
+    }
+
     async fn slot(
         &self,
         head: Head,
@@ -352,10 +370,13 @@ pub fn start_driver(config: DriverConfig, spec: ChainSpec) -> DriverHandle {
             if *stop_rx.borrow() || driver.config.max_blocks.is_some_and(|m| proposed >= m) {
                 break;
             }
-            let slot_end = slot_start + driver.config.block_time;
             let current = match head {
                 Some(h) => Ok(h),
                 None => driver.latest().await,
+            };
+            let slot_end = match &current {
+                Ok(h) => driver.slot_end(h, slot_start),
+                Err(_) => slot_start + driver.config.block_time,
             };
             let outcome = match current {
                 Ok(h) => driver

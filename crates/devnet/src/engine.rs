@@ -306,6 +306,25 @@ impl Engine {
                 "gasLimit is required".into(),
             ));
         }
+        if attributes
+            .payload_attributes
+            .withdrawals
+            .as_ref()
+            .is_some_and(|w| !w.is_empty())
+        {
+            return Err(EngineError::InvalidPayloadAttributes(
+                "withdrawals must be empty on OP Stack".into(),
+            ));
+        }
+        if attributes
+            .payload_attributes
+            .parent_beacon_block_root
+            .is_none()
+        {
+            return Err(EngineError::InvalidPayloadAttributes(
+                "parentBeaconBlockRoot is required since Ecotone".into(),
+            ));
+        }
         // FCUv3 serves every OP fork since Ecotone; the payload version byte is 3 like op-geth.
         let id = attributes.payload_id(&head.hash, 3);
         if let std::collections::hash_map::Entry::Vacant(slot) = inner.jobs.entry(id) {
@@ -709,5 +728,56 @@ mod tests {
         let err = local.get_payload(id, EngineVersion::V3).unwrap_err();
         assert!(matches!(err, EngineError::UnsupportedFork(_)));
         assert!(local.get_payload(id, EngineVersion::V4).is_ok());
+    }
+
+    #[test]
+    fn empty_fault_builds_deposit_only_blocks_and_bad_attributes_are_refused() {
+        let (_, builder) = engines();
+        let signers = funded_dev_signers(&builder.head_state()).unwrap();
+        let tx = sign_transfer(
+            &signers[0],
+            901,
+            0,
+            signers[1].address(),
+            U256::from(7),
+            1_000_000_000,
+            1,
+        )
+        .unwrap();
+        builder.submit_raw_transaction(&tx.encoded_2718()).unwrap();
+        builder.faults().set(Fault::Empty, true);
+        match propose(&builder, 1) {
+            PayloadEnvelope::V4(env) => {
+                assert_eq!(
+                    env.execution_payload
+                        .payload_inner
+                        .payload_inner
+                        .payload_inner
+                        .transactions
+                        .len(),
+                    1
+                )
+            }
+            PayloadEnvelope::V3(_) => panic!("Isthmus payload expected"),
+        }
+
+        let head = builder.head();
+        let mut attrs = sequencer_attributes(
+            builder.spec(),
+            &SequencerParams::default(),
+            1,
+            head.header.timestamp + 1,
+        );
+        attrs.payload_attributes.parent_beacon_block_root = None;
+        assert!(matches!(
+            builder.forkchoice_updated(fcs(head.hash), Some(attrs.clone())),
+            Err(EngineError::InvalidPayloadAttributes(_))
+        ));
+        attrs.payload_attributes.parent_beacon_block_root = Some(B256::ZERO);
+        attrs.payload_attributes.timestamp = head.header.timestamp;
+        assert!(matches!(
+            builder.forkchoice_updated(fcs(head.hash), Some(attrs)),
+            Err(EngineError::InvalidPayloadAttributes(_))
+        ));
     }
 }
