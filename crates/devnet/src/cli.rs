@@ -30,6 +30,20 @@ pub enum Command {
     Driver(DriverArgs),
     /// Sends signed transfers from the dev accounts to an RPC URL.
     Spam(SpamArgs),
+    /// Writes the effective genesis (timestamp filled, fork overrides applied) so another client
+    /// (e.g. `op-reth node --chain FILE`) can start the very same chain; prints its hash.
+    Genesis(GenesisOutArgs),
+}
+
+/// `devnet genesis`.
+#[derive(Debug, Clone, Args)]
+pub struct GenesisOutArgs {
+    /// Where to write the JSON.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Genesis options.
+    #[command(flatten)]
+    pub genesis: GenesisArgs,
 }
 
 /// Genesis selection shared by the components.

@@ -9,7 +9,8 @@ use crate::{
     accounts::funded_dev_signers,
     attributes::SequencerParams,
     cli::{
-        AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, SpamArgs, parse_url,
+        AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, GenesisOutArgs,
+        SpamArgs, parse_url,
     },
     devnet::{
         Devnet, DevnetConfig, DevnetError, load_genesis, metric_value, start_engine_on, unix_now,
@@ -38,6 +39,45 @@ pub enum CommandError {
     /// Talking to a remote engine failed.
     #[error("{0}")]
     Remote(String),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The path.
+        path: std::path::PathBuf,
+        /// IO error.
+        source: std::io::Error,
+    },
+}
+
+/// `devnet genesis`: writes the effective genesis JSON and prints its block hash.
+pub fn run_genesis(args: GenesisOutArgs) -> Result<(), CommandError> {
+    let ts = args.genesis.genesis_timestamp.unwrap_or_else(unix_now);
+    let text = match &args.genesis.genesis {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+            path: path.display().to_string(),
+            source,
+        })?,
+        None => crate::genesis::DEFAULT_GENESIS_JSON.to_string(),
+    };
+    let overrides = crate::genesis::ForkOverrides {
+        isthmus_time: args.genesis.isthmus_offset.map(|o| ts + o),
+        jovian_time: args.genesis.isthmus_offset.map(|o| ts + o),
+    };
+    let json = crate::genesis::effective_genesis_json(&text, ts, overrides)?;
+    let loaded = crate::genesis::load_genesis_str(&json.to_string(), ts, Default::default())?;
+    let pretty = serde_json::to_string_pretty(&json).map_err(GenesisError::Parse)?;
+    std::fs::write(&args.out, pretty).map_err(|source| CommandError::Write {
+        path: args.out.clone(),
+        source,
+    })?;
+    println!(
+        "genesis written to {}: hash {} state root {} timestamp {}",
+        args.out.display(),
+        loaded.header.hash_slow(),
+        loaded.header.state_root,
+        loaded.header.timestamp
+    );
+    Ok(())
 }
 
 async fn ctrl_c() {

@@ -104,13 +104,15 @@ pub fn load_genesis_file(
     load_genesis_str(&text, timestamp, overrides)
 }
 
-/// Parses genesis JSON; an empty or missing `timestamp` is filled with `timestamp` (the chain's
-/// start time), because the shipped devnet genesis leaves it blank on purpose.
-pub fn load_genesis_str(
+/// The genesis JSON a chain actually starts from: `timestamp` filled in when empty (the shipped
+/// devnet genesis leaves it blank on purpose), fork overrides written into `config` (Prague moves
+/// with Isthmus, as OP requires), and `extraData` in the format of the genesis block's fork.
+/// Writing this out lets another client (op-reth, op-geth) load exactly the same chain.
+pub fn effective_genesis_json(
     json: &str,
     timestamp: u64,
     overrides: ForkOverrides,
-) -> Result<LoadedGenesis, GenesisError> {
+) -> Result<Value, GenesisError> {
     let mut raw: Value = serde_json::from_str(json)?;
     let needs_timestamp = match raw.get("timestamp") {
         None => true,
@@ -122,8 +124,54 @@ pub fn load_genesis_str(
         obj.insert("timestamp".into(), Value::String(format!("{timestamp:#x}")));
     }
     let config = raw.get("config").cloned().unwrap_or(Value::Null);
+    let chain_id = config
+        .get("chainId")
+        .and_then(Value::as_u64)
+        .unwrap_or_default();
+    let spec = chain_spec_from_config(&config, chain_id, overrides)?;
+    if let Some(cfg) = raw.get_mut("config").and_then(Value::as_object_mut) {
+        for (key, time) in [
+            ("isthmusTime", spec.isthmus_time),
+            ("pragueTime", spec.isthmus_time),
+            ("jovianTime", spec.jovian_time),
+        ] {
+            if time == u64::MAX {
+                cfg.remove(key);
+            } else {
+                cfg.insert(key.into(), Value::from(time));
+            }
+        }
+    }
+    let genesis_ts = raw
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(timestamp);
+    let extra = raw
+        .get("extraData")
+        .and_then(Value::as_str)
+        .and_then(|x| hex::decode(x.trim_start_matches("0x")).ok())
+        .unwrap_or_default();
+    let fitted = fit_extra_data(&spec, genesis_ts, extra.into());
+    if let Some(obj) = raw.as_object_mut() {
+        obj.insert(
+            "extraData".into(),
+            Value::String(format!("0x{}", hex::encode(&fitted))),
+        );
+    }
+    Ok(raw)
+}
+
+/// Parses genesis JSON (see [`effective_genesis_json`] for what is filled in or overridden).
+pub fn load_genesis_str(
+    json: &str,
+    timestamp: u64,
+    overrides: ForkOverrides,
+) -> Result<LoadedGenesis, GenesisError> {
+    let raw = effective_genesis_json(json, timestamp, overrides)?;
+    let config = raw.get("config").cloned().unwrap_or(Value::Null);
     let genesis: Genesis = serde_json::from_value(raw)?;
-    let spec = chain_spec_from_config(&config, genesis.config.chain_id, overrides)?;
+    let spec = chain_spec_from_config(&config, genesis.config.chain_id, ForkOverrides::default())?;
     let state = StateSnapshot::from_alloc(genesis.alloc.iter().map(|(address, account)| {
         let code = account.code.clone().filter(|c| !c.is_empty());
         let bytecode = code.map(Bytecode::new_raw);
@@ -144,8 +192,6 @@ pub fn load_genesis_str(
             .collect::<Vec<_>>();
         (*address, info, storage)
     }));
-    let mut genesis = genesis;
-    genesis.extra_data = fit_extra_data(&spec, genesis.timestamp, genesis.extra_data);
     let header = genesis_header(&genesis, &spec, &state);
     Ok(LoadedGenesis {
         spec,
@@ -318,5 +364,21 @@ mod tests {
         assert_eq!(g.header.requests_hash, None);
         // Genesis is now a Holocene block: 9-byte extraData with the same 1559 parameters.
         assert_eq!(g.header.extra_data.as_ref(), &[0, 0, 0, 0, 50, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn effective_json_reloads_to_the_same_genesis_hash() {
+        let overrides = ForkOverrides {
+            isthmus_time: Some(500),
+            jovian_time: None,
+        };
+        let loaded = load_genesis_str(DEFAULT_GENESIS_JSON, 400, overrides).unwrap();
+        let written = effective_genesis_json(DEFAULT_GENESIS_JSON, 400, overrides).unwrap();
+        assert_eq!(written["config"]["pragueTime"], 500);
+        assert_eq!(written["timestamp"], "0x190");
+        let reloaded =
+            load_genesis_str(&written.to_string(), 999, ForkOverrides::default()).unwrap();
+        assert_eq!(reloaded.header.hash_slow(), loaded.header.hash_slow());
+        assert_eq!(reloaded.spec.isthmus_time, 500);
     }
 }

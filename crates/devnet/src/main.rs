@@ -28,6 +28,7 @@ async fn main() {
         Some(Command::Builder(a)) => commands::run_builder(a).await,
         Some(Command::Driver(a)) => commands::run_driver(a).await,
         Some(Command::Spam(a)) => commands::run_spam(a).await,
+        Some(Command::Genesis(a)) => commands::run_genesis(a),
     };
     if let Err(e) = result {
         eprintln!("devnet: {e}");
