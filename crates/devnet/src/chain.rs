@@ -135,10 +135,13 @@ impl ChainStore {
             self.states.insert(hash, state);
             self.state_order.push_back(hash);
             while self.state_order.len() > MAX_STATES {
-                if let Some(old) = self.state_order.pop_front()
-                    && old != self.head
-                {
-                    self.states.remove(&old);
+                match self.state_order.pop_front() {
+                    // The head's state is what everything builds on: keep it, age it again.
+                    Some(old) if old == self.head => self.state_order.push_back(old),
+                    Some(old) => {
+                        self.states.remove(&old);
+                    }
+                    None => break,
                 }
             }
         }
@@ -146,10 +149,14 @@ impl ChainStore {
         self.blocks.insert(hash, block.clone());
         self.insertion_order.push_back(hash);
         while self.insertion_order.len() > MAX_BLOCKS {
-            if let Some(old) = self.insertion_order.pop_front()
-                && old != self.head
-                && let Some(b) = self.blocks.remove(&old)
-            {
+            let Some(old) = self.insertion_order.pop_front() else {
+                break;
+            };
+            if old == self.head {
+                self.insertion_order.push_back(old);
+                continue;
+            }
+            if let Some(b) = self.blocks.remove(&old) {
                 if self.canonical.get(&b.number()) == Some(&old) {
                     self.canonical.remove(&b.number());
                 }
@@ -261,5 +268,75 @@ impl ChainStore {
             self.finalized = finalized;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child_of(parent: &ChainBlock) -> ChainBlock {
+        let header = Header {
+            parent_hash: parent.hash,
+            number: parent.number() + 1,
+            timestamp: parent.header.timestamp + 1,
+            ..Default::default()
+        };
+        ChainBlock::seal(header, Vec::new(), Vec::new(), StateSnapshot::default())
+    }
+
+    #[test]
+    fn states_are_bounded_but_the_head_state_is_kept() {
+        let genesis = ChainBlock::seal(
+            Header::default(),
+            Vec::new(),
+            Vec::new(),
+            StateSnapshot::default(),
+        );
+        let genesis_hash = genesis.hash;
+        let mut store = ChainStore::new(genesis.clone());
+        let mut parent = genesis;
+        let mut hashes = Vec::new();
+        for _ in 0..MAX_STATES + 10 {
+            let child = child_of(&parent);
+            hashes.push(child.hash);
+            parent = (*store.insert(child)).clone();
+        }
+        assert!(store.states.len() <= MAX_STATES + 1);
+        assert!(
+            store.state(&genesis_hash).is_some(),
+            "head (genesis) state kept"
+        );
+        assert!(
+            store.state(&hashes[0]).is_none(),
+            "oldest non-head state pruned"
+        );
+        assert!(store.state(hashes.last().unwrap()).is_some());
+    }
+
+    #[test]
+    fn set_head_reorgs_the_canonical_index() {
+        let genesis = ChainBlock::seal(
+            Header::default(),
+            Vec::new(),
+            Vec::new(),
+            StateSnapshot::default(),
+        );
+        let mut store = ChainStore::new(genesis.clone());
+        let a1 = (*store.insert(child_of(&genesis))).clone();
+        let a2 = (*store.insert(child_of(&a1))).clone();
+        assert!(store.set_head(a2.hash, B256::ZERO, B256::ZERO));
+        assert_eq!(store.canonical_block(2).unwrap().hash, a2.hash);
+        let mut b1 = child_of(&genesis);
+        b1.header.timestamp += 100;
+        let b1 = ChainBlock::seal(b1.header, Vec::new(), Vec::new(), StateSnapshot::default());
+        let b1 = (*store.insert(b1)).clone();
+        assert!(store.set_head(b1.hash, B256::ZERO, B256::ZERO));
+        assert_eq!(store.canonical_block(1).unwrap().hash, b1.hash);
+        assert!(
+            store.canonical_block(2).is_none(),
+            "old branch above the fork point unindexed"
+        );
+        assert!(!store.set_head(B256::repeat_byte(9), B256::ZERO, B256::ZERO));
     }
 }
