@@ -33,8 +33,9 @@ async fn builder_hangs_every_get_payload_answered_within_the_deadline() {
         "no missed slots: {:?}",
         missed(&slots)
     );
-    // Margin for the local build and a debug-build scheduler on a shared 2-core machine.
-    let limit = Duration::from_millis(DEADLINE_MS + 400);
+    // The spec's bound for getPayload; engine-mux's own budget (DEADLINE_MS) sits well under it,
+    // leaving room for the local build on a loaded 2-core CI machine.
+    let limit = Duration::from_secs(1);
     for block in slots.iter().filter_map(|o| o.proposed()) {
         assert!(
             block.get_payload_latency <= limit,
