@@ -59,8 +59,9 @@ pub struct Inbound {
 }
 
 /// Frames buffered between the publisher and the writer shards (shared storage, one copy per
-/// frame). Shards never block on sockets, so they only fall behind this far if starved of CPU.
-pub const SHARD_RING: usize = 1024;
+/// frame; the ring keeps its last frames alive, so it is small). Shards never block on sockets,
+/// so they only fall this far behind if starved of CPU for seconds.
+pub const SHARD_RING: usize = 64;
 
 /// A published frame with its sequence number (1, 2, ...).
 pub type Published = (u64, Bytes);

@@ -41,7 +41,7 @@ use crate::{
 };
 
 /// Messages buffered between the upstream readers and the fan-out task.
-pub const INBOUND_QUEUE: usize = 1024;
+pub const INBOUND_QUEUE: usize = 256;
 /// Listen backlog for subscriber connections (bursts of reconnecting clients).
 pub const LISTEN_BACKLOG: u32 = 4096;
 
