@@ -45,6 +45,20 @@ pub fn build_block(
     attrs: &OpPayloadAttributes,
     pool: Vec<Recovered<OpTxEnvelope>>,
 ) -> Result<BuiltBlock, BuildError> {
+    build_block_on_prefix(spec, parent, parent_state, attrs, None, pool)
+}
+
+/// Like [`build_block`], but the block starts with `prefix` (the transactions of an earlier
+/// flashblock of the same payload, attribute transactions included) instead of the attribute
+/// transactions, so every flashblock extends the previous one.
+pub fn build_block_on_prefix(
+    spec: &ChainSpec,
+    parent: &ChainBlock,
+    parent_state: &StateSnapshot,
+    attrs: &OpPayloadAttributes,
+    prefix: Option<Vec<Recovered<OpTxEnvelope>>>,
+    pool: Vec<Recovered<OpTxEnvelope>>,
+) -> Result<BuiltBlock, BuildError> {
     let invalid = |msg: String| BuildError::InvalidAttributes(msg);
     let timestamp = attrs.payload_attributes.timestamp;
     if timestamp <= parent.header.timestamp {
@@ -60,14 +74,20 @@ pub fn build_block(
         .map_err(|e| invalid(format!("eip1559Params: {e}")))?;
     let base_fee = next_base_fee(spec, &parent.header)
         .map_err(|e| invalid(format!("parent extraData: {e}")))?;
-    let mut forced = Vec::new();
-    for (i, raw) in attrs.transactions.iter().flatten().enumerate() {
-        let tx = OpTxEnvelope::decode_2718_exact(raw.as_ref())
-            .map_err(|e| invalid(format!("attributes transaction {i}: {e}")))?;
-        let tx = alloy_consensus::transaction::SignerRecoverable::try_into_recovered(tx)
-            .map_err(|e| invalid(format!("attributes transaction {i} signature: {e}")))?;
-        forced.push(tx);
-    }
+    let forced = match prefix {
+        Some(prefix) => prefix,
+        None => {
+            let mut forced = Vec::new();
+            for (i, raw) in attrs.transactions.iter().flatten().enumerate() {
+                let tx = OpTxEnvelope::decode_2718_exact(raw.as_ref())
+                    .map_err(|e| invalid(format!("attributes transaction {i}: {e}")))?;
+                let tx = alloy_consensus::transaction::SignerRecoverable::try_into_recovered(tx)
+                    .map_err(|e| invalid(format!("attributes transaction {i} signature: {e}")))?;
+                forced.push(tx);
+            }
+            forced
+        }
+    };
     let ctx = BlockContext {
         parent_hash: parent.hash,
         parent_number: parent.header.number,

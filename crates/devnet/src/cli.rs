@@ -141,6 +141,9 @@ pub struct AllArgs {
     /// engine-mux RPC port (what op-node would talk to).
     #[arg(long, default_value_t = 8081)]
     pub mux_port: u16,
+    /// Builder publishes flashblocks over WebSocket on this port (four per block).
+    #[arg(long)]
+    pub flashblocks_port: Option<u16>,
     /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,
@@ -184,6 +187,12 @@ pub struct BuilderArgs {
     /// Faults on from the start (down, hang, invalid, empty, stale, slow=MS); repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<Fault>,
+    /// Publish flashblocks over WebSocket on this port (op-rbuilder uses 1111).
+    #[arg(long)]
+    pub flashblocks_port: Option<u16>,
+    /// Time between flashblocks of one payload.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub flashblocks_interval: Duration,
     /// JWT options.
     #[command(flatten)]
     pub jwt: JwtArgs,

@@ -99,6 +99,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         max_blocks: args.max_blocks,
         mux_args: args.mux_args.clone(),
         mux_port: args.mux_port,
+        flashblocks_port: args.flashblocks_port,
         ..DevnetConfig::default()
     })
     .await?;
@@ -219,15 +220,23 @@ pub async fn run_engine(args: EngineArgs) -> Result<(), CommandError> {
 pub async fn run_builder(args: BuilderArgs) -> Result<(), CommandError> {
     let jwt = args.jwt.resolve()?;
     let genesis = genesis_for(&args.genesis, None)?;
-    let running = start_engine_on(
-        genesis,
-        Role::Builder,
-        args.host,
-        args.auth_port,
-        args.http_port,
+    let listen = crate::rpc::EngineServerConfig {
+        auth_addr: std::net::SocketAddr::new(args.host, args.auth_port),
+        http_addr: std::net::SocketAddr::new(args.host, args.http_port),
         jwt,
-    )
-    .await?;
+        flashblocks: args
+            .flashblocks_port
+            .map(|port| crate::flashblocks::FlashblocksConfig {
+                addr: std::net::SocketAddr::new(args.host, port),
+                interval: args.flashblocks_interval,
+                // A slot is at most a few seconds; getPayload seals the stream earlier.
+                max_per_payload: 64,
+            }),
+    };
+    let running = crate::devnet::start_engine_with(genesis, Role::Builder, listen).await?;
+    if let Some(addr) = running.flashblocks_addr {
+        println!("builder: flashblocks on ws://{addr}");
+    }
     for fault in &args.faults {
         running.engine.faults().set(*fault, true);
     }

@@ -18,6 +18,7 @@ use crate::{
     builder_faults::FaultWindow,
     driver::{DriverConfig, DriverEvent, DriverHandle, start_driver},
     engine::{Engine, Role},
+    flashblocks::FlashblocksConfig,
     genesis::{
         ChainSpec, ForkOverrides, GenesisError, LoadedGenesis, default_genesis, load_genesis_file,
     },
@@ -48,6 +49,9 @@ pub struct DevnetConfig {
     pub host: IpAddr,
     /// engine-mux RPC port (0 = ephemeral).
     pub mux_port: u16,
+    /// Builder publishes flashblocks on this port (0 = ephemeral; `None` = off). engine-mux
+    /// does not subscribe yet: the stream is for flashblocks consumers and tests.
+    pub flashblocks_port: Option<u16>,
 }
 
 impl Default for DevnetConfig {
@@ -63,6 +67,7 @@ impl Default for DevnetConfig {
             mux_args: Vec::new(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mux_port: 0,
+            flashblocks_port: None,
         }
     }
 }
@@ -133,7 +138,7 @@ pub struct Devnet {
     faults_task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts an engine in `role` on ephemeral ports.
+/// Starts an engine in `role` on `host` (port 0 = ephemeral), without flashblocks.
 pub async fn start_engine_on(
     genesis: LoadedGenesis,
     role: Role,
@@ -142,16 +147,22 @@ pub async fn start_engine_on(
     http_port: u16,
     jwt: JwtSecret,
 ) -> Result<RunningEngine, ServerError> {
-    let engine = Arc::new(Engine::new(genesis, role));
-    start_engine(
-        engine,
-        EngineServerConfig {
-            auth_addr: SocketAddr::new(host, auth_port),
-            http_addr: SocketAddr::new(host, http_port),
-            jwt,
-        },
-    )
-    .await
+    let config = EngineServerConfig {
+        auth_addr: SocketAddr::new(host, auth_port),
+        http_addr: SocketAddr::new(host, http_port),
+        jwt,
+        flashblocks: None,
+    };
+    start_engine(Arc::new(Engine::new(genesis, role)), config).await
+}
+
+/// Starts an engine in `role` with a full listener config (e.g. flashblocks on).
+pub async fn start_engine_with(
+    genesis: LoadedGenesis,
+    role: Role,
+    config: EngineServerConfig,
+) -> Result<RunningEngine, ServerError> {
+    start_engine(Arc::new(Engine::new(genesis, role)), config).await
 }
 
 /// Starts engine-mux in front of `local` and `builder` with the devnet's flags.
@@ -207,7 +218,17 @@ impl Devnet {
         let jwt = JwtSecret::random();
         let host = config.host;
         let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt).await?;
-        let builder = start_engine_on(genesis, Role::Builder, host, 0, 0, jwt).await?;
+        let builder_listen = EngineServerConfig {
+            auth_addr: SocketAddr::new(host, 0),
+            http_addr: SocketAddr::new(host, 0),
+            jwt,
+            flashblocks: config.flashblocks_port.map(|port| FlashblocksConfig {
+                addr: SocketAddr::new(host, port),
+                interval: config.block_time / 4,
+                max_per_payload: 4,
+            }),
+        };
+        let builder = start_engine_with(genesis, Role::Builder, builder_listen).await?;
         let mux = start_mux(
             &local.auth_url(),
             &builder.auth_url(),

@@ -2,7 +2,7 @@
 //! semantics (forkchoice, payload building, payload validation) on top.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -16,11 +16,11 @@ use alloy_rpc_types_engine::{
 use op_alloy_consensus::OpTxEnvelope;
 use op_alloy_rpc_types_engine::{
     OpExecutionData, OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4,
-    OpExecutionPayloadV4, OpPayloadAttributes,
+    OpExecutionPayloadV4, OpFlashblockPayload, OpPayloadAttributes,
 };
 
 use crate::{
-    build::{BuildError, BuiltBlock, build_block},
+    build::{BuildError, BuiltBlock, build_block_on_prefix},
     builder_faults::Faults,
     chain::{ChainBlock, ChainStore},
     fees::next_base_fee,
@@ -79,6 +79,14 @@ enum PayloadJob {
         parent: B256,
         attributes: Box<OpPayloadAttributes>,
     },
+    /// Flashblocks are being published; `latest` is the block of the last one sent.
+    Streaming {
+        parent: B256,
+        attributes: Box<OpPayloadAttributes>,
+        latest: BuiltBlock,
+        next_index: u64,
+    },
+    /// Sealed by getPayload: no more flashblocks, same answer every time.
     Built(BuiltBlock),
 }
 
@@ -118,6 +126,7 @@ pub struct Engine {
     faults: Arc<Faults>,
     inner: Mutex<Inner>,
     stats: EngineStats,
+    flashblocks: std::sync::OnceLock<Arc<crate::flashblocks::FlashblocksPublisher>>,
 }
 
 /// Counters of what the engine answered, for status output and tests.
@@ -176,7 +185,18 @@ impl Engine {
             role,
             faults: Arc::new(Faults::default()),
             stats: EngineStats::default(),
+            flashblocks: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this engine publish flashblocks for every payload it starts building.
+    pub fn set_flashblocks(&self, publisher: Arc<crate::flashblocks::FlashblocksPublisher>) {
+        let _ = self.flashblocks.set(publisher);
+    }
+
+    /// The flashblocks publisher, when enabled.
+    pub fn flashblocks(&self) -> Option<&Arc<crate::flashblocks::FlashblocksPublisher>> {
+        self.flashblocks.get()
     }
 
     /// Answer counters.
@@ -356,25 +376,35 @@ impl Engine {
                 .get(&id)
                 .cloned()
                 .ok_or(EngineError::UnknownPayload)?;
-            match job {
-                PayloadJob::Built(built) => built,
+            let built = match job {
+                PayloadJob::Built(built) => return self.serve(built, version),
+                PayloadJob::Streaming { latest, .. } => latest,
                 PayloadJob::Pending { parent, attributes } => {
                     check_fork(&self.spec, version, attributes.payload_attributes.timestamp)?;
-                    let built = self.build_locked(&mut inner, parent, &attributes)?;
+                    let built = self.build_locked(&mut inner, parent, &attributes, None)?;
                     EngineStats::count(&self.stats.built_payloads);
-                    inner.jobs.insert(id, PayloadJob::Built(built.clone()));
-                    let hash = built.block.hash;
-                    inner.built.insert(hash, built.block.clone());
-                    inner.built_order.push_back(hash);
-                    while inner.built_order.len() > MAX_PAYLOAD_JOBS {
-                        if let Some(old) = inner.built_order.pop_front() {
-                            inner.built.remove(&old);
-                        }
-                    }
                     built
                 }
+            };
+            inner.jobs.insert(id, PayloadJob::Built(built.clone()));
+            let hash = built.block.hash;
+            inner.built.insert(hash, built.block.clone());
+            inner.built_order.push_back(hash);
+            while inner.built_order.len() > MAX_PAYLOAD_JOBS {
+                if let Some(old) = inner.built_order.pop_front() {
+                    inner.built.remove(&old);
+                }
             }
+            built
         };
+        self.serve(built, version)
+    }
+
+    fn serve(
+        &self,
+        built: BuiltBlock,
+        version: EngineVersion,
+    ) -> Result<PayloadEnvelope, EngineError> {
         check_fork(&self.spec, version, built.block.header.timestamp)?;
         let mut block = built.block.to_consensus_block();
         let mut hash = built.block.hash;
@@ -388,11 +418,63 @@ impl Engine {
         Ok(envelope(version, hash, &block, built.value))
     }
 
+    /// Builds the next flashblock of payload `id` (index 0: the attribute transactions only;
+    /// then each one adds what the pool has on top of the previous block). `None` once
+    /// getPayload sealed the payload or the id is unknown.
+    pub fn next_flashblock(
+        &self,
+        id: PayloadId,
+        expected_index: u64,
+    ) -> Result<Option<OpFlashblockPayload>, EngineError> {
+        let mut inner = self.lock();
+        let Some(job) = inner.jobs.get(&id).cloned() else {
+            return Ok(None);
+        };
+        let (parent, attributes, previous, index) = match job {
+            PayloadJob::Built(_) => return Ok(None),
+            PayloadJob::Pending { parent, attributes } => (parent, attributes, None, 0),
+            PayloadJob::Streaming {
+                parent,
+                attributes,
+                latest,
+                next_index,
+            } => (parent, attributes, Some(latest), next_index),
+        };
+        if index != expected_index {
+            // Another stream (a repeated FCU with the same attributes) owns this payload.
+            return Ok(None);
+        }
+        let prefix = previous.as_ref().map(|p| p.block.transactions.clone());
+        // Flashblock 0 carries only what the sequencer forced (deposits): an empty prefix.
+        let built = self.build_locked(
+            &mut inner,
+            parent,
+            &attributes,
+            Some(prefix.clone().unwrap_or_default()),
+        )?;
+        let sent = prefix.as_ref().map_or(0, Vec::len);
+        let flashblock = flashblocks_payload(&self.spec, id, index, &built, sent);
+        inner.jobs.insert(
+            id,
+            PayloadJob::Streaming {
+                parent,
+                attributes,
+                latest: built,
+                next_index: index + 1,
+            },
+        );
+        Ok(Some(flashblock))
+    }
+
+    /// Builds on `parent_hash`. `flashblock_prefix`: `None` for a whole block from the
+    /// attributes; `Some(empty)` for flashblock 0 (attribute transactions, no pool); `Some(txs)`
+    /// to extend an earlier flashblock's transactions with the pool.
     fn build_locked(
         &self,
         inner: &mut Inner,
         parent_hash: B256,
         attributes: &OpPayloadAttributes,
+        flashblock_prefix: Option<Vec<alloy_consensus::transaction::Recovered<OpTxEnvelope>>>,
     ) -> Result<BuiltBlock, EngineError> {
         let parent = inner
             .chain
@@ -403,15 +485,24 @@ impl Engine {
             .state(&parent_hash)
             .ok_or(EngineError::UnknownPayload)?;
         let base_fee = next_base_fee(&self.spec, &parent.header).unwrap_or_default();
-        let skip_pool = self.faulty() && self.faults.is_empty();
-        let pool = if skip_pool {
+        // Flashblock 0 (an empty prefix) and the `empty` fault build without the pool.
+        let skip_pool = (self.faulty() && self.faults.is_empty())
+            || flashblock_prefix.as_ref().is_some_and(Vec::is_empty);
+        let mut pool = if skip_pool {
             Vec::new()
         } else {
             inner.mempool.best(&state, base_fee, MAX_POOL_TXS_PER_BLOCK)
         };
-        build_block(&self.spec, &parent, &state, attributes, pool).map_err(|e| match e {
-            BuildError::InvalidAttributes(msg) => EngineError::InvalidPayloadAttributes(msg),
-            BuildError::Execute(e) => EngineError::InvalidPayloadAttributes(e.to_string()),
+        let prefix = flashblock_prefix.filter(|p| !p.is_empty());
+        if let Some(prefix) = &prefix {
+            let included: HashSet<TxHash> = prefix.iter().map(|t| t.tx_hash()).collect();
+            pool.retain(|t| !included.contains(&t.tx_hash()));
+        }
+        build_block_on_prefix(&self.spec, &parent, &state, attributes, prefix, pool).map_err(|e| {
+            match e {
+                BuildError::InvalidAttributes(msg) => EngineError::InvalidPayloadAttributes(msg),
+                BuildError::Execute(e) => EngineError::InvalidPayloadAttributes(e.to_string()),
+            }
         })
     }
 
@@ -572,6 +663,67 @@ fn envelope(
             parent_beacon_block_root,
             execution_requests: Vec::<Bytes>::new(),
         }),
+    }
+}
+
+/// The flashblock of `built` for payload `id`: the base on index 0, and the transactions
+/// after the first `sent` ones (those earlier flashblocks already carried).
+fn flashblocks_payload(
+    spec: &ChainSpec,
+    id: PayloadId,
+    index: u64,
+    built: &BuiltBlock,
+    sent: usize,
+) -> OpFlashblockPayload {
+    use alloy_eips::eip2718::Encodable2718;
+    use op_alloy_rpc_types_engine::{
+        OpFlashblockPayloadBase, OpFlashblockPayloadDelta, OpFlashblockPayloadMetadata,
+    };
+    let block = &built.block;
+    let header = &block.header;
+    let base = (index == 0).then(|| OpFlashblockPayloadBase {
+        parent_beacon_block_root: header.parent_beacon_block_root.unwrap_or_default(),
+        parent_hash: header.parent_hash,
+        fee_recipient: header.beneficiary,
+        prev_randao: header.mix_hash,
+        block_number: header.number,
+        gas_limit: header.gas_limit,
+        timestamp: header.timestamp,
+        extra_data: header.extra_data.clone(),
+        base_fee_per_gas: U256::from(header.base_fee_per_gas.unwrap_or_default()),
+    });
+    let new_txs = block.transactions.iter().zip(&block.receipts).skip(sent);
+    let receipts = new_txs
+        .clone()
+        .map(|(tx, receipt)| (tx.tx_hash(), receipt.clone().into()))
+        .collect();
+    OpFlashblockPayload {
+        payload_id: id,
+        index,
+        base,
+        diff: OpFlashblockPayloadDelta {
+            state_root: header.state_root,
+            receipts_root: header.receipts_root,
+            logs_bloom: header.logs_bloom,
+            gas_used: header.gas_used,
+            block_hash: block.hash,
+            transactions: new_txs
+                .map(|(tx, _)| tx.inner().encoded_2718().into())
+                .collect(),
+            withdrawals: Vec::new(),
+            // Zero marks a pre-Isthmus (V3) flashblock to assemblers.
+            withdrawals_root: if spec.is_isthmus(header.timestamp) {
+                header.withdrawals_root.unwrap_or_default()
+            } else {
+                B256::ZERO
+            },
+            blob_gas_used: header.blob_gas_used,
+        },
+        metadata: OpFlashblockPayloadMetadata {
+            block_number: header.number,
+            new_account_balances: Default::default(),
+            receipts,
+        },
     }
 }
 

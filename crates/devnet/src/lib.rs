@@ -13,6 +13,7 @@ pub mod driver;
 pub mod engine;
 pub mod execute;
 pub mod fees;
+pub mod flashblocks;
 pub mod genesis;
 pub mod l1_info;
 pub mod mempool;

@@ -70,7 +70,11 @@ async fn blocking<T: Send + 'static>(
 async fn forkchoice_updated(params: Params<'static>, engine: Arc<Engine>) -> RpcResult {
     before_call(&engine).await;
     let (fcs, attrs): (ForkchoiceState, Option<OpPayloadAttributes>) = params.parse()?;
-    let out = blocking(move || engine.forkchoice_updated(fcs, attrs)).await?;
+    let fcu_engine = engine.clone();
+    let out = blocking(move || fcu_engine.forkchoice_updated(fcs, attrs)).await?;
+    if let (Some(id), Some(publisher)) = (out.payload_id, engine.flashblocks()) {
+        publisher.stream_payload(engine.clone(), id);
+    }
     to_value(&out)
 }
 

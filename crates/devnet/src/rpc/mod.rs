@@ -33,6 +33,9 @@ pub enum ServerError {
         /// IO error.
         source: std::io::Error,
     },
+    /// The flashblocks WebSocket could not listen.
+    #[error("flashblocks listener: {0}")]
+    Flashblocks(std::io::Error),
     /// A method name was registered twice (a programming error).
     #[error("registering RPC methods: {0}")]
     Register(#[from] jsonrpsee::core::RegisterMethodError),
@@ -47,6 +50,8 @@ pub struct EngineServerConfig {
     pub http_addr: SocketAddr,
     /// Secret for the auth RPC.
     pub jwt: JwtSecret,
+    /// Publish flashblocks over WebSocket (builder mode).
+    pub flashblocks: Option<crate::flashblocks::FlashblocksConfig>,
 }
 
 /// A running engine with its listeners; the auth listener follows the `down` fault.
@@ -58,6 +63,9 @@ pub struct RunningEngine {
     pub auth_addr: SocketAddr,
     /// Bound plain RPC address.
     pub http_addr: SocketAddr,
+    /// Bound flashblocks WebSocket address, when publishing.
+    pub flashblocks_addr: Option<SocketAddr>,
+    flashblocks: Option<crate::flashblocks::RunningPublisher>,
     http: ServerHandle,
     supervisor: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
@@ -79,6 +87,9 @@ impl RunningEngine {
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
         stop_handle(self.http).await;
+        if let Some(publisher) = self.flashblocks {
+            publisher.stop().await;
+        }
     }
 }
 
@@ -125,6 +136,17 @@ pub async fn start_engine(
     engine: Arc<Engine>,
     config: EngineServerConfig,
 ) -> Result<RunningEngine, ServerError> {
+    let flashblocks = match config.flashblocks {
+        Some(fb) => {
+            let running = crate::flashblocks::start_publisher(fb)
+                .await
+                .map_err(ServerError::Flashblocks)?;
+            engine.set_flashblocks(running.publisher.clone());
+            Some(running)
+        }
+        None => None,
+    };
+    let flashblocks_addr = flashblocks.as_ref().map(|f| f.publisher.addr);
     let (auth_addr, auth_handle) = start_auth(&engine, config.auth_addr, config.jwt).await?;
     let mut http_module = RpcModule::new(engine.clone());
     eth::register(&mut http_module)?;
@@ -157,6 +179,8 @@ pub async fn start_engine(
         engine,
         auth_addr,
         http_addr,
+        flashblocks_addr,
+        flashblocks,
         http,
         supervisor,
         shutdown,

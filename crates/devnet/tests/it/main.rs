@@ -7,6 +7,7 @@ mod builder_down;
 mod builder_hangs;
 mod builder_invalid;
 mod engine_rpc;
+mod flashblocks;
 mod fork_transition;
 mod healthy;
 mod local_down;
