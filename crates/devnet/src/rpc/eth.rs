@@ -254,8 +254,10 @@ pub fn register(
     })?;
     module.register_method("eth_getTransactionByHash", |p: Params, e, _| -> RpcResult {
         let (h,): (B256,) = p.parse()?;
-        if let Some((block, i)) = e.with_chain(|c| c.transaction(&h)) {
-            return Ok(transaction_json(&block.transactions[i], Some((&block, i))));
+        if let Some((block, i)) = e.with_chain(|c| c.transaction(&h))
+            && let Some(tx) = block.transactions.get(i)
+        {
+            return Ok(transaction_json(tx, Some((&block, i))));
         }
         Ok(e.pooled_transaction(&h)
             .map_or(Value::Null, |tx| transaction_json(&tx, None)))

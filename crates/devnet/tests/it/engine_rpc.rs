@@ -175,3 +175,125 @@ async fn builder_fault_control_down_stale_and_back() {
     }
     running.stop().await;
 }
+
+#[tokio::test]
+async fn eth_rpc_reports_included_transactions_receipts_and_balances() {
+    use alloy_primitives::{Address, B256, U256};
+    use devnet::{
+        accounts::{funded_dev_signers, sign_transfer},
+        attributes::{SequencerParams, sequencer_attributes},
+        engine::{EngineVersion, execution_data_of},
+        rpc::eth::raw_transaction,
+    };
+
+    let jwt = JwtSecret::random();
+    let running = engine(Role::Local, jwt).await;
+    let rpc = client(running.http_url(), None);
+    let engine = running.engine.clone();
+    let signers = funded_dev_signers(&engine.head_state()).unwrap();
+    let from = signers[0].address();
+    let to = Address::repeat_byte(0x42);
+    let tx = sign_transfer(&signers[0], 901, 0, to, U256::from(1234), 1_000_000_000, 7).unwrap();
+    let hash: B256 = rpc
+        .call(
+            "eth_sendRawTransaction",
+            &json!([raw_transaction(&tx)]),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let pending: Value = rpc
+        .call("eth_getTransactionByHash", &json!([hash]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending["blockHash"],
+        Value::Null,
+        "pooled, not yet included"
+    );
+    let nonce: String = rpc
+        .call(
+            "eth_getTransactionCount",
+            &json!([from, "pending"]),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(nonce, "0x1");
+
+    let head = engine.head();
+    let fcs = ForkchoiceState {
+        head_block_hash: head.hash,
+        safe_block_hash: head.hash,
+        finalized_block_hash: head.hash,
+    };
+    let attrs = sequencer_attributes(
+        engine.spec(),
+        &SequencerParams::default(),
+        1,
+        head.header.timestamp + 1,
+    );
+    let id = engine
+        .forkchoice_updated(fcs, Some(attrs))
+        .unwrap()
+        .payload_id
+        .unwrap();
+    let data = execution_data_of(&engine.get_payload(id, EngineVersion::V4).unwrap());
+    let block_hash = data.payload.block_hash();
+    assert_eq!(
+        engine.new_payload(data, EngineVersion::V4).unwrap().status,
+        PayloadStatusEnum::Valid
+    );
+    let fcs = ForkchoiceState {
+        head_block_hash: block_hash,
+        ..fcs
+    };
+    engine.forkchoice_updated(fcs, None).unwrap();
+
+    let receipt: Value = rpc
+        .call("eth_getTransactionReceipt", &json!([hash]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(receipt["status"], "0x1");
+    assert_eq!(receipt["blockNumber"], "0x1");
+    assert_eq!(receipt["blockHash"], json!(block_hash));
+    assert_eq!(
+        receipt["transactionIndex"], "0x1",
+        "after the L1-info deposit"
+    );
+    assert_eq!(receipt["gasUsed"], "0x5208");
+    assert_eq!(receipt["from"], json!(from));
+    let deposit: Value = rpc
+        .call("eth_getBlockByNumber", &json!(["latest", true]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(deposit["hash"], json!(block_hash));
+    assert_eq!(deposit["transactions"][1]["hash"], json!(hash));
+    assert_eq!(deposit["transactions"][0]["type"], "0x7e");
+    let deposit_hash = deposit["transactions"][0]["hash"].clone();
+    let deposit_receipt: Value = rpc
+        .call("eth_getTransactionReceipt", &json!([deposit_hash]), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(
+        deposit_receipt["depositNonce"].is_string(),
+        "deposit receipts carry the nonce"
+    );
+    assert_eq!(deposit_receipt["depositReceiptVersion"], "0x1");
+    let balance: U256 = rpc
+        .call("eth_getBalance", &json!([to, "latest"]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(balance, U256::from(1234));
+    let number: String = rpc
+        .call("eth_blockNumber", &json!([]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(number, "0x1");
+    let by_hash: Value = rpc
+        .call("eth_getBlockByHash", &json!([block_hash, false]), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(by_hash["transactions"][1], json!(hash));
+    running.stop().await;
+}
