@@ -306,4 +306,15 @@ mod tests {
         assert!(parse_block_ref(&json!("nope")).is_err());
         assert!(parse_block_ref(&json!(5)).is_err());
     }
+
+    #[test]
+    fn block_json_parses_as_an_alloy_rpc_block() {
+        use crate::genesis::{ForkOverrides, default_genesis};
+        let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
+        let block = ChainBlock::seal(g.header.clone(), Vec::new(), Vec::new(), g.state);
+        let v = block_json(&block, false);
+        let parsed: alloy_rpc_types_eth::Block<Value> = serde_json::from_value(v).unwrap();
+        assert_eq!(parsed.header.hash, block.hash);
+        assert_eq!(parsed.header.inner, g.header);
+    }
 }
