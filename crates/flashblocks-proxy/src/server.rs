@@ -234,6 +234,8 @@ async fn handle(
             return;
         }
     };
+    // Counted from admission, so the gauge already includes a client that has seen its 101.
+    let counted = Counted::new(shared.metrics.connections(app).clone());
     // Read before the 101 goes out: the shard replays anything published after this point.
     let after_seq = shared.hub.last_seq();
     let response = format!(
@@ -244,21 +246,35 @@ async fn handle(
         .await
         .map_or(true, |r| r.is_err())
     {
-        return; // `permit` drops here and releases every count.
+        return; // `permit` and `counted` drop here and release every count.
     }
     let leftover = raw.buf[raw.head_len..].to_vec();
     drop(raw);
     drop(slot);
-    let gauge = shared.metrics.connections(app).clone();
-    gauge.increment(1.0);
     let end = client_loop(stream, leftover, after_seq, &shared).await;
-    gauge.decrement(1.0);
+    drop(counted);
     // Lagged disconnects are counted by the shard that decided them.
     if end == End::PongTimeout {
         shared.metrics.pong_timeouts.increment(1);
     }
     debug!(%peer, ip = %req.client_ip, reason = ?end, "subscriber disconnected");
     drop(permit);
+}
+
+/// One unit of a gauge, given back on drop (every exit path).
+struct Counted(metrics::Gauge);
+
+impl Counted {
+    fn new(g: metrics::Gauge) -> Self {
+        g.increment(1.0);
+        Self(g)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Why a subscriber's connection ended.

@@ -407,11 +407,22 @@ impl Shard {
         let mut retry = tokio::time::interval(WRITE_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backlogged = false;
+        // A command received after shutdown began is handled by the close-down below. The flag
+        // is checked directly: `biased` alone does not guarantee the shutdown branch wins (its
+        // future can be pending on the task's co-operative budget while a command is ready).
+        let mut received_late = None;
         loop {
+            if *shutdown.borrow() {
+                break;
+            }
             tokio::select! {
                 biased;
                 () = crate::server::shutting_down(&mut shutdown) => break,
                 cmd = commands.recv() => match cmd {
+                    Some(c) if *shutdown.borrow() => {
+                        received_late = Some(c);
+                        break;
+                    }
                     Some(c) => {
                         backlogged |= self.command(c);
                         continue;
@@ -436,7 +447,8 @@ impl Shard {
         }
         // Subscribers registered but not yet attached get their close frame too.
         commands.close();
-        while let Ok(cmd) = commands.try_recv() {
+        let late = std::iter::from_fn(|| received_late.take().or_else(|| commands.try_recv().ok()));
+        for cmd in late {
             if let Command::Register {
                 id,
                 sock,

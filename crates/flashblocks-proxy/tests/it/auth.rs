@@ -98,20 +98,21 @@ async fn instance_limit_and_healthz_and_metrics_endpoint() {
     let r = subscribe(p.local_addr(), "/").await.unwrap_err();
     assert_eq!(r.status, 429);
     assert!(r.body.contains("instance"), "{}", r.body);
-    up.wait_connections(1).await;
-    let (status, text) = client::get(p.metrics_addr().unwrap(), "/metrics")
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
     let series = format!(
         "flashblocks_proxy_upstream_connected{{upstream=\"0\",url=\"ws://{}\"}}",
         up.addr
     );
-    assert_eq!(
-        flashblocks_proxy::metrics::scrape(&text, &series),
-        Some(1.0),
-        "{text}"
-    );
+    // The gauge flips once the proxy's side of the upstream handshake completes.
+    let metrics_addr = p.metrics_addr().unwrap();
+    wait_until("upstream reported connected on /metrics", || {
+        let series = series.clone();
+        async move {
+            let (status, text) = client::get(metrics_addr, "/metrics").await.unwrap();
+            status == 200 && flashblocks_proxy::metrics::scrape(&text, &series) == Some(1.0)
+        }
+    })
+    .await;
+    let (_, text) = client::get(metrics_addr, "/metrics").await.unwrap();
     assert_eq!(
         flashblocks_proxy::metrics::scrape(
             &text,

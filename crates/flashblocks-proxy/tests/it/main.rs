@@ -1,6 +1,7 @@
 //! Integration tests: real sockets, real Redis (`redis-server` on PATH), real proxy instances.
 
 mod auth;
+mod binary;
 mod client;
 mod compression;
 mod harness;
