@@ -86,7 +86,7 @@ async fn silent_client_is_disconnected_by_ping_timeout() {
             "--client-ping-interval-ms",
             "100",
             "--client-pong-timeout-ms",
-            "300",
+            "1000",
         ],
     )
     .await;

@@ -106,7 +106,7 @@ async fn killed_instance_counts_expire() {
     let url = redis.url();
     let up = Upstream::start().await;
     let mut flags = redis_flags(&url, "2");
-    flags.extend(["--redis-instance-ttl-ms", "1500"]);
+    flags.extend(["--redis-instance-ttl-ms", "3000"]);
     let mut child = ProxyProcess::spawn(&[&up], &flags).await;
     let survivor = start_proxy(&[&up], &flags).await;
 
