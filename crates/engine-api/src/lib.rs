@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod codes;
+pub mod flashblocks;
 pub mod jsonrpc;
 pub mod payload;
 pub mod upstream;

@@ -56,6 +56,7 @@ impl PayloadVersion {
 
 /// A typed payload envelope as returned by `engine_getPayloadV3/V4/V5`.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum PayloadEnvelope {
     /// Ecotone envelope.
     V3(OpExecutionPayloadEnvelopeV3),
@@ -112,6 +113,19 @@ impl PayloadEnvelope {
     /// Number of transactions.
     pub fn tx_count(&self) -> usize {
         self.inner().transactions.len()
+    }
+
+    /// The block's transactions, EIP-2718 encoded.
+    pub fn transactions(&self) -> &[Bytes] {
+        &self.inner().transactions
+    }
+
+    /// The envelope as the JSON `engine_getPayload` answers with.
+    pub fn to_raw(&self) -> serde_json::Result<Box<RawValue>> {
+        match self {
+            Self::V3(e) => serde_json::value::to_raw_value(e),
+            Self::V4(e) => serde_json::value::to_raw_value(e),
+        }
     }
 
     /// The parent beacon block root from the envelope.

@@ -1,0 +1,197 @@
+//! Flashblocks assembly: a contiguous run of `OpFlashblockPayload`s (index 0 carries the base,
+//! each diff adds transactions and withdrawals and restates the cumulative roots, gas and
+//! hash) turned into the payload envelope `engine_getPayload` would have returned.
+//! Spec: specs.optimism.io protocol/flashblocks.md.
+
+use alloy_primitives::U256;
+use alloy_rpc_types_engine::{
+    BlobsBundleV1, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
+};
+use op_alloy_rpc_types_engine::{
+    OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4, OpExecutionPayloadV4,
+    OpFlashblockPayload,
+};
+
+use crate::payload::{PayloadEnvelope, PayloadVersion};
+
+/// Why a run of flashblocks does not form a block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssembleError {
+    /// No flashblocks at all.
+    #[error("no flashblocks")]
+    Empty,
+    /// Index 0 is missing its base, or a later index carries one.
+    #[error("flashblock {index}: base must be present exactly at index 0")]
+    Base {
+        /// The offending index.
+        index: u64,
+    },
+    /// Indices are not 0, 1, 2, ... or the payload id changes.
+    #[error("flashblock {found} where {expected} was expected (same payload, consecutive indices)")]
+    NotContiguous {
+        /// Expected index.
+        expected: u64,
+        /// Found index.
+        found: u64,
+    },
+}
+
+/// Assembles `flashblocks` (indices 0..n of one payload, in order) into an envelope of `version`.
+pub fn assemble(
+    flashblocks: &[OpFlashblockPayload],
+    version: PayloadVersion,
+) -> Result<PayloadEnvelope, AssembleError> {
+    let first = flashblocks.first().ok_or(AssembleError::Empty)?;
+    let base = first
+        .base
+        .as_ref()
+        .ok_or(AssembleError::Base { index: first.index })?;
+    for (i, fb) in flashblocks.iter().enumerate() {
+        let expected = i as u64;
+        if fb.index != expected || fb.payload_id != first.payload_id {
+            return Err(AssembleError::NotContiguous {
+                expected,
+                found: fb.index,
+            });
+        }
+        if i > 0 && fb.base.is_some() {
+            return Err(AssembleError::Base { index: fb.index });
+        }
+    }
+    let last = &flashblocks[flashblocks.len() - 1].diff;
+    let payload = ExecutionPayloadV3 {
+        payload_inner: ExecutionPayloadV2 {
+            payload_inner: ExecutionPayloadV1 {
+                parent_hash: base.parent_hash,
+                fee_recipient: base.fee_recipient,
+                state_root: last.state_root,
+                receipts_root: last.receipts_root,
+                logs_bloom: last.logs_bloom,
+                prev_randao: base.prev_randao,
+                block_number: base.block_number,
+                gas_limit: base.gas_limit,
+                gas_used: last.gas_used,
+                timestamp: base.timestamp,
+                extra_data: base.extra_data.clone(),
+                base_fee_per_gas: base.base_fee_per_gas,
+                block_hash: last.block_hash,
+                transactions: flashblocks
+                    .iter()
+                    .flat_map(|fb| fb.diff.transactions.iter().cloned())
+                    .collect(),
+            },
+            withdrawals: flashblocks
+                .iter()
+                .flat_map(|fb| fb.diff.withdrawals.iter().cloned())
+                .collect(),
+        },
+        blob_gas_used: last.blob_gas_used.unwrap_or_default(),
+        // OP Stack blocks carry no blobs.
+        excess_blob_gas: 0,
+    };
+    Ok(match version {
+        PayloadVersion::V3 => PayloadEnvelope::V3(OpExecutionPayloadEnvelopeV3 {
+            execution_payload: payload,
+            block_value: U256::ZERO,
+            blobs_bundle: BlobsBundleV1::empty(),
+            should_override_builder: false,
+            parent_beacon_block_root: base.parent_beacon_block_root,
+        }),
+        PayloadVersion::V4 | PayloadVersion::V5 => {
+            PayloadEnvelope::V4(OpExecutionPayloadEnvelopeV4 {
+                execution_payload: OpExecutionPayloadV4 {
+                    payload_inner: payload,
+                    withdrawals_root: last.withdrawals_root,
+                },
+                block_value: U256::ZERO,
+                blobs_bundle: BlobsBundleV1::empty(),
+                should_override_builder: false,
+                parent_beacon_block_root: base.parent_beacon_block_root,
+                execution_requests: Vec::new(),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::{B256, Bytes};
+    use alloy_rpc_types_engine::PayloadId;
+    use op_alloy_rpc_types_engine::{OpFlashblockPayloadBase, OpFlashblockPayloadDelta};
+
+    use super::*;
+
+    fn fb(index: u64, txs: &[u8]) -> OpFlashblockPayload {
+        OpFlashblockPayload {
+            payload_id: PayloadId::new([4; 8]),
+            index,
+            base: (index == 0).then(|| OpFlashblockPayloadBase {
+                parent_hash: B256::repeat_byte(1),
+                block_number: 7,
+                gas_limit: 30_000_000,
+                timestamp: 1_700_000_000,
+                parent_beacon_block_root: B256::repeat_byte(2),
+                ..Default::default()
+            }),
+            diff: OpFlashblockPayloadDelta {
+                state_root: B256::repeat_byte(10 + index as u8),
+                block_hash: B256::repeat_byte(20 + index as u8),
+                gas_used: 21_000 * (index + 1),
+                transactions: txs.iter().map(|t| Bytes::from(vec![*t])).collect(),
+                withdrawals_root: B256::repeat_byte(30 + index as u8),
+                ..Default::default()
+            },
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn base_from_index_zero_roots_from_the_last_diff_transactions_concatenated() {
+        let env = assemble(
+            &[fb(0, &[1]), fb(1, &[2, 3]), fb(2, &[4])],
+            PayloadVersion::V4,
+        )
+        .unwrap();
+        assert_eq!(env.block_number(), 7);
+        assert_eq!(env.block_hash(), B256::repeat_byte(22));
+        assert_eq!(env.gas_used(), 63_000);
+        assert_eq!(env.tx_count(), 4);
+        assert_eq!(env.parent_beacon_block_root(), B256::repeat_byte(2));
+        let PayloadEnvelope::V4(v4) = env else {
+            panic!("V4 asked")
+        };
+        assert_eq!(v4.execution_payload.withdrawals_root, B256::repeat_byte(32));
+        let txs = &v4
+            .execution_payload
+            .payload_inner
+            .payload_inner
+            .payload_inner
+            .transactions;
+        assert_eq!(
+            txs.iter().map(|t| t[0]).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn broken_runs_are_refused() {
+        assert_eq!(assemble(&[], PayloadVersion::V3), Err(AssembleError::Empty));
+        assert_eq!(
+            assemble(&[fb(1, &[])], PayloadVersion::V3),
+            Err(AssembleError::Base { index: 1 })
+        );
+        assert_eq!(
+            assemble(&[fb(0, &[]), fb(2, &[])], PayloadVersion::V3),
+            Err(AssembleError::NotContiguous {
+                expected: 1,
+                found: 2
+            })
+        );
+        let mut second_base = fb(1, &[]);
+        second_base.base = fb(0, &[]).base;
+        assert_eq!(
+            assemble(&[fb(0, &[]), second_base], PayloadVersion::V3),
+            Err(AssembleError::Base { index: 1 })
+        );
+    }
+}
