@@ -127,6 +127,9 @@ async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Opt
         Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
             (PayloadStatusEnum::Valid, Some(id)) => {
                 state.health.builder_ok();
+                if let Some(store) = &state.flashblocks {
+                    store.begin(id);
+                }
                 (BuilderFcu::Building(id), false)
             }
             (PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted, _) => {

@@ -26,6 +26,9 @@ pub struct Args {
     #[command(flatten)]
     pub auth: InboundAuthArgs,
 
+    #[command(flatten)]
+    pub flashblocks: FlashblocksArgs,
+
     /// Host the engine API (and /healthz) listens on.
     #[arg(
         long,
@@ -246,6 +249,63 @@ pub struct BuilderArgs {
     /// Per-call timeout in milliseconds.
     #[arg(long, env = "BUILDER_TIMEOUT", default_value_t = 1000)]
     pub builder_timeout: u64,
+}
+
+/// Flashblocks from the builder, re-published to engine-mux's own subscribers.
+#[derive(Clone, Debug, ClapArgs)]
+#[command(next_help_heading = "Flashblocks")]
+pub struct FlashblocksArgs {
+    /// Receive the builder's flashblocks, re-publish them, and assemble blocks from them.
+    #[arg(long = "flashblocks", env = "FLASHBLOCKS")]
+    pub enabled: bool,
+    /// The builder's flashblocks WebSocket URL.
+    #[arg(
+        long,
+        env = "FLASHBLOCKS_BUILDER_URL",
+        default_value = "ws://127.0.0.1:1111"
+    )]
+    pub flashblocks_builder_url: String,
+    /// Host of the outbound flashblocks WebSocket server.
+    #[arg(long, env = "FLASHBLOCKS_HOST", default_value = "127.0.0.1")]
+    pub flashblocks_host: String,
+    /// Port of the outbound flashblocks WebSocket server.
+    #[arg(long, env = "FLASHBLOCKS_PORT", default_value_t = 1112)]
+    pub flashblocks_port: u16,
+    /// First reconnect delay after the builder's stream drops, ms (doubles up to the max).
+    #[arg(
+        long,
+        env = "FLASHBLOCK_BUILDER_WS_INITIAL_RECONNECT_MS",
+        default_value_t = 10
+    )]
+    pub flashblock_builder_ws_initial_reconnect_ms: u64,
+    /// Largest reconnect delay, ms.
+    #[arg(
+        long,
+        env = "FLASHBLOCK_BUILDER_WS_MAX_RECONNECT_MS",
+        default_value_t = 5000
+    )]
+    pub flashblock_builder_ws_max_reconnect_ms: u64,
+    /// Connection attempt timeout, ms.
+    #[arg(
+        long,
+        env = "FLASHBLOCK_BUILDER_WS_CONNECT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub flashblock_builder_ws_connect_timeout_ms: u64,
+    /// Interval between pings to the builder, ms.
+    #[arg(
+        long,
+        env = "FLASHBLOCK_BUILDER_WS_PING_INTERVAL_MS",
+        default_value_t = 500
+    )]
+    pub flashblock_builder_ws_ping_interval_ms: u64,
+    /// A connection whose pong is later than this is dropped and reconnected, ms.
+    #[arg(
+        long,
+        env = "FLASHBLOCK_BUILDER_WS_PONG_TIMEOUT_MS",
+        default_value_t = 1500
+    )]
+    pub flashblock_builder_ws_pong_timeout_ms: u64,
 }
 
 /// How op-node's requests to engine-mux are authenticated.

@@ -10,8 +10,9 @@ use engine_api::{JwtSecret, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES
 use http::Uri;
 
 use crate::{
-    cli::{Args, LogFormat, SelectionPolicyArg},
+    cli::{Args, FlashblocksArgs, LogFormat, SelectionPolicyArg},
     execution_mode::ExecutionMode,
+    flashblocks::inbound::InboundConfig,
     selection::SelectionPolicy,
 };
 
@@ -98,6 +99,59 @@ pub struct LogConfig {
     pub otlp: Option<String>,
 }
 
+/// Flashblocks in and out.
+#[derive(Clone, Debug)]
+pub struct FlashblocksConfig {
+    /// The builder's stream.
+    pub inbound: InboundConfig,
+    /// Where engine-mux re-publishes.
+    pub outbound_addr: SocketAddr,
+}
+
+fn flashblocks_config(a: &FlashblocksArgs) -> Result<Option<FlashblocksConfig>, ConfigError> {
+    if !a.enabled {
+        return Ok(None);
+    }
+    let url = &a.flashblocks_builder_url;
+    let bad = |reason: &str| ConfigError::BadUrl {
+        flag: "flashblocks-builder-url",
+        value: url.clone(),
+        reason: reason.into(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none_or(str::is_empty) {
+        return Err(bad("expected ws://host:port"));
+    }
+    Ok(Some(FlashblocksConfig {
+        inbound: InboundConfig {
+            url: url.clone(),
+            initial_reconnect: millis(
+                "flashblock-builder-ws-initial-reconnect-ms",
+                a.flashblock_builder_ws_initial_reconnect_ms,
+            )?,
+            max_reconnect: millis(
+                "flashblock-builder-ws-max-reconnect-ms",
+                a.flashblock_builder_ws_max_reconnect_ms,
+            )?,
+            connect_timeout: millis(
+                "flashblock-builder-ws-connect-timeout-ms",
+                a.flashblock_builder_ws_connect_timeout_ms,
+            )?,
+            ping_interval: millis(
+                "flashblock-builder-ws-ping-interval-ms",
+                a.flashblock_builder_ws_ping_interval_ms,
+            )?,
+            pong_timeout: millis(
+                "flashblock-builder-ws-pong-timeout-ms",
+                a.flashblock_builder_ws_pong_timeout_ms,
+            )?,
+        },
+        outbound_addr: resolve("flashblocks-host", &a.flashblocks_host, a.flashblocks_port)?,
+    }))
+}
+
 /// Everything engine-mux needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -133,6 +187,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Flashblocks, when enabled.
+    pub flashblocks: Option<FlashblocksConfig>,
 }
 
 fn load_secret(
@@ -325,6 +381,7 @@ impl TryFrom<Args> for Config {
                 fast_interval: check_interval.min(Duration::from_millis(500)),
                 max_unsafe_interval: Duration::from_secs(a.max_unsafe_interval),
             },
+            flashblocks: flashblocks_config(&a.flashblocks)?,
             log: LogConfig {
                 level: a.log_level,
                 format: a.log_format,

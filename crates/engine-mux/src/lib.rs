@@ -10,6 +10,7 @@ pub mod copy_queue;
 pub mod debug_api;
 pub mod error;
 pub mod execution_mode;
+pub mod flashblocks;
 pub mod health;
 pub mod layers;
 pub mod metrics;

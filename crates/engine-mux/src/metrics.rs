@@ -225,6 +225,65 @@ impl Metrics {
         );
     }
 
+    /// A flashblock event (`received`, `accepted`).
+    pub fn flashblock(&self, event: &'static str) {
+        self.counter("engine_mux_flashblocks_total", &[("event", event)], 1);
+    }
+
+    /// A flashblock refused or skipped, by reason (`malformed`, `duplicate`, `equivocation`, ...).
+    pub fn flashblock_rejected(&self, reason: &'static str) {
+        self.counter(
+            "engine_mux_flashblocks_rejected_total",
+            &[("reason", reason)],
+            1,
+        );
+    }
+
+    /// Flashblocks held until they can be applied.
+    pub fn flashblocks_held(&self, n: usize) {
+        self.gauge("engine_mux_flashblocks_held", &[], n as f64);
+    }
+
+    /// Whether the builder's flashblocks stream is connected.
+    pub fn flashblocks_connected(&self, up: bool) {
+        self.gauge(
+            "engine_mux_flashblocks_connected",
+            &[],
+            if up { 1.0 } else { 0.0 },
+        );
+    }
+
+    /// A reconnect attempt to the builder's flashblocks stream.
+    pub fn flashblocks_reconnect(&self) {
+        self.counter("engine_mux_flashblocks_reconnects_total", &[], 1);
+    }
+
+    /// Current outbound subscribers.
+    pub fn flashblocks_subscribers(&self, n: usize) {
+        self.gauge("engine_mux_flashblocks_subscribers", &[], n as f64);
+    }
+
+    /// An outbound subscriber refused at the subscriber limit.
+    pub fn flashblocks_subscriber_refused(&self) {
+        self.counter("engine_mux_flashblocks_subscribers_refused_total", &[], 1);
+    }
+
+    /// An outbound subscriber disconnected for falling behind.
+    pub fn flashblocks_lagging_disconnect(&self) {
+        self.counter("engine_mux_flashblocks_lagging_disconnects_total", &[], 1);
+    }
+
+    /// Flashblocks behind a block at getPayload, and how many were missing (gaps never filled).
+    pub fn flashblocks_per_block(&self, count: usize, missing: u64) {
+        self.histogram("engine_mux_flashblocks_per_block", &[], count as f64);
+        self.counter("engine_mux_flashblocks_missing_total", &[], missing);
+    }
+
+    /// Which flashblocks path a builder block took (`builder_payload`, `assembled`, `preserved`).
+    pub fn flashblocks_block(&self, path: &'static str) {
+        self.counter("engine_mux_flashblocks_blocks_total", &[("path", path)], 1);
+    }
+
     /// Requests refused before routing (body too large, unparseable, ...).
     pub fn rejected(&self, reason: &'static str) {
         self.counter(

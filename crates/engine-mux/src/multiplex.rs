@@ -11,7 +11,9 @@ use alloy_rpc_types_engine::{
     ForkchoiceState, ForkchoiceUpdated, PayloadId, PayloadStatus, PayloadStatusEnum,
 };
 use bytes::Bytes;
-use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc};
+use engine_api::{
+    PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, flashblocks::assemble, jsonrpc,
+};
 use http::{HeaderMap, Response};
 use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde::{Serialize, de::DeserializeOwned};
@@ -23,6 +25,7 @@ use crate::{
     copy_queue::CopyQueue,
     error::MuxError,
     execution_mode::{ExecutionMode, ModeCell},
+    flashblocks::store::FlashblocksStore,
     health::Health,
     metrics::{BlockSource, Metrics},
     payload_ids::{BuilderFcu, PayloadIds},
@@ -99,7 +102,12 @@ pub struct MuxState {
     pub get_payload_deadline: Duration,
     /// Skip an unhealthy builder.
     pub ignore_unhealthy: bool,
+    /// Flashblocks accepted from the builder, when flashblocks are on.
+    pub flashblocks: Option<Arc<FlashblocksStore>>,
 }
+
+/// Part of the getPayload budget kept for validating assembled flashblocks.
+const FLASHBLOCKS_VALIDATION_RESERVE: Duration = Duration::from_millis(150);
 
 /// A builder payload that the local EL validated as VALID.
 struct ValidBuilderPayload {
@@ -425,34 +433,103 @@ impl MuxState {
             BuilderFcu::Building(id) => id,
             BuilderFcu::Unavailable(reason) => return Err(reason),
         };
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let raw: Box<RawValue> = match self
-            .call_builder(
+        let mut remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if self.flashblocks.is_some() {
+            // Leave time to validate the assembled flashblocks if the builder never answers.
+            remaining = remaining.saturating_sub(FLASHBLOCKS_VALIDATION_RESERVE);
+        }
+        let fetched = match self
+            .call_builder::<Box<RawValue>>(
                 version.get_payload_method(),
                 &(builder_id,),
                 remaining.min(self.builder.timeout()),
             )
             .await
         {
-            Ok(raw) => raw,
+            Ok(raw) => match PayloadEnvelope::parse(version, &raw) {
+                Ok(envelope) => Ok((raw, envelope)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "builder getPayload answer is not a valid payload envelope");
+                    Err(FallbackReason::Error)
+                }
+            },
             Err(e) => {
-                tracing::warn!(error = %e, %local_id, %builder_id, "builder getPayload failed; using the local block");
+                tracing::warn!(error = %e, %local_id, %builder_id, "builder getPayload failed");
                 self.note_builder_error(&e);
-                self.health.builder_payload(false);
-                return Err(FallbackReason::from_upstream(&e));
+                Err(FallbackReason::from_upstream(&e))
             }
         };
-        let envelope = match PayloadEnvelope::parse(version, &raw) {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::warn!(error = %e, "builder getPayload answer is not a valid payload envelope; using the local block");
-                self.health.builder_payload(false);
-                return Err(FallbackReason::Error);
+        let verdict = match (&self.flashblocks, fetched) {
+            (Some(store), fetched) => {
+                self.with_flashblocks(store, version, builder_id, fetched, deadline)
+                    .await
             }
+            (None, Ok((raw, envelope))) => self
+                .validate_on_l2(version, &envelope, deadline)
+                .await
+                .map(|()| ValidBuilderPayload { raw, envelope }),
+            (None, Err(reason)) => Err(reason),
         };
-        let verdict = self.validate_on_l2(version, &envelope, deadline).await;
         self.health.builder_payload(verdict.is_ok());
-        verdict.map(|()| ValidBuilderPayload { raw, envelope })
+        verdict
+    }
+
+    /// With flashblocks on, what was preconfirmed must be in the proposed block. The builder's
+    /// payload is used when it carries every accepted flashblock's transactions, in order;
+    /// otherwise, or when the builder did not deliver it, the block is assembled from the
+    /// accepted flashblocks, so nothing users were shown disappears.
+    async fn with_flashblocks(
+        &self,
+        store: &FlashblocksStore,
+        version: PayloadVersion,
+        builder_id: PayloadId,
+        fetched: Result<(Box<RawValue>, PayloadEnvelope), FallbackReason>,
+        deadline: tokio::time::Instant,
+    ) -> Result<ValidBuilderPayload, FallbackReason> {
+        let accepted = store.accepted(&builder_id);
+        self.metrics
+            .flashblocks_per_block(accepted.len(), store.missing(&builder_id));
+        let preconfirmed = accepted.iter().flat_map(|fb| fb.diff.transactions.iter());
+        let (path, fetch_failure) = match fetched {
+            Ok((raw, envelope))
+                if envelope.transactions().len() >= preconfirmed.clone().count()
+                    && preconfirmed
+                        .zip(envelope.transactions())
+                        .all(|(a, b)| a == b) =>
+            {
+                self.metrics.flashblocks_block("builder_payload");
+                return self
+                    .validate_on_l2(version, &envelope, deadline)
+                    .await
+                    .map(|()| ValidBuilderPayload { raw, envelope });
+            }
+            Ok((_, envelope)) => {
+                tracing::warn!(
+                    hash = %envelope.block_hash(),
+                    flashblocks = accepted.len(),
+                    "builder's block drops transactions it preconfirmed; proposing its flashblocks instead"
+                );
+                ("assembled", FallbackReason::Error)
+            }
+            Err(reason) => ("preserved", reason),
+        };
+        if accepted.is_empty() {
+            return Err(fetch_failure);
+        }
+        let envelope = assemble(&accepted, version).map_err(|e| {
+            tracing::warn!(error = %e, "flashblocks do not form a block");
+            fetch_failure
+        })?;
+        let raw = envelope.to_raw().map_err(|_| FallbackReason::Error)?;
+        self.validate_on_l2(version, &envelope, deadline).await?;
+        tracing::info!(
+            block = envelope.block_number(),
+            flashblocks = accepted.len(),
+            path,
+            "proposing the block assembled from flashblocks"
+        );
+        self.metrics.flashblocks_block(path);
+        Ok(ValidBuilderPayload { raw, envelope })
     }
 
     /// `engine_newPayload` of the builder's block on the local EL: only VALID is valid.

@@ -19,6 +19,7 @@ use crate::{
     copy_queue::{self, CopyQueue},
     debug_api,
     execution_mode::ModeCell,
+    flashblocks::{self, store::FlashblocksStore},
     health::{Health, HealthStatus},
     layers::{BodyLimitLayer, InboundMetricsLayer},
     metrics::Metrics,
@@ -57,6 +58,8 @@ pub struct RunningMux {
     pub debug_addr: SocketAddr,
     /// Metrics server address, when serving metrics.
     pub metrics_addr: Option<SocketAddr>,
+    /// Outbound flashblocks WebSocket address, when flashblocks are on.
+    pub flashblocks_addr: Option<SocketAddr>,
     state: Arc<MuxState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -116,6 +119,11 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     };
 
     let metrics = Arc::new(Metrics::new());
+    let (frames, _) = tokio::sync::broadcast::channel(flashblocks::OUTBOUND_BUFFER);
+    let flashblocks_store = config
+        .flashblocks
+        .as_ref()
+        .map(|_| Arc::new(FlashblocksStore::new(frames.clone(), metrics.clone())));
     let (queue, queue_rx) = BuilderQueue::new(config.builder_queue_depth);
     let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
     let state = Arc::new(MuxState {
@@ -131,6 +139,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         selection: config.selection,
         get_payload_deadline: config.get_payload_deadline,
         ignore_unhealthy: config.ignore_unhealthy_builders,
+        flashblocks: flashblocks_store.clone(),
     });
     metrics.execution_mode(config.execution_mode);
 
@@ -172,6 +181,29 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             shutdown_rx.clone(),
         )),
     ];
+    let mut flashblocks_addr = None;
+    if let (Some(fb), Some(store)) = (&config.flashblocks, flashblocks_store) {
+        let (addr, task) = flashblocks::outbound::start(
+            fb.outbound_addr,
+            frames,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )
+        .await
+        .map_err(|source| StartError::Bind {
+            flag: "flashblocks-port",
+            addr: fb.outbound_addr,
+            source,
+        })?;
+        flashblocks_addr = Some(addr);
+        tasks.push(task);
+        tasks.push(tokio::spawn(flashblocks::inbound::run(
+            fb.inbound.clone(),
+            store,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let mut metrics_addr = None;
     if let Some(listener) = metrics_listener {
         metrics_addr = listener.local_addr().ok();
@@ -185,6 +217,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         %rpc_addr,
         %debug_addr,
         metrics = ?metrics_addr,
+        flashblocks = ?flashblocks_addr,
         l2 = %config.l2.url,
         builder = %config.builder.url,
         mode = %config.execution_mode,
@@ -195,6 +228,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         rpc_addr,
         debug_addr,
         metrics_addr,
+        flashblocks_addr,
         state,
         shutdown,
         tasks,

@@ -1,0 +1,343 @@
+//! Accepted flashblocks per builder payload: the spec's rules (payload id of a build the
+//! builder confirmed, index exactly previous + 1, base only at index 0, no equivocation), a
+//! bounded hold for flashblocks that arrive early (before the builder's FCU answer, or ahead
+//! of a gap), and in-order re-publication of each accepted flashblock's original bytes.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use engine_api::PayloadId;
+use op_alloy_rpc_types_engine::OpFlashblockPayload;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::metrics::Metrics;
+
+/// Builds remembered (the current one and a few before it).
+pub const MAX_BUILDS: usize = 8;
+/// Flashblocks accepted per build; a builder sending more is refused past this.
+pub const MAX_PER_BUILD: usize = 1024;
+/// Flashblocks held while they cannot be applied yet.
+pub const MAX_HELD: usize = 128;
+
+/// Why a flashblock was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// A different flashblock for an index already accepted.
+    Equivocation,
+    /// Base present at index > 0 or missing at index 0.
+    Base,
+    /// More than [`MAX_PER_BUILD`] flashblocks for one build.
+    TooMany,
+}
+
+impl Rejection {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Equivocation => "equivocation",
+            Self::Base => "base",
+            Self::TooMany => "too_many",
+        }
+    }
+}
+
+/// What happened to one incoming flashblock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted and published, with this many held ones applied after it.
+    Accepted {
+        /// Held flashblocks that became applicable and were accepted too.
+        released: usize,
+    },
+    /// Held until its build is confirmed or its gap is filled.
+    Held,
+    /// An exact copy of one already accepted; ignored, not re-published.
+    Duplicate,
+    /// Refused.
+    Rejected(Rejection),
+}
+
+struct Entry {
+    fb: OpFlashblockPayload,
+    raw: Utf8Bytes,
+}
+
+struct Build {
+    id: PayloadId,
+    accepted: Vec<Entry>,
+}
+
+#[derive(Default)]
+struct Inner {
+    builds: VecDeque<Build>,
+    held: VecDeque<Entry>,
+}
+
+/// The flashblocks engine-mux holds, shared by the inbound stream and getPayload.
+pub struct FlashblocksStore {
+    inner: Mutex<Inner>,
+    publish: broadcast::Sender<Utf8Bytes>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for FlashblocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlashblocksStore").finish_non_exhaustive()
+    }
+}
+
+impl FlashblocksStore {
+    /// A store publishing accepted flashblocks to `publish`.
+    pub fn new(publish: broadcast::Sender<Utf8Bytes>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            publish,
+            metrics,
+        }
+    }
+
+    /// The builder answered an FCU with `id`: its flashblocks can be accepted from now on.
+    pub fn begin(&self, id: PayloadId) {
+        let mut inner = self.inner.lock();
+        if inner.builds.iter().any(|b| b.id == id) {
+            return;
+        }
+        inner.builds.push_back(Build {
+            id,
+            accepted: Vec::new(),
+        });
+        while inner.builds.len() > MAX_BUILDS {
+            inner.builds.pop_front();
+        }
+        self.release_held(&mut inner);
+    }
+
+    /// Applies one flashblock (`raw` is its frame, re-published as is when accepted).
+    pub fn ingest(&self, fb: OpFlashblockPayload, raw: Utf8Bytes) -> Verdict {
+        self.metrics.flashblock("received");
+        let mut inner = self.inner.lock();
+        let verdict = match self.apply(&mut inner, Entry { fb, raw }) {
+            Ok(()) => Verdict::Accepted {
+                released: self.release_held(&mut inner),
+            },
+            Err(v) => v,
+        };
+        match verdict {
+            Verdict::Rejected(r) => self.metrics.flashblock_rejected(r.as_str()),
+            Verdict::Duplicate => self.metrics.flashblock_rejected("duplicate"),
+            Verdict::Held | Verdict::Accepted { .. } => {}
+        }
+        self.metrics.flashblocks_held(inner.held.len());
+        verdict
+    }
+
+    /// Accepts `entry` or says why not; held entries go into the hold queue.
+    fn apply(&self, inner: &mut Inner, entry: Entry) -> Result<(), Verdict> {
+        let Some(build) = inner
+            .builds
+            .iter_mut()
+            .find(|b| b.id == entry.fb.payload_id)
+        else {
+            Self::hold(inner, entry, &self.metrics);
+            return Err(Verdict::Held);
+        };
+        let next = build.accepted.len() as u64;
+        let index = entry.fb.index;
+        if index < next {
+            let same = build.accepted[index as usize].fb == entry.fb;
+            return Err(if same {
+                Verdict::Duplicate
+            } else {
+                Verdict::Rejected(Rejection::Equivocation)
+            });
+        }
+        if (index == 0) != entry.fb.base.is_some() {
+            return Err(Verdict::Rejected(Rejection::Base));
+        }
+        if index > next {
+            Self::hold(inner, entry, &self.metrics);
+            return Err(Verdict::Held);
+        }
+        if build.accepted.len() >= MAX_PER_BUILD {
+            return Err(Verdict::Rejected(Rejection::TooMany));
+        }
+        // Published under the lock so subscribers see exactly the acceptance order.
+        let _ = self.publish.send(entry.raw.clone());
+        self.metrics.flashblock("accepted");
+        build.accepted.push(entry);
+        Ok(())
+    }
+
+    fn hold(inner: &mut Inner, entry: Entry, metrics: &Metrics) {
+        inner.held.push_back(entry);
+        if inner.held.len() > MAX_HELD {
+            inner.held.pop_front();
+            metrics.flashblock_rejected("held_overflow");
+        }
+    }
+
+    /// Applies every held flashblock that fits now; returns how many were accepted.
+    fn release_held(&self, inner: &mut Inner) -> usize {
+        let mut released = 0;
+        loop {
+            let fits = inner.held.iter().position(|e| {
+                inner
+                    .builds
+                    .iter()
+                    .find(|b| b.id == e.fb.payload_id)
+                    .is_some_and(|b| b.accepted.len() as u64 >= e.fb.index)
+            });
+            let Some(pos) = fits else { break };
+            let Some(entry) = inner.held.remove(pos) else {
+                break;
+            };
+            match self.apply(inner, entry) {
+                Ok(()) => released += 1,
+                Err(Verdict::Rejected(r)) => self.metrics.flashblock_rejected(r.as_str()),
+                Err(Verdict::Duplicate) => self.metrics.flashblock_rejected("duplicate"),
+                Err(_) => {}
+            }
+        }
+        released
+    }
+
+    /// The flashblocks accepted for `id` so far, in index order.
+    pub fn accepted(&self, id: &PayloadId) -> Vec<OpFlashblockPayload> {
+        let inner = self.inner.lock();
+        inner
+            .builds
+            .iter()
+            .find(|b| b.id == *id)
+            .map(|b| b.accepted.iter().map(|e| e.fb.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Flashblocks for `id` still held behind a gap (published by the builder, never applicable).
+    pub fn missing(&self, id: &PayloadId) -> u64 {
+        let inner = self.inner.lock();
+        let have = inner
+            .builds
+            .iter()
+            .find(|b| b.id == *id)
+            .map_or(0, |b| b.accepted.len() as u64);
+        inner
+            .held
+            .iter()
+            .filter(|e| e.fb.payload_id == *id)
+            .map(|e| e.fb.index + 1)
+            .max()
+            .map_or(0, |top| top - have)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::{B256, Bytes};
+    use op_alloy_rpc_types_engine::OpFlashblockPayloadBase;
+
+    use super::*;
+
+    fn fb(id: u8, index: u64, tag: u8) -> (OpFlashblockPayload, Utf8Bytes) {
+        let mut f = OpFlashblockPayload {
+            payload_id: PayloadId::new([id; 8]),
+            index,
+            base: (index == 0).then(OpFlashblockPayloadBase::default),
+            ..Default::default()
+        };
+        f.diff.transactions = vec![Bytes::from(vec![tag])];
+        f.diff.block_hash = B256::repeat_byte(tag);
+        let raw = Utf8Bytes::from(serde_json::to_string(&f).unwrap());
+        (f, raw)
+    }
+
+    fn store() -> (FlashblocksStore, broadcast::Receiver<Utf8Bytes>) {
+        let (tx, rx) = broadcast::channel(64);
+        (FlashblocksStore::new(tx, Arc::new(Metrics::new())), rx)
+    }
+
+    fn published(rx: &mut broadcast::Receiver<Utf8Bytes>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(raw) = rx.try_recv() {
+            out.push(
+                serde_json::from_str::<OpFlashblockPayload>(&raw)
+                    .unwrap()
+                    .index,
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn in_order_duplicates_and_equivocation() {
+        let (s, mut rx) = store();
+        s.begin(PayloadId::new([1; 8]));
+        let (a, ra) = fb(1, 0, 1);
+        assert_eq!(
+            s.ingest(a.clone(), ra.clone()),
+            Verdict::Accepted { released: 0 }
+        );
+        assert_eq!(s.ingest(a, ra), Verdict::Duplicate);
+        let (b, rb) = fb(1, 1, 2);
+        assert_eq!(s.ingest(b, rb), Verdict::Accepted { released: 0 });
+        let (evil, revil) = fb(1, 1, 99);
+        assert_eq!(
+            s.ingest(evil, revil),
+            Verdict::Rejected(Rejection::Equivocation)
+        );
+        assert_eq!(
+            published(&mut rx),
+            vec![0, 1],
+            "duplicates and equivocations are not re-published"
+        );
+        assert_eq!(s.accepted(&PayloadId::new([1; 8])).len(), 2);
+    }
+
+    #[test]
+    fn early_and_out_of_order_flashblocks_are_held_then_applied_in_order() {
+        let (s, mut rx) = store();
+        let id = PayloadId::new([2; 8]);
+        let (f2, r2) = fb(2, 2, 3);
+        let (f0, r0) = fb(2, 0, 1);
+        let (f1, r1) = fb(2, 1, 2);
+        assert_eq!(
+            s.ingest(f2, r2),
+            Verdict::Held,
+            "before the builder's FCU answer"
+        );
+        assert_eq!(s.ingest(f0, r0), Verdict::Held);
+        s.begin(id);
+        assert_eq!(
+            published(&mut rx),
+            vec![0],
+            "index 0 released, 2 still waits for 1"
+        );
+        assert_eq!(s.missing(&id), 2);
+        assert_eq!(s.ingest(f1, r1), Verdict::Accepted { released: 1 });
+        assert_eq!(published(&mut rx), vec![1, 2]);
+        assert_eq!(s.missing(&id), 0);
+    }
+
+    #[test]
+    fn base_rules_and_bounds() {
+        let (s, _rx) = store();
+        s.begin(PayloadId::new([3; 8]));
+        let (mut no_base, r) = fb(3, 0, 1);
+        no_base.base = None;
+        assert_eq!(s.ingest(no_base, r), Verdict::Rejected(Rejection::Base));
+        let (ok, r) = fb(3, 0, 1);
+        s.ingest(ok, r);
+        let (mut extra_base, r) = fb(3, 1, 2);
+        extra_base.base = Some(OpFlashblockPayloadBase::default());
+        assert_eq!(s.ingest(extra_base, r), Verdict::Rejected(Rejection::Base));
+        for i in 0..(MAX_HELD as u64 + 10) {
+            let (f, r) = fb(9, i + 1, 1);
+            s.ingest(f, r);
+        }
+        assert_eq!(s.inner.lock().held.len(), MAX_HELD, "the hold is bounded");
+        for n in 0..(MAX_BUILDS as u8 + 3) {
+            s.begin(PayloadId::new([100 + n; 8]));
+        }
+        assert_eq!(s.inner.lock().builds.len(), MAX_BUILDS);
+    }
+}
