@@ -6,7 +6,7 @@ use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header};
 use alloy_eips::{eip1559::BaseFeeParams, eip7685::EMPTY_REQUESTS_HASH};
 use alloy_genesis::Genesis;
 use alloy_op_hardforks::{ForkCondition, OpChainHardforks, OpHardfork};
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{B256, U256};
 use revm::{bytecode::Bytecode, state::AccountInfo};
 use serde_json::Value;
 
@@ -326,11 +326,6 @@ pub fn default_genesis(
     overrides: ForkOverrides,
 ) -> Result<LoadedGenesis, GenesisError> {
     load_genesis_str(DEFAULT_GENESIS_JSON, timestamp, overrides)
-}
-
-/// Addresses in the genesis alloc that hold a balance and no code (the dev accounts).
-pub fn funded_eoas(state: &StateSnapshot) -> Vec<Address> {
-    state.funded_eoas()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use revm::{
     bytecode::Bytecode,
     database::{CacheDB, EmptyDB},
     database_interface::DatabaseRef,
-    primitives::{AddressMap, KECCAK_EMPTY, StorageKey, StorageValue},
+    primitives::{AddressMap, StorageKey, StorageValue},
     state::{Account, AccountInfo},
 };
 
@@ -70,23 +70,6 @@ impl StateSnapshot {
     /// One storage slot.
     pub fn storage(&self, address: &Address, slot: U256) -> U256 {
         self.db.storage_ref(*address, slot).unwrap_or_default()
-    }
-
-    /// EOAs with a non-zero balance (the funded dev accounts at genesis).
-    pub fn funded_eoas(&self) -> Vec<Address> {
-        let mut out: Vec<Address> = self
-            .db
-            .cache
-            .accounts
-            .iter()
-            .filter_map(|(addr, acc)| {
-                let info = acc.info()?;
-                (info.code_hash == KECCAK_EMPTY && info.balance > U256::from(u64::MAX))
-                    .then_some(*addr)
-            })
-            .collect();
-        out.sort();
-        out
     }
 
     /// Storage root of the L2ToL1MessagePasser predeploy: Isthmus' `withdrawalsRoot`.
