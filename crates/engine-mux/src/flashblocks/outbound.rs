@@ -27,6 +27,8 @@ use crate::metrics::Metrics;
 
 /// Most concurrent subscribers (flashblocks-proxy instances, not end users).
 pub const MAX_SUBSCRIBERS: usize = 1024;
+/// Longest a single frame write may block before the subscriber counts as stuck.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client gets to finish the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -104,11 +106,17 @@ async fn serve<S>(
     loop {
         tokio::select! {
             frame = rx.recv() => match frame {
-                Ok(text) => {
-                    if tx.send(Message::Text(text)).await.is_err() {
+                Ok(text) => match tokio::time::timeout(WRITE_STALL_TIMEOUT, tx.send(Message::Text(text))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    // A socket that cannot take one frame for this long is not reading at all;
+                    // while stuck here its lag is invisible, so it is dropped on the stall itself.
+                    Err(_) => {
+                        metrics.flashblocks_lagging_disconnect();
+                        tracing::warn!(%peer, "disconnecting a flashblocks subscriber whose socket stopped draining");
                         return;
                     }
-                }
+                },
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
                     metrics.flashblocks_lagging_disconnect();
                     tracing::warn!(%peer, skipped, "disconnecting a flashblocks subscriber that fell behind");

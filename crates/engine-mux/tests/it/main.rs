@@ -3,6 +3,7 @@
 mod bad_input;
 mod catch_up;
 mod failures;
+mod flashblocks;
 mod harness;
 mod health;
 mod lifecycle;

@@ -67,6 +67,7 @@ struct Inner {
     head: Mutex<(u64, u64)>,
     next_id: Mutex<u64>,
     payloads: Mutex<HashMap<String, u64>>,
+    issued: Mutex<Vec<String>>,
     raw_proxy_answer: Mutex<Option<RawAnswer>>,
 }
 
@@ -110,6 +111,7 @@ impl MockEngine {
                 head: Mutex::new((100, now())),
                 next_id: Mutex::new(1),
                 payloads: Mutex::default(),
+                issued: Mutex::default(),
                 raw_proxy_answer: Mutex::default(),
             }),
             server: Arc::default(),
@@ -204,6 +206,11 @@ impl MockEngine {
         body: &'static str,
     ) {
         *self.inner.raw_proxy_answer.lock() = Some((status, headers, body));
+    }
+
+    /// Payload ids this engine handed out, oldest first.
+    pub fn issued_ids(&self) -> Vec<String> {
+        self.inner.issued.lock().clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -344,6 +351,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
                 id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
                 let id = format!("0x{}", alloy_primitives::hex::encode(id));
                 inner.payloads.lock().insert(id.clone(), head + 1);
+                inner.issued.lock().push(id.clone());
                 Value::String(id)
             } else {
                 Value::Null

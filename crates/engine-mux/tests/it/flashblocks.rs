@@ -1,0 +1,384 @@
+//! Flashblocks through engine-mux: checking, holding, re-publishing, reconnecting, and
+//! proposing blocks that keep every preconfirmation.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use alloy_primitives::{B256, Bytes};
+use alloy_rpc_types_engine::PayloadId;
+use futures::{SinkExt, StreamExt};
+use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    harness::{Setup, eventually, setup},
+    mock_engine::payload_v3,
+};
+
+/// A scripted builder flashblocks endpoint: frames pushed by the test go to the connected client.
+struct FlashblocksSource {
+    addr: SocketAddr,
+    tx: Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+impl FlashblocksSource {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tx: Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>> = Arc::default();
+        let connections: Arc<Mutex<usize>> = Arc::default();
+        let (slot, count) = (tx.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                    continue;
+                };
+                let (mut sink, mut source) = ws.split();
+                let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
+                *slot.lock() = Some(frames_tx);
+                *count.lock() += 1;
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            frame = frames_rx.recv() => match frame {
+                                Some(Message::Close(_)) | None => { let _ = sink.close().await; return; }
+                                Some(m) => if sink.send(m).await.is_err() { return },
+                            },
+                            msg = source.next() => match msg {
+                                Some(Ok(Message::Ping(p))) => { let _ = sink.send(Message::Pong(p)).await; }
+                                Some(Ok(_)) => {}
+                                _ => return,
+                            },
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            tx,
+            connections,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    fn send(&self, m: Message) {
+        if let Some(tx) = self.tx.lock().as_ref() {
+            let _ = tx.send(m);
+        }
+    }
+
+    fn text(&self, fb: &OpFlashblockPayload) {
+        self.send(Message::Text(serde_json::to_string(fb).unwrap().into()));
+    }
+
+    /// Drops the current connection (the builder's socket dies).
+    fn drop_connection(&self) {
+        if let Some(tx) = self.tx.lock().take() {
+            let _ = tx.send(Message::Close(None));
+        }
+    }
+
+    fn connections(&self) -> usize {
+        *self.connections.lock()
+    }
+}
+
+fn flashblock(id: PayloadId, index: u64, txs: Vec<Bytes>) -> OpFlashblockPayload {
+    let mut fb = OpFlashblockPayload {
+        payload_id: id,
+        index,
+        base: (index == 0).then(|| OpFlashblockPayloadBase {
+            parent_hash: B256::repeat_byte(0x11),
+            block_number: 101,
+            gas_limit: 30_000_000,
+            timestamp: crate::mock_engine::now(),
+            parent_beacon_block_root: B256::repeat_byte(0x55),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    fb.diff.transactions = txs;
+    fb.diff.block_hash = B256::repeat_byte(0xf0u8.wrapping_add(index as u8));
+    fb.diff.gas_used = 21_000 * (index + 1);
+    fb
+}
+
+fn tx(tag: u8) -> Bytes {
+    Bytes::from(vec![0x7e, tag, tag])
+}
+
+async fn with_flashblocks(extra: &[&str]) -> (Setup, FlashblocksSource) {
+    let source = FlashblocksSource::start().await;
+    let url = source.url();
+    let mut args = vec![
+        "--flashblocks",
+        "--flashblocks-builder-url",
+        url.as_str(),
+        "--flashblocks-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    // `setup` borrows its args only while starting.
+    let s = setup(&args).await;
+    eventually(
+        Duration::from_secs(3),
+        "engine-mux connected to the builder stream",
+        || async { source.connections() == 1 },
+    )
+    .await;
+    (s, source)
+}
+
+type Subscriber =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(s: &Setup) -> Subscriber {
+    let addr = s.mux.flashblocks_addr.unwrap();
+    tokio_tungstenite::connect_async(format!("ws://{addr}"))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn next_index(sub: &mut Subscriber) -> u64 {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(3), sub.next())
+            .await
+            .expect("a flashblock in time")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str::<OpFlashblockPayload>(&t)
+                .unwrap()
+                .index;
+        }
+    }
+}
+
+/// The builder's payload id for the FCU op-node just made.
+async fn builder_id(s: &Setup) -> PayloadId {
+    eventually(
+        Duration::from_secs(2),
+        "builder answered the FCU",
+        || async { !s.builder.issued_ids().is_empty() },
+    )
+    .await;
+    serde_json::from_value(json!(s.builder.issued_ids().last().unwrap())).unwrap()
+}
+
+#[tokio::test]
+async fn out_of_order_duplicate_equivocating_and_malformed_frames() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let mut sub = subscribe(&s).await;
+    // The builder id is known once its FCU answers; index 0 sent before is held, not lost.
+    let local_id = s.fcu_build().await;
+    let id = builder_id(&s).await;
+    source.text(&flashblock(id, 2, vec![tx(3)]));
+    source.send(Message::Text("{\"not\":\"a flashblock\"}".into()));
+    source.send(Message::Binary(
+        serde_json::to_vec(&flashblock(id, 0, vec![tx(1)]))
+            .unwrap()
+            .into(),
+    ));
+    source.text(&flashblock(id, 0, vec![tx(1)]));
+    source.text(&flashblock(id, 1, vec![tx(2)]));
+    source.text(&flashblock(id, 1, vec![tx(99)]));
+    source.text(&flashblock(id, 3, vec![tx(4)]));
+    let got = [
+        next_index(&mut sub).await,
+        next_index(&mut sub).await,
+        next_index(&mut sub).await,
+        next_index(&mut sub).await,
+    ];
+    assert_eq!(got, [0, 1, 2, 3], "re-published once each, in order");
+    let m = s.mux.metrics_text();
+    for (reason, n) in [
+        ("malformed", 1.0),
+        ("duplicate", 1.0),
+        ("equivocation", 1.0),
+    ] {
+        assert_eq!(
+            s.metric(&format!(
+                "engine_mux_flashblocks_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            n,
+            "{reason}\n{m}"
+        );
+    }
+    assert_eq!(
+        source.connections(),
+        1,
+        "bad frames do not drop the connection"
+    );
+    let _ = local_id;
+}
+
+#[tokio::test]
+async fn builder_killed_after_flashblock_3_proposes_exactly_flashblocks_0_to_3() {
+    let (s, source) = with_flashblocks(&["--health-check-interval", "60"]).await;
+    let local_id = s.fcu_build().await;
+    let id = builder_id(&s).await;
+    for i in 0..4u8 {
+        source.text(&flashblock(
+            id,
+            u64::from(i),
+            vec![tx(2 * i), tx(2 * i + 1)],
+        ));
+    }
+    eventually(Duration::from_secs(2), "4 flashblocks accepted", || async {
+        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 4.0
+    })
+    .await;
+    s.builder.down();
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    let payload = &env["executionPayload"];
+    assert_eq!(
+        payload["blockHash"],
+        json!(B256::repeat_byte(0xf3)),
+        "the last flashblock's block"
+    );
+    let txs: Vec<Bytes> = serde_json::from_value(payload["transactions"].clone()).unwrap();
+    assert_eq!(
+        txs,
+        (0..8).map(tx).collect::<Vec<_>>(),
+        "exactly flashblocks 0–3, in order"
+    );
+    assert_eq!(
+        s.local.calls_of("engine_newPayloadV3")[0].params[0]["blockHash"],
+        json!(B256::repeat_byte(0xf3)),
+        "validated first"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_blocks_total{path="preserved"}"#),
+        1.0
+    );
+    assert_eq!(s.blocks("builder"), 1.0);
+}
+
+#[tokio::test]
+async fn builder_block_dropping_preconfirmed_transactions_is_replaced_by_its_flashblocks() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let local_id = s.fcu_build().await;
+    let id = builder_id(&s).await;
+    source.text(&flashblock(id, 0, vec![tx(1)]));
+    source.text(&flashblock(id, 1, vec![tx(2)]));
+    eventually(Duration::from_secs(2), "accepted", || async {
+        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 2.0
+    })
+    .await;
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(B256::repeat_byte(0xf1))
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_blocks_total{path="assembled"}"#),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn builder_block_that_extends_its_flashblocks_is_used() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let local_id = s.fcu_build().await;
+    let id = builder_id(&s).await;
+    // The mock builder's block starts with these transactions.
+    let builder_txs = payload_v3(B256::ZERO, 101, 0, 100)
+        .payload_inner
+        .payload_inner
+        .transactions;
+    source.text(&flashblock(id, 0, builder_txs[..3].to_vec()));
+    source.text(&flashblock(id, 1, builder_txs[3..10].to_vec()));
+    eventually(Duration::from_secs(2), "accepted", || async {
+        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 2.0
+    })
+    .await;
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(s.builder.block_hash(101)),
+        "the builder's final block"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_blocks_total{path="builder_payload"}"#),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn dropped_stream_reconnects_and_nothing_is_republished_twice() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let mut sub = subscribe(&s).await;
+    s.fcu_build().await;
+    let id = builder_id(&s).await;
+    source.text(&flashblock(id, 0, vec![tx(1)]));
+    source.text(&flashblock(id, 1, vec![tx(2)]));
+    assert_eq!(
+        [next_index(&mut sub).await, next_index(&mut sub).await],
+        [0, 1]
+    );
+    source.drop_connection();
+    eventually(Duration::from_secs(5), "engine-mux reconnected", || async {
+        source.connections() == 2
+    })
+    .await;
+    // A builder replaying its current block after a reconnect: 0 and 1 again, then 2.
+    for (i, t) in [(0, 1), (1, 2), (2, 3)] {
+        source.text(&flashblock(id, i, vec![tx(t)]));
+    }
+    assert_eq!(
+        next_index(&mut sub).await,
+        2,
+        "0 and 1 are not re-published"
+    );
+    assert!(s.metric("engine_mux_flashblocks_reconnects_total") >= 1.0);
+}
+
+#[tokio::test]
+async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let mut fast = subscribe(&s).await;
+    let _slow = subscribe(&s).await; // never reads
+    s.fcu_build().await;
+    let id = builder_id(&s).await;
+    let big = Bytes::from(vec![0xab; 32 * 1024]);
+    let total = 1000u64;
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < total as usize {
+            seen.push(next_index(&mut fast).await);
+        }
+        seen
+    });
+    for i in 0..total {
+        source.text(&flashblock(id, i, vec![big.clone()]));
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(
+        seen,
+        (0..total).collect::<Vec<_>>(),
+        "the fast subscriber got every flashblock in order"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the slow subscriber was dropped",
+        || async { s.metric("engine_mux_flashblocks_lagging_disconnects_total") == 1.0 },
+    )
+    .await;
+}
