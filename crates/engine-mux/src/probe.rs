@@ -41,8 +41,27 @@ fn outcome_of(
     }
 }
 
+/// The last outcome logged per upstream, so a persisting condition is logged once, not per probe.
+#[derive(Debug, Default)]
+pub struct LastLogged {
+    local: Option<&'static str>,
+    builder: Option<&'static str>,
+}
+
+fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outcome: &ProbeOutcome) {
+    if *last == Some(outcome.as_str()) {
+        return;
+    }
+    match outcome {
+        ProbeOutcome::Synced if last.is_some() => tracing::info!(upstream, "probe: synced again"),
+        ProbeOutcome::Synced => {}
+        other => tracing::warn!(upstream, outcome = ?other, "probe: not healthy"),
+    }
+    *last = Some(outcome.as_str());
+}
+
 /// Probes once: records evidence and, when the builder is reachable but behind, queues a catch-up.
-pub async fn probe_once(state: &MuxState, config: &HealthConfig) {
+pub async fn probe_once(state: &MuxState, config: &HealthConfig, logged: &mut LastLogged) {
     let params = ("latest", false);
     let (local, builder) = tokio::join!(
         state.call_l2::<LatestBlock>("eth_getBlockByNumber", &params, state.l2.timeout()),
@@ -52,12 +71,8 @@ pub async fn probe_once(state: &MuxState, config: &HealthConfig) {
     let builder_outcome = outcome_of(&builder, config.max_unsafe_interval);
     state.metrics.probe("l2", local_outcome.as_str());
     state.metrics.probe("builder", builder_outcome.as_str());
-    if local_outcome != ProbeOutcome::Synced {
-        tracing::warn!(outcome = ?local_outcome, "local execution client probe is not healthy");
-    }
-    if !matches!(builder_outcome, ProbeOutcome::Synced) {
-        tracing::info!(outcome = ?builder_outcome, "builder probe is not healthy");
-    }
+    log_transition(&mut logged.local, "l2", &local_outcome);
+    log_transition(&mut logged.builder, "builder", &builder_outcome);
     state.health.local_probe(&local_outcome);
     state.health.builder_probe(&builder_outcome);
     if let (Ok(l), Ok(b)) = (&local, &builder)
@@ -79,8 +94,9 @@ pub async fn probe_once(state: &MuxState, config: &HealthConfig) {
 /// Probes until `shutdown` flips: every --health-check-interval while healthy, every
 /// `fast_interval` while not, and at once when an engine call turns something unhealthy.
 pub async fn run(state: Arc<MuxState>, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut logged = LastLogged::default();
     loop {
-        probe_once(&state, &config).await;
+        probe_once(&state, &config, &mut logged).await;
         let status = state.health.status(state.mode.get().talks_to_builder());
         state.metrics.health(status.code());
         state.metrics.execution_mode(state.mode.get());
