@@ -140,6 +140,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        crate::trace_context::inject(req.headers_mut());
         if let Some(secret) = &self.secret {
             match mint_token(secret).map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
                 Ok(Ok(value)) => {

@@ -7,6 +7,7 @@ pub mod codes;
 pub mod flashblocks;
 pub mod jsonrpc;
 pub mod payload;
+pub mod trace_context;
 pub mod upstream;
 
 pub use alloy_rpc_types_engine::{

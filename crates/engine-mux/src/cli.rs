@@ -196,7 +196,7 @@ pub struct Args {
     #[arg(long, env = "LOG_FILE", help_heading = "Observability")]
     pub log_file: Option<PathBuf>,
 
-    /// Export traces over OTLP (accepted for compatibility; see README: not yet exported).
+    /// Export traces over OTLP/gRPC to --otlp-endpoint, with W3C trace context sent upstream.
     #[arg(long, env = "TRACING", help_heading = "Observability")]
     pub tracing: bool,
 

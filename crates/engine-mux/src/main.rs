@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_guard = match telemetry::init(&config.log) {
+    let _telemetry = match telemetry::init(&config.log) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("engine-mux: {e}");

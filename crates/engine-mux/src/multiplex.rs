@@ -19,6 +19,7 @@ use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{
     builder_queue::{BuilderCall, BuilderQueue, is_unreachable},
@@ -191,7 +192,11 @@ impl MuxState {
         body: Bytes,
     ) -> Result<Response<Bytes>, UpstreamError> {
         let started = Instant::now();
-        let res = self.l2.forward(headers, body, self.l2.timeout()).await;
+        let res = self
+            .l2
+            .forward(headers, body, self.l2.timeout())
+            .instrument(tracing::info_span!("upstream", upstream = "l2", method))
+            .await;
         let outcome = match &res {
             Ok(r) if r.status().is_success() => "ok",
             Ok(_) => "http",
@@ -578,7 +583,13 @@ async fn timed<R>(
     fut: impl Future<Output = Result<R, UpstreamError>>,
 ) -> Result<R, UpstreamError> {
     let started = Instant::now();
-    let res = fut.await;
+    let res = fut
+        .instrument(tracing::info_span!(
+            "upstream",
+            upstream = upstream.name(),
+            method
+        ))
+        .await;
     let outcome = match &res {
         Ok(_) => "ok",
         Err(e) => e.kind(),

@@ -11,6 +11,7 @@ use engine_api::{
 };
 use http::{HeaderMap, Response};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::{error::MuxError, multiplex::MuxState};
 
@@ -105,12 +106,20 @@ pub async fn handle(state: &Arc<MuxState>, headers: &HeaderMap, body: Bytes) -> 
         }
         Ok(Incoming::Single(req)) => {
             let route = Route::of(&req.method);
-            let mut res = single(state, route, &req, headers, body.clone()).await;
+            let span = tracing::info_span!("rpc", method = %req.method);
+            engine_api::trace_context::continue_from(headers, &span);
+            let mut res = single(state, route, &req, headers, body.clone())
+                .instrument(span)
+                .await;
             res.extensions_mut().insert(RouteLabel(route.label()));
             res
         }
         Ok(Incoming::Batch(items)) => {
-            let mut res = batch(state, &items, headers, body.clone()).await;
+            let span = tracing::info_span!("rpc_batch", items = items.len());
+            engine_api::trace_context::continue_from(headers, &span);
+            let mut res = batch(state, &items, headers, body.clone())
+                .instrument(span)
+                .await;
             res.extensions_mut().insert(RouteLabel("batch"));
             res
         }
