@@ -63,20 +63,35 @@ mod tests {
     fn outbound_calls_carry_the_span_and_inbound_context_is_continued() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || {
             let inbound_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
             let mut inbound = HeaderMap::new();
-            inbound.insert("traceparent", HeaderValue::from_str(&format!("00-{inbound_trace}-00f067aa0ba902b7-01")).unwrap());
+            inbound.insert(
+                "traceparent",
+                HeaderValue::from_str(&format!("00-{inbound_trace}-00f067aa0ba902b7-01")).unwrap(),
+            );
             let span = tracing::info_span!("rpc");
             continue_from(&inbound, &span);
             let _entered = span.enter();
             let mut outbound = HeaderMap::new();
             inject(&mut outbound);
-            let traceparent = outbound.get("traceparent").expect("traceparent injected").to_str().unwrap().to_string();
-            assert!(traceparent.contains(inbound_trace), "the upstream call joins op-node's trace: {traceparent}");
+            let traceparent = outbound
+                .get("traceparent")
+                .expect("traceparent injected")
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                traceparent.contains(inbound_trace),
+                "the upstream call joins op-node's trace: {traceparent}"
+            );
             let cx = span.context();
-            assert_eq!(cx.span().span_context().trace_id().to_string(), inbound_trace);
+            assert_eq!(
+                cx.span().span_context().trace_id().to_string(),
+                inbound_trace
+            );
         });
     }
 
