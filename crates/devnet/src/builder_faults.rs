@@ -2,10 +2,14 @@
 
 use std::{
     str::FromStr,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
+use alloy_rpc_types_engine::PayloadId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -25,11 +29,19 @@ pub enum Fault {
     Empty,
     /// Stop following the chain: FCU and newPayload answer SYNCING and change nothing.
     Stale,
+    /// Close the flashblocks WebSocket listener and disconnect every subscriber; the engine API
+    /// keeps working and flashblocks keep being built. Re-opened on the same port when cleared.
+    FlashblocksDown,
+    /// Armed: the builder dies (`down`, and it publishes no more flashblocks) right after it
+    /// built flashblock N of a payload. Clearing it disarms and lifts the `down` it caused.
+    DownAfterFlashblock(u64),
 }
 
 /// Why a fault name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?} (expected slow=MS, down, hang, invalid, empty, stale)")]
+#[error(
+    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, empty, stale, flashblocks_down, down_after_flashblock=N)"
+)]
 pub struct ParseFaultError(pub String);
 
 impl FromStr for Fault {
@@ -43,6 +55,13 @@ impl FromStr for Fault {
             "invalid" => Ok(Self::Invalid),
             "empty" => Ok(Self::Empty),
             "stale" => Ok(Self::Stale),
+            "flashblocks_down" => Ok(Self::FlashblocksDown),
+            other if other.starts_with("down_after_flashblock") => other
+                .strip_prefix("down_after_flashblock=")
+                .or_else(|| other.strip_prefix("down_after_flashblock:"))
+                .and_then(|n| n.parse().ok())
+                .map(Self::DownAfterFlashblock)
+                .ok_or_else(err),
             other => {
                 let ms = other
                     .strip_prefix("slow=")
@@ -63,9 +82,17 @@ pub struct Faults {
     invalid: AtomicBool,
     empty: AtomicBool,
     stale: AtomicBool,
+    flashblocks_down: AtomicBool,
+    // Flashblock index after which the builder dies; `DISARMED` when off.
+    down_after_flashblock: AtomicU64,
+    // Whether the current `down` was caused by a tripped `down_after_flashblock`.
+    tripped_down: AtomicBool,
+    tripped: Mutex<Option<(PayloadId, u64)>>,
     // Bumped on every change so the listener task and hanging calls can react.
     changed: watch::Sender<u64>,
 }
+
+const DISARMED: u64 = u64::MAX;
 
 impl Default for Faults {
     fn default() -> Self {
@@ -76,6 +103,10 @@ impl Default for Faults {
             invalid: AtomicBool::new(false),
             empty: AtomicBool::new(false),
             stale: AtomicBool::new(false),
+            flashblocks_down: AtomicBool::new(false),
+            down_after_flashblock: AtomicU64::new(DISARMED),
+            tripped_down: AtomicBool::new(false),
+            tripped: Mutex::new(None),
             changed: watch::channel(0).0,
         }
     }
@@ -88,11 +119,22 @@ impl Faults {
             Fault::Slow(ms) => self
                 .slow_ms
                 .store(if on { ms } else { 0 }, Ordering::SeqCst),
-            Fault::Down => self.down.store(on, Ordering::SeqCst),
+            Fault::Down => {
+                self.down.store(on, Ordering::SeqCst);
+                self.tripped_down.store(false, Ordering::SeqCst);
+            }
             Fault::Hang => self.hang.store(on, Ordering::SeqCst),
             Fault::Invalid => self.invalid.store(on, Ordering::SeqCst),
             Fault::Empty => self.empty.store(on, Ordering::SeqCst),
             Fault::Stale => self.stale.store(on, Ordering::SeqCst),
+            Fault::FlashblocksDown => self.flashblocks_down.store(on, Ordering::SeqCst),
+            Fault::DownAfterFlashblock(n) => {
+                self.down_after_flashblock
+                    .store(if on { n } else { DISARMED }, Ordering::SeqCst);
+                if !on && self.tripped_down.swap(false, Ordering::SeqCst) {
+                    self.down.store(false, Ordering::SeqCst);
+                }
+            }
         }
         self.changed.send_modify(|v| *v += 1);
     }
@@ -106,6 +148,8 @@ impl Faults {
             Fault::Invalid,
             Fault::Empty,
             Fault::Stale,
+            Fault::FlashblocksDown,
+            Fault::DownAfterFlashblock(0),
         ] {
             self.set(f, false);
         }
@@ -124,10 +168,15 @@ impl Faults {
             (&self.invalid, Fault::Invalid),
             (&self.empty, Fault::Empty),
             (&self.stale, Fault::Stale),
+            (&self.flashblocks_down, Fault::FlashblocksDown),
         ] {
             if flag.load(Ordering::SeqCst) {
                 out.push(fault);
             }
+        }
+        let n = self.down_after_flashblock.load(Ordering::SeqCst);
+        if n != DISARMED {
+            out.push(Fault::DownAfterFlashblock(n));
         }
         out
     }
@@ -161,6 +210,34 @@ impl Faults {
     /// Whether the engine ignores chain updates.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::SeqCst)
+    }
+
+    /// Whether the flashblocks WebSocket should be closed.
+    pub fn is_flashblocks_down(&self) -> bool {
+        self.flashblocks_down.load(Ordering::SeqCst)
+    }
+
+    /// Called with every flashblock the builder builds: if `down_after_flashblock=index` is
+    /// armed, it trips (once): the builder goes `down` and `(id, index)` is recorded.
+    /// Returns whether it tripped.
+    pub fn trip_after_flashblock(&self, id: PayloadId, index: u64) -> bool {
+        if self
+            .down_after_flashblock
+            .compare_exchange(index, DISARMED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        *self.tripped.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, index));
+        self.tripped_down.store(true, Ordering::SeqCst);
+        self.down.store(true, Ordering::SeqCst);
+        self.changed.send_modify(|v| *v += 1);
+        true
+    }
+
+    /// The payload and flashblock index at which `down_after_flashblock` last tripped.
+    pub fn tripped(&self) -> Option<(PayloadId, u64)> {
+        *self.tripped.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A receiver that changes whenever any switch flips.
@@ -237,6 +314,42 @@ mod tests {
         );
         assert!(w.covers(20) && w.covers(29) && !w.covers(30));
         assert!("down@20".parse::<FaultWindow>().is_err());
+        assert_eq!(
+            "flashblocks_down".parse::<Fault>(),
+            Ok(Fault::FlashblocksDown)
+        );
+        assert_eq!(
+            "down_after_flashblock=3".parse::<Fault>(),
+            Ok(Fault::DownAfterFlashblock(3))
+        );
+        assert!("down_after_flashblock".parse::<Fault>().is_err());
+        assert!("down_after_flashblock=x".parse::<Fault>().is_err());
+        let w: FaultWindow = "down_after_flashblock=3@10..12".parse().unwrap();
+        assert_eq!(w.fault, Fault::DownAfterFlashblock(3));
+    }
+
+    #[test]
+    fn down_after_flashblock_trips_once_and_clearing_lifts_the_down() {
+        let faults = Faults::default();
+        let id = PayloadId::new([7; 8]);
+        assert!(!faults.trip_after_flashblock(id, 3), "not armed");
+        faults.set(Fault::DownAfterFlashblock(3), true);
+        assert_eq!(faults.active(), vec![Fault::DownAfterFlashblock(3)]);
+        assert!(!faults.trip_after_flashblock(id, 2));
+        assert!(!faults.is_down());
+        assert!(faults.trip_after_flashblock(id, 3));
+        assert!(faults.is_down());
+        assert_eq!(faults.tripped(), Some((id, 3)));
+        assert!(
+            !faults.trip_after_flashblock(id, 3),
+            "one shot: disarmed once tripped"
+        );
+        assert_eq!(faults.active(), vec![Fault::Down]);
+        faults.set(Fault::DownAfterFlashblock(3), false);
+        assert!(!faults.is_down(), "clearing lifts the down it caused");
+        faults.set(Fault::Down, true);
+        faults.set(Fault::DownAfterFlashblock(3), false);
+        assert!(faults.is_down(), "a down it did not cause stays");
     }
 
     #[test]

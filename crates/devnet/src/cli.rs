@@ -132,7 +132,7 @@ pub struct AllArgs {
     #[arg(long, default_value_t = 10.0)]
     pub tx_rate: f64,
     /// Builder fault windows by block height, `FAULT@FROM..TO` (FAULT: down, hang, invalid,
-    /// empty, stale, slow=MS); repeatable.
+    /// empty, stale, slow=MS, flashblocks_down, down_after_flashblock=N); repeatable.
     #[arg(long = "builder-fault", value_name = "FAULT@FROM..TO")]
     pub builder_faults: Vec<FaultWindow>,
     /// Stop after this many blocks.
@@ -141,9 +141,19 @@ pub struct AllArgs {
     /// engine-mux RPC port (what op-node would talk to).
     #[arg(long, default_value_t = 8081)]
     pub mux_port: u16,
-    /// Builder publishes flashblocks over WebSocket on this port (four per block).
+    /// Flashblocks end to end: the builder streams them, engine-mux ingests, re-publishes
+    /// (on --flashblocks-port) and assembles blocks from them.
     #[arg(long)]
-    pub flashblocks_port: Option<u16>,
+    pub flashblocks: bool,
+    /// engine-mux's outbound flashblocks WebSocket port (with --flashblocks; 0 = ephemeral).
+    #[arg(long, default_value_t = 1112)]
+    pub flashblocks_port: u16,
+    /// The builder's flashblocks WebSocket port (with --flashblocks; 0 = ephemeral).
+    #[arg(long, default_value_t = 0)]
+    pub builder_flashblocks_port: u16,
+    /// Time between two flashblocks of one block (with --flashblocks).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub flashblocks_interval: Duration,
     /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,
@@ -184,14 +194,15 @@ pub struct BuilderArgs {
     /// Plain eth RPC + `devnet_setFault` port.
     #[arg(long, default_value_t = 8546)]
     pub http_port: u16,
-    /// Faults on from the start (down, hang, invalid, empty, stale, slow=MS); repeatable.
+    /// Faults on from the start (down, hang, invalid, empty, stale, slow=MS, flashblocks_down,
+    /// down_after_flashblock=N); repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<Fault>,
     /// Publish flashblocks over WebSocket on this port (op-rbuilder uses 1111).
     #[arg(long)]
     pub flashblocks_port: Option<u16>,
     /// Time between flashblocks of one payload.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub flashblocks_interval: Duration,
     /// JWT options.
     #[command(flatten)]
@@ -297,6 +308,23 @@ mod tests {
         assert_eq!(cli.all.builder_faults.len(), 2);
         assert_eq!(cli.all.builder_faults[1].fault, Fault::Slow(300));
         assert_eq!(cli.all.genesis.isthmus_offset, Some(10));
+        assert!(!cli.all.flashblocks);
+        assert_eq!(cli.all.flashblocks_port, 1112);
+        assert_eq!(cli.all.flashblocks_interval, Duration::from_millis(200));
+        let cli = Cli::try_parse_from([
+            "devnet",
+            "--flashblocks",
+            "--flashblocks-interval",
+            "50ms",
+            "--flashblocks-port",
+            "0",
+            "--builder-fault",
+            "down_after_flashblock=3@10..12",
+        ])
+        .unwrap();
+        assert!(cli.all.flashblocks);
+        assert_eq!(cli.all.flashblocks_port, 0);
+        assert_eq!(cli.all.flashblocks_interval, Duration::from_millis(50));
     }
 
     #[test]

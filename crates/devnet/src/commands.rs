@@ -13,7 +13,8 @@ use crate::{
         SpamArgs, parse_url,
     },
     devnet::{
-        Devnet, DevnetConfig, DevnetError, load_genesis, metric_value, start_engine_on, unix_now,
+        Devnet, DevnetConfig, DevnetError, DevnetFlashblocks, load_genesis, metric_value,
+        start_engine_on, unix_now,
     },
     driver::{DriverConfig, DriverEvent, start_driver},
     engine::Role,
@@ -99,7 +100,11 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         max_blocks: args.max_blocks,
         mux_args: args.mux_args.clone(),
         mux_port: args.mux_port,
-        flashblocks_port: args.flashblocks_port,
+        flashblocks: args.flashblocks.then_some(DevnetFlashblocks {
+            builder_port: args.builder_flashblocks_port,
+            interval: args.flashblocks_interval,
+            mux_port: args.flashblocks_port,
+        }),
         ..DevnetConfig::default()
     })
     .await?;
@@ -112,8 +117,15 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         devnet.builder.http_addr,
         hex::encode(devnet.jwt.as_bytes()),
     );
+    if let (Some(out), Some(inp)) = (devnet.mux.flashblocks_addr, devnet.builder.flashblocks_addr) {
+        println!(
+            "flashblocks: builder ws://{inp} -> engine-mux -> ws://{out} (every {:?})",
+            args.flashblocks_interval
+        );
+    }
     let mut events = devnet.driver.subscribe();
     let mut builder_before = 0.0;
+    let mut flashblocks_before = FlashblocksTally::default();
     let status = async {
         loop {
             let event = match events.recv().await {
@@ -150,8 +162,16 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                     } else {
                         format!(" faults {faults:?}")
                     };
+                    let flashblocks = if devnet.mux.flashblocks_addr.is_some() {
+                        let now = FlashblocksTally::read(&text);
+                        let line = now.since(&flashblocks_before);
+                        flashblocks_before = now;
+                        line
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "block {:>5} {:<7} txs {:>4} gas {:>9} fallbacks {:>3} health {} getPayload {:>4}ms{}{}",
+                        "block {:>5} {:<7} txs {:>4} gas {:>9} fallbacks {:>3} health {} getPayload {:>4}ms{}{}{}",
                         b.number,
                         source,
                         b.tx_count,
@@ -159,6 +179,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                         fallbacks,
                         health,
                         b.get_payload_latency.as_millis(),
+                        flashblocks,
                         if b.v4 { "" } else { " (V3)" },
                         faults,
                     );
@@ -178,6 +199,41 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
     }
     devnet.stop().await;
     Ok(())
+}
+
+/// engine-mux's flashblocks counters at one point, for the per-block status column.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FlashblocksTally {
+    /// Flashblocks behind all blocks so far (`engine_mux_flashblocks_per_block_sum`).
+    pub per_block_sum: f64,
+    /// Blocks proposed from the builder's own payload / assembled / preserved.
+    pub paths: [f64; 3],
+}
+
+const FLASHBLOCK_PATHS: [&str; 3] = ["builder_payload", "assembled", "preserved"];
+
+impl FlashblocksTally {
+    /// Reads the counters from engine-mux's Prometheus text.
+    pub fn read(text: &str) -> Self {
+        Self {
+            per_block_sum: metric_value(text, "engine_mux_flashblocks_per_block_sum", &[]),
+            paths: FLASHBLOCK_PATHS
+                .map(|p| metric_value(text, "engine_mux_flashblocks_blocks_total", &[("path", p)])),
+        }
+    }
+
+    /// The status column for the block between `before` and `self`: how many flashblocks
+    /// engine-mux held for it at getPayload and, when a builder block was proposed, which path
+    /// it took.
+    pub fn since(&self, before: &Self) -> String {
+        let count = (self.per_block_sum - before.per_block_sum).max(0.0);
+        let path = FLASHBLOCK_PATHS
+            .iter()
+            .zip(self.paths.iter().zip(before.paths.iter()))
+            .find(|(_, (now, then))| now > then)
+            .map_or("", |(p, _)| *p);
+        format!(" flashblocks {count:>2} {path:<15}")
+    }
 }
 
 fn genesis_for(
@@ -358,4 +414,21 @@ pub async fn run_spam(args: SpamArgs) -> Result<(), CommandError> {
         spammer.stop().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flashblocks_status_column_is_the_delta_since_the_last_block() {
+        let before = FlashblocksTally::read(
+            "engine_mux_flashblocks_per_block_sum 8\nengine_mux_flashblocks_blocks_total{path=\"builder_payload\"} 2\n",
+        );
+        let after = FlashblocksTally::read(
+            "engine_mux_flashblocks_per_block_sum 12\nengine_mux_flashblocks_blocks_total{path=\"builder_payload\"} 2\nengine_mux_flashblocks_blocks_total{path=\"preserved\"} 1\n",
+        );
+        assert_eq!(after.since(&before), " flashblocks  4 preserved      ");
+        assert_eq!(after.since(&after), " flashblocks  0                ");
+    }
 }

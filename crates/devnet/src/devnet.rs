@@ -49,9 +49,52 @@ pub struct DevnetConfig {
     pub host: IpAddr,
     /// engine-mux RPC port (0 = ephemeral).
     pub mux_port: u16,
-    /// Builder publishes flashblocks on this port (0 = ephemeral; `None` = off). engine-mux
-    /// does not subscribe yet: the stream is for flashblocks consumers and tests.
-    pub flashblocks_port: Option<u16>,
+    /// Flashblocks end to end (`None` = off): the builder streams them, engine-mux ingests,
+    /// re-publishes and assembles blocks from them.
+    pub flashblocks: Option<DevnetFlashblocks>,
+}
+
+/// Flashblocks in the all-in-one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevnetFlashblocks {
+    /// The builder's flashblocks WebSocket port (0 = ephemeral).
+    pub builder_port: u16,
+    /// Time between two flashblocks of one payload.
+    pub interval: Duration,
+    /// engine-mux's outbound flashblocks port, `--flashblocks-port` (0 = ephemeral).
+    pub mux_port: u16,
+}
+
+impl Default for DevnetFlashblocks {
+    fn default() -> Self {
+        Self {
+            builder_port: 0,
+            interval: Duration::from_millis(200),
+            mux_port: 1112,
+        }
+    }
+}
+
+impl DevnetFlashblocks {
+    /// Flashblocks per payload at most: two slots' worth (getPayload seals the stream long
+    /// before; the bound only matters for a payload nobody asks for).
+    pub fn max_per_payload(&self, block_time: Duration) -> u64 {
+        let per_slot = block_time.as_nanos() / self.interval.as_nanos().max(1);
+        (per_slot * 2 + 1).clamp(2, 256) as u64
+    }
+
+    /// engine-mux flags that turn flashblocks on against the builder's `builder_ws` address.
+    pub fn mux_args(&self, builder_ws: SocketAddr, host: IpAddr) -> Vec<String> {
+        vec![
+            "--flashblocks".into(),
+            "--flashblocks-builder-url".into(),
+            format!("ws://{builder_ws}"),
+            "--flashblocks-host".into(),
+            host.to_string(),
+            "--flashblocks-port".into(),
+            self.mux_port.to_string(),
+        ]
+    }
 }
 
 impl Default for DevnetConfig {
@@ -67,7 +110,7 @@ impl Default for DevnetConfig {
             mux_args: Vec::new(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mux_port: 0,
-            flashblocks_port: None,
+            flashblocks: None,
         }
     }
 }
@@ -222,20 +265,25 @@ impl Devnet {
             auth_addr: SocketAddr::new(host, 0),
             http_addr: SocketAddr::new(host, 0),
             jwt,
-            flashblocks: config.flashblocks_port.map(|port| FlashblocksConfig {
-                addr: SocketAddr::new(host, port),
-                interval: config.block_time / 4,
-                max_per_payload: 4,
+            flashblocks: config.flashblocks.map(|fb| FlashblocksConfig {
+                addr: SocketAddr::new(host, fb.builder_port),
+                interval: fb.interval,
+                max_per_payload: fb.max_per_payload(config.block_time),
             }),
         };
         let builder = start_engine_with(genesis, Role::Builder, builder_listen).await?;
+        let mut mux_args = Vec::new();
+        if let (Some(fb), Some(builder_ws)) = (config.flashblocks, builder.flashblocks_addr) {
+            mux_args = fb.mux_args(builder_ws, host);
+        }
+        mux_args.extend(config.mux_args.iter().cloned());
         let mux = start_mux(
             &local.auth_url(),
             &builder.auth_url(),
             &jwt,
             host,
             config.mux_port,
-            &config.mux_args,
+            &mux_args,
         )
         .await?;
         let mux_url: http::Uri = format!("http://{}", mux.rpc_addr)
@@ -383,5 +431,39 @@ mod tests {
             7.0
         );
         assert_eq!(metric_value(text, "nope", &[]), 0.0);
+    }
+
+    #[test]
+    fn flashblocks_flags_for_engine_mux_and_payload_bound() {
+        let fb = DevnetFlashblocks {
+            builder_port: 0,
+            interval: Duration::from_millis(50),
+            mux_port: 0,
+        };
+        assert_eq!(fb.max_per_payload(Duration::from_millis(250)), 11);
+        assert_eq!(
+            DevnetFlashblocks::default().max_per_payload(Duration::from_secs(1)),
+            11
+        );
+        let args = fb.mux_args(
+            "127.0.0.1:4444".parse().unwrap(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        assert_eq!(
+            args,
+            [
+                "--flashblocks",
+                "--flashblocks-builder-url",
+                "ws://127.0.0.1:4444",
+                "--flashblocks-host",
+                "127.0.0.1",
+                "--flashblocks-port",
+                "0"
+            ]
+        );
+        // engine-mux accepts exactly these flags.
+        let mut argv = vec!["engine-mux".to_string()];
+        argv.extend(args);
+        MuxArgs::try_parse_from(argv).expect("engine-mux parses the devnet's flashblocks flags");
     }
 }

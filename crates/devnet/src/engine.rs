@@ -62,6 +62,9 @@ pub enum EngineError {
     /// Malformed parameters.
     #[error("Invalid params: {0}")]
     InvalidParams(String),
+    /// The builder is `down` (a call that raced the listener closing).
+    #[error("builder is down")]
+    Down,
 }
 
 /// A `getPayload` answer in the version asked for.
@@ -371,6 +374,11 @@ impl Engine {
     ) -> Result<PayloadEnvelope, EngineError> {
         let built = {
             let mut inner = self.lock();
+            // Checked under the lock: a flashblock that tripped `down_after_flashblock` is
+            // never followed by a served payload.
+            if self.faulty() && self.faults.is_down() {
+                return Err(EngineError::Down);
+            }
             let job = inner
                 .jobs
                 .get(&id)
@@ -427,6 +435,10 @@ impl Engine {
         expected_index: u64,
     ) -> Result<Option<OpFlashblockPayload>, EngineError> {
         let mut inner = self.lock();
+        if self.faulty() && self.faults.is_down() {
+            // A dead builder publishes nothing.
+            return Ok(None);
+        }
         let Some(job) = inner.jobs.get(&id).cloned() else {
             return Ok(None);
         };
@@ -463,6 +475,10 @@ impl Engine {
                 next_index: index + 1,
             },
         );
+        if self.faulty() {
+            // Under the lock, so getPayload either sealed before this flashblock or sees `down`.
+            self.faults.trip_after_flashblock(id, index);
+        }
         Ok(Some(flashblock))
     }
 

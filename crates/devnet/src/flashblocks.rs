@@ -1,8 +1,17 @@
 //! Builder-mode flashblocks: while a payload is being built, publish an `OpFlashblockPayload`
 //! every interval (index 0 with the base, then diffs) over WebSocket, as op-rbuilder does on
 //! :1111. getPayload seals the payload and answers the block of the last flashblock sent.
+//!
+//! A subscriber that connects mid-block is first sent the current payload's flashblocks so far
+//! (so a consumer that reconnects loses nothing, and must ignore the ones it already has). The
+//! `flashblocks_down` fault closes the listener and every subscriber until it is cleared.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use alloy_rpc_types_engine::PayloadId;
 use futures::{SinkExt, StreamExt};
@@ -13,12 +22,18 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::engine::Engine;
+use crate::{builder_faults::Faults, engine::Engine};
 
 /// Frames buffered per subscriber; a subscriber further behind is disconnected, not buffered.
 const SUBSCRIBER_BUFFER: usize = 256;
 /// Concurrent WebSocket subscribers.
 const MAX_SUBSCRIBERS: usize = 64;
+/// Send times remembered for latency measurements.
+const SEND_TIMES: usize = 4096;
+/// Most frames of the current payload kept for replay to new subscribers.
+const MAX_REPLAY: usize = 256;
+/// Pause before retrying a listener that could not be re-opened.
+const REBIND_RETRY: Duration = Duration::from_millis(50);
 
 /// Where and how often flashblocks are published.
 #[derive(Debug, Clone, Copy)]
@@ -31,12 +46,22 @@ pub struct FlashblocksConfig {
     pub max_per_payload: u64,
 }
 
+#[derive(Debug, Default)]
+struct Published {
+    /// The payload being streamed and its frames so far (replayed to new subscribers).
+    current: Option<PayloadId>,
+    frames: Vec<Arc<str>>,
+    /// When each recent flashblock was handed to the subscribers.
+    sent: VecDeque<(PayloadId, u64, Instant)>,
+}
+
 /// The publisher: a bounded fan-out of JSON frames to WebSocket subscribers.
 #[derive(Debug)]
 pub struct FlashblocksPublisher {
     frames: broadcast::Sender<Arc<str>>,
+    published: Mutex<Published>,
     config: FlashblocksConfig,
-    /// Bound WebSocket address.
+    /// Bound WebSocket address (kept across `flashblocks_down`).
     pub addr: SocketAddr,
 }
 
@@ -57,18 +82,22 @@ impl RunningPublisher {
     }
 }
 
-/// Starts the WebSocket listener.
-pub async fn start_publisher(config: FlashblocksConfig) -> std::io::Result<RunningPublisher> {
+/// Starts the WebSocket listener; `faults` decides when it is closed (`flashblocks_down`).
+pub async fn start_publisher(
+    config: FlashblocksConfig,
+    faults: Arc<Faults>,
+) -> std::io::Result<RunningPublisher> {
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let (frames, _) = broadcast::channel(SUBSCRIBER_BUFFER);
     let publisher = Arc::new(FlashblocksPublisher {
         frames,
+        published: Mutex::default(),
         config,
         addr,
     });
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, publisher.clone(), stop_rx));
+    let task = tokio::spawn(supervise(listener, publisher.clone(), faults, stop_rx));
     tracing::info!(%addr, "flashblocks WebSocket listening");
     Ok(RunningPublisher {
         publisher,
@@ -77,44 +106,98 @@ pub async fn start_publisher(config: FlashblocksConfig) -> std::io::Result<Runni
     })
 }
 
-async fn accept_loop(
+/// Serves the listener while `flashblocks_down` is off; closes it (and kicks every
+/// subscriber) while it is on.
+async fn supervise(
     listener: TcpListener,
     publisher: Arc<FlashblocksPublisher>,
+    faults: Arc<Faults>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_SUBSCRIBERS));
+    let mut changes = faults.subscribe();
+    // Bumped to disconnect every subscriber of the closed listener.
+    let (kick, _) = watch::channel(0u64);
+    let mut listener = Some(listener);
     loop {
+        let Some(open) = listener.take() else {
+            // Down: wait for the fault to clear, then re-open on the same address.
+            if faults.is_flashblocks_down() {
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { break },
+                    _ = stop.changed() => break,
+                }
+                continue;
+            }
+            match TcpListener::bind(publisher.addr).await {
+                Ok(l) => {
+                    tracing::info!(addr = %publisher.addr, "flashblocks WebSocket re-opened");
+                    listener = Some(l);
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "re-opening the flashblocks WebSocket failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(REBIND_RETRY) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+            }
+            continue;
+        };
+        if faults.is_flashblocks_down() {
+            tracing::info!(addr = %publisher.addr, "fault flashblocks_down: closing the flashblocks WebSocket");
+            drop(open);
+            kick.send_modify(|k| *k += 1);
+            continue;
+        }
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = open.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(%e, "flashblocks accept failed");
+                    listener = Some(open);
                     continue;
                 }
             },
+            r = changes.changed() => {
+                if r.is_err() { break }
+                listener = Some(open);
+                continue;
+            }
             _ = stop.changed() => break,
         };
+        listener = Some(open);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "flashblocks subscriber refused: limit reached");
             continue;
         };
-        let frames = publisher.frames.subscribe();
-        let stop = stop.clone();
+        let (replay, frames) = publisher.subscribe();
+        let (stop, kicked) = (stop.clone(), kick.subscribe());
         tokio::spawn(async move {
             let _permit = permit;
-            serve_subscriber(stream, frames, stop).await;
+            serve_subscriber(stream, replay, frames, stop, kicked).await;
         });
     }
+    // Closing: every subscriber goes too.
+    kick.send_modify(|k| *k += 1);
 }
 
 async fn serve_subscriber(
     stream: tokio::net::TcpStream,
+    replay: Vec<Arc<str>>,
     mut frames: broadcast::Receiver<Arc<str>>,
     mut stop: watch::Receiver<bool>,
+    mut kicked: watch::Receiver<u64>,
 ) {
+    let _ = stream.set_nodelay(true);
     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
+    for text in replay {
+        if ws.send(Message::Text(text.as_ref().into())).await.is_err() {
+            return;
+        }
+    }
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
@@ -134,14 +217,51 @@ async fn serve_subscriber(
                 Some(Ok(_)) => {}
             },
             _ = stop.changed() => break,
+            _ = kicked.changed() => break,
         }
     }
     let _ = ws.close(None).await;
 }
 
 impl FlashblocksPublisher {
-    /// Publishes flashblocks of payload `id` until getPayload seals it or the per-payload
-    /// maximum is reached.
+    /// The current payload's frames so far and a receiver for everything after them (taken
+    /// together, so a new subscriber neither misses nor doubles a frame).
+    fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        (published.frames.clone(), self.frames.subscribe())
+    }
+
+    fn publish(&self, id: PayloadId, index: u64, text: Arc<str>) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if published.current != Some(id) {
+            published.current = Some(id);
+            published.frames.clear();
+        }
+        if published.frames.len() < MAX_REPLAY {
+            published.frames.push(text.clone());
+        }
+        if published.sent.len() >= SEND_TIMES {
+            published.sent.pop_front();
+        }
+        published.sent.push_back((id, index, Instant::now()));
+        // No subscriber is not an error: the stream is best effort.
+        let _ = self.frames.send(text);
+    }
+
+    /// When flashblock `index` of payload `id` was handed to the subscribers (recent ones
+    /// only), for latency measurements.
+    pub fn sent_at(&self, id: PayloadId, index: u64) -> Option<Instant> {
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        published
+            .sent
+            .iter()
+            .rev()
+            .find(|(i, n, _)| *i == id && *n == index)
+            .map(|(_, _, at)| *at)
+    }
+
+    /// Publishes flashblocks of payload `id` until getPayload seals it, the builder goes
+    /// down, or the per-payload maximum is reached.
     pub fn stream_payload(self: &Arc<Self>, engine: Arc<Engine>, id: PayloadId) {
         let publisher = self.clone();
         tokio::spawn(async move {
@@ -162,10 +282,7 @@ impl FlashblocksPublisher {
                     }
                 };
                 match serde_json::to_string(&flashblock) {
-                    // No subscriber is not an error: the stream is best effort.
-                    Ok(text) => {
-                        let _ = publisher.frames.send(text.into());
-                    }
+                    Ok(text) => publisher.publish(id, index, text.into()),
                     Err(e) => tracing::warn!(%e, "flashblock serialization failed"),
                 }
                 tokio::time::sleep(publisher.config.interval).await;

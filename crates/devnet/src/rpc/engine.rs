@@ -32,6 +32,7 @@ impl From<EngineError> for ErrorObjectOwned {
             EngineError::InvalidPayloadAttributes(_) => codes::INVALID_PAYLOAD_ATTRIBUTES,
             EngineError::UnsupportedFork(_) => codes::UNSUPPORTED_FORK,
             EngineError::InvalidParams(_) => codes::INVALID_PARAMS,
+            EngineError::Down => codes::INTERNAL_ERROR,
         };
         ErrorObjectOwned::owned(code, err.to_string(), None::<()>)
     }
@@ -51,10 +52,16 @@ fn to_value<T: serde::Serialize>(v: &T) -> RpcResult {
     serde_json::to_value(v).map_err(internal)
 }
 
-async fn before_call(engine: &Engine) {
+async fn before_call(engine: &Engine) -> Result<(), ErrorObjectOwned> {
     if engine.role() == Role::Builder {
         engine.faults().before_engine_call().await;
+        // The listener closes asynchronously when `down` goes on; a call that slipped in
+        // meanwhile is refused like the dead builder would.
+        if engine.faults().is_down() {
+            return Err(EngineError::Down.into());
+        }
     }
+    Ok(())
 }
 
 /// Runs CPU-heavy engine work (execution) off the async workers.
@@ -68,7 +75,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn forkchoice_updated(params: Params<'static>, engine: Arc<Engine>) -> RpcResult {
-    before_call(&engine).await;
+    before_call(&engine).await?;
     let (fcs, attrs): (ForkchoiceState, Option<OpPayloadAttributes>) = params.parse()?;
     let fcu_engine = engine.clone();
     let out = blocking(move || fcu_engine.forkchoice_updated(fcs, attrs)).await?;
@@ -83,7 +90,7 @@ async fn get_payload(
     engine: Arc<Engine>,
     version: EngineVersion,
 ) -> RpcResult {
-    before_call(&engine).await;
+    before_call(&engine).await?;
     let (id,): (PayloadId,) = params.parse()?;
     let envelope = blocking(move || engine.get_payload(id, version)).await?;
     match envelope {
@@ -97,7 +104,7 @@ async fn new_payload(
     engine: Arc<Engine>,
     version: EngineVersion,
 ) -> RpcResult {
-    before_call(&engine).await;
+    before_call(&engine).await?;
     let data = match version {
         EngineVersion::V3 => {
             let (payload, hashes, root): (ExecutionPayloadV3, Vec<B256>, B256) = params.parse()?;

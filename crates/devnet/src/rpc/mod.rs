@@ -138,7 +138,7 @@ pub async fn start_engine(
 ) -> Result<RunningEngine, ServerError> {
     let flashblocks = match config.flashblocks {
         Some(fb) => {
-            let running = crate::flashblocks::start_publisher(fb)
+            let running = crate::flashblocks::start_publisher(fb, engine.faults().clone())
                 .await
                 .map_err(ServerError::Flashblocks)?;
             engine.set_flashblocks(running.publisher.clone());

@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use alloy_primitives::B256;
+use alloy_rpc_types_engine::PayloadId;
 use devnet::{
     devnet::{Devnet, DevnetConfig, metric_value},
     driver::{DriverEvent, ProposedBlock},
 };
+use op_alloy_rpc_types_engine::{OpExecutionData, OpFlashblockPayload};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::broadcast,
 };
+use tokio_tungstenite::tungstenite::Message;
 
 /// Slot length used by every scenario: short so the suite is quick.
 pub const BLOCK_TIME: Duration = Duration::from_millis(250);
@@ -133,12 +136,22 @@ pub async fn healthz_at(addr: std::net::SocketAddr) -> u16 {
 pub async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
     deadline: Duration,
+    check: impl FnMut() -> F,
+) {
+    eventually_every(what, Duration::from_millis(50), deadline, check).await
+}
+
+/// Polls `check` every `step` until it holds, panicking after `deadline`.
+pub async fn eventually_every<F: std::future::Future<Output = bool>>(
+    what: &str,
+    step: Duration,
+    deadline: Duration,
     mut check: impl FnMut() -> F,
 ) {
     let start = tokio::time::Instant::now();
     while !check().await {
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(step).await;
     }
 }
 
@@ -169,4 +182,222 @@ pub fn missed(slots: &[Observed]) -> Vec<&DriverEvent> {
         .filter(|o| o.proposed().is_none())
         .map(|o| &o.event)
         .collect()
+}
+
+/// Flashblocks every 50 ms in 250 ms slots: several land in every block.
+pub const FLASHBLOCKS_INTERVAL: Duration = Duration::from_millis(50);
+
+/// [`config`] with flashblocks end to end (ephemeral ports).
+pub fn flashblocks_config() -> DevnetConfig {
+    DevnetConfig {
+        tx_rate: 40.0,
+        flashblocks: Some(devnet::devnet::DevnetFlashblocks {
+            builder_port: 0,
+            interval: FLASHBLOCKS_INTERVAL,
+            mux_port: 0,
+        }),
+        ..config()
+    }
+}
+
+/// Most frames a test subscriber records (a test that needs more is broken).
+const MAX_RECORDED: usize = 20_000;
+
+#[derive(Debug, Default)]
+struct Recorded {
+    frames: Vec<OpFlashblockPayload>,
+    unparsed: usize,
+    overflow: bool,
+    closed: bool,
+}
+
+/// A WebSocket subscriber recording every flashblock frame in arrival order.
+#[derive(Debug)]
+pub struct FlashblocksSubscriber {
+    recorded: std::sync::Arc<std::sync::Mutex<Recorded>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlashblocksSubscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FlashblocksSubscriber {
+    /// Connects to `ws://addr`.
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+            .await
+            .expect("flashblocks subscriber connects");
+        Self::record(ws)
+    }
+
+    /// Records frames from an established WebSocket.
+    pub fn record<S>(mut ws: tokio_tungstenite::WebSocketStream<S>) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use futures::StreamExt;
+        let recorded = std::sync::Arc::new(std::sync::Mutex::new(Recorded::default()));
+        let rec = recorded.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let text = match msg {
+                    Message::Text(t) => t.as_str().to_owned(),
+                    Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let mut r = rec.lock().unwrap();
+                match serde_json::from_str::<OpFlashblockPayload>(&text) {
+                    Ok(fb) if r.frames.len() < MAX_RECORDED => r.frames.push(fb),
+                    Ok(_) => r.overflow = true,
+                    Err(_) => r.unparsed += 1,
+                }
+            }
+            rec.lock().unwrap().closed = true;
+        });
+        Self { recorded, task }
+    }
+
+    /// Every frame received so far, in arrival order.
+    pub fn frames(&self) -> Vec<OpFlashblockPayload> {
+        let r = self.recorded.lock().unwrap();
+        assert!(
+            !r.overflow,
+            "subscriber recorded more than {MAX_RECORDED} frames"
+        );
+        assert_eq!(r.unparsed, 0, "every frame is a flashblock");
+        r.frames.clone()
+    }
+
+    /// `(payload id, index)` of every frame, in arrival order.
+    pub fn ids(&self) -> Vec<(PayloadId, u64)> {
+        self.frames()
+            .iter()
+            .map(|f| (f.payload_id, f.index))
+            .collect()
+    }
+
+    /// Frames received so far.
+    pub fn len(&self) -> usize {
+        self.recorded.lock().unwrap().frames.len()
+    }
+
+    /// Whether the server closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.recorded.lock().unwrap().closed
+    }
+}
+
+/// Asserts that `ids` holds each `(payload, index)` once and that every payload's indices
+/// arrive as 0, 1, 2, ... except that the first payload may start late (the subscriber joined
+/// mid-block).
+pub fn assert_in_order_without_duplicates(ids: &[(PayloadId, u64)]) {
+    let mut seen = std::collections::HashSet::new();
+    let mut next: std::collections::HashMap<PayloadId, u64> = std::collections::HashMap::new();
+    let first = ids.first().map(|(id, _)| *id);
+    for (id, index) in ids {
+        assert!(
+            seen.insert((*id, *index)),
+            "({id}, {index}) published twice: {ids:?}"
+        );
+        match next.get(id) {
+            Some(expected) => {
+                assert_eq!(index, expected, "payload {id}: index out of order: {ids:?}")
+            }
+            None if Some(*id) == first => {}
+            None => assert_eq!(*index, 0, "payload {id} starts at index 0: {ids:?}"),
+        }
+        next.insert(*id, index + 1);
+    }
+}
+
+/// The flashblocks of block `number`, one payload's worth, in arrival order; `None` when the
+/// subscriber has none for it. Panics when two payloads published flashblocks for one height.
+pub fn flashblocks_of_block(
+    frames: &[OpFlashblockPayload],
+    number: u64,
+) -> Option<Vec<OpFlashblockPayload>> {
+    let of_block: Vec<OpFlashblockPayload> = frames
+        .iter()
+        .filter(|f| f.metadata.block_number == number)
+        .cloned()
+        .collect();
+    let first = of_block.first()?.payload_id;
+    assert!(
+        of_block.iter().all(|f| f.payload_id == first),
+        "one payload per height (block {number})"
+    );
+    Some(of_block)
+}
+
+/// Block `number` from the local engine's `eth_getBlockByNumber` (transaction hashes only).
+pub async fn local_block(devnet: &Devnet, number: u64) -> serde_json::Value {
+    let rpc = engine_api::Upstream::new(engine_api::UpstreamConfig {
+        name: "test",
+        url: devnet.local.http_url().parse().unwrap(),
+        secret: None,
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 24,
+    });
+    rpc.call(
+        "eth_getBlockByNumber",
+        &serde_json::json!([format!("{number:#x}"), false]),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("eth_getBlockByNumber {number}: {e}"))
+}
+
+/// Asserts that the local engine's block `number` is exactly the assembly of `flashblocks`:
+/// same hash, roots and gas, and the same transactions in the same order.
+pub async fn assert_block_is_its_flashblocks(
+    devnet: &Devnet,
+    number: u64,
+    flashblocks: &[OpFlashblockPayload],
+) {
+    let block = local_block(devnet, number).await;
+    let assembled = OpExecutionData::from_flashblocks(flashblocks)
+        .unwrap_or_else(|e| panic!("block {number}: flashblocks do not assemble: {e}"));
+    let hex = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        hex(&block, "hash"),
+        assembled.payload.block_hash().to_string(),
+        "block {number}: the final block is the one its flashblocks assemble to"
+    );
+    let last = &flashblocks[flashblocks.len() - 1].diff;
+    assert_eq!(hex(&block, "stateRoot"), last.state_root.to_string());
+    assert_eq!(hex(&block, "receiptsRoot"), last.receipts_root.to_string());
+    assert_eq!(hex(&block, "gasUsed"), format!("{:#x}", last.gas_used));
+    let in_block: Vec<String> = block["transactions"]
+        .as_array()
+        .expect("transaction hashes")
+        .iter()
+        .map(|h| h.as_str().unwrap_or_default().to_owned())
+        .collect();
+    let preconfirmed: Vec<String> = flashblocks
+        .iter()
+        .flat_map(|f| f.diff.transactions.iter())
+        .map(|raw| alloy_primitives::keccak256(raw).to_string())
+        .collect();
+    assert_eq!(
+        in_block, preconfirmed,
+        "block {number}: its transactions are its flashblocks' in order"
+    );
+}
+
+/// Every transaction of every frame, by hash.
+pub fn preconfirmed_hashes(frames: &[OpFlashblockPayload]) -> Vec<B256> {
+    frames
+        .iter()
+        .flat_map(|f| f.diff.transactions.iter())
+        .map(alloy_primitives::keccak256)
+        .collect()
+}
+
+/// Reads one engine-mux metric (summing label sets that match).
+pub fn mux_metric(devnet: &Devnet, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_value(&devnet.mux.metrics_text(), name, labels)
 }
