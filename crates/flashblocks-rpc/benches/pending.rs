@@ -1,0 +1,193 @@
+//! Benchmark (not a test), `cargo bench -p flashblocks-rpc --bench pending`:
+//! 1. submission → pending receipt latency on the devnet (transfers sent through engine-mux,
+//!    at random points of the slot, receipt polled on flashblocks-rpc every 2 ms), p50 / p99;
+//! 2. `eth_getTransactionReceipt` requests/s answered from pending state (a scripted stream
+//!    holds one pending block; concurrent HTTP clients hammer one preconfirmed hash), with the
+//!    same call forwarded to the upstream for comparison.
+//!
+//! `FBRPC_BENCH_TXS` (default 100), `FBRPC_BENCH_SECS` (default 5), `FBRPC_BENCH_CONC`
+//! (default 16) tune it.
+
+#[path = "../tests/it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_rpc_types_engine::JwtSecret;
+use devnet::{
+    accounts::{funded_dev_signers, sign_transfer},
+    devnet::{load_genesis, start_engine_on, unix_now},
+    engine::Role,
+    rpc::eth::raw_transaction,
+};
+use flashblocks_rpc::metrics::Source;
+use serde_json::json;
+use support::{call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    latency(env("FBRPC_BENCH_TXS", 100) as usize).await;
+    throughput(
+        Duration::from_secs(env("FBRPC_BENCH_SECS", 5)),
+        env("FBRPC_BENCH_CONC", 16) as usize,
+    )
+    .await;
+}
+
+async fn latency(n: usize) {
+    let net = support::Net::start(10.0).await;
+    let rpc = start_rpc(&net.flashblocks_url(), &net.upstream_url(), &[]).await;
+    let ours = client(&rpc.http_url(), None);
+    wait_for("pending blocks", Duration::from_secs(20), || async {
+        let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
+        let p = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
+        (quantity(&p["number"]) > head).then_some(())
+    })
+    .await;
+    let sender = net.sender.address();
+    let mut nonce = quantity(
+        &call(
+            &net.local,
+            "eth_getTransactionCount",
+            json!([sender, "pending"]),
+        )
+        .await,
+    );
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        // A random pause decorrelates submissions from the flashblock and slot phase (sending
+        // right after a receipt would always land just after a flashblock).
+        let pause = support::BLOCK_TIME.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(pause).await;
+        let to = Address::from(rand::random::<[u8; 20]>());
+        let start = Instant::now();
+        let hash = net.send_transfer(nonce, to, U256::from(1)).await;
+        nonce += 1;
+        loop {
+            let r = call(&ours, "eth_getTransactionReceipt", json!([hash])).await;
+            if !r.is_null() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no receipt for {hash}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    println!(
+        "submission -> pending receipt ({n} transfers, block time {:?}, flashblock interval {:?}): p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        support::BLOCK_TIME,
+        support::FLASHBLOCK_INTERVAL,
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3,
+        samples.first().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    rpc.shutdown().await;
+    net.stop().await;
+}
+
+async fn throughput(duration: Duration, concurrency: usize) {
+    let genesis = load_genesis(None, unix_now(), None).unwrap();
+    let signers = funded_dev_signers(&genesis.state).unwrap();
+    let chain_id = genesis.spec.chain_id;
+    let engine = start_engine_on(
+        genesis,
+        Role::Local,
+        "127.0.0.1".parse().unwrap(),
+        0,
+        0,
+        JwtSecret::random(),
+    )
+    .await
+    .unwrap();
+    let upstream = client(&engine.http_url(), None);
+    let head = call(&upstream, "eth_getBlockByNumber", json!(["latest", false])).await;
+    let head_hash: B256 = serde_json::from_value(head["hash"].clone()).unwrap();
+    let (url, frames) = scripted_server().await;
+    let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
+    let tx = sign_transfer(
+        &signers[0],
+        chain_id,
+        0,
+        Address::repeat_byte(7),
+        U256::from(1),
+        2_000_000_000,
+        1_000_000,
+    )
+    .unwrap();
+    let hash = tx.tx_hash();
+    frames
+        .send(flashblock(
+            1,
+            0,
+            1,
+            head_hash,
+            0,
+            &[(raw_transaction(&tx), hash)],
+            B256::repeat_byte(1),
+        ))
+        .await
+        .unwrap();
+    let ours = client(&rpc.http_url(), None);
+    wait_for("the pending receipt", Duration::from_secs(5), || async {
+        let r = call(&ours, "eth_getTransactionReceipt", json!([hash])).await;
+        (!r.is_null()).then_some(())
+    })
+    .await;
+
+    for (label, target) in [
+        ("pending", hash),
+        ("forwarded to upstream", B256::repeat_byte(9)),
+    ] {
+        let pending_before = rpc.ctx.metrics.answers(Source::Pending);
+        let done = Arc::new(AtomicU64::new(0));
+        let end = Instant::now() + duration;
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let c = client(&rpc.http_url(), None);
+                let done = done.clone();
+                tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let _ = call(&c, "eth_getTransactionReceipt", json!([target])).await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+        let n = done.load(Ordering::Relaxed);
+        let from_pending = rpc.ctx.metrics.answers(Source::Pending) - pending_before;
+        println!(
+            "eth_getTransactionReceipt {label}: {:.0} req/s ({n} requests, {concurrency} concurrent HTTP clients, {duration:?}; {from_pending} answered from pending)",
+            n as f64 / duration.as_secs_f64()
+        );
+    }
+    rpc.shutdown().await;
+    engine.stop().await;
+}

@@ -1,0 +1,241 @@
+//! Per-instance Prometheus metrics (plain atomics rendered as text, so two instances in one
+//! process — as in the tests — never share counters).
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Built from the pending flashblocks state.
+    Pending,
+    /// Forwarded to the upstream EL.
+    Upstream,
+}
+
+/// Why a flashblock was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not valid JSON of an `OpFlashblockPayload`.
+    Malformed,
+    /// Index, base or payload id out of sequence.
+    OutOfOrder,
+    /// Its block is at or below the upstream head.
+    Stale,
+    /// A transaction or receipt could not be decoded or is missing.
+    BadContent,
+    /// A per-block or per-state bound was hit.
+    OverCapacity,
+}
+
+const REJECTIONS: [(Rejection, &str); 5] = [
+    (Rejection::Malformed, "malformed"),
+    (Rejection::OutOfOrder, "out_of_order"),
+    (Rejection::Stale, "stale"),
+    (Rejection::BadContent, "bad_content"),
+    (Rejection::OverCapacity, "over_capacity"),
+];
+
+/// All counters and gauges of one instance.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    answers_pending: AtomicU64,
+    answers_upstream: AtomicU64,
+    flashblocks_applied: AtomicU64,
+    rejected: [AtomicU64; 5],
+    pending_blocks: AtomicU64,
+    serveable_blocks: AtomicU64,
+    held_blocks: AtomicU64,
+    stream_lag_ms: AtomicU64,
+    stream_connected: AtomicU64,
+    stream_connects: AtomicU64,
+    upstream_head: AtomicU64,
+    head_poll_failures: AtomicU64,
+    reorgs: AtomicU64,
+    subscribers: AtomicU64,
+    subscribers_dropped: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one answered call.
+    pub fn answered(&self, source: Source) {
+        match source {
+            Source::Pending => &self.answers_pending,
+            Source::Upstream => &self.answers_upstream,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an applied flashblock.
+    pub fn applied(&self) {
+        self.flashblocks_applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a rejected flashblock.
+    pub fn rejected(&self, why: Rejection) {
+        if let Some(i) = REJECTIONS.iter().position(|(r, _)| *r == why) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the pending-state gauges: all held blocks, those served, those waiting.
+    pub fn set_depth(&self, total: usize, serveable: usize) {
+        self.pending_blocks.store(total as u64, Ordering::Relaxed);
+        self.serveable_blocks
+            .store(serveable as u64, Ordering::Relaxed);
+        self.held_blocks
+            .store(total.saturating_sub(serveable) as u64, Ordering::Relaxed);
+    }
+
+    /// Time between a flashblock's block timestamp (plus index share) and its arrival.
+    pub fn set_stream_lag_ms(&self, ms: u64) {
+        self.stream_lag_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Stream connection state.
+    pub fn set_connected(&self, up: bool) {
+        self.stream_connected
+            .store(u64::from(up), Ordering::Relaxed);
+        if up {
+            self.stream_connects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Latest upstream head number.
+    pub fn set_head(&self, number: u64) {
+        self.upstream_head.store(number, Ordering::Relaxed);
+    }
+
+    /// Counts a failed head poll.
+    pub fn head_poll_failed(&self) {
+        self.head_poll_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a pending block replaced by a different payload for the same height.
+    pub fn reorged(&self) {
+        self.reorgs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the flashblocks subscription gauge.
+    pub fn set_subscribers(&self, n: usize) {
+        self.subscribers.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a subscriber dropped for lagging.
+    pub fn subscriber_dropped(&self) {
+        self.subscribers_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers served from `source` so far.
+    pub fn answers(&self, source: Source) -> u64 {
+        match source {
+            Source::Pending => &self.answers_pending,
+            Source::Upstream => &self.answers_upstream,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        one(
+            "flashblocks_rpc_flashblocks_applied_total",
+            "counter",
+            "Flashblocks applied to the pending state.",
+            get(&self.flashblocks_applied),
+        );
+        one(
+            "flashblocks_rpc_pending_blocks",
+            "gauge",
+            "Pending blocks held (served and waiting for their parent).",
+            get(&self.pending_blocks),
+        );
+        one(
+            "flashblocks_rpc_pending_serveable_blocks",
+            "gauge",
+            "Pending blocks connected to the upstream head (the pending depth served).",
+            get(&self.serveable_blocks),
+        );
+        one(
+            "flashblocks_rpc_pending_held_blocks",
+            "gauge",
+            "Pending blocks held until their parent is canonical.",
+            get(&self.held_blocks),
+        );
+        one(
+            "flashblocks_rpc_stream_lag_ms",
+            "gauge",
+            "Arrival time of the last flashblock minus its block timestamp.",
+            get(&self.stream_lag_ms),
+        );
+        one(
+            "flashblocks_rpc_stream_connected",
+            "gauge",
+            "1 while the flashblocks WebSocket is connected.",
+            get(&self.stream_connected),
+        );
+        one(
+            "flashblocks_rpc_stream_connects_total",
+            "counter",
+            "Successful stream connections.",
+            get(&self.stream_connects),
+        );
+        one(
+            "flashblocks_rpc_upstream_head",
+            "gauge",
+            "Latest block number seen on the upstream.",
+            get(&self.upstream_head),
+        );
+        one(
+            "flashblocks_rpc_head_poll_failures_total",
+            "counter",
+            "Failed upstream head polls.",
+            get(&self.head_poll_failures),
+        );
+        one(
+            "flashblocks_rpc_reorgs_total",
+            "counter",
+            "Pending blocks replaced by another payload for the same height.",
+            get(&self.reorgs),
+        );
+        one(
+            "flashblocks_rpc_subscribers",
+            "gauge",
+            "Open flashblocks subscriptions.",
+            get(&self.subscribers),
+        );
+        one(
+            "flashblocks_rpc_subscribers_dropped_total",
+            "counter",
+            "Subscriptions closed because the subscriber lagged.",
+            get(&self.subscribers_dropped),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP flashblocks_rpc_answers_total Answers by source.\n# TYPE flashblocks_rpc_answers_total counter\nflashblocks_rpc_answers_total{{source=\"pending\"}} {}\nflashblocks_rpc_answers_total{{source=\"upstream\"}} {}",
+            get(&self.answers_pending),
+            get(&self.answers_upstream)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP flashblocks_rpc_flashblocks_rejected_total Flashblocks not applied, by reason.\n# TYPE flashblocks_rpc_flashblocks_rejected_total counter"
+        );
+        for (i, (_, label)) in REJECTIONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "flashblocks_rpc_flashblocks_rejected_total{{reason=\"{label}\"}} {}",
+                get(&self.rejected[i])
+            );
+        }
+        out
+    }
+}

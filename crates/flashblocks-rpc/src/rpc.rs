@@ -1,0 +1,365 @@
+//! The JSON-RPC methods: pending-tag answers from the pending state, `op_supportedCapabilities`,
+//! `eth_subscribe("newFlashblocks")`, and (for WebSocket clients, which the raw HTTP proxy
+//! cannot serve) forwarding of the common read methods.
+
+use std::{sync::Arc, time::Instant};
+
+use alloy_primitives::{Address, B256, U64, U256};
+use engine_api::UpstreamError;
+use jsonrpsee::{
+    PendingSubscriptionSink, RpcModule, SubscriptionMessage,
+    core::SubscriptionResult,
+    types::{ErrorObjectOwned, Params},
+};
+use serde_json::{Value, json, value::RawValue};
+use tokio::sync::broadcast;
+
+use crate::{
+    context::Context,
+    metrics::Source,
+    pending::{
+        render,
+        state::{PendingBalance, PendingNonce},
+    },
+};
+
+/// Capabilities `op_supportedCapabilities` reports.
+pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
+/// Subscription kind for accepted flashblocks.
+pub const NEW_FLASHBLOCKS: &str = "newFlashblocks";
+/// JSON-RPC "internal error" (the spec's code for failures that are ours, not the caller's).
+pub const INTERNAL_ERROR: i32 = -32603;
+/// JSON-RPC "invalid params".
+pub const INVALID_PARAMS: i32 = -32602;
+
+/// Methods answered here when they ask about pending state.
+pub const PENDING_METHODS: [&str; 5] = [
+    "eth_getBlockByNumber",
+    "eth_getTransactionReceipt",
+    "eth_getTransactionByHash",
+    "eth_getBalance",
+    "eth_getTransactionCount",
+];
+
+/// Methods forwarded for WebSocket clients (HTTP clients get every method proxied raw).
+pub const WS_FORWARDED: [&str; 22] = [
+    "eth_blockNumber",
+    "eth_chainId",
+    "eth_call",
+    "eth_estimateGas",
+    "eth_gasPrice",
+    "eth_maxPriorityFeePerGas",
+    "eth_feeHistory",
+    "eth_sendRawTransaction",
+    "eth_getBlockByHash",
+    "eth_getBlockReceipts",
+    "eth_getBlockTransactionCountByNumber",
+    "eth_getBlockTransactionCountByHash",
+    "eth_getTransactionByBlockHashAndIndex",
+    "eth_getTransactionByBlockNumberAndIndex",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_getProof",
+    "eth_getLogs",
+    "eth_syncing",
+    "net_version",
+    "web3_clientVersion",
+    "eth_accounts",
+];
+
+/// Why a call failed; mapped once onto JSON-RPC error objects.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The upstream answered with an error: passed through unchanged.
+    #[error("upstream error")]
+    Upstream(ErrorObjectOwned),
+    /// The upstream could not be reached or answered garbage.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// The subscription kind is not served.
+    #[error("unsupported subscription {0:?}")]
+    Subscription(String),
+}
+
+impl From<UpstreamError> for RpcError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Rpc { error, .. } => Self::Upstream(error),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<RpcError> for ErrorObjectOwned {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Upstream(obj) => obj,
+            RpcError::Unavailable(_) => {
+                ErrorObjectOwned::owned(INTERNAL_ERROR, e.to_string(), None::<()>)
+            }
+            RpcError::Subscription(_) => {
+                ErrorObjectOwned::owned(INVALID_PARAMS, e.to_string(), None::<()>)
+            }
+        }
+    }
+}
+
+type RpcResult = Result<Box<RawValue>, ErrorObjectOwned>;
+
+fn to_raw(v: &Value) -> RpcResult {
+    serde_json::value::to_raw_value(v).map_err(|e| RpcError::Unavailable(e.to_string()).into())
+}
+
+/// A JSON-RPC response: `result` kept raw (a `null` result is a result, not a missing one).
+#[derive(Debug, serde::Deserialize)]
+struct Envelope {
+    #[serde(default = "null_result")]
+    result: Box<RawValue>,
+    #[serde(default)]
+    error: Option<ErrorObjectOwned>,
+}
+
+fn null_result() -> Box<RawValue> {
+    RawValue::from_string("null".into()).unwrap_or_default()
+}
+
+/// Splits a single JSON-RPC response body into its raw result or its error object.
+pub fn parse_response(body: &[u8]) -> Result<Box<RawValue>, RpcError> {
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|e| RpcError::Unavailable(format!("malformed upstream response: {e}")))?;
+    match envelope.error {
+        Some(error) => Err(RpcError::Upstream(error)),
+        None => Ok(envelope.result),
+    }
+}
+
+/// Forwards `method` with the caller's params text untouched.
+pub async fn forward(ctx: &Context, method: &str, params: &Params<'_>) -> RpcResult {
+    let params = params.as_str().unwrap_or("[]");
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":{},"params":{params}}}"#,
+        json!(method)
+    );
+    ctx.metrics.answered(Source::Upstream);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let res = ctx
+        .upstream
+        .forward(&headers, body.into(), ctx.config.upstream.timeout)
+        .await
+        .map_err(RpcError::from)?;
+    if res.status() != http::StatusCode::OK {
+        return Err(RpcError::Unavailable(format!("upstream status {}", res.status())).into());
+    }
+    Ok(parse_response(res.body())?)
+}
+
+fn answered(ctx: &Context, v: &Value) -> RpcResult {
+    ctx.metrics.answered(Source::Pending);
+    to_raw(v)
+}
+
+/// Whether a block-tag parameter is `"pending"`.
+pub fn is_pending_tag(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str) == Some("pending")
+}
+
+fn pending_block(ctx: &Context, params: &Params<'_>) -> Option<Value> {
+    let p: Vec<Value> = params.parse().ok()?;
+    if !is_pending_tag(p.first()) {
+        return None;
+    }
+    let full = p.get(1).and_then(Value::as_bool).unwrap_or(false);
+    let state = ctx.read();
+    state
+        .tip(Instant::now())
+        .map(|b| render::block_json(b, full))
+}
+
+fn by_hash(
+    ctx: &Context,
+    params: &Params<'_>,
+    render: fn(&crate::pending::block::PendingBlock, usize) -> Option<Value>,
+) -> Option<Value> {
+    let (hash,): (B256,) = params.parse().ok()?;
+    let state = ctx.read();
+    state
+        .find_tx(&hash, Instant::now())
+        .and_then(|(b, i)| render(b, i))
+}
+
+async fn pending_balance(ctx: &Context, params: &Params<'_>) -> Option<Value> {
+    let (address, tag): (Address, Value) = params.parse().ok()?;
+    if !is_pending_tag(Some(&tag)) {
+        return None;
+    }
+    let view = ctx.read().balance(&address, Instant::now())?;
+    let balance = match view {
+        PendingBalance::Known(b) => b,
+        PendingBalance::Relative { head, effect } => {
+            let at_head: U256 = ctx
+                .upstream
+                .call(
+                    "eth_getBalance",
+                    &json!([address, { "blockHash": head }]),
+                    ctx.config.upstream.timeout,
+                )
+                .await
+                .ok()?;
+            at_head
+                .checked_add(effect.credit)?
+                .checked_sub(effect.debit)?
+        }
+        PendingBalance::Untouched | PendingBalance::Unknown => return None,
+    };
+    Some(json!(balance))
+}
+
+async fn pending_nonce(ctx: &Context, params: &Params<'_>) -> Option<Value> {
+    let (address, tag): (Address, Value) = params.parse().ok()?;
+    if !is_pending_tag(Some(&tag)) {
+        return None;
+    }
+    let view = ctx.read().nonce(&address, Instant::now())?;
+    let nonce = match view {
+        PendingNonce::Known(n) => n,
+        PendingNonce::Relative { head, add } => {
+            let at_head: U64 = ctx
+                .upstream
+                .call(
+                    "eth_getTransactionCount",
+                    &json!([address, { "blockHash": head }]),
+                    ctx.config.upstream.timeout,
+                )
+                .await
+                .ok()?;
+            at_head.to::<u64>().checked_add(add)?
+        }
+        PendingNonce::Untouched => return None,
+    };
+    Some(json!(U64::from(nonce)))
+}
+
+/// Builds the RPC module.
+pub fn module(
+    ctx: Arc<Context>,
+) -> Result<RpcModule<Arc<Context>>, jsonrpsee::core::RegisterMethodError> {
+    let mut m = RpcModule::new(ctx);
+    m.register_async_method("eth_getBlockByNumber", |p, ctx, _| async move {
+        match pending_block(&ctx, &p) {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getBlockByNumber", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getTransactionReceipt", |p, ctx, _| async move {
+        match by_hash(&ctx, &p, render::receipt_json) {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getTransactionReceipt", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getTransactionByHash", |p, ctx, _| async move {
+        match by_hash(&ctx, &p, render::transaction_json) {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getTransactionByHash", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getBalance", |p, ctx, _| async move {
+        match pending_balance(&ctx, &p).await {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getBalance", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getTransactionCount", |p, ctx, _| async move {
+        match pending_nonce(&ctx, &p).await {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getTransactionCount", &p).await,
+        }
+    })?;
+    m.register_method("op_supportedCapabilities", |_, _, _| CAPABILITIES)?;
+    for method in WS_FORWARDED {
+        m.register_async_method(method, move |p, ctx, _| async move {
+            forward(&ctx, method, &p).await
+        })?;
+    }
+    m.register_subscription(
+        "eth_subscribe",
+        "eth_subscription",
+        "eth_unsubscribe",
+        |p, pending, ctx, _| async move { subscribe(p, pending, Arc::clone(&ctx)).await },
+    )?;
+    Ok(m)
+}
+
+async fn subscribe(
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    ctx: Arc<Context>,
+) -> SubscriptionResult {
+    let kind: String = params.sequence().next().unwrap_or_default();
+    if kind != NEW_FLASHBLOCKS {
+        pending
+            .reject(ErrorObjectOwned::from(RpcError::Subscription(kind)))
+            .await;
+        return Ok(());
+    }
+    let mut frames = ctx.flashblocks.subscribe();
+    let sink = pending.accept().await?;
+    ctx.metrics
+        .set_subscribers(ctx.flashblocks.receiver_count());
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Ok(text) => {
+                    let Ok(raw) = RawValue::from_string(text.to_string()) else { continue };
+                    if sink.send(SubscriptionMessage::from(raw)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    ctx.metrics.subscriber_dropped();
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = sink.closed() => break,
+        }
+    }
+    drop(frames);
+    ctx.metrics
+        .set_subscribers(ctx.flashblocks.receiver_count());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_results_are_results_and_errors_pass_through() {
+        let r = parse_response(br#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap();
+        assert_eq!(r.get(), "null");
+        let r = parse_response(br#"{"jsonrpc":"2.0","id":1,"result":{"a":[1, 2]}}"#).unwrap();
+        assert_eq!(r.get(), r#"{"a":[1, 2]}"#);
+        let e =
+            parse_response(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x"}}"#)
+                .unwrap_err();
+        assert!(matches!(e, RpcError::Upstream(obj) if obj.code() == -32000));
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn errors_map_to_spec_codes_and_upstream_errors_pass_through() {
+        let upstream = ErrorObjectOwned::owned(-32000, "nonce too low", Some(json!({"x": 1})));
+        let mapped: ErrorObjectOwned = RpcError::Upstream(upstream.clone()).into();
+        assert_eq!(mapped, upstream);
+        let mapped: ErrorObjectOwned = RpcError::Unavailable("down".into()).into();
+        assert_eq!(mapped.code(), -32603);
+        assert_eq!(mapped.message(), "upstream unavailable: down");
+        let mapped: ErrorObjectOwned = RpcError::Subscription("logs".into()).into();
+        assert_eq!(mapped.code(), -32602);
+        assert_eq!(mapped.message(), "unsupported subscription \"logs\"");
+    }
+}
