@@ -20,3 +20,5 @@ lint:
 # Benchmarks recorded in docs/benchmarks.md.
 bench:
     cargo bench -p engine-mux --bench overhead
+    cargo bench -p devnet --bench engine
+    cargo bench -p devnet --bench flashblocks_latency

@@ -8,6 +8,7 @@ mod builder_hangs;
 mod builder_invalid;
 mod engine_rpc;
 mod flashblocks;
+mod flashblocks_after_proposal;
 mod flashblocks_builder_killed;
 mod flashblocks_fifty_blocks;
 mod flashblocks_reconnect;
