@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// Most receptions recorded per subscriber.
 const MAX_SAMPLES: usize = 100_000;
 
-type Received = Arc<Mutex<Vec<(PayloadId, u64, Instant)>>>;
+type Received = Arc<Mutex<Vec<(PayloadId, u64, Instant, usize)>>>;
 
 #[derive(serde::Deserialize)]
 struct Key {
@@ -44,7 +44,7 @@ async fn subscribe(addr: SocketAddr) -> (Received, tokio::task::JoinHandle<()>) 
             };
             let mut r = rec.lock().unwrap();
             if r.len() < MAX_SAMPLES {
-                r.push((key.payload_id, key.index, at));
+                r.push((key.payload_id, key.index, at, text.len()));
             }
         }
     });
@@ -93,6 +93,7 @@ async fn measure(run: &Run, duration: Duration) {
     let mut lat_mux = Vec::new();
     let mut lat_direct = Vec::new();
     let mut unmatched = 0usize;
+    let mut frame_bytes = Vec::new();
     let (mut done_mux, mut done_direct) = (0, 0);
     let started = Instant::now();
     let mut collect = |lat_mux: &mut Vec<Duration>, lat_direct: &mut Vec<Duration>| {
@@ -101,7 +102,7 @@ async fn measure(run: &Run, duration: Duration) {
             (&direct, &mut done_direct, lat_direct),
         ] {
             let r = received.lock().unwrap();
-            for (id, index, at) in &r[*done..] {
+            for (id, index, at, _) in &r[*done..] {
                 match publisher.sent_at(*id, *index) {
                     Some(sent) => out.push(at.saturating_duration_since(sent)),
                     None => unmatched += 1,
@@ -115,6 +116,7 @@ async fn measure(run: &Run, duration: Duration) {
         collect(&mut lat_mux, &mut lat_direct);
     }
     collect(&mut lat_mux, &mut lat_direct);
+    frame_bytes.extend(via_mux.lock().unwrap().iter().map(|r| r.3));
     let text = devnet.mux.metrics_text();
     let blocks = metric_value(&text, "engine_mux_flashblocks_blocks_total", &[]);
     let per_block = metric_value(&text, "engine_mux_flashblocks_per_block_sum", &[])
@@ -141,8 +143,9 @@ async fn measure(run: &Run, duration: Duration) {
             ms(lat[lat.len() - 1]),
         );
     }
+    let bytes = frame_bytes.iter().sum::<usize>() / frame_bytes.len().max(1);
     eprintln!(
-        "{}: {blocks} flashblocks-backed blocks, {per_block:.1} flashblocks per block at getPayload, {unmatched} receptions without a send time",
+        "{}: {blocks} flashblocks-backed blocks, {per_block:.1} flashblocks per block at getPayload, {bytes} bytes per frame on average, {unmatched} receptions without a send time",
         run.label
     );
 }
@@ -172,6 +175,12 @@ fn main() {
             block_time: Duration::from_millis(250),
             interval: Duration::from_millis(50),
             tx_rate: 50.0,
+        },
+        Run {
+            label: "250 ms / 50 ms, 400 tx/s",
+            block_time: Duration::from_millis(250),
+            interval: Duration::from_millis(50),
+            tx_rate: 400.0,
         },
     ] {
         runtime.block_on(measure(&run, duration));
