@@ -1,6 +1,7 @@
 //! Benchmark (not a test), `cargo bench -p flashblocks-rpc --bench pending`:
-//! 1. submission → pending receipt latency on the devnet (transfers sent through engine-mux,
-//!    at random points of the slot, receipt polled on flashblocks-rpc every 2 ms), p50 / p99;
+//! 1. submission → pending receipt latency on the devnet (transfers sent through engine-mux at
+//!    random points of the slot, receipt polled every 2 ms on two flashblocks-rpc instances:
+//!    one on engine-mux's re-published stream, one on the builder's own stream), p50 / p99;
 //! 2. `eth_getTransactionReceipt` requests/s answered from pending state (a scripted stream
 //!    holds one pending block; concurrent HTTP clients hammer one preconfirmed hash), with the
 //!    same call forwarded to the upstream for comparison.
@@ -56,14 +57,22 @@ async fn main() {
 
 async fn latency(n: usize) {
     let net = support::Net::start(10.0).await;
-    let rpc = start_rpc(&net.flashblocks_url(), &net.upstream_url(), &[]).await;
-    let ours = client(&rpc.http_url(), None);
-    wait_for("pending blocks", Duration::from_secs(20), || async {
-        let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
-        let p = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
-        (quantity(&p["number"]) > head).then_some(())
-    })
-    .await;
+    // Two instances on the same chain: one on engine-mux's re-published stream (production),
+    // one on the builder's own stream; every transfer is timed on both.
+    let via_mux = start_rpc(&net.flashblocks_url(), &net.upstream_url(), &[]).await;
+    let via_builder = start_rpc(&net.builder_flashblocks_url(), &net.upstream_url(), &[]).await;
+    let clients = [
+        client(&via_mux.http_url(), None),
+        client(&via_builder.http_url(), None),
+    ];
+    for ours in &clients {
+        wait_for("pending blocks", Duration::from_secs(20), || async {
+            let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
+            let p = call(ours, "eth_getBlockByNumber", json!(["pending", false])).await;
+            (quantity(&p["number"]) > head).then_some(())
+        })
+        .await;
+    }
     let sender = net.sender.address();
     let mut nonce = quantity(
         &call(
@@ -73,7 +82,7 @@ async fn latency(n: usize) {
         )
         .await,
     );
-    let mut samples = Vec::with_capacity(n);
+    let mut samples: [Vec<Duration>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
     for _ in 0..n {
         // A random pause decorrelates submissions from the flashblock and slot phase (sending
         // right after a receipt would always land just after a flashblock).
@@ -83,10 +92,16 @@ async fn latency(n: usize) {
         let start = Instant::now();
         let hash = net.send_transfer(nonce, to, U256::from(1)).await;
         nonce += 1;
-        loop {
-            let r = call(&ours, "eth_getTransactionReceipt", json!([hash])).await;
-            if !r.is_null() {
-                break;
+        let mut seen: [Option<Duration>; 2] = [None, None];
+        while seen.iter().any(Option::is_none) {
+            for (i, ours) in clients.iter().enumerate() {
+                if seen[i].is_none()
+                    && !call(ours, "eth_getTransactionReceipt", json!([hash]))
+                        .await
+                        .is_null()
+                {
+                    seen[i] = Some(start.elapsed());
+                }
             }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
@@ -94,19 +109,27 @@ async fn latency(n: usize) {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        samples.push(start.elapsed());
+        for (i, s) in seen.into_iter().enumerate() {
+            samples[i].push(s.unwrap_or_default());
+        }
     }
-    samples.sort();
-    println!(
-        "submission -> pending receipt ({n} transfers, block time {:?}, flashblock interval {:?}): p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
-        support::BLOCK_TIME,
-        support::FLASHBLOCK_INTERVAL,
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3,
-        samples.first().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-    );
-    rpc.shutdown().await;
+    for (label, mut s) in ["engine-mux stream", "builder stream"]
+        .into_iter()
+        .zip(samples)
+    {
+        s.sort();
+        println!(
+            "submission -> pending receipt via {label} ({n} transfers, block time {:?}, flashblock interval {:?}): p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
+            support::BLOCK_TIME,
+            support::FLASHBLOCK_INTERVAL,
+            percentile(&s, 0.5).as_secs_f64() * 1e3,
+            percentile(&s, 0.99).as_secs_f64() * 1e3,
+            s.first().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            s.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        );
+    }
+    via_mux.shutdown().await;
+    via_builder.shutdown().await;
     net.stop().await;
 }
 

@@ -29,7 +29,7 @@ use crate::{
     context::Context,
     metrics::Source,
     pending::state::{PendingBalance, PendingNonce},
-    rpc::is_pending_tag,
+    rpc::{PENDING_METHODS, WS_FORWARDED, is_pending_tag},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -116,6 +116,13 @@ fn answered_here(ctx: &Context, call: &Probe<'_>) -> bool {
     }
 }
 
+/// Whether the module registers `method` (and so can answer or forward it itself).
+fn registered(method: &str) -> bool {
+    method == "op_supportedCapabilities"
+        || PENDING_METHODS.contains(&method)
+        || WS_FORWARDED.contains(&method)
+}
+
 /// Where a request body goes, and how many calls it holds.
 fn route(ctx: &Context, body: &[u8]) -> (bool, usize) {
     let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
@@ -130,7 +137,11 @@ fn route(ctx: &Context, body: &[u8]) -> (bool, usize) {
             Err(_) => return (false, 1),
         }
     };
-    let local = !calls.is_empty() && calls.iter().all(|c| answered_here(ctx, c));
+    // A batch goes to the module when the pending state answers at least one of its calls and
+    // the module knows every method (it forwards the rest one by one); otherwise the whole
+    // body is proxied untouched.
+    let local =
+        calls.iter().all(|c| registered(&c.method)) && calls.iter().any(|c| answered_here(ctx, c));
     (local, calls.len())
 }
 
@@ -265,4 +276,66 @@ pub async fn serve_metrics(
 /// Address a listener bound to, for logs.
 pub fn bound(listener: &TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use engine_api::{Upstream, UpstreamConfig};
+
+    use super::*;
+    use crate::{cli::Args, config::Config};
+
+    fn ctx() -> Arc<Context> {
+        let config = Config::try_from(Args::try_parse_from(["flashblocks-rpc"]).unwrap()).unwrap();
+        let upstream = Upstream::new(UpstreamConfig {
+            name: "upstream",
+            url: config.upstream.url.clone(),
+            secret: None,
+            timeout: config.upstream.timeout,
+            max_response_bytes: 1024,
+        });
+        Context::new(config, upstream)
+    }
+
+    fn body(v: serde_json::Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn requests_route_to_the_module_only_when_pending_state_answers() {
+        let ctx = ctx();
+        let call = |method: &str, params: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let caps = call("op_supportedCapabilities", serde_json::json!([]));
+        let receipt = call("eth_getTransactionReceipt", serde_json::json!([B256::ZERO]));
+        let pending_block = call(
+            "eth_getBlockByNumber",
+            serde_json::json!(["pending", false]),
+        );
+        let eth_call = call("eth_call", serde_json::json!([{}, "latest"]));
+        let trace = call("debug_traceTransaction", serde_json::json!([B256::ZERO]));
+        // No pending state: pending questions are the upstream's.
+        assert_eq!(route(&ctx, &body(receipt.clone())), (false, 1));
+        assert_eq!(route(&ctx, &body(pending_block)), (false, 1));
+        assert_eq!(route(&ctx, &body(caps.clone())), (true, 1));
+        // A batch with one local answer and only known methods: the module (which forwards
+        // the rest); with an unknown method: proxied whole.
+        assert_eq!(
+            route(
+                &ctx,
+                &body(serde_json::json!([caps.clone(), eth_call.clone()]))
+            ),
+            (true, 2)
+        );
+        assert_eq!(
+            route(&ctx, &body(serde_json::json!([caps, trace]))),
+            (false, 2)
+        );
+        assert_eq!(
+            route(&ctx, &body(serde_json::json!([receipt, eth_call]))),
+            (false, 2)
+        );
+        assert_eq!(route(&ctx, b"not json"), (false, 1));
+        assert_eq!(route(&ctx, b"[]"), (false, 0));
+    }
 }

@@ -3,7 +3,9 @@
 
 use serde_json::json;
 
-use crate::support::{BLOCK_TIME, Net, Relay, call, client, metric, quantity, start_rpc, wait_for};
+use crate::support::{
+    BLOCK_TIME, Net, Relay, call, client, metric, pending_ahead, quantity, start_rpc, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_cut_falls_back_to_upstream_then_recovers() {
@@ -12,11 +14,7 @@ async fn stream_cut_falls_back_to_upstream_then_recovers() {
     let rpc = start_rpc(&relay.url(), &net.upstream_url(), &[]).await;
     let ours = client(&rpc.http_url(), None);
 
-    let ahead = || async {
-        let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
-        let pending = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
-        (quantity(&pending["number"]) > head).then_some(())
-    };
+    let ahead = || pending_ahead(&net.local, &ours);
     wait_for("pending served from flashblocks", 10 * BLOCK_TIME, ahead).await;
 
     relay.cut();

@@ -110,6 +110,14 @@ pub fn metric(rpc: &Running, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&rpc.metrics_text(), name, labels)
 }
 
+/// `Some` when `ours` serves a pending block ahead of the upstream's head read after it
+/// (so it cannot be the upstream's own answer racing a new block).
+pub async fn pending_ahead(upstream: &Upstream, ours: &Upstream) -> Option<()> {
+    let pending = call(ours, "eth_getBlockByNumber", json!(["pending", false])).await;
+    let head = quantity(&call(upstream, "eth_blockNumber", json!([])).await);
+    (quantity(&pending["number"]) > head).then_some(())
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, panicking after `deadline`.
 pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
@@ -127,7 +135,8 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 }
 
 /// A devnet with builder flashblocks, assembled from the devnet's component API: local and
-/// builder engines (the builder streams flashblocks), engine-mux between them, the driver
+/// builder engines (the builder streams flashblocks), engine-mux between them (ingesting and
+/// re-publishing the flashblocks), the driver
 /// playing op-node, and a spammer on every dev account but the first (which the test itself
 /// sends from).
 pub struct Net {
@@ -169,13 +178,24 @@ impl Net {
         )
         .await
         .unwrap();
+        // engine-mux ingests the builder's flashblocks and re-publishes them, as in production.
+        let builder_ws = format!("ws://{}", builder.flashblocks_addr.expect("flashblocks on"));
+        let mux_flashblocks = [
+            "--flashblocks".to_string(),
+            "--flashblocks-builder-url".into(),
+            builder_ws,
+            "--flashblocks-host".into(),
+            host.to_string(),
+            "--flashblocks-port".into(),
+            "0".into(),
+        ];
         let mux_instance = start_mux(
             &local_engine.auth_url(),
             &builder.auth_url(),
             &jwt,
             host,
             0,
-            &[],
+            &mux_flashblocks,
         )
         .await
         .unwrap();
@@ -224,8 +244,20 @@ impl Net {
         self.local_engine.http_url()
     }
 
-    /// The builder's flashblocks WebSocket.
+    /// engine-mux's outbound flashblocks WebSocket (what flashblocks-proxy or an RPC node
+    /// subscribes to).
     pub fn flashblocks_url(&self) -> String {
+        format!(
+            "ws://{}",
+            self.mux_instance
+                .flashblocks_addr
+                .expect("engine-mux publishes")
+        )
+    }
+
+    /// The builder's own flashblocks WebSocket (the bench compares both streams).
+    #[allow(dead_code)]
+    pub fn builder_flashblocks_url(&self) -> String {
         format!(
             "ws://{}",
             self.builder.flashblocks_addr.expect("flashblocks on")
