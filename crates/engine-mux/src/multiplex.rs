@@ -83,8 +83,8 @@ pub struct MuxState {
     pub l2: Upstream,
     /// The builder.
     pub builder: Upstream,
-    /// Current execution mode.
-    pub mode: ModeCell,
+    /// Current execution mode (shared with the flashblocks store).
+    pub mode: Arc<ModeCell>,
     /// Health evidence.
     pub health: Health,
     /// local→builder payload ids.
@@ -491,9 +491,9 @@ impl MuxState {
         fetched: Result<(Box<RawValue>, PayloadEnvelope), FallbackReason>,
         deadline: tokio::time::Instant,
     ) -> Result<ValidBuilderPayload, FallbackReason> {
-        let accepted = store.accepted(&builder_id);
-        self.metrics
-            .flashblocks_per_block(accepted.len(), store.missing(&builder_id));
+        let missing = store.missing(&builder_id);
+        let accepted = store.close(&builder_id);
+        self.metrics.flashblocks_per_block(accepted.len(), missing);
         let preconfirmed = accepted.iter().flat_map(|fb| fb.diff.transactions.iter());
         let (path, fetch_failure) = match fetched {
             Ok((raw, envelope))

@@ -119,17 +119,21 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     };
 
     let metrics = Arc::new(Metrics::new());
+    let mode = Arc::new(ModeCell::new(config.execution_mode));
     let (frames, _) = tokio::sync::broadcast::channel(flashblocks::OUTBOUND_BUFFER);
-    let flashblocks_store = config
-        .flashblocks
-        .as_ref()
-        .map(|_| Arc::new(FlashblocksStore::new(frames.clone(), metrics.clone())));
+    let flashblocks_store = config.flashblocks.as_ref().map(|_| {
+        Arc::new(FlashblocksStore::new(
+            frames.clone(),
+            metrics.clone(),
+            mode.clone(),
+        ))
+    });
     let (queue, queue_rx) = BuilderQueue::new(config.builder_queue_depth);
     let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
     let state = Arc::new(MuxState {
         l2: Upstream::new(config.l2.clone()),
         builder: Upstream::new(config.builder.clone()),
-        mode: ModeCell::new(config.execution_mode),
+        mode,
         health: Health::new(),
         ids: PayloadIds::new(config.payload_id_capacity),
         recent: config.catch_up_depth.map(RecentPayloads::new),

@@ -20,7 +20,6 @@ use crate::support::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "engine-mux bug: flashblocks of a payload arriving after its block was proposed are still re-published (lost preconfirmations)"]
 async fn flashblocks_after_the_block_was_proposed_are_not_republished() {
     let mut cfg = flashblocks_config();
     // A getPayload budget shorter than the builder's stream of one payload (two slots).

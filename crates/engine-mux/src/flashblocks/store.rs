@@ -11,7 +11,10 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::metrics::Metrics;
+use crate::{
+    execution_mode::{ExecutionMode, ModeCell},
+    metrics::Metrics,
+};
 
 /// Builds remembered (the current one and a few before it).
 pub const MAX_BUILDS: usize = 8;
@@ -29,6 +32,8 @@ pub enum Rejection {
     Base,
     /// More than [`MAX_PER_BUILD`] flashblocks for one build.
     TooMany,
+    /// Its block was already proposed; anything later is not in it.
+    Late,
 }
 
 impl Rejection {
@@ -38,6 +43,7 @@ impl Rejection {
             Self::Equivocation => "equivocation",
             Self::Base => "base",
             Self::TooMany => "too_many",
+            Self::Late => "late",
         }
     }
 }
@@ -66,6 +72,8 @@ struct Entry {
 struct Build {
     id: PayloadId,
     accepted: Vec<Entry>,
+    /// Set when getPayload took its snapshot: the block is decided.
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -79,6 +87,8 @@ pub struct FlashblocksStore {
     inner: Mutex<Inner>,
     publish: broadcast::Sender<Utf8Bytes>,
     metrics: Arc<Metrics>,
+    /// Only `enabled` proposes builder blocks, so only then are preconfirmations re-published.
+    mode: Arc<ModeCell>,
 }
 
 impl std::fmt::Debug for FlashblocksStore {
@@ -89,11 +99,16 @@ impl std::fmt::Debug for FlashblocksStore {
 
 impl FlashblocksStore {
     /// A store publishing accepted flashblocks to `publish`.
-    pub fn new(publish: broadcast::Sender<Utf8Bytes>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        publish: broadcast::Sender<Utf8Bytes>,
+        metrics: Arc<Metrics>,
+        mode: Arc<ModeCell>,
+    ) -> Self {
         Self {
             inner: Mutex::default(),
             publish,
             metrics,
+            mode,
         }
     }
 
@@ -106,6 +121,7 @@ impl FlashblocksStore {
         inner.builds.push_back(Build {
             id,
             accepted: Vec::new(),
+            closed: false,
         });
         while inner.builds.len() > MAX_BUILDS {
             inner.builds.pop_front();
@@ -152,6 +168,11 @@ impl FlashblocksStore {
                 Verdict::Rejected(Rejection::Equivocation)
             });
         }
+        // A replay of something accepted is a duplicate even after the block was decided;
+        // anything new for a decided block is late.
+        if build.closed {
+            return Err(Verdict::Rejected(Rejection::Late));
+        }
         if (index == 0) != entry.fb.base.is_some() {
             return Err(Verdict::Rejected(Rejection::Base));
         }
@@ -163,7 +184,9 @@ impl FlashblocksStore {
             return Err(Verdict::Rejected(Rejection::TooMany));
         }
         // Published under the lock so subscribers see exactly the acceptance order.
-        let _ = self.publish.send(entry.raw.clone());
+        if self.mode.get() == ExecutionMode::Enabled {
+            let _ = self.publish.send(entry.raw.clone());
+        }
         self.metrics.flashblock("accepted");
         build.accepted.push(entry);
         Ok(())
@@ -213,6 +236,21 @@ impl FlashblocksStore {
             .unwrap_or_default()
     }
 
+    /// Takes the flashblocks accepted for `id` and closes the build, in one step: getPayload
+    /// decides the block from exactly this set, and nothing later is accepted or re-published.
+    pub fn close(&self, id: &PayloadId) -> Vec<OpFlashblockPayload> {
+        let mut inner = self.inner.lock();
+        inner.held.retain(|e| e.fb.payload_id != *id);
+        self.metrics.flashblocks_held(inner.held.len());
+        match inner.builds.iter_mut().find(|b| b.id == *id) {
+            Some(build) => {
+                build.closed = true;
+                build.accepted.iter().map(|e| e.fb.clone()).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Flashblocks for `id` still held behind a gap (published by the builder, never applicable).
     pub fn missing(&self, id: &PayloadId) -> u64 {
         let inner = self.inner.lock();
@@ -253,7 +291,14 @@ mod tests {
 
     fn store() -> (FlashblocksStore, broadcast::Receiver<Utf8Bytes>) {
         let (tx, rx) = broadcast::channel(64);
-        (FlashblocksStore::new(tx, Arc::new(Metrics::new())), rx)
+        (
+            FlashblocksStore::new(
+                tx,
+                Arc::new(Metrics::new()),
+                Arc::new(ModeCell::new(ExecutionMode::Enabled)),
+            ),
+            rx,
+        )
     }
 
     fn published(rx: &mut broadcast::Receiver<Utf8Bytes>) -> Vec<u64> {
@@ -316,6 +361,54 @@ mod tests {
         assert_eq!(s.ingest(f1, r1), Verdict::Accepted { released: 1 });
         assert_eq!(published(&mut rx), vec![1, 2]);
         assert_eq!(s.missing(&id), 0);
+    }
+
+    #[test]
+    fn nothing_is_accepted_or_published_after_the_block_was_decided() {
+        let (s, mut rx) = store();
+        let id = PayloadId::new([4; 8]);
+        s.begin(id);
+        let (f0, r0) = fb(4, 0, 1);
+        s.ingest(f0, r0);
+        let (f2, r2) = fb(4, 2, 3);
+        assert_eq!(s.ingest(f2, r2), Verdict::Held);
+        assert_eq!(
+            s.close(&id).len(),
+            1,
+            "the snapshot getPayload decides from"
+        );
+        let (f1, r1) = fb(4, 1, 2);
+        assert_eq!(s.ingest(f1, r1), Verdict::Rejected(Rejection::Late));
+        let (f0, r0) = fb(4, 0, 1);
+        assert_eq!(
+            s.ingest(f0, r0),
+            Verdict::Duplicate,
+            "a replay after the decision is still a duplicate"
+        );
+        assert_eq!(
+            published(&mut rx),
+            vec![0],
+            "late flashblocks are not re-published"
+        );
+        assert_eq!(s.missing(&id), 0, "held ones of a closed build are dropped");
+    }
+
+    #[test]
+    fn dry_run_accepts_but_does_not_republish() {
+        let (tx, mut rx) = broadcast::channel(8);
+        let mode = Arc::new(ModeCell::new(ExecutionMode::DryRun));
+        let s = FlashblocksStore::new(tx, Arc::new(Metrics::new()), mode.clone());
+        s.begin(PayloadId::new([5; 8]));
+        let (f0, r0) = fb(5, 0, 1);
+        assert_eq!(s.ingest(f0, r0), Verdict::Accepted { released: 0 });
+        assert!(
+            published(&mut rx).is_empty(),
+            "dry_run never proposes them, so never shows them"
+        );
+        mode.set(ExecutionMode::Enabled);
+        let (f1, r1) = fb(5, 1, 2);
+        s.ingest(f1, r1);
+        assert_eq!(published(&mut rx), vec![1]);
     }
 
     #[test]
