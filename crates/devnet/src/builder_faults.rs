@@ -33,7 +33,8 @@ pub enum Fault {
     /// keeps working and flashblocks keep being built. Re-opened on the same port when cleared.
     FlashblocksDown,
     /// Armed: the builder dies (`down`, and it publishes no more flashblocks) right after it
-    /// built flashblock N of a payload. Clearing it disarms and lifts the `down` it caused.
+    /// built flashblock N of a payload. Listed as active while armed and while the `down` it
+    /// caused lasts; clearing it disarms and lifts that `down`.
     DownAfterFlashblock(u64),
 }
 
@@ -177,6 +178,12 @@ impl Faults {
         let n = self.down_after_flashblock.load(Ordering::SeqCst);
         if n != DISARMED {
             out.push(Fault::DownAfterFlashblock(n));
+        } else if self.tripped_down.load(Ordering::SeqCst) {
+            // Tripped and still in effect: listed until cleared, so a fault window switches it
+            // off (and the builder back on) when it ends, and does not re-arm it meanwhile.
+            if let Some((_, index)) = self.tripped() {
+                out.push(Fault::DownAfterFlashblock(index));
+            }
         }
         out
     }
@@ -344,8 +351,13 @@ mod tests {
             !faults.trip_after_flashblock(id, 3),
             "one shot: disarmed once tripped"
         );
-        assert_eq!(faults.active(), vec![Fault::Down]);
+        assert_eq!(
+            faults.active(),
+            vec![Fault::Down, Fault::DownAfterFlashblock(3)],
+            "listed while the down it caused lasts"
+        );
         faults.set(Fault::DownAfterFlashblock(3), false);
+        assert_eq!(faults.active(), vec![]);
         assert!(!faults.is_down(), "clearing lifts the down it caused");
         faults.set(Fault::Down, true);
         faults.set(Fault::DownAfterFlashblock(3), false);
