@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use rand::Rng;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes, protocol::WebSocketConfig};
 
 use crate::{flashblocks::store::FlashblocksStore, metrics::Metrics};
 
@@ -43,7 +43,11 @@ pub async fn run(
     loop {
         match tokio::time::timeout(
             config.connect_timeout,
-            tokio_tungstenite::connect_async(config.url.as_str()),
+            tokio_tungstenite::connect_async_with_config(
+                config.url.as_str(),
+                Some(ws_config()),
+                true,
+            ),
         )
         .await
         {
@@ -76,6 +80,15 @@ pub async fn run(
         }
         delay = (delay * 2).min(config.max_reconnect);
     }
+}
+
+/// Largest flashblock message accepted (tungstenite's default is 64 MiB).
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }
 
 enum SessionEnd {

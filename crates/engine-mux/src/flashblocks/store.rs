@@ -20,6 +20,8 @@ use crate::{
 pub const MAX_BUILDS: usize = 8;
 /// Flashblocks accepted per build; a builder sending more is refused past this.
 pub const MAX_PER_BUILD: usize = 1024;
+/// Bytes of flashblocks accepted per build (a 30M-gas block is a few MB; this is generous).
+pub const MAX_BYTES_PER_BUILD: usize = 16 * 1024 * 1024;
 /// Flashblocks held while they cannot be applied yet.
 pub const MAX_HELD: usize = 128;
 
@@ -34,6 +36,8 @@ pub enum Rejection {
     TooMany,
     /// Its block was already proposed; anything later is not in it.
     Late,
+    /// The build's flashblocks would exceed [`MAX_BYTES_PER_BUILD`].
+    TooLarge,
 }
 
 impl Rejection {
@@ -44,6 +48,7 @@ impl Rejection {
             Self::Base => "base",
             Self::TooMany => "too_many",
             Self::Late => "late",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -74,6 +79,8 @@ struct Build {
     accepted: Vec<Entry>,
     /// Set when getPayload took its snapshot: the block is decided.
     closed: bool,
+    /// Bytes of the accepted frames.
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -122,6 +129,7 @@ impl FlashblocksStore {
             id,
             accepted: Vec::new(),
             closed: false,
+            bytes: 0,
         });
         while inner.builds.len() > MAX_BUILDS {
             inner.builds.pop_front();
@@ -183,6 +191,10 @@ impl FlashblocksStore {
         if build.accepted.len() >= MAX_PER_BUILD {
             return Err(Verdict::Rejected(Rejection::TooMany));
         }
+        if build.bytes + entry.raw.len() > MAX_BYTES_PER_BUILD {
+            return Err(Verdict::Rejected(Rejection::TooLarge));
+        }
+        build.bytes += entry.raw.len();
         // Published under the lock so subscribers see exactly the acceptance order.
         if self.mode.get() == ExecutionMode::Enabled {
             let _ = self.publish.send(entry.raw.clone());
@@ -265,7 +277,7 @@ impl FlashblocksStore {
             .filter(|e| e.fb.payload_id == *id)
             .map(|e| e.fb.index + 1)
             .max()
-            .map_or(0, |top| top - have)
+            .map_or(0, |top| top.saturating_sub(have))
     }
 }
 
@@ -409,6 +421,20 @@ mod tests {
         let (f1, r1) = fb(5, 1, 2);
         s.ingest(f1, r1);
         assert_eq!(published(&mut rx), vec![1]);
+    }
+
+    #[test]
+    fn a_build_is_bounded_in_bytes_too() {
+        let (s, _rx) = store();
+        s.begin(PayloadId::new([6; 8]));
+        let big = |index| {
+            let (f, _) = fb(6, index, 1);
+            (f, Utf8Bytes::from(" ".repeat(MAX_BYTES_PER_BUILD / 2 + 1)))
+        };
+        let (f0, r0) = big(0);
+        assert_eq!(s.ingest(f0, r0), Verdict::Accepted { released: 0 });
+        let (f1, r1) = big(1);
+        assert_eq!(s.ingest(f1, r1), Verdict::Rejected(Rejection::TooLarge));
     }
 
     #[test]
