@@ -355,10 +355,12 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
     let (s, source) = with_flashblocks(&[]).await;
     let mut fast = subscribe(&s).await;
     let _slow = subscribe(&s).await; // never reads
-    s.fcu_build().await;
-    let id = builder_id(&s).await;
-    let big = Bytes::from(vec![0xab; 32 * 1024]);
-    let total = 1000u64;
+    // Two builds of 700 frames of ~16 KiB: more than loopback socket buffers absorb, each
+    // build within the per-build byte budget.
+    let (per_build, builds) = (700u64, 2u64);
+    let total = per_build * builds;
+    // 8 KiB of tx bytes is ~16 KiB of hex JSON per frame.
+    let big = Bytes::from(vec![0xab; 8 * 1024]);
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < total as usize {
@@ -366,13 +368,30 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
         }
         seen
     });
-    for i in 0..total {
-        source.text(&flashblock(id, i, vec![big.clone()]));
+    for _ in 0..builds {
+        let before = s.builder.issued_ids().len();
+        s.fcu_build().await;
+        eventually(Duration::from_secs(2), "builder answered", || async {
+            s.builder.issued_ids().len() > before
+        })
+        .await;
+        let id = builder_id(&s).await;
+        // Index 0 first, and only once engine-mux accepted it (it knows the build), the rest:
+        // a burst before that would only exercise the bounded hold.
+        let accepted = s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#);
+        source.text(&flashblock(id, 0, vec![big.clone()]));
+        eventually(Duration::from_secs(2), "index 0 accepted", || async {
+            s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) > accepted
+        })
+        .await;
+        for i in 1..per_build {
+            source.text(&flashblock(id, i, vec![big.clone()]));
+        }
     }
     let seen = reader.await.unwrap();
+    let expected: Vec<u64> = (0..builds).flat_map(|_| 0..per_build).collect();
     assert_eq!(
-        seen,
-        (0..total).collect::<Vec<_>>(),
+        seen, expected,
         "the fast subscriber got every flashblock in order"
     );
     eventually(
