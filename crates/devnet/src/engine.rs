@@ -429,10 +429,15 @@ impl Engine {
     /// Builds the next flashblock of payload `id` (index 0: the attribute transactions only;
     /// then each one adds what the pool has on top of the previous block). `None` once
     /// getPayload sealed the payload or the id is unknown.
+    ///
+    /// `publish` runs while the engine is still locked, so a getPayload either seals the
+    /// payload before this flashblock exists or after it was handed to the subscribers: the
+    /// sealed block is always exactly the last flashblock published.
     pub fn next_flashblock(
         &self,
         id: PayloadId,
         expected_index: u64,
+        publish: impl FnOnce(&OpFlashblockPayload),
     ) -> Result<Option<OpFlashblockPayload>, EngineError> {
         let mut inner = self.lock();
         if self.faulty() && self.faults.is_down() {
@@ -475,10 +480,12 @@ impl Engine {
                 next_index: index + 1,
             },
         );
+        publish(&flashblock);
         if self.faulty() {
             // Under the lock, so getPayload either sealed before this flashblock or sees `down`.
             self.faults.trip_after_flashblock(id, index);
         }
+        drop(inner);
         Ok(Some(flashblock))
     }
 

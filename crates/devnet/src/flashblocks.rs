@@ -15,6 +15,7 @@ use std::{
 
 use alloy_rpc_types_engine::PayloadId;
 use futures::{SinkExt, StreamExt};
+use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, broadcast, watch},
@@ -231,6 +232,14 @@ impl FlashblocksPublisher {
         (published.frames.clone(), self.frames.subscribe())
     }
 
+    /// Serializes `fb` and hands it to every subscriber (and the replay for new ones).
+    pub fn publish_flashblock(&self, fb: &OpFlashblockPayload) {
+        match serde_json::to_string(fb) {
+            Ok(text) => self.publish(fb.payload_id, fb.index, text.into()),
+            Err(e) => tracing::warn!(%e, "flashblock serialization failed"),
+        }
+    }
+
     fn publish(&self, id: PayloadId, index: u64, text: Arc<str>) {
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         if published.current != Some(id) {
@@ -267,10 +276,13 @@ impl FlashblocksPublisher {
         tokio::spawn(async move {
             for index in 0..publisher.config.max_per_payload {
                 let engine = engine.clone();
-                let step =
-                    tokio::task::spawn_blocking(move || engine.next_flashblock(id, index)).await;
-                let flashblock = match step {
-                    Ok(Ok(Some(fb))) => fb,
+                let publish = publisher.clone();
+                let step = tokio::task::spawn_blocking(move || {
+                    engine.next_flashblock(id, index, |fb| publish.publish_flashblock(fb))
+                })
+                .await;
+                match step {
+                    Ok(Ok(Some(_))) => {}
                     Ok(Ok(None)) => break,
                     Ok(Err(e)) => {
                         tracing::warn!(%e, %id, "flashblock build failed");
@@ -280,10 +292,6 @@ impl FlashblocksPublisher {
                         tracing::warn!(%e, "flashblock task failed");
                         break;
                     }
-                };
-                match serde_json::to_string(&flashblock) {
-                    Ok(text) => publisher.publish(id, index, text.into()),
-                    Err(e) => tracing::warn!(%e, "flashblock serialization failed"),
                 }
                 tokio::time::sleep(publisher.config.interval).await;
             }
