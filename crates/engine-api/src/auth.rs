@@ -155,6 +155,35 @@ where
     }
 }
 
+/// Test support: an unsigned token `<header>.<claims>.` from arbitrary JSON, to throw
+/// `alg: none` and other forged headers at a server. Never accepted by [`AuthLayer`].
+#[doc(hidden)]
+pub fn unsigned_token(header_json: &str, claims_json: &str) -> String {
+    format!(
+        "{}.{}.",
+        base64_url(header_json.as_bytes()),
+        base64_url(claims_json.as_bytes())
+    )
+}
+
+/// Unpadded base64url (RFC 4648 §5), enough to encode JWT segments.
+fn base64_url(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,30 +229,20 @@ mod tests {
     }
 
     #[test]
-    fn alg_none_is_refused() {
-        use base64_url as b64;
-        let s = JwtSecret::random();
-        let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
-        let claims = b64(format!(r#"{{"iat":{}}}"#, now()).as_bytes());
-        let token = format!("{header}.{claims}.");
-        assert!(check_bearer(&s, Some(&bearer(&token))).is_err());
+    fn base64url_matches_rfc4648_vectors() {
+        assert_eq!(base64_url(b"f"), "Zg");
+        assert_eq!(base64_url(b"fo"), "Zm8");
+        assert_eq!(base64_url(b"foo"), "Zm9v");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
     }
 
-    /// Minimal unpadded base64url so the test can forge headers without another dependency.
-    fn base64_url(input: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in input.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..=chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
+    #[test]
+    fn alg_none_is_refused() {
+        let s = JwtSecret::random();
+        let token = unsigned_token(
+            r#"{"alg":"none","typ":"JWT"}"#,
+            &format!(r#"{{"iat":{}}}"#, now()),
+        );
+        assert!(check_bearer(&s, Some(&bearer(&token))).is_err());
     }
 }

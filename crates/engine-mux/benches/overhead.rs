@@ -10,20 +10,10 @@ mod mock_engine;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use engine_api::{JwtSecret, Upstream, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
+use engine_api::Upstream;
 use engine_mux::{Config, cli::Args};
 use mock_engine::{MockEngine, now};
 use serde_json::{Value, json};
-
-fn client(url: String, secret: JwtSecret) -> Upstream {
-    Upstream::new(UpstreamConfig {
-        name: "op-node",
-        url: url.parse().unwrap(),
-        secret: Some(secret),
-        timeout: Duration::from_secs(5),
-        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-    })
-}
 
 fn attributes() -> Value {
     json!({
@@ -142,8 +132,13 @@ async fn main() {
     ];
     let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
     let mux = engine_mux::start(config).await.unwrap();
-    let direct = client(local.url(), local.secret);
-    let through = client(format!("http://{}", mux.rpc_addr), local.secret);
+    let direct =
+        mock_engine::engine_client(&local.url(), Some(local.secret), Duration::from_secs(5));
+    let through = mock_engine::engine_client(
+        &format!("http://{}", mux.rpc_addr),
+        Some(local.secret),
+        Duration::from_secs(5),
+    );
 
     // Warm both paths (connection pools, allocator), then interleave measured rounds so
     // machine noise hits both equally.

@@ -117,7 +117,8 @@ pub async fn run(
 
 async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Option<BuilderFcu>>) {
     let res: Result<ForkchoiceUpdated, _> = state
-        .call_builder(
+        .call(
+            &state.builder,
             "engine_forkchoiceUpdatedV3",
             &params,
             state.builder.timeout(),
@@ -160,12 +161,12 @@ async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Opt
 async fn mirror(state: &MuxState, method: &'static str, params: Box<RawValue>) {
     let status = if method.starts_with("engine_forkchoiceUpdated") {
         state
-            .call_builder::<ForkchoiceUpdated>(method, &params, state.builder.timeout())
+            .call::<ForkchoiceUpdated>(&state.builder, method, &params, state.builder.timeout())
             .await
             .map(|f| f.payload_status.status)
     } else {
         state
-            .call_builder::<PayloadStatus>(method, &params, state.builder.timeout())
+            .call::<PayloadStatus>(&state.builder, method, &params, state.builder.timeout())
             .await
             .map(|s| s.status)
     };
@@ -195,7 +196,8 @@ pub async fn catch_up(state: &MuxState) {
     };
     let started = Instant::now();
     let head = match state
-        .call_builder::<LatestBlock>(
+        .call::<LatestBlock>(
+            &state.builder,
             "eth_getBlockByNumber",
             &("latest", false),
             state.builder.timeout(),
@@ -230,7 +232,12 @@ pub async fn catch_up(state: &MuxState) {
     let (first, last) = (missing[0].number, missing[missing.len() - 1].number);
     for p in &missing {
         match state
-            .call_builder::<PayloadStatus>(p.method, &*p.params, state.builder.timeout())
+            .call::<PayloadStatus>(
+                &state.builder,
+                p.method,
+                &*p.params,
+                state.builder.timeout(),
+            )
             .await
         {
             Ok(s)
@@ -255,7 +262,8 @@ pub async fn catch_up(state: &MuxState) {
     if let Some(fcs) = recent.forkchoice() {
         let params = (fcs, Option::<()>::None);
         if let Err(e) = state
-            .call_builder::<ForkchoiceUpdated>(
+            .call::<ForkchoiceUpdated>(
+                &state.builder,
                 "engine_forkchoiceUpdatedV3",
                 &params,
                 state.builder.timeout(),

@@ -152,34 +152,19 @@ impl MuxState {
         }
     }
 
-    /// A typed call to the builder, timed into the metrics.
-    pub async fn call_builder<R: DeserializeOwned>(
+    /// A typed call to `upstream` (the builder or the local EL), traced and timed into the metrics.
+    pub async fn call<R: DeserializeOwned>(
         &self,
+        upstream: &Upstream,
         method: &'static str,
         params: &(impl Serialize + ?Sized),
         timeout: Duration,
     ) -> Result<R, UpstreamError> {
         timed(
             &self.metrics,
-            &self.builder,
+            upstream,
             method,
-            self.builder.call(method, &params, timeout),
-        )
-        .await
-    }
-
-    /// A typed call to the local EL, timed into the metrics.
-    pub async fn call_l2<R: DeserializeOwned>(
-        &self,
-        method: &'static str,
-        params: &(impl Serialize + ?Sized),
-        timeout: Duration,
-    ) -> Result<R, UpstreamError> {
-        timed(
-            &self.metrics,
-            &self.l2,
-            method,
-            self.l2.call(method, &params, timeout),
+            upstream.call(method, &params, timeout),
         )
         .await
     }
@@ -444,7 +429,8 @@ impl MuxState {
             remaining = remaining.saturating_sub(FLASHBLOCKS_VALIDATION_RESERVE);
         }
         let fetched = match self
-            .call_builder::<Box<RawValue>>(
+            .call::<Box<RawValue>>(
+                &self.builder,
                 version.get_payload_method(),
                 &(builder_id,),
                 remaining.min(self.builder.timeout()),
@@ -549,7 +535,8 @@ impl MuxState {
             .map_err(|_| FallbackReason::Error)?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let status: PayloadStatus = match self
-            .call_l2(
+            .call(
+                &self.l2,
                 version.new_payload_method(),
                 &params,
                 remaining.min(self.l2.timeout()),

@@ -64,8 +64,18 @@ fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outco
 pub async fn probe_once(state: &MuxState, config: &HealthConfig, logged: &mut LastLogged) {
     let params = ("latest", false);
     let (local, builder) = tokio::join!(
-        state.call_l2::<LatestBlock>("eth_getBlockByNumber", &params, state.l2.timeout()),
-        state.call_builder::<LatestBlock>("eth_getBlockByNumber", &params, state.builder.timeout()),
+        state.call::<LatestBlock>(
+            &state.l2,
+            "eth_getBlockByNumber",
+            &params,
+            state.l2.timeout()
+        ),
+        state.call::<LatestBlock>(
+            &state.builder,
+            "eth_getBlockByNumber",
+            &params,
+            state.builder.timeout()
+        ),
     );
     let local_outcome = outcome_of(&local, config.max_unsafe_interval);
     let builder_outcome = outcome_of(&builder, config.max_unsafe_interval);

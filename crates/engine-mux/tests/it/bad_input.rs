@@ -9,28 +9,6 @@ fn now() -> u64 {
     crate::mock_engine::now()
 }
 
-/// An unsigned token with arbitrary header and claims JSON (for `alg: none`).
-fn forge(header: &str, claims: &str) -> String {
-    format!("{}.{}.", b64(header.as_bytes()), b64(claims.as_bytes()))
-}
-
-fn b64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 const CHAIN_ID: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
 
 #[tokio::test]
@@ -53,7 +31,7 @@ async fn jwt_problems_are_401_with_a_reason() {
         ("expired iat", Some(expired)),
         (
             "alg none",
-            Some(forge(
+            Some(engine_api::auth::unsigned_token(
                 r#"{"alg":"none","typ":"JWT"}"#,
                 &format!(r#"{{"iat":{}}}"#, now()),
             )),

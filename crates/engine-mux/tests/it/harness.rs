@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use engine_api::{Upstream, UpstreamConfig, UpstreamError, upstream::DEFAULT_MAX_RESPONSE_BYTES};
+use engine_api::{Upstream, UpstreamError};
 use engine_mux::{Config, RunningMux, cli::Args, metrics::sample};
 use serde_json::{Value, json};
 
@@ -84,13 +84,7 @@ pub fn client(
     secret: Option<engine_api::JwtSecret>,
     timeout: Duration,
 ) -> Upstream {
-    Upstream::new(UpstreamConfig {
-        name: "op-node",
-        url: format!("http://{}", mux.rpc_addr).parse().unwrap(),
-        secret,
-        timeout,
-        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-    })
+    crate::mock_engine::engine_client(&format!("http://{}", mux.rpc_addr), secret, timeout)
 }
 
 pub fn attributes(no_tx_pool: bool) -> Value {

@@ -241,6 +241,21 @@ impl MockEngine {
     }
 }
 
+/// A JSON-RPC client to `url` signing with `secret` (op-node's side of a test or bench).
+pub fn engine_client(
+    url: &str,
+    secret: Option<JwtSecret>,
+    timeout: Duration,
+) -> engine_api::Upstream {
+    engine_api::Upstream::new(engine_api::UpstreamConfig {
+        name: "op-node",
+        url: url.parse().expect("test URL"),
+        secret,
+        timeout,
+        max_response_bytes: engine_api::upstream::DEFAULT_MAX_RESPONSE_BYTES,
+    })
+}
+
 pub fn hex_secret(s: &JwtSecret) -> String {
     alloy_primitives::hex::encode(s.as_bytes())
 }
