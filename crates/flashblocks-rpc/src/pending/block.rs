@@ -274,10 +274,10 @@ impl PendingBlock {
             .txs
             .last()
             .map_or(0, |t| t.receipt.cumulative_gas_used());
-        let mut next_log = self
-            .txs
-            .last()
-            .map_or(0, |t| t.first_log_index + t.receipt.logs().len() as u64);
+        let mut next_log = self.txs.last().map_or(0, |t| {
+            t.first_log_index
+                .saturating_add(t.receipt.logs().len() as u64)
+        });
         let mut added = Vec::with_capacity(fb.diff.transactions.len());
         for (i, raw) in fb.diff.transactions.iter().enumerate() {
             let position = self.txs.len() + i;
@@ -309,7 +309,7 @@ impl PendingBlock {
                 .then(|| fees.as_ref().map(|f| f.tx_fees(raw, gas_used)))
                 .flatten();
             let first_log_index = next_log;
-            next_log += receipt.logs().len() as u64;
+            next_log = next_log.saturating_add(receipt.logs().len() as u64);
             added.push(PendingTx {
                 tx,
                 hash,
@@ -349,10 +349,10 @@ impl PendingBlock {
     fn record_nonce(&mut self, ptx: &PendingTx) {
         let entry = self.nonces.entry(ptx.tx.signer()).or_default();
         if ptx.tx.inner().is_deposit() {
-            entry.deposits_after += 1;
+            entry.deposits_after = entry.deposits_after.saturating_add(1);
         } else {
             *entry = NonceAfter {
-                known_next: Some(ptx.tx.nonce() + 1),
+                known_next: Some(ptx.tx.nonce().saturating_add(1)),
                 deposits_after: 0,
             };
         }
@@ -402,7 +402,9 @@ impl PendingBlock {
         };
         let intrinsic = tx.access_list().map_or(TX_BASE_GAS, |list| {
             list.iter().fold(TX_BASE_GAS, |g, item| {
-                g + ACCESS_LIST_ADDRESS_GAS + ACCESS_LIST_KEY_GAS * item.storage_keys.len() as u64
+                g.saturating_add(ACCESS_LIST_ADDRESS_GAS).saturating_add(
+                    ACCESS_LIST_KEY_GAS.saturating_mul(item.storage_keys.len() as u64),
+                )
             })
         });
         if !tx.input().is_empty() || tx.authorization_list().is_some() || ptx.gas_used != intrinsic

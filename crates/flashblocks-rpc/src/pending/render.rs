@@ -48,7 +48,7 @@ pub fn receipt_json(block: &PendingBlock, index: usize) -> Option<Value> {
                 "blockTimestamp": hex_u64(block.header.timestamp),
                 "transactionHash": ptx.hash,
                 "transactionIndex": hex_u64(index as u64),
-                "logIndex": hex_u64(ptx.first_log_index + i as u64),
+                "logIndex": hex_u64(ptx.first_log_index.saturating_add(i as u64)),
                 "removed": false,
             })
         })
@@ -133,4 +133,109 @@ pub fn block_json(block: &PendingBlock, full: bool) -> Value {
         o.insert("transactions".into(), Value::Array(txs));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_consensus::{Eip658Value, Receipt, Sealable};
+    use alloy_eips::eip2718::Encodable2718;
+    use alloy_primitives::{Address, B256, Bloom, Bytes, Log as PrimitiveLog, TxKind};
+    use alloy_rpc_types_engine::PayloadId;
+    use op_alloy_consensus::{OpDepositReceipt, OpReceiptEnvelope, OpTxEnvelope, TxDeposit};
+    use op_alloy_rpc_types_engine::{
+        OpFlashblockPayload, OpFlashblockPayloadBase, OpFlashblockPayloadDelta,
+        OpFlashblockPayloadMetadata,
+    };
+
+    use super::*;
+
+    fn block_with_one_deposit() -> PendingBlock {
+        let tx = OpTxEnvelope::Deposit(
+            TxDeposit {
+                source_hash: B256::repeat_byte(1),
+                from: Address::repeat_byte(2),
+                to: TxKind::Call(Address::repeat_byte(3)),
+                mint: 5,
+                value: U256::from(1),
+                gas_limit: 50_000,
+                is_system_transaction: false,
+                input: Bytes::from_static(&[1, 2]),
+            }
+            .seal_slow(),
+        );
+        let log = PrimitiveLog::new_unchecked(
+            Address::repeat_byte(3),
+            vec![B256::repeat_byte(4)],
+            Bytes::from_static(&[9]),
+        );
+        let receipt = OpReceipt::Deposit(OpDepositReceipt {
+            inner: Receipt {
+                status: Eip658Value::Eip658(true),
+                cumulative_gas_used: 30_000,
+                logs: vec![log],
+            },
+            deposit_nonce: Some(7),
+            deposit_receipt_version: Some(1),
+        });
+        let fb = OpFlashblockPayload {
+            payload_id: PayloadId::new([1; 8]),
+            index: 0,
+            base: Some(OpFlashblockPayloadBase {
+                parent_hash: B256::repeat_byte(5),
+                block_number: 12,
+                gas_limit: 30_000_000,
+                timestamp: 1_700_000_000,
+                base_fee_per_gas: U256::from(1_000),
+                ..Default::default()
+            }),
+            diff: OpFlashblockPayloadDelta {
+                gas_used: 30_000,
+                block_hash: B256::repeat_byte(6),
+                logs_bloom: Bloom::ZERO,
+                transactions: vec![tx.encoded_2718().into()],
+                ..Default::default()
+            },
+            metadata: OpFlashblockPayloadMetadata {
+                block_number: 12,
+                new_account_balances: Default::default(),
+                receipts: [(tx.tx_hash(), receipt)].into_iter().collect(),
+            },
+        };
+        PendingBlock::start(&fb, 8).unwrap()
+    }
+
+    #[test]
+    fn receipt_json_is_an_op_rpc_receipt() {
+        let block = block_with_one_deposit();
+        let v = receipt_json(&block, 0).unwrap();
+        let parsed: alloy_rpc_types_eth::TransactionReceipt<
+            OpReceiptEnvelope<alloy_rpc_types_eth::Log>,
+        > = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(parsed.transaction_hash, block.txs[0].hash);
+        assert_eq!(parsed.block_hash, Some(B256::repeat_byte(6)));
+        assert_eq!(parsed.block_number, Some(12));
+        assert_eq!(parsed.gas_used, 30_000);
+        assert_eq!(parsed.from, Address::repeat_byte(2));
+        assert_eq!(v["depositNonce"], json!("0x7"));
+        assert_eq!(v["logs"][0]["logIndex"], json!("0x0"));
+        assert_eq!(v["logs"][0]["transactionHash"], json!(block.txs[0].hash));
+        assert!(receipt_json(&block, 1).is_none());
+    }
+
+    #[test]
+    fn block_and_transaction_json_are_rpc_shapes() {
+        let block = block_with_one_deposit();
+        let v = block_json(&block, true);
+        let parsed: alloy_rpc_types_eth::Block<Value> = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(parsed.header.hash, B256::repeat_byte(6));
+        assert_eq!(parsed.header.number, 12);
+        assert_eq!(parsed.header.inner, block.header);
+        assert_eq!(v["transactions"][0]["hash"], json!(block.txs[0].hash));
+        let hashes = block_json(&block, false);
+        assert_eq!(hashes["transactions"], json!([block.txs[0].hash]));
+        let tx = transaction_json(&block, 0).unwrap();
+        assert_eq!(tx["blockNumber"], json!("0xc"));
+        assert_eq!(tx["transactionIndex"], json!("0x0"));
+        assert_eq!(tx["from"], json!(Address::repeat_byte(2)));
+    }
 }

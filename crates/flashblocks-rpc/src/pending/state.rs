@@ -111,7 +111,7 @@ impl PendingState {
             hash,
             observed_at: now,
         });
-        self.blocks = self.blocks.split_off(&(number + 1));
+        self.blocks = self.blocks.split_off(&number.saturating_add(1));
     }
 
     /// Applies one flashblock.
@@ -124,7 +124,7 @@ impl PendingState {
                 Rejection::Stale,
                 BlockError::Number {
                     got: number,
-                    expected: head.number + 1,
+                    expected: head.number.saturating_add(1),
                 },
             ));
         }
@@ -206,8 +206,9 @@ impl PendingState {
         }
         let mut out: Vec<&PendingBlock> = Vec::new();
         let mut parent = head.hash;
-        for (n, block) in self.blocks.range(head.number + 1..) {
-            if *n != head.number + 1 + out.len() as u64 || block.parent_hash() != parent {
+        let first = head.number.saturating_add(1);
+        for (n, block) in self.blocks.range(first..) {
+            if *n != first.saturating_add(out.len() as u64) || block.parent_hash() != parent {
                 break;
             }
             parent = block.hash;
@@ -241,12 +242,12 @@ impl PendingState {
                 touched = true;
                 match n.known_next {
                     Some(next) => {
-                        known = Some(next + n.deposits_after);
+                        known = Some(next.saturating_add(n.deposits_after));
                         add = 0;
                     }
                     None => match known.as_mut() {
-                        Some(k) => *k += n.deposits_after,
-                        None => add += n.deposits_after,
+                        Some(k) => *k = k.saturating_add(n.deposits_after),
+                        None => add = add.saturating_add(n.deposits_after),
                     },
                 }
             }
