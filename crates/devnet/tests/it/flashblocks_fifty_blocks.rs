@@ -93,6 +93,7 @@ async fn fifty_blocks_each_equal_to_its_flashblocks_and_no_preconfirmation_lost(
         "malformed",
         "held_overflow",
         "too_many",
+        "late",
     ] {
         assert_eq!(
             mux_metric(
