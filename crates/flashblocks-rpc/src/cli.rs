@@ -23,6 +23,23 @@ pub struct Args {
         default_value = "http://127.0.0.1:8545"
     )]
     pub upstream_url: String,
+    /// Hex JWT secret for an upstream that wants Engine-API-style auth (an EL's auth port,
+    /// engine-mux's RPC port); none for a plain RPC.
+    #[arg(
+        long,
+        env = "UPSTREAM_JWT_SECRET",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub upstream_jwt_secret: Option<String>,
+    /// File holding the upstream's hex JWT secret (alternative to --upstream-jwt-secret).
+    #[arg(
+        long,
+        env = "UPSTREAM_JWT_PATH",
+        value_name = "PATH",
+        conflicts_with = "upstream_jwt_secret"
+    )]
+    pub upstream_jwt_path: Option<std::path::PathBuf>,
     /// Listen address for HTTP and WebSocket JSON-RPC (one port serves both).
     #[arg(long, env = "RPC_ADDR", default_value = "127.0.0.1:8547")]
     pub rpc_addr: String,

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use alloy_rpc_types_engine::JwtSecret;
+
 use crate::cli::Args;
 
 /// Why the flags do not make a usable configuration; each variant names its flag.
@@ -70,6 +72,8 @@ pub struct UpstreamSettings {
     pub head_poll_interval: Duration,
     /// Largest response accepted.
     pub max_response_bytes: usize,
+    /// JWT secret to mint tokens with, for an authenticated upstream (`Debug` redacts it).
+    pub jwt: Option<JwtSecret>,
 }
 
 /// The validated configuration.
@@ -127,6 +131,17 @@ impl TryFrom<Args> for Config {
             .upstream_url
             .parse()
             .map_err(|e| invalid("upstream-url", format!("{e}")))?;
+        let jwt = match (&a.upstream_jwt_secret, &a.upstream_jwt_path) {
+            (Some(hex), _) => Some(
+                JwtSecret::from_hex(hex.trim())
+                    .map_err(|e| invalid("upstream-jwt-secret", e.to_string()))?,
+            ),
+            (None, Some(path)) => Some(
+                JwtSecret::from_file(path)
+                    .map_err(|e| invalid("upstream-jwt-path", e.to_string()))?,
+            ),
+            (None, None) => None,
+        };
         if a.max_pending_blocks == 0 {
             return Err(invalid("max-pending-blocks", "must be at least 1"));
         }
@@ -177,6 +192,7 @@ impl TryFrom<Args> for Config {
                 timeout: positive_ms("upstream-timeout-ms", a.upstream_timeout_ms)?,
                 head_poll_interval,
                 max_response_bytes: a.max_response_bytes,
+                jwt,
             },
             pending: PendingConfig {
                 max_blocks: a.max_pending_blocks,
@@ -213,6 +229,14 @@ mod tests {
         assert_eq!(c.pending.max_blocks, 4);
         assert_eq!(c.upstream.timeout, Duration::from_secs(2));
         assert!(c.metrics_addr.is_none());
+        assert!(c.upstream.jwt.is_none());
+        let secret = "ab".repeat(32);
+        let c = parse(&["--upstream-jwt-secret", &secret]).unwrap();
+        assert!(c.upstream.jwt.is_some());
+        assert!(
+            !format!("{c:?}").contains(&secret),
+            "Debug redacts the secret"
+        );
     }
 
     #[test]
@@ -229,6 +253,14 @@ mod tests {
                 "--reconnect-max-ms",
             ),
             (&["--head-max-age-ms", "10"][..], "--head-max-age-ms"),
+            (
+                &["--upstream-jwt-secret", "zz"][..],
+                "--upstream-jwt-secret",
+            ),
+            (
+                &["--upstream-jwt-path", "/nonexistent/jwt.hex"][..],
+                "--upstream-jwt-path",
+            ),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.starts_with(flag), "{args:?}: {err}");

@@ -83,7 +83,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let upstream = Upstream::new(UpstreamConfig {
         name: "upstream",
         url: config.upstream.url.clone(),
-        secret: None,
+        secret: config.upstream.jwt,
         timeout: config.upstream.timeout,
         max_response_bytes: config.upstream.max_response_bytes,
     });

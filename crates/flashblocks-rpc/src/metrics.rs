@@ -3,8 +3,16 @@
 
 use std::{
     fmt::Write,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
 };
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +56,8 @@ pub struct Metrics {
     pending_blocks: AtomicU64,
     serveable_blocks: AtomicU64,
     held_blocks: AtomicU64,
-    stream_lag_ms: AtomicU64,
+    stream_lag_ms: AtomicI64,
+    last_frame_unix_ms: AtomicU64,
     stream_connected: AtomicU64,
     stream_connects: AtomicU64,
     upstream_head: AtomicU64,
@@ -89,9 +98,15 @@ impl Metrics {
             .store(total.saturating_sub(serveable) as u64, Ordering::Relaxed);
     }
 
-    /// Time between a flashblock's block timestamp (plus index share) and its arrival.
-    pub fn set_stream_lag_ms(&self, ms: u64) {
-        self.stream_lag_ms.store(ms, Ordering::Relaxed);
+    /// Records a frame arriving at `now_ms` for a block with timestamp `block_timestamp` (s):
+    /// the lag is signed, since builders start a block before its timestamp.
+    pub fn frame_arrived(&self, now_ms: u64, block_timestamp: Option<u64>) {
+        self.last_frame_unix_ms.store(now_ms, Ordering::Relaxed);
+        if let Some(ts) = block_timestamp {
+            let lag = i128::from(now_ms) - i128::from(ts) * 1000;
+            let lag = i64::try_from(lag).unwrap_or(if lag < 0 { i64::MIN } else { i64::MAX });
+            self.stream_lag_ms.store(lag, Ordering::Relaxed);
+        }
     }
 
     /// Stream connection state.
@@ -171,11 +186,16 @@ impl Metrics {
             "Pending blocks held until their parent is canonical.",
             get(&self.held_blocks),
         );
+        let last = get(&self.last_frame_unix_ms);
         one(
-            "flashblocks_rpc_stream_lag_ms",
+            "flashblocks_rpc_stream_last_frame_age_ms",
             "gauge",
-            "Arrival time of the last flashblock minus its block timestamp.",
-            get(&self.stream_lag_ms),
+            "Time since the last flashblocks frame arrived (0 before the first).",
+            if last == 0 {
+                0
+            } else {
+                unix_ms().saturating_sub(last)
+            },
         );
         one(
             "flashblocks_rpc_stream_connected",
@@ -221,6 +241,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP flashblocks_rpc_stream_lag_ms Arrival of the last flashblock minus its block timestamp (negative: before it).\n# TYPE flashblocks_rpc_stream_lag_ms gauge\nflashblocks_rpc_stream_lag_ms {}",
+            self.stream_lag_ms.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# HELP flashblocks_rpc_answers_total Answers by source.\n# TYPE flashblocks_rpc_answers_total counter\nflashblocks_rpc_answers_total{{source=\"pending\"}} {}\nflashblocks_rpc_answers_total{{source=\"upstream\"}} {}",
             get(&self.answers_pending),
             get(&self.answers_upstream)
@@ -237,5 +262,36 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_exposes_signed_lag_answers_by_source_and_rejections() {
+        let m = Metrics::default();
+        m.answered(Source::Pending);
+        m.answered(Source::Pending);
+        m.answered(Source::Upstream);
+        m.rejected(Rejection::Stale);
+        m.frame_arrived(1_000_500, Some(1_001));
+        m.set_depth(3, 1);
+        let text = m.render();
+        for line in [
+            "flashblocks_rpc_answers_total{source=\"pending\"} 2",
+            "flashblocks_rpc_answers_total{source=\"upstream\"} 1",
+            "flashblocks_rpc_flashblocks_rejected_total{reason=\"stale\"} 1",
+            "flashblocks_rpc_stream_lag_ms -500",
+            "flashblocks_rpc_pending_blocks 3",
+            "flashblocks_rpc_pending_serveable_blocks 1",
+            "flashblocks_rpc_pending_held_blocks 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 }

@@ -291,7 +291,7 @@ mod tests {
         let upstream = Upstream::new(UpstreamConfig {
             name: "upstream",
             url: config.upstream.url.clone(),
-            secret: None,
+            secret: config.upstream.jwt,
             timeout: config.upstream.timeout,
             max_response_bytes: 1024,
         });

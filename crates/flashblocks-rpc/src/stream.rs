@@ -2,11 +2,7 @@
 //! fans accepted flashblocks out to subscribers, and reconnects with jittered exponential
 //! backoff. While disconnected no pending state is held, so answers come from the upstream.
 
-use std::{
-    io::Read,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{io::Read, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
@@ -14,7 +10,12 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
-use crate::{config::StreamConfig, context::Context, metrics::Rejection, pending::state::Applied};
+use crate::{
+    config::StreamConfig,
+    context::Context,
+    metrics::{Rejection, unix_ms},
+    pending::state::Applied,
+};
 
 /// Why one connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +156,9 @@ pub fn handle_frame(ctx: &Context, json: &[u8]) {
 }
 
 fn record_lag(ctx: &Context, fb: &OpFlashblockPayload) {
-    let Some(base) = &fb.base else { return };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    // Only index 0 says which timestamp its block has; later ones refresh the frame age.
     ctx.metrics
-        .set_stream_lag_ms(now_ms.saturating_sub(base.timestamp.saturating_mul(1000)));
+        .frame_arrived(unix_ms(), fb.base.as_ref().map(|b| b.timestamp));
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! WebSocket clients: `eth_subscribe("newFlashblocks")` streams every accepted flashblock,
-//! unknown subscription kinds are refused, and plain reads are forwarded over WebSocket too.
+//! unknown subscription kinds are refused, and plain reads are forwarded over WebSocket too
+//! (here to a JWT-protected upstream).
 
 use std::time::Duration;
 
@@ -49,13 +50,14 @@ async fn request(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_subscribers_get_each_accepted_flashblock() {
     let genesis = load_genesis(None, unix_now(), None).unwrap();
+    let jwt = JwtSecret::random();
     let engine = start_engine_on(
         genesis,
         Role::Local,
         "127.0.0.1".parse().unwrap(),
         0,
         0,
-        JwtSecret::random(),
+        jwt,
     )
     .await
     .unwrap();
@@ -63,7 +65,15 @@ async fn websocket_subscribers_get_each_accepted_flashblock() {
     let head = call(&upstream, "eth_getBlockByNumber", json!(["latest", false])).await;
     let head_hash: B256 = serde_json::from_value(head["hash"].clone()).unwrap();
     let (url, frames) = scripted_server().await;
-    let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
+    // The engine's JWT-protected port as the upstream: head polls and forwarded calls carry
+    // tokens minted from --upstream-jwt-secret.
+    let secret = hex::encode(jwt.as_bytes());
+    let rpc = start_rpc(
+        &url,
+        &engine.auth_url(),
+        &["--upstream-jwt-secret", &secret],
+    )
+    .await;
     let (mut ws, _) = tokio_tungstenite::connect_async(rpc.ws_url())
         .await
         .unwrap();
