@@ -71,6 +71,9 @@ pub struct Args {
     /// without a frame, in milliseconds.
     #[arg(long, env = "STREAM_IDLE_TIMEOUT_MS", default_value_t = 10_000)]
     pub stream_idle_timeout_ms: u64,
+    /// Most concurrent HTTP + WebSocket connections.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1_000)]
+    pub max_connections: u32,
     /// Largest JSON-RPC request body accepted, in bytes.
     #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 5 * 1024 * 1024)]
     pub max_request_bytes: u32,

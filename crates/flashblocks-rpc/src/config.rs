@@ -89,6 +89,8 @@ pub struct Config {
     pub rpc_addr: SocketAddr,
     /// Largest request body.
     pub max_request_bytes: u32,
+    /// Most concurrent connections.
+    pub max_connections: u32,
     /// Prometheus listen address, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     /// Log filter.
@@ -144,6 +146,9 @@ impl TryFrom<Args> for Config {
         };
         if a.max_pending_blocks == 0 {
             return Err(invalid("max-pending-blocks", "must be at least 1"));
+        }
+        if a.max_connections == 0 {
+            return Err(invalid("max-connections", "must be at least 1"));
         }
         if a.max_flashblocks_per_block == 0 {
             return Err(invalid("max-flashblocks-per-block", "must be at least 1"));
@@ -201,6 +206,7 @@ impl TryFrom<Args> for Config {
             },
             rpc_addr: addr("rpc-addr", &a.rpc_addr)?,
             max_request_bytes: a.max_request_bytes,
+            max_connections: a.max_connections,
             metrics_addr: a
                 .metrics
                 .then(|| addr("metrics-addr", &a.metrics_addr))

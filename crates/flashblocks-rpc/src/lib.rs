@@ -90,6 +90,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ctx = Context::new(config.clone(), upstream);
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)
+        .max_connections(config.max_connections)
         .max_response_body_size(
             u32::try_from(config.upstream.max_response_bytes).unwrap_or(u32::MAX),
         )
