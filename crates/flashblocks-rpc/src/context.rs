@@ -7,7 +7,7 @@ use std::{
 };
 
 use engine_api::Upstream;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::{config::Config, metrics::Metrics, pending::state::PendingState};
 
@@ -24,6 +24,9 @@ pub struct Context {
     pub upstream: Upstream,
     /// Accepted flashblocks as JSON text, for `eth_subscribe("newFlashblocks")`.
     pub flashblocks: broadcast::Sender<Arc<str>>,
+    /// Wakes the head poller early: a new block arrived that does not chain onto the head
+    /// we know, so the upstream probably has a block we have not seen yet.
+    pub head_nudge: Notify,
     /// The configuration.
     pub config: Config,
 }
@@ -37,6 +40,7 @@ impl Context {
             metrics: Metrics::default(),
             upstream,
             flashblocks,
+            head_nudge: Notify::new(),
             config,
         })
     }

@@ -23,6 +23,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = ctx.head_nudge.notified() => {}
             _ = stop.changed() => return,
         }
         poll_once(&ctx).await;

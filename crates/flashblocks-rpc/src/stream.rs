@@ -137,8 +137,19 @@ pub fn handle_frame(ctx: &Context, json: &[u8]) {
         }
     };
     record_lag(ctx, &fb);
-    match ctx.write(|s| s.ingest(&fb)) {
-        Ok(applied) => {
+    let result = ctx.write(|s| {
+        let applied = s.ingest(&fb)?;
+        let waiting = fb.index == 0
+            && s.tip(std::time::Instant::now())
+                .is_none_or(|t| t.number() < fb.metadata.block_number);
+        Ok((applied, waiting))
+    });
+    match result {
+        Ok((applied, waiting)) => {
+            if waiting {
+                // Held for a parent the head poll has not seen yet: look now, not next tick.
+                ctx.head_nudge.notify_one();
+            }
             ctx.metrics.applied();
             if applied == Applied::Replaced {
                 ctx.metrics.reorged();

@@ -537,6 +537,36 @@ mod tests {
     }
 
     #[test]
+    fn reported_balances_win_and_unreported_accounts_are_untouched() {
+        let now = Instant::now();
+        let (a, b) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb));
+        let mut s = state(4);
+        s.set_head(10, h(10), now);
+        let mut first = fb(1, 0, 11, h(10), 0, &[deposit(a, b, 100, 40, 1)], h(11));
+        first
+            .metadata
+            .new_account_balances
+            .insert(a, U256::from(1_000));
+        s.ingest(&first).unwrap();
+        assert_eq!(
+            s.balance(&a, now),
+            Some(PendingBalance::Known(U256::from(1_000)))
+        );
+        // The builder reports every account it touched: b is not among them, so unchanged.
+        assert_eq!(s.balance(&b, now), Some(PendingBalance::Untouched));
+        let mut second = fb(1, 1, 11, h(10), 1, &[], h(12));
+        second
+            .metadata
+            .new_account_balances
+            .insert(a, U256::from(900));
+        s.ingest(&second).unwrap();
+        assert_eq!(
+            s.balance(&a, now),
+            Some(PendingBalance::Known(U256::from(900)))
+        );
+    }
+
+    #[test]
     fn receipts_that_do_not_add_up_are_refused() {
         let now = Instant::now();
         let mut s = state(4);
