@@ -11,6 +11,7 @@ mod flashblocks;
 mod flashblocks_after_proposal;
 mod flashblocks_builder_killed;
 mod flashblocks_fifty_blocks;
+mod flashblocks_fork_transition;
 mod flashblocks_invalid_builder_block;
 mod flashblocks_reconnect;
 mod flashblocks_slow_subscriber;
