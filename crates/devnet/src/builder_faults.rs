@@ -32,6 +32,9 @@ pub enum Fault {
     /// Close the flashblocks WebSocket listener and disconnect every subscriber; the engine API
     /// keeps working and flashblocks keep being built. Re-opened on the same port when cleared.
     FlashblocksDown,
+    /// getPayload serves a valid block without the pool transactions its flashblocks
+    /// preconfirmed (attribute transactions only): a builder breaking its preconfirmations.
+    DropPreconfirmed,
     /// Armed: the builder dies (`down`, and it publishes no more flashblocks) right after it
     /// built flashblock N of a payload. Listed as active while armed and while the `down` it
     /// caused lasts; clearing it disarms and lifts that `down`.
@@ -41,7 +44,7 @@ pub enum Fault {
 /// Why a fault name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, empty, stale, flashblocks_down, down_after_flashblock=N)"
+    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
 )]
 pub struct ParseFaultError(pub String);
 
@@ -57,6 +60,7 @@ impl FromStr for Fault {
             "empty" => Ok(Self::Empty),
             "stale" => Ok(Self::Stale),
             "flashblocks_down" => Ok(Self::FlashblocksDown),
+            "drop_preconfirmed" => Ok(Self::DropPreconfirmed),
             other if other.starts_with("down_after_flashblock") => other
                 .strip_prefix("down_after_flashblock=")
                 .or_else(|| other.strip_prefix("down_after_flashblock:"))
@@ -84,6 +88,7 @@ pub struct Faults {
     empty: AtomicBool,
     stale: AtomicBool,
     flashblocks_down: AtomicBool,
+    drop_preconfirmed: AtomicBool,
     // Flashblock index after which the builder dies; `DISARMED` when off.
     down_after_flashblock: AtomicU64,
     // Whether the current `down` was caused by a tripped `down_after_flashblock`.
@@ -105,6 +110,7 @@ impl Default for Faults {
             empty: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             flashblocks_down: AtomicBool::new(false),
+            drop_preconfirmed: AtomicBool::new(false),
             down_after_flashblock: AtomicU64::new(DISARMED),
             tripped_down: AtomicBool::new(false),
             tripped: Mutex::new(None),
@@ -129,6 +135,7 @@ impl Faults {
             Fault::Empty => self.empty.store(on, Ordering::SeqCst),
             Fault::Stale => self.stale.store(on, Ordering::SeqCst),
             Fault::FlashblocksDown => self.flashblocks_down.store(on, Ordering::SeqCst),
+            Fault::DropPreconfirmed => self.drop_preconfirmed.store(on, Ordering::SeqCst),
             Fault::DownAfterFlashblock(n) => {
                 self.down_after_flashblock
                     .store(if on { n } else { DISARMED }, Ordering::SeqCst);
@@ -150,6 +157,7 @@ impl Faults {
             Fault::Empty,
             Fault::Stale,
             Fault::FlashblocksDown,
+            Fault::DropPreconfirmed,
             Fault::DownAfterFlashblock(0),
         ] {
             self.set(f, false);
@@ -170,6 +178,7 @@ impl Faults {
             (&self.empty, Fault::Empty),
             (&self.stale, Fault::Stale),
             (&self.flashblocks_down, Fault::FlashblocksDown),
+            (&self.drop_preconfirmed, Fault::DropPreconfirmed),
         ] {
             if flag.load(Ordering::SeqCst) {
                 out.push(fault);
@@ -217,6 +226,11 @@ impl Faults {
     /// Whether the engine ignores chain updates.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::SeqCst)
+    }
+
+    /// Whether getPayload drops the pool transactions the flashblocks preconfirmed.
+    pub fn is_dropping_preconfirmed(&self) -> bool {
+        self.drop_preconfirmed.load(Ordering::SeqCst)
     }
 
     /// Whether the flashblocks WebSocket should be closed.
@@ -330,6 +344,10 @@ mod tests {
             Ok(Fault::DownAfterFlashblock(3))
         );
         assert!("down_after_flashblock".parse::<Fault>().is_err());
+        assert_eq!(
+            "drop_preconfirmed".parse::<Fault>(),
+            Ok(Fault::DropPreconfirmed)
+        );
         assert!("down_after_flashblock=x".parse::<Fault>().is_err());
         let w: FaultWindow = "down_after_flashblock=3@10..12".parse().unwrap();
         assert_eq!(w.fault, Fault::DownAfterFlashblock(3));

@@ -386,6 +386,13 @@ impl Engine {
                 .ok_or(EngineError::UnknownPayload)?;
             let built = match job {
                 PayloadJob::Built(built) => return self.serve(built, version),
+                PayloadJob::Streaming {
+                    parent, attributes, ..
+                } if self.faulty() && self.faults.is_dropping_preconfirmed() => {
+                    // A valid block with the attribute transactions only: everything the
+                    // flashblocks after index 0 preconfirmed is missing.
+                    self.build_locked(&mut inner, parent, &attributes, Some(Vec::new()))?
+                }
                 PayloadJob::Streaming { latest, .. } => latest,
                 PayloadJob::Pending { parent, attributes } => {
                     check_fork(&self.spec, version, attributes.payload_attributes.timestamp)?;

@@ -9,6 +9,7 @@ mod builder_invalid;
 mod engine_rpc;
 mod flashblocks;
 mod flashblocks_after_proposal;
+mod flashblocks_builder_drops_preconfirmed;
 mod flashblocks_builder_killed;
 mod flashblocks_fifty_blocks;
 mod flashblocks_fork_transition;
