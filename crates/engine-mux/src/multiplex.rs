@@ -481,6 +481,7 @@ impl MuxState {
         let accepted = store.close(&builder_id);
         self.metrics.flashblocks_per_block(accepted.len(), missing);
         let preconfirmed = accepted.iter().flat_map(|fb| fb.diff.transactions.iter());
+        let mut rejected_hash = None;
         let (path, fetch_failure) = match fetched {
             Ok((raw, envelope))
                 if envelope.transactions().len() >= preconfirmed.clone().count()
@@ -488,11 +489,18 @@ impl MuxState {
                         .zip(envelope.transactions())
                         .all(|(a, b)| a == b) =>
             {
-                self.metrics.flashblocks_block("builder_payload");
-                return self
-                    .validate_on_l2(version, &envelope, deadline)
-                    .await
-                    .map(|()| ValidBuilderPayload { raw, envelope });
+                match self.validate_on_l2(version, &envelope, deadline).await {
+                    Ok(()) => {
+                        self.metrics.flashblocks_block("builder_payload");
+                        return Ok(ValidBuilderPayload { raw, envelope });
+                    }
+                    // The builder's final block is bad, but what it preconfirmed may still
+                    // form a valid block: try that before giving the slot to the local block.
+                    Err(reason) => {
+                        rejected_hash = Some(envelope.block_hash());
+                        ("assembled", reason)
+                    }
+                }
             }
             Ok((_, envelope)) => {
                 tracing::warn!(
@@ -511,6 +519,10 @@ impl MuxState {
             tracing::warn!(error = %e, "flashblocks do not form a block");
             fetch_failure
         })?;
+        if rejected_hash == Some(envelope.block_hash()) {
+            // The flashblocks are the very block the local EL just rejected.
+            return Err(fetch_failure);
+        }
         let raw = envelope.to_raw().map_err(|_| FallbackReason::Error)?;
         self.validate_on_l2(version, &envelope, deadline).await?;
         tracing::info!(

@@ -21,7 +21,6 @@ use crate::support::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "engine-mux bug: an INVALID builder payload falls back to the local block instead of the valid block its flashblocks assemble to"]
 async fn invalid_builder_block_is_replaced_by_its_valid_flashblocks() {
     let devnet = Devnet::start(flashblocks_config())
         .await

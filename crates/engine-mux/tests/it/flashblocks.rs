@@ -401,3 +401,53 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn invalid_builder_block_still_lands_its_valid_preconfirmations() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let local_id = s.fcu_build().await;
+    let id = builder_id(&s).await;
+    let builder_txs = payload_v3(B256::ZERO, 101, 0, 100)
+        .payload_inner
+        .payload_inner
+        .transactions;
+    source.text(&flashblock(id, 0, builder_txs[..3].to_vec()));
+    source.text(&flashblock(id, 1, builder_txs[3..10].to_vec()));
+    eventually(Duration::from_secs(2), "accepted", || async {
+        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 2.0
+    })
+    .await;
+    // The builder's final block extends its flashblocks but the local EL rejects it.
+    s.local.invalid_for(s.builder.block_hash(101));
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(B256::repeat_byte(0xf1)),
+        "the flashblocks' block"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_blocks_total{path="assembled"}"#),
+        1.0
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_blocks_total{path="builder_payload"}"#),
+        0.0,
+        "counted only when used"
+    );
+    let validated: Vec<_> = s
+        .local
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].clone())
+        .collect();
+    assert_eq!(
+        validated,
+        vec![
+            json!(s.builder.block_hash(101)),
+            json!(B256::repeat_byte(0xf1))
+        ]
+    );
+}
