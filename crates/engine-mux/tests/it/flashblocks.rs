@@ -173,6 +173,41 @@ async fn builder_id(s: &Setup) -> PayloadId {
     serde_json::from_value(json!(s.builder.issued_ids().last().unwrap())).unwrap()
 }
 
+/// op-node starts a block and the builder streams one flashblock per entry of `txs`; returns
+/// op-node's payload id once engine-mux has accepted them all.
+async fn stream_block(s: &Setup, source: &FlashblocksSource, txs: Vec<Vec<Bytes>>) -> String {
+    let local_id = s.fcu_build().await;
+    let id = builder_id(s).await;
+    let before = s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#);
+    let n = txs.len() as f64;
+    for (i, t) in txs.into_iter().enumerate() {
+        source.text(&flashblock(id, i as u64, t));
+    }
+    eventually(
+        Duration::from_secs(2),
+        "all flashblocks accepted",
+        || async { s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == before + n },
+    )
+    .await;
+    local_id
+}
+
+/// The first transactions of the mock builder's block, split into flashblocks of these sizes.
+fn builder_prefix(sizes: &[usize]) -> Vec<Vec<Bytes>> {
+    let txs = payload_v3(B256::ZERO, 101, 0, 100)
+        .payload_inner
+        .payload_inner
+        .transactions;
+    let mut at = 0;
+    sizes
+        .iter()
+        .map(|n| {
+            at += n;
+            txs[at - n..at].to_vec()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn out_of_order_duplicate_equivocating_and_malformed_frames() {
     let (s, source) = with_flashblocks(&[]).await;
@@ -223,18 +258,11 @@ async fn out_of_order_duplicate_equivocating_and_malformed_frames() {
 #[tokio::test]
 async fn builder_killed_after_flashblock_3_proposes_exactly_flashblocks_0_to_3() {
     let (s, source) = with_flashblocks(&["--health-check-interval", "60"]).await;
-    let local_id = s.fcu_build().await;
-    let id = builder_id(&s).await;
-    for i in 0..4u8 {
-        source.text(&flashblock(
-            id,
-            u64::from(i),
-            vec![tx(2 * i), tx(2 * i + 1)],
-        ));
-    }
-    eventually(Duration::from_secs(2), "4 flashblocks accepted", || async {
-        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 4.0
-    })
+    let local_id = stream_block(
+        &s,
+        &source,
+        (0..4u8).map(|i| vec![tx(2 * i), tx(2 * i + 1)]).collect(),
+    )
     .await;
     s.builder.down();
     let env = s
@@ -268,14 +296,7 @@ async fn builder_killed_after_flashblock_3_proposes_exactly_flashblocks_0_to_3()
 #[tokio::test]
 async fn builder_block_dropping_preconfirmed_transactions_is_replaced_by_its_flashblocks() {
     let (s, source) = with_flashblocks(&[]).await;
-    let local_id = s.fcu_build().await;
-    let id = builder_id(&s).await;
-    source.text(&flashblock(id, 0, vec![tx(1)]));
-    source.text(&flashblock(id, 1, vec![tx(2)]));
-    eventually(Duration::from_secs(2), "accepted", || async {
-        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 2.0
-    })
-    .await;
+    let local_id = stream_block(&s, &source, vec![vec![tx(1)], vec![tx(2)]]).await;
     let env = s
         .call("engine_getPayloadV3", json!([local_id]))
         .await
@@ -293,19 +314,8 @@ async fn builder_block_dropping_preconfirmed_transactions_is_replaced_by_its_fla
 #[tokio::test]
 async fn builder_block_that_extends_its_flashblocks_is_used() {
     let (s, source) = with_flashblocks(&[]).await;
-    let local_id = s.fcu_build().await;
-    let id = builder_id(&s).await;
-    // The mock builder's block starts with these transactions.
-    let builder_txs = payload_v3(B256::ZERO, 101, 0, 100)
-        .payload_inner
-        .payload_inner
-        .transactions;
-    source.text(&flashblock(id, 0, builder_txs[..3].to_vec()));
-    source.text(&flashblock(id, 1, builder_txs[3..10].to_vec()));
-    eventually(Duration::from_secs(2), "accepted", || async {
-        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 2.0
-    })
-    .await;
+    // The mock builder's final block starts with these transactions.
+    let local_id = stream_block(&s, &source, builder_prefix(&[3, 7])).await;
     let env = s
         .call("engine_getPayloadV3", json!([local_id]))
         .await
@@ -405,18 +415,7 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
 #[tokio::test]
 async fn invalid_builder_block_still_lands_its_valid_preconfirmations() {
     let (s, source) = with_flashblocks(&[]).await;
-    let local_id = s.fcu_build().await;
-    let id = builder_id(&s).await;
-    let builder_txs = payload_v3(B256::ZERO, 101, 0, 100)
-        .payload_inner
-        .payload_inner
-        .transactions;
-    source.text(&flashblock(id, 0, builder_txs[..3].to_vec()));
-    source.text(&flashblock(id, 1, builder_txs[3..10].to_vec()));
-    eventually(Duration::from_secs(2), "accepted", || async {
-        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 2.0
-    })
-    .await;
+    let local_id = stream_block(&s, &source, builder_prefix(&[3, 7])).await;
     // The builder's final block extends its flashblocks but the local EL rejects it.
     s.local.invalid_for(s.builder.block_hash(101));
     let env = s
