@@ -212,9 +212,20 @@ pub async fn catch_up(state: &MuxState) {
             return;
         }
     };
+    // Once given up at this head, stay quiet until the builder moves (it is syncing on its own).
+    if state
+        .catch_up_abandoned_at
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == head
+    {
+        return;
+    }
     let missing = match recent.after(head) {
         Ok(m) => m,
         Err(gap) => {
+            state
+                .catch_up_abandoned_at
+                .store(head, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(
                 builder_head = head,
                 oldest_held = gap.oldest,

@@ -105,6 +105,8 @@ pub struct MuxState {
     pub ignore_unhealthy: bool,
     /// Flashblocks accepted from the builder, when flashblocks are on.
     pub flashblocks: Option<Arc<FlashblocksStore>>,
+    /// Builder head at which catch-up last gave up (beyond the window); `u64::MAX`: none.
+    pub catch_up_abandoned_at: std::sync::atomic::AtomicU64,
 }
 
 /// Part of the getPayload budget kept for validating assembled flashblocks.

@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         get_payload_deadline: config.get_payload_deadline,
         ignore_unhealthy: config.ignore_unhealthy_builders,
         flashblocks: flashblocks_store.clone(),
+        catch_up_abandoned_at: std::sync::atomic::AtomicU64::new(u64::MAX),
     });
     metrics.execution_mode(config.execution_mode);
 

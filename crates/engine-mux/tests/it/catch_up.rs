@@ -84,3 +84,27 @@ async fn catch_up_can_be_turned_off() {
         "no replay when catch-up is off"
     );
 }
+
+#[tokio::test]
+async fn builder_beyond_the_window_is_reported_once_and_left_to_its_own_sync() {
+    let s = setup(&["--catch-up-depth", "4", "--max-unsafe-interval", "30"]).await;
+    s.block("engine_getPayloadV3").await;
+    s.builder.down();
+    for _ in 0..10 {
+        s.block("engine_getPayloadV3").await;
+    }
+    s.builder.clear_calls();
+    s.builder.up().await;
+    let beyond = r#"engine_mux_catch_up_runs_total{outcome="beyond_bound"}"#;
+    eventually(Duration::from_secs(5), "catch-up gave up", || async {
+        s.metric(beyond) == 1.0
+    })
+    .await;
+    // Several more probes find it just as far behind: no retry storm.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(s.metric(beyond), 1.0);
+    assert!(
+        s.builder.calls_of("engine_newPayloadV3").is_empty(),
+        "nothing replayed from a window that no longer reaches it"
+    );
+}
