@@ -12,27 +12,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use engine_api::Upstream;
 use engine_mux::{Config, cli::Args};
-use mock_engine::{MockEngine, now};
+use mock_engine::{MockEngine, attributes, forkchoice};
 use serde_json::{Value, json};
-
-fn attributes() -> Value {
-    json!({
-        "timestamp": format!("{:#x}", now() + 1),
-        "prevRandao": format!("0x{}", "00".repeat(32)),
-        "suggestedFeeRecipient": "0x4200000000000000000000000000000000000011",
-        "withdrawals": [],
-        "parentBeaconBlockRoot": format!("0x{}", "55".repeat(32)),
-        "transactions": ["0x7ef8f8a0deadbeef"],
-        "noTxPool": false,
-        "gasLimit": "0x1c9c380",
-        "eip1559Params": "0x000000fa00000006"
-    })
-}
-
-fn fcs() -> Value {
-    let h = format!("0x{}", "cc".repeat(32));
-    json!({"headBlockHash": h, "safeBlockHash": h, "finalizedBlockHash": h})
-}
 
 #[derive(Default)]
 struct Samples {
@@ -57,7 +38,7 @@ async fn drive(c: &Upstream, blocks: usize, s: &mut Samples) {
             &mut s.fcu,
             c.call(
                 "engine_forkchoiceUpdatedV3",
-                &json!([fcs(), attributes()]),
+                &json!([forkchoice(1), attributes(false)]),
                 t,
             ),
         )
@@ -73,7 +54,11 @@ async fn drive(c: &Upstream, blocks: usize, s: &mut Samples) {
             .unwrap();
         let _: Value = timed(
             &mut s.fcu_plain,
-            c.call("engine_forkchoiceUpdatedV3", &json!([fcs(), null]), t),
+            c.call(
+                "engine_forkchoiceUpdatedV3",
+                &json!([forkchoice(1), null]),
+                t,
+            ),
         )
         .await
         .unwrap();

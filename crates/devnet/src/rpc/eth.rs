@@ -37,6 +37,13 @@ enum BlockRef {
     Hash(B256),
 }
 
+/// An optional block tag/number param; absent means `latest`, as in geth.
+fn block_ref_or_latest(v: Option<&Value>) -> Result<BlockRef, ErrorObjectOwned> {
+    v.map(parse_block_ref)
+        .transpose()
+        .map(|r| r.unwrap_or(BlockRef::Latest))
+}
+
 fn parse_block_ref(v: &Value) -> Result<BlockRef, ErrorObjectOwned> {
     let bad = || {
         err(
@@ -233,20 +240,12 @@ pub fn register(
     })?;
     module.register_method("eth_getBalance", |p: Params, e, _| -> RpcResult {
         let (addr, r): (Address, Option<Value>) = p.parse()?;
-        let r = r
-            .as_ref()
-            .map(parse_block_ref)
-            .transpose()?
-            .unwrap_or(BlockRef::Latest);
+        let r = block_ref_or_latest(r.as_ref())?;
         Ok(json!(state_at(e, r)?.balance(&addr)))
     })?;
     module.register_method("eth_getTransactionCount", |p: Params, e, _| -> RpcResult {
         let (addr, r): (Address, Option<Value>) = p.parse()?;
-        let r = r
-            .as_ref()
-            .map(parse_block_ref)
-            .transpose()?
-            .unwrap_or(BlockRef::Latest);
+        let r = block_ref_or_latest(r.as_ref())?;
         if r == BlockRef::Pending {
             return Ok(hex_u64(e.pending_nonce(&addr)));
         }

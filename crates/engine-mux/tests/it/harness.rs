@@ -7,7 +7,7 @@ use engine_api::{Upstream, UpstreamError};
 use engine_mux::{Config, RunningMux, cli::Args, metrics::sample};
 use serde_json::{Value, json};
 
-use crate::mock_engine::{MockEngine, now};
+use crate::mock_engine::MockEngine;
 
 pub struct Setup {
     pub local: MockEngine,
@@ -87,24 +87,7 @@ pub fn client(
     crate::mock_engine::engine_client(&format!("http://{}", mux.rpc_addr), secret, timeout)
 }
 
-pub fn attributes(no_tx_pool: bool) -> Value {
-    json!({
-        "timestamp": format!("{:#x}", now() + 1),
-        "prevRandao": format!("0x{}", "00".repeat(32)),
-        "suggestedFeeRecipient": "0x4200000000000000000000000000000000000011",
-        "withdrawals": [],
-        "parentBeaconBlockRoot": format!("0x{}", "55".repeat(32)),
-        "transactions": ["0x7ef8f8a0deadbeef"],
-        "noTxPool": no_tx_pool,
-        "gasLimit": "0x1c9c380",
-        "eip1559Params": "0x000000fa00000006"
-    })
-}
-
-pub fn forkchoice(head: u64) -> Value {
-    let h = format!("0x{}{:016x}", "cc".repeat(24), head);
-    json!({"headBlockHash": h, "safeBlockHash": h, "finalizedBlockHash": h})
-}
+pub use crate::mock_engine::{attributes, forkchoice};
 
 impl Setup {
     pub async fn call(&self, method: &'static str, params: Value) -> Result<Value, UpstreamError> {
