@@ -1,7 +1,8 @@
 //! Versioned payload helpers: which `engine_getPayload` version pairs with which
 //! `engine_newPayload`, and a typed view of a payload envelope for validation and selection.
 
-use alloy_primitives::{B256, Bytes};
+use alloy_eips::eip4895::Withdrawal;
+use alloy_primitives::{Address, B256, Bytes};
 use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4};
 use serde_json::value::RawValue;
 
@@ -108,6 +109,34 @@ impl PayloadEnvelope {
     /// The block's timestamp.
     pub fn timestamp(&self) -> u64 {
         self.inner().timestamp
+    }
+
+    /// The block's fee recipient.
+    pub fn fee_recipient(&self) -> Address {
+        self.inner().fee_recipient
+    }
+
+    /// The block's `prevRandao`.
+    pub fn prev_randao(&self) -> B256 {
+        self.inner().prev_randao
+    }
+
+    /// The block's gas limit.
+    pub fn gas_limit(&self) -> u64 {
+        self.inner().gas_limit
+    }
+
+    /// The block's extra data (Holocene EIP-1559 parameters, Jovian minimum base fee).
+    pub fn extra_data(&self) -> &Bytes {
+        &self.inner().extra_data
+    }
+
+    /// The block's withdrawals (always empty on OP Stack chains).
+    pub fn withdrawals(&self) -> &[Withdrawal] {
+        match self {
+            Self::V3(e) => &e.execution_payload.payload_inner.withdrawals,
+            Self::V4(e) => &e.execution_payload.payload_inner.payload_inner.withdrawals,
+        }
     }
 
     /// Number of transactions.

@@ -13,8 +13,9 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    multiplex::{FallbackReason, MuxState},
-    payload_ids::BuilderFcu,
+    fallback::FallbackReason,
+    multiplex::MuxState,
+    payload_ids::{BuildSlot, BuilderFcu},
 };
 
 /// One call for the builder.
@@ -28,12 +29,12 @@ pub enum BuilderCall {
         /// Params exactly as op-node sent them.
         params: Box<RawValue>,
     },
-    /// An FCU with attributes: the builder's payload id goes back through `reply`.
+    /// An FCU with attributes: the builder's payload id goes into `slot`.
     Build {
         /// Params exactly as op-node sent them.
         params: Box<RawValue>,
         /// Where the outcome goes (read by getPayload through the payload id map).
-        reply: watch::Sender<Option<BuilderFcu>>,
+        slot: Arc<BuildSlot>,
     },
     /// Replay the blocks the builder missed.
     CatchUp,
@@ -91,18 +92,24 @@ pub async fn run(
         state.metrics.queue_depth("builder", rx.0.len());
         let mode = state.mode.get();
         match call {
-            BuilderCall::Build { reply, .. } if !mode.talks_to_builder() => {
-                reply.send_replace(Some(BuilderFcu::Unavailable(
-                    FallbackReason::NoBuilderPayload,
-                )));
+            BuilderCall::Build { slot, .. } if !mode.talks_to_builder() => {
+                slot.settle(
+                    BuilderFcu::Unavailable(FallbackReason::NoBuilderPayload),
+                    |_| {},
+                );
             }
-            BuilderCall::Build { reply, .. } if state.skip_builder() => {
+            BuilderCall::Build { slot, .. } if state.skip_builder() => {
                 state.metrics.queue_dropped("builder", "unhealthy");
-                reply.send_replace(Some(BuilderFcu::Unavailable(
-                    FallbackReason::SkippedUnhealthy,
-                )));
+                slot.settle(
+                    BuilderFcu::Unavailable(FallbackReason::SkippedUnhealthy),
+                    |_| {},
+                );
             }
-            BuilderCall::Build { params, reply } => build(&state, params, reply).await,
+            // getPayload already decided without it (the queue was slow): don't build at all.
+            BuilderCall::Build { slot, .. } if slot.outcome().is_some() => {
+                state.metrics.queue_dropped("builder", "decided");
+            }
+            BuilderCall::Build { params, slot } => build(&state, params, &slot).await,
             BuilderCall::Mirror { .. } if !mode.talks_to_builder() => {}
             BuilderCall::Mirror { .. } if state.skip_builder() => {
                 // Not lost: catch-up replays it once the builder is reachable again.
@@ -115,7 +122,7 @@ pub async fn run(
     }
 }
 
-async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Option<BuilderFcu>>) {
+async fn build(state: &MuxState, params: Box<RawValue>, slot: &BuildSlot) {
     let res: Result<ForkchoiceUpdated, _> = state
         .call(
             &state.builder,
@@ -128,9 +135,6 @@ async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Opt
         Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
             (PayloadStatusEnum::Valid, Some(id)) => {
                 state.health.builder_ok();
-                if let Some(store) = &state.flashblocks {
-                    store.begin(id);
-                }
                 (BuilderFcu::Building(id), false)
             }
             (PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted, _) => {
@@ -151,8 +155,20 @@ async fn build(state: &MuxState, params: Box<RawValue>, reply: watch::Sender<Opt
             )
         }
     };
-    // Answer getPayload first; the replay can take a while.
-    reply.send_replace(Some(outcome));
+    // Answer getPayload first; the replay can take a while. The flashblocks build opens only
+    // if getPayload has not decided yet: a block decided without the builder gets none of its
+    // flashblocks re-published.
+    let settled = slot.settle(outcome, |outcome| {
+        if let (BuilderFcu::Building(id), Some(store)) = (outcome, &state.flashblocks) {
+            store.begin(*id);
+        }
+    });
+    if !settled {
+        tracing::info!(
+            ?outcome,
+            "builder answered forkchoiceUpdated after getPayload had decided without it; ignored"
+        );
+    }
     if needs_catch_up {
         catch_up(state).await;
     }
@@ -180,11 +196,16 @@ async fn mirror(state: &MuxState, method: &'static str, params: Box<RawValue>) {
             catch_up(state).await;
         }
         Ok(PayloadStatusEnum::Invalid { validation_error }) => {
+            // op-node's own chain is INVALID to the builder: it has diverged and cannot build.
             tracing::warn!(method, %validation_error, "builder rejected a mirrored call as INVALID");
+            state.health.builder_payload(false);
         }
         Err(e) => {
             tracing::warn!(method, error = %e, "mirrored call to the builder failed");
             state.note_builder_error(&e);
+            if matches!(e, UpstreamError::Rpc { .. }) {
+                state.health.builder_payload(false);
+            }
         }
     }
 }

@@ -141,7 +141,9 @@ impl Health {
         });
     }
 
-    /// Outcome of the builder's part of a getPayload.
+    /// A builder outcome: a good block (`true`), or a failure that blames the builder
+    /// (`false`: getPayload fallback for timeout, error, INVALID, SYNCING, attributes mismatch,
+    /// or a mirrored call the builder refused). A failure holds 206 until the next good block.
     pub fn builder_payload(&self, good: bool) {
         self.evidence.lock().builder_payload = Some(Mark {
             at: Instant::now(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::{execution_mode::ExecutionMode, multiplex::FallbackReason};
+use crate::{execution_mode::ExecutionMode, fallback::FallbackReason};
 
 const METADATA: Metadata<'static> =
     Metadata::new("engine_mux", metrics::Level::INFO, Some(module_path!()));

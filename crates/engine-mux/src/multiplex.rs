@@ -18,7 +18,6 @@ use http::{HeaderMap, Response};
 use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::{
@@ -29,52 +28,13 @@ use crate::{
     flashblocks::store::FlashblocksStore,
     health::Health,
     metrics::{BlockSource, Metrics},
-    payload_ids::{BuilderFcu, PayloadIds},
+    payload_check::{self, BuildRequest},
+    payload_ids::{BuildSlot, BuilderFcu, PayloadIds},
     recent_payloads::RecentPayloads,
     selection::SelectionPolicy,
 };
 
-/// Why getPayload returned the local block although the builder was asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FallbackReason {
-    /// The builder did not answer within its deadline.
-    Timeout,
-    /// The builder answered with an error or garbage, or validation itself failed.
-    Error,
-    /// The local EL judged the builder's block INVALID.
-    Invalid,
-    /// The builder (or the local EL validating its block) was syncing.
-    Syncing,
-    /// No builder build was started for this payload id.
-    NoBuilderPayload,
-    /// The selection policy preferred the local block.
-    Policy,
-    /// The builder was unhealthy and not asked.
-    SkippedUnhealthy,
-}
-
-impl FallbackReason {
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Error => "error",
-            Self::Invalid => "invalid",
-            Self::Syncing => "syncing",
-            Self::NoBuilderPayload => "no_builder_payload",
-            Self::Policy => "policy",
-            Self::SkippedUnhealthy => "skipped_unhealthy",
-        }
-    }
-
-    /// The reason an upstream error stands for.
-    pub fn from_upstream(e: &UpstreamError) -> Self {
-        match e {
-            UpstreamError::Timeout { .. } => Self::Timeout,
-            _ => Self::Error,
-        }
-    }
-}
+pub use crate::fallback::FallbackReason;
 
 /// Shared state of one engine-mux instance.
 #[derive(Debug)]
@@ -112,10 +72,12 @@ pub struct MuxState {
 /// Part of the getPayload budget kept for validating assembled flashblocks.
 const FLASHBLOCKS_VALIDATION_RESERVE: Duration = Duration::from_millis(150);
 
-/// A builder payload that the local EL validated as VALID.
+/// A builder payload that is the block op-node asked for and that the local EL validated as VALID.
 struct ValidBuilderPayload {
     raw: Box<RawValue>,
     envelope: PayloadEnvelope,
+    /// Flashblocks of this block already shown to subscribers (0 without flashblocks).
+    preconfirmed: usize,
 }
 
 fn json_response(body: Bytes) -> Response<Bytes> {
@@ -242,8 +204,8 @@ impl MuxState {
             tracing::warn!(
                 "builder queue full; dropping a call (catch-up will replay missed blocks)"
             );
-            if let BuilderCall::Build { reply, .. } = call {
-                reply.send_replace(Some(BuilderFcu::Unavailable(FallbackReason::Error)));
+            if let BuilderCall::Build { slot, .. } = call {
+                slot.settle(BuilderFcu::Unavailable(FallbackReason::Error), |_| {});
             }
         }
         self.metrics.queue_depth("builder", self.queue.depth());
@@ -265,27 +227,31 @@ impl MuxState {
                 })
                 .ok()
         });
-        let mut builder_rx = None;
+        let mut build_slot = None;
         if let (Some((state, attrs)), Some(params)) = (&parsed, params) {
             if let Some(recent) = &self.recent {
                 recent.record_forkchoice(*state);
             }
-            let builds = attrs.as_ref().is_some_and(|a| a.no_tx_pool != Some(true));
+            let build = attrs.as_ref().filter(|a| a.no_tx_pool != Some(true));
             if mode.talks_to_builder() {
                 // Queued before the local call so the builder starts building in parallel.
-                if builds {
-                    let (tx, rx) = watch::channel(None);
+                if let Some(attrs) = build {
+                    let slot = BuildSlot::new(BuildRequest {
+                        head: state.head_block_hash,
+                        attributes: attrs.clone(),
+                    });
                     if self.skip_builder() {
-                        tx.send_replace(Some(BuilderFcu::Unavailable(
-                            FallbackReason::SkippedUnhealthy,
-                        )));
+                        slot.settle(
+                            BuilderFcu::Unavailable(FallbackReason::SkippedUnhealthy),
+                            |_| {},
+                        );
                     } else {
                         self.enqueue_builder(BuilderCall::Build {
                             params: params.to_owned(),
-                            reply: tx,
+                            slot: slot.clone(),
                         });
                     }
-                    builder_rx = Some(rx);
+                    build_slot = Some(slot);
                 } else if !self.skip_builder() {
                     self.enqueue_builder(BuilderCall::Mirror {
                         method: "engine_forkchoiceUpdatedV3",
@@ -298,10 +264,10 @@ impl MuxState {
             .forward_l2("engine_forkchoiceUpdatedV3", headers, body)
             .await;
         let (res, fcu) = self.local_answer::<ForkchoiceUpdated>(id, res);
-        if let (Some(fcu), Some(rx)) = (fcu, builder_rx)
+        if let (Some(fcu), Some(slot)) = (fcu, build_slot)
             && let Some(local_id) = fcu.payload_id
         {
-            let n = self.ids.insert(local_id, rx);
+            let n = self.ids.insert(local_id, slot);
             self.metrics.payload_ids(n);
         }
         res
@@ -332,8 +298,10 @@ impl MuxState {
         self.local_answer::<PayloadStatus>(id, res).0
     }
 
-    /// `engine_getPayloadV3/V4/V5`: local and builder in parallel; the builder's block is used
-    /// only when the local EL validated it VALID, the policy agrees and the mode is enabled.
+    /// `engine_getPayloadV3/V4/V5`: local and builder in parallel, both inside one deadline.
+    /// The builder's block is used only when it is the block op-node asked for, the local EL
+    /// validated it VALID, the policy agrees and the mode is enabled; op-node gets the best
+    /// block that is VALID by the deadline, and an error only when there is none.
     pub async fn get_payload(
         &self,
         version: PayloadVersion,
@@ -356,9 +324,25 @@ impl MuxState {
                 _ => None,
             }
         };
-        let local = self.forward_l2(version.get_payload_method(), headers, body);
+        let local = async {
+            let method = version.get_payload_method();
+            tokio::time::timeout_at(deadline, self.forward_l2(method, headers, body))
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout {
+                    upstream: self.l2.name(),
+                    after: self.get_payload_deadline,
+                }))
+        };
         let (local, builder) = tokio::join!(local, builder);
         let (local_res, local_payload) = self.local_answer::<Box<RawValue>>(id, local);
+        if let Some(outcome) = &builder {
+            // Every builder outcome is health evidence; only a good block clears a bad one.
+            match outcome {
+                Ok(_) => self.health.builder_payload(true),
+                Err(reason) if reason.blames_builder() => self.health.builder_payload(false),
+                Err(_) => {}
+            }
+        }
 
         let response = match builder {
             None => {
@@ -371,18 +355,7 @@ impl MuxState {
                 local_res
             }
             Some(Ok(valid)) => {
-                let wins = match (self.selection, &local_payload) {
-                    (SelectionPolicy::AlwaysBuilder, _) => true,
-                    // Only a gas policy needs the local payload typed; parse it only then.
-                    (policy, Some(raw)) => match PayloadEnvelope::parse(version, raw) {
-                        Ok(local) => {
-                            policy.builder_wins(valid.envelope.gas_used(), local.gas_used())
-                        }
-                        Err(_) => true,
-                    },
-                    // The local EL failed getPayload: a builder block it validated is better than none.
-                    (_, None) => true,
-                };
+                let wins = self.builder_wins(version, &valid, local_payload.as_deref());
                 if !wins {
                     self.metrics.fallback(FallbackReason::Policy);
                 }
@@ -406,22 +379,41 @@ impl MuxState {
         response
     }
 
-    /// The builder's payload for `local_id`, validated on the local EL, within `deadline`.
+    /// Whether a valid builder block beats the local one. Preconfirmed flashblocks were
+    /// promised to users: their block is never traded for a local block that drops them.
+    fn builder_wins(
+        &self,
+        version: PayloadVersion,
+        valid: &ValidBuilderPayload,
+        local: Option<&RawValue>,
+    ) -> bool {
+        if valid.preconfirmed > 0 {
+            return true;
+        }
+        match (self.selection, local) {
+            (SelectionPolicy::AlwaysBuilder, _) => true,
+            // Only a gas policy needs the local payload typed; parse it only then.
+            (policy, Some(raw)) => match PayloadEnvelope::parse(version, raw) {
+                Ok(local) => policy.builder_wins(valid.envelope.gas_used(), local.gas_used()),
+                Err(_) => true,
+            },
+            // The local EL failed getPayload: a builder block it validated is better than none.
+            (_, None) => true,
+        }
+    }
+
+    /// The builder's payload for `local_id`, checked against op-node's attributes and
+    /// validated on the local EL, within `deadline`.
     async fn builder_payload(
         &self,
         version: PayloadVersion,
         local_id: PayloadId,
         deadline: tokio::time::Instant,
     ) -> Result<ValidBuilderPayload, FallbackReason> {
-        let Some(mut rx) = self.ids.get(&local_id) else {
+        let Some(slot) = self.ids.get(&local_id) else {
             return Err(FallbackReason::NoBuilderPayload);
         };
-        let outcome = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some))
-            .await
-            .map_err(|_| FallbackReason::Timeout)?
-            .map_err(|_| FallbackReason::Error)?
-            .ok_or(FallbackReason::Error)?;
-        let builder_id = match outcome {
+        let builder_id = match slot.decide(deadline).await {
             BuilderFcu::Building(id) => id,
             BuilderFcu::Unavailable(reason) => return Err(reason),
         };
@@ -452,19 +444,22 @@ impl MuxState {
                 Err(FallbackReason::from_upstream(&e))
             }
         };
-        let verdict = match (&self.flashblocks, fetched) {
+        match (&self.flashblocks, fetched) {
             (Some(store), fetched) => {
-                self.with_flashblocks(store, version, builder_id, fetched, deadline)
+                self.with_flashblocks(store, version, &slot.request, builder_id, fetched, deadline)
                     .await
             }
-            (None, Ok((raw, envelope))) => self
-                .validate_on_l2(version, &envelope, deadline)
-                .await
-                .map(|()| ValidBuilderPayload { raw, envelope }),
+            (None, Ok((raw, envelope))) => {
+                self.check_and_validate(version, &slot.request, &envelope, deadline)
+                    .await?;
+                Ok(ValidBuilderPayload {
+                    raw,
+                    envelope,
+                    preconfirmed: 0,
+                })
+            }
             (None, Err(reason)) => Err(reason),
-        };
-        self.health.builder_payload(verdict.is_ok());
-        verdict
+        }
     }
 
     /// With flashblocks on, what was preconfirmed must be in the proposed block. The builder's
@@ -475,6 +470,7 @@ impl MuxState {
         &self,
         store: &FlashblocksStore,
         version: PayloadVersion,
+        request: &BuildRequest,
         builder_id: PayloadId,
         fetched: Result<(Box<RawValue>, PayloadEnvelope), FallbackReason>,
         deadline: tokio::time::Instant,
@@ -482,19 +478,41 @@ impl MuxState {
         let missing = store.missing(&builder_id);
         let accepted = store.close(&builder_id);
         self.metrics.flashblocks_per_block(accepted.len(), missing);
-        let preconfirmed = accepted.iter().flat_map(|fb| fb.diff.transactions.iter());
+        // Published only in enabled mode (see the store); dry_run promises nothing.
+        let preconfirmed = if self.mode.get() == ExecutionMode::Enabled {
+            accepted.len()
+        } else {
+            0
+        };
+        let carried = accepted.iter().flat_map(|fb| fb.diff.transactions.iter());
+        let assembled_hash = accepted.last().map(|fb| fb.diff.block_hash);
         let mut rejected_hash = None;
         let (path, fetch_failure) = match fetched {
             Ok((raw, envelope))
-                if envelope.transactions().len() >= preconfirmed.clone().count()
-                    && preconfirmed
-                        .zip(envelope.transactions())
-                        .all(|(a, b)| a == b) =>
+                if envelope.transactions().len() >= carried.clone().count()
+                    && carried.zip(envelope.transactions()).all(|(a, b)| a == b) =>
             {
-                match self.validate_on_l2(version, &envelope, deadline).await {
+                // Keep time to validate the flashblocks if this block fails and differs from them.
+                let own_deadline = match assembled_hash {
+                    Some(h) if h != envelope.block_hash() => {
+                        deadline
+                            - FLASHBLOCKS_VALIDATION_RESERVE.min(
+                                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                            )
+                    }
+                    _ => deadline,
+                };
+                match self
+                    .check_and_validate(version, request, &envelope, own_deadline)
+                    .await
+                {
                     Ok(()) => {
                         self.metrics.flashblocks_block("builder_payload");
-                        return Ok(ValidBuilderPayload { raw, envelope });
+                        return Ok(ValidBuilderPayload {
+                            raw,
+                            envelope,
+                            preconfirmed,
+                        });
                     }
                     // The builder's final block is bad, but what it preconfirmed may still
                     // form a valid block: try that before giving the slot to the local block.
@@ -517,24 +535,70 @@ impl MuxState {
         if accepted.is_empty() {
             return Err(fetch_failure);
         }
-        let envelope = assemble(&accepted, version).map_err(|e| {
-            tracing::warn!(error = %e, "flashblocks do not form a block");
-            fetch_failure
-        })?;
-        if rejected_hash == Some(envelope.block_hash()) {
-            // The flashblocks are the very block the local EL just rejected.
-            return Err(fetch_failure);
+        let assembled = async {
+            let envelope = assemble(&accepted, version).map_err(|e| {
+                tracing::warn!(error = %e, "flashblocks do not form a block");
+                fetch_failure
+            })?;
+            if rejected_hash == Some(envelope.block_hash()) {
+                // The flashblocks are the very block the local EL just rejected.
+                return Err(fetch_failure);
+            }
+            let raw = envelope.to_raw().map_err(|_| FallbackReason::Error)?;
+            self.check_and_validate(version, request, &envelope, deadline)
+                .await?;
+            Ok((raw, envelope))
+        };
+        match assembled.await {
+            Ok((raw, envelope)) => {
+                tracing::info!(
+                    block = envelope.block_number(),
+                    flashblocks = accepted.len(),
+                    path,
+                    "proposing the block assembled from flashblocks"
+                );
+                self.metrics.flashblocks_block(path);
+                Ok(ValidBuilderPayload {
+                    raw,
+                    envelope,
+                    preconfirmed,
+                })
+            }
+            Err(reason) => {
+                if preconfirmed > 0 {
+                    // Nothing valid carries them: the local block is proposed and users who
+                    // were shown these flashblocks will not find them in the chain.
+                    tracing::error!(
+                        flashblocks = preconfirmed,
+                        reason = reason.as_str(),
+                        "preconfirmed flashblocks form no valid block; they are lost from this block"
+                    );
+                    self.metrics.flashblocks_block("lost");
+                }
+                Err(reason)
+            }
         }
-        let raw = envelope.to_raw().map_err(|_| FallbackReason::Error)?;
-        self.validate_on_l2(version, &envelope, deadline).await?;
-        tracing::info!(
-            block = envelope.block_number(),
-            flashblocks = accepted.len(),
-            path,
-            "proposing the block assembled from flashblocks"
-        );
-        self.metrics.flashblocks_block(path);
-        Ok(ValidBuilderPayload { raw, envelope })
+    }
+
+    /// Checks `envelope` against the block op-node asked for, then validates it on the local EL.
+    async fn check_and_validate(
+        &self,
+        version: PayloadVersion,
+        request: &BuildRequest,
+        envelope: &PayloadEnvelope,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), FallbackReason> {
+        if let Err(mismatch) = payload_check::check(request, envelope) {
+            tracing::warn!(
+                block = envelope.block_number(),
+                hash = %envelope.block_hash(),
+                field = mismatch.field,
+                %mismatch,
+                "builder's block is not the block op-node asked for"
+            );
+            return Err(FallbackReason::AttributesMismatch);
+        }
+        self.validate_on_l2(version, envelope, deadline).await
     }
 
     /// `engine_newPayload` of the builder's block on the local EL: only VALID is valid.

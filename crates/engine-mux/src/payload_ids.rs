@@ -1,13 +1,17 @@
-//! The local→builder payload id map. op-node only ever sees local ids; the builder's id for
-//! the same attributes (and whether it has one yet) lives here until getPayload asks.
+//! The local→builder payload id map. op-node only ever sees local ids; the block op-node asked
+//! for and what the builder made of it (its id, or why there is none) live here until
+//! getPayload asks.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use engine_api::PayloadId;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::multiplex::FallbackReason;
+use crate::{fallback::FallbackReason, payload_check::BuildRequest};
 
 /// What the builder made of a forkchoiceUpdated with attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,8 +22,62 @@ pub enum BuilderFcu {
     Unavailable(FallbackReason),
 }
 
-/// Receives the builder's FCU outcome once it is known.
-pub type BuilderFcuRx = watch::Receiver<Option<BuilderFcu>>;
+/// One block op-node asked for while the builder was asked too. The builder's answer and
+/// getPayload's decision race; whichever settles the slot first wins, so a builder answer
+/// that arrives after getPayload decided without it never opens its build.
+#[derive(Debug)]
+pub struct BuildSlot {
+    /// The block op-node asked for.
+    pub request: BuildRequest,
+    outcome: watch::Sender<Option<BuilderFcu>>,
+}
+
+impl BuildSlot {
+    /// A slot waiting for the builder's answer.
+    pub fn new(request: BuildRequest) -> Arc<Self> {
+        Arc::new(Self {
+            request,
+            outcome: watch::Sender::new(None),
+        })
+    }
+
+    /// Records `outcome` unless the slot is already settled; `on_settle` runs atomically with
+    /// the record (it opens the flashblocks build). Returns whether `outcome` was recorded.
+    pub fn settle(&self, outcome: BuilderFcu, on_settle: impl FnOnce(&BuilderFcu)) -> bool {
+        let mut on_settle = Some(on_settle);
+        self.outcome.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            if let Some(f) = on_settle.take() {
+                f(&outcome);
+            }
+            *current = Some(outcome);
+            true
+        })
+    }
+
+    /// The builder's answer, waiting for it until `deadline`; at the deadline the slot is
+    /// settled as timed out, so an answer arriving later is ignored.
+    pub async fn decide(&self, deadline: tokio::time::Instant) -> BuilderFcu {
+        let mut rx = self.outcome.subscribe();
+        if let Ok(Ok(outcome)) =
+            tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await
+            && let Some(outcome) = *outcome
+        {
+            return outcome;
+        }
+        let timed_out = BuilderFcu::Unavailable(FallbackReason::Timeout);
+        self.settle(timed_out, |_| {});
+        // Either our timeout or an answer that won the race by a hair.
+        self.outcome.borrow().unwrap_or(timed_out)
+    }
+
+    /// The outcome so far, if settled.
+    pub fn outcome(&self) -> Option<BuilderFcu> {
+        *self.outcome.borrow()
+    }
+}
 
 /// A bounded map, oldest entry evicted first. Sized in the thousands so a burst of hundreds of
 /// FCUs never evicts an id a getPayload is still going to ask for.
@@ -31,7 +89,7 @@ pub struct PayloadIds {
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<PayloadId, BuilderFcuRx>,
+    map: HashMap<PayloadId, Arc<BuildSlot>>,
     order: VecDeque<PayloadId>,
 }
 
@@ -44,10 +102,10 @@ impl PayloadIds {
         }
     }
 
-    /// Records the builder outcome channel for `local`; returns the new size.
-    pub fn insert(&self, local: PayloadId, builder: BuilderFcuRx) -> usize {
+    /// Records the build slot for `local`; returns the new size.
+    pub fn insert(&self, local: PayloadId, slot: Arc<BuildSlot>) -> usize {
         let mut inner = self.inner.lock();
-        if inner.map.insert(local, builder).is_none() {
+        if inner.map.insert(local, slot).is_none() {
             inner.order.push_back(local);
         }
         while inner.order.len() > self.capacity {
@@ -58,8 +116,8 @@ impl PayloadIds {
         inner.map.len()
     }
 
-    /// The builder outcome channel for `local`, if it is still held.
-    pub fn get(&self, local: &PayloadId) -> Option<BuilderFcuRx> {
+    /// The build slot for `local`, if it is still held.
+    pub fn get(&self, local: &PayloadId) -> Option<Arc<BuildSlot>> {
         self.inner.lock().map.get(local).cloned()
     }
 
@@ -76,18 +134,28 @@ impl PayloadIds {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use alloy_primitives::B256;
+
     use super::*;
 
     fn id(n: u64) -> PayloadId {
         PayloadId::new(n.to_be_bytes())
     }
 
+    fn slot() -> Arc<BuildSlot> {
+        BuildSlot::new(BuildRequest {
+            head: B256::ZERO,
+            attributes: Default::default(),
+        })
+    }
+
     #[test]
     fn bounded_and_evicts_oldest_first() {
         let ids = PayloadIds::new(3);
         for n in 0..5 {
-            let (_tx, rx) = watch::channel(None);
-            ids.insert(id(n), rx);
+            ids.insert(id(n), slot());
         }
         assert_eq!(ids.len(), 3);
         assert!(ids.get(&id(0)).is_none() && ids.get(&id(1)).is_none());
@@ -97,16 +165,47 @@ mod tests {
     #[test]
     fn reinserting_an_id_replaces_without_growing() {
         let ids = PayloadIds::new(2);
-        let (tx1, rx1) = watch::channel(None);
-        let (_tx2, rx2) = watch::channel(None);
-        ids.insert(id(1), rx1);
-        ids.insert(id(1), rx2);
+        let first = slot();
+        ids.insert(id(1), first.clone());
+        ids.insert(id(1), slot());
         assert_eq!(ids.len(), 1);
-        tx1.send_replace(Some(BuilderFcu::Building(id(9))));
+        first.settle(BuilderFcu::Building(id(9)), |_| {});
         assert_eq!(
-            *ids.get(&id(1)).unwrap().borrow(),
+            ids.get(&id(1)).unwrap().outcome(),
             None,
-            "the newer channel is the one kept"
+            "the newer slot is the one kept"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_after_the_decision_is_ignored_and_opens_nothing() {
+        let s = slot();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        assert_eq!(
+            s.decide(deadline).await,
+            BuilderFcu::Unavailable(FallbackReason::Timeout)
+        );
+        let mut opened = false;
+        assert!(!s.settle(BuilderFcu::Building(id(7)), |_| opened = true));
+        assert!(!opened, "a late build is never opened");
+        assert_eq!(
+            s.outcome(),
+            Some(BuilderFcu::Unavailable(FallbackReason::Timeout))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_before_the_deadline_is_what_getpayload_sees() {
+        let s = slot();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.decide(deadline).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut opened = false;
+        assert!(s.settle(BuilderFcu::Building(id(7)), |_| opened = true));
+        assert!(opened);
+        assert_eq!(waiter.await.unwrap(), BuilderFcu::Building(id(7)));
     }
 }

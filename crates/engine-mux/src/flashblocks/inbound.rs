@@ -8,7 +8,6 @@ use std::{
 };
 
 use futures::{SinkExt, StreamExt};
-use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes, protocol::WebSocketConfig};
@@ -141,7 +140,7 @@ where
 }
 
 fn handle(text: Utf8Bytes, store: &FlashblocksStore, metrics: &Metrics) {
-    match serde_json::from_str::<OpFlashblockPayload>(&text) {
+    match engine_api::flashblocks::parse(text.as_bytes()) {
         Ok(fb) => {
             let (id, index) = (fb.payload_id, fb.index);
             let verdict = store.ingest(fb, text);

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     harness::{Setup, eventually, setup},
-    mock_engine::payload_v3,
+    mock_engine::{Fault, payload_v3},
 };
 
 /// A scripted builder flashblocks endpoint: frames pushed by the test go to the connected client.
@@ -90,24 +90,61 @@ impl FlashblocksSource {
     }
 }
 
-fn flashblock(id: PayloadId, index: u64, txs: Vec<Bytes>) -> OpFlashblockPayload {
+/// A flashblock as op-rbuilder builds it for the builder's latest FCU with attributes: index 0
+/// carries the base taken from those attributes (parent = the FCU head, timestamp, prevRandao,
+/// fee recipient, gas limit, Holocene extraData, beacon root) and starts with the attributes'
+/// forced transactions, then `txs`.
+fn flashblock(s: &Setup, id: PayloadId, index: u64, mut txs: Vec<Bytes>) -> OpFlashblockPayload {
+    let fcu = s
+        .builder
+        .calls_of("engine_forkchoiceUpdatedV3")
+        .into_iter()
+        .rfind(|c| !c.params[1].is_null())
+        .expect("the builder was asked to build")
+        .params;
+    let attrs = &fcu[1];
+    let quantity = |v: &serde_json::Value| -> u64 {
+        serde_json::from_value::<alloy_primitives::U64>(v.clone())
+            .unwrap()
+            .to()
+    };
+    let base = (index == 0).then(|| {
+        let params: alloy_primitives::B64 =
+            serde_json::from_value(attrs["eip1559Params"].clone()).unwrap();
+        let mut extra = vec![0u8];
+        extra.extend_from_slice(params.as_slice());
+        let forced: Vec<Bytes> = serde_json::from_value(attrs["transactions"].clone()).unwrap();
+        txs.splice(0..0, forced);
+        OpFlashblockPayloadBase {
+            parent_hash: serde_json::from_value(fcu[0]["headBlockHash"].clone()).unwrap(),
+            fee_recipient: serde_json::from_value(attrs["suggestedFeeRecipient"].clone()).unwrap(),
+            prev_randao: serde_json::from_value(attrs["prevRandao"].clone()).unwrap(),
+            block_number: 101,
+            gas_limit: quantity(&attrs["gasLimit"]),
+            timestamp: quantity(&attrs["timestamp"]),
+            extra_data: extra.into(),
+            parent_beacon_block_root: serde_json::from_value(
+                attrs["parentBeaconBlockRoot"].clone(),
+            )
+            .unwrap(),
+            ..Default::default()
+        }
+    });
     let mut fb = OpFlashblockPayload {
         payload_id: id,
         index,
-        base: (index == 0).then(|| OpFlashblockPayloadBase {
-            parent_hash: B256::repeat_byte(0x11),
-            block_number: 101,
-            gas_limit: 30_000_000,
-            timestamp: crate::mock_engine::now(),
-            parent_beacon_block_root: B256::repeat_byte(0x55),
-            ..Default::default()
-        }),
+        base,
         ..Default::default()
     };
     fb.diff.transactions = txs;
     fb.diff.block_hash = B256::repeat_byte(0xf0u8.wrapping_add(index as u8));
     fb.diff.gas_used = 21_000 * (index + 1);
     fb
+}
+
+/// The forced transactions of the harness's payload attributes (the L1-info deposit).
+fn forced() -> Vec<Bytes> {
+    serde_json::from_value(crate::harness::attributes(false)["transactions"].clone()).unwrap()
 }
 
 fn tx(tag: u8) -> Bytes {
@@ -155,9 +192,7 @@ async fn next_index(sub: &mut Subscriber) -> u64 {
             .unwrap()
             .unwrap();
         if let Message::Text(t) = msg {
-            return serde_json::from_str::<OpFlashblockPayload>(&t)
-                .unwrap()
-                .index;
+            return engine_api::flashblocks::parse(t.as_bytes()).unwrap().index;
         }
     }
 }
@@ -181,7 +216,7 @@ async fn stream_block(s: &Setup, source: &FlashblocksSource, txs: Vec<Vec<Bytes>
     let before = s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#);
     let n = txs.len() as f64;
     for (i, t) in txs.into_iter().enumerate() {
-        source.text(&flashblock(id, i as u64, t));
+        source.text(&flashblock(s, id, i as u64, t));
     }
     eventually(
         Duration::from_secs(2),
@@ -215,17 +250,17 @@ async fn out_of_order_duplicate_equivocating_and_malformed_frames() {
     // The builder id is known once its FCU answers; index 0 sent before is held, not lost.
     let local_id = s.fcu_build().await;
     let id = builder_id(&s).await;
-    source.text(&flashblock(id, 2, vec![tx(3)]));
+    source.text(&flashblock(&s, id, 2, vec![tx(3)]));
     source.send(Message::Text("{\"not\":\"a flashblock\"}".into()));
     source.send(Message::Binary(
-        serde_json::to_vec(&flashblock(id, 0, vec![tx(1)]))
+        serde_json::to_vec(&flashblock(&s, id, 0, vec![tx(1)]))
             .unwrap()
             .into(),
     ));
-    source.text(&flashblock(id, 0, vec![tx(1)]));
-    source.text(&flashblock(id, 1, vec![tx(2)]));
-    source.text(&flashblock(id, 1, vec![tx(99)]));
-    source.text(&flashblock(id, 3, vec![tx(4)]));
+    source.text(&flashblock(&s, id, 0, vec![tx(1)]));
+    source.text(&flashblock(&s, id, 1, vec![tx(2)]));
+    source.text(&flashblock(&s, id, 1, vec![tx(99)]));
+    source.text(&flashblock(&s, id, 3, vec![tx(4)]));
     let got = [
         next_index(&mut sub).await,
         next_index(&mut sub).await,
@@ -278,8 +313,11 @@ async fn builder_killed_after_flashblock_3_proposes_exactly_flashblocks_0_to_3()
     let txs: Vec<Bytes> = serde_json::from_value(payload["transactions"].clone()).unwrap();
     assert_eq!(
         txs,
-        (0..8).map(tx).collect::<Vec<_>>(),
-        "exactly flashblocks 0–3, in order"
+        forced()
+            .into_iter()
+            .chain((0..8).map(tx))
+            .collect::<Vec<_>>(),
+        "exactly flashblocks 0–3, in order, after the attributes' deposit"
     );
     assert_eq!(
         s.local.calls_of("engine_newPayloadV3")[0].params[0]["blockHash"],
@@ -337,8 +375,8 @@ async fn dropped_stream_reconnects_and_nothing_is_republished_twice() {
     let mut sub = subscribe(&s).await;
     s.fcu_build().await;
     let id = builder_id(&s).await;
-    source.text(&flashblock(id, 0, vec![tx(1)]));
-    source.text(&flashblock(id, 1, vec![tx(2)]));
+    source.text(&flashblock(&s, id, 0, vec![tx(1)]));
+    source.text(&flashblock(&s, id, 1, vec![tx(2)]));
     assert_eq!(
         [next_index(&mut sub).await, next_index(&mut sub).await],
         [0, 1]
@@ -350,7 +388,7 @@ async fn dropped_stream_reconnects_and_nothing_is_republished_twice() {
     .await;
     // A builder replaying its current block after a reconnect: 0 and 1 again, then 2.
     for (i, t) in [(0, 1), (1, 2), (2, 3)] {
-        source.text(&flashblock(id, i, vec![tx(t)]));
+        source.text(&flashblock(&s, id, i, vec![tx(t)]));
     }
     assert_eq!(
         next_index(&mut sub).await,
@@ -389,13 +427,13 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
         // Index 0 first, and only once engine-mux accepted it (it knows the build), the rest:
         // a burst before that would only exercise the bounded hold.
         let accepted = s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#);
-        source.text(&flashblock(id, 0, vec![big.clone()]));
+        source.text(&flashblock(&s, id, 0, vec![big.clone()]));
         eventually(Duration::from_secs(2), "index 0 accepted", || async {
             s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) > accepted
         })
         .await;
         for i in 1..per_build {
-            source.text(&flashblock(id, i, vec![big.clone()]));
+            source.text(&flashblock(&s, id, i, vec![big.clone()]));
         }
     }
     let seen = reader.await.unwrap();
@@ -448,5 +486,82 @@ async fn invalid_builder_block_still_lands_its_valid_preconfirmations() {
             json!(s.builder.block_hash(101)),
             json!(B256::repeat_byte(0xf1))
         ]
+    );
+}
+
+/// op-rbuilder answers the FCU only after getPayload gave up on it: the block was decided
+/// without the builder, so none of the flashblocks it then streams for that build may be
+/// re-published (they would preconfirm transactions of a block that will never exist).
+#[tokio::test]
+async fn builder_fcu_answered_after_the_decision_opens_no_build() {
+    let (s, source) = with_flashblocks(&["--builder-timeout", "2000"]).await;
+    s.builder.fault(
+        "engine_forkchoiceUpdatedV3",
+        Fault::Delay(Duration::from_millis(900)),
+    );
+    let local_id = s.fcu_build().await;
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(s.local.block_hash(101))
+    );
+    assert_eq!(s.fallbacks("timeout"), 1.0);
+    let id = builder_id(&s).await;
+    for i in 0..3 {
+        source.text(&flashblock(&s, id, i, vec![tx(i as u8)]));
+    }
+    eventually(Duration::from_secs(2), "frames received", || async {
+        s.metric(r#"engine_mux_flashblocks_total{event="received"}"#) == 3.0
+    })
+    .await;
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#),
+        0.0,
+        "nothing accepted (so nothing re-published) for a decided block"
+    );
+}
+
+/// Under `gas-used`, a builder block far below the local block's gas would lose; once its
+/// flashblocks were shown to subscribers it must win anyway, or preconfirmations vanish.
+#[tokio::test]
+async fn gas_policy_never_drops_published_preconfirmations() {
+    let (s, source) = with_flashblocks(&["--block-selection-policy", "gas-used"]).await;
+    s.builder.set_gas_used(1_000);
+    s.local.set_gas_used(20_000_000);
+    let local_id = stream_block(&s, &source, builder_prefix(&[2])).await;
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(s.builder.block_hash(101)),
+        "the preconfirmed builder block, despite its gas"
+    );
+    assert_eq!(s.fallbacks("policy"), 0.0);
+}
+
+/// Base's public stream sends metadata with only `block_number` (no receipts, no balances).
+#[tokio::test]
+async fn base_style_flashblocks_without_receipts_or_balances_are_accepted() {
+    let (s, source) = with_flashblocks(&[]).await;
+    let mut sub = subscribe(&s).await;
+    s.fcu_build().await;
+    let id = builder_id(&s).await;
+    for i in 0..2 {
+        let mut frame = serde_json::to_value(flashblock(&s, id, i, vec![tx(i as u8)])).unwrap();
+        frame["metadata"] = json!({ "block_number": 101 });
+        source.send(Message::Text(frame.to_string().into()));
+    }
+    assert_eq!(
+        [next_index(&mut sub).await, next_index(&mut sub).await],
+        [0, 1]
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_rejected_total{reason="malformed"}"#),
+        0.0
     );
 }

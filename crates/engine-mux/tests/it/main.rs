@@ -1,6 +1,7 @@
 //! engine-mux scenarios against programmable mock engines (one test binary, one link).
 
 mod bad_input;
+mod builder_outcomes;
 mod catch_up;
 mod failures;
 mod flashblocks;

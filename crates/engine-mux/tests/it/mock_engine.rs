@@ -66,8 +66,11 @@ struct Inner {
     script: Mutex<Script>,
     head: Mutex<(u64, u64)>,
     next_id: Mutex<u64>,
-    payloads: Mutex<HashMap<String, u64>>,
+    /// Payload id → block number and the FCU params that started the build.
+    payloads: Mutex<HashMap<String, (u64, Value)>>,
     issued: Mutex<Vec<String>>,
+    /// Applied to every payload getPayload returns (a builder that builds the wrong block).
+    tamper: Mutex<Option<fn(&mut ExecutionPayloadV3)>>,
     raw_proxy_answer: Mutex<Option<RawAnswer>>,
 }
 
@@ -112,6 +115,7 @@ impl MockEngine {
                 next_id: Mutex::new(1),
                 payloads: Mutex::default(),
                 issued: Mutex::default(),
+                tamper: Mutex::default(),
                 raw_proxy_answer: Mutex::default(),
             }),
             server: Arc::default(),
@@ -183,6 +187,11 @@ impl MockEngine {
 
     pub fn invalid_for(&self, hash: B256) {
         self.inner.script.lock().invalid_hashes.push(hash);
+    }
+
+    /// Makes getPayload return payloads changed by `f` (VALID blocks, but not what op-node asked for).
+    pub fn tamper_payloads(&self, f: fn(&mut ExecutionPayloadV3)) {
+        *self.inner.tamper.lock() = Some(f);
     }
 
     pub fn set_gas_used(&self, gas: u64) {
@@ -306,6 +315,37 @@ pub fn payload_v3(hash: B256, number: u64, gas_used: u64, txs: usize) -> Executi
     }
 }
 
+/// Shapes `payload` as op-geth, op-reth and op-rbuilder build it from an FCU's attributes:
+/// on the FCU's head, with its timestamp, prevRandao, fee recipient and gas limit, the
+/// Holocene extraData (version 0 + eip1559Params; Jovian adds minBaseFee), and the
+/// attributes' transactions first.
+fn built_as_asked(payload: &mut ExecutionPayloadV3, fcu: &Value) {
+    let attrs = &fcu[1];
+    let v1 = &mut payload.payload_inner.payload_inner;
+    let field = |name: &str| attrs[name].clone();
+    v1.parent_hash = serde_json::from_value(fcu[0]["headBlockHash"].clone()).unwrap_or_default();
+    v1.timestamp = serde_json::from_value::<alloy_primitives::U64>(field("timestamp"))
+        .map(|t| t.to())
+        .unwrap_or_default();
+    v1.prev_randao = serde_json::from_value(field("prevRandao")).unwrap_or_default();
+    v1.fee_recipient = serde_json::from_value(field("suggestedFeeRecipient")).unwrap_or_default();
+    if let Ok(gas) = serde_json::from_value::<alloy_primitives::U64>(field("gasLimit")) {
+        v1.gas_limit = gas.to();
+    }
+    if let Ok(params) = serde_json::from_value::<alloy_primitives::B64>(field("eip1559Params")) {
+        let min_base_fee =
+            serde_json::from_value::<alloy_primitives::U64>(field("minBaseFee")).ok();
+        let mut extra = vec![u8::from(min_base_fee.is_some())];
+        extra.extend_from_slice(params.as_slice());
+        if let Some(m) = min_base_fee {
+            extra.extend_from_slice(&m.to::<u64>().to_be_bytes());
+        }
+        v1.extra_data = extra.into();
+    }
+    let forced: Vec<EthBytes> = serde_json::from_value(field("transactions")).unwrap_or_default();
+    v1.transactions.splice(0..0, forced);
+}
+
 async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -365,34 +405,45 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
                 let mut id = [inner.id_prefix; 8];
                 id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
                 let id = format!("0x{}", alloy_primitives::hex::encode(id));
-                inner.payloads.lock().insert(id.clone(), head + 1);
+                inner
+                    .payloads
+                    .lock()
+                    .insert(id.clone(), (head + 1, params.clone()));
                 inner.issued.lock().push(id.clone());
                 Value::String(id)
             } else {
                 Value::Null
             };
             let head_hash = params[0]["headBlockHash"].clone();
+            // geth and reth always say why a payload is INVALID.
+            let why = (status == "INVALID").then_some("invalid ancestor");
             reply(
                 &id,
-                json!({"payloadStatus":{"status":status,"latestValidHash":head_hash,"validationError":null},"payloadId":payload_id}),
+                json!({"payloadStatus":{"status":status,"latestValidHash":head_hash,"validationError":why},"payloadId":payload_id}),
             )
         }
         "engine_getPayloadV3" | "engine_getPayloadV4" => {
             let pid = params[0].as_str().unwrap_or_default().to_string();
-            let Some(number) = inner.payloads.lock().get(&pid).copied() else {
+            let Some((number, fcu)) = inner.payloads.lock().get(&pid).cloned() else {
                 return json_body(
                     json!({"jsonrpc":"2.0","id":id,"error":{"code":-38001,"message":"Unknown payload"}}),
                 );
             };
             let hash = block_hash(inner.block_hash_tag, number);
-            let payload = payload_v3(hash, number, *inner.gas_used.lock(), 100);
+            let mut payload = payload_v3(hash, number, *inner.gas_used.lock(), 100);
+            built_as_asked(&mut payload, &fcu);
+            if let Some(tamper) = *inner.tamper.lock() {
+                tamper(&mut payload);
+            }
+            let beacon_root: B256 =
+                serde_json::from_value(fcu[1]["parentBeaconBlockRoot"].clone()).unwrap_or_default();
             let result = if method == "engine_getPayloadV3" {
                 serde_json::to_value(OpExecutionPayloadEnvelopeV3 {
                     execution_payload: payload,
                     block_value: U256::from(1u64),
                     blobs_bundle: BlobsBundleV1::empty(),
                     should_override_builder: false,
-                    parent_beacon_block_root: B256::repeat_byte(0x55),
+                    parent_beacon_block_root: beacon_root,
                 })
             } else {
                 serde_json::to_value(OpExecutionPayloadEnvelopeV4 {
@@ -403,7 +454,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
                     block_value: U256::from(1u64),
                     blobs_bundle: BlobsBundleV1::empty(),
                     should_override_builder: false,
-                    parent_beacon_block_root: B256::repeat_byte(0x55),
+                    parent_beacon_block_root: beacon_root,
                     execution_requests: vec![],
                 })
             };
