@@ -134,9 +134,7 @@ async fn read_capped(
 
 #[cfg(test)]
 mod tests {
-    use async_compression::tokio::bufread::{
-        BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder,
-    };
+    use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder};
 
     use super::*;
 
@@ -178,10 +176,7 @@ mod tests {
         let once = encode("gzip", json).await;
         let twice = encode("br", &once).await;
         let header = HeaderValue::from_static("gzip, br");
-        assert_eq!(
-            &decode(Some(&header), twice, 1024).await.unwrap()[..],
-            json
-        );
+        assert_eq!(&decode(Some(&header), twice, 1024).await.unwrap()[..], json);
     }
 
     #[tokio::test]
@@ -192,7 +187,10 @@ mod tests {
             assert!(body.len() < 64 * 1024, "{coding} compresses zeros well");
             let header = HeaderValue::from_static(coding);
             let err = decode(Some(&header), body, 64 * 1024).await.unwrap_err();
-            assert!(matches!(err, DecodeError::TooLarge { .. }), "{coding}: {err}");
+            assert!(
+                matches!(err, DecodeError::TooLarge { .. }),
+                "{coding}: {err}"
+            );
         }
     }
 

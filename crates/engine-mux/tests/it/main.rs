@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod catch_up;
+mod compression;
 mod failures;
 mod flashblocks;
 mod harness;
@@ -10,4 +11,5 @@ mod lifecycle;
 mod mock_engine;
 mod modes;
 mod ordering;
+mod peers;
 mod routing;
