@@ -13,3 +13,4 @@ mod modes;
 mod ordering;
 mod peers;
 mod routing;
+mod tls;
