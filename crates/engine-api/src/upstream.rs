@@ -259,7 +259,8 @@ impl Upstream {
             .method(Method::POST)
             .uri(self.url.clone());
         for (name, value) in headers {
-            if !skip_request_header(name) && !(decode && name == header::ACCEPT_ENCODING) {
+            let replaced = decode && name == header::ACCEPT_ENCODING;
+            if !skip_request_header(name) && !replaced {
                 req = req.header(name, value);
             }
         }

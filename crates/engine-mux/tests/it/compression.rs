@@ -253,3 +253,36 @@ async fn answers_compressed_regardless_of_accept_encoding_are_decoded_on_every_r
         );
     }
 }
+
+/// A builder behind an always-compressing proxy (zstd) that restarts after missing blocks:
+/// catch-up reads its compressed probe answers and replays the missed blocks, and it builds
+/// the next block again.
+#[tokio::test]
+async fn catch_up_reads_a_compressing_builder() {
+    let p = start(
+        compressing(Compression::Geth),
+        compressing(Compression::Always("zstd")),
+        &["--max-unsafe-interval", "30"],
+    )
+    .await;
+    p.builder_blocks(1).await;
+    p.builder.down();
+    for _ in 0..3 {
+        p.block().await;
+    }
+    p.builder.clear_calls();
+    p.builder.up().await;
+    eventually(
+        Duration::from_secs(5),
+        "catch-up replayed 3 blocks",
+        || async { p.metric("engine_mux_catch_up_replayed_blocks_total") == 3.0 },
+    )
+    .await;
+    assert_eq!(p.builder.calls_of("engine_newPayloadV3").len(), 3);
+    eventually(Duration::from_secs(3), "healthy again", || async {
+        p.healthz().await == 200
+    })
+    .await;
+    let number = 105;
+    assert_eq!(p.block().await, p.builder.block_hash(number).to_string());
+}

@@ -140,9 +140,11 @@ async fn wss_flashblocks_stream_is_received() {
         )
         .await
         .unwrap();
-    eventually(Duration::from_secs(2), "builder answered the FCU", || async {
-        !p.builder.issued_ids().is_empty()
-    })
+    eventually(
+        Duration::from_secs(2),
+        "builder answered the FCU",
+        || async { !p.builder.issued_ids().is_empty() },
+    )
     .await;
     let id: PayloadId = serde_json::from_value(json!(p.builder.issued_ids()[0])).unwrap();
     let mut fb = OpFlashblockPayload {
@@ -160,9 +162,11 @@ async fn wss_flashblocks_stream_is_received() {
     };
     fb.diff.block_hash = B256::repeat_byte(0xf0);
     source.send(&fb);
-    eventually(Duration::from_secs(2), "the flashblock accepted", || async {
-        p.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 1.0
-    })
+    eventually(
+        Duration::from_secs(2),
+        "the flashblock accepted",
+        || async { p.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 1.0 },
+    )
     .await;
 }
 
