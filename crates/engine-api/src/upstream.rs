@@ -451,4 +451,34 @@ mod tests {
         assert_eq!(err.kind(), "transport");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
+
+    /// Sets `SSL_CERT_FILE` (and clears `SSL_CERT_DIR`) first thing: sound only because nextest runs every test in a
+    /// process of its own (checked), so nothing else reads the environment meanwhile.
+    #[tokio::test]
+    async fn https_without_any_trusted_root_fails_every_call_saying_why() {
+        assert!(
+            std::env::var_os("NEXTEST").is_some(),
+            "changes the process environment: run with cargo nextest"
+        );
+        // SAFETY: no other thread exists yet in this single-test process.
+        unsafe {
+            std::env::set_var("SSL_CERT_FILE", "/nonexistent/engine-api-test-ca.pem");
+            std::env::remove_var("SSL_CERT_DIR");
+        }
+        let up = Upstream::new(UpstreamConfig {
+            name: "builder",
+            url: "https://127.0.0.1:1".parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+        });
+        let err = up
+            .call_raw("eth_chainId", &(), up.timeout())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "transport");
+        let text = err.to_string();
+        assert!(text.contains("https://127.0.0.1:1"), "{text}");
+        assert!(text.contains("no trusted root certificate"), "{text}");
+    }
 }
