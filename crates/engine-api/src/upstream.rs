@@ -452,8 +452,8 @@ mod tests {
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 
-    /// Sets `SSL_CERT_FILE` (and clears `SSL_CERT_DIR`) first thing: sound only because nextest runs every test in a
-    /// process of its own (checked), so nothing else reads the environment meanwhile.
+    /// Sets `SSL_CERT_FILE` (and clears `SSL_CERT_DIR`) first thing: sound only because nextest
+    /// runs every test in a process of its own (checked), so nothing else reads the environment.
     #[tokio::test]
     async fn https_without_any_trusted_root_fails_every_call_saying_why() {
         assert!(

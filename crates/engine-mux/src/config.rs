@@ -219,7 +219,7 @@ fn load_secret(
         })
 }
 
-/// Parses an upstream URL (http or https); a bare `host:port` (rollup-boost's default form) means http.
+/// Parses an upstream URL; a bare `host:port` (rollup-boost's default form) means http.
 fn parse_url(flag: &'static str, value: &str) -> Result<Uri, ConfigError> {
     let bad = |reason: String| ConfigError::BadUrl {
         flag,
