@@ -1,12 +1,15 @@
 //! The contract every engine-mux crate speaks: JWT auth (server layer and client minting),
 //! a JSON-RPC envelope, a typed upstream Engine API client, versioned payload helpers and
-//! the JSON-RPC error codes the Engine API specification names.
+//! the JSON-RPC error codes the Engine API specification names; TLS and content decoding for
+//! the connections to upstreams.
 
 pub mod auth;
 pub mod codes;
+pub mod content_encoding;
 pub mod flashblocks;
 pub mod jsonrpc;
 pub mod payload;
+pub mod tls;
 pub mod trace_context;
 pub mod upstream;
 

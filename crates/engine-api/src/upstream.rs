@@ -1,16 +1,20 @@
 //! A client to one upstream execution engine (the local EL or the builder): raw forwarding
 //! for the proxy path and typed JSON-RPC calls for the engine path, every request carrying a
 //! freshly minted JWT, every call bounded by a deadline and every response body by a size cap.
+//! `http://` and `https://` (rustls, see [`crate::tls`]). Answers engine-mux reads itself are
+//! requested uncompressed and decoded whatever content coding the upstream chose anyway.
 
 use std::{
+    error::Error as StdError,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use alloy_rpc_types_engine::JwtSecret;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header, uri::Scheme};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -22,7 +26,9 @@ use tower::{Layer, Service};
 
 use crate::{
     auth::{MintLayer, MintService},
+    content_encoding,
     jsonrpc::{ResponseEnvelope, request_body},
+    tls,
 };
 
 /// Default cap on an upstream's response body (a block with many transactions fits easily).
@@ -103,7 +109,7 @@ impl UpstreamError {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A client to one upstream; cheap to clone (the connection pool is shared).
 #[derive(Clone)]
@@ -112,7 +118,8 @@ pub struct Upstream {
     url: Uri,
     timeout: Duration,
     max_response_bytes: usize,
-    service: MintService<HttpClient>,
+    /// `Err`: no TLS configuration could be built for an `https` URL; every call says why.
+    service: Result<MintService<HttpClient>, std::sync::Arc<str>>,
     next_id: std::sync::Arc<AtomicU64>,
 }
 
@@ -125,6 +132,9 @@ impl std::fmt::Debug for Upstream {
             .finish_non_exhaustive()
     }
 }
+
+/// Asks the upstream not to compress: on loopback compression only costs CPU on the hot path.
+const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
 
 /// Request headers never forwarded: hop-by-hop ones, and auth (we mint our own).
 fn skip_request_header(name: &header::HeaderName) -> bool {
@@ -153,20 +163,43 @@ fn skip_response_header(name: &header::HeaderName) -> bool {
 }
 
 impl Upstream {
-    /// Builds the client; no connection is made until the first call.
+    /// Builds the client; no connection is made until the first call. For an `https` URL the
+    /// trusted roots are loaded now; if none can be, every call fails saying so.
     pub fn new(config: UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let tls = if config.url.scheme() == Some(&Scheme::HTTPS) {
+            tls::client_config()
+        } else {
+            // A plain-http upstream never starts TLS; the connector still wants a configuration.
+            tls::client_config_with_roots(tls::RootCertStore::empty())
+        };
+        let service = match tls {
+            Ok(tls) => {
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(config.timeout));
+                // The TLS connector below decides per scheme; the TCP connector must let https through.
+                http.enforce_http(false);
+                let connector = HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls).clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http);
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build(connector);
+                Ok(MintLayer::new(config.secret).layer(client))
+            }
+            Err(e) => {
+                tracing::error!(upstream = config.name, url = %config.url, error = %e, "no TLS configuration: every call to this upstream will fail");
+                Err(format!("TLS to {} is unavailable: {e}", config.url).into())
+            }
+        };
         Self {
             name: config.name,
             url: config.url,
             timeout: config.timeout,
             max_response_bytes: config.max_response_bytes,
-            service: MintLayer::new(config.secret).layer(client),
+            service,
             next_id: std::sync::Arc::new(AtomicU64::new(1)),
         }
     }
@@ -186,24 +219,56 @@ impl Upstream {
         &self.url
     }
 
+    /// The cap on a response body (decoded or not).
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
     /// Sends `body` as-is and returns status, headers and body exactly as the upstream sent
-    /// them (minus hop-by-hop headers). Used by the raw proxy path.
+    /// them (minus hop-by-hop headers), compressed if the caller's `Accept-Encoding` allowed it
+    /// and the upstream chose to. Used by the raw proxy path.
     pub async fn forward(
         &self,
         headers: &HeaderMap,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Response<Bytes>, UpstreamError> {
+        self.forward_with(headers, body, timeout, false).await
+    }
+
+    /// Like [`Self::forward`], for answers the caller reads itself: the caller's
+    /// `Accept-Encoding` is replaced by `identity`, and a body the upstream compressed anyway
+    /// comes back decoded, without `Content-Encoding` (the length is set from the new body).
+    pub async fn forward_decoded(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        self.forward_with(headers, body, timeout, true).await
+    }
+
+    async fn forward_with(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+        decode: bool,
+    ) -> Result<Response<Bytes>, UpstreamError> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone());
         for (name, value) in headers {
-            if !skip_request_header(name) {
+            let replaced = decode && name == header::ACCEPT_ENCODING;
+            if !skip_request_header(name) && !replaced {
                 req = req.header(name, value);
             }
         }
+        if decode {
+            req = req.header(header::ACCEPT_ENCODING, IDENTITY);
+        }
         let req = req.body(Full::new(body)).map_err(|e| self.transport(e))?;
-        let res = self.send(req, timeout).await?;
+        let res = self.send(req, timeout, decode).await?;
         let mut out = Response::builder().status(res.status());
         for (name, value) in res.headers() {
             if !skip_response_header(name) {
@@ -226,9 +291,10 @@ impl Upstream {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             )
+            .header(header::ACCEPT_ENCODING, IDENTITY)
             .body(Full::new(body))
             .map_err(|e| self.transport(e))?;
-        let res = self.send(req, timeout).await?;
+        let res = self.send(req, timeout, true).await?;
         if res.status() != http::StatusCode::OK {
             let snippet =
                 String::from_utf8_lossy(&res.body()[..res.body().len().min(256)]).into_owned();
@@ -290,17 +356,28 @@ impl Upstream {
         })
     }
 
+    /// One exchange within `timeout`; with `decode`, the body comes back without its content
+    /// coding (and without `Content-Encoding`), decoded under the same size cap.
     async fn send(
         &self,
         req: Request<Full<Bytes>>,
         timeout: Duration,
+        decode: bool,
     ) -> Result<Response<Bytes>, UpstreamError> {
-        let mut service = self.service.clone();
+        let mut service = match &self.service {
+            Ok(service) => service.clone(),
+            Err(why) => {
+                return Err(UpstreamError::Transport {
+                    upstream: self.name,
+                    detail: why.to_string(),
+                });
+            }
+        };
         let limit = self.max_response_bytes;
         let exchange = async move {
             let res = service.call(req).await.map_err(|e| self.transport(e))?;
-            let (parts, body) = res.into_parts();
-            let body = Limited::new(body, limit)
+            let (mut parts, body) = res.into_parts();
+            let mut body = Limited::new(body, limit)
                 .collect()
                 .await
                 .map_err(|e| UpstreamError::Transport {
@@ -308,6 +385,15 @@ impl Upstream {
                     detail: format!("reading body: {e}"),
                 })?
                 .to_bytes();
+            if decode {
+                let coding = parts.headers.remove(header::CONTENT_ENCODING);
+                body = content_encoding::decode(coding.as_ref(), body, limit)
+                    .await
+                    .map_err(|e| UpstreamError::Malformed {
+                        upstream: self.name,
+                        detail: e.to_string(),
+                    })?;
+            }
             Ok(Response::from_parts(parts, body))
         };
         tokio::time::timeout(timeout, exchange)
@@ -318,7 +404,13 @@ impl Upstream {
             })?
     }
 
-    fn transport(&self, e: impl std::error::Error) -> UpstreamError {
+    fn transport(&self, e: impl StdError + 'static) -> UpstreamError {
+        if let Some(tls) = tls::failure(&e) {
+            return UpstreamError::Transport {
+                upstream: self.name,
+                detail: format!("TLS with {} failed: {}", self.url, tls::explain(tls)),
+            };
+        }
         // hyper's top-level errors say little ("client error (Connect)"); the cause chain says why.
         let mut detail = e.to_string();
         let mut source = e.source();
@@ -358,5 +450,35 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), "transport");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
+    }
+
+    /// Sets `SSL_CERT_FILE` (and clears `SSL_CERT_DIR`) first thing: sound only because nextest
+    /// runs every test in a process of its own (checked), so nothing else reads the environment.
+    #[tokio::test]
+    async fn https_without_any_trusted_root_fails_every_call_saying_why() {
+        assert!(
+            std::env::var_os("NEXTEST").is_some(),
+            "changes the process environment: run with cargo nextest"
+        );
+        // SAFETY: no other thread exists yet in this single-test process.
+        unsafe {
+            std::env::set_var("SSL_CERT_FILE", "/nonexistent/engine-api-test-ca.pem");
+            std::env::remove_var("SSL_CERT_DIR");
+        }
+        let up = Upstream::new(UpstreamConfig {
+            name: "builder",
+            url: "https://127.0.0.1:1".parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+        });
+        let err = up
+            .call_raw("eth_chainId", &(), up.timeout())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "transport");
+        let text = err.to_string();
+        assert!(text.contains("https://127.0.0.1:1"), "{text}");
+        assert!(text.contains("no trusted root certificate"), "{text}");
     }
 }

@@ -235,8 +235,12 @@ fn parse_url(flag: &'static str, value: &str) -> Result<Uri, ConfigError> {
         .parse()
         .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => return Err(bad(format!("scheme {other:?} is not supported (use http)"))),
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "scheme {other:?} is not supported (use http or https)"
+            )));
+        }
         None => return Err(bad("missing scheme".into())),
     }
     if uri.host().is_none_or(str::is_empty) {

@@ -134,6 +134,11 @@ impl MuxState {
     }
 
     /// Forwards op-node's request body to the local EL unchanged, timed into the metrics.
+    /// The raw proxy (`method` is [`Route::Proxy`]'s label) stays byte for byte, compression
+    /// included; an engine call's answer, which engine-mux parses, is asked uncompressed and
+    /// decoded if the EL compressed it anyway.
+    ///
+    /// [`Route::Proxy`]: crate::router::Route::Proxy
     pub async fn forward_l2(
         &self,
         method: &'static str,
@@ -141,11 +146,16 @@ impl MuxState {
         body: Bytes,
     ) -> Result<Response<Bytes>, UpstreamError> {
         let started = Instant::now();
-        let res = self
-            .l2
-            .forward(headers, body, self.l2.timeout())
-            .instrument(tracing::info_span!("upstream", upstream = "l2", method))
-            .await;
+        let timeout = self.l2.timeout();
+        let res = async {
+            if method == crate::router::Route::Proxy.label() {
+                self.l2.forward(headers, body, timeout).await
+            } else {
+                self.l2.forward_decoded(headers, body, timeout).await
+            }
+        }
+        .instrument(tracing::info_span!("upstream", upstream = "l2", method))
+        .await;
         let outcome = match &res {
             Ok(r) if r.status().is_success() => "ok",
             Ok(_) => "http",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use engine_api::{
-    PayloadVersion,
+    PayloadVersion, content_encoding,
     jsonrpc::{self, Incoming, RequestEnvelope},
 };
 use http::{HeaderMap, Response};
@@ -173,7 +173,7 @@ async fn proxy(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response<Bytes> {
-    match state.forward_l2("proxy", headers, body).await {
+    match state.forward_l2(Route::Proxy.label(), headers, body).await {
         Ok(res) => res,
         Err(e) => {
             tracing::warn!(error = %e, "proxying to the local execution client failed");
@@ -215,6 +215,10 @@ async fn batch(
         return proxy(state, None, headers, body).await;
     }
     // Engine calls inside a batch are handled one by one, in order, like single requests.
+    // engine-mux reads every item's answer, so none is asked compressed (and any is decoded).
+    let mut headers = headers.clone();
+    headers.remove(http::header::ACCEPT_ENCODING);
+    let headers = &headers;
     let mut out = Vec::with_capacity(items.len());
     for (item, req) in items.iter().zip(parsed) {
         let res = match req {
@@ -231,10 +235,16 @@ async fn batch(
             }
             Err(e) => error_reply(None, &MuxError::InvalidRequest(e.to_string())),
         };
-        let body = res.into_body();
-        match serde_json::from_slice::<Box<RawValue>>(&body) {
-            Ok(v) => out.push(v),
-            Err(_) => {
+        let (parts, body) = res.into_parts();
+        let body = content_encoding::decode(
+            parts.headers.get(http::header::CONTENT_ENCODING),
+            body,
+            state.l2.max_response_bytes(),
+        )
+        .await;
+        match body.map(|b| serde_json::from_slice::<Box<RawValue>>(&b)) {
+            Ok(Ok(v)) => out.push(v),
+            _ => {
                 let err = MuxError::InvalidRequest(
                     "upstream answered a batch item with a non-JSON body".into(),
                 );

@@ -1,6 +1,8 @@
-//! The builder's flashblocks stream: connect (with a timeout), read text or binary frames,
-//! ping on an interval and drop a connection whose pong is late, reconnect with jittered
-//! exponential backoff. A malformed frame is counted and skipped; the connection stays up.
+//! The builder's flashblocks stream: connect (with a timeout; `wss://` over rustls with
+//! [`engine_api::tls`]'s configuration), read text or binary frames, ping on an interval and drop
+//! a connection whose pong is late, reconnect with jittered exponential backoff. A malformed
+//! frame is counted and skipped; the connection stays up. A certificate that is not accepted is
+//! logged as an error naming the URL and the problem on every attempt: it will not fix itself.
 
 use std::{
     sync::Arc,
@@ -10,7 +12,10 @@ use std::{
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes, protocol::WebSocketConfig};
+use tokio_tungstenite::{
+    Connector,
+    tungstenite::{Bytes, Message, Utf8Bytes, protocol::WebSocketConfig},
+};
 
 use crate::{flashblocks::store::FlashblocksStore, metrics::Metrics};
 
@@ -39,35 +44,49 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut delay = config.initial_reconnect;
+    let mut connector = None;
     loop {
-        match tokio::time::timeout(
-            config.connect_timeout,
-            tokio_tungstenite::connect_async_with_config(
-                config.url.as_str(),
-                Some(ws_config()),
-                true,
-            ),
-        )
-        .await
-        {
-            Ok(Ok((ws, _))) => {
-                tracing::info!(url = %config.url, "connected to the builder's flashblocks stream");
-                metrics.flashblocks_connected(true);
-                delay = config.initial_reconnect;
-                let ended = session(ws, &config, &store, &metrics, &mut shutdown).await;
-                metrics.flashblocks_connected(false);
-                match ended {
-                    SessionEnd::Shutdown => return,
-                    SessionEnd::Lost(why) => {
-                        tracing::warn!(url = %config.url, %why, "flashblocks stream lost; reconnecting")
+        if connector.is_none() {
+            // Built once; a wss URL without any trusted root retries at the next attempt.
+            connector = connector_for(&config.url);
+        }
+        if let Some(connector) = connector.clone() {
+            match tokio::time::timeout(
+                config.connect_timeout,
+                tokio_tungstenite::connect_async_tls_with_config(
+                    config.url.as_str(),
+                    Some(ws_config()),
+                    true,
+                    Some(connector),
+                ),
+            )
+            .await
+            {
+                Ok(Ok((ws, _))) => {
+                    tracing::info!(url = %config.url, "connected to the builder's flashblocks stream");
+                    metrics.flashblocks_connected(true);
+                    delay = config.initial_reconnect;
+                    let ended = session(ws, &config, &store, &metrics, &mut shutdown).await;
+                    metrics.flashblocks_connected(false);
+                    match ended {
+                        SessionEnd::Shutdown => return,
+                        SessionEnd::Lost(why) => {
+                            tracing::warn!(url = %config.url, %why, "flashblocks stream lost; reconnecting")
+                        }
                     }
                 }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(url = %config.url, error = %e, retry_in = ?delay, "cannot connect to the builder's flashblocks stream")
-            }
-            Err(_) => {
-                tracing::warn!(url = %config.url, timeout = ?config.connect_timeout, "flashblocks connect timed out")
+                Ok(Err(e)) => match engine_api::tls::failure(&e) {
+                    // A certificate problem will not go away by retrying: say so loudly.
+                    Some(tls) => {
+                        tracing::error!(url = %config.url, error = %engine_api::tls::explain(tls), retry_in = ?delay, "TLS to the builder's flashblocks stream failed")
+                    }
+                    None => {
+                        tracing::warn!(url = %config.url, error = %e, retry_in = ?delay, "cannot connect to the builder's flashblocks stream")
+                    }
+                },
+                Err(_) => {
+                    tracing::warn!(url = %config.url, timeout = ?config.connect_timeout, "flashblocks connect timed out")
+                }
             }
         }
         metrics.flashblocks_reconnect();
@@ -78,6 +97,21 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         delay = (delay * 2).min(config.max_reconnect);
+    }
+}
+
+/// rustls for `wss://` (trusting the system's roots or `SSL_CERT_FILE`), plain TCP otherwise;
+/// `None` (logged) when no TLS configuration can be built.
+fn connector_for(url: &str) -> Option<Connector> {
+    if !url.starts_with("wss://") {
+        return Some(Connector::Plain);
+    }
+    match engine_api::tls::client_config() {
+        Ok(tls) => Some(Connector::Rustls(tls)),
+        Err(e) => {
+            tracing::error!(%url, error = %e, "cannot connect to the builder's flashblocks stream over TLS");
+            None
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod bad_input;
 mod builder_outcomes;
 mod catch_up;
+mod compression;
 mod failures;
 mod flashblocks;
 mod harness;
@@ -11,4 +12,6 @@ mod lifecycle;
 mod mock_engine;
 mod modes;
 mod ordering;
+mod peers;
 mod routing;
+mod tls;

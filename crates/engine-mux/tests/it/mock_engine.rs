@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinSet};
 use tower::{ServiceBuilder, service_fn};
+use tower_http::compression::{CompressionLayer, Predicate, predicate::DefaultPredicate};
 
 /// What a scripted method does instead of its default answer.
 #[derive(Clone, Debug)]
@@ -48,6 +49,33 @@ pub enum Fault {
 pub struct Call {
     pub method: String,
     pub params: Value,
+    /// The request's `Accept-Encoding`, if any.
+    pub accept_encoding: Option<String>,
+}
+
+/// How a mock compresses its answers, after the real peer it stands for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Never.
+    #[default]
+    None,
+    /// op-geth: every HTTP handler (the JWT engine port included) is wrapped in a gzip handler
+    /// that gzips the answer whenever the request's `Accept-Encoding` mentions gzip.
+    Geth,
+    /// reth: tower-http's compression layer (gzip, deflate, br, zstd), which picks the coding
+    /// the client prefers (q-values) and leaves tiny bodies alone.
+    Reth,
+    /// A proxy in front of the engine that compresses with this coding (`gzip`, `deflate`,
+    /// `br`, `zstd`) whatever the client asked for.
+    Always(&'static str),
+}
+
+/// Options for [`MockEngine::start_with`].
+#[derive(Clone, Default)]
+pub struct MockOptions {
+    pub compression: Compression,
+    /// Serve HTTPS with this acceptor (the mock's URL becomes `https://`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 #[derive(Default)]
@@ -72,6 +100,9 @@ struct Inner {
     /// Applied to every payload getPayload returns (a builder that builds the wrong block).
     tamper: Mutex<Option<fn(&mut ExecutionPayloadV3)>>,
     raw_proxy_answer: Mutex<Option<RawAnswer>>,
+    options: MockOptions,
+    /// Recent answer bodies as they went on the wire (after the mock's own compression).
+    wire_bodies: Mutex<std::collections::VecDeque<Bytes>>,
 }
 
 /// A fixed status, header list and body for non-engine calls.
@@ -99,6 +130,16 @@ impl MockEngine {
     /// Starts a mock named `name` whose payload ids start with `id_prefix` and whose block
     /// hashes carry `hash_tag`.
     pub async fn start(name: &'static str, id_prefix: u8, hash_tag: u8) -> Self {
+        Self::start_with(name, id_prefix, hash_tag, MockOptions::default()).await
+    }
+
+    /// [`Self::start`] with compression and/or TLS.
+    pub async fn start_with(
+        name: &'static str,
+        id_prefix: u8,
+        hash_tag: u8,
+        options: MockOptions,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let engine = Self {
@@ -117,6 +158,8 @@ impl MockEngine {
                 issued: Mutex::default(),
                 tamper: Mutex::default(),
                 raw_proxy_answer: Mutex::default(),
+                options,
+                wire_bodies: Mutex::default(),
             }),
             server: Arc::default(),
         };
@@ -125,7 +168,17 @@ impl MockEngine {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.inner.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Whether this mock recently sent exactly `body` (compressed if it compressed it).
+    pub fn sent_on_the_wire(&self, body: &[u8]) -> bool {
+        self.inner.wire_bodies.lock().iter().any(|b| b == body)
     }
 
     pub fn secret_hex(&self) -> String {
@@ -143,16 +196,43 @@ impl MockEngine {
                     continue;
                 };
                 let inner = inner.clone();
+                let reth = inner.options.compression == Compression::Reth;
+                let tls = inner.options.tls.clone();
                 let svc = ServiceBuilder::new()
+                    // Off (predicate false) unless this mock stands for reth.
+                    .layer(
+                        CompressionLayer::new().compress_when(DefaultPredicate::new().and(
+                            move |_: StatusCode,
+                                  _: http::Version,
+                                  _: &http::HeaderMap,
+                                  _: &http::Extensions| reth,
+                        )),
+                    )
                     .layer(AuthLayer::new(secret))
                     .service(service_fn(move |req: Request<Incoming>| {
                         let inner = inner.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(inner, req).await) }
+                        async move {
+                            let accept = req.headers().get("accept-encoding").cloned();
+                            let res = handle(inner.clone(), req).await;
+                            Ok::<_, std::convert::Infallible>(compress(&inner, accept, res).await)
+                        }
                     }));
                 conns2.lock().spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                        .await;
+                    let svc = TowerToHyperService::new(svc);
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -347,6 +427,12 @@ fn built_as_asked(payload: &mut ExecutionPayloadV3, fcu: &Value) {
 }
 
 async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let accept_encoding = req
+        .headers()
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let record = |inner: &Inner, v: &Value| record(inner, v, &accept_encoding);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Response::new(Full::new(Bytes::new())),
@@ -507,6 +593,60 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
     }
 }
 
+/// Applies the mock's own compression (op-geth's gzip handler, or a compressing proxy) and
+/// keeps the bytes that go on the wire.
+async fn compress(
+    inner: &Inner,
+    accept: Option<http::HeaderValue>,
+    res: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    let accepts_gzip = accept
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let coding = match inner.options.compression {
+        Compression::Geth if accepts_gzip => Some("gzip"),
+        Compression::Always(coding) => Some(coding),
+        _ => None,
+    };
+    let (mut parts, body) = res.into_parts();
+    let mut body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(coding) = coding {
+        body = encode(coding, &body).await;
+        parts
+            .headers
+            .insert("content-encoding", coding.parse().unwrap());
+        parts.headers.remove("content-length");
+    }
+    let mut sent = inner.wire_bodies.lock();
+    if sent.len() == 256 {
+        sent.pop_front();
+    }
+    sent.push_back(body.clone());
+    drop(sent);
+    Response::from_parts(parts, Full::new(body))
+}
+
+/// `data` in the HTTP content coding `coding` (HTTP's deflate is the zlib format).
+pub async fn encode(coding: &str, data: &[u8]) -> Bytes {
+    use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder};
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => GzipEncoder::new(data).read_to_end(&mut out).await,
+        "deflate" => ZlibEncoder::new(data).read_to_end(&mut out).await,
+        "br" => BrotliEncoder::new(data).read_to_end(&mut out).await,
+        "zstd" => ZstdEncoder::new(data).read_to_end(&mut out).await,
+        other => panic!("mock cannot encode {other}"),
+    }
+    .unwrap();
+    out.into()
+}
+
 fn raw_answer(inner: &Inner) -> Option<Response<Full<Bytes>>> {
     let (status, headers, body) = inner.raw_proxy_answer.lock().clone()?;
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -517,10 +657,11 @@ fn raw_answer(inner: &Inner) -> Option<Response<Full<Bytes>>> {
     Some(res)
 }
 
-fn record(inner: &Inner, v: &Value) {
+fn record(inner: &Inner, v: &Value, accept_encoding: &Option<String>) {
     inner.calls.lock().push(Call {
         method: v["method"].as_str().unwrap_or_default().to_string(),
         params: v["params"].clone(),
+        accept_encoding: accept_encoding.clone(),
     });
 }
 
