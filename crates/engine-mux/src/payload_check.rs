@@ -238,6 +238,58 @@ mod tests {
             .field
     }
 
+    /// Every block op-rbuilder (builder) and op-reth (local EL) really built in the recording
+    /// (testdata/real-peers) passes the check against the FCU that started it: the check must
+    /// never refuse a correct block of a real peer.
+    #[test]
+    fn every_recorded_op_rbuilder_and_op_reth_block_is_what_its_fcu_asked_for() {
+        use std::collections::HashMap;
+
+        use alloy_rpc_types_engine::ForkchoiceState;
+        use serde_json::Value;
+        for (peer, recording) in [
+            (
+                "op-rbuilder",
+                include_str!("../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl"),
+            ),
+            (
+                "op-reth",
+                include_str!("../../../testdata/real-peers/op-reth-local-el.engine.jsonl"),
+            ),
+        ] {
+            let mut requests: HashMap<String, BuildRequest> = HashMap::new();
+            let mut checked = 0;
+            for line in recording.lines() {
+                let row: Value = serde_json::from_str(line).unwrap();
+                let (req, res) = (&row["request"], &row["response"]["result"]);
+                match req["method"].as_str().unwrap() {
+                    "engine_forkchoiceUpdatedV3" if !req["params"][1].is_null() => {
+                        let (state, attributes): (ForkchoiceState, OpPayloadAttributes) =
+                            serde_json::from_value(req["params"].clone()).unwrap();
+                        let id = res["payloadId"].as_str().unwrap().to_string();
+                        let head = state.head_block_hash;
+                        requests.insert(id, BuildRequest { head, attributes });
+                    }
+                    "engine_getPayloadV4" => {
+                        let id = req["params"][0].as_str().unwrap();
+                        let raw = serde_json::value::to_raw_value(res).unwrap();
+                        let payload =
+                            PayloadEnvelope::parse(engine_api::PayloadVersion::V4, &raw).unwrap();
+                        assert_eq!(
+                            check(&requests[id], &payload),
+                            Ok(()),
+                            "{peer} block {}",
+                            payload.block_number()
+                        );
+                        checked += 1;
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(checked, 18, "{peer}: every recorded getPayload was checked");
+        }
+    }
+
     #[test]
     fn the_block_op_node_asked_for_passes() {
         assert_eq!(check(&request(), &PayloadEnvelope::V4(matching())), Ok(()));
