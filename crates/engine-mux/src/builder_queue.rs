@@ -269,7 +269,9 @@ pub async fn catch_up(state: &MuxState) {
             }
         }
     }
-    state.metrics.catch_up_replayed(missing.len() as u64);
+    state
+        .metrics
+        .catch_up_replayed("recent", missing.len() as u64);
     if let Some(fcs) = recent.forkchoice() {
         let params = (fcs, Option::<()>::None);
         if let Err(e) = state

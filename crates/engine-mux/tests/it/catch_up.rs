@@ -49,7 +49,10 @@ async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_
         .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(replayed, missed, "exactly the missed blocks, in order");
-    assert_eq!(s.metric("engine_mux_catch_up_replayed_blocks_total"), 20.0);
+    assert_eq!(
+        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#),
+        20.0
+    );
     let fcu = &s.builder.calls_of("engine_forkchoiceUpdatedV3")[0];
     assert_eq!(
         fcu.params[0],

@@ -2,10 +2,12 @@
 
 mod bad_input;
 mod catch_up;
+mod compat;
 mod failures;
 mod flashblocks;
 mod harness;
 mod health;
+mod inbound_auth;
 mod lifecycle;
 mod mock_engine;
 mod modes;
