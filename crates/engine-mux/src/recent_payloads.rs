@@ -99,6 +99,23 @@ impl RecentPayloads {
         self.inner.lock().forkchoice
     }
 
+    /// The payload held for block `number`.
+    pub fn at(&self, number: u64) -> Option<RecentPayload> {
+        let inner = self.inner.lock();
+        let oldest = inner.payloads.front()?.number;
+        // Usually contiguous: index directly, fall back to a search when there are gaps.
+        let guess = usize::try_from(number.checked_sub(oldest)?).ok()?;
+        match inner.payloads.get(guess) {
+            Some(p) if p.number == number => Some(p.clone()),
+            _ => inner.payloads.iter().find(|p| p.number == number).cloned(),
+        }
+    }
+
+    /// The newest block number held.
+    pub fn newest(&self) -> Option<u64> {
+        self.inner.lock().payloads.back().map(|p| p.number)
+    }
+
     /// The payloads after block `head`, oldest first; an error when the window no longer
     /// reaches back to `head + 1`.
     pub fn after(&self, head: u64) -> Result<Vec<RecentPayload>, BeyondWindow> {
@@ -160,6 +177,9 @@ mod tests {
         );
         assert_eq!(after[0].hash, B256::repeat_byte(4));
         assert_eq!(r.after(1).unwrap_err(), BeyondWindow { oldest: 3 });
+        assert_eq!(r.newest(), Some(6));
+        assert_eq!(r.at(4).map(|p| p.hash), Some(B256::repeat_byte(4)));
+        assert!(r.at(2).is_none() && r.at(7).is_none());
         assert!(r.after(6).unwrap().is_empty());
         assert!(r.after(100).unwrap().is_empty());
     }

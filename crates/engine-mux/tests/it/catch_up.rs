@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::harness::{eventually, setup};
 
 #[tokio::test]
@@ -88,26 +90,111 @@ async fn catch_up_can_be_turned_off() {
     );
 }
 
+/// 200 missed blocks with a 64-payload window: the 136 older ones come from the local EL
+/// (`eth_getBlockByNumber(n, true)` turned into payloads), the rest from the window, all in
+/// order, and the builder builds again right after.
 #[tokio::test]
-async fn builder_beyond_the_window_is_reported_once_and_left_to_its_own_sync() {
+async fn builder_that_missed_two_hundred_blocks_is_replayed_from_the_local_el_and_the_window() {
+    let s = setup(&["--max-unsafe-interval", "30"]).await;
+    for _ in 0..2 {
+        s.block("engine_getPayloadV3").await;
+    }
+    eventually(
+        Duration::from_secs(2),
+        "builder followed the first two blocks",
+        || async { s.builder.head().0 == 102 },
+    )
+    .await;
+    s.builder.down();
+    let mut missed = Vec::new();
+    for _ in 0..200 {
+        missed.push(s.block("engine_getPayloadV3").await);
+    }
+    assert!(
+        missed
+            .iter()
+            .enumerate()
+            .all(|(i, h)| *h == s.local.block_hash(103 + i as u64).to_string()),
+        "local blocks while the builder is down"
+    );
+    s.builder.clear_calls();
+    s.local.clear_calls();
+    s.builder.up().await;
+    let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
+    eventually(Duration::from_secs(15), "catch-up finished", || async {
+        s.metric(synced) >= 1.0
+    })
+    .await;
+    let replayed: Vec<String> = s
+        .builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replayed, missed, "exactly the missed blocks, in order");
+    let fetched: Vec<Value> = s
+        .local
+        .calls_of("eth_getBlockByNumber")
+        .into_iter()
+        .filter(|c| c.params[1] == json!(true))
+        .map(|c| c.params[0].clone())
+        .collect();
+    let expected: Vec<Value> = (103..103 + 136u64)
+        .map(|n| json!(format!("{n:#x}")))
+        .collect();
+    assert_eq!(
+        fetched, expected,
+        "only the blocks older than the window, once each"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="local_el"}"#),
+        136.0
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#),
+        64.0
+    );
+    let fcus = s.builder.calls_of("engine_forkchoiceUpdatedV3");
+    assert_eq!(
+        fcus[0].params[0],
+        crate::harness::forkchoice(302),
+        "then op-node's latest forkchoice"
+    );
+    // Builds again within two blocks of catch-up finishing.
+    let mut built = Vec::new();
+    for _ in 0..2 {
+        built.push(s.block("engine_getPayloadV3").await);
+    }
+    assert!(
+        built.contains(&s.builder.block_hash(303).to_string())
+            || built.contains(&s.builder.block_hash(304).to_string()),
+        "a builder block among {built:?}"
+    );
+}
+
+/// A local EL that cannot supply a missing block (pruned): catch-up stops, says so once, and
+/// does not retry until the builder's head moves.
+#[tokio::test]
+async fn block_the_local_el_cannot_supply_stops_catch_up_once_without_a_retry_storm() {
     let s = setup(&["--catch-up-depth", "4", "--max-unsafe-interval", "30"]).await;
     s.block("engine_getPayloadV3").await;
     s.builder.down();
     for _ in 0..10 {
         s.block("engine_getPayloadV3").await;
     }
+    s.local.prune_below(108);
     s.builder.clear_calls();
     s.builder.up().await;
-    let beyond = r#"engine_mux_catch_up_runs_total{outcome="beyond_bound"}"#;
+    let failed = r#"engine_mux_catch_up_runs_total{outcome="failed"}"#;
     eventually(Duration::from_secs(5), "catch-up gave up", || async {
-        s.metric(beyond) == 1.0
+        s.metric(failed) == 1.0
     })
     .await;
-    // Several more probes find it just as far behind: no retry storm.
+    // Several more probes find the builder just as far behind: no retry storm.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(s.metric(beyond), 1.0);
+    assert_eq!(s.metric(failed), 1.0);
     assert!(
         s.builder.calls_of("engine_newPayloadV3").is_empty(),
-        "nothing replayed from a window that no longer reaches it"
+        "nothing replayed past a block it could not get"
     );
 }
