@@ -5,7 +5,7 @@
 //! Each missing block comes from the recent payloads op-node sent (`recent`), or, for blocks
 //! older than that window, from the local EL: `eth_getBlockByNumber(n, true)` turned into the
 //! engine payload op-node would have sent (`local_el`). A run streams block by block (one
-//! block in memory at a time) and stops after [`RUN_BUDGET`]; it then moves the builder's head
+//! block in memory at a time) and stops after its budget (`--catch-up-budget-ms`); it then moves the builder's head
 //! to the last block replayed and queues the next run, so live traffic interleaves and a
 //! builder thousands of blocks behind still converges.
 
@@ -28,7 +28,8 @@ use serde_json::value::RawValue;
 
 use crate::{builder_queue::BuilderCall, multiplex::MuxState};
 
-/// Longest a single catch-up run replays before handing the queue back to live traffic.
+/// Default for how long a single catch-up run replays before handing the queue back to live
+/// traffic (`--catch-up-budget-ms`).
 pub const RUN_BUDGET: Duration = Duration::from_secs(10);
 
 /// A block as the local EL returns it with full transactions (OP transaction types).
@@ -222,7 +223,7 @@ pub async fn catch_up(state: &MuxState) {
         if next > target {
             break Outcome::Synced;
         }
-        if started.elapsed() >= RUN_BUDGET {
+        if started.elapsed() >= recent.run_budget() {
             break Outcome::BudgetExhausted;
         }
         let (source, replay) = match recent.at(next) {

@@ -118,6 +118,16 @@ pub struct Args {
     )]
     pub catch_up_depth: usize,
 
+    /// Longest one catch-up run replays, in ms; a builder further behind is caught up over
+    /// several runs with live traffic in between.
+    #[arg(
+        long,
+        env = "CATCH_UP_BUDGET_MS",
+        default_value_t = 10_000,
+        help_heading = "Block building"
+    )]
+    pub catch_up_budget_ms: u64,
+
     /// Seconds between background probes of both upstreams' latest block (while the builder
     /// is unhealthy it is probed every 500 ms instead).
     #[arg(

@@ -195,6 +195,8 @@ pub struct Config {
     pub builder_queue_depth: usize,
     /// Recent payloads kept for catch-up; `None` turns catch-up off.
     pub catch_up_depth: Option<usize>,
+    /// How long one catch-up run may replay.
+    pub catch_up_budget: Duration,
     /// Health probing.
     pub health: HealthConfig,
     /// Logging.
@@ -417,6 +419,7 @@ impl TryFrom<Args> for Config {
             builder_queue_depth: a.builder_queue_depth,
             catch_up_depth: (!a.no_builder_catch_up && a.catch_up_depth > 0)
                 .then_some(a.catch_up_depth),
+            catch_up_budget: millis("catch-up-budget-ms", a.catch_up_budget_ms)?,
             health: HealthConfig {
                 check_interval,
                 fast_interval: check_interval.min(Duration::from_millis(500)),

@@ -1,5 +1,6 @@
 //! The recent payloads op-node sent (`engine_newPayload`) and its latest forkchoice state:
-//! what builder catch-up replays to a builder that fell behind.
+//! what builder catch-up replays to a builder that fell behind, with the time one catch-up run
+//! may take.
 
 use std::collections::VecDeque;
 
@@ -41,6 +42,7 @@ struct PayloadHead {
 pub struct RecentPayloads {
     inner: Mutex<Inner>,
     capacity: usize,
+    run_budget: std::time::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +57,19 @@ impl RecentPayloads {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
+            run_budget: crate::catch_up::RUN_BUDGET,
         }
+    }
+
+    /// Sets how long one catch-up run may replay before handing the queue back.
+    pub fn with_run_budget(mut self, budget: std::time::Duration) -> Self {
+        self.run_budget = budget;
+        self
+    }
+
+    /// How long one catch-up run may replay.
+    pub fn run_budget(&self) -> std::time::Duration {
+        self.run_budget
     }
 
     /// Records a newPayload call; returns the window size. Params that do not parse are ignored

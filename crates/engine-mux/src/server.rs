@@ -136,7 +136,9 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         mode,
         health: Health::new(),
         ids: PayloadIds::new(config.payload_id_capacity),
-        recent: config.catch_up_depth.map(RecentPayloads::new),
+        recent: config
+            .catch_up_depth
+            .map(|depth| RecentPayloads::new(depth).with_run_budget(config.catch_up_budget)),
         queue,
         copies,
         metrics: metrics.clone(),

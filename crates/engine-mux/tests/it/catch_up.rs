@@ -198,3 +198,59 @@ async fn block_the_local_el_cannot_supply_stops_catch_up_once_without_a_retry_st
         "nothing replayed past a block it could not get"
     );
 }
+
+/// A builder further behind than one run can replay: each run stops at its budget, moves the
+/// builder's head to what it replayed (safe/finalized left unset), and the next run continues
+/// from there until every block is replayed, in order, exactly once.
+#[tokio::test]
+async fn catch_up_longer_than_its_budget_continues_over_several_runs() {
+    let s = setup(&[
+        "--catch-up-depth",
+        "16",
+        "--catch-up-budget-ms",
+        "150",
+        "--max-unsafe-interval",
+        "30",
+    ])
+    .await;
+    s.block("engine_getPayloadV3").await;
+    s.builder.down();
+    let mut missed = Vec::new();
+    for _ in 0..60 {
+        missed.push(s.block("engine_getPayloadV3").await);
+    }
+    s.builder.clear_calls();
+    s.builder.fault(
+        "engine_newPayloadV3",
+        crate::mock_engine::Fault::Delay(Duration::from_millis(10)),
+    );
+    s.builder.up().await;
+    let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
+    eventually(
+        Duration::from_secs(15),
+        "caught up over several runs",
+        || async { s.metric(synced) >= 1.0 },
+    )
+    .await;
+    assert!(
+        s.metric(r#"engine_mux_catch_up_runs_total{outcome="budget_exhausted"}"#) >= 2.0,
+        "more than one run was needed"
+    );
+    let replayed: Vec<String> = s
+        .builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replayed, missed, "every missed block once, in order");
+    let fcus = s.builder.calls_of("engine_forkchoiceUpdatedV3");
+    let zero = format!("0x{}", "00".repeat(32));
+    assert!(fcus.len() >= 3, "one per run");
+    assert_eq!(fcus[0].params[0]["safeBlockHash"], json!(zero));
+    assert_ne!(fcus[0].params[0]["headBlockHash"], json!(zero));
+    assert_eq!(
+        fcus.last().unwrap().params[0],
+        crate::harness::forkchoice(161),
+        "the last run ends at op-node's forkchoice"
+    );
+}
