@@ -9,7 +9,7 @@ use devnet::{
     devnet::Devnet,
 };
 
-use crate::support::{config, missed, mux_metric, observe};
+use crate::support::{config, mux_metric, observe};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn builder_that_missed_200_blocks_is_caught_up_from_the_local_engine_and_builds_again() {
@@ -37,7 +37,6 @@ async fn builder_that_missed_200_blocks_is_caught_up_from_the_local_engine_and_b
         synced_after.push(synced(&devnet));
     })
     .await;
-    assert!(missed(&slots).is_empty(), "{:?}", missed(&slots));
 
     // The first slot after which the catch-up that followed the outage had finished.
     let done = synced_after
