@@ -208,9 +208,26 @@ pub async fn catch_up(state: &MuxState) {
     if state.catch_up_abandoned_at.load(Ordering::Relaxed) == head {
         return;
     }
-    let Some(mut target) = recent.newest() else {
-        state.metrics.catch_up_run("nothing_to_do");
-        return;
+    // The newest block op-node sent; with none held yet (engine-mux just started), the local
+    // EL's head.
+    let mut target = match recent.newest() {
+        Some(n) => n,
+        None => match state
+            .call::<LatestBlock>(
+                &state.l2,
+                "eth_getBlockByNumber",
+                &("latest", false),
+                state.l2.timeout(),
+            )
+            .await
+        {
+            Ok(b) => b.number.to::<u64>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up: cannot read the local EL's head");
+                state.metrics.catch_up_run("failed");
+                return;
+            }
+        },
     };
     if head >= target {
         state.metrics.catch_up_run("nothing_to_do");

@@ -254,3 +254,35 @@ async fn catch_up_longer_than_its_budget_continues_over_several_runs() {
         "the last run ends at op-node's forkchoice"
     );
 }
+
+/// engine-mux just started (no payload from op-node held yet) next to a builder 50 blocks
+/// behind the local EL: catch-up replays them from the local EL up to its head.
+#[tokio::test]
+async fn builder_behind_at_startup_is_caught_up_from_the_local_el_alone() {
+    let local = crate::mock_engine::MockEngine::start("local", 0x03, 0xaa).await;
+    let builder = crate::mock_engine::MockEngine::start("builder", 0x04, 0xbb).await;
+    local.set_head(150, crate::mock_engine::now());
+    let mux = crate::harness::start_mux(&local, &builder, &["--max-unsafe-interval", "30"]).await;
+    let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
+    eventually(Duration::from_secs(5), "caught up", || async {
+        engine_mux::metrics::sample(&mux.metrics_text(), synced).unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    let replayed: Vec<String> = builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (101..=150)
+        .map(|n| local.block_hash(n).to_string())
+        .collect();
+    assert_eq!(replayed, expected);
+    let fcu = &builder.calls_of("engine_forkchoiceUpdatedV3")[0];
+    assert_eq!(
+        fcu.params[0]["headBlockHash"],
+        json!(local.block_hash(150)),
+        "the builder's head moved to the local EL's"
+    );
+    assert_eq!(builder.head().0, 150);
+    mux.shutdown().await;
+}
