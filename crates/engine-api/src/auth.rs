@@ -17,8 +17,10 @@ pub fn mint_token(secret: &JwtSecret) -> Result<String, jsonwebtoken::errors::Er
     secret.encode(&Claims::with_current_timestamp())
 }
 
-/// Why an inbound request was refused; the text goes into the 401 body.
-fn check_bearer(secret: &JwtSecret, header: Option<&HeaderValue>) -> Result<(), String> {
+/// Validates an inbound `Authorization` header against `secret` (HS256 only, signature, `iat`
+/// within ±60 s); the error is why the request is refused, for the 401 body. Servers that
+/// decide per request whether a token is needed call this instead of re-implementing it.
+pub fn check_bearer(secret: &JwtSecret, header: Option<&HeaderValue>) -> Result<(), String> {
     let value = header
         .ok_or_else(|| "missing Authorization header".to_string())?
         .to_str()

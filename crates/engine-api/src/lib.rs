@@ -16,6 +16,6 @@ pub mod upstream;
 pub use alloy_rpc_types_engine::{
     JwtError, JwtSecret, PayloadId, PayloadStatus, PayloadStatusEnum,
 };
-pub use auth::{AuthLayer, AuthService, mint_token};
+pub use auth::{AuthLayer, AuthService, check_bearer, mint_token};
 pub use payload::{PayloadEnvelope, PayloadVersion};
 pub use upstream::{Upstream, UpstreamConfig, UpstreamError};

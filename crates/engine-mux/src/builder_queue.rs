@@ -3,15 +3,14 @@
 //! slow builder can never pile up unbounded work. Builder catch-up runs on the same task, so a
 //! replay is ordered with everything else too.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
-use alloy_primitives::U64;
 use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
 use engine_api::UpstreamError;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
+pub use crate::catch_up::catch_up;
 use crate::{
     fallback::FallbackReason,
     multiplex::MuxState,
@@ -68,11 +67,6 @@ impl BuilderQueue {
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
-}
-
-#[derive(Deserialize)]
-struct LatestBlock {
-    number: U64,
 }
 
 /// Drains the queue until shutdown (the call in progress is finished first).
@@ -208,109 +202,6 @@ async fn mirror(state: &MuxState, method: &'static str, params: Box<RawValue>) {
             }
         }
     }
-}
-
-/// Replays the blocks the builder is missing (newPayload each, then the latest forkchoice).
-pub async fn catch_up(state: &MuxState) {
-    let Some(recent) = state.recent.as_ref() else {
-        return;
-    };
-    let started = Instant::now();
-    let head = match state
-        .call::<LatestBlock>(
-            &state.builder,
-            "eth_getBlockByNumber",
-            &("latest", false),
-            state.builder.timeout(),
-        )
-        .await
-    {
-        Ok(b) => b.number.to::<u64>(),
-        Err(e) => {
-            tracing::warn!(error = %e, "catch-up: cannot read the builder's head");
-            state.note_builder_error(&e);
-            state.metrics.catch_up_run("failed");
-            return;
-        }
-    };
-    // Once given up at this head, stay quiet until the builder moves (it is syncing on its own).
-    if state
-        .catch_up_abandoned_at
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == head
-    {
-        return;
-    }
-    let missing = match recent.after(head) {
-        Ok(m) => m,
-        Err(gap) => {
-            state
-                .catch_up_abandoned_at
-                .store(head, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                builder_head = head,
-                oldest_held = gap.oldest,
-                window = recent.len(),
-                "catch-up: the builder is behind the replay window; leaving it to its own sync"
-            );
-            state.metrics.catch_up_run("beyond_bound");
-            return;
-        }
-    };
-    if missing.is_empty() {
-        state.metrics.catch_up_run("nothing_to_do");
-        return;
-    }
-    let (first, last) = (missing[0].number, missing[missing.len() - 1].number);
-    for p in &missing {
-        match state
-            .call::<PayloadStatus>(
-                &state.builder,
-                p.method,
-                &*p.params,
-                state.builder.timeout(),
-            )
-            .await
-        {
-            Ok(s)
-                if matches!(
-                    s.status,
-                    PayloadStatusEnum::Valid | PayloadStatusEnum::Accepted
-                ) => {}
-            Ok(s) => {
-                tracing::warn!(block = p.number, hash = %p.hash, status = %s.status, "catch-up: builder did not accept a replayed block");
-                state.metrics.catch_up_run("failed");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(block = p.number, error = %e, "catch-up: replaying a block failed");
-                state.note_builder_error(&e);
-                state.metrics.catch_up_run("failed");
-                return;
-            }
-        }
-    }
-    state.metrics.catch_up_replayed(missing.len() as u64);
-    if let Some(fcs) = recent.forkchoice() {
-        let params = (fcs, Option::<()>::None);
-        if let Err(e) = state
-            .call::<ForkchoiceUpdated>(
-                &state.builder,
-                "engine_forkchoiceUpdatedV3",
-                &params,
-                state.builder.timeout(),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "catch-up: forkchoiceUpdated after replay failed");
-            state.note_builder_error(&e);
-            state.metrics.catch_up_run("failed");
-            return;
-        }
-    }
-    state.health.builder_ok();
-    state.metrics.catch_up_run("synced");
-    tracing::info!(from = first, to = last, blocks = missing.len(), took = ?started.elapsed(), "catch-up: builder replayed the blocks it missed");
 }
 
 /// True when an error means the builder could not be reached or did not answer in time.

@@ -29,6 +29,9 @@ pub struct Args {
     #[command(flatten)]
     pub flashblocks: FlashblocksArgs,
 
+    #[command(flatten)]
+    pub unsupported: UnsupportedArgs,
+
     /// Host the engine API (and /healthz) listens on.
     #[arg(
         long,
@@ -115,6 +118,16 @@ pub struct Args {
     )]
     pub catch_up_depth: usize,
 
+    /// Longest one catch-up run replays, in ms; a builder further behind is caught up over
+    /// several runs with live traffic in between.
+    #[arg(
+        long,
+        env = "CATCH_UP_BUDGET_MS",
+        default_value_t = 10_000,
+        help_heading = "Block building"
+    )]
+    pub catch_up_budget_ms: u64,
+
     /// Seconds between background probes of both upstreams' latest block (while the builder
     /// is unhealthy it is probed every 500 ms instead).
     #[arg(
@@ -129,7 +142,7 @@ pub struct Args {
     #[arg(
         long,
         env = "MAX_UNSAFE_INTERVAL",
-        default_value_t = 5,
+        default_value_t = 10,
         help_heading = "Health"
     )]
     pub max_unsafe_interval: u64,
@@ -327,6 +340,36 @@ pub struct InboundAuthArgs {
     /// not check op-node's JWT). Only for a port nothing else can reach.
     #[arg(long, env = "NO_INBOUND_AUTH")]
     pub no_inbound_auth: bool,
+    /// Require op-node's JWT on every method, not only on `engine_*`. By default non-engine
+    /// calls (eth_sendRawTransaction from the rollup's RPC nodes, chain reads by tools) pass
+    /// without a token, as they do with rollup-boost; a token that is present must be valid.
+    #[arg(long, env = "REQUIRE_AUTH_ALL", conflicts_with = "no_inbound_auth")]
+    pub require_auth_all: bool,
+}
+
+/// rollup-boost flags engine-mux does not implement. They exist so that a deployment setting
+/// them (often through the environment) stops at startup with a clear message instead of
+/// silently running without the feature.
+#[derive(Clone, Debug, ClapArgs)]
+#[command(next_help_heading = "rollup-boost flags not supported (refused at startup when set)")]
+pub struct UnsupportedArgs {
+    /// rollup-boost: let the local EL compute the builder block's state root. Not supported.
+    #[arg(long, env = "EXTERNAL_STATE_ROOT")]
+    pub external_state_root: bool,
+    /// rollup-boost: flashblocks over its authenticated P2P protocol. Not supported.
+    #[arg(long, env = "FLASHBLOCKS_P2P")]
+    pub flashblocks_p2p: bool,
+    /// rollup-boost: signing key of the flashblocks P2P authorizer. Not supported.
+    #[arg(
+        long,
+        env = "FLASHBLOCKS_AUTHORIZER_SK",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub flashblocks_authorizer_sk: Option<String>,
+    /// rollup-boost: the builder's flashblocks P2P verifying key. Not supported.
+    #[arg(long, env = "FLASHBLOCKS_BUILDER_VK", value_name = "HEX")]
+    pub flashblocks_builder_vk: Option<String>,
 }
 
 /// Log output format.
@@ -376,19 +419,104 @@ fn parse_mode(s: &str) -> Result<ExecutionMode, String> {
 mod tests {
     use super::*;
 
+    /// Every default rollup-boost 0.7.17 documents (its `cli.rs`, `client/rpc.rs` and
+    /// `flashblocks/args.rs`), pinned. `--ignore-unhealthy-builders` is the one deliberate
+    /// difference (README, "Compatibility with rollup-boost").
     #[test]
     fn defaults_match_rollup_boost() {
         let a = Args::try_parse_from(["engine-mux"]).unwrap();
         assert_eq!(a.rpc_host, "127.0.0.1");
         assert_eq!(a.rpc_port, 8081);
+        assert_eq!(a.debug_host, "127.0.0.1");
         assert_eq!(a.debug_server_port, 5555);
+        assert!(!a.metrics);
+        assert_eq!(a.metrics_host, "127.0.0.1");
         assert_eq!(a.metrics_port, 9090);
+        assert_eq!(a.log_level, "info");
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert!(a.log_file.is_none());
+        assert!(!a.tracing);
+        assert_eq!(a.otlp_endpoint, "http://localhost:4317");
+        assert_eq!(a.l2.l2_url, "http://127.0.0.1:8551");
+        assert_eq!(a.builder.builder_url, "http://127.0.0.1:8551");
         assert_eq!(a.l2.l2_timeout, 1000);
         assert_eq!(a.builder.builder_timeout, 1000);
         assert_eq!(a.health_check_interval, 60);
-        assert_eq!(a.max_unsafe_interval, 5);
+        assert_eq!(a.max_unsafe_interval, 10);
         assert_eq!(a.execution_mode, ExecutionMode::Enabled);
+        assert!(a.block_selection_policy.is_none());
+        let fb = &a.flashblocks;
+        assert!(!fb.enabled);
+        assert_eq!(fb.flashblocks_builder_url, "ws://127.0.0.1:1111");
+        assert_eq!(fb.flashblocks_host, "127.0.0.1");
+        assert_eq!(fb.flashblocks_port, 1112);
+        assert_eq!(fb.flashblock_builder_ws_initial_reconnect_ms, 10);
+        assert_eq!(fb.flashblock_builder_ws_max_reconnect_ms, 5000);
+        assert_eq!(fb.flashblock_builder_ws_connect_timeout_ms, 5000);
+        assert_eq!(fb.flashblock_builder_ws_ping_interval_ms, 500);
+        assert_eq!(fb.flashblock_builder_ws_pong_timeout_ms, 1500);
+        let u = &a.unsupported;
+        assert!(!u.external_state_root && !u.flashblocks_p2p);
+        // The deliberate difference: rollup-boost defaults to false.
         assert!(a.ignore_unhealthy_builders);
+        assert!(!a.auth.require_auth_all);
+    }
+
+    /// The environment variable names rollup-boost reads, each accepted here.
+    #[test]
+    fn rollup_boost_env_var_names_are_read() {
+        let cmd = <Args as clap::CommandFactory>::command();
+        let mut envs: Vec<String> = Vec::new();
+        fn collect(cmd: &clap::Command, envs: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(e) = arg.get_env() {
+                    envs.push(e.to_string_lossy().into_owned());
+                }
+            }
+        }
+        collect(&cmd, &mut envs);
+        for name in [
+            "L2_URL",
+            "L2_JWT_TOKEN",
+            "L2_JWT_PATH",
+            "L2_TIMEOUT",
+            "BUILDER_URL",
+            "BUILDER_JWT_TOKEN",
+            "BUILDER_JWT_PATH",
+            "BUILDER_TIMEOUT",
+            "RPC_HOST",
+            "RPC_PORT",
+            "TRACING",
+            "METRICS",
+            "METRICS_HOST",
+            "METRICS_PORT",
+            "OTLP_ENDPOINT",
+            "LOG_LEVEL",
+            "LOG_FORMAT",
+            "LOG_FILE",
+            "DEBUG_HOST",
+            "DEBUG_SERVER_PORT",
+            "EXECUTION_MODE",
+            "BLOCK_SELECTION_POLICY",
+            "EXTERNAL_STATE_ROOT",
+            "IGNORE_UNHEALTHY_BUILDERS",
+            "HEALTH_CHECK_INTERVAL",
+            "MAX_UNSAFE_INTERVAL",
+            "FLASHBLOCKS",
+            "FLASHBLOCKS_BUILDER_URL",
+            "FLASHBLOCKS_HOST",
+            "FLASHBLOCKS_PORT",
+            "FLASHBLOCK_BUILDER_WS_INITIAL_RECONNECT_MS",
+            "FLASHBLOCK_BUILDER_WS_MAX_RECONNECT_MS",
+            "FLASHBLOCK_BUILDER_WS_CONNECT_TIMEOUT_MS",
+            "FLASHBLOCK_BUILDER_WS_PING_INTERVAL_MS",
+            "FLASHBLOCK_BUILDER_WS_PONG_TIMEOUT_MS",
+            "FLASHBLOCKS_P2P",
+            "FLASHBLOCKS_AUTHORIZER_SK",
+            "FLASHBLOCKS_BUILDER_VK",
+        ] {
+            assert!(envs.iter().any(|e| e == name), "{name} is not read");
+        }
     }
 
     #[test]

@@ -65,6 +65,16 @@ pub enum ConfigError {
         /// What was wrong.
         reason: String,
     },
+    /// A rollup-boost flag engine-mux does not implement was set.
+    #[error(
+        "--{flag}: not supported by engine-mux ({reason}); unset it (README: Compatibility with rollup-boost)"
+    )]
+    Unsupported {
+        /// The flag.
+        flag: &'static str,
+        /// What to do instead.
+        reason: &'static str,
+    },
     /// A value out of its allowed range.
     #[error("--{flag}: {reason}")]
     OutOfRange {
@@ -161,6 +171,8 @@ pub struct Config {
     pub builder: UpstreamConfig,
     /// Secret op-node's tokens are checked against; `None` disables inbound auth.
     pub inbound_secret: Option<JwtSecret>,
+    /// Whether every method needs the JWT (`false`: only `engine_*` does).
+    pub require_auth_all: bool,
     /// Engine API listen address.
     pub rpc_addr: SocketAddr,
     /// Debug server listen address.
@@ -183,6 +195,8 @@ pub struct Config {
     pub builder_queue_depth: usize,
     /// Recent payloads kept for catch-up; `None` turns catch-up off.
     pub catch_up_depth: Option<usize>,
+    /// How long one catch-up run may replay.
+    pub catch_up_budget: Duration,
     /// Health probing.
     pub health: HealthConfig,
     /// Logging.
@@ -311,6 +325,34 @@ impl TryFrom<Args> for Config {
             Some(inbound.unwrap_or(l2_secret))
         };
 
+        let u = &a.unsupported;
+        for (set, flag, reason) in [
+            (
+                u.external_state_root,
+                "external-state-root",
+                "builder blocks must carry their own state root; the local EL validates them",
+            ),
+            (
+                u.flashblocks_p2p,
+                "flashblocks-p2p",
+                "flashblocks are received over the builder's WebSocket (--flashblocks)",
+            ),
+            (
+                u.flashblocks_authorizer_sk.is_some(),
+                "flashblocks-authorizer-sk",
+                "the flashblocks P2P protocol is not implemented",
+            ),
+            (
+                u.flashblocks_builder_vk.is_some(),
+                "flashblocks-builder-vk",
+                "the flashblocks P2P protocol is not implemented",
+            ),
+        ] {
+            if set {
+                return Err(ConfigError::Unsupported { flag, reason });
+            }
+        }
+
         let get_payload_deadline = millis("get-payload-deadline-ms", a.get_payload_deadline_ms)?;
         if get_payload_deadline >= Duration::from_secs(1) {
             return Err(ConfigError::OutOfRange {
@@ -359,6 +401,7 @@ impl TryFrom<Args> for Config {
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             },
             inbound_secret,
+            require_auth_all: a.auth.require_auth_all,
             rpc_addr: resolve("rpc-host", &a.rpc_host, a.rpc_port)?,
             debug_addr: resolve("debug-host", &a.debug_host, a.debug_server_port)?,
             metrics_addr: if a.metrics {
@@ -380,6 +423,7 @@ impl TryFrom<Args> for Config {
             builder_queue_depth: a.builder_queue_depth,
             catch_up_depth: (!a.no_builder_catch_up && a.catch_up_depth > 0)
                 .then_some(a.catch_up_depth),
+            catch_up_budget: millis("catch-up-budget-ms", a.catch_up_budget_ms)?,
             health: HealthConfig {
                 check_interval,
                 fast_interval: check_interval.min(Duration::from_millis(500)),
@@ -495,6 +539,35 @@ mod tests {
         let c = config(&["--auth-jwt-path", dir.to_str().unwrap()]).unwrap();
         assert_eq!(c.inbound_secret, Some(JwtSecret::from_hex(&other).unwrap()));
         let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn unsupported_rollup_boost_flags_stop_startup_naming_the_flag() {
+        for (argv, flag) in [
+            (&["--external-state-root"][..], "--external-state-root"),
+            (&["--flashblocks-p2p"][..], "--flashblocks-p2p"),
+            (
+                &["--flashblocks-authorizer-sk", "00"][..],
+                "--flashblocks-authorizer-sk",
+            ),
+            (
+                &["--flashblocks-builder-vk", "00"][..],
+                "--flashblocks-builder-vk",
+            ),
+        ] {
+            let err = config(argv).unwrap_err().to_string();
+            assert!(err.contains(flag) && err.contains("not supported"), "{err}");
+        }
+    }
+
+    #[test]
+    fn require_auth_all_is_off_by_default_and_conflicts_with_no_inbound_auth() {
+        assert!(!config(&[]).unwrap().require_auth_all);
+        assert!(config(&["--require-auth-all"]).unwrap().require_auth_all);
+        assert!(
+            Args::try_parse_from(["engine-mux", "--no-inbound-auth", "--require-auth-all"])
+                .is_err()
+        );
     }
 
     #[test]

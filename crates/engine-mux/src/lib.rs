@@ -4,6 +4,7 @@
 //! whenever the builder fails. See DESIGN.md for the routing table and invariants.
 
 pub mod builder_queue;
+pub mod catch_up;
 pub mod cli;
 pub mod config;
 pub mod copy_queue;

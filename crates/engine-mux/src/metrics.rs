@@ -16,6 +16,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
 ];
 
+/// rollup-boost's blocks counter as its dashboards read it (`rpc.blocks_created` under the
+/// `rollup-boost` prefix, as the Prometheus exporter sanitizes it).
+pub const ROLLUP_BOOST_BLOCKS_CREATED: &str = "rollup_boost_rpc_blocks_created";
+/// rollup-boost's execution mode gauge (`rollup_boost_execution_mode` under its prefix).
+pub const ROLLUP_BOOST_EXECUTION_MODE: &str = "rollup_boost_rollup_boost_execution_mode";
+
 /// Where a proposed block came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockSource {
@@ -135,13 +141,20 @@ impl Metrics {
         );
     }
 
-    /// A block returned to op-node, by source.
+    /// A block returned to op-node, by source. Also counted under rollup-boost's name
+    /// (`rpc.blocks_created` behind its `rollup-boost` prefix, label `l2` for local blocks) so
+    /// existing rollup-boost dashboards keep working.
     pub fn block_proposed(&self, source: BlockSource) {
         self.counter(
             "engine_mux_blocks_proposed_total",
             &[("source", source.as_str())],
             1,
         );
+        let legacy = match source {
+            BlockSource::Builder => "builder",
+            BlockSource::Local => "l2",
+        };
+        self.counter(ROLLUP_BOOST_BLOCKS_CREATED, &[("source", legacy)], 1);
     }
 
     /// A getPayload that returned the local block although the builder was asked.
@@ -167,8 +180,18 @@ impl Metrics {
         self.gauge("engine_mux_health_status", &[], f64::from(status));
     }
 
-    /// The current execution mode (one-hot by label).
+    /// The current execution mode: one-hot by label, and rollup-boost's single gauge
+    /// (enabled 3, dry_run 2, disabled 1).
     pub fn execution_mode(&self, mode: ExecutionMode) {
+        self.gauge(
+            ROLLUP_BOOST_EXECUTION_MODE,
+            &[],
+            match mode {
+                ExecutionMode::Enabled => 3.0,
+                ExecutionMode::DryRun => 2.0,
+                ExecutionMode::Disabled => 1.0,
+            },
+        );
         for m in [
             ExecutionMode::Enabled,
             ExecutionMode::DryRun,
@@ -206,12 +229,17 @@ impl Metrics {
         self.gauge("engine_mux_recent_payloads", &[], len as f64);
     }
 
-    /// Blocks replayed to the builder by catch-up.
-    pub fn catch_up_replayed(&self, blocks: u64) {
-        self.counter("engine_mux_catch_up_replayed_blocks_total", &[], blocks);
+    /// Blocks replayed to the builder by catch-up, by where they came from (`recent`: the
+    /// payloads op-node sent, `local_el`: fetched from the local EL beyond that window).
+    pub fn catch_up_replayed(&self, source: &'static str, blocks: u64) {
+        self.counter(
+            "engine_mux_catch_up_replayed_blocks_total",
+            &[("source", source)],
+            blocks,
+        );
     }
 
-    /// A catch-up run, by outcome (`synced`, `nothing_to_do`, `beyond_bound`, `failed`).
+    /// A catch-up run, by outcome (`synced`, `nothing_to_do`, `budget_exhausted`, `failed`).
     pub fn catch_up_run(&self, outcome: &'static str) {
         self.counter("engine_mux_catch_up_runs_total", &[("outcome", outcome)], 1);
     }
@@ -284,6 +312,11 @@ impl Metrics {
         self.counter("engine_mux_flashblocks_blocks_total", &[("path", path)], 1);
     }
 
+    /// A request without a JWT let through because it calls no `engine_*` method.
+    pub fn unauthenticated_passed(&self) {
+        self.counter("engine_mux_unauthenticated_requests_total", &[], 1);
+    }
+
     /// Requests refused before routing (body too large, unparseable, ...).
     pub fn rejected(&self, reason: &'static str) {
         self.counter(
@@ -335,5 +368,40 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn rollup_boost_dashboard_names() {
+        let m = Metrics::new();
+        m.block_proposed(BlockSource::Builder);
+        m.block_proposed(BlockSource::Local);
+        m.block_proposed(BlockSource::Local);
+        m.execution_mode(ExecutionMode::DryRun);
+        let text = m.render();
+        assert_eq!(
+            sample(
+                &text,
+                r#"rollup_boost_rpc_blocks_created{source="builder"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"rollup_boost_rpc_blocks_created{source="l2"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "rollup_boost_rollup_boost_execution_mode"),
+            Some(2.0)
+        );
+        for (mode, v) in [
+            (ExecutionMode::Enabled, 3.0),
+            (ExecutionMode::Disabled, 1.0),
+        ] {
+            m.execution_mode(mode);
+            assert_eq!(
+                sample(&m.render(), "rollup_boost_rollup_boost_execution_mode"),
+                Some(v)
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The recent payloads op-node sent (`engine_newPayload`) and its latest forkchoice state:
-//! what builder catch-up replays to a builder that fell behind.
+//! what builder catch-up replays to a builder that fell behind, with the time one catch-up run
+//! may take.
 
 use std::collections::VecDeque;
 
@@ -41,6 +42,7 @@ struct PayloadHead {
 pub struct RecentPayloads {
     inner: Mutex<Inner>,
     capacity: usize,
+    run_budget: std::time::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -55,7 +57,19 @@ impl RecentPayloads {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
+            run_budget: crate::catch_up::RUN_BUDGET,
         }
+    }
+
+    /// Sets how long one catch-up run may replay before handing the queue back.
+    pub fn with_run_budget(mut self, budget: std::time::Duration) -> Self {
+        self.run_budget = budget;
+        self
+    }
+
+    /// How long one catch-up run may replay.
+    pub fn run_budget(&self) -> std::time::Duration {
+        self.run_budget
     }
 
     /// Records a newPayload call; returns the window size. Params that do not parse are ignored
@@ -97,6 +111,23 @@ impl RecentPayloads {
     /// The latest forkchoice state op-node sent.
     pub fn forkchoice(&self) -> Option<ForkchoiceState> {
         self.inner.lock().forkchoice
+    }
+
+    /// The payload held for block `number`.
+    pub fn at(&self, number: u64) -> Option<RecentPayload> {
+        let inner = self.inner.lock();
+        let oldest = inner.payloads.front()?.number;
+        // Usually contiguous: index directly, fall back to a search when there are gaps.
+        let guess = usize::try_from(number.checked_sub(oldest)?).ok()?;
+        match inner.payloads.get(guess) {
+            Some(p) if p.number == number => Some(p.clone()),
+            _ => inner.payloads.iter().find(|p| p.number == number).cloned(),
+        }
+    }
+
+    /// The newest block number held.
+    pub fn newest(&self) -> Option<u64> {
+        self.inner.lock().payloads.back().map(|p| p.number)
     }
 
     /// The payloads after block `head`, oldest first; an error when the window no longer
@@ -160,6 +191,9 @@ mod tests {
         );
         assert_eq!(after[0].hash, B256::repeat_byte(4));
         assert_eq!(r.after(1).unwrap_err(), BeyondWindow { oldest: 3 });
+        assert_eq!(r.newest(), Some(6));
+        assert_eq!(r.at(4).map(|p| p.hash), Some(B256::repeat_byte(4)));
+        assert!(r.at(2).is_none() && r.at(7).is_none());
         assert!(r.after(6).unwrap().is_empty());
         assert!(r.after(100).unwrap().is_empty());
     }

@@ -4,7 +4,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use engine_api::{AuthLayer, Upstream};
+use engine_api::Upstream;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1};
@@ -21,7 +21,7 @@ use crate::{
     execution_mode::ModeCell,
     flashblocks::{self, store::FlashblocksStore},
     health::{Health, HealthStatus},
-    layers::{BodyLimitLayer, InboundMetricsLayer},
+    layers::{AuthScope, BodyLimitLayer, InboundMetricsLayer, MethodAuthLayer},
     metrics::Metrics,
     multiplex::MuxState,
     payload_ids::PayloadIds,
@@ -136,7 +136,9 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         mode,
         health: Health::new(),
         ids: PayloadIds::new(config.payload_id_capacity),
-        recent: config.catch_up_depth.map(RecentPayloads::new),
+        recent: config
+            .catch_up_depth
+            .map(|depth| RecentPayloads::new(depth).with_run_budget(config.catch_up_budget)),
         queue,
         copies,
         metrics: metrics.clone(),
@@ -226,7 +228,11 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         l2 = %config.l2.url,
         builder = %config.builder.url,
         mode = %config.execution_mode,
-        inbound_auth = config.inbound_secret.is_some(),
+        inbound_auth = match (config.inbound_secret.is_some(), config.require_auth_all) {
+            (false, _) => "off",
+            (true, false) => "engine_methods",
+            (true, true) => "all_methods",
+        },
         "engine-mux started"
     );
     Ok(RunningMux {
@@ -268,7 +274,8 @@ fn health_response(state: &MuxState, path: &str) -> Option<Response<Full<Bytes>>
     }
 }
 
-/// The engine API port: health endpoints without auth, everything else through the layers.
+/// The engine API port: health endpoints without auth, everything else through the layers
+/// (metrics → body limit → method-aware JWT check → router).
 fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
     let router_state = state.clone();
     let router = service_fn(move |req: Request<Bytes>| {
@@ -279,13 +286,22 @@ fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
             Ok::<_, Infallible>(res.map(Full::new))
         }
     });
+    let scope = if config.require_auth_all {
+        AuthScope::All
+    } else {
+        AuthScope::EngineOnly
+    };
     let rpc = ServiceBuilder::new()
         .layer(InboundMetricsLayer::new(state.metrics.clone()))
-        .option_layer(config.inbound_secret.map(AuthLayer::new))
         .layer(BodyLimitLayer::new(
             config.max_request_body,
             state.metrics.clone(),
         ))
+        .option_layer(
+            config
+                .inbound_secret
+                .map(|secret| MethodAuthLayer::new(secret, scope, state.metrics.clone())),
+        )
         .service(router);
     let rpc: HttpService = BoxCloneService::new(rpc);
     BoxCloneService::new(service_fn(move |req: Request<Incoming>| {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod builder_catch_up;
 mod builder_down;
 mod builder_hangs;
 mod builder_invalid;

@@ -10,6 +10,8 @@ fn now() -> u64 {
 }
 
 const CHAIN_ID: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+const CAPABILITIES: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"engine_exchangeCapabilities","params":[[]]}"#;
 
 #[tokio::test]
 async fn jwt_problems_are_401_with_a_reason() {
@@ -39,12 +41,19 @@ async fn jwt_problems_are_401_with_a_reason() {
         ("garbage", Some("not-a-token".to_string())),
     ];
     for (what, token) in cases {
-        let (status, _, body) = Raw::with_token(addr, token).post(CHAIN_ID).await;
+        // A missing token is refused for engine calls; a bad one for any call.
+        let call = if token.is_none() {
+            CAPABILITIES
+        } else {
+            CHAIN_ID
+        };
+        let (status, _, body) = Raw::with_token(addr, token).post(call).await;
         assert_eq!(status, 401, "{what}");
         assert!(!body.is_empty(), "{what}: the 401 says why");
     }
     assert!(
-        s.local.calls_of("eth_chainId").is_empty(),
+        s.local.calls_of("eth_chainId").is_empty()
+            && s.local.calls_of("engine_exchangeCapabilities").is_empty(),
         "nothing unauthenticated reached the EL"
     );
     let (status, _, _) = crate::routing::reqwest_like(&s).post(CHAIN_ID).await;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::harness::{eventually, setup};
 
 #[tokio::test]
@@ -49,7 +51,10 @@ async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_
         .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(replayed, missed, "exactly the missed blocks, in order");
-    assert_eq!(s.metric("engine_mux_catch_up_replayed_blocks_total"), 20.0);
+    assert_eq!(
+        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#),
+        20.0
+    );
     let fcu = &s.builder.calls_of("engine_forkchoiceUpdatedV3")[0];
     assert_eq!(
         fcu.params[0],
@@ -87,26 +92,199 @@ async fn catch_up_can_be_turned_off() {
     );
 }
 
+/// 200 missed blocks with a 64-payload window: the 136 older ones come from the local EL
+/// (`eth_getBlockByNumber(n, true)` turned into payloads), the rest from the window, all in
+/// order, and the builder builds again right after.
 #[tokio::test]
-async fn builder_beyond_the_window_is_reported_once_and_left_to_its_own_sync() {
+async fn builder_that_missed_two_hundred_blocks_is_replayed_from_the_local_el_and_the_window() {
+    let s = setup(&["--max-unsafe-interval", "30"]).await;
+    for _ in 0..2 {
+        s.block("engine_getPayloadV3").await;
+    }
+    eventually(
+        Duration::from_secs(2),
+        "builder followed the first two blocks",
+        || async { s.builder.head().0 == 102 },
+    )
+    .await;
+    s.builder.down();
+    let mut missed = Vec::new();
+    for _ in 0..200 {
+        missed.push(s.block("engine_getPayloadV3").await);
+    }
+    assert!(
+        missed
+            .iter()
+            .enumerate()
+            .all(|(i, h)| *h == s.local.block_hash(103 + i as u64).to_string()),
+        "local blocks while the builder is down"
+    );
+    s.builder.clear_calls();
+    s.local.clear_calls();
+    s.builder.up().await;
+    let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
+    eventually(Duration::from_secs(15), "catch-up finished", || async {
+        s.metric(synced) >= 1.0
+    })
+    .await;
+    let replayed: Vec<String> = s
+        .builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replayed, missed, "exactly the missed blocks, in order");
+    let fetched: Vec<Value> = s
+        .local
+        .calls_of("eth_getBlockByNumber")
+        .into_iter()
+        .filter(|c| c.params[1] == json!(true))
+        .map(|c| c.params[0].clone())
+        .collect();
+    let expected: Vec<Value> = (103..103 + 136u64)
+        .map(|n| json!(format!("{n:#x}")))
+        .collect();
+    assert_eq!(
+        fetched, expected,
+        "only the blocks older than the window, once each"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="local_el"}"#),
+        136.0
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#),
+        64.0
+    );
+    let fcus = s.builder.calls_of("engine_forkchoiceUpdatedV3");
+    assert_eq!(
+        fcus[0].params[0],
+        crate::harness::forkchoice(302),
+        "then op-node's latest forkchoice"
+    );
+    // Builds again within two blocks of catch-up finishing.
+    let mut built = Vec::new();
+    for _ in 0..2 {
+        built.push(s.block("engine_getPayloadV3").await);
+    }
+    assert!(
+        built.contains(&s.builder.block_hash(303).to_string())
+            || built.contains(&s.builder.block_hash(304).to_string()),
+        "a builder block among {built:?}"
+    );
+}
+
+/// A local EL that cannot supply a missing block (pruned): catch-up stops, says so once, and
+/// does not retry until the builder's head moves.
+#[tokio::test]
+async fn block_the_local_el_cannot_supply_stops_catch_up_once_without_a_retry_storm() {
     let s = setup(&["--catch-up-depth", "4", "--max-unsafe-interval", "30"]).await;
     s.block("engine_getPayloadV3").await;
     s.builder.down();
     for _ in 0..10 {
         s.block("engine_getPayloadV3").await;
     }
+    s.local.prune_below(108);
     s.builder.clear_calls();
     s.builder.up().await;
-    let beyond = r#"engine_mux_catch_up_runs_total{outcome="beyond_bound"}"#;
+    let failed = r#"engine_mux_catch_up_runs_total{outcome="failed"}"#;
     eventually(Duration::from_secs(5), "catch-up gave up", || async {
-        s.metric(beyond) == 1.0
+        s.metric(failed) == 1.0
     })
     .await;
-    // Several more probes find it just as far behind: no retry storm.
+    // Several more probes find the builder just as far behind: no retry storm.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(s.metric(beyond), 1.0);
+    assert_eq!(s.metric(failed), 1.0);
     assert!(
         s.builder.calls_of("engine_newPayloadV3").is_empty(),
-        "nothing replayed from a window that no longer reaches it"
+        "nothing replayed past a block it could not get"
     );
+}
+
+/// A builder further behind than one run can replay: each run stops at its budget, moves the
+/// builder's head to what it replayed (safe/finalized left unset), and the next run continues
+/// from there until every block is replayed, in order, exactly once.
+#[tokio::test]
+async fn catch_up_longer_than_its_budget_continues_over_several_runs() {
+    let s = setup(&[
+        "--catch-up-depth",
+        "16",
+        "--catch-up-budget-ms",
+        "150",
+        "--max-unsafe-interval",
+        "30",
+    ])
+    .await;
+    s.block("engine_getPayloadV3").await;
+    s.builder.down();
+    let mut missed = Vec::new();
+    for _ in 0..60 {
+        missed.push(s.block("engine_getPayloadV3").await);
+    }
+    s.builder.clear_calls();
+    s.builder.fault(
+        "engine_newPayloadV3",
+        crate::mock_engine::Fault::Delay(Duration::from_millis(10)),
+    );
+    s.builder.up().await;
+    let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
+    eventually(
+        Duration::from_secs(15),
+        "caught up over several runs",
+        || async { s.metric(synced) >= 1.0 },
+    )
+    .await;
+    assert!(
+        s.metric(r#"engine_mux_catch_up_runs_total{outcome="budget_exhausted"}"#) >= 2.0,
+        "more than one run was needed"
+    );
+    let replayed: Vec<String> = s
+        .builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replayed, missed, "every missed block once, in order");
+    let fcus = s.builder.calls_of("engine_forkchoiceUpdatedV3");
+    let zero = format!("0x{}", "00".repeat(32));
+    assert!(fcus.len() >= 3, "one per run");
+    assert_eq!(fcus[0].params[0]["safeBlockHash"], json!(zero));
+    assert_ne!(fcus[0].params[0]["headBlockHash"], json!(zero));
+    assert_eq!(
+        fcus.last().unwrap().params[0],
+        crate::harness::forkchoice(161),
+        "the last run ends at op-node's forkchoice"
+    );
+}
+
+/// engine-mux just started (no payload from op-node held yet) next to a builder 50 blocks
+/// behind the local EL: catch-up replays them from the local EL up to its head.
+#[tokio::test]
+async fn builder_behind_at_startup_is_caught_up_from_the_local_el_alone() {
+    let local = crate::mock_engine::MockEngine::start("local", 0x03, 0xaa).await;
+    let builder = crate::mock_engine::MockEngine::start("builder", 0x04, 0xbb).await;
+    local.set_head(150, crate::mock_engine::now());
+    let mux = crate::harness::start_mux(&local, &builder, &["--max-unsafe-interval", "30"]).await;
+    let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
+    eventually(Duration::from_secs(5), "caught up", || async {
+        engine_mux::metrics::sample(&mux.metrics_text(), synced).unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    let replayed: Vec<String> = builder
+        .calls_of("engine_newPayloadV3")
+        .iter()
+        .map(|c| c.params[0]["blockHash"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (101..=150)
+        .map(|n| local.block_hash(n).to_string())
+        .collect();
+    assert_eq!(replayed, expected);
+    let fcu = &builder.calls_of("engine_forkchoiceUpdatedV3")[0];
+    assert_eq!(
+        fcu.params[0]["headBlockHash"],
+        json!(local.block_hash(150)),
+        "the builder's head moved to the local EL's"
+    );
+    assert_eq!(builder.head().0, 150);
+    mux.shutdown().await;
 }

@@ -275,7 +275,9 @@ async fn catch_up_reads_a_compressing_builder() {
     eventually(
         Duration::from_secs(5),
         "catch-up replayed 3 blocks",
-        || async { p.metric("engine_mux_catch_up_replayed_blocks_total") == 3.0 },
+        || async {
+            p.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#) == 3.0
+        },
     )
     .await;
     assert_eq!(p.builder.calls_of("engine_newPayloadV3").len(), 3);

@@ -3,11 +3,13 @@
 mod bad_input;
 mod builder_outcomes;
 mod catch_up;
+mod compat;
 mod compression;
 mod failures;
 mod flashblocks;
 mod harness;
 mod health;
+mod inbound_auth;
 mod lifecycle;
 mod mock_engine;
 mod modes;

@@ -93,6 +93,8 @@ struct Inner {
     calls: Mutex<Vec<Call>>,
     script: Mutex<Script>,
     head: Mutex<(u64, u64)>,
+    /// Numbered blocks below this are gone (a pruned node): `eth_getBlockByNumber` answers null.
+    pruned_below: Mutex<u64>,
     next_id: Mutex<u64>,
     /// Payload id → block number and the FCU params that started the build.
     payloads: Mutex<HashMap<String, (u64, Value)>>,
@@ -153,6 +155,7 @@ impl MockEngine {
                 calls: Mutex::default(),
                 script: Mutex::default(),
                 head: Mutex::new((100, now())),
+                pruned_below: Mutex::new(0),
                 next_id: Mutex::new(1),
                 payloads: Mutex::default(),
                 issued: Mutex::default(),
@@ -285,6 +288,11 @@ impl MockEngine {
 
     pub fn head(&self) -> (u64, u64) {
         *self.inner.head.lock()
+    }
+
+    /// Forgets the blocks below `number`, as a pruned node does.
+    pub fn prune_below(&self, number: u64) {
+        *self.inner.pruned_below.lock() = number;
     }
 
     /// Makes every non-engine call answer with this exact status, headers and body.
@@ -576,10 +584,17 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
                 json!({"status":status,"latestValidHash":hash,"validationError":err}),
             )
         }
-        "eth_getBlockByNumber" => reply(
-            &id,
-            json!({"number": format!("{head:#x}"), "timestamp": format!("{head_ts:#x}"), "hash": block_hash(inner.block_hash_tag, head)}),
-        ),
+        "eth_getBlockByNumber" => match block_number_param(&params[0]) {
+            // A numbered block with full transactions: what builder catch-up fetches.
+            Some(n) if n <= head && n >= *inner.pruned_below.lock() => {
+                reply(&id, full_block(inner.block_hash_tag, n))
+            }
+            Some(_) => reply(&id, Value::Null),
+            None => reply(
+                &id,
+                json!({"number": format!("{head:#x}"), "timestamp": format!("{head_ts:#x}"), "hash": block_hash(inner.block_hash_tag, head)}),
+            ),
+        },
         "engine_exchangeCapabilities" => reply(
             &id,
             json!(["engine_forkchoiceUpdatedV3", "engine_getPayloadV3"]),
@@ -645,6 +660,43 @@ pub async fn encode(coding: &str, data: &[u8]) -> Bytes {
     }
     .unwrap();
     out.into()
+}
+
+fn block_number_param(v: &Value) -> Option<u64> {
+    let s = v.as_str()?.strip_prefix("0x")?;
+    u64::from_str_radix(s, 16).ok()
+}
+
+/// Block `n` of this engine's chain as `eth_getBlockByNumber(n, true)` returns it (pre-Isthmus,
+/// no transactions), its hash and parent hash following [`block_hash`].
+pub fn full_block(tag: u8, n: u64) -> Value {
+    let zero = format!("0x{}", "00".repeat(32));
+    json!({
+        "hash": block_hash(tag, n),
+        "parentHash": block_hash(tag, n.saturating_sub(1)),
+        "sha3Uncles": "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347",
+        "miner": "0x4200000000000000000000000000000000000011",
+        "stateRoot": format!("0x{}", "33".repeat(32)),
+        "transactionsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "receiptsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "logsBloom": format!("0x{}", "00".repeat(256)),
+        "difficulty": "0x0",
+        "number": format!("{n:#x}"),
+        "gasLimit": "0x1c9c380",
+        "gasUsed": "0x0",
+        "timestamp": format!("{:#x}", 1_700_000_000 + n),
+        "extraData": "0x",
+        "mixHash": zero,
+        "nonce": "0x0000000000000000",
+        "baseFeePerGas": "0x1",
+        "withdrawalsRoot": "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421",
+        "blobGasUsed": "0x0",
+        "excessBlobGas": "0x0",
+        "parentBeaconBlockRoot": format!("0x{}", "55".repeat(32)),
+        "uncles": [],
+        "transactions": [],
+        "withdrawals": []
+    })
 }
 
 fn raw_answer(inner: &Inner) -> Option<Response<Full<Bytes>>> {
