@@ -10,7 +10,7 @@ use jsonrpsee::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{execution_mode::ExecutionMode, multiplex::MuxState};
+use crate::{execution_mode::ExecutionMode, mux::Mux};
 
 /// Params of `debug_setExecutionMode` and the answer of both methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct ExecutionModeBody {
 /// Starts the debug server on `addr`.
 pub async fn start(
     addr: SocketAddr,
-    state: Arc<MuxState>,
+    state: Arc<Mux>,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {
     let server = Server::builder().build(addr).await?;
     let local = server.local_addr()?;

@@ -3,24 +3,22 @@
 //! only when the local client validated it as VALID, and falls back to the local block
 //! whenever the builder fails. See DESIGN.md for the routing table and invariants.
 
-pub mod builder_queue;
-pub mod catch_up;
+pub mod builder;
+pub mod calls;
 pub mod cli;
 pub mod config;
-pub mod copy_queue;
 pub mod debug_api;
 pub mod error;
+pub mod evidence;
 pub mod execution_mode;
 pub mod fallback;
 pub mod flashblocks;
 pub mod health;
 pub mod layers;
+pub mod local;
 pub mod metrics;
-pub mod multiplex;
+pub mod mux;
 pub mod payload_check;
-pub mod payload_ids;
-pub mod probe;
-pub mod recent_payloads;
 pub mod router;
 pub mod selection;
 pub mod server;

@@ -13,7 +13,7 @@ use http::{HeaderMap, Response};
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
-use crate::{error::MuxError, multiplex::MuxState};
+use crate::{error::MuxError, mux::Mux};
 
 /// Where a method goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn error_reply(id: Option<&RawValue>, err: &MuxError) -> Response<Bytes> {
 }
 
 /// Handles one request body (single or batch).
-pub async fn handle(state: &Arc<MuxState>, headers: &HeaderMap, body: Bytes) -> Response<Bytes> {
+pub async fn handle(state: &Arc<Mux>, headers: &HeaderMap, body: Bytes) -> Response<Bytes> {
     match jsonrpc::parse_incoming(&body) {
         Err(e) => {
             state.metrics.rejected("malformed");
@@ -127,7 +127,7 @@ pub async fn handle(state: &Arc<MuxState>, headers: &HeaderMap, body: Bytes) -> 
 }
 
 async fn single(
-    state: &Arc<MuxState>,
+    state: &Arc<Mux>,
     route: Route,
     req: &RequestEnvelope<'_>,
     headers: &HeaderMap,
@@ -150,30 +150,21 @@ async fn single(
                 .await
         }
         Route::ProxyAndCopy => {
-            copy_to_builder(state, headers, body.clone());
+            state.copy_to_builder(headers, body.clone());
             proxy(state, req.id, headers, body).await
         }
         Route::LocalEngine | Route::Proxy => proxy(state, req.id, headers, body).await,
     }
 }
 
-fn copy_to_builder(state: &MuxState, headers: &HeaderMap, body: Bytes) {
-    if !state.copies.push(headers.clone(), body) {
-        state.metrics.queue_dropped("builder_tx_copies", "full");
-    }
-    state
-        .metrics
-        .queue_depth("builder_tx_copies", state.copies.depth());
-}
-
 /// Byte-for-byte proxy to the local EL: its status, headers and body come back unchanged.
 async fn proxy(
-    state: &MuxState,
+    state: &Mux,
     id: Option<&RawValue>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response<Bytes> {
-    match state.forward_l2(Route::Proxy.label(), headers, body).await {
+    match state.proxy(headers, body).await {
         Ok(res) => res,
         Err(e) => {
             tracing::warn!(error = %e, "proxying to the local execution client failed");
@@ -183,7 +174,7 @@ async fn proxy(
 }
 
 async fn batch(
-    state: &Arc<MuxState>,
+    state: &Arc<Mux>,
     items: &[&RawValue],
     headers: &HeaderMap,
     body: Bytes,
@@ -210,7 +201,7 @@ async fn batch(
         if !copies.is_empty()
             && let Ok(b) = serde_json::to_vec(&copies)
         {
-            copy_to_builder(state, headers, Bytes::from(b));
+            state.copy_to_builder(headers, Bytes::from(b));
         }
         return proxy(state, None, headers, body).await;
     }
@@ -239,7 +230,7 @@ async fn batch(
         let body = content_encoding::decode(
             parts.headers.get(http::header::CONTENT_ENCODING),
             body,
-            state.l2.max_response_bytes(),
+            state.local.upstream().max_response_bytes(),
         )
         .await;
         match body.map(|b| serde_json::from_slice::<Box<RawValue>>(&b)) {

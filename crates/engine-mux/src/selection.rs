@@ -1,4 +1,126 @@
-//! Block selection: given a valid builder payload and the local one, which is proposed.
+//! Block selection: which of the builder's candidate blocks is proposed, if any. Candidates
+//! are tried best first: each must be the block op-node asked for and VALID on the local EL
+//! by its own deadline; the first that is wins, then the policy weighs it against the local
+//! block (never against preconfirmations already shown to users).
+
+use engine_api::{PayloadEnvelope, PayloadVersion};
+use serde_json::value::RawValue;
+
+use crate::{
+    fallback::FallbackReason,
+    local::LocalEl,
+    metrics::Metrics,
+    payload_check::{self, BuildRequest},
+};
+
+/// A block a builder offers for one payload.
+#[derive(Debug)]
+pub struct Candidate {
+    /// The envelope as `engine_getPayload` answers with it.
+    pub raw: Box<RawValue>,
+    /// The same, typed.
+    pub envelope: PayloadEnvelope,
+    /// With flashblocks: how it came about (`builder_payload`, `assembled`, `preserved`).
+    pub path: Option<&'static str>,
+    /// Its validation must be done by then (earlier than the deadline when a fallback candidate
+    /// still needs time).
+    pub validate_by: tokio::time::Instant,
+}
+
+/// What a builder offers for one payload, best first.
+#[derive(Debug)]
+pub struct Candidates {
+    /// The block op-node asked for.
+    pub request: BuildRequest,
+    /// The blocks, best first.
+    pub list: Vec<Candidate>,
+    /// Flashblocks of this block already shown to subscribers.
+    pub preconfirmed: usize,
+    /// Why there is nothing better, when `list` is empty.
+    pub failure: FallbackReason,
+}
+
+/// A candidate that is the block op-node asked for and VALID.
+#[derive(Debug)]
+pub struct Chosen {
+    /// The envelope to answer op-node with.
+    pub raw: Box<RawValue>,
+    /// The same, typed.
+    pub envelope: PayloadEnvelope,
+    /// Flashblocks it carries that were shown to subscribers.
+    pub preconfirmed: usize,
+}
+
+/// Tries `candidates` best first: the first that matches op-node's attributes and that the
+/// local EL validates VALID is chosen; otherwise the reason of the last failure.
+pub async fn choose(
+    local: &LocalEl,
+    metrics: &Metrics,
+    version: PayloadVersion,
+    candidates: Candidates,
+) -> Result<Chosen, FallbackReason> {
+    let Candidates {
+        request,
+        list,
+        preconfirmed,
+        failure,
+    } = candidates;
+    let mut reason = failure;
+    for c in list {
+        match check_and_validate(local, version, &request, &c).await {
+            Ok(()) => {
+                if let Some(path) = c.path {
+                    if path != "builder_payload" {
+                        tracing::info!(
+                            block = c.envelope.block_number(),
+                            flashblocks = preconfirmed,
+                            path,
+                            "proposing the block assembled from flashblocks"
+                        );
+                    }
+                    metrics.flashblocks_block(path);
+                }
+                return Ok(Chosen {
+                    raw: c.raw,
+                    envelope: c.envelope,
+                    preconfirmed,
+                });
+            }
+            Err(r) => reason = r,
+        }
+    }
+    if preconfirmed > 0 {
+        // Nothing valid carries them: the local block is proposed and users who were shown
+        // these flashblocks will not find them in the chain.
+        tracing::error!(
+            flashblocks = preconfirmed,
+            reason = reason.as_str(),
+            "preconfirmed flashblocks form no valid block; they are lost from this block"
+        );
+        metrics.flashblocks_block("lost");
+    }
+    Err(reason)
+}
+
+/// Checks a candidate against the block op-node asked for, then validates it on the local EL.
+async fn check_and_validate(
+    local: &LocalEl,
+    version: PayloadVersion,
+    request: &BuildRequest,
+    c: &Candidate,
+) -> Result<(), FallbackReason> {
+    if let Err(mismatch) = payload_check::check(request, &c.envelope) {
+        tracing::warn!(
+            block = c.envelope.block_number(),
+            hash = %c.envelope.block_hash(),
+            field = mismatch.field,
+            %mismatch,
+            "builder's block is not the block op-node asked for"
+        );
+        return Err(FallbackReason::AttributesMismatch);
+    }
+    local.validate(version, &c.envelope, c.validate_by).await
+}
 
 /// How a valid builder payload is weighed against the local payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +136,30 @@ pub enum SelectionPolicy {
 }
 
 impl SelectionPolicy {
+    /// Whether `chosen` beats the local block (`local`: its raw envelope, if the local EL
+    /// delivered one). Preconfirmed flashblocks were promised to users: their block is never
+    /// traded for a local block that drops them.
+    pub fn prefers_builder(
+        self,
+        version: PayloadVersion,
+        chosen: &Chosen,
+        local: Option<&RawValue>,
+    ) -> bool {
+        if chosen.preconfirmed > 0 {
+            return true;
+        }
+        match (self, local) {
+            (Self::AlwaysBuilder, _) => true,
+            // Only a gas policy needs the local payload typed; parse it only then.
+            (policy, Some(raw)) => match PayloadEnvelope::parse(version, raw) {
+                Ok(local) => policy.builder_wins(chosen.envelope.gas_used(), local.gas_used()),
+                Err(_) => true,
+            },
+            // The local EL failed getPayload: a builder block it validated is better than none.
+            (_, None) => true,
+        }
+    }
+
     /// Whether the builder payload should be proposed.
     pub fn builder_wins(self, builder_gas_used: u64, local_gas_used: u64) -> bool {
         match self {

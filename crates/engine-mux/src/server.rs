@@ -14,24 +14,19 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower::{ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
 
 use crate::{
-    builder_queue::{self, BuilderQueue},
+    builder::Builder,
     config::Config,
-    copy_queue::{self, CopyQueue},
     debug_api,
     execution_mode::ModeCell,
     flashblocks::{self, store::FlashblocksStore},
-    health::{Health, HealthStatus},
+    health::{HealthStatus, Upstreams, endpoints, probe},
     layers::{AuthScope, BodyLimitLayer, InboundMetricsLayer, MethodAuthLayer},
+    local::LocalEl,
     metrics::Metrics,
-    multiplex::MuxState,
-    payload_ids::PayloadIds,
-    probe,
-    recent_payloads::RecentPayloads,
+    mux::Mux,
     router,
 };
 
-/// Depth of the transaction-copy queue.
-const TX_COPY_QUEUE_DEPTH: usize = 4096;
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,7 +55,8 @@ pub struct RunningMux {
     pub metrics_addr: Option<SocketAddr>,
     /// Outbound flashblocks WebSocket address, when flashblocks are on.
     pub flashblocks_addr: Option<SocketAddr>,
-    state: Arc<MuxState>,
+    state: Arc<Mux>,
+    upstreams: Upstreams,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     debug: ServerHandle,
@@ -83,13 +79,11 @@ impl RunningMux {
 
     /// Current health, as `/healthz` would answer.
     pub fn health(&self) -> HealthStatus {
-        self.state
-            .health
-            .status(self.state.mode.get().talks_to_builder())
+        self.upstreams.status()
     }
 
-    /// The shared state (for embedding and tests).
-    pub fn state(&self) -> &Arc<MuxState> {
+    /// The multiplexer (for embedding and tests).
+    pub fn state(&self) -> &Arc<Mux> {
         &self.state
     }
 
@@ -128,26 +122,31 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             mode.clone(),
         ))
     });
-    let (queue, queue_rx) = BuilderQueue::new(config.builder_queue_depth);
-    let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
-    let state = Arc::new(MuxState {
-        l2: Upstream::new(config.l2.clone()),
-        builder: Upstream::new(config.builder.clone()),
-        mode,
-        health: Health::new(),
-        ids: PayloadIds::new(config.payload_id_capacity),
-        recent: config
-            .catch_up_depth
-            .map(|depth| RecentPayloads::new(depth).with_run_budget(config.catch_up_budget)),
-        queue,
-        copies,
+    let local = Arc::new(LocalEl::new(
+        Upstream::new(config.l2.clone()),
+        metrics.clone(),
+    ));
+    let (builder, builder_tasks) = Builder::new(
+        &config,
+        local.clone(),
+        flashblocks_store.clone(),
+        metrics.clone(),
+        mode.clone(),
+    );
+    let upstreams = Upstreams {
+        local: local.clone(),
+        builder: builder.clone(),
+        mode: mode.clone(),
         metrics: metrics.clone(),
-        selection: config.selection,
-        get_payload_deadline: config.get_payload_deadline,
-        ignore_unhealthy: config.ignore_unhealthy_builders,
-        flashblocks: flashblocks_store.clone(),
-        catch_up_abandoned_at: std::sync::atomic::AtomicU64::new(u64::MAX),
-    });
+    };
+    let state = Arc::new(Mux::new(
+        local,
+        builder.clone(),
+        mode,
+        metrics.clone(),
+        config.selection,
+        config.get_payload_deadline,
+    ));
     metrics.execution_mode(config.execution_mode);
 
     let (debug_addr, debug) = debug_api::start(config.debug_addr, state.clone())
@@ -166,28 +165,17 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             addr: config.rpc_addr,
             source,
         })?;
-    let mut tasks = vec![
-        tokio::spawn(builder_queue::run(
-            state.clone(),
-            queue_rx,
-            shutdown_rx.clone(),
-        )),
-        tokio::spawn(copy_queue::run(
-            state.clone(),
-            copies_rx,
-            shutdown_rx.clone(),
-        )),
-        tokio::spawn(probe::run(
-            state.clone(),
-            config.health.clone(),
-            shutdown_rx.clone(),
-        )),
-        tokio::spawn(serve(
-            rpc_listener,
-            rpc_service(state.clone(), &config),
-            shutdown_rx.clone(),
-        )),
-    ];
+    let mut tasks = builder.spawn(builder_tasks, &shutdown_rx);
+    tasks.push(tokio::spawn(probe::run(
+        upstreams.clone(),
+        config.health.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(serve(
+        rpc_listener,
+        rpc_service(state.clone(), upstreams.clone(), &config),
+        shutdown_rx.clone(),
+    )));
     let mut flashblocks_addr = None;
     if let (Some(fb), Some(store)) = (&config.flashblocks, flashblocks_store) {
         let (addr, task) = flashblocks::outbound::start(
@@ -241,6 +229,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         metrics_addr,
         flashblocks_addr,
         state,
+        upstreams,
         shutdown,
         tasks,
         debug,
@@ -249,34 +238,9 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
 
 type HttpService = BoxCloneService<Request<Incoming>, Response<Full<Bytes>>, Infallible>;
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *res.status_mut() = status;
-    res
-}
-
-fn health_response(state: &MuxState, path: &str) -> Option<Response<Full<Bytes>>> {
-    let status = state.health.status(state.mode.get().talks_to_builder());
-    state.metrics.health(status.code());
-    match path {
-        "/healthz" => {
-            let code =
-                StatusCode::from_u16(status.code()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            Some(text(code, ""))
-        }
-        "/livez" => Some(text(StatusCode::OK, "ok")),
-        "/readyz" if status == HealthStatus::ServiceUnavailable => Some(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "local execution client unavailable",
-        )),
-        "/readyz" => Some(text(StatusCode::OK, "ready")),
-        _ => None,
-    }
-}
-
 /// The engine API port: health endpoints without auth, everything else through the layers
 /// (metrics → body limit → method-aware JWT check → router).
-fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
+fn rpc_service(state: Arc<Mux>, upstreams: Upstreams, config: &Config) -> HttpService {
     let router_state = state.clone();
     let router = service_fn(move |req: Request<Bytes>| {
         let state = router_state.clone();
@@ -305,11 +269,11 @@ fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
         .service(router);
     let rpc: HttpService = BoxCloneService::new(rpc);
     BoxCloneService::new(service_fn(move |req: Request<Incoming>| {
-        let state = state.clone();
+        let upstreams = upstreams.clone();
         let rpc = rpc.clone();
         async move {
             if req.method() == Method::GET
-                && let Some(res) = health_response(&state, req.uri().path())
+                && let Some(res) = endpoints::respond(&upstreams, req.uri().path())
             {
                 return Ok(res);
             }
@@ -318,15 +282,17 @@ fn rpc_service(state: Arc<MuxState>, config: &Config) -> HttpService {
     }))
 }
 
-fn metrics_service(state: Arc<MuxState>) -> HttpService {
+fn metrics_service(state: Arc<Mux>) -> HttpService {
     BoxCloneService::new(service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         async move {
             if req.uri().path() != "/metrics" {
-                return Ok(text(StatusCode::NOT_FOUND, "not found; try /metrics"));
+                let mut res =
+                    Response::new(Full::new(Bytes::from_static(b"not found; try /metrics")));
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                return Ok(res);
             }
-            state.metrics.queue_depth("builder", state.queue.depth());
-            state.metrics.payload_ids(state.ids.len());
+            state.builder.report_gauges();
             let mut res = Response::new(Full::new(Bytes::from(state.metrics.render())));
             res.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -57,7 +57,7 @@ impl RecentPayloads {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
-            run_budget: crate::catch_up::RUN_BUDGET,
+            run_budget: super::catch_up::RUN_BUDGET,
         }
     }
 

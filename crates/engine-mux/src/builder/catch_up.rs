@@ -26,7 +26,7 @@ use op_alloy_rpc_types_engine::OpExecutionPayloadV4;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{builder_queue::BuilderCall, multiplex::MuxState};
+use super::{Builder, queue::BuilderCall};
 
 /// Default for how long a single catch-up run replays before handing the queue back to live
 /// traffic (`--catch-up-budget-ms`).
@@ -181,24 +181,19 @@ enum Outcome {
 
 /// Replays the blocks the builder is missing; see the module docs. Runs on the builder queue's
 /// task, so the replay is ordered with every other builder call.
-pub async fn catch_up(state: &MuxState) {
+pub async fn catch_up(state: &Builder) {
     let Some(recent) = state.recent.as_ref() else {
         return;
     };
     let started = Instant::now();
     let head = match state
-        .call::<LatestBlock>(
-            &state.builder,
-            "eth_getBlockByNumber",
-            &("latest", false),
-            state.builder.timeout(),
-        )
+        .call::<LatestBlock>("eth_getBlockByNumber", &("latest", false), state.timeout())
         .await
     {
         Ok(b) => b.number.to::<u64>(),
         Err(e) => {
             tracing::warn!(error = %e, "catch-up: cannot read the builder's head");
-            state.note_builder_error(&e);
+            state.note_error(&e);
             state.metrics.catch_up_run("failed");
             return;
         }
@@ -213,11 +208,11 @@ pub async fn catch_up(state: &MuxState) {
     let mut target = match recent.newest() {
         Some(n) => n,
         None => match state
+            .local
             .call::<LatestBlock>(
-                &state.l2,
                 "eth_getBlockByNumber",
                 &("latest", false),
-                state.l2.timeout(),
+                state.local.timeout(),
             )
             .await
         {
@@ -292,22 +287,21 @@ pub async fn catch_up(state: &MuxState) {
     };
     if let Err(e) = state
         .call::<ForkchoiceUpdated>(
-            &state.builder,
             "engine_forkchoiceUpdatedV3",
             &(fcs, Option::<()>::None),
-            state.builder.timeout(),
+            state.timeout(),
         )
         .await
     {
         tracing::warn!(error = %e, "catch-up: forkchoiceUpdated after replay failed");
-        state.note_builder_error(&e);
+        state.note_error(&e);
         state.metrics.catch_up_run("failed");
         return;
     }
     let [recent_n, local_n] = counts;
     match outcome {
         Outcome::Synced => {
-            state.health.builder_ok();
+            state.health.ok();
             state.metrics.catch_up_run("synced");
             tracing::info!(from = head + 1, to = last_number, from_recent = recent_n, from_local_el = local_n, took = ?started.elapsed(), "catch-up: builder replayed the blocks it missed");
         }
@@ -336,13 +330,13 @@ enum LocalFetch {
     Permanent,
 }
 
-async fn from_local_el(state: &MuxState, number: u64) -> Result<Replay, LocalFetch> {
+async fn from_local_el(state: &Builder, number: u64) -> Result<Replay, LocalFetch> {
     let res = state
+        .local
         .call::<Option<RpcBlock>>(
-            &state.l2,
             "eth_getBlockByNumber",
             &(U64::from(number), true),
-            state.l2.timeout(),
+            state.local.timeout(),
         )
         .await;
     match res {
@@ -358,7 +352,7 @@ async fn from_local_el(state: &MuxState, number: u64) -> Result<Replay, LocalFet
             Err(LocalFetch::Permanent)
         }
         // Not reachable or not in time: try again in a later run.
-        Err(e) if crate::builder_queue::is_unreachable(&e) => {
+        Err(e) if super::queue::is_unreachable(&e) => {
             tracing::warn!(block = number, error = %e, "catch-up: fetching a block from the local EL failed");
             Err(LocalFetch::Transient)
         }
@@ -372,14 +366,9 @@ async fn from_local_el(state: &MuxState, number: u64) -> Result<Replay, LocalFet
 }
 
 /// Sends one replayed block; true when the builder took it.
-async fn replay_one(state: &MuxState, r: &Replay) -> bool {
+async fn replay_one(state: &Builder, r: &Replay) -> bool {
     match state
-        .call::<PayloadStatus>(
-            &state.builder,
-            r.method,
-            &*r.params,
-            state.builder.timeout(),
-        )
+        .call::<PayloadStatus>(r.method, &*r.params, state.timeout())
         .await
     {
         Ok(s)
@@ -396,7 +385,7 @@ async fn replay_one(state: &MuxState, r: &Replay) -> bool {
         }
         Err(e) => {
             tracing::warn!(block = r.number, error = %e, "catch-up: replaying a block failed");
-            state.note_builder_error(&e);
+            state.note_error(&e);
             false
         }
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::sync::{mpsc, watch};
 
-use crate::multiplex::MuxState;
+use super::Builder;
 
 /// The sending side.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl CopyQueue {
 }
 
 /// Forwards each copy to the builder in order until shutdown; answers are only logged.
-pub async fn run(state: Arc<MuxState>, mut rx: CopyQueueRx, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(state: Arc<Builder>, mut rx: CopyQueueRx, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (headers, body) = tokio::select! {
             item = rx.0.recv() => match item {
@@ -51,8 +51,8 @@ pub async fn run(state: Arc<MuxState>, mut rx: CopyQueueRx, mut shutdown: watch:
         state.metrics.queue_depth("builder_tx_copies", rx.0.len());
         let started = Instant::now();
         let res = state
-            .builder
-            .forward(&headers, body, state.builder.timeout())
+            .upstream
+            .forward(&headers, body, state.upstream.timeout())
             .await;
         let outcome = match &res {
             Ok(r) if r.status().is_success() => "ok",

@@ -1,18 +1,14 @@
 //! Background probe of both upstreams' latest block against --max-unsafe-interval: evidence
 //! for health, and the trigger for builder catch-up when the builder is behind.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::U64;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::{
-    builder_queue::BuilderCall, config::HealthConfig, health::ProbeOutcome, multiplex::MuxState,
-};
+use super::{ProbeOutcome, Upstreams};
+use crate::config::HealthConfig;
 
 #[derive(Deserialize)]
 struct LatestBlock {
@@ -61,33 +57,25 @@ fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outco
 }
 
 /// Probes once: records evidence and, when the builder is reachable but behind, queues a catch-up.
-pub async fn probe_once(state: &MuxState, config: &HealthConfig, logged: &mut LastLogged) {
+/// Probes both upstreams once: health evidence, and a catch-up when the builder is behind.
+pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged) {
     let params = ("latest", false);
     let (local, builder) = tokio::join!(
-        state.call::<LatestBlock>(
-            &state.l2,
-            "eth_getBlockByNumber",
-            &params,
-            state.l2.timeout()
-        ),
-        state.call::<LatestBlock>(
-            &state.builder,
-            "eth_getBlockByNumber",
-            &params,
-            state.builder.timeout()
-        ),
+        mux.local
+            .call::<LatestBlock>("eth_getBlockByNumber", &params, mux.local.timeout()),
+        mux.builder
+            .call::<LatestBlock>("eth_getBlockByNumber", &params, mux.builder.timeout()),
     );
     let local_outcome = outcome_of(&local, config.max_unsafe_interval);
     let builder_outcome = outcome_of(&builder, config.max_unsafe_interval);
-    state.metrics.probe("l2", local_outcome.as_str());
-    state.metrics.probe("builder", builder_outcome.as_str());
+    mux.metrics.probe("l2", local_outcome.as_str());
+    mux.metrics.probe("builder", builder_outcome.as_str());
     log_transition(&mut logged.local, "l2", &local_outcome);
     log_transition(&mut logged.builder, "builder", &builder_outcome);
-    state.health.local_probe(&local_outcome);
-    state.health.builder_probe(&builder_outcome);
+    mux.local.health().probe(&local_outcome);
+    mux.builder.health().probe(&builder_outcome);
     if let (Ok(l), Ok(b)) = (&local, &builder)
-        && state.recent.is_some()
-        && state.mode.get().talks_to_builder()
+        && mux.mode.get().talks_to_builder()
         && b.number < l.number
     {
         tracing::info!(
@@ -95,19 +83,15 @@ pub async fn probe_once(state: &MuxState, config: &HealthConfig, logged: &mut La
             local = l.number.to::<u64>(),
             "builder is behind the local head; queueing catch-up"
         );
-        if state.queue.push(BuilderCall::CatchUp).is_err() {
-            state.metrics.queue_dropped("builder", "full");
-        }
+        mux.builder.catch_up_soon();
     }
 }
 
-/// Probes until `shutdown` flips: every --health-check-interval while healthy, every
-/// `fast_interval` while not, and at once when an engine call turns something unhealthy.
-pub async fn run(state: Arc<MuxState>, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
     let mut logged = LastLogged::default();
     loop {
         probe_once(&state, &config, &mut logged).await;
-        let status = state.health.status(state.mode.get().talks_to_builder());
+        let status = state.status();
         state.metrics.health(status.code());
         state.metrics.execution_mode(state.mode.get());
         state.metrics.upkeep();
@@ -118,8 +102,11 @@ pub async fn run(state: Arc<MuxState>, config: HealthConfig, mut shutdown: watch
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = state.health.turned_unhealthy() => {
+            _ = state.local.health().turned_unhealthy() => {
                 // Let the failing call's neighbours land before probing.
+                tokio::time::sleep(config.fast_interval).await;
+            }
+            _ = state.builder.health().turned_unhealthy() => {
                 tokio::time::sleep(config.fast_interval).await;
             }
             _ = shutdown.changed() => return,

@@ -10,12 +10,12 @@ use engine_api::UpstreamError;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
-pub use crate::catch_up::catch_up;
-use crate::{
-    fallback::FallbackReason,
-    multiplex::MuxState,
+pub use super::catch_up::catch_up;
+use super::{
+    Builder,
     payload_ids::{BuildSlot, BuilderFcu},
 };
+use crate::fallback::FallbackReason;
 
 /// One call for the builder.
 #[derive(Debug)]
@@ -70,11 +70,7 @@ impl BuilderQueue {
 }
 
 /// Drains the queue until shutdown (the call in progress is finished first).
-pub async fn run(
-    state: Arc<MuxState>,
-    mut rx: BuilderQueueRx,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(state: Arc<Builder>, mut rx: BuilderQueueRx, mut shutdown: watch::Receiver<bool>) {
     loop {
         let call = tokio::select! {
             call = rx.0.recv() => match call {
@@ -92,7 +88,7 @@ pub async fn run(
                     |_| {},
                 );
             }
-            BuilderCall::Build { slot, .. } if state.skip_builder() => {
+            BuilderCall::Build { slot, .. } if !state.usable() => {
                 state.metrics.queue_dropped("builder", "unhealthy");
                 slot.settle(
                     BuilderFcu::Unavailable(FallbackReason::SkippedUnhealthy),
@@ -105,7 +101,7 @@ pub async fn run(
             }
             BuilderCall::Build { params, slot } => build(&state, params, &slot).await,
             BuilderCall::Mirror { .. } if !mode.talks_to_builder() => {}
-            BuilderCall::Mirror { .. } if state.skip_builder() => {
+            BuilderCall::Mirror { .. } if !state.usable() => {
                 // Not lost: catch-up replays it once the builder is reachable again.
                 state.metrics.queue_dropped("builder", "unhealthy");
             }
@@ -116,19 +112,14 @@ pub async fn run(
     }
 }
 
-async fn build(state: &MuxState, params: Box<RawValue>, slot: &BuildSlot) {
+async fn build(state: &Builder, params: Box<RawValue>, slot: &BuildSlot) {
     let res: Result<ForkchoiceUpdated, _> = state
-        .call(
-            &state.builder,
-            "engine_forkchoiceUpdatedV3",
-            &params,
-            state.builder.timeout(),
-        )
+        .call("engine_forkchoiceUpdatedV3", &params, state.timeout())
         .await;
     let (outcome, needs_catch_up) = match res {
         Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
             (PayloadStatusEnum::Valid, Some(id)) => {
-                state.health.builder_ok();
+                state.health.ok();
                 (BuilderFcu::Building(id), false)
             }
             (PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted, _) => {
@@ -142,7 +133,7 @@ async fn build(state: &MuxState, params: Box<RawValue>, slot: &BuildSlot) {
         },
         Err(e) => {
             tracing::warn!(error = %e, "builder forkchoiceUpdated with attributes failed");
-            state.note_builder_error(&e);
+            state.note_error(&e);
             (
                 BuilderFcu::Unavailable(FallbackReason::from_upstream(&e)),
                 false,
@@ -168,20 +159,20 @@ async fn build(state: &MuxState, params: Box<RawValue>, slot: &BuildSlot) {
     }
 }
 
-async fn mirror(state: &MuxState, method: &'static str, params: Box<RawValue>) {
+async fn mirror(state: &Builder, method: &'static str, params: Box<RawValue>) {
     let status = if method.starts_with("engine_forkchoiceUpdated") {
         state
-            .call::<ForkchoiceUpdated>(&state.builder, method, &params, state.builder.timeout())
+            .call::<ForkchoiceUpdated>(method, &params, state.timeout())
             .await
             .map(|f| f.payload_status.status)
     } else {
         state
-            .call::<PayloadStatus>(&state.builder, method, &params, state.builder.timeout())
+            .call::<PayloadStatus>(method, &params, state.timeout())
             .await
             .map(|s| s.status)
     };
     match status {
-        Ok(PayloadStatusEnum::Valid | PayloadStatusEnum::Accepted) => state.health.builder_ok(),
+        Ok(PayloadStatusEnum::Valid | PayloadStatusEnum::Accepted) => state.health.ok(),
         Ok(PayloadStatusEnum::Syncing) => {
             tracing::info!(
                 method,
@@ -192,13 +183,13 @@ async fn mirror(state: &MuxState, method: &'static str, params: Box<RawValue>) {
         Ok(PayloadStatusEnum::Invalid { validation_error }) => {
             // op-node's own chain is INVALID to the builder: it has diverged and cannot build.
             tracing::warn!(method, %validation_error, "builder rejected a mirrored call as INVALID");
-            state.health.builder_payload(false);
+            state.health.outcome(false);
         }
         Err(e) => {
             tracing::warn!(method, error = %e, "mirrored call to the builder failed");
-            state.note_builder_error(&e);
+            state.note_error(&e);
             if matches!(e, UpstreamError::Rpc { .. }) {
-                state.health.builder_payload(false);
+                state.health.outcome(false);
             }
         }
     }

@@ -1,0 +1,204 @@
+//! The local execution client: the EL op-node would talk to without engine-mux. Its answer is
+//! always what op-node waits for; it also validates every builder block, and its engine call
+//! outcomes are its health evidence.
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_rpc_types_engine::{PayloadStatus, PayloadStatusEnum};
+use bytes::Bytes;
+use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc};
+use http::{HeaderMap, Response};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+
+use crate::{
+    calls, error::MuxError, evidence::LocalHealth, fallback::FallbackReason, metrics::Metrics,
+};
+
+/// The local EL: its client, its health evidence and the metrics its calls are timed into.
+#[derive(Debug)]
+pub struct LocalEl {
+    upstream: Upstream,
+    health: LocalHealth,
+    metrics: Arc<Metrics>,
+}
+
+/// A JSON-RPC answer engine-mux composed itself.
+pub fn json_response(body: Bytes) -> Response<Bytes> {
+    let mut res = Response::new(body);
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Error codes an EL answers while working as specified (the request, not the EL, is wrong).
+fn is_spec_error(code: i32) -> bool {
+    use engine_api::codes::*;
+    matches!(
+        code,
+        UNKNOWN_PAYLOAD
+            | INVALID_FORKCHOICE_STATE
+            | INVALID_PAYLOAD_ATTRIBUTES
+            | TOO_LARGE_REQUEST
+            | UNSUPPORTED_FORK
+            | INVALID_PARAMS
+    )
+}
+
+impl LocalEl {
+    /// The local EL behind `upstream`.
+    pub fn new(upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+        Self {
+            upstream,
+            health: LocalHealth::default(),
+            metrics,
+        }
+    }
+
+    /// The client (for probes and catch-up reads).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Its health evidence.
+    pub fn health(&self) -> &LocalHealth {
+        &self.health
+    }
+
+    /// A typed call, traced and timed.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<R, UpstreamError> {
+        calls::call(&self.metrics, &self.upstream, method, params, timeout).await
+    }
+
+    /// op-node's request body, unchanged, for an answer engine-mux reads (engine calls):
+    /// asked uncompressed and decoded if compressed anyway.
+    pub async fn forward_read(
+        &self,
+        method: &'static str,
+        headers: &HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        calls::forward(
+            &self.metrics,
+            &self.upstream,
+            method,
+            headers,
+            body,
+            timeout,
+            true,
+        )
+        .await
+    }
+
+    /// op-node's request body, unchanged, answered byte for byte (the raw proxy).
+    pub async fn forward_raw(
+        &self,
+        method: &'static str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        calls::forward(
+            &self.metrics,
+            &self.upstream,
+            method,
+            headers,
+            body,
+            self.upstream.timeout(),
+            false,
+        )
+        .await
+    }
+
+    /// The configured per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.upstream.timeout()
+    }
+
+    /// Turns the local EL's answer to an engine call into op-node's response and health
+    /// evidence. A spec error (-38001..-38005, invalid params) is the EL working as specified.
+    pub fn answer<R: DeserializeOwned>(
+        &self,
+        id: Option<&RawValue>,
+        res: Result<Response<Bytes>, UpstreamError>,
+    ) -> (Response<Bytes>, Option<R>) {
+        match res {
+            Ok(res) => {
+                let envelope = (res.status() == http::StatusCode::OK)
+                    .then(|| serde_json::from_slice::<jsonrpc::ResponseEnvelope>(res.body()).ok())
+                    .flatten();
+                let parsed = envelope
+                    .as_ref()
+                    .and_then(|e| e.result.as_ref())
+                    .and_then(|r| serde_json::from_str::<R>(r.get()).ok());
+                let spec_error = envelope
+                    .as_ref()
+                    .and_then(|e| e.error.as_ref())
+                    .is_some_and(|e| is_spec_error(e.code()));
+                if parsed.is_some() || spec_error {
+                    self.health.ok();
+                } else {
+                    tracing::error!(status = %res.status(), "local execution client answered an engine call with an error");
+                    self.health.failed();
+                }
+                (res, parsed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "local execution client failed an engine call");
+                self.health.failed();
+                (
+                    json_response(jsonrpc::error_response(
+                        id,
+                        &MuxError::Upstream(e).to_error_object(),
+                    )),
+                    None,
+                )
+            }
+        }
+    }
+
+    /// `engine_newPayload` of a builder's block: only VALID is valid, and only by `deadline`.
+    pub async fn validate(
+        &self,
+        version: PayloadVersion,
+        envelope: &PayloadEnvelope,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), FallbackReason> {
+        let params = envelope
+            .new_payload_params()
+            .map_err(|_| FallbackReason::Error)?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let status: PayloadStatus = match self
+            .call(
+                version.new_payload_method(),
+                &params,
+                remaining.min(self.upstream.timeout()),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, hash = %envelope.block_hash(), "validating the builder's block on the local EL failed");
+                return Err(FallbackReason::from_upstream(&e));
+            }
+        };
+        match status.status {
+            PayloadStatusEnum::Valid => Ok(()),
+            PayloadStatusEnum::Invalid { validation_error } => {
+                tracing::warn!(hash = %envelope.block_hash(), block = envelope.block_number(), %validation_error, "local EL rejected the builder's block as INVALID");
+                Err(FallbackReason::Invalid)
+            }
+            PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted => {
+                tracing::warn!(hash = %envelope.block_hash(), status = %status.status, "local EL could not validate the builder's block");
+                Err(FallbackReason::Syncing)
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The multiplexer: the engine calls op-node makes, fanned out to the local EL and the
+//! builder. The local EL's answer is always what op-node waits for; the builder can only add
+//! a better block inside a deadline, and only one that is the block op-node asked for and
+//! that the local EL validated as VALID.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, PayloadId, PayloadStatus};
+use bytes::Bytes;
+use engine_api::{PayloadVersion, UpstreamError, jsonrpc};
+use http::{HeaderMap, Response};
+use op_alloy_rpc_types_engine::OpPayloadAttributes;
+use serde_json::value::RawValue;
+
+use crate::{
+    builder::Builder,
+    execution_mode::{ExecutionMode, ModeCell},
+    fallback::FallbackReason,
+    local::{LocalEl, json_response},
+    metrics::{BlockSource, Metrics},
+    payload_check::BuildRequest,
+    selection::{self, SelectionPolicy},
+};
+
+/// One engine-mux instance's engine-call handling.
+#[derive(Debug)]
+pub struct Mux {
+    /// The local execution client.
+    pub local: Arc<LocalEl>,
+    /// The builder.
+    pub builder: Arc<Builder>,
+    /// Current execution mode (shared with the flashblocks store and the debug API).
+    pub mode: Arc<ModeCell>,
+    /// This instance's metrics.
+    pub metrics: Arc<Metrics>,
+    selection: SelectionPolicy,
+    get_payload_deadline: Duration,
+}
+
+impl Mux {
+    /// A multiplexer over `local` and `builder`.
+    pub fn new(
+        local: Arc<LocalEl>,
+        builder: Arc<Builder>,
+        mode: Arc<ModeCell>,
+        metrics: Arc<Metrics>,
+        selection: SelectionPolicy,
+        get_payload_deadline: Duration,
+    ) -> Self {
+        Self {
+            local,
+            builder,
+            mode,
+            metrics,
+            selection,
+            get_payload_deadline,
+        }
+    }
+
+    /// `engine_forkchoiceUpdatedV3`: the local EL answers; the builder is told in the background.
+    pub async fn forkchoice_updated(
+        &self,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        let mode = self.mode.get();
+        let parsed = params.and_then(|p| {
+            serde_json::from_str::<(ForkchoiceState, Option<OpPayloadAttributes>)>(p.get())
+                .or_else(|_| {
+                    serde_json::from_str::<(ForkchoiceState,)>(p.get()).map(|(s,)| (s, None))
+                })
+                .ok()
+        });
+        let mut build_slot = None;
+        if let (Some((state, attrs)), Some(params)) = (parsed, params) {
+            self.builder.record_forkchoice(state);
+            if mode.talks_to_builder() {
+                // Queued before the local call so the builder starts building in parallel.
+                match attrs.filter(|a| a.no_tx_pool != Some(true)) {
+                    Some(attributes) => {
+                        let request = BuildRequest {
+                            head: state.head_block_hash,
+                            attributes,
+                        };
+                        build_slot = Some(self.builder.build(params, request));
+                    }
+                    None => self.builder.mirror("engine_forkchoiceUpdatedV3", params),
+                }
+            }
+        }
+        let res = self
+            .local
+            .forward_read(
+                "engine_forkchoiceUpdatedV3",
+                headers,
+                body,
+                self.local.timeout(),
+            )
+            .await;
+        let (res, fcu) = self.local.answer::<ForkchoiceUpdated>(id, res);
+        if let (Some(fcu), Some(slot)) = (fcu, build_slot)
+            && let Some(local_id) = fcu.payload_id
+        {
+            self.builder.map_payload_id(local_id, slot);
+        }
+        res
+    }
+
+    /// `engine_newPayloadV3/V4`: the local EL answers; the builder gets a mirrored copy.
+    pub async fn new_payload(
+        &self,
+        method: &'static str,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        if let Some(params) = params {
+            self.builder.record_payload(method, params);
+            if self.mode.get().talks_to_builder() {
+                self.builder.mirror(method, params);
+            }
+        }
+        let res = self
+            .local
+            .forward_read(method, headers, body, self.local.timeout())
+            .await;
+        self.local.answer::<PayloadStatus>(id, res).0
+    }
+
+    /// `engine_getPayloadV3/V4/V5`: local and builder in parallel, both inside one deadline.
+    /// The builder's block is used only when it is the block op-node asked for, the local EL
+    /// validated it VALID, the policy agrees and the mode is enabled; op-node gets the best
+    /// block that is VALID by the deadline, and an error only when there is none.
+    pub async fn get_payload(
+        &self,
+        version: PayloadVersion,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.get_payload_deadline;
+        let mode = self.mode.get();
+        let local_id = params
+            .and_then(|p| serde_json::from_str::<(PayloadId,)>(p.get()).ok())
+            .map(|(id,)| id);
+        let builder = async {
+            match local_id {
+                Some(local_id) if mode.talks_to_builder() => {
+                    let chosen = match self.builder.candidates(version, local_id, deadline).await {
+                        Ok(c) => selection::choose(&self.local, &self.metrics, version, c).await,
+                        Err(reason) => Err(reason),
+                    };
+                    Some(chosen)
+                }
+                _ => None,
+            }
+        };
+        let local = async {
+            let method = version.get_payload_method();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.local
+                .forward_read(method, headers, body, remaining)
+                .await
+        };
+        let (local, builder) = tokio::join!(local, builder);
+        let (local_res, local_payload) = self.local.answer::<Box<RawValue>>(id, local);
+        if let Some(outcome) = &builder {
+            // Every builder outcome is health evidence; only a good block clears a bad one.
+            match outcome {
+                Ok(_) => self.builder.health().outcome(true),
+                Err(reason) if reason.blames_builder() => self.builder.health().outcome(false),
+                Err(_) => {}
+            }
+        }
+
+        let response = match builder {
+            None => {
+                self.metrics.block_proposed(BlockSource::Local);
+                local_res
+            }
+            Some(Err(reason)) => {
+                self.metrics.fallback(reason);
+                self.metrics.block_proposed(BlockSource::Local);
+                local_res
+            }
+            Some(Ok(chosen)) => {
+                let wins =
+                    self.selection
+                        .prefers_builder(version, &chosen, local_payload.as_deref());
+                if !wins {
+                    self.metrics.fallback(FallbackReason::Policy);
+                }
+                if wins && mode == ExecutionMode::Enabled {
+                    tracing::info!(
+                        block = chosen.envelope.block_number(),
+                        hash = %chosen.envelope.block_hash(),
+                        txs = chosen.envelope.tx_count(),
+                        gas_used = chosen.envelope.gas_used(),
+                        "proposing the builder's block"
+                    );
+                    self.metrics.block_proposed(BlockSource::Builder);
+                    json_response(jsonrpc::ok_response(id, &chosen.raw))
+                } else {
+                    self.metrics.block_proposed(BlockSource::Local);
+                    local_res
+                }
+            }
+        };
+        self.metrics.get_payload_total(started.elapsed());
+        response
+    }
+
+    /// Any other call: the local EL's answer, byte for byte.
+    pub async fn proxy(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        self.local.forward_raw("proxy", headers, body).await
+    }
+
+    /// A transaction or miner call, copied to the builder (bounded, not awaited).
+    pub fn copy_to_builder(&self, headers: &HeaderMap, body: Bytes) {
+        self.builder.copy(headers, body);
+    }
+}
