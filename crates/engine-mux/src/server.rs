@@ -165,7 +165,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             addr: config.rpc_addr,
             source,
         })?;
-    let mut tasks = builder.spawn(builder_tasks, &shutdown_rx);
+    let mut tasks = crate::builder::spawn(&builder, builder_tasks, &shutdown_rx);
     tasks.push(tokio::spawn(probe::run(
         upstreams.clone(),
         config.health.clone(),

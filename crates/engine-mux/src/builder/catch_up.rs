@@ -11,7 +11,7 @@
 
 use std::{
     sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use alloy_eips::Encodable2718;
@@ -26,11 +26,10 @@ use op_alloy_rpc_types_engine::OpExecutionPayloadV4;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Builder, queue::BuilderCall};
-
-/// Default for how long a single catch-up run replays before handing the queue back to live
-/// traffic (`--catch-up-budget-ms`).
-pub const RUN_BUDGET: Duration = Duration::from_secs(10);
+use super::{
+    handle::{Builder, is_unreachable},
+    queue::BuilderCall,
+};
 
 /// A block as the local EL returns it with full transactions (OP transaction types).
 pub type RpcBlock = Block<Transaction>;
@@ -352,7 +351,7 @@ async fn from_local_el(state: &Builder, number: u64) -> Result<Replay, LocalFetc
             Err(LocalFetch::Permanent)
         }
         // Not reachable or not in time: try again in a later run.
-        Err(e) if super::queue::is_unreachable(&e) => {
+        Err(e) if is_unreachable(&e) => {
             tracing::warn!(block = number, error = %e, "catch-up: fetching a block from the local EL failed");
             Err(LocalFetch::Transient)
         }

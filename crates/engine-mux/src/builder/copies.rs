@@ -8,7 +8,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::sync::{mpsc, watch};
 
-use super::Builder;
+use engine_api::Upstream;
+
+use crate::metrics::Metrics;
 
 /// The sending side.
 #[derive(Debug, Clone)]
@@ -39,7 +41,12 @@ impl CopyQueue {
 }
 
 /// Forwards each copy to the builder in order until shutdown; answers are only logged.
-pub async fn run(state: Arc<Builder>, mut rx: CopyQueueRx, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    mut rx: CopyQueueRx,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (headers, body) = tokio::select! {
             item = rx.0.recv() => match item {
@@ -48,20 +55,15 @@ pub async fn run(state: Arc<Builder>, mut rx: CopyQueueRx, mut shutdown: watch::
             },
             _ = shutdown.changed() => return,
         };
-        state.metrics.queue_depth("builder_tx_copies", rx.0.len());
+        metrics.queue_depth("builder_tx_copies", rx.0.len());
         let started = Instant::now();
-        let res = state
-            .upstream
-            .forward(&headers, body, state.upstream.timeout())
-            .await;
+        let res = upstream.forward(&headers, body, upstream.timeout()).await;
         let outcome = match &res {
             Ok(r) if r.status().is_success() => "ok",
             Ok(_) => "http",
             Err(e) => e.kind(),
         };
-        state
-            .metrics
-            .upstream_call("builder", "tx_copy", outcome, started.elapsed());
+        metrics.upstream_call("builder", "tx_copy", outcome, started.elapsed());
         if let Err(e) = res {
             tracing::debug!(error = %e, "copying a transaction request to the builder failed");
         }

@@ -1,21 +1,13 @@
-//! The ordered queue of engine calls bound for the builder. One bounded channel drained by one
-//! task, so the builder sees FCUs and newPayloads in exactly the order op-node sent them and a
-//! slow builder can never pile up unbounded work. Builder catch-up runs on the same task, so a
-//! replay is ordered with everything else too.
+//! The ordered queue of engine calls bound for the builder: one bounded channel, drained by
+//! one task (`worker`), so the builder sees FCUs and newPayloads in exactly the order op-node
+//! sent them and a slow builder can never pile up unbounded work.
 
 use std::sync::Arc;
 
-use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
-use engine_api::UpstreamError;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-pub use super::catch_up::catch_up;
-use super::{
-    Builder,
-    payload_ids::{BuildSlot, BuilderFcu},
-};
-use crate::fallback::FallbackReason;
+use super::payload_ids::BuildSlot;
 
 /// One call for the builder.
 #[derive(Debug)]
@@ -45,9 +37,9 @@ pub struct BuilderQueue {
     tx: mpsc::Sender<BuilderCall>,
 }
 
-/// The receiving side, handed to [`run`].
+/// The receiving side, drained by the builder's worker task.
 #[derive(Debug)]
-pub struct BuilderQueueRx(mpsc::Receiver<BuilderCall>);
+pub struct BuilderQueueRx(pub(super) mpsc::Receiver<BuilderCall>);
 
 impl BuilderQueue {
     /// A queue holding at most `depth` calls.
@@ -67,140 +59,4 @@ impl BuilderQueue {
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
-}
-
-/// Drains the queue until shutdown (the call in progress is finished first).
-pub async fn run(state: Arc<Builder>, mut rx: BuilderQueueRx, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let call = tokio::select! {
-            call = rx.0.recv() => match call {
-                Some(call) => call,
-                None => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        state.metrics.queue_depth("builder", rx.0.len());
-        let mode = state.mode.get();
-        match call {
-            BuilderCall::Build { slot, .. } if !mode.talks_to_builder() => {
-                slot.settle(
-                    BuilderFcu::Unavailable(FallbackReason::NoBuilderPayload),
-                    |_| {},
-                );
-            }
-            BuilderCall::Build { slot, .. } if !state.usable() => {
-                state.metrics.queue_dropped("builder", "unhealthy");
-                slot.settle(
-                    BuilderFcu::Unavailable(FallbackReason::SkippedUnhealthy),
-                    |_| {},
-                );
-            }
-            // getPayload already decided without it (the queue was slow): don't build at all.
-            BuilderCall::Build { slot, .. } if slot.outcome().is_some() => {
-                state.metrics.queue_dropped("builder", "decided");
-            }
-            BuilderCall::Build { params, slot } => build(&state, params, &slot).await,
-            BuilderCall::Mirror { .. } if !mode.talks_to_builder() => {}
-            BuilderCall::Mirror { .. } if !state.usable() => {
-                // Not lost: catch-up replays it once the builder is reachable again.
-                state.metrics.queue_dropped("builder", "unhealthy");
-            }
-            BuilderCall::Mirror { method, params } => mirror(&state, method, params).await,
-            BuilderCall::CatchUp if mode.talks_to_builder() => catch_up(&state).await,
-            BuilderCall::CatchUp => {}
-        }
-    }
-}
-
-async fn build(state: &Builder, params: Box<RawValue>, slot: &BuildSlot) {
-    let res: Result<ForkchoiceUpdated, _> = state
-        .call("engine_forkchoiceUpdatedV3", &params, state.timeout())
-        .await;
-    let (outcome, needs_catch_up) = match res {
-        Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
-            (PayloadStatusEnum::Valid, Some(id)) => {
-                state.health.ok();
-                (BuilderFcu::Building(id), false)
-            }
-            (PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted, _) => {
-                tracing::info!(status = %fcu.payload_status.status, "builder is behind: no payload from it for this block");
-                (BuilderFcu::Unavailable(FallbackReason::Syncing), true)
-            }
-            (status, _) => {
-                tracing::warn!(%status, "builder refused forkchoiceUpdated with attributes");
-                (BuilderFcu::Unavailable(FallbackReason::Error), false)
-            }
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "builder forkchoiceUpdated with attributes failed");
-            state.note_error(&e);
-            (
-                BuilderFcu::Unavailable(FallbackReason::from_upstream(&e)),
-                false,
-            )
-        }
-    };
-    // Answer getPayload first; the replay can take a while. The flashblocks build opens only
-    // if getPayload has not decided yet: a block decided without the builder gets none of its
-    // flashblocks re-published.
-    let settled = slot.settle(outcome, |outcome| {
-        if let (BuilderFcu::Building(id), Some(store)) = (outcome, &state.flashblocks) {
-            store.begin(*id);
-        }
-    });
-    if !settled {
-        tracing::info!(
-            ?outcome,
-            "builder answered forkchoiceUpdated after getPayload had decided without it; ignored"
-        );
-    }
-    if needs_catch_up {
-        catch_up(state).await;
-    }
-}
-
-async fn mirror(state: &Builder, method: &'static str, params: Box<RawValue>) {
-    let status = if method.starts_with("engine_forkchoiceUpdated") {
-        state
-            .call::<ForkchoiceUpdated>(method, &params, state.timeout())
-            .await
-            .map(|f| f.payload_status.status)
-    } else {
-        state
-            .call::<PayloadStatus>(method, &params, state.timeout())
-            .await
-            .map(|s| s.status)
-    };
-    match status {
-        Ok(PayloadStatusEnum::Valid | PayloadStatusEnum::Accepted) => state.health.ok(),
-        Ok(PayloadStatusEnum::Syncing) => {
-            tracing::info!(
-                method,
-                "builder answered SYNCING to a mirrored call; catching it up"
-            );
-            catch_up(state).await;
-        }
-        Ok(PayloadStatusEnum::Invalid { validation_error }) => {
-            // op-node's own chain is INVALID to the builder: it has diverged and cannot build.
-            tracing::warn!(method, %validation_error, "builder rejected a mirrored call as INVALID");
-            state.health.outcome(false);
-        }
-        Err(e) => {
-            tracing::warn!(method, error = %e, "mirrored call to the builder failed");
-            state.note_error(&e);
-            if matches!(e, UpstreamError::Rpc { .. }) {
-                state.health.outcome(false);
-            }
-        }
-    }
-}
-
-/// True when an error means the builder could not be reached or did not answer in time.
-pub fn is_unreachable(e: &UpstreamError) -> bool {
-    matches!(
-        e,
-        UpstreamError::Timeout { .. }
-            | UpstreamError::Transport { .. }
-            | UpstreamError::Status { .. }
-    )
 }

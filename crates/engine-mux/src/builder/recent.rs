@@ -37,6 +37,10 @@ struct PayloadHead {
     block_hash: B256,
 }
 
+/// Default for how long a single catch-up run replays before handing the queue back to live
+/// traffic (`--catch-up-budget-ms`).
+pub const DEFAULT_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A bounded window of recent payloads, ordered by block number.
 #[derive(Debug)]
 pub struct RecentPayloads {
@@ -57,7 +61,7 @@ impl RecentPayloads {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
-            run_budget: super::catch_up::RUN_BUDGET,
+            run_budget: DEFAULT_RUN_BUDGET,
         }
     }
 
