@@ -17,6 +17,13 @@ use crate::{chain::ChainBlock, engine::Engine, state::StateSnapshot};
 
 type RpcResult = Result<Value, ErrorObjectOwned>;
 
+/// EIP-1474 "resource not found": the block a state query names is unknown. Not (yet) in
+/// [`engine_api::codes`], which holds the JSON-RPC 2.0 and Engine API sets.
+const RESOURCE_NOT_FOUND: i32 = -32001;
+/// The generic server error geth and reth answer rejected transactions and unavailable state
+/// with (EIP-1474 "invalid input"). Not (yet) in [`engine_api::codes`].
+const SERVER_ERROR: i32 = -32000;
+
 fn err(code: i32, msg: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, msg.into(), None::<()>)
 }
@@ -86,12 +93,12 @@ fn resolve(engine: &Engine, r: BlockRef) -> Option<Arc<ChainBlock>> {
 }
 
 fn state_at(engine: &Engine, r: BlockRef) -> Result<Arc<StateSnapshot>, ErrorObjectOwned> {
-    let block = resolve(engine, r).ok_or_else(|| err(-32001, "block not found"))?;
+    let block = resolve(engine, r).ok_or_else(|| err(RESOURCE_NOT_FOUND, "block not found"))?;
     engine
         .with_chain(|chain| chain.state(&block.hash))
         .ok_or_else(|| {
             err(
-                -32000,
+                SERVER_ERROR,
                 format!("state for block {} not available", block.number()),
             )
         })
@@ -274,7 +281,7 @@ pub fn register(
         let (raw,): (Bytes,) = p.parse()?;
         let hash = e
             .submit_raw_transaction(&raw)
-            .map_err(|x| err(-32000, x.to_string()))?;
+            .map_err(|x| err(SERVER_ERROR, x.to_string()))?;
         Ok(json!(hash))
     })?;
     module.register_method("eth_gasPrice", |_, e, _| -> RpcResult {
