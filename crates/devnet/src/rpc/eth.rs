@@ -2,15 +2,19 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{Transaction, TxReceipt, transaction::Recovered};
+use alloy_consensus::{TxReceipt, transaction::Recovered};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
+use alloy_rpc_types_eth::BlockTransactions;
 use engine_api::codes;
 use jsonrpsee::{
     RpcModule,
     types::{ErrorObjectOwned, Params},
 };
-use op_alloy_consensus::{OpReceiptEnvelope, OpTxEnvelope};
+use op_alloy_consensus::{OpReceipt, OpTxEnvelope};
+use rpc_objects::{
+    BlockContext, BlockShape, Included, OpTransactionReceipt, Transaction, fees::BlockFees,
+};
 use serde_json::{Value, json};
 
 use crate::{chain::ChainBlock, engine::Engine, state::StateSnapshot};
@@ -104,115 +108,87 @@ fn state_at(engine: &Engine, r: BlockRef) -> Result<Arc<StateSnapshot>, ErrorObj
         })
 }
 
-/// JSON of a transaction, with its position when it is in a block.
-pub fn transaction_json(tx: &Recovered<OpTxEnvelope>, at: Option<(&ChainBlock, usize)>) -> Value {
-    let mut v = serde_json::to_value(tx.inner()).unwrap_or(Value::Null);
-    if let Value::Object(o) = &mut v {
-        o.insert("hash".into(), json!(tx.tx_hash()));
-        o.insert("from".into(), json!(tx.signer()));
-        let (block_hash, number, index, base_fee) = match at {
-            Some((b, i)) => (
-                json!(b.hash),
-                hex_u64(b.number()),
-                hex_u64(i as u64),
-                b.header.base_fee_per_gas,
-            ),
-            None => (Value::Null, Value::Null, Value::Null, None),
-        };
-        o.insert("blockHash".into(), block_hash);
-        o.insert("blockNumber".into(), number);
-        o.insert("transactionIndex".into(), index);
-        let gas_price = tx.effective_gas_price(base_fee);
-        o.insert("gasPrice".into(), json!(format!("{gas_price:#x}")));
-    }
-    v
+fn context(block: &ChainBlock) -> BlockContext {
+    BlockContext::of(&block.header, block.hash)
 }
 
-/// JSON of a block header plus transactions (hashes or full objects).
-pub fn block_json(block: &ChainBlock, full: bool) -> Value {
-    let mut v = serde_json::to_value(&block.header).unwrap_or(Value::Null);
-    if let Value::Object(o) = &mut v {
-        o.insert("hash".into(), json!(block.hash));
-        o.insert("totalDifficulty".into(), json!("0x0"));
-        let size = alloy_rlp::Encodable::length(&block.to_consensus_block());
-        o.insert("size".into(), hex_u64(size as u64));
-        o.insert("uncles".into(), json!([]));
-        o.insert("withdrawals".into(), json!([]));
-        let txs: Vec<Value> = block
-            .transactions
-            .iter()
-            .enumerate()
-            .map(|(i, tx)| {
-                if full {
-                    transaction_json(tx, Some((block, i)))
-                } else {
-                    json!(tx.tx_hash())
-                }
-            })
-            .collect();
-        o.insert("transactions".into(), Value::Array(txs));
-    }
-    v
+/// The L1 fee parameters of a block, from its L1-attributes deposit.
+fn block_fees(block: &ChainBlock) -> Option<BlockFees> {
+    BlockFees::from_l1_info_deposit(block.transactions.first()?.inner())
 }
 
-/// JSON of the receipt of the `index`-th transaction of `block`.
-pub fn receipt_json(block: &ChainBlock, index: usize) -> Option<Value> {
+fn in_block(block: &ChainBlock, ctx: &BlockContext, index: usize) -> Option<Transaction> {
     let tx = block.transactions.get(index)?;
-    let receipt: &OpReceiptEnvelope = block.receipts.get(index)?;
-    let cumulative = receipt.cumulative_gas_used();
+    let receipt = OpReceipt::from(block.receipts.get(index)?.clone());
+    let deposit = rpc_objects::deposit_info(&receipt);
+    Some(rpc_objects::transaction(
+        tx,
+        Some((ctx, index as u64, deposit)),
+    ))
+}
+
+fn to_json(v: impl serde::Serialize) -> RpcResult {
+    serde_json::to_value(v).map_err(|e| err(codes::INTERNAL_ERROR, e.to_string()))
+}
+
+/// A transaction as `eth_getTransactionByHash` answers it: at its position in `block`, or
+/// pending (`None`).
+pub fn transaction_json(
+    tx: &Recovered<OpTxEnvelope>,
+    at: Option<(&ChainBlock, usize)>,
+) -> RpcResult {
+    match at {
+        Some((block, index)) => to_json(in_block(block, &context(block), index)),
+        None => to_json(rpc_objects::transaction(tx, None)),
+    }
+}
+
+/// A block as `eth_getBlockBy*` answers it (transactions as objects when `full`, else hashes).
+pub fn block_json(block: &ChainBlock, full: bool) -> RpcResult {
+    let ctx = context(block);
+    let transactions = if full {
+        BlockTransactions::Full(
+            (0..block.transactions.len())
+                .filter_map(|i| in_block(block, &ctx, i))
+                .collect(),
+        )
+    } else {
+        BlockTransactions::Hashes(block.transactions.iter().map(|t| t.tx_hash()).collect())
+    };
+    let shape = BlockShape {
+        header: &block.header,
+        hash: block.hash,
+        size: alloy_rlp::Encodable::length(&block.to_consensus_block()) as u64,
+        withdrawals: &[],
+    };
+    to_json(rpc_objects::block(shape, transactions))
+}
+
+/// The receipt of the `index`-th transaction of `block`, with its L1 fee fields.
+pub fn receipt(block: &ChainBlock, index: usize) -> Option<OpTransactionReceipt> {
+    let tx = block.transactions.get(index)?;
+    let receipt = OpReceipt::from(block.receipts.get(index)?.clone());
     let previous = index
         .checked_sub(1)
         .and_then(|i| block.receipts.get(i))
         .map_or(0, |r| r.cumulative_gas_used());
-    let log_offset: usize = block.receipts[..index].iter().map(|r| r.logs().len()).sum();
-    let logs: Vec<Value> = receipt
-        .logs()
-        .iter()
-        .enumerate()
-        .map(|(i, log)| {
-            json!({
-                "address": log.address,
-                "topics": log.topics(),
-                "data": log.data.data,
-                "blockHash": block.hash,
-                "blockNumber": hex_u64(block.number()),
-                "transactionHash": tx.tx_hash(),
-                "transactionIndex": hex_u64(index as u64),
-                "logIndex": hex_u64((log_offset + i) as u64),
-                "removed": false,
-            })
-        })
-        .collect();
-    let contract_address = tx.to().is_none().then(|| tx.signer().create(tx.nonce()));
-    let mut v = json!({
-        "transactionHash": tx.tx_hash(),
-        "transactionIndex": hex_u64(index as u64),
-        "blockHash": block.hash,
-        "blockNumber": hex_u64(block.number()),
-        "from": tx.signer(),
-        "to": tx.to(),
-        "cumulativeGasUsed": hex_u64(cumulative),
-        "gasUsed": hex_u64(cumulative - previous),
-        "effectiveGasPrice": format!("{:#x}", tx.effective_gas_price(block.header.base_fee_per_gas)),
-        "contractAddress": contract_address,
-        "logs": logs,
-        "logsBloom": receipt.bloom(),
-        "status": if receipt.status() { "0x1" } else { "0x0" },
-        "type": format!("{:#x}", tx.inner().tx_type() as u8),
-    });
-    if let (OpReceiptEnvelope::Deposit(d), Value::Object(o)) = (receipt, &mut v) {
-        if let Some(nonce) = d.receipt.deposit_nonce {
-            o.insert("depositNonce".into(), hex_u64(nonce));
-        }
-        if let Some(version) = d.receipt.deposit_receipt_version {
-            o.insert("depositReceiptVersion".into(), hex_u64(version));
-        }
-    }
-    Some(v)
+    let first_log_index: usize = block.receipts[..index].iter().map(|r| r.logs().len()).sum();
+    let included = Included {
+        tx,
+        receipt: &receipt,
+        index: index as u64,
+        gas_used: receipt.cumulative_gas_used().saturating_sub(previous),
+        first_log_index: first_log_index as u64,
+    };
+    Some(rpc_objects::receipt(
+        &context(block),
+        included,
+        block_fees(block).as_ref(),
+    ))
 }
 
 fn block_by(engine: &Engine, r: BlockRef, full: bool) -> RpcResult {
-    Ok(resolve(engine, r).map_or(Value::Null, |b| block_json(&b, full)))
+    resolve(engine, r).map_or(Ok(Value::Null), |b| block_json(&b, full))
 }
 
 /// Registers the `eth_*`, `net_version` and `web3_clientVersion` methods.
@@ -263,18 +239,19 @@ pub fn register(
         if let Some((block, i)) = e.with_chain(|c| c.transaction(&h))
             && let Some(tx) = block.transactions.get(i)
         {
-            return Ok(transaction_json(tx, Some((&block, i))));
+            return transaction_json(tx, Some((&block, i)));
         }
-        Ok(e.pooled_transaction(&h)
-            .map_or(Value::Null, |tx| transaction_json(&tx, None)))
+        e.pooled_transaction(&h)
+            .map_or(Ok(Value::Null), |tx| transaction_json(&tx, None))
     })?;
     module.register_method(
         "eth_getTransactionReceipt",
         |p: Params, e, _| -> RpcResult {
             let (h,): (B256,) = p.parse()?;
-            Ok(e.with_chain(|c| c.transaction(&h))
-                .and_then(|(block, i)| receipt_json(&block, i))
-                .unwrap_or(Value::Null))
+            to_json(
+                e.with_chain(|c| c.transaction(&h))
+                    .and_then(|(block, i)| receipt(&block, i)),
+            )
         },
     )?;
     module.register_method("eth_sendRawTransaction", |p: Params, e, _| -> RpcResult {
@@ -314,13 +291,120 @@ mod tests {
     }
 
     #[test]
-    fn block_json_parses_as_an_alloy_rpc_block() {
+    fn genesis_block_json_parses_as_an_rpc_block() {
         use crate::genesis::{ForkOverrides, default_genesis};
         let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
         let block = ChainBlock::seal(g.header.clone(), Vec::new(), Vec::new(), g.state);
-        let v = block_json(&block, false);
-        let parsed: alloy_rpc_types_eth::Block<Value> = serde_json::from_value(v).unwrap();
+        let v = block_json(&block, false).unwrap();
+        let parsed: rpc_objects::Block = serde_json::from_value(v).unwrap();
         assert_eq!(parsed.header.hash, block.hash);
         assert_eq!(parsed.header.inner, g.header);
+    }
+
+    /// Block 1 on the default genesis: the L1-attributes deposit and one signed transfer.
+    fn block_with_a_transfer() -> ChainBlock {
+        use alloy_consensus::transaction::SignerRecoverable;
+
+        use crate::{
+            accounts::{funded_dev_signers, sign_transfer},
+            attributes::{SequencerParams, sequencer_attributes},
+            build::build_block,
+            genesis::{ForkOverrides, default_genesis},
+        };
+        let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
+        let signer = funded_dev_signers(&g.state).unwrap().remove(0);
+        let spec = g.spec.clone();
+        let state = g.state.clone();
+        let genesis = ChainBlock::seal(g.header, Vec::new(), Vec::new(), g.state);
+        let tx = sign_transfer(
+            &signer,
+            spec.chain_id,
+            0,
+            Address::repeat_byte(0xde),
+            U256::from(1),
+            2_000_000_000,
+            1_000_000_000,
+        )
+        .unwrap();
+        let attrs = sequencer_attributes(&spec, &SequencerParams::default(), 1, 1_001);
+        let pool = vec![tx.try_into_recovered().unwrap()];
+        let built = build_block(&spec, &genesis, &state, &attrs, pool).unwrap();
+        assert_eq!(built.block.transactions.len(), 2);
+        (*built.block).clone()
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// op-reth's `eth_getBlockByNumber(.., true)` answer recorded on a real chain (deposit +
+    /// EIP-1559 transactions), kept by rpc-objects.
+    const OP_RETH_FULL_BLOCK: &str =
+        include_str!("../../../rpc-objects/testdata/op-reth-block-full.json");
+
+    #[test]
+    fn blocks_and_transactions_have_op_reths_field_sets() {
+        let block = block_with_a_transfer();
+        let ours = block_json(&block, true).unwrap();
+        let theirs: Value = serde_json::from_str(OP_RETH_FULL_BLOCK).unwrap();
+        assert_eq!(keys(&ours), keys(&theirs));
+        // Deposit first, then an EIP-1559 transaction, in both.
+        for i in 0..2 {
+            assert_eq!(
+                keys(&ours["transactions"][i]),
+                keys(&theirs["transactions"][i]),
+                "transaction {i}"
+            );
+        }
+        let parsed: rpc_objects::Block = serde_json::from_value(ours.clone()).unwrap();
+        assert_eq!(parsed.header.hash, block.hash);
+        let txs: Vec<_> = parsed.transactions.txns().collect();
+        assert_eq!(txs[1].inner.inner.signer(), block.transactions[1].signer());
+        assert_eq!(txs[0].deposit_receipt_version, Some(1));
+        assert_eq!(
+            keys(&block_json(&block, false).unwrap()),
+            keys(&theirs),
+            "hashes-only block"
+        );
+    }
+
+    #[test]
+    fn transfer_receipt_round_trips_through_op_receipt_with_l1_fee() {
+        let block = block_with_a_transfer();
+        let ours = receipt(&block, 1).unwrap();
+        let v = serde_json::to_value(&ours).unwrap();
+        for field in [
+            "l1Fee",
+            "l1GasUsed",
+            "l1GasPrice",
+            "l1BaseFeeScalar",
+            "l1BlobBaseFee",
+            "l1BlobBaseFeeScalar",
+            "effectiveGasPrice",
+            "blockHash",
+            "blockNumber",
+            "transactionIndex",
+        ] {
+            assert!(v[field].is_string(), "{field} missing in {v}");
+        }
+        assert_eq!(v["transactionIndex"], json!("0x1"));
+        assert_eq!(v["gasUsed"], json!("0x5208"));
+        assert_eq!(v["type"], json!("0x2"));
+        let base_fee = u128::from(block.header.base_fee_per_gas.unwrap());
+        let price = (base_fee + 1_000_000_000).min(2_000_000_000);
+        assert_eq!(v["effectiveGasPrice"], json!(format!("{price:#x}")));
+        let l1_fee = ours.l1_block_info.l1_fee.unwrap();
+        assert!(l1_fee > 0, "a transfer pays an L1 data fee");
+        let back: OpTransactionReceipt = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ours);
+
+        let deposit = serde_json::to_value(receipt(&block, 0).unwrap()).unwrap();
+        assert_eq!(deposit["type"], json!("0x7e"));
+        assert!(deposit["depositNonce"].is_string());
+        assert_eq!(deposit["depositReceiptVersion"], json!("0x1"));
+        assert!(deposit.get("l1Fee").is_none());
+        assert!(receipt(&block, 2).is_none());
     }
 }
