@@ -13,7 +13,7 @@ use std::{
 };
 
 use alloy_rpc_types_engine::PayloadId;
-use devnet::devnet::{Devnet, DevnetConfig, DevnetFlashblocks, metric_value};
+use devnet::app::{Devnet, DevnetConfig, DevnetFlashblocks, metric_value};
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 

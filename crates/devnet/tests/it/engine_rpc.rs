@@ -4,9 +4,8 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
 use devnet::{
-    devnet::{load_genesis, start_engine_on, unix_now},
-    engine::Role,
-    rpc::RunningEngine,
+    app::{load_genesis, start_engine_on, unix_now},
+    engine::{Role, rpc::RunningEngine},
 };
 use engine_api::{Upstream, UpstreamConfig, UpstreamError};
 use serde_json::{Value, json};
@@ -180,10 +179,11 @@ async fn builder_fault_control_down_stale_and_back() {
 async fn eth_rpc_reports_included_transactions_receipts_and_balances() {
     use alloy_primitives::{Address, B256, U256};
     use devnet::{
-        accounts::{funded_dev_signers, sign_transfer},
-        attributes::{SequencerParams, sequencer_attributes},
+        chain::{
+            accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+            attributes::{SequencerParams, sequencer_attributes},
+        },
         engine::{EngineVersion, execution_data_of},
-        rpc::eth::raw_transaction,
     };
 
     let jwt = JwtSecret::random();

@@ -72,11 +72,9 @@ pub fn block_json(block: &PendingBlock, full: bool) -> Value {
 mod tests {
     use alloy_consensus::{Eip658Value, Receipt, Sealable};
     use alloy_eips::eip2718::Encodable2718;
-    use alloy_primitives::U256;
-    use alloy_primitives::{Address, B256, Bloom, Bytes, Log as PrimitiveLog, TxKind};
+    use alloy_primitives::{Address, B256, Bloom, Bytes, Log as PrimitiveLog, TxKind, U256};
     use alloy_rpc_types_engine::PayloadId;
-    use op_alloy_consensus::OpReceipt;
-    use op_alloy_consensus::{OpDepositReceipt, OpTxEnvelope, TxDeposit};
+    use op_alloy_consensus::{OpDepositReceipt, OpReceipt, OpTxEnvelope, TxDeposit};
     use op_alloy_rpc_types_engine::{
         OpFlashblockPayload, OpFlashblockPayloadBase, OpFlashblockPayloadDelta,
         OpFlashblockPayloadMetadata,

@@ -1,6 +1,15 @@
 //! The engine: chain, mempool and payload jobs behind one short-held lock, with the Engine API
 //! semantics (forkchoice, payload building, payload validation) on top.
 
+pub mod build;
+pub mod execute;
+pub mod faults;
+pub mod flashblocks;
+pub mod mempool;
+pub mod rpc;
+pub mod store;
+pub mod validate;
+
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
@@ -20,14 +29,18 @@ use op_alloy_rpc_types_engine::{
 };
 
 use crate::{
-    build::{BuildError, BuiltBlock, build_block_on_prefix},
-    builder_faults::Faults,
-    chain::{ChainBlock, ChainStore},
-    fees::next_base_fee,
-    genesis::{ChainSpec, LoadedGenesis},
-    mempool::{DEFAULT_MAX_TXS, Mempool, PoolError},
-    state::StateSnapshot,
-    validate::validate_block_with_senders,
+    chain::{
+        fees::next_base_fee,
+        genesis::{ChainSpec, LoadedGenesis},
+        state::StateSnapshot,
+    },
+    engine::{
+        build::{BuildError, BuiltBlock, build_block_on_prefix},
+        faults::Faults,
+        mempool::{DEFAULT_MAX_TXS, Mempool, PoolError},
+        store::{ChainBlock, ChainStore},
+        validate::validate_block_with_senders,
+    },
 };
 
 /// Payload jobs kept for `getPayload`; sized for bursts of hundreds of FCUs.
@@ -129,7 +142,7 @@ pub struct Engine {
     faults: Arc<Faults>,
     inner: Mutex<Inner>,
     stats: EngineStats,
-    flashblocks: std::sync::OnceLock<Arc<crate::flashblocks::FlashblocksPublisher>>,
+    flashblocks: std::sync::OnceLock<Arc<crate::engine::flashblocks::FlashblocksPublisher>>,
 }
 
 /// Counters of what the engine answered, for status output and tests.
@@ -193,12 +206,15 @@ impl Engine {
     }
 
     /// Makes this engine publish flashblocks for every payload it starts building.
-    pub fn set_flashblocks(&self, publisher: Arc<crate::flashblocks::FlashblocksPublisher>) {
+    pub fn set_flashblocks(
+        &self,
+        publisher: Arc<crate::engine::flashblocks::FlashblocksPublisher>,
+    ) {
         let _ = self.flashblocks.set(publisher);
     }
 
     /// The flashblocks publisher, when enabled.
-    pub fn flashblocks(&self) -> Option<&Arc<crate::flashblocks::FlashblocksPublisher>> {
+    pub fn flashblocks(&self) -> Option<&Arc<crate::engine::flashblocks::FlashblocksPublisher>> {
         self.flashblocks.get()
     }
 
@@ -778,10 +794,12 @@ pub fn execution_data_of(envelope: &PayloadEnvelope) -> OpExecutionData {
 mod tests {
     use super::*;
     use crate::{
-        accounts::{funded_dev_signers, sign_transfer},
-        attributes::{SequencerParams, sequencer_attributes},
-        builder_faults::Fault,
-        genesis::{ForkOverrides, default_genesis},
+        chain::{
+            accounts::{funded_dev_signers, sign_transfer},
+            attributes::{SequencerParams, sequencer_attributes},
+            genesis::{ForkOverrides, default_genesis},
+        },
+        engine::faults::Fault,
     };
     use alloy_eips::eip2718::Encodable2718;
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use alloy_consensus::{TxReceipt, transaction::Recovered};
-use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
 use alloy_rpc_types_eth::BlockTransactions;
 use engine_api::codes;
@@ -17,7 +16,10 @@ use rpc_objects::{
 };
 use serde_json::{Value, json};
 
-use crate::{chain::ChainBlock, engine::Engine, state::StateSnapshot};
+use crate::{
+    chain::state::StateSnapshot,
+    engine::{Engine, store::ChainBlock},
+};
 
 type RpcResult = Result<Value, ErrorObjectOwned>;
 
@@ -268,11 +270,6 @@ pub fn register(
     Ok(())
 }
 
-/// Encodes a transaction for `eth_sendRawTransaction`.
-pub fn raw_transaction(tx: &OpTxEnvelope) -> Bytes {
-    tx.encoded_2718().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +289,7 @@ mod tests {
 
     #[test]
     fn genesis_block_json_parses_as_an_rpc_block() {
-        use crate::genesis::{ForkOverrides, default_genesis};
+        use crate::chain::genesis::{ForkOverrides, default_genesis};
         let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
         let block = ChainBlock::seal(g.header.clone(), Vec::new(), Vec::new(), g.state);
         let v = block_json(&block, false).unwrap();
@@ -306,10 +303,12 @@ mod tests {
         use alloy_consensus::transaction::SignerRecoverable;
 
         use crate::{
-            accounts::{funded_dev_signers, sign_transfer},
-            attributes::{SequencerParams, sequencer_attributes},
-            build::build_block,
-            genesis::{ForkOverrides, default_genesis},
+            chain::{
+                accounts::{funded_dev_signers, sign_transfer},
+                attributes::{SequencerParams, sequencer_attributes},
+                genesis::{ForkOverrides, default_genesis},
+            },
+            engine::build::build_block,
         };
         let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
         let signer = funded_dev_signers(&g.state).unwrap().remove(0);
@@ -341,8 +340,10 @@ mod tests {
 
     /// op-reth's `eth_getBlockByNumber(.., true)` answer recorded on a real chain (deposit +
     /// EIP-1559 transactions), kept by rpc-objects.
-    const OP_RETH_FULL_BLOCK: &str =
-        include_str!("../../../rpc-objects/testdata/op-reth-block-full.json");
+    const OP_RETH_FULL_BLOCK: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rpc-objects/testdata/op-reth-block-full.json"
+    ));
 
     #[test]
     fn blocks_and_transactions_have_op_reths_field_sets() {

@@ -23,7 +23,7 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{builder_faults::Faults, engine::Engine};
+use crate::engine::{Engine, faults::Faults};
 
 /// Frames buffered per subscriber; a subscriber further behind is disconnected, not buffered.
 const SUBSCRIBER_BUFFER: usize = 256;

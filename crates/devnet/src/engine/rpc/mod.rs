@@ -51,7 +51,7 @@ pub struct EngineServerConfig {
     /// Secret for the auth RPC.
     pub jwt: JwtSecret,
     /// Publish flashblocks over WebSocket (builder mode).
-    pub flashblocks: Option<crate::flashblocks::FlashblocksConfig>,
+    pub flashblocks: Option<crate::engine::flashblocks::FlashblocksConfig>,
 }
 
 /// A running engine with its listeners; the auth listener follows the `down` fault.
@@ -65,7 +65,7 @@ pub struct RunningEngine {
     pub http_addr: SocketAddr,
     /// Bound flashblocks WebSocket address, when publishing.
     pub flashblocks_addr: Option<SocketAddr>,
-    flashblocks: Option<crate::flashblocks::RunningPublisher>,
+    flashblocks: Option<crate::engine::flashblocks::RunningPublisher>,
     http: ServerHandle,
     supervisor: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
@@ -138,7 +138,7 @@ pub async fn start_engine(
 ) -> Result<RunningEngine, ServerError> {
     let flashblocks = match config.flashblocks {
         Some(fb) => {
-            let running = crate::flashblocks::start_publisher(fb, engine.faults().clone())
+            let running = crate::engine::flashblocks::start_publisher(fb, engine.faults().clone())
                 .await
                 .map_err(ServerError::Flashblocks)?;
             engine.set_flashblocks(running.publisher.clone());
