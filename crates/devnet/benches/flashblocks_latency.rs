@@ -81,8 +81,7 @@ async fn measure(run: &Run, duration: Duration) {
     .expect("devnet starts");
     let publisher = devnet
         .builder
-        .engine
-        .flashblocks()
+        .flashblocks_publisher()
         .expect("builder publishes")
         .clone();
     let (via_mux, mux_task) =
