@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 use alloy_consensus::transaction::{Recovered, SignerRecoverable};
 use alloy_primitives::{Address, U256};
 use devnet::{
-    accounts::{funded_dev_signers, sign_transfer},
-    attributes::{SequencerParams, sequencer_attributes},
-    build::build_block,
-    chain::ChainBlock,
-    genesis::{ForkOverrides, default_genesis},
-    validate::{validate_block, validate_block_with_senders},
+    chain::{
+        accounts::{funded_dev_signers, sign_transfer},
+        attributes::{SequencerParams, sequencer_attributes},
+        genesis::{ForkOverrides, default_genesis},
+    },
+    engine::{
+        build::build_block,
+        store::ChainBlock,
+        validate::{validate_block, validate_block_with_senders},
+    },
 };
 use op_alloy_consensus::OpTxEnvelope;
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use alloy_rpc_types_engine::PayloadId;
-use devnet::devnet::{Devnet, DevnetConfig, DevnetFlashblocks, metric_value};
+use devnet::app::{Devnet, DevnetConfig, DevnetFlashblocks, metric_value};
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -81,8 +81,7 @@ async fn measure(run: &Run, duration: Duration) {
     .expect("devnet starts");
     let publisher = devnet
         .builder
-        .engine
-        .flashblocks()
+        .flashblocks_publisher()
         .expect("builder publishes")
         .clone();
     let (via_mux, mux_task) =

@@ -1,7 +1,7 @@
 //! `devnet`: the whole OP Stack devnet (or one component of it) in one process.
 
 use clap::Parser;
-use devnet::{
+use devnet::app::{
     cli::{Cli, Command},
     commands,
 };

@@ -16,7 +16,7 @@ use engine_api::{Upstream, UpstreamConfig};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::{accounts::sign_transfer, rpc::eth::raw_transaction};
+use crate::chain::accounts::{raw_transaction, sign_transfer};
 
 /// How many sent hashes are remembered for checks (oldest dropped first).
 pub const MAX_TRACKED_HASHES: usize = 100_000;

@@ -5,7 +5,10 @@
 use std::{sync::Arc, time::Instant};
 
 use alloy_primitives::{Address, B256, U64, U256};
-use engine_api::UpstreamError;
+use engine_api::{
+    UpstreamError,
+    codes::{INTERNAL_ERROR, INVALID_PARAMS},
+};
 use jsonrpsee::{
     PendingSubscriptionSink, RpcModule, SubscriptionMessage,
     core::SubscriptionResult,
@@ -27,10 +30,6 @@ use crate::{
 pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
 /// Subscription kind for accepted flashblocks.
 pub const NEW_FLASHBLOCKS: &str = "newFlashblocks";
-/// JSON-RPC "internal error" (the spec's code for failures that are ours, not the caller's).
-pub const INTERNAL_ERROR: i32 = -32603;
-/// JSON-RPC "invalid params".
-pub const INVALID_PARAMS: i32 = -32602;
 
 /// Methods answered here when they ask about pending state.
 pub const PENDING_METHODS: [&str; 5] = [

@@ -199,7 +199,7 @@ where
                 Err(_) => {
                     return Ok(rpc_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        -32600,
+                        engine_api::codes::INVALID_REQUEST,
                         "request body too large or unreadable",
                     ));
                 }
@@ -224,7 +224,7 @@ where
                 }
                 Err(e) => Ok(rpc_error(
                     StatusCode::BAD_GATEWAY,
-                    crate::rpc::INTERNAL_ERROR,
+                    engine_api::codes::INTERNAL_ERROR,
                     &format!("upstream unavailable: {e}"),
                 )),
             }

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use devnet::{
-    builder_faults::{Fault, FaultWindow},
-    devnet::Devnet,
+    app::Devnet,
+    engine::faults::{Fault, FaultWindow},
 };
 
 use crate::support::{config, missed, observe};

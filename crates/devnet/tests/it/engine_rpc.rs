@@ -4,9 +4,8 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
 use devnet::{
-    devnet::{load_genesis, start_engine_on, unix_now},
-    engine::Role,
-    rpc::RunningEngine,
+    app::{load_genesis, start_engine_on, unix_now},
+    engine::{Role, rpc::RunningEngine},
 };
 use engine_api::{Upstream, UpstreamConfig, UpstreamError};
 use serde_json::{Value, json};
@@ -180,10 +179,11 @@ async fn builder_fault_control_down_stale_and_back() {
 async fn eth_rpc_reports_included_transactions_receipts_and_balances() {
     use alloy_primitives::{Address, B256, U256};
     use devnet::{
-        accounts::{funded_dev_signers, sign_transfer},
-        attributes::{SequencerParams, sequencer_attributes},
+        chain::{
+            accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+            attributes::{SequencerParams, sequencer_attributes},
+        },
         engine::{EngineVersion, execution_data_of},
-        rpc::eth::raw_transaction,
     };
 
     let jwt = JwtSecret::random();
@@ -263,6 +263,20 @@ async fn eth_rpc_reports_included_transactions_receipts_and_balances() {
     );
     assert_eq!(receipt["gasUsed"], "0x5208");
     assert_eq!(receipt["from"], json!(from));
+    // What is served reads back as op-alloy's receipt, with the fields wallets show.
+    let typed: rpc_objects::OpTransactionReceipt =
+        serde_json::from_value(receipt.clone()).expect("an OP RPC receipt");
+    assert!(
+        typed.l1_block_info.l1_fee.is_some_and(|fee| fee > 0),
+        "a transfer pays an L1 data fee: {receipt}"
+    );
+    assert!(typed.l1_block_info.l1_gas_used.is_some_and(|gas| gas > 0));
+    assert!(typed.inner.effective_gas_price > 0);
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        receipt,
+        "nothing lost"
+    );
     let deposit: Value = rpc
         .call("eth_getBlockByNumber", &json!(["latest", true]), TIMEOUT)
         .await
@@ -270,6 +284,14 @@ async fn eth_rpc_reports_included_transactions_receipts_and_balances() {
     assert_eq!(deposit["hash"], json!(block_hash));
     assert_eq!(deposit["transactions"][1]["hash"], json!(hash));
     assert_eq!(deposit["transactions"][0]["type"], "0x7e");
+    let typed: rpc_objects::Block =
+        serde_json::from_value(deposit.clone()).expect("an RPC block of OP transactions");
+    assert_eq!(typed.header.hash, block_hash);
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        deposit,
+        "nothing lost"
+    );
     let deposit_hash = deposit["transactions"][0]["hash"].clone();
     let deposit_receipt: Value = rpc
         .call("eth_getTransactionReceipt", &json!([deposit_hash]), TIMEOUT)

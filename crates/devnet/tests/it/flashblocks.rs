@@ -1,17 +1,20 @@
 //! Builder-mode flashblocks over a real WebSocket: diffs extend each other and the assembled
 //! block is the one getPayload seals, valid on the local engine.
 
-use std::{net::Ipv4Addr, net::SocketAddr, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
 use devnet::{
-    accounts::{funded_dev_signers, sign_transfer},
-    attributes::{SequencerParams, sequencer_attributes},
-    devnet::{load_genesis, start_engine_on, start_engine_with, unix_now},
-    engine::{EngineVersion, Role},
-    flashblocks::FlashblocksConfig,
-    rpc::{EngineServerConfig, eth::raw_transaction},
+    app::{load_genesis, start_engine_on, start_engine_with, unix_now},
+    chain::{
+        accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+        attributes::{SequencerParams, sequencer_attributes},
+    },
+    engine::{EngineVersion, Role, flashblocks::FlashblocksConfig, rpc::EngineServerConfig},
 };
 use engine_api::{Upstream, UpstreamConfig};
 use futures::StreamExt;

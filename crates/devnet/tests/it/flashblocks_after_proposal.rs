@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use devnet::{builder_faults::Fault, devnet::Devnet};
+use devnet::{app::Devnet, engine::faults::Fault};
 
 use crate::support::{
     FlashblocksSubscriber, eventually, eventually_every, flashblocks_config, local_block,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use devnet::devnet::Devnet;
+use devnet::app::Devnet;
 
 use crate::support::{
     FlashblocksSubscriber, assert_block_is_its_flashblocks, assert_in_order_without_duplicates,

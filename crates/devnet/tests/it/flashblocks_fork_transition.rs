@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use devnet::{builder_faults::Fault, devnet::Devnet};
+use devnet::{app::Devnet, engine::faults::Fault};
 
 use crate::support::{
     FlashblocksSubscriber, assert_block_is_its_flashblocks, eventually, flashblocks_config,

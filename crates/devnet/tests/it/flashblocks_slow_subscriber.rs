@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use devnet::devnet::Devnet;
+use devnet::app::Devnet;
 use tokio::net::TcpSocket;
 
 use crate::support::{

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use devnet::devnet::Devnet;
+use devnet::app::Devnet;
 
 use crate::support::{canonical_occurrences, config, missed, observe};
 

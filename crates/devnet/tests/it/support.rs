@@ -6,8 +6,8 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use alloy_rpc_types_engine::PayloadId;
 use devnet::{
-    devnet::{Devnet, DevnetConfig, metric_value},
-    driver::{DriverEvent, ProposedBlock},
+    app::{Devnet, DevnetConfig, metric_value},
+    node::{DriverEvent, ProposedBlock},
 };
 use op_alloy_rpc_types_engine::{OpExecutionData, OpFlashblockPayload};
 use tokio::{
@@ -191,7 +191,7 @@ pub const FLASHBLOCKS_INTERVAL: Duration = Duration::from_millis(50);
 pub fn flashblocks_config() -> DevnetConfig {
     DevnetConfig {
         tx_rate: 40.0,
-        flashblocks: Some(devnet::devnet::DevnetFlashblocks {
+        flashblocks: Some(devnet::app::DevnetFlashblocks {
             builder_port: 0,
             interval: FLASHBLOCKS_INTERVAL,
             mux_port: 0,

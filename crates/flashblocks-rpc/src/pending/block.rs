@@ -15,7 +15,7 @@ use alloy_rpc_types_engine::PayloadId;
 use op_alloy_consensus::{OpReceipt, OpTxEnvelope};
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 
-use super::fees::{
+use rpc_objects::fees::{
     BASE_FEE_VAULT, BlockFees, L1_BLOCK_PREDEPLOY, L1_FEE_VAULT, L1_INFO_DEPOSITOR,
     OPERATOR_FEE_VAULT, TxFees,
 };
@@ -303,7 +303,7 @@ impl PendingBlock {
                 })?;
             cumulative = receipt.cumulative_gas_used();
             if position == 0 {
-                fees = l1_info_fees(&tx);
+                fees = BlockFees::from_l1_info_deposit(tx.inner());
             }
             let tx_fees = (!tx.inner().is_deposit())
                 .then(|| fees.as_ref().map(|f| f.tx_fees(raw, gas_used)))
@@ -478,10 +478,4 @@ impl PendingBlock {
         self.size = alloy_rlp::Encodable::length(&block) as u64;
         self.header = block.header;
     }
-}
-
-fn l1_info_fees(tx: &Recovered<OpTxEnvelope>) -> Option<BlockFees> {
-    let deposit = tx.inner().as_deposit()?;
-    (deposit.from == L1_INFO_DEPOSITOR).then_some(())?;
-    BlockFees::from_l1_info_calldata(&deposit.input)
 }

@@ -1,6 +1,5 @@
 //! The pending state: blocks assembled from flashblocks, chained onto the upstream head.
 
 pub mod block;
-pub mod fees;
 pub mod render;
 pub mod state;

@@ -6,10 +6,9 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_engine::JwtSecret;
 use devnet::{
-    accounts::{funded_dev_signers, sign_transfer},
-    devnet::{load_genesis, start_engine_on, unix_now},
+    app::{load_genesis, start_engine_on, unix_now},
+    chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
     engine::Role,
-    rpc::eth::raw_transaction,
 };
 use serde_json::{Value, json};
 

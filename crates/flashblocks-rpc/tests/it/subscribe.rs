@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use alloy_rpc_types_engine::JwtSecret;
 use devnet::{
-    devnet::{load_genesis, start_engine_on, unix_now},
+    app::{load_genesis, start_engine_on, unix_now},
     engine::Role,
 };
 use futures::{SinkExt, StreamExt};

@@ -7,19 +7,21 @@ use std::{
 };
 
 use alloy_consensus::{Eip658Value, Receipt};
-use alloy_primitives::{Address, B256, U256};
-use alloy_primitives::{Bloom, Bytes};
-use alloy_rpc_types_engine::JwtSecret;
-use alloy_rpc_types_engine::PayloadId;
+use alloy_primitives::{Address, B256, Bloom, Bytes, U256};
+use alloy_rpc_types_engine::{JwtSecret, PayloadId};
 use clap::Parser;
 use devnet::{
-    accounts::{funded_dev_signers, sign_transfer},
-    attributes::SequencerParams,
-    devnet::{load_genesis, metric_value, start_engine_on, start_engine_with, start_mux, unix_now},
-    driver::{DriverConfig, DriverHandle, start_driver},
-    engine::Role,
-    flashblocks::FlashblocksConfig,
-    rpc::{EngineServerConfig, RunningEngine, eth::raw_transaction},
+    app::{load_genesis, metric_value, start_engine_on, start_engine_with, start_mux, unix_now},
+    chain::{
+        accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+        attributes::SequencerParams,
+    },
+    engine::{
+        Role,
+        flashblocks::FlashblocksConfig,
+        rpc::{EngineServerConfig, RunningEngine},
+    },
+    node::{DriverConfig, DriverHandle, start_driver},
     spammer::{SpammerConfig, SpammerHandle, start_spammer},
 };
 use engine_api::{Upstream, UpstreamConfig};
@@ -32,8 +34,10 @@ use op_alloy_rpc_types_engine::{
     OpFlashblockPayloadMetadata,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Slot length: long enough that "before the block is sealed" is observable.

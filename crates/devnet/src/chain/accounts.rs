@@ -1,12 +1,13 @@
 //! The well-known test-mnemonic dev accounts the genesis funds, as signers.
 
 use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner};
 use op_alloy_consensus::OpTxEnvelope;
 
-use crate::state::StateSnapshot;
+use crate::chain::state::StateSnapshot;
 
 /// The public test mnemonic ("test test ... junk") every dev chain funds.
 pub const TEST_MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -72,4 +73,9 @@ pub fn sign_transfer(
     };
     let signature = signer.sign_hash_sync(&tx.signature_hash())?;
     Ok(OpTxEnvelope::Eip1559(tx.into_signed(signature)))
+}
+
+/// Encodes a transaction for `eth_sendRawTransaction`.
+pub fn raw_transaction(tx: &OpTxEnvelope) -> Bytes {
+    tx.encoded_2718().into()
 }

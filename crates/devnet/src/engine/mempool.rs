@@ -6,7 +6,7 @@ use alloy_consensus::{Transaction, transaction::Recovered};
 use alloy_primitives::{Address, TxHash, U256};
 use op_alloy_consensus::OpTxEnvelope;
 
-use crate::state::StateSnapshot;
+use crate::chain::state::StateSnapshot;
 
 /// Pool-wide bound on pending transactions.
 pub const DEFAULT_MAX_TXS: usize = 20_000;
@@ -253,7 +253,7 @@ mod tests {
     use alloy_consensus::transaction::SignerRecoverable;
 
     use super::*;
-    use crate::{
+    use crate::chain::{
         accounts::{funded_dev_signers, sign_transfer},
         genesis::{ForkOverrides, default_genesis},
     };

@@ -9,7 +9,7 @@ use alloy_consensus::{Block, BlockBody, Header, transaction::Recovered};
 use alloy_primitives::{B256, TxHash};
 use op_alloy_consensus::{OpReceiptEnvelope, OpTxEnvelope};
 
-use crate::state::StateSnapshot;
+use crate::chain::state::StateSnapshot;
 
 /// How many recent post-states are kept (a payload whose parent state was pruned gets SYNCING).
 /// Each is a full copy of the state (~1.3 MB once the EIP-4788 ring buffer is full), so this

@@ -1,8 +1,9 @@
 //! What a transaction pays beyond gas on OP Stack (L1 data fee, operator fee), computed from
-//! the L1-attributes deposit that opens every block, so balance changes can be derived when
-//! the stream carries no balances.
+//! the L1-attributes deposit that opens every block: the L1 fields of receipts, and (in
+//! flashblocks-rpc) balance changes when the stream carries no balances.
 
 use alloy_primitives::{Address, U256, address, keccak256};
+use op_alloy_consensus::OpTxEnvelope;
 use op_revm::{L1BlockInfo, OpSpecId};
 
 /// Sender of the L1-attributes deposit (specs.optimism.io `protocol/deposits.md`).
@@ -88,6 +89,13 @@ impl BlockFees {
         Some(Self { info, spec })
     }
 
+    /// The fee parameters a block's first transaction sets, when it is the L1-attributes deposit.
+    pub fn from_l1_info_deposit(tx: &OpTxEnvelope) -> Option<Self> {
+        let deposit = tx.as_deposit()?;
+        (deposit.from == L1_INFO_DEPOSITOR).then_some(())?;
+        Self::from_l1_info_calldata(&deposit.input)
+    }
+
     /// Whether the Isthmus (or later) format was used.
     pub fn is_isthmus(&self) -> bool {
         self.spec.is_enabled_in(OpSpecId::ISTHMUS)
@@ -130,6 +138,11 @@ impl BlockFees {
     /// L1 blob base fee scalar.
     pub fn l1_blob_base_fee_scalar(&self) -> U256 {
         self.info.l1_blob_base_fee_scalar.unwrap_or_default()
+    }
+
+    /// Jovian DA footprint gas scalar (`None` before the Jovian format).
+    pub fn da_footprint_gas_scalar(&self) -> Option<u16> {
+        self.info.da_footprint_gas_scalar
     }
 
     /// Operator fee scalar and constant, from Isthmus on.

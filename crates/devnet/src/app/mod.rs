@@ -1,6 +1,9 @@
 //! The whole devnet in one process: local engine, builder engine, engine-mux between them, the
 //! driver playing op-node against engine-mux, the spammer, and the builder fault schedule.
 
+pub mod cli;
+pub mod commands;
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
@@ -13,16 +16,21 @@ use clap::Parser;
 use engine_mux::{RunningMux, cli::Args as MuxArgs};
 
 use crate::{
-    accounts::{AccountsError, funded_dev_signers},
-    attributes::SequencerParams,
-    builder_faults::FaultWindow,
-    driver::{DriverConfig, DriverEvent, DriverHandle, start_driver},
-    engine::{Engine, Role},
-    flashblocks::FlashblocksConfig,
-    genesis::{
-        ChainSpec, ForkOverrides, GenesisError, LoadedGenesis, default_genesis, load_genesis_file,
+    chain::{
+        accounts::{AccountsError, funded_dev_signers},
+        attributes::SequencerParams,
+        genesis::{
+            ChainSpec, ForkOverrides, GenesisError, LoadedGenesis, default_genesis,
+            load_genesis_file,
+        },
     },
-    rpc::{EngineServerConfig, RunningEngine, ServerError, start_engine},
+    engine::{
+        Engine, Role,
+        faults::FaultWindow,
+        flashblocks::FlashblocksConfig,
+        rpc::{EngineServerConfig, RunningEngine, ServerError, start_engine},
+    },
+    node::{DriverConfig, DriverEvent, DriverHandle, start_driver},
     spammer::{SpammerConfig, SpammerHandle, start_spammer},
 };
 
@@ -384,7 +392,7 @@ fn schedule_faults(
     })
 }
 
-fn same_kind(a: &crate::builder_faults::Fault, b: &crate::builder_faults::Fault) -> bool {
+fn same_kind(a: &crate::engine::faults::Fault, b: &crate::engine::faults::Fault) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 

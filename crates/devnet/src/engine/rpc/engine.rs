@@ -12,7 +12,9 @@ use jsonrpsee::{
 use op_alloy_rpc_types_engine::{OpExecutionData, OpExecutionPayloadV4, OpPayloadAttributes};
 use serde_json::Value;
 
-use crate::engine::{Engine, EngineError, EngineVersion, PayloadEnvelope, Role};
+use crate::engine::{
+    Engine, EngineError, EngineVersion, PayloadEnvelope, Role, flashblocks::FlashblocksPublisher,
+};
 
 /// Engine API methods this engine implements (the `exchangeCapabilities` answer).
 pub const CAPABILITIES: &[&str] = &[
@@ -74,12 +76,16 @@ async fn blocking<T: Send + 'static>(
         .map_err(Into::into)
 }
 
-async fn forkchoice_updated(params: Params<'static>, engine: Arc<Engine>) -> RpcResult {
+async fn forkchoice_updated(
+    params: Params<'static>,
+    engine: Arc<Engine>,
+    flashblocks: Option<Arc<FlashblocksPublisher>>,
+) -> RpcResult {
     before_call(&engine).await?;
     let (fcs, attrs): (ForkchoiceState, Option<OpPayloadAttributes>) = params.parse()?;
     let fcu_engine = engine.clone();
     let out = blocking(move || fcu_engine.forkchoice_updated(fcs, attrs)).await?;
-    if let (Some(id), Some(publisher)) = (out.payload_id, engine.flashblocks()) {
+    if let (Some(id), Some(publisher)) = (out.payload_id, flashblocks) {
         publisher.stream_payload(engine.clone(), id);
     }
     to_value(&out)
@@ -129,12 +135,14 @@ async fn new_payload(
     to_value(&status)
 }
 
-/// Registers the `engine_*` methods for `engine` on `module`.
+/// Registers the `engine_*` methods for `engine` on `module`; with a `flashblocks` publisher,
+/// every payload an FCU starts is streamed as flashblocks.
 pub fn register(
     module: &mut RpcModule<Arc<Engine>>,
+    flashblocks: Option<Arc<FlashblocksPublisher>>,
 ) -> Result<(), jsonrpsee::core::RegisterMethodError> {
-    module.register_async_method("engine_forkchoiceUpdatedV3", |p, ctx, _| {
-        forkchoice_updated(p, Arc::clone(&ctx))
+    module.register_async_method("engine_forkchoiceUpdatedV3", move |p, ctx, _| {
+        forkchoice_updated(p, Arc::clone(&ctx), flashblocks.clone())
     })?;
     module.register_async_method("engine_getPayloadV3", |p, ctx, _| {
         get_payload(p, Arc::clone(&ctx), EngineVersion::V3)

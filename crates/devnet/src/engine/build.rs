@@ -9,11 +9,15 @@ use op_alloy_consensus::OpTxEnvelope;
 use op_alloy_rpc_types_engine::OpPayloadAttributes;
 
 use crate::{
-    chain::ChainBlock,
-    execute::{BlockContext, ExecuteError, assemble_header, execute_block},
-    fees::{extra_data_for, next_base_fee},
-    genesis::ChainSpec,
-    state::StateSnapshot,
+    chain::{
+        fees::{extra_data_for, next_base_fee},
+        genesis::ChainSpec,
+        state::StateSnapshot,
+    },
+    engine::{
+        execute::{BlockContext, ExecuteError, assemble_header, execute_block},
+        store::ChainBlock,
+    },
 };
 
 /// Why attributes could not be turned into a block.
@@ -125,4 +129,50 @@ pub fn build_block_on_prefix(
         block: Arc::new(block),
         value,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{
+        attributes::{SequencerParams, sequencer_attributes},
+        genesis::{ForkOverrides, default_genesis},
+        l1_info::{L1_BLOCK_PREDEPLOY, L1BlockInfo},
+    };
+
+    #[test]
+    fn deposit_writes_the_values_op_revm_reads_for_fees() {
+        // The layout is checked against the slots op-revm (consensus code) reads the L1 fee and
+        // DA-footprint parameters from, not against our own encoder.
+        use op_revm::constants::{
+            BASE_FEE_SCALAR_OFFSET, BLOB_BASE_FEE_SCALAR_OFFSET, DA_FOOTPRINT_GAS_SCALAR_OFFSET,
+            DA_FOOTPRINT_GAS_SCALAR_SLOT, ECOTONE_L1_BLOB_BASE_FEE_SLOT,
+            ECOTONE_L1_FEE_SCALARS_SLOT, L1_BASE_FEE_SLOT,
+        };
+
+        let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
+        let spec = g.spec.clone();
+        let state = g.state.clone();
+        let genesis = ChainBlock::seal(g.header, Vec::new(), Vec::new(), g.state);
+        let attrs = sequencer_attributes(&spec, &SequencerParams::default(), 1, 1_001);
+        let built = build_block(&spec, &genesis, &state, &attrs, Vec::new()).unwrap();
+        let post = built.block.state().unwrap();
+        let expected = L1BlockInfo::fake_origin(0, 1_000, 1);
+        let slot = |s| post.storage(&L1_BLOCK_PREDEPLOY, s);
+        assert_eq!(slot(L1_BASE_FEE_SLOT), expected.base_fee);
+        assert_eq!(slot(ECOTONE_L1_BLOB_BASE_FEE_SLOT), expected.blob_base_fee);
+        let scalars = slot(ECOTONE_L1_FEE_SCALARS_SLOT).to_be_bytes::<32>();
+        let word = |at: usize| u32::from_be_bytes(scalars[at..at + 4].try_into().unwrap());
+        assert_eq!(word(BASE_FEE_SCALAR_OFFSET), expected.base_fee_scalar);
+        assert_eq!(
+            word(BLOB_BASE_FEE_SCALAR_OFFSET),
+            expected.blob_base_fee_scalar
+        );
+        let da = slot(DA_FOOTPRINT_GAS_SCALAR_SLOT).to_be_bytes::<32>();
+        let da = u16::from_be_bytes([
+            da[DA_FOOTPRINT_GAS_SCALAR_OFFSET],
+            da[DA_FOOTPRINT_GAS_SCALAR_OFFSET + 1],
+        ]);
+        assert_eq!(da, expected.da_footprint_gas_scalar);
+    }
 }

@@ -1,6 +1,5 @@
-//! Builder-mode flashblocks: while a payload is being built, publish an `OpFlashblockPayload`
-//! every interval (index 0 with the base, then diffs) over WebSocket, as op-rbuilder does on
-//! :1111. getPayload seals the payload and answers the block of the last flashblock sent.
+//! The flashblocks WebSocket: streams a payload's flashblocks (built by
+//! [`Engine::next_flashblock`]) every interval to every subscriber, as op-rbuilder does on :1111.
 //!
 //! A subscriber that connects mid-block is first sent the current payload's flashblocks so far
 //! (so a consumer that reconnects loses nothing, and must ignore the ones it already has). The
@@ -23,7 +22,7 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{builder_faults::Faults, engine::Engine};
+use crate::engine::{Engine, faults::Faults};
 
 /// Frames buffered per subscriber; a subscriber further behind is disconnected, not buffered.
 const SUBSCRIBER_BUFFER: usize = 256;

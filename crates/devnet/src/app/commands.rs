@@ -6,19 +6,17 @@ use engine_api::{Upstream, UpstreamConfig};
 use serde_json::{Value, json};
 
 use crate::{
-    accounts::funded_dev_signers,
-    attributes::SequencerParams,
-    cli::{
-        AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, GenesisOutArgs,
-        SpamArgs, parse_url,
+    app::{
+        Devnet, DevnetConfig, DevnetError, DevnetFlashblocks,
+        cli::{
+            AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, GenesisOutArgs,
+            SpamArgs, parse_url,
+        },
+        load_genesis, metric_value, start_engine_on, unix_now,
     },
-    devnet::{
-        Devnet, DevnetConfig, DevnetError, DevnetFlashblocks, load_genesis, metric_value,
-        start_engine_on, unix_now,
-    },
-    driver::{DriverConfig, DriverEvent, start_driver},
+    chain::{accounts::funded_dev_signers, attributes::SequencerParams, genesis::GenesisError},
     engine::Role,
-    genesis::GenesisError,
+    node::{DriverConfig, DriverEvent, start_driver},
     spammer::{SpammerConfig, start_spammer},
 };
 
@@ -36,7 +34,7 @@ pub enum CommandError {
     Devnet(#[from] DevnetError),
     /// An engine could not listen.
     #[error(transparent)]
-    Server(#[from] crate::rpc::ServerError),
+    Server(#[from] crate::engine::rpc::ServerError),
     /// Talking to a remote engine failed.
     #[error("{0}")]
     Remote(String),
@@ -58,14 +56,15 @@ pub fn run_genesis(args: GenesisOutArgs) -> Result<(), CommandError> {
             path: path.display().to_string(),
             source,
         })?,
-        None => crate::genesis::DEFAULT_GENESIS_JSON.to_string(),
+        None => crate::chain::genesis::DEFAULT_GENESIS_JSON.to_string(),
     };
-    let overrides = crate::genesis::ForkOverrides {
+    let overrides = crate::chain::genesis::ForkOverrides {
         isthmus_time: args.genesis.isthmus_offset.map(|o| ts + o),
         jovian_time: args.genesis.isthmus_offset.map(|o| ts + o),
     };
-    let json = crate::genesis::effective_genesis_json(&text, ts, overrides)?;
-    let loaded = crate::genesis::load_genesis_str(&json.to_string(), ts, Default::default())?;
+    let json = crate::chain::genesis::effective_genesis_json(&text, ts, overrides)?;
+    let loaded =
+        crate::chain::genesis::load_genesis_str(&json.to_string(), ts, Default::default())?;
     let pretty = serde_json::to_string_pretty(&json).map_err(GenesisError::Parse)?;
     std::fs::write(&args.out, pretty).map_err(|source| CommandError::Write {
         path: args.out.clone(),
@@ -239,7 +238,7 @@ impl FlashblocksTally {
 fn genesis_for(
     args: &GenesisArgs,
     timestamp: Option<u64>,
-) -> Result<crate::genesis::LoadedGenesis, GenesisError> {
+) -> Result<crate::chain::genesis::LoadedGenesis, GenesisError> {
     let ts = timestamp
         .or(args.genesis_timestamp)
         .unwrap_or_else(unix_now);
@@ -276,20 +275,20 @@ pub async fn run_engine(args: EngineArgs) -> Result<(), CommandError> {
 pub async fn run_builder(args: BuilderArgs) -> Result<(), CommandError> {
     let jwt = args.jwt.resolve()?;
     let genesis = genesis_for(&args.genesis, None)?;
-    let listen = crate::rpc::EngineServerConfig {
+    let listen = crate::engine::rpc::EngineServerConfig {
         auth_addr: std::net::SocketAddr::new(args.host, args.auth_port),
         http_addr: std::net::SocketAddr::new(args.host, args.http_port),
         jwt,
-        flashblocks: args
-            .flashblocks_port
-            .map(|port| crate::flashblocks::FlashblocksConfig {
+        flashblocks: args.flashblocks_port.map(|port| {
+            crate::engine::flashblocks::FlashblocksConfig {
                 addr: std::net::SocketAddr::new(args.host, port),
                 interval: args.flashblocks_interval,
                 // A slot is at most a few seconds; getPayload seals the stream earlier.
                 max_per_payload: 64,
-            }),
+            }
+        }),
     };
-    let running = crate::devnet::start_engine_with(genesis, Role::Builder, listen).await?;
+    let running = crate::app::start_engine_with(genesis, Role::Builder, listen).await?;
     if let Some(addr) = running.flashblocks_addr {
         println!("builder: flashblocks on ws://{addr}");
     }
@@ -379,7 +378,7 @@ pub async fn run_spam(args: SpamArgs) -> Result<(), CommandError> {
         .map(alloy_rpc_types_engine::JwtSecret::from_hex)
         .transpose()
         .map_err(|e| CliError::Jwt(e.to_string()))?;
-    let genesis = crate::genesis::default_genesis(0, Default::default())?;
+    let genesis = crate::chain::genesis::default_genesis(0, Default::default())?;
     let signers =
         funded_dev_signers(&genesis.state).map_err(|e| CommandError::Remote(e.to_string()))?;
     let spammer = Arc::new(start_spammer(

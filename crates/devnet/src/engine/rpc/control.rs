@@ -9,7 +9,7 @@ use jsonrpsee::{
 };
 use serde_json::{Value, json};
 
-use crate::{builder_faults::Fault, engine::Engine};
+use crate::engine::{Engine, faults::Fault};
 
 /// Registers `devnet_setFault(fault, on)`, `devnet_clearFaults()` and `devnet_faults()`.
 ///
@@ -25,7 +25,7 @@ pub fn register(
             let fault: Fault =
                 fault
                     .parse()
-                    .map_err(|x: crate::builder_faults::ParseFaultError| {
+                    .map_err(|x: crate::engine::faults::ParseFaultError| {
                         ErrorObjectOwned::owned(
                             engine_api::codes::INVALID_PARAMS,
                             x.to_string(),

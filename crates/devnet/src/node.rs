@@ -19,7 +19,7 @@ use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayload
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::{
+use crate::chain::{
     attributes::{SequencerParams, sequencer_attributes},
     genesis::ChainSpec,
 };

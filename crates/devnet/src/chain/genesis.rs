@@ -10,10 +10,10 @@ use alloy_primitives::{B256, U256};
 use revm::{bytecode::Bytecode, state::AccountInfo};
 use serde_json::Value;
 
-use crate::state::StateSnapshot;
+use crate::chain::state::StateSnapshot;
 
 /// The default genesis shipped with the crate (chain id 901, every fork through Jovian at 0).
-pub const DEFAULT_GENESIS_JSON: &str = include_str!("../genesis/op-devnet-genesis.json");
+pub const DEFAULT_GENESIS_JSON: &str = include_str!("../../genesis/op-devnet-genesis.json");
 
 /// Errors while reading or interpreting a genesis file.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use jsonrpsee::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::engine::{Engine, Role};
+use crate::engine::{Engine, Role, flashblocks::FlashblocksPublisher};
 
 /// How long a stopping listener may take to drain (hung calls never drain).
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ pub struct EngineServerConfig {
     /// Secret for the auth RPC.
     pub jwt: JwtSecret,
     /// Publish flashblocks over WebSocket (builder mode).
-    pub flashblocks: Option<crate::flashblocks::FlashblocksConfig>,
+    pub flashblocks: Option<crate::engine::flashblocks::FlashblocksConfig>,
 }
 
 /// A running engine with its listeners; the auth listener follows the `down` fault.
@@ -65,7 +65,7 @@ pub struct RunningEngine {
     pub http_addr: SocketAddr,
     /// Bound flashblocks WebSocket address, when publishing.
     pub flashblocks_addr: Option<SocketAddr>,
-    flashblocks: Option<crate::flashblocks::RunningPublisher>,
+    flashblocks: Option<crate::engine::flashblocks::RunningPublisher>,
     http: ServerHandle,
     supervisor: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
@@ -75,6 +75,11 @@ impl RunningEngine {
     /// Auth RPC URL (`http://127.0.0.1:PORT`).
     pub fn auth_url(&self) -> String {
         format!("http://{}", self.auth_addr)
+    }
+
+    /// The flashblocks publisher, when publishing (send times for latency measurements).
+    pub fn flashblocks_publisher(&self) -> Option<&Arc<FlashblocksPublisher>> {
+        self.flashblocks.as_ref().map(|f| &f.publisher)
     }
 
     /// Plain RPC URL.
@@ -105,9 +110,12 @@ fn server_config() -> jsonrpsee::server::ServerConfig {
         .build()
 }
 
-fn auth_module(engine: &Arc<Engine>) -> Result<RpcModule<Arc<Engine>>, ServerError> {
+fn auth_module(
+    engine: &Arc<Engine>,
+    flashblocks: Option<Arc<FlashblocksPublisher>>,
+) -> Result<RpcModule<Arc<Engine>>, ServerError> {
     let mut module = RpcModule::new(engine.clone());
-    engine::register(&mut module)?;
+    engine::register(&mut module, flashblocks)?;
     eth::register(&mut module)?;
     Ok(module)
 }
@@ -116,6 +124,7 @@ async fn start_auth(
     engine: &Arc<Engine>,
     addr: SocketAddr,
     jwt: JwtSecret,
+    flashblocks: Option<Arc<FlashblocksPublisher>>,
 ) -> Result<(SocketAddr, ServerHandle), ServerError> {
     let middleware = tower::ServiceBuilder::new().layer(AuthLayer::new(jwt));
     let server = Server::builder()
@@ -127,7 +136,7 @@ async fn start_auth(
     let bound = server
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    Ok((bound, server.start(auth_module(engine)?)))
+    Ok((bound, server.start(auth_module(engine, flashblocks)?)))
 }
 
 /// Starts `engine`'s listeners. In builder role the auth listener is closed while the `down`
@@ -138,16 +147,17 @@ pub async fn start_engine(
 ) -> Result<RunningEngine, ServerError> {
     let flashblocks = match config.flashblocks {
         Some(fb) => {
-            let running = crate::flashblocks::start_publisher(fb, engine.faults().clone())
+            let running = crate::engine::flashblocks::start_publisher(fb, engine.faults().clone())
                 .await
                 .map_err(ServerError::Flashblocks)?;
-            engine.set_flashblocks(running.publisher.clone());
             Some(running)
         }
         None => None,
     };
     let flashblocks_addr = flashblocks.as_ref().map(|f| f.publisher.addr);
-    let (auth_addr, auth_handle) = start_auth(&engine, config.auth_addr, config.jwt).await?;
+    let publisher = flashblocks.as_ref().map(|f| f.publisher.clone());
+    let (auth_addr, auth_handle) =
+        start_auth(&engine, config.auth_addr, config.jwt, publisher.clone()).await?;
     let mut http_module = RpcModule::new(engine.clone());
     eth::register(&mut http_module)?;
     control::register(&mut http_module)?;
@@ -171,6 +181,7 @@ pub async fn start_engine(
         engine.clone(),
         auth_addr,
         config.jwt,
+        publisher,
         auth_handle,
         shutdown_rx,
     ));
@@ -191,6 +202,7 @@ async fn supervise_auth(
     engine: Arc<Engine>,
     addr: SocketAddr,
     jwt: JwtSecret,
+    flashblocks: Option<Arc<FlashblocksPublisher>>,
     handle: ServerHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -203,7 +215,7 @@ async fn supervise_auth(
                 tracing::info!(%addr, "fault down: closing auth listener");
                 stop_handle(h).await;
             }
-            (true, None) => match start_auth(&engine, addr, jwt).await {
+            (true, None) => match start_auth(&engine, addr, jwt, flashblocks.clone()).await {
                 Ok((_, h)) => {
                     tracing::info!(%addr, "auth listener re-opened");
                     handle = Some(h);

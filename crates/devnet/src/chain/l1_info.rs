@@ -4,7 +4,7 @@
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, address, keccak256};
 use op_alloy_consensus::{L1InfoDepositSource, OpTxEnvelope, TxDeposit};
 
-use crate::genesis::ChainSpec;
+use crate::chain::genesis::ChainSpec;
 
 /// Sender of the L1-info deposit (the "depositor account").
 pub const L1_INFO_DEPOSITOR: Address = address!("0xDeaDDEaDDeAdDeAdDEAdDEaddeAddEAdDEAd0001");
@@ -114,7 +114,7 @@ impl L1BlockInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::genesis::{ForkOverrides, default_genesis};
+    use crate::chain::genesis::{ForkOverrides, default_genesis};
 
     #[test]
     fn calldata_lengths_match_spec() {
@@ -132,7 +132,7 @@ mod tests {
         let code_hash = g.state.account(&implementation).unwrap().code_hash;
         assert_ne!(code_hash, revm::primitives::KECCAK_EMPTY);
         let json: serde_json::Value =
-            serde_json::from_str(crate::genesis::DEFAULT_GENESIS_JSON).unwrap();
+            serde_json::from_str(crate::chain::genesis::DEFAULT_GENESIS_JSON).unwrap();
         let code = json["alloc"]["3Ba4007f5C922FBb33C454B41ea7a1f11E83df2C"]["code"]
             .as_str()
             .unwrap()
@@ -144,46 +144,5 @@ mod tests {
                 "{sig} ({selector}) not in code"
             );
         }
-    }
-
-    #[test]
-    fn deposit_writes_the_values_op_revm_reads_for_fees() {
-        // The layout is checked against the slots op-revm (consensus code) reads the L1 fee and
-        // DA-footprint parameters from, not against our own encoder.
-        use op_revm::constants::{
-            BASE_FEE_SCALAR_OFFSET, BLOB_BASE_FEE_SCALAR_OFFSET, DA_FOOTPRINT_GAS_SCALAR_OFFSET,
-            DA_FOOTPRINT_GAS_SCALAR_SLOT, ECOTONE_L1_BLOB_BASE_FEE_SLOT,
-            ECOTONE_L1_FEE_SCALARS_SLOT, L1_BASE_FEE_SLOT,
-        };
-
-        use crate::{
-            attributes::{SequencerParams, sequencer_attributes},
-            build::build_block,
-            chain::ChainBlock,
-        };
-        let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
-        let spec = g.spec.clone();
-        let state = g.state.clone();
-        let genesis = ChainBlock::seal(g.header, Vec::new(), Vec::new(), g.state);
-        let attrs = sequencer_attributes(&spec, &SequencerParams::default(), 1, 1_001);
-        let built = build_block(&spec, &genesis, &state, &attrs, Vec::new()).unwrap();
-        let post = built.block.state().unwrap();
-        let expected = L1BlockInfo::fake_origin(0, 1_000, 1);
-        let slot = |s| post.storage(&L1_BLOCK_PREDEPLOY, s);
-        assert_eq!(slot(L1_BASE_FEE_SLOT), expected.base_fee);
-        assert_eq!(slot(ECOTONE_L1_BLOB_BASE_FEE_SLOT), expected.blob_base_fee);
-        let scalars = slot(ECOTONE_L1_FEE_SCALARS_SLOT).to_be_bytes::<32>();
-        let word = |at: usize| u32::from_be_bytes(scalars[at..at + 4].try_into().unwrap());
-        assert_eq!(word(BASE_FEE_SCALAR_OFFSET), expected.base_fee_scalar);
-        assert_eq!(
-            word(BLOB_BASE_FEE_SCALAR_OFFSET),
-            expected.blob_base_fee_scalar
-        );
-        let da = slot(DA_FOOTPRINT_GAS_SCALAR_SLOT).to_be_bytes::<32>();
-        let da = u16::from_be_bytes([
-            da[DA_FOOTPRINT_GAS_SCALAR_OFFSET],
-            da[DA_FOOTPRINT_GAS_SCALAR_OFFSET + 1],
-        ]);
-        assert_eq!(da, expected.da_footprint_gas_scalar);
     }
 }

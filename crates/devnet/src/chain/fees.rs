@@ -6,7 +6,7 @@ use alloy_primitives::Bytes;
 use op_alloy_consensus::{EIP1559ParamError, decode_holocene_extra_data, decode_jovian_extra_data};
 use op_alloy_rpc_types_engine::OpPayloadAttributes;
 
-use crate::genesis::ChainSpec;
+use crate::chain::genesis::ChainSpec;
 
 /// The base fee of the child of `parent`: Holocene reads the 1559 parameters from the parent's
 /// extraData; Jovian also takes the larger of gas used and DA footprint, and a minimum base fee.
@@ -72,7 +72,7 @@ pub fn check_extra_data(spec: &ChainSpec, header: &Header) -> Result<(), EIP1559
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::genesis::{ForkOverrides, default_genesis};
+    use crate::chain::genesis::{ForkOverrides, default_genesis};
 
     #[test]
     fn jovian_min_base_fee_is_a_floor() {

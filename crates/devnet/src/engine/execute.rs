@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 
 use alloy_consensus::{
-    EMPTY_OMMER_ROOT_HASH, Header, TxReceipt, proofs::calculate_receipt_root,
-    proofs::calculate_transaction_root, transaction::Recovered,
+    EMPTY_OMMER_ROOT_HASH, Header, TxReceipt,
+    proofs::{calculate_receipt_root, calculate_transaction_root},
+    transaction::Recovered,
 };
 use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy_evm::{
@@ -19,7 +20,7 @@ use alloy_op_evm::{
 use alloy_primitives::{Address, B256, Bloom, Bytes};
 use op_alloy_consensus::{OpReceiptEnvelope, OpTxEnvelope};
 
-use crate::{genesis::ChainSpec, state::StateSnapshot};
+use crate::chain::{genesis::ChainSpec, state::StateSnapshot};
 
 /// Intrinsic gas of a plain transfer: below this much remaining gas no pool tx can fit.
 const MIN_TX_GAS: u64 = 21_000;

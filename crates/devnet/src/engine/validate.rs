@@ -11,11 +11,15 @@ use alloy_primitives::{Address, TxHash};
 use op_alloy_consensus::OpTxEnvelope;
 
 use crate::{
-    chain::ChainBlock,
-    execute::{BlockContext, assemble_header, execute_block},
-    fees::{check_extra_data, next_base_fee},
-    genesis::ChainSpec,
-    state::StateSnapshot,
+    chain::{
+        fees::{check_extra_data, next_base_fee},
+        genesis::ChainSpec,
+        state::StateSnapshot,
+    },
+    engine::{
+        execute::{BlockContext, assemble_header, execute_block},
+        store::ChainBlock,
+    },
 };
 
 /// Why a block is invalid; the message names the field that did not match.
@@ -166,10 +170,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        accounts::{funded_dev_signers, sign_transfer},
-        attributes::{SequencerParams, sequencer_attributes},
-        build::build_block,
-        genesis::{ForkOverrides, default_genesis},
+        chain::{
+            accounts::{funded_dev_signers, sign_transfer},
+            attributes::{SequencerParams, sequencer_attributes},
+            genesis::{ForkOverrides, default_genesis},
+        },
+        engine::build::build_block,
     };
 
     fn genesis_block() -> (ChainSpec, ChainBlock) {

@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use alloy_rpc_types_engine::JwtSecret;
 use clap::{Args, Parser, Subcommand};
 
-use crate::builder_faults::{Fault, FaultWindow};
+use crate::engine::faults::{Fault, FaultWindow};
 
 /// A real small OP Stack devnet: local engine, builder, engine-mux, op-node driver, spammer.
 #[derive(Debug, Parser)]

@@ -5,7 +5,7 @@ use alloy_primitives::{Address, B64, B256, keccak256};
 use alloy_rpc_types_engine::PayloadAttributes;
 use op_alloy_rpc_types_engine::OpPayloadAttributes;
 
-use crate::{genesis::ChainSpec, l1_info::L1BlockInfo};
+use crate::chain::{genesis::ChainSpec, l1_info::L1BlockInfo};
 
 /// The sequencer's fee recipient on OP chains (the SequencerFeeVault predeploy).
 pub const SEQUENCER_FEE_VAULT: Address =

@@ -1,0 +1,193 @@
+//! Engine behaviour through its public methods: two engines (local and builder) on one genesis.
+
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{B256, U256};
+use alloy_rpc_types_engine::{ForkchoiceState, PayloadStatusEnum};
+
+use super::*;
+use crate::{
+    chain::{
+        accounts::{funded_dev_signers, sign_transfer},
+        attributes::{SequencerParams, sequencer_attributes},
+        genesis::{ForkOverrides, default_genesis},
+    },
+    engine::faults::Fault,
+};
+
+fn engines() -> (Engine, Engine) {
+    let g = default_genesis(1_000, ForkOverrides::default()).unwrap();
+    (
+        Engine::new(g.clone(), Role::Local),
+        Engine::new(g, Role::Builder),
+    )
+}
+
+fn fcs(hash: B256) -> ForkchoiceState {
+    ForkchoiceState {
+        head_block_hash: hash,
+        safe_block_hash: hash,
+        finalized_block_hash: hash,
+    }
+}
+
+fn propose(engine: &Engine, number: u64) -> PayloadEnvelope {
+    let head = engine.head();
+    let attrs = sequencer_attributes(
+        engine.spec(),
+        &SequencerParams::default(),
+        number,
+        head.header.timestamp + 1,
+    );
+    let fcu = engine
+        .forkchoice_updated(fcs(head.hash), Some(attrs))
+        .unwrap();
+    engine
+        .get_payload(fcu.payload_id.unwrap(), EngineVersion::V4)
+        .unwrap()
+}
+
+#[test]
+fn builder_block_is_valid_on_local_and_becomes_head() {
+    let (local, builder) = engines();
+    let signers = funded_dev_signers(&local.head_state()).unwrap();
+    let tx = sign_transfer(
+        &signers[0],
+        901,
+        0,
+        signers[1].address(),
+        U256::from(7),
+        1_000_000_000,
+        1,
+    )
+    .unwrap();
+    let raw = tx.encoded_2718();
+    builder.submit_raw_transaction(&raw).unwrap();
+    local.submit_raw_transaction(&raw).unwrap();
+    let env = propose(&builder, 1);
+    let data = execution_data_of(&env);
+    let hash = data.payload.block_hash();
+    let status = local.new_payload(data, EngineVersion::V4).unwrap();
+    assert_eq!(status.status, PayloadStatusEnum::Valid);
+    local.forkchoice_updated(fcs(hash), None).unwrap();
+    assert_eq!(local.head().hash, hash);
+    assert_eq!(local.head().transactions.len(), 2);
+    assert_eq!(local.mempool_len(), 0, "included tx pruned from the pool");
+    assert_eq!(local.head_state().nonce(&signers[0].address()), 1);
+}
+
+#[test]
+fn invalid_fault_is_caught_by_reexecution() {
+    let (local, builder) = engines();
+    builder.faults().set(Fault::Invalid, true);
+    let data = execution_data_of(&propose(&builder, 1));
+    let status = local.new_payload(data, EngineVersion::V4).unwrap();
+    match status.status {
+        PayloadStatusEnum::Invalid { validation_error } => {
+            assert!(
+                validation_error.starts_with("state root mismatch"),
+                "{validation_error}"
+            )
+        }
+        other => panic!("expected INVALID, got {other:?}"),
+    }
+    assert_eq!(status.latest_valid_hash, Some(local.head().hash));
+}
+
+#[test]
+fn unknown_parent_is_syncing_and_unknown_payload_errors() {
+    let (local, builder) = engines();
+    let first = execution_data_of(&propose(&builder, 1));
+    let first_hash = first.payload.block_hash();
+    builder.new_payload(first, EngineVersion::V4).unwrap();
+    builder.forkchoice_updated(fcs(first_hash), None).unwrap();
+    let second = execution_data_of(&propose(&builder, 2));
+    assert_eq!(
+        local.new_payload(second, EngineVersion::V4).unwrap().status,
+        PayloadStatusEnum::Syncing
+    );
+    assert_eq!(
+        local
+            .get_payload(PayloadId::new([9; 8]), EngineVersion::V4)
+            .unwrap_err(),
+        EngineError::UnknownPayload
+    );
+    assert_eq!(
+        local
+            .forkchoice_updated(fcs(B256::repeat_byte(3)), None)
+            .unwrap()
+            .payload_status
+            .status,
+        PayloadStatusEnum::Syncing
+    );
+}
+
+#[test]
+fn v3_after_isthmus_is_unsupported_fork() {
+    let (local, _) = engines();
+    let head = local.head();
+    let attrs = sequencer_attributes(
+        local.spec(),
+        &SequencerParams::default(),
+        1,
+        head.header.timestamp + 1,
+    );
+    let id = local
+        .forkchoice_updated(fcs(head.hash), Some(attrs))
+        .unwrap()
+        .payload_id
+        .unwrap();
+    let err = local.get_payload(id, EngineVersion::V3).unwrap_err();
+    assert!(matches!(err, EngineError::UnsupportedFork(_)));
+    assert!(local.get_payload(id, EngineVersion::V4).is_ok());
+}
+
+#[test]
+fn empty_fault_builds_deposit_only_blocks_and_bad_attributes_are_refused() {
+    let (_, builder) = engines();
+    let signers = funded_dev_signers(&builder.head_state()).unwrap();
+    let tx = sign_transfer(
+        &signers[0],
+        901,
+        0,
+        signers[1].address(),
+        U256::from(7),
+        1_000_000_000,
+        1,
+    )
+    .unwrap();
+    builder.submit_raw_transaction(&tx.encoded_2718()).unwrap();
+    builder.faults().set(Fault::Empty, true);
+    match propose(&builder, 1) {
+        PayloadEnvelope::V4(env) => {
+            assert_eq!(
+                env.execution_payload
+                    .payload_inner
+                    .payload_inner
+                    .payload_inner
+                    .transactions
+                    .len(),
+                1
+            )
+        }
+        PayloadEnvelope::V3(_) => panic!("Isthmus payload expected"),
+    }
+
+    let head = builder.head();
+    let mut attrs = sequencer_attributes(
+        builder.spec(),
+        &SequencerParams::default(),
+        1,
+        head.header.timestamp + 1,
+    );
+    attrs.payload_attributes.parent_beacon_block_root = None;
+    assert!(matches!(
+        builder.forkchoice_updated(fcs(head.hash), Some(attrs.clone())),
+        Err(EngineError::InvalidPayloadAttributes(_))
+    ));
+    attrs.payload_attributes.parent_beacon_block_root = Some(B256::ZERO);
+    attrs.payload_attributes.timestamp = head.header.timestamp;
+    assert!(matches!(
+        builder.forkchoice_updated(fcs(head.hash), Some(attrs)),
+        Err(EngineError::InvalidPayloadAttributes(_))
+    ));
+}
