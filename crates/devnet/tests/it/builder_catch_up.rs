@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use devnet::{
-    builder_faults::{Fault, FaultWindow},
-    devnet::Devnet,
+    app::Devnet,
+    engine::faults::{Fault, FaultWindow},
 };
 
 use crate::support::{config, mux_metric, observe};
