@@ -12,6 +12,7 @@ pub mod payload;
 pub mod tls;
 pub mod trace_context;
 pub mod upstream;
+pub mod ws;
 
 pub use alloy_rpc_types_engine::{
     JwtError, JwtSecret, PayloadId, PayloadStatus, PayloadStatusEnum,
