@@ -9,6 +9,7 @@ pub mod content_encoding;
 pub mod flashblocks;
 pub mod jsonrpc;
 pub mod payload;
+pub mod secret;
 pub mod tls;
 pub mod trace_context;
 pub mod upstream;
