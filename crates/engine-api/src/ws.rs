@@ -151,6 +151,10 @@ pub enum Disconnect {
     /// Reading or writing a connected socket failed (including a message over the size limit).
     #[error("transport: {0}")]
     Transport(#[source] Box<WsError>),
+    /// A connected session ended because the client stops (shutdown, or the handler asked
+    /// to); nothing is reported after it.
+    #[error("stopped")]
+    Stopped,
 }
 
 impl Disconnect {
@@ -158,7 +162,10 @@ impl Disconnect {
     pub fn was_connected(&self) -> bool {
         matches!(
             self,
-            Disconnect::Closed(_) | Disconnect::Silent(_) | Disconnect::Transport(_)
+            Disconnect::Closed(_)
+                | Disconnect::Silent(_)
+                | Disconnect::Transport(_)
+                | Disconnect::Stopped
         )
     }
 }
@@ -212,7 +219,14 @@ pub async fn run<H: Handler>(
                     return;
                 }
                 match session(ws, &config, &mut handler, shutdown.as_mut()).await {
-                    End::Stop => return,
+                    End::Stop => {
+                        tracing::info!(%url, "websocket closed: stopping");
+                        // Lets the owner mark the stream down; nothing follows it.
+                        let _ = handler
+                            .on_event(Event::Disconnected(Disconnect::Stopped))
+                            .await;
+                        return;
+                    }
                     End::Lost(why) => why,
                 }
             }
@@ -355,8 +369,12 @@ async fn session<H: Handler>(
                 }
             }
             () = next_ping => {
-                if let Err(e) = sink.send(Message::Ping(Bytes::new())).await {
-                    return End::Lost(Disconnect::Transport(Box::new(e)));
+                // A peer that stopped reading can block the write; that is no sign of life either.
+                let ping = sink.send(Message::Ping(Bytes::new()));
+                match tokio::time::timeout(liveness.timeout, ping).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return End::Lost(Disconnect::Transport(Box::new(e))),
+                    Err(_) => return End::Lost(Disconnect::Silent(liveness.timeout)),
                 }
             }
             () = &mut silent => return End::Lost(Disconnect::Silent(liveness.timeout)),

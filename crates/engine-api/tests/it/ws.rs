@@ -337,10 +337,15 @@ async fn shutdown_closes_politely_and_ends_the_client() {
     let (mut rx, stop, task) = start(config(format!("ws://{addr}")));
     assert!(matches!(next(&mut rx).await, Event::Connected));
     stop.send(()).unwrap();
+    assert!(matches!(
+        next(&mut rx).await,
+        Event::Disconnected(Disconnect::Stopped)
+    ));
     tokio::time::timeout(WAIT, task)
         .await
         .expect("the client ends")
         .unwrap();
+    assert!(rx.recv().await.is_none(), "nothing follows the last event");
     let close = tokio::time::timeout(WAIT, closed_rx)
         .await
         .unwrap()

@@ -9,6 +9,7 @@ use engine_api::ws::{
     BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, Utf8Bytes, WsConfig,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{flashblocks::store::FlashblocksStore, metrics::Metrics};
 
@@ -64,6 +65,7 @@ pub async fn run(
     engine_api::ws::run(config.ws(), handler, async move {
         let _ = shutdown.changed().await;
     })
+    .instrument(tracing::info_span!("builder_flashblocks"))
     .await;
 }
 
