@@ -301,7 +301,12 @@ async fn connect(
 
 /// rustls for `wss://`, plain TCP otherwise.
 fn connector_for(config: &WsConfig) -> Result<Connector, Disconnect> {
-    if !config.url.starts_with("wss://") {
+    // Schemes are case-insensitive (RFC 3986).
+    let tls = config
+        .url
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
+    if !tls {
         return Ok(Connector::Plain);
     }
     match &config.tls {
