@@ -1,7 +1,8 @@
 //! The contract every engine-mux crate speaks: JWT auth (server layer and client minting),
 //! a JSON-RPC envelope, a typed upstream Engine API client, versioned payload helpers and
 //! the JSON-RPC error codes the Engine API specification names; TLS and content decoding for
-//! the connections to upstreams.
+//! the connections to upstreams; the reconnecting WebSocket client every flashblocks consumer
+//! uses ([`ws`]) and the JWT secret loader every binary's flags go through ([`secret`]).
 
 pub mod auth;
 pub mod codes;
@@ -9,9 +10,11 @@ pub mod content_encoding;
 pub mod flashblocks;
 pub mod jsonrpc;
 pub mod payload;
+pub mod secret;
 pub mod tls;
 pub mod trace_context;
 pub mod upstream;
+pub mod ws;
 
 pub use alloy_rpc_types_engine::{
     JwtError, JwtSecret, PayloadId, PayloadStatus, PayloadStatusEnum,

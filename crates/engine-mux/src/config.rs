@@ -211,26 +211,22 @@ fn load_secret(
     token_flag: &'static str,
     path_flag: &'static str,
 ) -> Result<Option<JwtSecret>, ConfigError> {
-    if let Some(hex) = token {
-        return JwtSecret::from_hex(hex)
-            .map(Some)
-            .map_err(|e| ConfigError::BadJwt {
-                flag: token_flag,
-                reason: e.to_string(),
-            });
-    }
-    let Some(path) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::UnreadableJwt {
-        flag: path_flag,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    JwtSecret::from_hex(text.trim())
-        .map(Some)
-        .map_err(|e| ConfigError::BadJwt {
-            flag: path_flag,
-            reason: format!("{}: {e}", path.display()),
-        })
+    let flags = engine_api::secret::SecretFlags {
+        token: token_flag,
+        path: path_flag,
+    };
+    engine_api::secret::load_secret(token, path, flags).map_err(|e| match e {
+        engine_api::secret::SecretError::Malformed { flag, reason } => {
+            ConfigError::BadJwt { flag, reason }
+        }
+        engine_api::secret::SecretError::Unreadable { flag, path, source } => {
+            ConfigError::UnreadableJwt {
+                flag,
+                path,
+                reason: source.to_string(),
+            }
+        }
+    })
 }
 
 /// Parses an upstream URL; a bare `host:port` (rollup-boost's default form) means http.

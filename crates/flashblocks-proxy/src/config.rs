@@ -179,12 +179,11 @@ impl TryFrom<Args> for Config {
         {
             let url = Url::parse(raw)
                 .map_err(|e| invalid("upstream-ws", format!("`{raw}` is not a URL: {e}")))?;
-            // TLS to the upstream is not built in (upstreams are engine-mux instances on a
-            // private network); terminate TLS in front of the proxy if needed.
-            if url.scheme() != "ws" || url.host_str().is_none() {
+            // `wss://` trusts the system's roots, or those in SSL_CERT_FILE / SSL_CERT_DIR.
+            if !matches!(url.scheme(), "ws" | "wss") || url.host_str().is_none() {
                 return Err(invalid(
                     "upstream-ws",
-                    format!("`{raw}` is not a ws:// URL (wss is not supported)"),
+                    format!("`{raw}` is not a ws:// or wss:// URL"),
                 ));
             }
             urls.push(url);
@@ -372,6 +371,13 @@ mod tests {
         let a = Args::try_parse_from(["x", "--upstream-ws", "ws://a:1,ws://b:2/path"]).unwrap();
         let c = Config::try_from(a).unwrap();
         assert_eq!(c.upstream.urls.len(), 2);
+    }
+
+    #[test]
+    fn wss_upstreams_are_accepted() {
+        let a = Args::try_parse_from(["x", "--upstream-ws", "wss://a:443,ws://b:2"]).unwrap();
+        let c = Config::try_from(a).unwrap();
+        assert_eq!(c.upstream.urls[0].scheme(), "wss");
     }
 
     fn err(extra: &[&str]) -> String {

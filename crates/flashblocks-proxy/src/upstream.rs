@@ -1,14 +1,13 @@
-//! One reconnecting client per upstream: jittered exponential backoff, ping/pong liveness, and
-//! every received flashblock forwarded to the fan-out task (which de-duplicates across upstreams).
+//! One reconnecting client per upstream ([`engine_api::ws`]: jittered exponential backoff,
+//! connect timeout, pings with any traffic counting as life, `wss://` over rustls), every
+//! received flashblock forwarded to the fan-out task (which de-duplicates across upstreams).
 
-use std::time::Duration;
+use std::{ops::ControlFlow, time::Duration};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use rand::Rng;
-use tokio::{sync::mpsc, time::Instant};
-use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
-use tracing::{debug, info, warn};
+use engine_api::ws::{BackoffConfig, Event, Handler, LifeSign, Liveness, WsConfig};
+use tokio::sync::mpsc;
+use tracing::Instrument;
 use url::Url;
 
 use crate::{
@@ -23,54 +22,27 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Bound on the connect + handshake time of one attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a connected session ended.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionEnd {
-    /// The upstream closed the connection.
-    #[error("closed by upstream")]
-    Closed,
-    /// Neither a pong nor a message for longer than the pong timeout.
-    #[error("no pong within {0:?}")]
-    PongTimeout(Duration),
-    /// Transport or protocol error.
-    #[error("websocket error: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
-    /// The fan-out task is gone (shutdown).
-    #[error("fan-out stopped")]
-    Shutdown,
-}
-
-/// Exponential backoff with full jitter, capped at `max`.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Starts at [`INITIAL_BACKOFF`] (or `max` if smaller).
-    pub fn new(max: Duration) -> Self {
-        Self {
-            next: INITIAL_BACKOFF.min(max),
-            max,
-        }
-    }
-
-    /// The delay before the next attempt: uniform in [next/2, next], then doubles.
-    pub fn delay(&mut self) -> Duration {
-        let cur = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = cur / 2;
-        half + rand::rng().random_range(Duration::ZERO..=cur - half)
-    }
-
-    /// Back to the initial delay after a successful connection.
-    pub fn reset(&mut self) {
-        self.next = INITIAL_BACKOFF.min(self.max);
+/// The shared client's configuration for one upstream.
+pub fn ws_config(url: &Url, cfg: &UpstreamConfig) -> WsConfig {
+    WsConfig {
+        url: url.to_string(),
+        connect_timeout: CONNECT_TIMEOUT,
+        backoff: BackoffConfig {
+            initial: INITIAL_BACKOFF,
+            max: cfg.max_backoff,
+        },
+        liveness: Liveness {
+            ping_interval: Some(cfg.ping_interval),
+            // Any traffic proves the upstream alive, not only pongs.
+            timeout: cfg.pong_timeout,
+            sign: LifeSign::AnyFrame,
+        },
+        max_message_bytes: MAX_MESSAGE_BYTES,
+        tls: None,
     }
 }
 
-/// Runs the client for upstream `index` forever (until the fan-out side is dropped).
+/// Runs the client for upstream `index` until the fan-out side is dropped.
 pub async fn run(
     index: usize,
     url: Url,
@@ -78,113 +50,54 @@ pub async fn run(
     tx: mpsc::Sender<Inbound>,
     metrics: UpstreamMetrics,
 ) {
-    let mut backoff = Backoff::new(cfg.max_backoff);
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    loop {
-        let attempt = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true),
-        )
-        .await;
-        match attempt {
-            Ok(Ok((ws, _))) => {
-                info!(upstream = index, %url, "upstream connected");
-                metrics.connected.set(1.0);
-                metrics.connects.increment(1);
-                backoff.reset();
-                let end = session(index, ws, &cfg, &tx, &metrics).await;
-                metrics.connected.set(0.0);
-                match end {
-                    SessionEnd::Shutdown => return,
-                    e => warn!(upstream = index, %url, reason = %e, "upstream disconnected"),
-                }
-            }
-            Ok(Err(e)) => debug!(upstream = index, %url, error = %e, "upstream connect failed"),
-            Err(_) => debug!(upstream = index, %url, "upstream connect timed out"),
-        }
-        if tx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(backoff.delay()).await;
-    }
+    let fanout_gone = tx.clone();
+    let handler = Upstream { index, tx, metrics };
+    engine_api::ws::run(ws_config(&url, &cfg), handler, async move {
+        fanout_gone.closed().await
+    })
+    .instrument(tracing::info_span!("upstream", index))
+    .await;
 }
 
-async fn session<S>(
+struct Upstream {
     index: usize,
-    ws: tokio_tungstenite::WebSocketStream<S>,
-    cfg: &UpstreamConfig,
-    tx: &mpsc::Sender<Inbound>,
-    metrics: &UpstreamMetrics,
-) -> SessionEnd
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut sink, mut stream) = ws.split();
-    let mut ping = tokio::time::interval(cfg.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Any traffic proves the upstream alive, not only pongs.
-    let mut last_seen = Instant::now();
-    loop {
-        tokio::select! {
-            msg = stream.next() => {
-                let data = match msg {
-                    None => return SessionEnd::Closed,
-                    Some(Err(e)) => return e.into(),
-                    Some(Ok(Message::Text(t))) => Bytes::from(t),
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Close(_))) => return SessionEnd::Closed,
-                    Some(Ok(_)) => {
-                        // Ping (answered by tungstenite) or pong.
-                        last_seen = Instant::now();
-                        continue;
-                    }
-                };
-                last_seen = Instant::now();
-                metrics.messages.increment(1);
-                let Some(json) = fanout::normalize(data) else {
-                    metrics.invalid.increment(1);
-                    continue;
-                };
-                let key = FlashblockKey::parse(&json);
-                if key.is_none() {
-                    metrics.invalid.increment(1);
-                }
-                if tx.send(Inbound { upstream: index, key, json }).await.is_err() {
-                    return SessionEnd::Shutdown;
-                }
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() > cfg.pong_timeout {
-                    return SessionEnd::PongTimeout(cfg.pong_timeout);
-                }
-                if let Err(e) = sink.send(Message::Ping(Bytes::new())).await {
-                    return e.into();
-                }
-            }
-        }
-    }
+    tx: mpsc::Sender<Inbound>,
+    metrics: UpstreamMetrics,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(1000));
-        let mut prev_cap = INITIAL_BACKOFF;
-        for _ in 0..10 {
-            let d = b.delay();
-            assert!(
-                d >= prev_cap / 2 && d <= prev_cap,
-                "{d:?} outside [{:?}, {prev_cap:?}]",
-                prev_cap / 2
-            );
-            prev_cap = (prev_cap * 2).min(Duration::from_millis(1000));
+impl Handler for Upstream {
+    async fn on_event(&mut self, event: Event) -> ControlFlow<()> {
+        let frame = match event {
+            Event::Connected => {
+                self.metrics.connected.set(1.0);
+                self.metrics.connects.increment(1);
+                return ControlFlow::Continue(());
+            }
+            Event::Disconnected(_) => {
+                self.metrics.connected.set(0.0);
+                return ControlFlow::Continue(());
+            }
+            Event::ReconnectScheduled(_) => return ControlFlow::Continue(()),
+            Event::Frame(frame) => frame,
+        };
+        self.metrics.messages.increment(1);
+        let Some(json) = fanout::normalize(Bytes::from(frame)) else {
+            self.metrics.invalid.increment(1);
+            return ControlFlow::Continue(());
+        };
+        let key = FlashblockKey::parse(&json);
+        if key.is_none() {
+            self.metrics.invalid.increment(1);
         }
-        b.reset();
-        assert!(b.delay() <= INITIAL_BACKOFF);
+        let inbound = Inbound {
+            upstream: self.index,
+            key,
+            json,
+        };
+        match self.tx.send(inbound).await {
+            Ok(()) => ControlFlow::Continue(()),
+            // The fan-out task is gone (shutdown).
+            Err(_) => ControlFlow::Break(()),
+        }
     }
 }

@@ -133,17 +133,15 @@ impl TryFrom<Args> for Config {
             .upstream_url
             .parse()
             .map_err(|e| invalid("upstream-url", format!("{e}")))?;
-        let jwt = match (&a.upstream_jwt_secret, &a.upstream_jwt_path) {
-            (Some(hex), _) => Some(
-                JwtSecret::from_hex(hex.trim())
-                    .map_err(|e| invalid("upstream-jwt-secret", e.to_string()))?,
-            ),
-            (None, Some(path)) => Some(
-                JwtSecret::from_file(path)
-                    .map_err(|e| invalid("upstream-jwt-path", e.to_string()))?,
-            ),
-            (None, None) => None,
-        };
+        let jwt = engine_api::secret::load_secret(
+            a.upstream_jwt_secret.as_deref(),
+            a.upstream_jwt_path.as_deref(),
+            engine_api::secret::SecretFlags {
+                token: "upstream-jwt-secret",
+                path: "upstream-jwt-path",
+            },
+        )
+        .map_err(|e| invalid(e.flag(), e.reason()))?;
         if a.max_pending_blocks == 0 {
             return Err(invalid("max-pending-blocks", "must be at least 1"));
         }

@@ -1,14 +1,15 @@
-//! The flashblocks WebSocket client: connects, applies every frame to the pending state,
-//! fans accepted flashblocks out to subscribers, and reconnects with jittered exponential
-//! backoff. While disconnected no pending state is held, so answers come from the upstream.
+//! The flashblocks stream, kept by [`engine_api::ws`]'s reconnecting client (`ws://` or
+//! `wss://`, jittered exponential backoff, no frame within the idle timeout drops the
+//! connection): every frame is applied to the pending state and accepted flashblocks are fanned
+//! out to subscribers. While disconnected no pending state is held, so answers come from the
+//! upstream.
 
-use std::{io::Read, sync::Arc, time::Duration};
+use std::{io::Read, ops::ControlFlow, sync::Arc};
 
-use futures::StreamExt;
+use engine_api::ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, WsConfig};
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
-use rand::Rng;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+use tracing::Instrument;
 
 use crate::{
     config::StreamConfig,
@@ -17,100 +18,59 @@ use crate::{
     pending::state::Applied,
 };
 
-/// Why one connection ended.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    /// Connecting failed.
-    #[error("connecting to {url}: {source}")]
-    Connect {
-        /// The stream URL.
-        url: String,
-        /// The WebSocket error.
-        source: Box<tokio_tungstenite::tungstenite::Error>,
-    },
-    /// Connecting took longer than the idle timeout.
-    #[error("connecting to {0}: timed out")]
-    ConnectTimeout(String),
-    /// Reading failed.
-    #[error("reading: {0}")]
-    Read(Box<tokio_tungstenite::tungstenite::Error>),
-    /// No frame within the idle timeout.
-    #[error("no frame for {0:?}")]
-    Idle(Duration),
-    /// The server closed the connection.
-    #[error("closed by the server")]
-    Closed,
-}
-
 /// Runs the client until `stop` flips.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
-    let config = ctx.config.stream.clone();
-    let mut attempt: u32 = 0;
-    loop {
-        let result = tokio::select! {
-            r = connection(&ctx, &config, &mut attempt) => r,
-            _ = stop.changed() => return,
-        };
-        ctx.metrics.set_connected(false);
-        ctx.write(|s| s.clear());
-        if let Err(e) = result {
-            tracing::warn!(%e, "flashblocks stream down");
-        }
-        let delay = backoff(&config, attempt);
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return,
-        }
+    let config = ws_config(&ctx.config.stream);
+    engine_api::ws::run(config, Stream { ctx }, async move {
+        let _ = stop.changed().await;
+    })
+    .instrument(tracing::info_span!("flashblocks_stream"))
+    .await;
+}
+
+/// The shared client's configuration: the idle timeout bounds connecting too, and no pings are
+/// sent (the server's frames, pings included, are the sign of life).
+pub fn ws_config(config: &StreamConfig) -> WsConfig {
+    WsConfig {
+        url: config.url.clone(),
+        connect_timeout: config.idle_timeout,
+        backoff: BackoffConfig {
+            initial: config.reconnect_min,
+            max: config.reconnect_max,
+        },
+        liveness: Liveness {
+            ping_interval: None,
+            timeout: config.idle_timeout,
+            sign: LifeSign::AnyFrame,
+        },
+        max_message_bytes: config.max_frame_bytes,
+        tls: None,
     }
 }
 
-/// Jittered exponential backoff: `min * 2^attempt` capped at `max`, then scaled by a random
-/// factor in [0.5, 1] so many instances do not reconnect in lockstep.
-pub fn backoff(config: &StreamConfig, attempt: u32) -> Duration {
-    let exp = config
-        .reconnect_min
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
-    let capped = exp.min(config.reconnect_max);
-    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+struct Stream {
+    ctx: Arc<Context>,
 }
 
-async fn connection(
-    ctx: &Context,
-    config: &StreamConfig,
-    attempt: &mut u32,
-) -> Result<(), StreamError> {
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(config.max_frame_bytes))
-        .max_frame_size(Some(config.max_frame_bytes));
-    let connect =
-        tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), false);
-    let (mut ws, _) = tokio::time::timeout(config.idle_timeout, connect)
-        .await
-        .map_err(|_| StreamError::ConnectTimeout(config.url.clone()))?
-        .map_err(|e| StreamError::Connect {
-            url: config.url.clone(),
-            source: Box::new(e),
-        })?;
-    tracing::info!(url = %config.url, "flashblocks stream connected");
-    ctx.metrics.set_connected(true);
-    *attempt = 0;
-    loop {
-        let next = tokio::time::timeout(config.idle_timeout, ws.next())
-            .await
-            .map_err(|_| StreamError::Idle(config.idle_timeout))?;
-        match next {
-            None | Some(Ok(Message::Close(_))) => return Err(StreamError::Closed),
-            Some(Err(e)) => return Err(StreamError::Read(Box::new(e))),
-            Some(Ok(Message::Text(text))) => handle_frame(ctx, text.as_bytes()),
-            Some(Ok(Message::Binary(bytes))) => match decode_binary(&bytes, config.max_frame_bytes)
-            {
-                Some(json) => handle_frame(ctx, &json),
-                None => ctx.metrics.rejected(Rejection::Malformed),
-            },
-            // Pings are answered by tungstenite itself.
-            Some(Ok(_)) => {}
+impl Handler for Stream {
+    async fn on_event(&mut self, event: Event) -> ControlFlow<()> {
+        let ctx = &self.ctx;
+        match event {
+            Event::Connected => ctx.metrics.set_connected(true),
+            Event::Disconnected(_) => {
+                ctx.metrics.set_connected(false);
+                ctx.write(|s| s.clear());
+            }
+            Event::ReconnectScheduled(_) => {}
+            Event::Frame(Frame::Text(text)) => handle_frame(ctx, text.as_bytes()),
+            Event::Frame(Frame::Binary(bytes)) => {
+                match decode_binary(&bytes, ctx.config.stream.max_frame_bytes) {
+                    Some(json) => handle_frame(ctx, &json),
+                    None => ctx.metrics.rejected(Rejection::Malformed),
+                }
+            }
         }
+        ControlFlow::Continue(())
     }
 }
 
@@ -128,7 +88,8 @@ fn decode_binary(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
 
 /// Applies one frame and, when accepted, hands it to subscribers.
 pub fn handle_frame(ctx: &Context, json: &[u8]) {
-    let fb: OpFlashblockPayload = match serde_json::from_slice(json) {
+    // Tolerates metadata without receipts or balances (Base's streams).
+    let fb = match engine_api::flashblocks::parse(json) {
         Ok(fb) => fb,
         Err(e) => {
             tracing::debug!(%e, "flashblock frame is not an OpFlashblockPayload");
@@ -175,29 +136,6 @@ fn record_lag(ctx: &Context, fb: &OpFlashblockPayload) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config() -> StreamConfig {
-        StreamConfig {
-            url: "ws://x".into(),
-            max_frame_bytes: 1 << 20,
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(10),
-        }
-    }
-
-    #[test]
-    fn backoff_grows_is_jittered_and_capped() {
-        let c = config();
-        for attempt in 0..40 {
-            let d = backoff(&c, attempt);
-            let ceiling = c
-                .reconnect_min
-                .saturating_mul(1 << attempt.min(20))
-                .min(c.reconnect_max);
-            assert!(d <= ceiling && d >= ceiling / 2, "{attempt}: {d:?}");
-        }
-    }
 
     #[test]
     fn binary_frames_decode_plain_or_brotli_within_the_limit() {

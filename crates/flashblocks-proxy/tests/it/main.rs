@@ -7,4 +7,5 @@ mod compression;
 mod harness;
 mod lagging;
 mod redis_limits;
+mod tls;
 mod upstreams;

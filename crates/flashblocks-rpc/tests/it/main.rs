@@ -8,3 +8,4 @@ mod preconfirmed;
 mod reorg;
 mod sealed;
 mod subscribe;
+mod tls;

@@ -1,0 +1,3 @@
+//! engine-api's integration tests, one binary.
+
+mod ws;

@@ -1,0 +1,169 @@
+//! A `wss://` flashblocks stream whose certificate a private CA generated in the test signed,
+//! trusted through `SSL_CERT_FILE` alone: flashblocks-rpc connects and serves the pending block
+//! it streams. The test sets `SSL_CERT_FILE` before any runtime thread exists; that is sound
+//! only because nextest runs every test in a process of its own.
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_rpc_types_engine::JwtSecret;
+use devnet::{
+    app::{load_genesis, start_engine_on, unix_now},
+    chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+    engine::Role,
+};
+use futures::SinkExt;
+use serde_json::json;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{call, client, flashblock, metric, start_rpc, wait_for};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// A CA for one test: its PEM file (what `SSL_CERT_FILE` names) and a server acceptor.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pem_file: std::path::PathBuf,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "flashblocks-rpc test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let pem_file = std::env::temp_dir().join(format!(
+            "flashblocks-rpc-test-ca-{}.pem",
+            std::process::id()
+        ));
+        std::fs::write(&pem_file, issuer.pem()).unwrap();
+        Self { issuer, pem_file }
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pem_file);
+    }
+}
+
+/// A `wss://localhost` server sending the frames the test pushes to the first connection.
+async fn wss_server(acceptor: tokio_rustls::TlsAcceptor) -> (String, mpsc::Sender<Message>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("wss://localhost:{}", listener.local_addr().unwrap().port());
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(stream) = acceptor.accept(stream).await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(m) = rx.recv().await {
+            if ws.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    (url, tx)
+}
+
+#[test]
+fn wss_stream_trusted_through_ssl_cert_file_serves_pending() {
+    assert!(
+        std::env::var_os("NEXTEST").is_some(),
+        "this test changes the process environment: run it with cargo nextest"
+    );
+    let ca = TestCa::new();
+    // SAFETY: no other thread exists yet (the runtime is built below), in a process of its own.
+    unsafe { std::env::set_var("SSL_CERT_FILE", &ca.pem_file) };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let genesis = load_genesis(None, unix_now(), None).unwrap();
+            let signers = funded_dev_signers(&genesis.state).unwrap();
+            let chain_id = genesis.spec.chain_id;
+            let engine = start_engine_on(
+                genesis,
+                Role::Local,
+                "127.0.0.1".parse().unwrap(),
+                0,
+                0,
+                JwtSecret::random(),
+            )
+            .await
+            .unwrap();
+            let upstream = client(&engine.http_url(), None);
+            let head = call(&upstream, "eth_getBlockByNumber", json!(["latest", false])).await;
+            let head_hash: B256 = serde_json::from_value(head["hash"].clone()).unwrap();
+
+            let (url, frames) = wss_server(ca.acceptor()).await;
+            let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
+            let ours = client(&rpc.http_url(), None);
+            let tx = sign_transfer(
+                &signers[0],
+                chain_id,
+                0,
+                Address::repeat_byte(7),
+                U256::from(1),
+                2_000_000_000,
+                1_000_000,
+            )
+            .unwrap();
+            let sent = (raw_transaction(&tx), tx.tx_hash());
+            let hash = B256::repeat_byte(0xa0);
+            frames
+                .send(flashblock(
+                    0xa,
+                    0,
+                    1,
+                    head_hash,
+                    0,
+                    std::slice::from_ref(&sent),
+                    hash,
+                ))
+                .await
+                .unwrap();
+            wait_for("the streamed block served as pending", DEADLINE, || async {
+                let b = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
+                (b["hash"] == json!(hash)).then_some(())
+            })
+            .await;
+            assert_eq!(metric(&rpc, "flashblocks_rpc_stream_connected", &[]), 1.0);
+            rpc.shutdown().await;
+        });
+}
