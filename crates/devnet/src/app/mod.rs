@@ -90,19 +90,6 @@ impl DevnetFlashblocks {
         let per_slot = block_time.as_nanos() / self.interval.as_nanos().max(1);
         (per_slot * 2 + 1).clamp(2, 256) as u64
     }
-
-    /// engine-mux flags that turn flashblocks on against the builder's `builder_ws` address.
-    pub fn mux_args(&self, builder_ws: SocketAddr, host: IpAddr) -> Vec<String> {
-        vec![
-            "--flashblocks".into(),
-            "--flashblocks-builder-url".into(),
-            format!("ws://{builder_ws}"),
-            "--flashblocks-host".into(),
-            host.to_string(),
-            "--flashblocks-port".into(),
-            self.mux_port.to_string(),
-        ]
-    }
 }
 
 impl Default for DevnetConfig {
@@ -216,44 +203,53 @@ pub async fn start_engine_with(
     start_engine(Arc::new(Engine::new(genesis, role)), config).await
 }
 
-/// Starts engine-mux in front of `local` and `builder` with the devnet's flags.
+/// How the devnet wires engine-mux: its two engines, their secret, where it listens, and the
+/// builder's flashblocks stream when flashblocks are on.
+#[derive(Clone, Debug)]
+pub struct MuxWiring {
+    /// The local engine's auth RPC.
+    pub local_url: String,
+    /// The builder's auth RPC.
+    pub builder_url: String,
+    /// The one secret both engines and op-node's driver use.
+    pub jwt: JwtSecret,
+    /// Host for engine-mux's listeners.
+    pub host: IpAddr,
+    /// Engine API port (0: any free port).
+    pub port: u16,
+    /// The builder's flashblocks WebSocket and the port engine-mux re-publishes on (0: any).
+    pub flashblocks: Option<(SocketAddr, u16)>,
+}
+
+/// Starts engine-mux as the devnet wires it. `passthrough` are engine-mux flags the operator
+/// gave the devnet; they are parsed as engine-mux parses its command line, then the devnet's
+/// own wiring is set on the typed configuration (never re-parsed from strings).
 pub async fn start_mux(
-    local_url: &str,
-    builder_url: &str,
-    jwt: &JwtSecret,
-    host: IpAddr,
-    port: u16,
-    extra: &[String],
+    wiring: MuxWiring,
+    passthrough: &[String],
 ) -> Result<RunningMux, DevnetError> {
-    let secret = hex::encode(jwt.as_bytes());
-    let mut argv: Vec<String> = [
-        "engine-mux",
-        "--l2-url",
-        local_url,
-        "--l2-jwt-token",
-        &secret,
-        "--builder-url",
-        builder_url,
-        "--builder-jwt-token",
-        &secret,
-        "--auth-jwt-token",
-        &secret,
-        "--rpc-host",
-        &host.to_string(),
-        "--rpc-port",
-        &port.to_string(),
-        "--debug-host",
-        &host.to_string(),
-        "--debug-server-port",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.extend(extra.iter().cloned());
-    let args = MuxArgs::try_parse_from(argv).map_err(|e| DevnetError::MuxArgs(e.to_string()))?;
-    let config =
+    let argv = std::iter::once("engine-mux".to_string()).chain(passthrough.iter().cloned());
+    let mut args =
+        MuxArgs::try_parse_from(argv).map_err(|e| DevnetError::MuxArgs(e.to_string()))?;
+    let secret = hex::encode(wiring.jwt.as_bytes());
+    args.l2.l2_url = wiring.local_url;
+    args.l2.l2_jwt_token = Some(secret.clone());
+    args.l2.l2_jwt_path = None;
+    args.builder.builder_url = wiring.builder_url;
+    args.builder.builder_jwt_token = Some(secret.clone());
+    args.builder.builder_jwt_path = None;
+    args.auth.auth_jwt_token = Some(secret);
+    args.auth.auth_jwt_path = None;
+    if let Some((builder_ws, port)) = wiring.flashblocks {
+        args.flashblocks.enabled = true;
+        args.flashblocks.flashblocks_builder_url = format!("ws://{builder_ws}");
+        args.flashblocks.flashblocks_host = wiring.host.to_string();
+        args.flashblocks.flashblocks_port = port;
+    }
+    let mut config =
         engine_mux::Config::try_from(args).map_err(|e| DevnetError::MuxConfig(e.to_string()))?;
+    config.rpc_addr = SocketAddr::new(wiring.host, wiring.port);
+    config.debug_addr = SocketAddr::new(wiring.host, 0);
     engine_mux::start(config)
         .await
         .map_err(|e| DevnetError::MuxStart(e.to_string()))
@@ -280,20 +276,18 @@ impl Devnet {
             }),
         };
         let builder = start_engine_with(genesis, Role::Builder, builder_listen).await?;
-        let mut mux_args = Vec::new();
-        if let (Some(fb), Some(builder_ws)) = (config.flashblocks, builder.flashblocks_addr) {
-            mux_args = fb.mux_args(builder_ws, host);
-        }
-        mux_args.extend(config.mux_args.iter().cloned());
-        let mux = start_mux(
-            &local.auth_url(),
-            &builder.auth_url(),
-            &jwt,
+        let wiring = MuxWiring {
+            local_url: local.auth_url(),
+            builder_url: builder.auth_url(),
+            jwt,
             host,
-            config.mux_port,
-            &mux_args,
-        )
-        .await?;
+            port: config.mux_port,
+            flashblocks: config
+                .flashblocks
+                .zip(builder.flashblocks_addr)
+                .map(|(fb, builder_ws)| (builder_ws, fb.mux_port)),
+        };
+        let mux = start_mux(wiring, &config.mux_args).await?;
         let mux_url: http::Uri = format!("http://{}", mux.rpc_addr)
             .parse()
             .map_err(|e: http::uri::InvalidUri| DevnetError::MuxStart(e.to_string()))?;
@@ -442,7 +436,7 @@ mod tests {
     }
 
     #[test]
-    fn flashblocks_flags_for_engine_mux_and_payload_bound() {
+    fn flashblocks_payload_bound() {
         let fb = DevnetFlashblocks {
             builder_port: 0,
             interval: Duration::from_millis(50),
@@ -453,25 +447,5 @@ mod tests {
             DevnetFlashblocks::default().max_per_payload(Duration::from_secs(1)),
             11
         );
-        let args = fb.mux_args(
-            "127.0.0.1:4444".parse().unwrap(),
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-        );
-        assert_eq!(
-            args,
-            [
-                "--flashblocks",
-                "--flashblocks-builder-url",
-                "ws://127.0.0.1:4444",
-                "--flashblocks-host",
-                "127.0.0.1",
-                "--flashblocks-port",
-                "0"
-            ]
-        );
-        // engine-mux accepts exactly these flags.
-        let mut argv = vec!["engine-mux".to_string()];
-        argv.extend(args);
-        MuxArgs::try_parse_from(argv).expect("engine-mux parses the devnet's flashblocks flags");
     }
 }

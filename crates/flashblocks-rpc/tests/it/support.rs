@@ -11,7 +11,10 @@ use alloy_primitives::{Address, B256, Bloom, Bytes, U256};
 use alloy_rpc_types_engine::{JwtSecret, PayloadId};
 use clap::Parser;
 use devnet::{
-    app::{load_genesis, metric_value, start_engine_on, start_engine_with, start_mux, unix_now},
+    app::{
+        MuxWiring, load_genesis, metric_value, start_engine_on, start_engine_with, start_mux,
+        unix_now,
+    },
     chain::{
         accounts::{funded_dev_signers, raw_transaction, sign_transfer},
         attributes::SequencerParams,
@@ -183,26 +186,15 @@ impl Net {
         .await
         .unwrap();
         // engine-mux ingests the builder's flashblocks and re-publishes them, as in production.
-        let builder_ws = format!("ws://{}", builder.flashblocks_addr.expect("flashblocks on"));
-        let mux_flashblocks = [
-            "--flashblocks".to_string(),
-            "--flashblocks-builder-url".into(),
-            builder_ws,
-            "--flashblocks-host".into(),
-            host.to_string(),
-            "--flashblocks-port".into(),
-            "0".into(),
-        ];
-        let mux_instance = start_mux(
-            &local_engine.auth_url(),
-            &builder.auth_url(),
-            &jwt,
+        let wiring = MuxWiring {
+            local_url: local_engine.auth_url(),
+            builder_url: builder.auth_url(),
+            jwt,
             host,
-            0,
-            &mux_flashblocks,
-        )
-        .await
-        .unwrap();
+            port: 0,
+            flashblocks: Some((builder.flashblocks_addr.expect("flashblocks on"), 0)),
+        };
+        let mux_instance = start_mux(wiring, &[]).await.unwrap();
         let mux_url = format!("http://{}", mux_instance.rpc_addr);
         let driver = start_driver(
             DriverConfig {
