@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (a redis-server
 # binary for flashblocks-proxy's real-Redis tests; each test starts its own instance on a free
-# loopback port), then runs every crate's tests.
+# loopback port) and cargo-nextest, then runs every crate's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +13,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast "$@"
-else
-  exec cargo test --workspace --no-fail-fast "$@"
+# The suite relies on nextest: its test groups serialize the timing-sensitive end-to-end tests
+# (.config/nextest.toml) and it runs each test in a process of its own (the TLS tests set
+# SSL_CERT_FILE). Plain `cargo test` would give a different result, so install nextest if missing.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest (the test runner the suite is written for)"
+  cargo install cargo-nextest --locked
 fi
+exec cargo nextest run --workspace --no-fail-fast "$@"

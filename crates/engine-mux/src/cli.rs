@@ -17,18 +17,23 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
     pub l2: L2Args,
 
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
     pub builder: BuilderArgs,
 
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
     pub auth: InboundAuthArgs,
 
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
     pub flashblocks: FlashblocksArgs,
 
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
     pub unsupported: UnsupportedArgs,
 
@@ -393,6 +398,7 @@ pub enum SelectionPolicyArg {
 pub enum Command {
     /// Talk to a running instance's debug server.
     Debug {
+        /// What to do.
         #[command(subcommand)]
         command: DebugCommand,
     },

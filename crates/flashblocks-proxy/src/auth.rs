@@ -19,23 +19,42 @@ pub struct App {
 pub enum ApiKeyError {
     /// Entry is not `app:key` or `app:key:limit`.
     #[error("entry {position} is not `app:key:limit` (app `{app}`)")]
-    Shape { position: usize, app: String },
+    Shape {
+        /// 1-based entry position.
+        position: usize,
+        /// The app name read.
+        app: String,
+    },
     /// App or key is empty.
     #[error("entry {position} has an empty app name or key")]
-    Empty { position: usize },
+    Empty {
+        /// 1-based entry position.
+        position: usize,
+    },
     /// Limit is not a non-negative integer.
     #[error("entry {position} (app `{app}`): limit `{limit}` is not a number")]
     Limit {
+        /// 1-based entry position.
         position: usize,
+        /// The app name.
         app: String,
+        /// The limit as written.
         limit: String,
     },
     /// The same key is configured twice.
     #[error("entry {position} (app `{app}`): key already used by another entry")]
-    DuplicateKey { position: usize, app: String },
+    DuplicateKey {
+        /// 1-based entry position.
+        position: usize,
+        /// The app name.
+        app: String,
+    },
     /// One app name configured with two different limits.
     #[error("app `{app}` is configured with conflicting limits")]
-    ConflictingLimit { app: String },
+    ConflictingLimit {
+        /// The app name.
+        app: String,
+    },
 }
 
 /// Configured API keys; empty means the endpoint is public.

@@ -16,7 +16,12 @@ use crate::{
 pub enum ConfigError {
     /// A flag's value could not be used.
     #[error("invalid --{flag}: {reason}")]
-    Invalid { flag: &'static str, reason: String },
+    Invalid {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// `--api-keys` is malformed.
     #[error("invalid --api-keys: {0}")]
     ApiKeys(#[from] ApiKeyError),

@@ -51,8 +51,11 @@ pub enum StartError {
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// Which listener.
         what: &'static str,
+        /// The address.
         addr: SocketAddr,
+        /// The OS error.
         source: std::io::Error,
     },
     /// The Redis client could not be created.

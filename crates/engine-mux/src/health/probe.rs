@@ -87,6 +87,7 @@ pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut Las
     }
 }
 
+/// Probes every `--health-check-interval` (sooner while something is unhealthy) until shutdown.
 pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
     let mut logged = LastLogged::default();
     loop {

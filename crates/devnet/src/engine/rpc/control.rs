@@ -20,7 +20,7 @@ pub fn register(
 ) -> Result<(), jsonrpsee::core::RegisterMethodError> {
     module.register_method(
         "devnet_setFault",
-        |p: Params, e, _| -> Result<Value, ErrorObjectOwned> {
+        |p: Params<'_>, e, _| -> Result<Value, ErrorObjectOwned> {
             let (fault, on): (String, Option<bool>) = p.parse()?;
             let fault: Fault =
                 fault

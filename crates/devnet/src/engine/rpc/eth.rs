@@ -215,40 +215,46 @@ pub fn register(
     module.register_method("eth_syncing", |_, _, _| -> RpcResult {
         Ok(Value::Bool(false))
     })?;
-    module.register_method("eth_getBlockByNumber", |p: Params, e, _| -> RpcResult {
+    module.register_method("eth_getBlockByNumber", |p: Params<'_>, e, _| -> RpcResult {
         let (r, full): (Value, Option<bool>) = p.parse()?;
         block_by(e, parse_block_ref(&r)?, full.unwrap_or(false))
     })?;
-    module.register_method("eth_getBlockByHash", |p: Params, e, _| -> RpcResult {
+    module.register_method("eth_getBlockByHash", |p: Params<'_>, e, _| -> RpcResult {
         let (h, full): (B256, Option<bool>) = p.parse()?;
         block_by(e, BlockRef::Hash(h), full.unwrap_or(false))
     })?;
-    module.register_method("eth_getBalance", |p: Params, e, _| -> RpcResult {
+    module.register_method("eth_getBalance", |p: Params<'_>, e, _| -> RpcResult {
         let (addr, r): (Address, Option<Value>) = p.parse()?;
         let r = block_ref_or_latest(r.as_ref())?;
         Ok(json!(state_at(e, r)?.balance(&addr)))
     })?;
-    module.register_method("eth_getTransactionCount", |p: Params, e, _| -> RpcResult {
-        let (addr, r): (Address, Option<Value>) = p.parse()?;
-        let r = block_ref_or_latest(r.as_ref())?;
-        if r == BlockRef::Pending {
-            return Ok(hex_u64(e.pending_nonce(&addr)));
-        }
-        Ok(hex_u64(state_at(e, r)?.nonce(&addr)))
-    })?;
-    module.register_method("eth_getTransactionByHash", |p: Params, e, _| -> RpcResult {
-        let (h,): (B256,) = p.parse()?;
-        if let Some((block, i)) = e.with_chain(|c| c.transaction(&h))
-            && let Some(tx) = block.transactions.get(i)
-        {
-            return transaction_json(tx, Some((&block, i)));
-        }
-        e.pooled_transaction(&h)
-            .map_or(Ok(Value::Null), |tx| transaction_json(&tx, None))
-    })?;
+    module.register_method(
+        "eth_getTransactionCount",
+        |p: Params<'_>, e, _| -> RpcResult {
+            let (addr, r): (Address, Option<Value>) = p.parse()?;
+            let r = block_ref_or_latest(r.as_ref())?;
+            if r == BlockRef::Pending {
+                return Ok(hex_u64(e.pending_nonce(&addr)));
+            }
+            Ok(hex_u64(state_at(e, r)?.nonce(&addr)))
+        },
+    )?;
+    module.register_method(
+        "eth_getTransactionByHash",
+        |p: Params<'_>, e, _| -> RpcResult {
+            let (h,): (B256,) = p.parse()?;
+            if let Some((block, i)) = e.with_chain(|c| c.transaction(&h))
+                && let Some(tx) = block.transactions.get(i)
+            {
+                return transaction_json(tx, Some((&block, i)));
+            }
+            e.pooled_transaction(&h)
+                .map_or(Ok(Value::Null), |tx| transaction_json(&tx, None))
+        },
+    )?;
     module.register_method(
         "eth_getTransactionReceipt",
-        |p: Params, e, _| -> RpcResult {
+        |p: Params<'_>, e, _| -> RpcResult {
             let (h,): (B256,) = p.parse()?;
             to_json(
                 e.with_chain(|c| c.transaction(&h))
@@ -256,13 +262,16 @@ pub fn register(
             )
         },
     )?;
-    module.register_method("eth_sendRawTransaction", |p: Params, e, _| -> RpcResult {
-        let (raw,): (Bytes,) = p.parse()?;
-        let hash = e
-            .submit_raw_transaction(&raw)
-            .map_err(|x| err(SERVER_ERROR, x.to_string()))?;
-        Ok(json!(hash))
-    })?;
+    module.register_method(
+        "eth_sendRawTransaction",
+        |p: Params<'_>, e, _| -> RpcResult {
+            let (raw,): (Bytes,) = p.parse()?;
+            let hash = e
+                .submit_raw_transaction(&raw)
+                .map_err(|x| err(SERVER_ERROR, x.to_string()))?;
+            Ok(json!(hash))
+        },
+    )?;
     module.register_method("eth_gasPrice", |_, e, _| -> RpcResult {
         let base = e.head().header.base_fee_per_gas.unwrap_or_default();
         Ok(json!(U256::from(base)))
