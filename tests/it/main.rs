@@ -1,0 +1,9 @@
+//! End-to-end scenarios across the workspace's binaries, each a named test: the in-process
+//! devnet (engines, builder flashblocks, engine-mux, driver, spammer), flashblocks-proxy and
+//! flashblocks-rpc as libraries, and scripted flashblocks streams in front of a real engine.
+
+mod disconnect;
+mod preconfirmed;
+mod reorg;
+mod sealed;
+mod subscribe;
