@@ -4,6 +4,7 @@
 
 mod disconnect;
 mod preconfirmed;
+mod proxy_chain;
 mod reorg;
 mod sealed;
 mod subscribe;

@@ -1,5 +1,6 @@
 //! Fixtures for the end-to-end scenarios in `it/`: a devnet with builder flashblocks and
-//! engine-mux between its engines ([`Net`]), flashblocks-rpc ([`start_rpc`]) in process, a relay a test can cut ([`Relay`]), a
+//! engine-mux between its engines ([`Net`]), flashblocks-rpc ([`start_rpc`]) and
+//! flashblocks-proxy ([`start_proxy`]) in process, a relay a test can cut ([`Relay`]), a
 //! scripted flashblocks stream ([`scripted_server`], [`flashblock`]), JSON-RPC calls and
 //! polls with a deadline ([`wait_for`]).
 //!
@@ -9,11 +10,13 @@
 use std::time::Duration;
 
 mod net;
+mod proxy;
 mod relay;
 mod rpc;
 mod scripted;
 
 pub use net::{BLOCK_TIME, FLASHBLOCK_INTERVAL, Net};
+pub use proxy::{Ws, next_json, start_proxy, subscribe, ws_url};
 pub use relay::Relay;
 pub use rpc::{
     CALL_TIMEOUT, assert_covers, call, client, metric, pending_ahead, quantity, quantity256,
