@@ -54,8 +54,9 @@ struct Observation {
     /// The upstream's head read just before that receipt: below the receipt's block when the
     /// receipt came from pending state.
     upstream_head_before: u64,
-    /// The last pending block (full transactions) flashblocks-rpc served for the transfer's
-    /// block while the upstream had not sealed it, with its receipt at that moment.
+    /// The last pending block (full transactions, the transfer among them) flashblocks-rpc
+    /// served for the transfer's block while the upstream had not sealed it, with the
+    /// transfer's receipt read right after.
     last_pending: Option<(Value, Value)>,
 }
 
@@ -105,7 +106,8 @@ async fn attempt(net: &Net, ours: &Upstream, nonce: u64) -> Observation {
         let block = call(ours, "eth_getBlockByNumber", json!(["pending", true])).await;
         let r = call(ours, "eth_getTransactionReceipt", json!([hash])).await;
         let head_after = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
-        if head_after < number && quantity(&block["number"]) == number && !r.is_null() {
+        let holds_it = tx_hashes(&block).contains(&json!(hash));
+        if head_after < number && quantity(&block["number"]) == number && holds_it && !r.is_null() {
             last_pending = Some((block, r));
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
