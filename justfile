@@ -22,3 +22,4 @@ bench:
     cargo bench -p engine-mux --bench overhead
     cargo bench -p devnet --bench engine
     cargo bench -p devnet --bench flashblocks_latency
+    cargo bench -p e2e --bench flashblocks_rpc_pending

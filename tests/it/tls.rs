@@ -18,7 +18,7 @@ use tokio::{net::TcpListener, sync::mpsc};
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{call, client, flashblock, metric, start_rpc, wait_for};
+use e2e::{call, client, flashblock, metric, start_rpc, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
