@@ -187,6 +187,8 @@ pub struct Config {
     pub selection: SelectionPolicy,
     /// Overall getPayload budget.
     pub get_payload_deadline: Duration,
+    /// Builder blocks with a zero state root are rebuilt by the local EL.
+    pub external_state_root: bool,
     /// Skip an unhealthy builder.
     pub ignore_unhealthy_builders: bool,
     /// Payload id map capacity.
@@ -325,27 +327,22 @@ impl TryFrom<Args> for Config {
             Some(inbound.unwrap_or(l2_secret))
         };
 
-        let u = &a.unsupported;
+        let p2p = &a.flashblocks_p2p;
         for (set, flag, reason) in [
             (
-                u.external_state_root,
-                "external-state-root",
-                "builder blocks must carry their own state root; the local EL validates them",
-            ),
-            (
-                u.flashblocks_p2p,
+                p2p.flashblocks_p2p,
                 "flashblocks-p2p",
-                "flashblocks are received over the builder's WebSocket (--flashblocks)",
+                "the flashblocks P2P authorization is not implemented yet",
             ),
             (
-                u.flashblocks_authorizer_sk.is_some(),
+                p2p.flashblocks_authorizer_sk.is_some(),
                 "flashblocks-authorizer-sk",
-                "the flashblocks P2P protocol is not implemented",
+                "the flashblocks P2P authorization is not implemented yet",
             ),
             (
-                u.flashblocks_builder_vk.is_some(),
+                p2p.flashblocks_builder_vk.is_some(),
                 "flashblocks-builder-vk",
-                "the flashblocks P2P protocol is not implemented",
+                "the flashblocks P2P authorization is not implemented yet",
             ),
         ] {
             if set {
@@ -418,6 +415,7 @@ impl TryFrom<Args> for Config {
                 None => SelectionPolicy::AlwaysBuilder,
             },
             get_payload_deadline,
+            external_state_root: a.external_state_root,
             ignore_unhealthy_builders: a.ignore_unhealthy_builders,
             payload_id_capacity: a.payload_id_cache_size,
             builder_queue_depth: a.builder_queue_depth,
@@ -544,7 +542,6 @@ mod tests {
     #[test]
     fn unsupported_rollup_boost_flags_stop_startup_naming_the_flag() {
         for (argv, flag) in [
-            (&["--external-state-root"][..], "--external-state-root"),
             (&["--flashblocks-p2p"][..], "--flashblocks-p2p"),
             (
                 &["--flashblocks-authorizer-sk", "00"][..],
