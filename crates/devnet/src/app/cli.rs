@@ -132,7 +132,8 @@ pub struct AllArgs {
     #[arg(long, default_value_t = 10.0)]
     pub tx_rate: f64,
     /// Builder fault windows by block height, `FAULT@FROM..TO` (FAULT: down, hang, invalid,
-    /// empty, stale, slow=MS, flashblocks_down, down_after_flashblock=N); repeatable.
+    /// zero_state_root, empty, stale, slow=MS, flashblocks_down, drop_preconfirmed,
+    /// down_after_flashblock=N); repeatable.
     #[arg(long = "builder-fault", value_name = "FAULT@FROM..TO")]
     pub builder_faults: Vec<FaultWindow>,
     /// Stop after this many blocks.

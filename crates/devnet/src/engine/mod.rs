@@ -186,6 +186,12 @@ impl Engine {
         f(&self.lock().chain)
     }
 
+    /// A block this engine built and served from getPayload (as built, before any fault
+    /// changed what was served), by its hash.
+    pub fn built_block(&self, hash: &B256) -> Option<Arc<ChainBlock>> {
+        self.lock().built.get(hash).cloned()
+    }
+
     /// Head state.
     pub fn head_state(&self) -> Arc<StateSnapshot> {
         self.lock().chain.head_state()

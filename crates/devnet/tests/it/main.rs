@@ -7,6 +7,7 @@ mod builder_catch_up;
 mod builder_down;
 mod builder_hangs;
 mod builder_invalid;
+mod builder_zero_state_root;
 mod engine_rpc;
 mod flashblocks;
 mod flashblocks_after_proposal;

@@ -62,7 +62,13 @@ impl Engine {
             Some(prefix.clone().unwrap_or_default()),
         )?;
         let sent = prefix.as_ref().map_or(0, Vec::len);
-        let flashblock = flashblocks_payload(&self.spec, id, index, &built, sent);
+        let mut flashblock = flashblocks_payload(&self.spec, id, index, &built, sent);
+        if self.faulty() && self.faults.is_zero_state_root() {
+            let mut header = built.block.header.clone();
+            header.state_root = B256::ZERO;
+            flashblock.diff.state_root = B256::ZERO;
+            flashblock.diff.block_hash = header.hash_slow();
+        }
         inner.jobs.insert(
             id,
             PayloadJob::Streaming {
