@@ -8,6 +8,7 @@ mod compression;
 mod external_state_root;
 mod failures;
 mod flashblocks;
+mod flashblocks_p2p;
 mod harness;
 mod health;
 mod inbound_auth;

@@ -506,7 +506,8 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
     };
     let (head, head_ts) = *inner.head.lock();
     match method.as_str() {
-        "engine_forkchoiceUpdatedV3" => {
+        // A flashblocks P2P builder's FCU: the same, with an authorization as third param.
+        "engine_forkchoiceUpdatedV3" | "flashblocks_forkchoiceUpdatedV3" => {
             let status = forced_status.unwrap_or("VALID");
             let has_attrs = params.get(1).is_some_and(|a| !a.is_null());
             if has_attrs && params[1]["noTxPool"] == true && inner.script.lock().reject_no_tx_pool {
