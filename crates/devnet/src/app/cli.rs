@@ -155,6 +155,12 @@ pub struct AllArgs {
     /// Time between two flashblocks of one block (with --flashblocks).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub flashblocks_interval: Duration,
+    /// Flashblocks P2P authorization instead of engine-mux's WebSocket ingestion: the builder
+    /// streams flashblocks (on --builder-flashblocks-port) only for payloads engine-mux
+    /// authorized with `flashblocks_forkchoiceUpdatedV3` (dev keys; engine-mux gets
+    /// --flashblocks-p2p and the keys).
+    #[arg(long, conflicts_with = "flashblocks")]
+    pub flashblocks_p2p: bool,
     /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,

@@ -60,6 +60,64 @@ pub struct DevnetConfig {
     /// Flashblocks end to end (`None` = off): the builder streams them, engine-mux ingests,
     /// re-publishes and assembles blocks from them.
     pub flashblocks: Option<DevnetFlashblocks>,
+    /// Flashblocks P2P authorization (`None` = off): the builder publishes a payload's
+    /// flashblocks only when engine-mux's FCU authorized it (`--flashblocks-p2p` on
+    /// engine-mux instead of `--flashblocks`). Needs `flashblocks` for the builder's publisher.
+    pub flashblocks_p2p: Option<DevnetP2p>,
+}
+
+/// The keys of flashblocks P2P authorization in the all-in-one run (dev keys by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevnetP2p {
+    /// The secret engine-mux signs authorizations with.
+    pub authorizer_sk: [u8; 32],
+    /// The secret whose public half the builder trusts (normally `authorizer_sk`).
+    pub trusted_authorizer_sk: [u8; 32],
+    /// The builder's own secret: it accepts authorizations for its public half.
+    pub builder_sk: [u8; 32],
+    /// The builder secret whose public half engine-mux authorizes (normally `builder_sk`).
+    pub authorized_builder_sk: [u8; 32],
+}
+
+/// The devnet's authorizer secret (a dev key: never use it anywhere else).
+pub const DEV_AUTHORIZER_SK: [u8; 32] = [0x11; 32];
+/// The devnet builder's flashblocks P2P secret (a dev key).
+pub const DEV_P2P_BUILDER_SK: [u8; 32] = [0x22; 32];
+
+impl Default for DevnetP2p {
+    fn default() -> Self {
+        Self {
+            authorizer_sk: DEV_AUTHORIZER_SK,
+            trusted_authorizer_sk: DEV_AUTHORIZER_SK,
+            builder_sk: DEV_P2P_BUILDER_SK,
+            authorized_builder_sk: DEV_P2P_BUILDER_SK,
+        }
+    }
+}
+
+fn public(secret: &[u8; 32]) -> ed25519_dalek::VerifyingKey {
+    engine_api::flashblocks_p2p::AuthorizerKey::from_bytes(secret).verifying_key()
+}
+
+impl DevnetP2p {
+    /// The builder's side: the keys it checks authorizations against.
+    pub fn builder_auth(&self) -> crate::engine::flashblocks::p2p::P2pAuth {
+        crate::engine::flashblocks::p2p::P2pAuth::new(
+            public(&self.trusted_authorizer_sk),
+            public(&self.builder_sk),
+        )
+    }
+
+    /// engine-mux flags that authorize the builder per block.
+    pub fn mux_args(&self) -> Vec<String> {
+        vec![
+            "--flashblocks-p2p".into(),
+            "--flashblocks-authorizer-sk".into(),
+            hex::encode(self.authorizer_sk),
+            "--flashblocks-builder-vk".into(),
+            hex::encode(public(&self.authorized_builder_sk).as_bytes()),
+        ]
+    }
 }
 
 /// Flashblocks in the all-in-one run.
@@ -119,6 +177,7 @@ impl Default for DevnetConfig {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mux_port: 0,
             flashblocks: None,
+            flashblocks_p2p: None,
         }
     }
 }
@@ -281,7 +340,14 @@ impl Devnet {
         };
         let builder = start_engine_with(genesis, Role::Builder, builder_listen).await?;
         let mut mux_args = Vec::new();
-        if let (Some(fb), Some(builder_ws)) = (config.flashblocks, builder.flashblocks_addr) {
+        if let Some(p2p) = config.flashblocks_p2p {
+            // The builder publishes itself; engine-mux only authorizes it.
+            builder
+                .engine
+                .set_flashblocks_p2p(Arc::new(p2p.builder_auth()));
+            mux_args = p2p.mux_args();
+        } else if let (Some(fb), Some(builder_ws)) = (config.flashblocks, builder.flashblocks_addr)
+        {
             mux_args = fb.mux_args(builder_ws, host);
         }
         mux_args.extend(config.mux_args.iter().cloned());

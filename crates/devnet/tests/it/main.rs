@@ -16,6 +16,7 @@ mod flashblocks_builder_killed;
 mod flashblocks_fifty_blocks;
 mod flashblocks_fork_transition;
 mod flashblocks_invalid_builder_block;
+mod flashblocks_p2p;
 mod flashblocks_reconnect;
 mod flashblocks_slow_subscriber;
 mod fork_transition;

@@ -3,6 +3,7 @@
 //! the pool has), and [`publisher`] sends them over WebSocket as op-rbuilder does on :1111.
 //! getPayload seals the payload and answers the block of the last flashblock sent.
 
+pub mod p2p;
 pub mod publisher;
 
 use alloy_primitives::{B256, U256};
