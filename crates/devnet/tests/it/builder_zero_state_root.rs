@@ -111,3 +111,48 @@ async fn without_external_state_root_zero_root_builder_blocks_are_invalid_and_lo
     assert_ne!(head["stateRoot"], serde_json::json!(B256::ZERO));
     devnet.stop().await;
 }
+
+/// With flashblocks too: the zero-root block (and what its flashblocks assemble to) is rebuilt,
+/// and every preconfirmed transaction is in the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_flashblocks_the_rebuilt_block_keeps_every_preconfirmed_transaction() {
+    let mut cfg = crate::support::flashblocks_config();
+    cfg.mux_args.push("--external-state-root".into());
+    cfg.builder_faults = vec![WINDOW];
+    let devnet = Devnet::start(cfg).await.expect("devnet starts");
+    let sub =
+        crate::support::FlashblocksSubscriber::connect(devnet.mux.flashblocks_addr.unwrap()).await;
+    let mut events = devnet.driver.subscribe();
+    let slots = observe(&devnet, &mut events, 11, Duration::from_secs(60), |_| {}).await;
+    assert!(missed(&slots).is_empty(), "{:?}", missed(&slots));
+    assert_eq!(
+        devnet
+            .local
+            .engine
+            .stats()
+            .invalid_payloads
+            .load(Ordering::Relaxed),
+        0
+    );
+    let mut rebuilt = 0;
+    for block in slots.iter().filter_map(|o| o.proposed()) {
+        if WINDOW.covers(block.number) && devnet.builder.engine.built_block(&block.hash).is_some() {
+            rebuilt += 1;
+        }
+    }
+    assert!(rebuilt >= 4, "{rebuilt}\n{}", devnet.mux.metrics_text());
+    // The payload still streaming when the run stopped is not in the chain yet.
+    let mut frames = sub.frames();
+    let in_flight = frames.last().map(|f| f.payload_id);
+    frames.retain(|f| Some(f.payload_id) != in_flight);
+    assert!(!frames.is_empty());
+    let canonical = crate::support::canonical_occurrences(
+        &devnet,
+        &crate::support::preconfirmed_hashes(&frames),
+    );
+    assert!(
+        canonical.iter().all(|n| *n == 1),
+        "every preconfirmed transaction is in the chain once: {canonical:?}"
+    );
+    devnet.stop().await;
+}
