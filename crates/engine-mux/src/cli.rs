@@ -355,7 +355,7 @@ pub struct InboundAuthArgs {
 
 /// Flashblocks P2P authorization (rollup-boost's P2P mode): each FCU with attributes tells
 /// the builder, signed by the authorizer key, that it may publish this block's flashblocks.
-#[derive(Clone, Debug, ClapArgs)]
+#[derive(Clone, ClapArgs)]
 #[command(next_help_heading = "Flashblocks P2P")]
 pub struct FlashblocksP2pArgs {
     /// Authorize the builder per block to publish flashblocks over its P2P network: an FCU
@@ -374,6 +374,22 @@ pub struct FlashblocksP2pArgs {
     /// The builder's ed25519 verifying key (32 bytes, hex) that each authorization names.
     #[arg(long, env = "FLASHBLOCKS_BUILDER_VK", value_name = "HEX")]
     pub flashblocks_builder_vk: Option<String>,
+}
+
+impl std::fmt::Debug for FlashblocksP2pArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlashblocksP2pArgs")
+            .field("flashblocks_p2p", &self.flashblocks_p2p)
+            .field(
+                "flashblocks_authorizer_sk",
+                &self
+                    .flashblocks_authorizer_sk
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
+            .field("flashblocks_builder_vk", &self.flashblocks_builder_vk)
+            .finish()
+    }
 }
 
 /// Log output format.

@@ -629,6 +629,13 @@ mod tests {
             !format!("{c:?}").contains(AUTHORIZER_SK),
             "Debug output must not leak the authorizer key"
         );
+        let args =
+            Args::try_parse_from(["engine-mux", "--flashblocks-authorizer-sk", AUTHORIZER_SK])
+                .unwrap();
+        assert!(
+            !format!("{args:?}").contains(AUTHORIZER_SK),
+            "nor the parsed flags"
+        );
         assert!(config(&[]).unwrap().flashblocks_p2p.is_none());
     }
 
