@@ -94,6 +94,7 @@ impl Net {
             host,
             port: 0,
             flashblocks: Some((builder.flashblocks_addr.expect("flashblocks on"), 0)),
+            flashblocks_p2p: None,
         };
         let mux_instance = start_mux(wiring, &[]).await.unwrap();
         let mux_url = format!("http://{}", mux_instance.rpc_addr);

@@ -127,7 +127,8 @@ pub struct AllArgs {
     #[arg(long, default_value_t = 10.0)]
     pub tx_rate: f64,
     /// Builder fault windows by block height, `FAULT@FROM..TO` (FAULT: down, hang, invalid,
-    /// empty, stale, slow=MS, flashblocks_down, down_after_flashblock=N); repeatable.
+    /// zero_state_root, empty, stale, slow=MS, flashblocks_down, drop_preconfirmed,
+    /// down_after_flashblock=N); repeatable.
     #[arg(long = "builder-fault", value_name = "FAULT@FROM..TO")]
     pub builder_faults: Vec<FaultWindow>,
     /// Stop after this many blocks.
@@ -149,6 +150,12 @@ pub struct AllArgs {
     /// Time between two flashblocks of one block (with --flashblocks).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub flashblocks_interval: Duration,
+    /// Flashblocks P2P authorization instead of engine-mux's WebSocket ingestion: the builder
+    /// streams flashblocks (on --builder-flashblocks-port) only for payloads engine-mux
+    /// authorized with `flashblocks_forkchoiceUpdatedV3` (dev keys; engine-mux gets
+    /// --flashblocks-p2p and the keys).
+    #[arg(long, conflicts_with = "flashblocks")]
+    pub flashblocks_p2p: bool,
     /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,
