@@ -6,16 +6,12 @@
 //!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
-#[path = "../tests/it/mock_engine.rs"]
-#[allow(dead_code)]
-mod mock_engine;
-
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use engine_api::Upstream;
+use engine_mocks::{self as mock_engine, MockEngine, attributes, forkchoice};
 use engine_mux::{Config, cli::Args};
-use mock_engine::{MockEngine, attributes, forkchoice};
 use serde_json::{Value, json};
 
 #[derive(Default)]

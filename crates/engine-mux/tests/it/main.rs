@@ -13,9 +13,11 @@ mod harness;
 mod health;
 mod inbound_auth;
 mod lifecycle;
-mod mock_engine;
 mod modes;
 mod ordering;
 mod peers;
 mod routing;
 mod tls;
+
+/// The programmable mock engines (a dev-only crate, shared with the overhead bench).
+use engine_mocks as mock_engine;

@@ -1,5 +1,7 @@
-//! A programmable in-process engine: each test scripts its answers, delays and faults, and
-//! reads back every call it recorded (after JWT validation with its own secret).
+//! A programmable in-process engine for engine-mux's tests and benchmarks: each test scripts its
+//! answers, delays and faults, and reads back every call it recorded (after JWT validation with
+//! its own secret). It behaves like the real peers where engine-mux depends on it: payloads built
+//! from the FCU's attributes, op-geth's gzip handler and reth's compression, TLS. Dev-only.
 
 use std::{
     collections::HashMap,
@@ -47,7 +49,9 @@ pub enum Fault {
 /// One recorded call.
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// The JSON-RPC method.
     pub method: String,
+    /// Its params, as sent.
     pub params: Value,
     /// The request's `Accept-Encoding`, if any.
     pub accept_encoding: Option<String>,
@@ -73,6 +77,7 @@ pub enum Compression {
 /// Options for [`MockEngine::start_with`].
 #[derive(Clone, Default)]
 pub struct MockOptions {
+    /// How answers are compressed (like op-geth, like reth, or always).
     pub compression: Compression,
     /// Serve HTTPS with this acceptor (the mock's URL becomes `https://`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -118,12 +123,15 @@ type Listening = (tokio::task::JoinHandle<()>, Arc<Mutex<JoinSet<()>>>);
 /// A mock execution engine on a loopback port.
 #[derive(Clone)]
 pub struct MockEngine {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The JWT secret it validates callers with.
     pub secret: JwtSecret,
     inner: Arc<Inner>,
     server: Arc<Mutex<Option<Listening>>>,
 }
 
+/// Now, in Unix seconds.
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,6 +181,7 @@ impl MockEngine {
         engine
     }
 
+    /// Its base URL.
     pub fn url(&self) -> String {
         let scheme = if self.inner.options.tls.is_some() {
             "https"
@@ -187,6 +196,7 @@ impl MockEngine {
         self.inner.wire_bodies.lock().iter().any(|b| b == body)
     }
 
+    /// Its JWT secret as hex (for `--*-jwt-token`).
     pub fn secret_hex(&self) -> String {
         hex_secret(&self.secret)
     }
@@ -259,6 +269,7 @@ impl MockEngine {
         self.serve(listener);
     }
 
+    /// Makes `method` misbehave as `fault` says.
     pub fn fault(&self, method: &str, fault: Fault) {
         self.inner
             .script
@@ -267,10 +278,12 @@ impl MockEngine {
             .insert(method.to_string(), fault);
     }
 
+    /// Makes `method` answer normally again.
     pub fn clear_fault(&self, method: &str) {
         self.inner.script.lock().faults.remove(method);
     }
 
+    /// Makes newPayload answer INVALID for the block `hash`.
     pub fn invalid_for(&self, hash: B256) {
         self.inner.script.lock().invalid_hashes.push(hash);
     }
@@ -285,6 +298,7 @@ impl MockEngine {
         *self.inner.tamper.lock() = Some(f);
     }
 
+    /// Gas used by the payloads it builds.
     pub fn set_gas_used(&self, gas: u64) {
         *self.inner.gas_used.lock() = gas;
     }
@@ -294,6 +308,7 @@ impl MockEngine {
         *self.inner.head.lock() = (number, timestamp);
     }
 
+    /// The latest block (number, timestamp) its probe answers with.
     pub fn head(&self) -> (u64, u64) {
         *self.inner.head.lock()
     }
@@ -318,10 +333,12 @@ impl MockEngine {
         self.inner.issued.lock().clone()
     }
 
+    /// Every call received, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.calls.lock().clone()
     }
 
+    /// The calls of `method`, oldest first.
     pub fn calls_of(&self, method: &str) -> Vec<Call> {
         self.calls()
             .into_iter()
@@ -329,6 +346,7 @@ impl MockEngine {
             .collect()
     }
 
+    /// The `engine_*` calls, oldest first.
     pub fn engine_calls(&self) -> Vec<Call> {
         self.calls()
             .into_iter()
@@ -336,6 +354,7 @@ impl MockEngine {
             .collect()
     }
 
+    /// Forgets the calls recorded so far.
     pub fn clear_calls(&self) {
         self.inner.calls.lock().clear();
     }
@@ -369,6 +388,7 @@ pub fn engine_client(
     })
 }
 
+/// `s` as hex.
 pub fn hex_secret(s: &JwtSecret) -> String {
     alloy_primitives::hex::encode(s.as_bytes())
 }
