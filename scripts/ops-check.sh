@@ -55,8 +55,14 @@ mkdir -p "$BIN"
 for b in engine-mux devnet flashblocks-proxy flashblocks-rpc; do cp "$TARGET/$b" "$BIN/"; done
 
 echo "==> deployment configs: YAML validity and engine-mux flags"
-"$BIN/engine-mux" --help >"$WORK/help.txt"
-scripts/check-deploy-configs.sh "$WORK/help.txt"
+scripts/check-deploy-configs.sh "$BIN"
+# The Dockerfile builds binaries by name: each must be a binary target of the workspace.
+bins=$(cargo metadata --format-version 1 --no-deps | jq -r '.packages[].targets[] | select(.kind[] == "bin") | .name')
+for b in $(grep -oE -- '--bin [a-z0-9-]+' Dockerfile | awk '{print $2}' | sort -u); do
+  grep -qxF "$b" <<<"$bins" || fail "Dockerfile builds --bin $b, which the workspace does not have"
+  grep -qE "^ENTRYPOINT \[\"/usr/local/bin/$b\"\]" Dockerfile || fail "Dockerfile has no ENTRYPOINT for $b"
+done
+echo "    Dockerfile: binaries $(grep -oE -- '--bin [a-z0-9-]+' Dockerfile | awk '{printf "%s ", $2}')exist in the workspace"
 
 [ "${1:-}" = "--static" ] && exit 0
 
