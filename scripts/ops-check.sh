@@ -31,6 +31,14 @@ fi
 echo "==> promtool check rules / test rules"
 promtool check rules docs/prometheus-alerts.yml
 (cd docs && promtool test rules prometheus-alerts.test.yml)
+# Every alert links a runbook section that exists (GitHub's heading anchors).
+anchors=$(grep -E '^## ' docs/runbooks.md | sed -E 's/^## //' | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9 -]//g; s/ /-/g')
+for a in $(grep -oE 'runbooks\.md#[a-z0-9-]+' docs/prometheus-alerts.yml | sort -u | cut -d'#' -f2); do
+  grep -qxF "$a" <<<"$anchors" || { echo "FAIL: docs/prometheus-alerts.yml links runbooks.md#$a, which has no section" >&2; exit 1; }
+done
+missing_runbook=$(awk '/- alert:/ {a=$3} /runbook_url:/ {print a}' docs/prometheus-alerts.yml | sort -u | comm -13 - <(grep -oE 'alert: [A-Za-z]+' docs/prometheus-alerts.yml | awk '{print $2}' | sort -u))
+[ -z "$missing_runbook" ] || { echo "FAIL: alerts without runbook_url: $missing_runbook" >&2; exit 1; }
+echo "    every alert links an existing runbook section"
 
 WORK=$(mktemp -d)
 PIDS=()
