@@ -22,3 +22,7 @@ bench:
     cargo bench -p engine-mux --bench overhead
     cargo bench -p devnet --bench engine
     cargo bench -p devnet --bench flashblocks_latency
+
+# Operations checks (alert rule tests, deploy configs, metric names, alerts on a real Prometheus).
+ops-check *ARGS:
+    ./scripts/ops-check.sh {{ARGS}}
