@@ -39,6 +39,9 @@ done
 missing_runbook=$(awk '/- alert:/ {a=$3} /runbook_url:/ {print a}' docs/prometheus-alerts.yml | sort -u | comm -13 - <(grep -oE 'alert: [A-Za-z]+' docs/prometheus-alerts.yml | awk '{print $2}' | sort -u))
 [ -z "$missing_runbook" ] || { echo "FAIL: alerts without runbook_url: $missing_runbook" >&2; exit 1; }
 echo "    every alert links an existing runbook section"
+for d in docs/grafana/*.json; do
+  jq -e '.panels | length > 0' "$d" >/dev/null || { echo "FAIL: $d is not a dashboard with panels" >&2; exit 1; }
+done
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -184,6 +187,17 @@ quiet=$(promql 'count(ALERTS{alertname=~"EngineMuxGetPayloadWithoutBlocks|Engine
 [ -z "$quiet" ] || fail "a block-production alert is active on a healthy sequencer"
 ever=$(promql 'count(count_over_time(ALERTS{alertname=~"EngineMuxGetPayloadWithoutBlocks|EngineMuxActiveSequencerStalled|EngineMuxLocalELUnavailable"}[10m]))')
 [ -z "$ever" ] || fail "a block-production alert was active during the run"
+
+echo "==> every dashboard query runs on the real Prometheus"
+n=0; with_data=0
+while IFS= read -r expr; do
+  q=$(sed -e 's/\$__rate_interval/1m/g' -e 's/\$[a-z_]*instance/.*/g' <<<"$expr")
+  answer=$(curl -sS "$PROM/api/v1/query" --data-urlencode "query=$q")
+  [ "$(jq -r .status <<<"$answer")" = success ] || fail "dashboard query does not run: $q -> $(jq -r .error <<<"$answer")"
+  n=$((n + 1))
+  [ "$(jq '.data.result | length' <<<"$answer")" -gt 0 ] && with_data=$((with_data + 1))
+done < <(jq -r '.panels[].targets[]?.expr' docs/grafana/*.json)
+echo "    $n queries ran, $with_data returned data"
 
 echo "==> metric names in the dashboard, the rules and docs/metrics.md against the scrapes"
 curl -fsS "http://127.0.0.1:$MUX_METRICS/metrics" >"$WORK/scrape.txt"
