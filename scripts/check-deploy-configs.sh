@@ -48,11 +48,6 @@ check "optimism-package's sidecar launcher (engine-mux)" "$mux_help" flag \
 # harmless), so they are not listed here.
 check "optimism-package's websocket proxy launcher (flashblocks-proxy)" "$proxy_help" env \
   LISTEN_ADDR UPSTREAM_WS LOG_FORMAT LOG_LEVEL MESSAGE_BUFFER_SIZE METRICS METRICS_ADDR
-# Flags written in our kurtosis args for the sidecar (none today; any added must exist).
-for f in kurtosis/*.yaml; do
-  # shellcheck disable=SC2046
-  check "$f" "$mux_help" flag $(sed -n '/mev_params:/,/^ \{0,8\}[a-z_]*:$/p' "$f" | grep -oE -- '--[a-z0-9-]+' | sort -u)
-done
 
 # builder-playground: its RollupBoost component passes these arguments (playground/components.go,
 # with --flashblocks), which our recipe keeps, and its websocket-proxy these.
