@@ -9,7 +9,9 @@
 #     series engine-mux exports must be documented in docs/metrics.md.
 #  4. A real Prometheus scrapes them with the alert rules (`for:` shortened to 5 s): a builder
 #     outage must take EngineMuxBuilderUnhealthy through pending to firing, and clearing it must
-#     resolve the alert; the block-production alerts must stay silent on the sequencing node.
+#     resolve the alert; the same for the builder's flashblocks WebSocket going down and
+#     EngineMuxFlashblocksDisconnected. The block-production alerts must stay silent on the
+#     sequencing node throughout, and every dashboard query must run on that Prometheus.
 # Installs prometheus (promtool) with apt-get when missing. `--static` runs steps 1-2 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -163,24 +165,30 @@ curl -s -o /dev/null "http://127.0.0.1:$MUX_PORT" -H 'content-type: application/
   -d '{"jsonrpc":"2.0","id":1,"method":"engine_getPayloadV4","params":["0x0000000000000001"]}'
 rpc "http://127.0.0.1:$RPC_PORT" eth_getBlockByNumber '["pending",false]' >/dev/null
 
-echo "==> builder down: EngineMuxBuilderUnhealthy must go pending, then firing"
-rpc "http://$CONTROL" devnet_setFault '["down",true]' >/dev/null
-t0=$SECONDS
-is_state() { [ "$(alert_state EngineMuxBuilderUnhealthy)" = "$1" ]; }
-wait_for "EngineMuxBuilderUnhealthy pending" 30 is_state pending
-echo "    pending after $((SECONDS - t0)) s"
-wait_for "EngineMuxBuilderUnhealthy firing" 30 is_state firing
-echo "    firing after $((SECONDS - t0)) s"
-
-echo "==> builder back: the alert must resolve"
-rpc "http://$CONTROL" devnet_clearFaults '[]' >/dev/null
-t0=$SECONDS
-wait_for "EngineMuxBuilderUnhealthy resolved" 60 is_state ""
-echo "    resolved after $((SECONDS - t0)) s"
+# A fault on the devnet's builder must take ALERT through pending to firing, and clearing it must
+# resolve the alert.
+alert_cycle() { # alert, fault
+  local alert=$1 fault=$2 t0
+  echo "==> builder fault $fault: $alert must go pending, then firing, then resolve"
+  rpc "http://$CONTROL" devnet_setFault "[\"$fault\",true]" >/dev/null
+  t0=$SECONDS
+  wait_for "$alert pending" 30 is_state "$alert" pending
+  echo "    pending after $((SECONDS - t0)) s"
+  wait_for "$alert firing" 30 is_state "$alert" firing
+  echo "    firing after $((SECONDS - t0)) s"
+  rpc "http://$CONTROL" devnet_clearFaults '[]' >/dev/null
+  t0=$SECONDS
+  wait_for "$alert resolved" 60 is_state "$alert" ""
+  echo "    resolved $((SECONDS - t0)) s after the fault was cleared"
+}
+is_state() { [ "$(alert_state "$1")" = "$2" ]; }
+alert_cycle EngineMuxBuilderUnhealthy down
 # Catch-up replays what the builder missed; wait for a builder block again so the scrape below
 # holds the recovery series too.
 wait_for "builder blocks after the outage" 60 bash -c \
   "curl -fsS '$PROM/api/v1/query' --data-urlencode 'query=increase(engine_mux_blocks_proposed_total{source=\"builder\"}[5s]) > 0' | jq -e '.data.result | length > 0' >/dev/null"
+
+alert_cycle EngineMuxFlashblocksDisconnected flashblocks_down
 
 echo "==> block-production alerts stayed silent on the sequencing node"
 quiet=$(promql 'count(ALERTS{alertname=~"EngineMuxGetPayloadWithoutBlocks|EngineMuxActiveSequencerStalled|EngineMuxLocalELUnavailable"})')
