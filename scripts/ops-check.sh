@@ -79,11 +79,14 @@ echo "    Dockerfile: binaries $(grep -oE -- '--bin [a-z0-9-]+' Dockerfile | awk
 
 [ "${1:-}" = "--static" ] && exit 0
 
-# A free loopback port: pick at random until nothing answers on it.
+# A free loopback port, below the kernel's ephemeral range: the devnet binds several listeners on
+# port 0 and opens many client connections, and an ephemeral port picked by the kernel for those
+# must not be one chosen here. Pick at random until nothing answers on it.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
     if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
   done
 }
@@ -170,6 +173,7 @@ rpc "http://127.0.0.1:$RPC_PORT" eth_getBlockByNumber '["pending",false]' >/dev/
 alert_cycle() { # alert, fault
   local alert=$1 fault=$2 t0
   echo "==> builder fault $fault: $alert must go pending, then firing, then resolve"
+  wait_for "$alert inactive before the fault" 30 is_state "$alert" ""
   rpc "http://$CONTROL" devnet_setFault "[\"$fault\",true]" >/dev/null
   t0=$SECONDS
   wait_for "$alert pending" 30 is_state "$alert" pending
