@@ -159,7 +159,9 @@ where
 
 /// Test support: an unsigned token `<header>.<claims>.` from arbitrary JSON, to throw
 /// `alg: none` and other forged headers at a server. Never accepted by [`AuthLayer`].
-#[doc(hidden)]
+/// Only with the `test-utils` feature (tests of the crates that enable it), never in a build
+/// that serves traffic.
+#[cfg(any(test, feature = "test-utils"))]
 pub fn unsigned_token(header_json: &str, claims_json: &str) -> String {
     format!(
         "{}.{}.",
@@ -169,6 +171,7 @@ pub fn unsigned_token(header_json: &str, claims_json: &str) -> String {
 }
 
 /// Unpadded base64url (RFC 4648 §5), enough to encode JWT segments.
+#[cfg(any(test, feature = "test-utils"))]
 fn base64_url(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod codes;
 pub mod content_encoding;
 pub mod flashblocks;
+pub mod flashblocks_p2p;
 pub mod jsonrpc;
 pub mod payload;
 pub mod secret;

@@ -106,6 +106,12 @@ impl PayloadEnvelope {
         self.inner().gas_used
     }
 
+    /// The state root the payload claims (zero from a builder that leaves it to the sequencer's
+    /// EL: `--external-state-root`).
+    pub fn state_root(&self) -> B256 {
+        self.inner().state_root
+    }
+
     /// The block's timestamp.
     pub fn timestamp(&self) -> u64 {
         self.inner().timestamp

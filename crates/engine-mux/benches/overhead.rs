@@ -1,5 +1,8 @@
 //! Per-method latency op-node sees calling a zero-latency mock engine directly and through
-//! engine-mux, in the same run, with 100-transaction payloads.
+//! engine-mux, in the same run, with 100-transaction payloads. When a rollup-boost binary is
+//! available (`ROLLUP_BOOST=/path/to/rollup-boost`, or `rollup-boost` on `PATH`, e.g. from
+//! `cargo install rollup-boost --version 0.7.13`), it is driven in the same run against the same
+//! mocks, and the ratio of the latency each sidecar adds per block is printed.
 //!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
@@ -73,6 +76,71 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A rollup-boost binary to compare with, if one is available.
+fn rollup_boost_binary() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("ROLLUP_BOOST") {
+        return Some(path.into());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("rollup-boost"))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// rollup-boost between the same mocks, with the flags both sidecars share.
+async fn start_rollup_boost(
+    binary: &std::path::Path,
+    local: &MockEngine,
+    builder: &MockEngine,
+) -> (std::process::Child, u16) {
+    let (rpc, debug, metrics) = (free_port(), free_port(), free_port());
+    let child = std::process::Command::new(binary)
+        .args([
+            "--l2-url",
+            &local.url(),
+            "--l2-jwt-token",
+            &local.secret_hex(),
+        ])
+        .args(["--builder-url", &builder.url()])
+        .args(["--builder-jwt-token", &builder.secret_hex()])
+        .args(["--rpc-port", &rpc.to_string()])
+        .args(["--debug-server-port", &debug.to_string()])
+        .args(["--metrics-port", &metrics.to_string()])
+        .args(["--max-unsafe-interval", "3600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rollup-boost starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", rpc))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollup-boost did not listen on {rpc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, rpc)
+}
+
+/// Latency added per block: the four engine calls op-node makes, each at quantile `p`, summed.
+fn added_per_block(direct: &mut Samples, sidecar: &mut Samples, p: f64) -> f64 {
+    let calls = |s: &mut Samples| {
+        pct(&mut s.fcu, p) + pct(&mut s.get, p) + pct(&mut s.new, p) + pct(&mut s.fcu_plain, p)
+    };
+    (calls(sidecar).as_secs_f64() - calls(direct).as_secs_f64()) * 1e3
+}
+
 fn row(name: &str, direct: &mut [Duration], mux: &mut [Duration]) {
     let (d50, d99, m50, m99) = (
         pct(direct, 0.5),
@@ -125,14 +193,38 @@ async fn main() {
         Duration::from_secs(5),
     );
 
-    // Warm both paths (connection pools, allocator), then interleave measured rounds so
-    // machine noise hits both equally.
+    let boost = match rollup_boost_binary() {
+        Some(binary) => {
+            let (child, port) = start_rollup_boost(&binary, &local, &builder).await;
+            let client = mock_engine::engine_client(
+                &format!("http://127.0.0.1:{port}"),
+                Some(local.secret),
+                Duration::from_secs(5),
+            );
+            Some((child, client))
+        }
+        None => {
+            println!(
+                "(no rollup-boost binary: set ROLLUP_BOOST or put rollup-boost on PATH to compare)"
+            );
+            None
+        }
+    };
+
+    // Warm every path (connection pools, allocator), then interleave measured rounds so
+    // machine noise hits all of them equally.
     drive(&direct, 200, &mut Samples::default()).await;
     drive(&through, 200, &mut Samples::default()).await;
-    let (mut d, mut m) = (Samples::default(), Samples::default());
+    if let Some((_, rb)) = &boost {
+        drive(rb, 200, &mut Samples::default()).await;
+    }
+    let (mut d, mut m, mut b) = (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..10 {
         drive(&direct, blocks / 10, &mut d).await;
         drive(&through, blocks / 10, &mut m).await;
+        if let Some((_, rb)) = &boost {
+            drive(rb, blocks / 10, &mut b).await;
+        }
     }
     println!(
         "blocks per path: {blocks}; payload: 100 transactions; builder block validated on the local mock each time"
@@ -167,5 +259,36 @@ async fn main() {
         )
         .unwrap_or(0.0)
     );
+    if let Some((mut child, _)) = boost {
+        println!();
+        println!("rollup-boost, same mocks, same run:");
+        println!(
+            "| call | direct p50 ms | direct p99 ms | rollup-boost p50 ms | rollup-boost p99 ms | p99 overhead ms |"
+        );
+        println!("|---|---|---|---|---|---|");
+        row(
+            "engine_forkchoiceUpdatedV3 (attributes)",
+            &mut d.fcu,
+            &mut b.fcu,
+        );
+        row("engine_getPayloadV3", &mut d.get, &mut b.get);
+        row("engine_newPayloadV3", &mut d.new, &mut b.new);
+        row(
+            "engine_forkchoiceUpdatedV3 (no attributes)",
+            &mut d.fcu_plain,
+            &mut b.fcu_plain,
+        );
+        row("eth_chainId (raw proxy)", &mut d.chain_id, &mut b.chain_id);
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let ours = added_per_block(&mut d, &mut m, p);
+            let theirs = added_per_block(&mut d, &mut b, p);
+            println!(
+                "whole block (sum of the 4 engine calls' {label}) added: engine-mux {ours:.3} ms, rollup-boost {theirs:.3} ms, ratio {:.2}",
+                ours / theirs
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     mux.shutdown().await;
 }

@@ -35,7 +35,7 @@ pub struct Args {
 
     #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
-    pub unsupported: UnsupportedArgs,
+    pub flashblocks_p2p: FlashblocksP2pArgs,
 
     /// Host the engine API (and /healthz) listens on.
     #[arg(
@@ -63,6 +63,12 @@ pub struct Args {
     /// always propose the local block), disabled (no builder engine traffic).
     #[arg(long, env = "EXECUTION_MODE", default_value = "enabled", value_parser = parse_mode, help_heading = "Block building")]
     pub execution_mode: ExecutionMode,
+
+    /// Builder blocks carry no state root (zero): the local EL rebuilds each one from its
+    /// transactions (op-node's attributes, `noTxPool`) and that block is proposed instead of
+    /// validating the builder's.
+    #[arg(long, env = "EXTERNAL_STATE_ROOT", help_heading = "Block building")]
+    pub external_state_root: bool,
 
     /// Block selection policy. `gas-used`: the builder block loses when its gas used is below
     /// --selection-min-gas-percent of the local block's. Unset: a valid builder block always wins.
@@ -352,19 +358,17 @@ pub struct InboundAuthArgs {
     pub require_auth_all: bool,
 }
 
-/// rollup-boost flags engine-mux does not implement. They exist so that a deployment setting
-/// them (often through the environment) stops at startup with a clear message instead of
-/// silently running without the feature.
-#[derive(Clone, Debug, ClapArgs)]
-#[command(next_help_heading = "rollup-boost flags not supported (refused at startup when set)")]
-pub struct UnsupportedArgs {
-    /// rollup-boost: let the local EL compute the builder block's state root. Not supported.
-    #[arg(long, env = "EXTERNAL_STATE_ROOT")]
-    pub external_state_root: bool,
-    /// rollup-boost: flashblocks over its authenticated P2P protocol. Not supported.
+/// Flashblocks P2P authorization (rollup-boost's P2P mode): each FCU with attributes tells
+/// the builder, signed by the authorizer key, that it may publish this block's flashblocks.
+#[derive(Clone, ClapArgs)]
+#[command(next_help_heading = "Flashblocks P2P")]
+pub struct FlashblocksP2pArgs {
+    /// Authorize the builder per block to publish flashblocks over its P2P network: an FCU
+    /// with attributes goes to it as `flashblocks_forkchoiceUpdatedV3` with a signed
+    /// authorization. Needs both keys; conflicts with --flashblocks (WebSocket mode).
     #[arg(long, env = "FLASHBLOCKS_P2P")]
     pub flashblocks_p2p: bool,
-    /// rollup-boost: signing key of the flashblocks P2P authorizer. Not supported.
+    /// The authorizer's ed25519 signing key (32 bytes, hex) that signs each authorization.
     #[arg(
         long,
         env = "FLASHBLOCKS_AUTHORIZER_SK",
@@ -372,9 +376,25 @@ pub struct UnsupportedArgs {
         hide_env_values = true
     )]
     pub flashblocks_authorizer_sk: Option<String>,
-    /// rollup-boost: the builder's flashblocks P2P verifying key. Not supported.
+    /// The builder's ed25519 verifying key (32 bytes, hex) that each authorization names.
     #[arg(long, env = "FLASHBLOCKS_BUILDER_VK", value_name = "HEX")]
     pub flashblocks_builder_vk: Option<String>,
+}
+
+impl std::fmt::Debug for FlashblocksP2pArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlashblocksP2pArgs")
+            .field("flashblocks_p2p", &self.flashblocks_p2p)
+            .field(
+                "flashblocks_authorizer_sk",
+                &self
+                    .flashblocks_authorizer_sk
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
+            .field("flashblocks_builder_vk", &self.flashblocks_builder_vk)
+            .finish()
+    }
 }
 
 /// Log output format.
@@ -461,8 +481,7 @@ mod tests {
         assert_eq!(fb.flashblock_builder_ws_connect_timeout_ms, 5000);
         assert_eq!(fb.flashblock_builder_ws_ping_interval_ms, 500);
         assert_eq!(fb.flashblock_builder_ws_pong_timeout_ms, 1500);
-        let u = &a.unsupported;
-        assert!(!u.external_state_root && !u.flashblocks_p2p);
+        assert!(!a.external_state_root && !a.flashblocks_p2p.flashblocks_p2p);
         // The deliberate difference: rollup-boost defaults to false.
         assert!(a.ignore_unhealthy_builders);
         assert!(!a.auth.require_auth_all);

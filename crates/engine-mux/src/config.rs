@@ -6,7 +6,12 @@ use std::{
     time::Duration,
 };
 
-use engine_api::{JwtSecret, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
+use ed25519_dalek::VerifyingKey;
+use engine_api::{
+    JwtSecret, UpstreamConfig,
+    flashblocks_p2p::{AuthorizerKey, parse_verifying_key},
+    upstream::DEFAULT_MAX_RESPONSE_BYTES,
+};
 use http::Uri;
 
 use crate::{
@@ -65,15 +70,31 @@ pub enum ConfigError {
         /// What was wrong.
         reason: String,
     },
-    /// A rollup-boost flag engine-mux does not implement was set.
-    #[error(
-        "--{flag}: not supported by engine-mux ({reason}); unset it (README: Compatibility with rollup-boost)"
-    )]
-    Unsupported {
+    /// Two flags that cannot be used together.
+    #[error("--{flag} conflicts with --{other}: {reason}")]
+    Conflict {
         /// The flag.
         flag: &'static str,
-        /// What to do instead.
+        /// The one it conflicts with.
+        other: &'static str,
+        /// Why.
         reason: &'static str,
+    },
+    /// A flag that only means something with another was given without it, or the other way.
+    #[error("--{flag}: {reason}")]
+    Requires {
+        /// The flag.
+        flag: &'static str,
+        /// What is missing.
+        reason: &'static str,
+    },
+    /// A key that does not parse (the value itself is never echoed: it may be a secret).
+    #[error("--{flag}: malformed key: {reason}")]
+    BadKey {
+        /// The flag.
+        flag: &'static str,
+        /// What was wrong.
+        reason: String,
     },
     /// A value out of its allowed range.
     #[error("--{flag}: {reason}")]
@@ -162,6 +183,70 @@ fn flashblocks_config(a: &FlashblocksArgs) -> Result<Option<FlashblocksConfig>, 
     }))
 }
 
+/// Flashblocks P2P authorization: each FCU with attributes the builder gets in `enabled` mode
+/// carries the authorizer's signed permission for `builder_vk`.
+#[derive(Clone, Debug)]
+pub struct FlashblocksP2pConfig {
+    /// The authorizer's signing key (its Debug shows only the public half).
+    pub authorizer: AuthorizerKey,
+    /// The builder's verifying key.
+    pub builder_vk: VerifyingKey,
+}
+
+fn flashblocks_p2p_config(a: &Args) -> Result<Option<FlashblocksP2pConfig>, ConfigError> {
+    let p = &a.flashblocks_p2p;
+    if !p.flashblocks_p2p {
+        for (set, flag) in [
+            (
+                p.flashblocks_authorizer_sk.is_some(),
+                "flashblocks-authorizer-sk",
+            ),
+            (p.flashblocks_builder_vk.is_some(), "flashblocks-builder-vk"),
+        ] {
+            if set {
+                return Err(ConfigError::Requires {
+                    flag,
+                    reason: "only used with --flashblocks-p2p; set it or unset this",
+                });
+            }
+        }
+        return Ok(None);
+    }
+    if a.flashblocks.enabled {
+        return Err(ConfigError::Conflict {
+            flag: "flashblocks-p2p",
+            other: "flashblocks",
+            reason: "the builder publishes flashblocks itself over P2P; engine-mux does not receive them over WebSocket",
+        });
+    }
+    let sk = p
+        .flashblocks_authorizer_sk
+        .as_deref()
+        .ok_or(ConfigError::Requires {
+            flag: "flashblocks-authorizer-sk",
+            reason: "required with --flashblocks-p2p (32-byte ed25519 signing key, hex)",
+        })?;
+    let vk = p
+        .flashblocks_builder_vk
+        .as_deref()
+        .ok_or(ConfigError::Requires {
+            flag: "flashblocks-builder-vk",
+            reason: "required with --flashblocks-p2p (32-byte ed25519 verifying key, hex)",
+        })?;
+    let authorizer = AuthorizerKey::from_hex(sk).map_err(|e| ConfigError::BadKey {
+        flag: "flashblocks-authorizer-sk",
+        reason: e.to_string(),
+    })?;
+    let builder_vk = parse_verifying_key(vk).map_err(|e| ConfigError::BadKey {
+        flag: "flashblocks-builder-vk",
+        reason: e.to_string(),
+    })?;
+    Ok(Some(FlashblocksP2pConfig {
+        authorizer,
+        builder_vk,
+    }))
+}
+
 /// Everything engine-mux needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -187,6 +272,8 @@ pub struct Config {
     pub selection: SelectionPolicy,
     /// Overall getPayload budget.
     pub get_payload_deadline: Duration,
+    /// Builder blocks with a zero state root are rebuilt by the local EL.
+    pub external_state_root: bool,
     /// Skip an unhealthy builder.
     pub ignore_unhealthy_builders: bool,
     /// Payload id map capacity.
@@ -203,6 +290,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Flashblocks, when enabled.
     pub flashblocks: Option<FlashblocksConfig>,
+    /// Flashblocks P2P authorization, when enabled.
+    pub flashblocks_p2p: Option<FlashblocksP2pConfig>,
 }
 
 fn load_secret(
@@ -321,33 +410,7 @@ impl TryFrom<Args> for Config {
             Some(inbound.unwrap_or(l2_secret))
         };
 
-        let u = &a.unsupported;
-        for (set, flag, reason) in [
-            (
-                u.external_state_root,
-                "external-state-root",
-                "builder blocks must carry their own state root; the local EL validates them",
-            ),
-            (
-                u.flashblocks_p2p,
-                "flashblocks-p2p",
-                "flashblocks are received over the builder's WebSocket (--flashblocks)",
-            ),
-            (
-                u.flashblocks_authorizer_sk.is_some(),
-                "flashblocks-authorizer-sk",
-                "the flashblocks P2P protocol is not implemented",
-            ),
-            (
-                u.flashblocks_builder_vk.is_some(),
-                "flashblocks-builder-vk",
-                "the flashblocks P2P protocol is not implemented",
-            ),
-        ] {
-            if set {
-                return Err(ConfigError::Unsupported { flag, reason });
-            }
-        }
+        let flashblocks_p2p = flashblocks_p2p_config(&a)?;
 
         let get_payload_deadline = millis("get-payload-deadline-ms", a.get_payload_deadline_ms)?;
         if get_payload_deadline >= Duration::from_secs(1) {
@@ -414,6 +477,7 @@ impl TryFrom<Args> for Config {
                 None => SelectionPolicy::AlwaysBuilder,
             },
             get_payload_deadline,
+            external_state_root: a.external_state_root,
             ignore_unhealthy_builders: a.ignore_unhealthy_builders,
             payload_id_capacity: a.payload_id_cache_size,
             builder_queue_depth: a.builder_queue_depth,
@@ -426,6 +490,7 @@ impl TryFrom<Args> for Config {
                 max_unsafe_interval: Duration::from_secs(a.max_unsafe_interval),
             },
             flashblocks: flashblocks_config(&a.flashblocks)?,
+            flashblocks_p2p,
             log: LogConfig {
                 level: a.log_level,
                 format: a.log_format,
@@ -537,23 +602,88 @@ mod tests {
         let _ = std::fs::remove_file(dir);
     }
 
+    // RFC 8032 TEST 1 key pair (only a test vector; never a real key).
+    const AUTHORIZER_SK: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    const BUILDER_VK: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
     #[test]
-    fn unsupported_rollup_boost_flags_stop_startup_naming_the_flag() {
-        for (argv, flag) in [
-            (&["--external-state-root"][..], "--external-state-root"),
-            (&["--flashblocks-p2p"][..], "--flashblocks-p2p"),
-            (
-                &["--flashblocks-authorizer-sk", "00"][..],
-                "--flashblocks-authorizer-sk",
-            ),
-            (
-                &["--flashblocks-builder-vk", "00"][..],
-                "--flashblocks-builder-vk",
-            ),
-        ] {
-            let err = config(argv).unwrap_err().to_string();
-            assert!(err.contains(flag) && err.contains("not supported"), "{err}");
-        }
+    fn flashblocks_p2p_takes_both_keys_and_hides_the_secret() {
+        let c = config(&[
+            "--flashblocks-p2p",
+            "--flashblocks-authorizer-sk",
+            AUTHORIZER_SK,
+            "--flashblocks-builder-vk",
+            &format!("0x{BUILDER_VK}"),
+        ])
+        .unwrap();
+        let p2p = c.flashblocks_p2p.as_ref().expect("p2p on");
+        assert_eq!(
+            alloy_primitives::hex::encode(p2p.builder_vk.as_bytes()),
+            BUILDER_VK
+        );
+        assert!(
+            !format!("{c:?}").contains(AUTHORIZER_SK),
+            "Debug output must not leak the authorizer key"
+        );
+        let args =
+            Args::try_parse_from(["engine-mux", "--flashblocks-authorizer-sk", AUTHORIZER_SK])
+                .unwrap();
+        assert!(
+            !format!("{args:?}").contains(AUTHORIZER_SK),
+            "nor the parsed flags"
+        );
+        assert!(config(&[]).unwrap().flashblocks_p2p.is_none());
+    }
+
+    #[test]
+    fn flashblocks_p2p_misconfigurations_stop_startup_naming_the_flag() {
+        let sk = ["--flashblocks-authorizer-sk", AUTHORIZER_SK];
+        let vk = ["--flashblocks-builder-vk", BUILDER_VK];
+        let with = |extra: &[&str]| {
+            let mut argv = vec!["--flashblocks-p2p"];
+            argv.extend_from_slice(extra);
+            config(&argv).unwrap_err().to_string()
+        };
+        let err = with(&[&sk[..], &vk[..], &["--flashblocks"]].concat());
+        assert!(
+            err.contains("--flashblocks-p2p conflicts with --flashblocks"),
+            "{err}"
+        );
+        let err = with(&vk);
+        assert!(
+            err.contains("--flashblocks-authorizer-sk") && err.contains("required"),
+            "{err}"
+        );
+        let err = with(&sk);
+        assert!(
+            err.contains("--flashblocks-builder-vk") && err.contains("required"),
+            "{err}"
+        );
+        let err = config(&sk).unwrap_err().to_string();
+        assert!(
+            err.contains("--flashblocks-authorizer-sk") && err.contains("--flashblocks-p2p"),
+            "{err}"
+        );
+        let err = config(&vk).unwrap_err().to_string();
+        assert!(
+            err.contains("--flashblocks-builder-vk") && err.contains("--flashblocks-p2p"),
+            "{err}"
+        );
+        let bad_secret = "zz".repeat(32);
+        let err = with(&[&["--flashblocks-authorizer-sk", &bad_secret][..], &vk[..]].concat());
+        assert!(
+            err.contains("--flashblocks-authorizer-sk: malformed key"),
+            "{err}"
+        );
+        assert!(
+            !err.contains(&bad_secret),
+            "the value is never echoed: {err}"
+        );
+        let err = with(&[&sk[..], &["--flashblocks-builder-vk", "0x1234"][..]].concat());
+        assert!(
+            err.contains("--flashblocks-builder-vk: malformed key") && err.contains("32 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub enum FallbackReason {
     Policy,
     /// The builder was unhealthy and not asked.
     SkippedUnhealthy,
+    /// `--external-state-root`: the local EL could not rebuild the builder's zero-state-root
+    /// block from its transactions (FCU or getPayload failed, timed out, or dropped some).
+    StateRootRebuildFailed,
+    /// `--external-state-root`: a second getPayload for a payload whose builder block needs a
+    /// rebuild (the block is rebuilt once; a retry gets the local block).
+    StateRootRetry,
 }
 
 impl FallbackReason {
@@ -36,6 +42,8 @@ impl FallbackReason {
             Self::NoBuilderPayload => "no_builder_payload",
             Self::Policy => "policy",
             Self::SkippedUnhealthy => "skipped_unhealthy",
+            Self::StateRootRebuildFailed => "state_root_rebuild_failed",
+            Self::StateRootRetry => "state_root_retry",
         }
     }
 
@@ -55,8 +63,12 @@ impl FallbackReason {
             | Self::Error
             | Self::Invalid
             | Self::Syncing
-            | Self::AttributesMismatch => true,
-            Self::NoBuilderPayload | Self::Policy | Self::SkippedUnhealthy => false,
+            | Self::AttributesMismatch
+            | Self::StateRootRebuildFailed => true,
+            Self::NoBuilderPayload
+            | Self::Policy
+            | Self::SkippedUnhealthy
+            | Self::StateRootRetry => false,
         }
     }
 }

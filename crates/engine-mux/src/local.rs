@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use alloy_rpc_types_engine::{PayloadStatus, PayloadStatusEnum};
+use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
 use bytes::Bytes;
 use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc};
 use http::{HeaderMap, Response};
@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     calls, error::MuxError, evidence::LocalHealth, fallback::FallbackReason, metrics::Metrics,
+    payload_check::BuildRequest,
 };
 
 /// The local EL: its client, its health evidence and the metrics its calls are timed into.
@@ -162,6 +163,65 @@ impl LocalEl {
                 )
             }
         }
+    }
+
+    /// `--external-state-root`: has the local EL build the block op-node asked for in
+    /// `request` from exactly `transactions` (`noTxPool`), under a payload id of its own so the
+    /// payload op-node's FCU started stays untouched. The block comes back with the state root
+    /// the local EL computed, or the rebuild failed (no second try).
+    pub async fn rebuild(
+        &self,
+        version: PayloadVersion,
+        request: &BuildRequest,
+        transactions: &[alloy_primitives::Bytes],
+        deadline: tokio::time::Instant,
+    ) -> Result<(Box<RawValue>, PayloadEnvelope), FallbackReason> {
+        let failed = |what: &str, detail: String| {
+            tracing::warn!(what, %detail, "local EL could not rebuild the builder's block");
+            FallbackReason::StateRootRebuildFailed
+        };
+        let mut attributes = request.attributes.clone();
+        attributes.transactions = Some(transactions.to_vec());
+        attributes.no_tx_pool = Some(true);
+        let remaining = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(self.upstream.timeout())
+        };
+        let fcu: ForkchoiceUpdated = self
+            .call(
+                "engine_forkchoiceUpdatedV3",
+                &(request.forkchoice, attributes),
+                remaining(),
+            )
+            .await
+            .map_err(|e| failed("forkchoiceUpdated", e.to_string()))?;
+        let id = match (fcu.payload_status.status, fcu.payload_id) {
+            (PayloadStatusEnum::Valid, Some(id)) => id,
+            (status, id) => {
+                return Err(failed(
+                    "forkchoiceUpdated",
+                    format!("status {status}, payload id {id:?}"),
+                ));
+            }
+        };
+        let raw: Box<RawValue> = self
+            .call(version.get_payload_method(), &(id,), remaining())
+            .await
+            .map_err(|e| failed("getPayload", e.to_string()))?;
+        let envelope = PayloadEnvelope::parse(version, &raw)
+            .map_err(|e| failed("getPayload", e.to_string()))?;
+        if envelope.transactions() != transactions {
+            return Err(failed(
+                "getPayload",
+                format!(
+                    "the rebuilt block has {} transactions, the builder's {}",
+                    envelope.tx_count(),
+                    transactions.len()
+                ),
+            ));
+        }
+        Ok((raw, envelope))
     }
 
     /// `engine_newPayload` of a builder's block: only VALID is valid, and only by `deadline`.

@@ -232,6 +232,11 @@ impl Metrics {
     }
 
     /// An item dropped from a queue, with why.
+    pub fn flashblocks_p2p_authorization(&self) {
+        self.counter("engine_mux_flashblocks_p2p_authorizations_total", &[], 1);
+    }
+
+    /// A call dropped from a queue, and why.
     pub fn queue_dropped(&self, queue: &'static str, reason: &'static str) {
         self.counter(
             "engine_mux_queue_dropped_total",

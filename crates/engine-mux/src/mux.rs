@@ -38,6 +38,7 @@ pub struct Mux {
     pub metrics: Arc<Metrics>,
     selection: SelectionPolicy,
     get_payload_deadline: Duration,
+    external_state_root: bool,
 }
 
 impl Mux {
@@ -49,6 +50,7 @@ impl Mux {
         metrics: Arc<Metrics>,
         selection: SelectionPolicy,
         get_payload_deadline: Duration,
+        external_state_root: bool,
     ) -> Self {
         Self {
             local,
@@ -57,6 +59,7 @@ impl Mux {
             metrics,
             selection,
             get_payload_deadline,
+            external_state_root,
         }
     }
 
@@ -84,7 +87,7 @@ impl Mux {
                 match attrs.filter(|a| a.no_tx_pool != Some(true)) {
                     Some(attributes) => {
                         let request = BuildRequest {
-                            head: state.head_block_hash,
+                            forkchoice: state,
                             attributes,
                         };
                         build_slot = Some(self.builder.build(params, request));
@@ -155,7 +158,16 @@ impl Mux {
             match local_id {
                 Some(local_id) if mode.talks_to_builder() => {
                     let chosen = match self.builder.candidates(version, local_id, deadline).await {
-                        Ok(c) => selection::choose(&self.local, &self.metrics, version, c).await,
+                        Ok(c) => {
+                            selection::choose(
+                                &self.local,
+                                &self.metrics,
+                                version,
+                                c,
+                                self.external_state_root,
+                            )
+                            .await
+                        }
                         Err(reason) => Err(reason),
                     };
                     Some(chosen)

@@ -5,15 +5,16 @@
 //! assembled from flashblocks) is checked against the forkchoiceUpdated that started it before
 //! it is validated.
 
-use alloy_primitives::{B64, B256};
+use alloy_primitives::B64;
+use alloy_rpc_types_engine::ForkchoiceState;
 use engine_api::PayloadEnvelope;
 use op_alloy_rpc_types_engine::OpPayloadAttributes;
 
 /// A forkchoiceUpdated with attributes as op-node sent it: the block it asked to be built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildRequest {
-    /// The head the block builds on (the FCU's `headBlockHash`).
-    pub head: B256,
+    /// op-node's forkchoice state; the block builds on its `headBlockHash`.
+    pub forkchoice: ForkchoiceState,
     /// op-node's payload attributes.
     pub attributes: OpPayloadAttributes,
 }
@@ -97,7 +98,11 @@ fn check_extra_data(attrs: &OpPayloadAttributes, extra: &[u8]) -> Result<(), Mis
 pub fn check(request: &BuildRequest, payload: &PayloadEnvelope) -> Result<(), Mismatch> {
     let attrs = &request.attributes;
     let base = &attrs.payload_attributes;
-    same("parentHash", request.head, payload.parent_hash())?;
+    same(
+        "parentHash",
+        request.forkchoice.head_block_hash,
+        payload.parent_hash(),
+    )?;
     same("timestamp", base.timestamp, payload.timestamp())?;
     same("prevRandao", base.prev_randao, payload.prev_randao())?;
     same(
@@ -141,7 +146,7 @@ pub fn check(request: &BuildRequest, payload: &PayloadEnvelope) -> Result<(), Mi
 #[cfg(test)]
 mod tests {
     use alloy_eips::eip4895::Withdrawal;
-    use alloy_primitives::{Address, Bytes};
+    use alloy_primitives::{Address, B256, Bytes};
     use alloy_rpc_types_engine::{
         BlobsBundleV1, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
         PayloadAttributes,
@@ -161,7 +166,10 @@ mod tests {
 
     fn request() -> BuildRequest {
         BuildRequest {
-            head: B256::repeat_byte(1),
+            forkchoice: ForkchoiceState {
+                head_block_hash: B256::repeat_byte(1),
+                ..Default::default()
+            },
             attributes: OpPayloadAttributes {
                 payload_attributes: PayloadAttributes {
                     timestamp: 1_800_000_000,
@@ -245,7 +253,6 @@ mod tests {
     fn every_recorded_op_rbuilder_and_op_reth_block_is_what_its_fcu_asked_for() {
         use std::collections::HashMap;
 
-        use alloy_rpc_types_engine::ForkchoiceState;
         use serde_json::Value;
         for (peer, recording) in [
             (
@@ -267,8 +274,13 @@ mod tests {
                         let (state, attributes): (ForkchoiceState, OpPayloadAttributes) =
                             serde_json::from_value(req["params"].clone()).unwrap();
                         let id = res["payloadId"].as_str().unwrap().to_string();
-                        let head = state.head_block_hash;
-                        requests.insert(id, BuildRequest { head, attributes });
+                        requests.insert(
+                            id,
+                            BuildRequest {
+                                forkchoice: state,
+                                attributes,
+                            },
+                        );
                     }
                     "engine_getPayloadV4" => {
                         let id = req["params"][0].as_str().unwrap();

@@ -38,6 +38,9 @@ pub struct Candidates {
     pub preconfirmed: usize,
     /// Why there is nothing better, when `list` is empty.
     pub failure: FallbackReason,
+    /// Whether this is the first getPayload for this block (a block with an external state
+    /// root is rebuilt on the first only).
+    pub first_ask: bool,
 }
 
 /// A candidate that is the block op-node asked for and VALID.
@@ -52,23 +55,38 @@ pub struct Chosen {
 }
 
 /// Tries `candidates` best first: the first that matches op-node's attributes and that the
-/// local EL validates VALID is chosen; otherwise the reason of the last failure.
+/// local EL validates VALID is chosen; otherwise the reason of the last failure. With
+/// `external_state_root`, a candidate whose state root is zero is not validated but rebuilt by
+/// the local EL from its transactions, and the rebuilt block is chosen in its place.
 pub async fn choose(
     local: &LocalEl,
     metrics: &Metrics,
     version: PayloadVersion,
     candidates: Candidates,
+    external_state_root: bool,
 ) -> Result<Chosen, FallbackReason> {
     let Candidates {
         request,
         list,
         preconfirmed,
         failure,
+        first_ask,
     } = candidates;
     let mut reason = failure;
-    for c in list {
-        match check_and_validate(local, version, &request, &c).await {
-            Ok(()) => {
+    for mut c in list {
+        let outcome = if external_state_root && c.envelope.state_root().is_zero() {
+            rebuild(local, version, &request, &c, first_ask).await
+        } else {
+            check_and_validate(local, version, &request, &c)
+                .await
+                .map(|()| None)
+        };
+        match outcome {
+            Ok(rebuilt) => {
+                if let Some((raw, envelope)) = rebuilt {
+                    c.raw = raw;
+                    c.envelope = envelope;
+                }
                 if let Some(path) = c.path {
                     if path != "builder_payload" {
                         tracing::info!(
@@ -120,6 +138,45 @@ async fn check_and_validate(
         return Err(FallbackReason::AttributesMismatch);
     }
     local.validate(version, &c.envelope, c.validate_by).await
+}
+
+/// `--external-state-root`: a candidate carrying no state root is checked against op-node's
+/// attributes, then the local EL builds the same block (op-node's attributes with the
+/// candidate's transactions, no pool); that block, which the local EL computed itself, replaces
+/// the candidate. Only on the first getPayload for the block.
+async fn rebuild(
+    local: &LocalEl,
+    version: PayloadVersion,
+    request: &BuildRequest,
+    c: &Candidate,
+    first_ask: bool,
+) -> Result<Option<(Box<RawValue>, PayloadEnvelope)>, FallbackReason> {
+    if !first_ask {
+        tracing::warn!(
+            block = c.envelope.block_number(),
+            "getPayload retried for a block with an external state root; not rebuilding it again"
+        );
+        return Err(FallbackReason::StateRootRetry);
+    }
+    if let Err(mismatch) = payload_check::check(request, &c.envelope) {
+        tracing::warn!(
+            block = c.envelope.block_number(),
+            field = mismatch.field,
+            %mismatch,
+            "builder's block is not the block op-node asked for"
+        );
+        return Err(FallbackReason::AttributesMismatch);
+    }
+    let rebuilt = local
+        .rebuild(version, request, c.envelope.transactions(), c.validate_by)
+        .await?;
+    tracing::info!(
+        block = rebuilt.1.block_number(),
+        hash = %rebuilt.1.block_hash(),
+        state_root = %rebuilt.1.state_root(),
+        "local EL rebuilt the builder's block with its state root"
+    );
+    Ok(Some(rebuilt))
 }
 
 /// How a valid builder payload is weighed against the local payload.

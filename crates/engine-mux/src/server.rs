@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         metrics.clone(),
         config.selection,
         config.get_payload_deadline,
+        config.external_state_root,
     ));
     metrics.execution_mode(config.execution_mode);
 

@@ -4,6 +4,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use alloy_rpc_types_engine::JwtSecret;
 use clap::{Args, Parser, Subcommand};
+use engine_api::secret::{SecretError, SecretFlags, load_secret};
 
 use crate::engine::faults::{Fault, FaultWindow};
 
@@ -75,10 +76,10 @@ pub struct JwtArgs {
 /// Why CLI values could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The JWT secret is malformed.
-    #[error("JWT secret: {0}")]
+    /// The JWT secret is malformed or its file unreadable (the message names the flag).
+    #[error("{0}")]
     Jwt(String),
-    /// The JWT file could not be read or written.
+    /// The JWT file could not be created.
     #[error("JWT file {path}: {source}")]
     JwtFile {
         /// The path.
@@ -94,31 +95,25 @@ pub enum CliError {
 impl JwtArgs {
     /// The secret: from the flag, from the file (creating it), or a fresh random one.
     pub fn resolve(&self) -> Result<JwtSecret, CliError> {
-        if let Some(hex) = &self.jwt_secret {
-            return JwtSecret::from_hex(hex).map_err(|e| CliError::Jwt(e.to_string()));
+        let flags = SecretFlags {
+            token: "jwt-secret",
+            path: "jwt-path",
+        };
+        match load_secret(self.jwt_secret.as_deref(), self.jwt_path.as_deref(), flags) {
+            Ok(Some(secret)) => Ok(secret),
+            Ok(None) => Ok(JwtSecret::random()),
+            // A devnet convenience: a missing file is created with a fresh secret, so the
+            // engines and an external op-node can share it across runs.
+            Err(SecretError::Unreadable { path, source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                let secret = JwtSecret::random();
+                std::fs::write(&path, hex::encode(secret.as_bytes()))
+                    .map_err(|source| CliError::JwtFile { path, source })?;
+                Ok(secret)
+            }
+            Err(e) => Err(CliError::Jwt(e.to_string())),
         }
-        if let Some(path) = &self.jwt_path {
-            return match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    JwtSecret::from_hex(text.trim()).map_err(|e| CliError::Jwt(e.to_string()))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let secret = JwtSecret::random();
-                    std::fs::write(path, hex::encode(secret.as_bytes())).map_err(|source| {
-                        CliError::JwtFile {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?;
-                    Ok(secret)
-                }
-                Err(source) => Err(CliError::JwtFile {
-                    path: path.clone(),
-                    source,
-                }),
-            };
-        }
-        Ok(JwtSecret::random())
     }
 }
 
@@ -132,7 +127,8 @@ pub struct AllArgs {
     #[arg(long, default_value_t = 10.0)]
     pub tx_rate: f64,
     /// Builder fault windows by block height, `FAULT@FROM..TO` (FAULT: down, hang, invalid,
-    /// empty, stale, slow=MS, flashblocks_down, down_after_flashblock=N); repeatable.
+    /// zero_state_root, empty, stale, slow=MS, flashblocks_down, drop_preconfirmed,
+    /// down_after_flashblock=N); repeatable.
     #[arg(long = "builder-fault", value_name = "FAULT@FROM..TO")]
     pub builder_faults: Vec<FaultWindow>,
     /// Stop after this many blocks.
@@ -154,6 +150,12 @@ pub struct AllArgs {
     /// Time between two flashblocks of one block (with --flashblocks).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub flashblocks_interval: Duration,
+    /// Flashblocks P2P authorization instead of engine-mux's WebSocket ingestion: the builder
+    /// streams flashblocks (on --builder-flashblocks-port) only for payloads engine-mux
+    /// authorized with `flashblocks_forkchoiceUpdatedV3` (dev keys; engine-mux gets
+    /// --flashblocks-p2p and the keys).
+    #[arg(long, conflicts_with = "flashblocks")]
+    pub flashblocks_p2p: bool,
     /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,
@@ -277,6 +279,36 @@ pub fn parse_url(s: &str) -> Result<http::Uri, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_file_is_created_when_missing_then_reused_and_a_bad_one_names_the_flag() {
+        let path = std::env::temp_dir().join(format!("devnet-jwt-{}.hex", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let args = JwtArgs {
+            jwt_secret: None,
+            jwt_path: Some(path.clone()),
+        };
+        let created = args.resolve().unwrap();
+        assert_eq!(
+            args.resolve().unwrap(),
+            created,
+            "the file written is read back"
+        );
+        std::fs::write(&path, "not hex").unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("--jwt-path"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let bad = JwtArgs {
+            jwt_secret: Some("zz".into()),
+            jwt_path: None,
+        };
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("--jwt-secret")
+        );
+    }
 
     #[test]
     fn durations_parse() {

@@ -99,11 +99,12 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         max_blocks: args.max_blocks,
         mux_args: args.mux_args.clone(),
         mux_port: args.mux_port,
-        flashblocks: args.flashblocks.then_some(DevnetFlashblocks {
+        flashblocks: (args.flashblocks || args.flashblocks_p2p).then_some(DevnetFlashblocks {
             builder_port: args.builder_flashblocks_port,
             interval: args.flashblocks_interval,
             mux_port: args.flashblocks_port,
         }),
+        flashblocks_p2p: args.flashblocks_p2p.then(crate::app::DevnetP2p::default),
         ..DevnetConfig::default()
     })
     .await?;
@@ -120,6 +121,15 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         println!(
             "flashblocks: builder ws://{inp} -> engine-mux -> ws://{out} (every {:?})",
             args.flashblocks_interval
+        );
+    }
+    if let (Some(p2p), Some(ws)) = (
+        devnet.builder.engine.flashblocks_p2p(),
+        devnet.builder.flashblocks_addr,
+    ) {
+        println!(
+            "flashblocks p2p: engine-mux authorizes builder 0x{} per block; the builder publishes authorized payloads on ws://{ws}",
+            hex::encode(p2p.builder_vk.as_bytes())
         );
     }
     let mut events = devnet.driver.subscribe();

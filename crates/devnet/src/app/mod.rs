@@ -60,6 +60,53 @@ pub struct DevnetConfig {
     /// Flashblocks end to end (`None` = off): the builder streams them, engine-mux ingests,
     /// re-publishes and assembles blocks from them.
     pub flashblocks: Option<DevnetFlashblocks>,
+    /// Flashblocks P2P authorization (`None` = off): the builder publishes a payload's
+    /// flashblocks only when engine-mux's FCU authorized it (`--flashblocks-p2p` on
+    /// engine-mux instead of `--flashblocks`). Needs `flashblocks` for the builder's publisher.
+    pub flashblocks_p2p: Option<DevnetP2p>,
+}
+
+/// The keys of flashblocks P2P authorization in the all-in-one run (dev keys by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevnetP2p {
+    /// The secret engine-mux signs authorizations with.
+    pub authorizer_sk: [u8; 32],
+    /// The secret whose public half the builder trusts (normally `authorizer_sk`).
+    pub trusted_authorizer_sk: [u8; 32],
+    /// The builder's own secret: it accepts authorizations for its public half.
+    pub builder_sk: [u8; 32],
+    /// The builder secret whose public half engine-mux authorizes (normally `builder_sk`).
+    pub authorized_builder_sk: [u8; 32],
+}
+
+/// The devnet's authorizer secret (a dev key: never use it anywhere else).
+pub const DEV_AUTHORIZER_SK: [u8; 32] = [0x11; 32];
+/// The devnet builder's flashblocks P2P secret (a dev key).
+pub const DEV_P2P_BUILDER_SK: [u8; 32] = [0x22; 32];
+
+impl Default for DevnetP2p {
+    fn default() -> Self {
+        Self {
+            authorizer_sk: DEV_AUTHORIZER_SK,
+            trusted_authorizer_sk: DEV_AUTHORIZER_SK,
+            builder_sk: DEV_P2P_BUILDER_SK,
+            authorized_builder_sk: DEV_P2P_BUILDER_SK,
+        }
+    }
+}
+
+fn public(secret: &[u8; 32]) -> ed25519_dalek::VerifyingKey {
+    engine_api::flashblocks_p2p::AuthorizerKey::from_bytes(secret).verifying_key()
+}
+
+impl DevnetP2p {
+    /// The builder's side: the keys it checks authorizations against.
+    pub fn builder_auth(&self) -> crate::engine::flashblocks::p2p::P2pAuth {
+        crate::engine::flashblocks::p2p::P2pAuth::new(
+            public(&self.trusted_authorizer_sk),
+            public(&self.builder_sk),
+        )
+    }
 }
 
 /// Flashblocks in the all-in-one run.
@@ -106,6 +153,7 @@ impl Default for DevnetConfig {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mux_port: 0,
             flashblocks: None,
+            flashblocks_p2p: None,
         }
     }
 }
@@ -219,6 +267,8 @@ pub struct MuxWiring {
     pub port: u16,
     /// The builder's flashblocks WebSocket and the port engine-mux re-publishes on (0: any).
     pub flashblocks: Option<(SocketAddr, u16)>,
+    /// Flashblocks P2P: engine-mux authorizes the builder per block (instead of `flashblocks`).
+    pub flashblocks_p2p: Option<DevnetP2p>,
 }
 
 /// Starts engine-mux as the devnet wires it. `passthrough` are engine-mux flags the operator
@@ -240,6 +290,12 @@ pub async fn start_mux(
     args.builder.builder_jwt_path = None;
     args.auth.auth_jwt_token = Some(secret);
     args.auth.auth_jwt_path = None;
+    if let Some(p2p) = wiring.flashblocks_p2p {
+        args.flashblocks_p2p.flashblocks_p2p = true;
+        args.flashblocks_p2p.flashblocks_authorizer_sk = Some(hex::encode(p2p.authorizer_sk));
+        args.flashblocks_p2p.flashblocks_builder_vk =
+            Some(hex::encode(public(&p2p.authorized_builder_sk).as_bytes()));
+    }
     if let Some((builder_ws, port)) = wiring.flashblocks {
         args.flashblocks.enabled = true;
         args.flashblocks.flashblocks_builder_url = format!("ws://{builder_ws}");
@@ -276,6 +332,12 @@ impl Devnet {
             }),
         };
         let builder = start_engine_with(genesis, Role::Builder, builder_listen).await?;
+        if let Some(p2p) = config.flashblocks_p2p {
+            // The builder publishes itself; engine-mux only authorizes it.
+            builder
+                .engine
+                .set_flashblocks_p2p(Arc::new(p2p.builder_auth()));
+        }
         let wiring = MuxWiring {
             local_url: local.auth_url(),
             builder_url: builder.auth_url(),
@@ -284,8 +346,10 @@ impl Devnet {
             port: config.mux_port,
             flashblocks: config
                 .flashblocks
+                .filter(|_| config.flashblocks_p2p.is_none())
                 .zip(builder.flashblocks_addr)
                 .map(|(fb, builder_ws)| (builder_ws, fb.mux_port)),
+            flashblocks_p2p: config.flashblocks_p2p,
         };
         let mux = start_mux(wiring, &config.mux_args).await?;
         let mux_url: http::Uri = format!("http://{}", mux.rpc_addr)

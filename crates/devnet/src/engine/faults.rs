@@ -35,6 +35,9 @@ pub enum Fault {
     /// getPayload serves a valid block without the pool transactions its flashblocks
     /// preconfirmed (attribute transactions only): a builder breaking its preconfirmations.
     DropPreconfirmed,
+    /// Serve payloads and flashblocks whose state root is zero (hash recomputed), as a builder
+    /// that leaves the state root to the sequencer's EL (rollup-boost's external state root).
+    ZeroStateRoot,
     /// Armed: the builder dies (`down`, and it publishes no more flashblocks) right after it
     /// built flashblock N of a payload. Listed as active while armed and while the `down` it
     /// caused lasts; clearing it disarms and lifts that `down`.
@@ -44,7 +47,7 @@ pub enum Fault {
 /// Why a fault name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
+    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
 )]
 pub struct ParseFaultError(pub String);
 
@@ -57,6 +60,7 @@ impl FromStr for Fault {
             "down" => Ok(Self::Down),
             "hang" => Ok(Self::Hang),
             "invalid" => Ok(Self::Invalid),
+            "zero_state_root" => Ok(Self::ZeroStateRoot),
             "empty" => Ok(Self::Empty),
             "stale" => Ok(Self::Stale),
             "flashblocks_down" => Ok(Self::FlashblocksDown),
@@ -85,6 +89,7 @@ pub struct Faults {
     down: AtomicBool,
     hang: AtomicBool,
     invalid: AtomicBool,
+    zero_state_root: AtomicBool,
     empty: AtomicBool,
     stale: AtomicBool,
     flashblocks_down: AtomicBool,
@@ -107,6 +112,7 @@ impl Default for Faults {
             down: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             invalid: AtomicBool::new(false),
+            zero_state_root: AtomicBool::new(false),
             empty: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             flashblocks_down: AtomicBool::new(false),
@@ -132,6 +138,7 @@ impl Faults {
             }
             Fault::Hang => self.hang.store(on, Ordering::SeqCst),
             Fault::Invalid => self.invalid.store(on, Ordering::SeqCst),
+            Fault::ZeroStateRoot => self.zero_state_root.store(on, Ordering::SeqCst),
             Fault::Empty => self.empty.store(on, Ordering::SeqCst),
             Fault::Stale => self.stale.store(on, Ordering::SeqCst),
             Fault::FlashblocksDown => self.flashblocks_down.store(on, Ordering::SeqCst),
@@ -154,6 +161,7 @@ impl Faults {
             Fault::Down,
             Fault::Hang,
             Fault::Invalid,
+            Fault::ZeroStateRoot,
             Fault::Empty,
             Fault::Stale,
             Fault::FlashblocksDown,
@@ -175,6 +183,7 @@ impl Faults {
             (&self.down, Fault::Down),
             (&self.hang, Fault::Hang),
             (&self.invalid, Fault::Invalid),
+            (&self.zero_state_root, Fault::ZeroStateRoot),
             (&self.empty, Fault::Empty),
             (&self.stale, Fault::Stale),
             (&self.flashblocks_down, Fault::FlashblocksDown),
@@ -216,6 +225,11 @@ impl Faults {
     /// Whether served payloads carry a wrong state root.
     pub fn is_invalid(&self) -> bool {
         self.invalid.load(Ordering::SeqCst)
+    }
+
+    /// Whether served payloads and flashblocks carry a zero state root.
+    pub fn is_zero_state_root(&self) -> bool {
+        self.zero_state_root.load(Ordering::SeqCst)
     }
 
     /// Whether blocks are built without pool transactions.
@@ -344,6 +358,7 @@ mod tests {
             Ok(Fault::DownAfterFlashblock(3))
         );
         assert!("down_after_flashblock".parse::<Fault>().is_err());
+        assert_eq!("zero_state_root".parse::<Fault>(), Ok(Fault::ZeroStateRoot));
         assert_eq!(
             "drop_preconfirmed".parse::<Fault>(),
             Ok(Fault::DropPreconfirmed)

@@ -86,6 +86,8 @@ pub struct Engine {
     faults: Arc<Faults>,
     inner: Mutex<Inner>,
     stats: EngineStats,
+    // Builder in flashblocks P2P mode: the keys authorizations are checked against.
+    p2p: std::sync::OnceLock<Arc<flashblocks::p2p::P2pAuth>>,
 }
 
 /// Counters of what the engine answered, for status output and tests.
@@ -144,7 +146,19 @@ impl Engine {
             role,
             faults: Arc::new(Faults::default()),
             stats: EngineStats::default(),
+            p2p: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Puts the builder in flashblocks P2P mode (once, before it serves engine calls): it then
+    /// publishes a payload's flashblocks only when an authorized FCU started it.
+    pub fn set_flashblocks_p2p(&self, auth: Arc<flashblocks::p2p::P2pAuth>) {
+        let _ = self.p2p.set(auth);
+    }
+
+    /// The flashblocks P2P keys and counters, in P2P mode.
+    pub fn flashblocks_p2p(&self) -> Option<&Arc<flashblocks::p2p::P2pAuth>> {
+        self.p2p.get()
     }
 
     /// Answer counters.
@@ -184,6 +198,12 @@ impl Engine {
     /// Reads the chain under the lock.
     pub fn with_chain<R>(&self, f: impl FnOnce(&ChainStore) -> R) -> R {
         f(&self.lock().chain)
+    }
+
+    /// A block this engine built and served from getPayload (as built, before any fault
+    /// changed what was served), by its hash.
+    pub fn built_block(&self, hash: &B256) -> Option<Arc<ChainBlock>> {
+        self.lock().built.get(hash).cloned()
     }
 
     /// Head state.

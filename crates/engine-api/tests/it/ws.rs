@@ -407,71 +407,17 @@ fn bytes_of_a_frame_are_its_payload() {
 }
 
 mod tls {
-    use std::path::PathBuf;
-
     use engine_api::tls::{RootCertStore, client_config_with_roots};
+    use test_utils::{TestCa, set_ssl_cert_file};
     use tokio_rustls::rustls;
 
     use super::*;
 
-    /// A CA generated for one test, and server certificates it signs.
-    pub struct TestCa {
-        issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    }
-
-    impl TestCa {
-        pub fn new(name: &str) -> Self {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.distinguished_name.push(
-                rcgen::DnType::CommonName,
-                format!("engine-api ws test CA {name}"),
-            );
-            params.key_usages = vec![
-                rcgen::KeyUsagePurpose::KeyCertSign,
-                rcgen::KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = rcgen::KeyPair::generate().unwrap();
-            Self {
-                issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-            }
-        }
-
-        /// A client configuration trusting only this CA.
-        pub fn client(&self) -> Arc<rustls::ClientConfig> {
-            let mut roots = RootCertStore::empty();
-            roots.add(self.issuer.der().clone()).unwrap();
-            client_config_with_roots(roots).unwrap()
-        }
-
-        /// This CA as a PEM file (for `SSL_CERT_FILE`), removed when the test process ends.
-        pub fn pem_file(&self) -> PathBuf {
-            let path = std::env::temp_dir()
-                .join(format!("engine-api-ws-test-ca-{}.pem", std::process::id()));
-            std::fs::write(&path, self.issuer.pem()).unwrap();
-            path
-        }
-
-        /// An acceptor for `127.0.0.1` / `localhost` presenting a certificate this CA signed.
-        pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let params = rcgen::CertificateParams::new(vec![
-                "127.0.0.1".to_string(),
-                "localhost".to_string(),
-            ])
-            .unwrap();
-            let cert = params.signed_by(&key, &self.issuer).unwrap();
-            let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
-            .unwrap();
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        }
+    /// A client configuration trusting only `ca`.
+    fn client(ca: &TestCa) -> Arc<rustls::ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.root()).unwrap();
+        client_config_with_roots(roots).unwrap()
     }
 
     /// A `wss://` server sending one text frame per connection; counts completed handshakes.
@@ -503,7 +449,7 @@ mod tls {
         let ca = TestCa::new("trusted");
         let (addr, handshakes) = wss_server(ca.acceptor()).await;
         let mut c = config(format!("wss://localhost:{}", addr.port()));
-        c.tls = Some(ca.client());
+        c.tls = Some(client(&ca));
         let (mut rx, _stop, _task) = start(c);
         assert!(matches!(next(&mut rx).await, Event::Connected));
         match next(&mut rx).await {
@@ -517,18 +463,12 @@ mod tls {
     /// sound only because nextest runs each test in a process of its own.
     #[tokio::test]
     async fn wss_trusts_the_ca_in_ssl_cert_file_by_default() {
-        assert!(
-            std::env::var_os("NEXTEST").is_some(),
-            "this test changes the process environment: run it with cargo nextest"
-        );
         let ca = TestCa::new("env");
-        let pem = ca.pem_file();
-        // SAFETY: first thing in a single-threaded test runtime, in a process of its own.
-        unsafe { std::env::set_var("SSL_CERT_FILE", &pem) };
+        // First thing in a single-threaded test runtime.
+        set_ssl_cert_file(&ca.pem_file);
         let (addr, _) = wss_server(ca.acceptor()).await;
         let (mut rx, _stop, _task) = start(config(format!("wss://127.0.0.1:{}", addr.port())));
         let first = next(&mut rx).await;
-        let _ = std::fs::remove_file(&pem);
         assert!(matches!(first, Event::Connected), "{first:?}");
         assert!(matches!(next(&mut rx).await, Event::Frame(_)));
     }
@@ -539,7 +479,7 @@ mod tls {
         let client_ca = TestCa::new("trusted");
         let (addr, handshakes) = wss_server(server_ca.acceptor()).await;
         let mut c = config(format!("wss://localhost:{}", addr.port()));
-        c.tls = Some(client_ca.client());
+        c.tls = Some(client(&client_ca));
         let (mut rx, _stop, _task) = start(c);
         for _ in 0..3 {
             match next(&mut rx).await {

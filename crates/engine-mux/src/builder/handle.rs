@@ -7,7 +7,7 @@ use std::{
 
 use alloy_rpc_types_engine::ForkchoiceState;
 use bytes::Bytes;
-use engine_api::{PayloadId, Upstream, UpstreamError};
+use engine_api::{PayloadId, Upstream, UpstreamError, flashblocks_p2p::Authorization};
 use http::HeaderMap;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
@@ -19,10 +19,20 @@ use super::{
     recent::RecentPayloads,
 };
 use crate::{
-    calls, config::Config, evidence::BuilderHealth, execution_mode::ModeCell,
-    fallback::FallbackReason, flashblocks::store::FlashblocksStore, local::LocalEl,
-    metrics::Metrics, payload_check::BuildRequest,
+    calls,
+    config::{Config, FlashblocksP2pConfig},
+    evidence::BuilderHealth,
+    execution_mode::ExecutionMode,
+    execution_mode::ModeCell,
+    fallback::FallbackReason,
+    flashblocks::store::FlashblocksStore,
+    local::LocalEl,
+    metrics::Metrics,
+    payload_check::BuildRequest,
 };
+
+/// The version byte of the payload id an FCUv3 build gets (op-geth's and op-rbuilder's).
+const BUILDER_PAYLOAD_ID_VERSION: u8 = 3;
 
 /// Depth of the transaction-copy queue.
 const TX_COPY_QUEUE_DEPTH: usize = 4096;
@@ -46,6 +56,8 @@ pub struct Builder {
     pub(super) ignore_unhealthy: bool,
     pub(super) metrics: Arc<Metrics>,
     pub(super) mode: Arc<ModeCell>,
+    /// Flashblocks P2P: the key that authorizes this builder per block.
+    pub(super) p2p: Option<FlashblocksP2pConfig>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -89,6 +101,7 @@ impl Builder {
             ignore_unhealthy: config.ignore_unhealthy_builders,
             metrics,
             mode,
+            p2p: config.flashblocks_p2p.clone(),
         });
         let tasks = BuilderTasks {
             queue: queue_rx,
@@ -194,6 +207,27 @@ impl Builder {
             );
         }
         slot
+    }
+
+    /// With flashblocks P2P in `enabled` mode: the authorization for the builder to publish the
+    /// flashblocks of the block `request` asks for (its payload id as the builder derives it
+    /// from op-node's head and attributes, the attributes' timestamp). `None` otherwise: the
+    /// builder gets a plain FCU and stops publishing.
+    pub fn authorization(&self, request: &BuildRequest) -> Option<Authorization> {
+        let p2p = self.p2p.as_ref()?;
+        if self.mode.get() != ExecutionMode::Enabled {
+            return None;
+        }
+        let payload_id = request.attributes.payload_id(
+            &request.forkchoice.head_block_hash,
+            BUILDER_PAYLOAD_ID_VERSION,
+        );
+        Some(Authorization::sign(
+            payload_id,
+            request.attributes.payload_attributes.timestamp,
+            &p2p.authorizer,
+            p2p.builder_vk,
+        ))
     }
 
     /// Maps op-node's payload id to the build `slot`.

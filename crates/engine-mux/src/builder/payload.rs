@@ -28,6 +28,7 @@ impl Builder {
         let Some(slot) = self.ids.get(&local_id) else {
             return Err(FallbackReason::NoBuilderPayload);
         };
+        let first_ask = slot.first_get_payload();
         let builder_id = match slot.decide(deadline).await {
             BuilderFcu::Building(id) => id,
             BuilderFcu::Unavailable(reason) => return Err(reason),
@@ -60,9 +61,10 @@ impl Builder {
         };
         let request = slot.request.clone();
         match &self.flashblocks {
-            Some(store) => {
-                Ok(self.with_flashblocks(store, version, request, builder_id, fetched, deadline))
-            }
+            Some(store) => Ok(Candidates {
+                first_ask,
+                ..self.with_flashblocks(store, version, request, builder_id, fetched, deadline)
+            }),
             None => {
                 let (raw, envelope) = fetched?;
                 Ok(Candidates {
@@ -75,6 +77,7 @@ impl Builder {
                     }],
                     preconfirmed: 0,
                     failure: FallbackReason::Error,
+                    first_ask,
                 })
             }
         }
@@ -131,6 +134,7 @@ impl Builder {
                         list,
                         preconfirmed,
                         failure: FallbackReason::Error,
+                        first_ask: true,
                     };
                 }
                 // The builder's final block may still fail where what it preconfirmed is valid.
@@ -167,6 +171,7 @@ impl Builder {
             list,
             preconfirmed,
             failure,
+            first_ask: true,
         }
     }
 }

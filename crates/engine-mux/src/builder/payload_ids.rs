@@ -4,7 +4,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use engine_api::PayloadId;
@@ -30,6 +33,8 @@ pub struct BuildSlot {
     /// The block op-node asked for.
     pub request: BuildRequest,
     outcome: watch::Sender<Option<BuilderFcu>>,
+    // Whether a getPayload already asked for this block (a retry cannot rebuild it again).
+    asked: AtomicBool,
 }
 
 impl BuildSlot {
@@ -38,7 +43,13 @@ impl BuildSlot {
         Arc::new(Self {
             request,
             outcome: watch::Sender::new(None),
+            asked: AtomicBool::new(false),
         })
+    }
+
+    /// Whether this is the first getPayload for this block; every later call answers `false`.
+    pub fn first_get_payload(&self) -> bool {
+        !self.asked.swap(true, Ordering::SeqCst)
     }
 
     /// Records `outcome` unless the slot is already settled; `on_settle` runs atomically with
@@ -136,8 +147,6 @@ impl PayloadIds {
 mod tests {
     use std::time::Duration;
 
-    use alloy_primitives::B256;
-
     use super::*;
 
     fn id(n: u64) -> PayloadId {
@@ -146,7 +155,7 @@ mod tests {
 
     fn slot() -> Arc<BuildSlot> {
         BuildSlot::new(BuildRequest {
-            head: B256::ZERO,
+            forkchoice: Default::default(),
             attributes: Default::default(),
         })
     }

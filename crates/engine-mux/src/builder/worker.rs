@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
-use engine_api::UpstreamError;
+use engine_api::{
+    UpstreamError,
+    flashblocks_p2p::{Authorization, FLASHBLOCKS_FCU_METHOD},
+};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
@@ -60,9 +63,22 @@ pub async fn run(state: Arc<Builder>, mut rx: BuilderQueueRx, mut shutdown: watc
 }
 
 async fn build(state: &Builder, params: Box<RawValue>, slot: &BuildSlot) {
-    let res: Result<ForkchoiceUpdated, _> = state
-        .call("engine_forkchoiceUpdatedV3", &params, state.timeout())
-        .await;
+    let authorized = state
+        .authorization(&slot.request)
+        .and_then(|auth| with_authorization(&params, &auth));
+    let res: Result<ForkchoiceUpdated, _> = match authorized {
+        Some(params) => {
+            state.metrics.flashblocks_p2p_authorization();
+            state
+                .call(FLASHBLOCKS_FCU_METHOD, &params, state.timeout())
+                .await
+        }
+        None => {
+            state
+                .call("engine_forkchoiceUpdatedV3", &params, state.timeout())
+                .await
+        }
+    };
     let (outcome, needs_catch_up) = match res {
         Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
             (PayloadStatusEnum::Valid, Some(id)) => {
@@ -104,6 +120,14 @@ async fn build(state: &Builder, params: Box<RawValue>, slot: &BuildSlot) {
     if needs_catch_up {
         catch_up(state).await;
     }
+}
+
+/// op-node's `[forkchoiceState, payloadAttributes]`, unchanged, with `authorization` appended.
+fn with_authorization(params: &RawValue, authorization: &Authorization) -> Option<Box<RawValue>> {
+    let mut items: Vec<Box<RawValue>> = serde_json::from_str(params.get()).ok()?;
+    items.truncate(2);
+    items.push(serde_json::value::to_raw_value(authorization).ok()?);
+    serde_json::value::to_raw_value(&items).ok()
 }
 
 async fn mirror(state: &Builder, method: &'static str, params: Box<RawValue>) {

@@ -137,6 +137,8 @@ fn flashblock(s: &Setup, id: PayloadId, index: u64, mut txs: Vec<Bytes>) -> OpFl
         ..Default::default()
     };
     fb.diff.transactions = txs;
+    // A real builder's root (the mock local EL refuses a zero one, as a real EL does).
+    fb.diff.state_root = B256::repeat_byte(0x33);
     fb.diff.block_hash = B256::repeat_byte(0xf0u8.wrapping_add(index as u8));
     fb.diff.gas_used = 21_000 * (index + 1);
     fb

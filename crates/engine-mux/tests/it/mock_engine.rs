@@ -83,6 +83,9 @@ struct Script {
     faults: HashMap<String, Fault>,
     /// Block hashes newPayload answers INVALID for.
     invalid_hashes: Vec<B256>,
+    /// FCUs whose attributes say `noTxPool` are refused as invalid attributes (an EL that
+    /// cannot execute the forced transactions).
+    reject_no_tx_pool: bool,
 }
 
 struct Inner {
@@ -272,6 +275,11 @@ impl MockEngine {
         self.inner.script.lock().invalid_hashes.push(hash);
     }
 
+    /// Refuses FCUs with `noTxPool` attributes as invalid attributes (-38003).
+    pub fn reject_no_tx_pool(&self) {
+        self.inner.script.lock().reject_no_tx_pool = true;
+    }
+
     /// Makes getPayload return payloads changed by `f` (VALID blocks, but not what op-node asked for).
     pub fn tamper_payloads(&self, f: fn(&mut ExecutionPayloadV3)) {
         *self.inner.tamper.lock() = Some(f);
@@ -335,6 +343,14 @@ impl MockEngine {
     /// The block hash this engine stamps on the payload for block `number`.
     pub fn block_hash(&self, number: u64) -> B256 {
         block_hash(self.inner.block_hash_tag, number)
+    }
+
+    /// The hash of block `number` built from attributes with `noTxPool` (only the attributes'
+    /// transactions): another block than the one built with the pool.
+    pub fn no_pool_block_hash(&self, number: u64) -> B256 {
+        let mut h = block_hash(self.inner.block_hash_tag, number);
+        h.0[0] = 0xee;
+        h
     }
 }
 
@@ -490,9 +506,15 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
     };
     let (head, head_ts) = *inner.head.lock();
     match method.as_str() {
-        "engine_forkchoiceUpdatedV3" => {
+        // A flashblocks P2P builder's FCU: the same, with an authorization as third param.
+        "engine_forkchoiceUpdatedV3" | "flashblocks_forkchoiceUpdatedV3" => {
             let status = forced_status.unwrap_or("VALID");
             let has_attrs = params.get(1).is_some_and(|a| !a.is_null());
+            if has_attrs && params[1]["noTxPool"] == true && inner.script.lock().reject_no_tx_pool {
+                return json_body(
+                    json!({"jsonrpc":"2.0","id":id,"error":{"code":-38003,"message":"Invalid payload attributes"}}),
+                );
+            }
             let payload_id = if has_attrs && status == "VALID" {
                 let mut n = inner.next_id.lock();
                 *n += 1;
@@ -523,8 +545,14 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
                     json!({"jsonrpc":"2.0","id":id,"error":{"code":-38001,"message":"Unknown payload"}}),
                 );
             };
-            let hash = block_hash(inner.block_hash_tag, number);
-            let mut payload = payload_v3(hash, number, *inner.gas_used.lock(), 100);
+            // With noTxPool the block holds the attributes' transactions only.
+            let no_pool = fcu[1]["noTxPool"] == true;
+            let mut hash = block_hash(inner.block_hash_tag, number);
+            if no_pool {
+                hash.0[0] = 0xee;
+            }
+            let pool_txs = if no_pool { 0 } else { 100 };
+            let mut payload = payload_v3(hash, number, *inner.gas_used.lock(), pool_txs);
             built_as_asked(&mut payload, &fcu);
             if let Some(tamper) = *inner.tamper.lock() {
                 tamper(&mut payload);
@@ -557,7 +585,9 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
         "engine_newPayloadV3" | "engine_newPayloadV4" => {
             let hash: B256 =
                 serde_json::from_value(params[0]["blockHash"].clone()).unwrap_or_default();
-            let invalid = inner.script.lock().invalid_hashes.contains(&hash);
+            // A real EL recomputes the state root: a payload claiming a zero one is INVALID.
+            let zero_root = params[0]["stateRoot"] == json!(B256::ZERO);
+            let invalid = zero_root || inner.script.lock().invalid_hashes.contains(&hash);
             let status = if invalid {
                 "INVALID"
             } else {

@@ -17,7 +17,7 @@ fn debug_client(s: &Setup) -> Upstream {
     })
 }
 
-async fn set_mode(s: &Setup, mode: &str) -> Value {
+pub async fn set_mode(s: &Setup, mode: &str) -> Value {
     let c = debug_client(s);
     c.call(
         "debug_setExecutionMode",

@@ -3,11 +3,7 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -135,76 +131,7 @@ pub async fn gunzip(data: &[u8]) -> Bytes {
     out.into()
 }
 
-/// A certificate authority made for one test, and server certificates it signs.
-pub struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    /// The CA certificate as a PEM file (what `SSL_CERT_FILE` points at).
-    pub pem_file: PathBuf,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("engine-mux test CA {name}"),
-        );
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        let pem_file = std::env::temp_dir().join(format!(
-            "engine-mux-test-ca-{name}-{}.pem",
-            std::process::id()
-        ));
-        std::fs::write(&pem_file, issuer.pem()).unwrap();
-        Self { issuer, pem_file }
-    }
-
-    /// A TLS acceptor for `127.0.0.1` / `localhost` with a certificate this CA signed.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        use tokio_rustls::rustls;
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.pem_file);
-    }
-}
-
-/// Points `SSL_CERT_FILE` at `path` for the rest of this process.
-///
-/// Only for tests that call it first thing, before any other thread exists: nextest runs every
-/// test in a process of its own, so no other test sees (or races with) the variable.
-pub fn set_ssl_cert_file(path: &std::path::Path) {
-    assert!(
-        std::env::var_os("NEXTEST").is_some(),
-        "this test changes the process environment: run it with cargo nextest (a process per test)"
-    );
-    // SAFETY: called at the start of the test, before engine-mux or any resolver thread runs,
-    // in a process that runs this one test.
-    unsafe { std::env::set_var("SSL_CERT_FILE", path) };
-}
+pub use test_utils::{TestCa, set_ssl_cert_file};
 
 /// A local EL and a builder that behave like given real peers, engine-mux between them, and
 /// op-node's Go client in front.

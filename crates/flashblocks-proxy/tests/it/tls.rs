@@ -3,67 +3,15 @@
 //! `SSL_CERT_FILE` first thing; that is sound only because nextest runs every test in a process
 //! of its own.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 
+use test_utils::{TestCa, set_ssl_cert_file};
+
 use crate::harness::*;
-
-/// A CA for one test: its PEM file (what `SSL_CERT_FILE` names) and a server acceptor.
-struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    pem_file: std::path::PathBuf,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "flashblocks-proxy test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        let pem_file = std::env::temp_dir().join(format!(
-            "flashblocks-proxy-test-ca-{}.pem",
-            std::process::id()
-        ));
-        std::fs::write(&pem_file, issuer.pem()).unwrap();
-        Self { issuer, pem_file }
-    }
-
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.pem_file);
-    }
-}
 
 /// A `wss://` upstream streaming flashblocks of payload 1 (index 0, 1, ...) every 50 ms to
 /// each connection, answering pings meanwhile.
@@ -100,13 +48,9 @@ async fn wss_upstream(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
 
 #[tokio::test]
 async fn wss_upstream_trusted_through_ssl_cert_file_is_fanned_out() {
-    assert!(
-        std::env::var_os("NEXTEST").is_some(),
-        "this test changes the process environment: run it with cargo nextest"
-    );
-    let ca = TestCa::new();
-    // SAFETY: first thing in a single-threaded test runtime, in a process of its own.
-    unsafe { std::env::set_var("SSL_CERT_FILE", &ca.pem_file) };
+    let ca = TestCa::new("flashblocks-proxy");
+    // First thing in a single-threaded test runtime.
+    set_ssl_cert_file(&ca.pem_file);
     let addr = wss_upstream(ca.acceptor()).await;
     let url = format!("wss://localhost:{}", addr.port());
     let mut argv = vec!["flashblocks-proxy".to_string()];

@@ -3,6 +3,7 @@
 //! the pool has), and [`publisher`] sends them over WebSocket as op-rbuilder does on :1111.
 //! getPayload seals the payload and answers the block of the last flashblock sent.
 
+pub mod p2p;
 pub mod publisher;
 
 use alloy_primitives::{B256, U256};
@@ -62,7 +63,13 @@ impl Engine {
             Some(prefix.clone().unwrap_or_default()),
         )?;
         let sent = prefix.as_ref().map_or(0, Vec::len);
-        let flashblock = flashblocks_payload(&self.spec, id, index, &built, sent);
+        let mut flashblock = flashblocks_payload(&self.spec, id, index, &built, sent);
+        if self.faulty() && self.faults.is_zero_state_root() {
+            let mut header = built.block.header.clone();
+            header.state_root = B256::ZERO;
+            flashblock.diff.state_root = B256::ZERO;
+            flashblock.diff.block_hash = header.hash_slow();
+        }
         inner.jobs.insert(
             id,
             PayloadJob::Streaming {

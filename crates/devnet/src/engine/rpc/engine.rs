@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use alloy_primitives::{B256, Bytes};
 use alloy_rpc_types_engine::{ExecutionPayloadV3, ForkchoiceState, PayloadId};
-use engine_api::codes;
+use engine_api::{
+    codes,
+    flashblocks_p2p::{Authorization, FLASHBLOCKS_FCU_METHOD},
+};
 use jsonrpsee::{
     RpcModule,
     types::{ErrorObjectOwned, Params},
@@ -24,6 +27,7 @@ pub const CAPABILITIES: &[&str] = &[
     "engine_newPayloadV3",
     "engine_newPayloadV4",
     "engine_exchangeCapabilities",
+    "flashblocks_forkchoiceUpdatedV3",
 ];
 
 impl From<EngineError> for ErrorObjectOwned {
@@ -85,6 +89,48 @@ async fn forkchoice_updated(
     let (fcs, attrs): (ForkchoiceState, Option<OpPayloadAttributes>) = params.parse()?;
     let fcu_engine = engine.clone();
     let out = blocking(move || fcu_engine.forkchoice_updated(fcs, attrs)).await?;
+    if let Some(p2p) = engine.flashblocks_p2p() {
+        // P2P mode: a build without an authorization publishes nothing.
+        if out.payload_id.is_some() {
+            p2p.stats
+                .unauthorized_builds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        return to_value(&out);
+    }
+    if let (Some(id), Some(publisher)) = (out.payload_id, flashblocks) {
+        publisher.stream_payload(engine.clone(), id);
+    }
+    to_value(&out)
+}
+
+/// `flashblocks_forkchoiceUpdatedV3(forkchoiceState, payloadAttributes, authorization)`: in P2P
+/// mode the authorization is checked (signature, builder key, timestamp, payload id) and a
+/// refused one fails the call; an authorized build publishes its flashblocks. Without P2P
+/// mode, or without attributes or authorization, it is a plain FCU.
+async fn flashblocks_forkchoice_updated(
+    params: Params<'static>,
+    engine: Arc<Engine>,
+    flashblocks: Option<Arc<FlashblocksPublisher>>,
+) -> RpcResult {
+    let (fcs, attrs, auth): (
+        ForkchoiceState,
+        Option<OpPayloadAttributes>,
+        Option<Authorization>,
+    ) = params.parse()?;
+    let (Some(p2p), Some(attributes), Some(auth)) = (engine.flashblocks_p2p(), &attrs, auth) else {
+        let plain = serde_json::to_string(&(fcs, attrs)).map_err(internal)?;
+        return forkchoice_updated(Params::new(Some(&plain)).into_owned(), engine, flashblocks)
+            .await;
+    };
+    before_call(&engine).await?;
+    let payload_id = attributes.payload_id(&fcs.head_block_hash, 3);
+    if let Err(refusal) = p2p.check(&auth, payload_id, attributes.payload_attributes.timestamp) {
+        tracing::warn!(%refusal, "flashblocks authorization refused");
+        return Err(invalid_params(format!("unauthorized: {refusal}")));
+    }
+    let fcu_engine = engine.clone();
+    let out = blocking(move || fcu_engine.forkchoice_updated(fcs, attrs)).await?;
     if let (Some(id), Some(publisher)) = (out.payload_id, flashblocks) {
         publisher.stream_payload(engine.clone(), id);
     }
@@ -141,8 +187,12 @@ pub fn register(
     module: &mut RpcModule<Arc<Engine>>,
     flashblocks: Option<Arc<FlashblocksPublisher>>,
 ) -> Result<(), jsonrpsee::core::RegisterMethodError> {
+    let p2p_publisher = flashblocks.clone();
     module.register_async_method("engine_forkchoiceUpdatedV3", move |p, ctx, _| {
         forkchoice_updated(p, Arc::clone(&ctx), flashblocks.clone())
+    })?;
+    module.register_async_method(FLASHBLOCKS_FCU_METHOD, move |p, ctx, _| {
+        flashblocks_forkchoice_updated(p, Arc::clone(&ctx), p2p_publisher.clone())
     })?;
     module.register_async_method("engine_getPayloadV3", |p, ctx, _| {
         get_payload(p, Arc::clone(&ctx), EngineVersion::V3)

@@ -3,7 +3,7 @@
 //! it streams. The test sets `SSL_CERT_FILE` before any runtime thread exists; that is sound
 //! only because nextest runs every test in a process of its own.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_engine::JwtSecret;
@@ -15,65 +15,12 @@ use devnet::{
 use futures::SinkExt;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::mpsc};
-use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{call, client, flashblock, metric, start_rpc, wait_for};
+use e2e::{call, client, flashblock, metric, start_rpc, wait_for};
+use test_utils::{TestCa, set_ssl_cert_file};
 
 const DEADLINE: Duration = Duration::from_secs(5);
-
-/// A CA for one test: its PEM file (what `SSL_CERT_FILE` names) and a server acceptor.
-struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    pem_file: std::path::PathBuf,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "flashblocks-rpc test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer =
-            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-                .unwrap();
-        let pem_file = std::env::temp_dir().join(format!(
-            "flashblocks-rpc-test-ca-{}.pem",
-            std::process::id()
-        ));
-        std::fs::write(&pem_file, issuer.pem()).unwrap();
-        Self { issuer, pem_file }
-    }
-
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.pem_file);
-    }
-}
 
 /// A `wss://localhost` server sending the frames the test pushes to the first connection.
 async fn wss_server(acceptor: tokio_rustls::TlsAcceptor) -> (String, mpsc::Sender<Message>) {
@@ -101,13 +48,9 @@ async fn wss_server(acceptor: tokio_rustls::TlsAcceptor) -> (String, mpsc::Sende
 
 #[test]
 fn wss_stream_trusted_through_ssl_cert_file_serves_pending() {
-    assert!(
-        std::env::var_os("NEXTEST").is_some(),
-        "this test changes the process environment: run it with cargo nextest"
-    );
-    let ca = TestCa::new();
-    // SAFETY: no other thread exists yet (the runtime is built below), in a process of its own.
-    unsafe { std::env::set_var("SSL_CERT_FILE", &ca.pem_file) };
+    let ca = TestCa::new("flashblocks-rpc");
+    // Before the runtime below starts any thread.
+    set_ssl_cert_file(&ca.pem_file);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

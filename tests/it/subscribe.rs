@@ -14,7 +14,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{call, client, flashblock, scripted_server, start_rpc};
+use e2e::{call, client, flashblock, scripted_server, start_rpc};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 

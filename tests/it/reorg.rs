@@ -12,9 +12,7 @@ use devnet::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{
-    call, client, flashblock, metric, quantity, scripted_server, start_rpc, wait_for,
-};
+use e2e::{call, client, flashblock, metric, quantity, scripted_server, start_rpc, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{
+use e2e::{
     BLOCK_TIME, Net, Relay, call, client, metric, pending_ahead, quantity, start_rpc, wait_for,
 };
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
 
-use crate::support::{
+use e2e::{
     BLOCK_TIME, FLASHBLOCK_INTERVAL, Net, call, client, metric, pending_ahead, quantity,
     quantity256, start_rpc, wait_for,
 };

@@ -7,7 +7,7 @@ use alloy_primitives::{Address, U256};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::support::{BLOCK_TIME, Net, assert_covers, call, client, quantity, start_rpc};
+use e2e::{BLOCK_TIME, Net, assert_covers, call, client, quantity, start_rpc};
 
 /// Fee vaults and the fee recipient are touched by every transaction.
 const VAULTS: [&str; 2] = [

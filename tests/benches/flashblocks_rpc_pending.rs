@@ -1,4 +1,4 @@
-//! Benchmark (not a test), `cargo bench -p flashblocks-rpc --bench pending`:
+//! Benchmark (not a test), `cargo bench -p e2e --bench flashblocks_rpc_pending`:
 //! 1. submission → pending receipt latency on the devnet (transfers sent through engine-mux at
 //!    random points of the slot, receipt polled every 2 ms on two flashblocks-rpc instances:
 //!    one on engine-mux's re-published stream, one on the builder's own stream), p50 / p99;
@@ -8,10 +8,6 @@
 //!
 //! `FBRPC_BENCH_TXS` (default 100), `FBRPC_BENCH_SECS` (default 5), `FBRPC_BENCH_CONC`
 //! (default 16) tune it.
-
-#[path = "../tests/it/support.rs"]
-#[allow(dead_code)]
-mod support;
 
 use std::{
     sync::{
@@ -28,9 +24,9 @@ use devnet::{
     chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
     engine::Role,
 };
+use e2e::{call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
 use flashblocks_rpc::metrics::Source;
 use serde_json::json;
-use support::{call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -55,7 +51,7 @@ async fn main() {
 }
 
 async fn latency(n: usize) {
-    let net = support::Net::start(10.0).await;
+    let net = e2e::Net::start(10.0).await;
     // Two instances on the same chain: one on engine-mux's re-published stream (production),
     // one on the builder's own stream; every transfer is timed on both.
     let via_mux = start_rpc(&net.flashblocks_url(), &net.upstream_url(), &[]).await;
@@ -85,7 +81,7 @@ async fn latency(n: usize) {
     for _ in 0..n {
         // A random pause decorrelates submissions from the flashblock and slot phase (sending
         // right after a receipt would always land just after a flashblock).
-        let pause = support::BLOCK_TIME.mul_f64(rand::random::<f64>());
+        let pause = e2e::BLOCK_TIME.mul_f64(rand::random::<f64>());
         tokio::time::sleep(pause).await;
         let to = Address::from(rand::random::<[u8; 20]>());
         let start = Instant::now();
@@ -119,8 +115,8 @@ async fn latency(n: usize) {
         s.sort();
         println!(
             "submission -> pending receipt via {label} ({n} transfers, block time {:?}, flashblock interval {:?}): p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
-            support::BLOCK_TIME,
-            support::FLASHBLOCK_INTERVAL,
+            e2e::BLOCK_TIME,
+            e2e::FLASHBLOCK_INTERVAL,
             percentile(&s, 0.5).as_secs_f64() * 1e3,
             percentile(&s, 0.99).as_secs_f64() * 1e3,
             s.first().copied().unwrap_or_default().as_secs_f64() * 1e3,

@@ -1,0 +1,80 @@
+//! Test fixtures shared by the workspace's tests: a certificate authority made for one test (for
+//! `https://` and `wss://` peers), and pointing `SSL_CERT_FILE` at it. A dev-dependency only.
+
+use std::{path::PathBuf, sync::Arc};
+
+use tokio_rustls::rustls::{self, pki_types::CertificateDer};
+
+/// A certificate authority generated for one test, and server certificates it signs.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// The CA certificate as a PEM file (what `SSL_CERT_FILE` names); removed on drop.
+    pub pem_file: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA; `name` tells CAs of one test apart (in its common name and PEM file name).
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("no SANs");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("test CA {name}"));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed CA");
+        let pem_file = std::env::temp_dir().join(format!(
+            "engine-mux-test-ca-{name}-{}.pem",
+            std::process::id()
+        ));
+        std::fs::write(&pem_file, issuer.pem()).expect("writable temp dir");
+        Self { issuer, pem_file }
+    }
+
+    /// The CA certificate, for a root store that trusts only this CA.
+    pub fn root(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// A TLS acceptor for `127.0.0.1` / `localhost` presenting a certificate this CA signed.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let key = rcgen::KeyPair::generate().expect("key generation");
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("valid SANs");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+            .expect("a generated key is valid DER");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("matching certificate and key");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pem_file);
+    }
+}
+
+/// Points `SSL_CERT_FILE` at `path` for the rest of this process.
+///
+/// Only for tests that call it first thing, before any other thread exists: nextest runs every
+/// test in a process of its own, so no other test sees (or races with) the variable.
+pub fn set_ssl_cert_file(path: &std::path::Path) {
+    assert!(
+        std::env::var_os("NEXTEST").is_some(),
+        "changes the process environment: run with cargo nextest (one process per test)"
+    );
+    // SAFETY: called before the test starts any other thread, in a process running one test.
+    unsafe { std::env::set_var("SSL_CERT_FILE", path) };
+}

@@ -1,0 +1,11 @@
+//! End-to-end scenarios across the workspace's binaries, each a named test: the in-process
+//! devnet (engines, builder flashblocks, engine-mux, driver, spammer), flashblocks-proxy and
+//! flashblocks-rpc as libraries, and scripted flashblocks streams in front of a real engine.
+
+mod disconnect;
+mod preconfirmed;
+mod proxy_chain;
+mod reorg;
+mod sealed;
+mod subscribe;
+mod tls;

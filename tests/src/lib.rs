@@ -1,0 +1,41 @@
+//! Fixtures for the end-to-end scenarios in `it/`: a devnet with builder flashblocks and
+//! engine-mux between its engines ([`Net`]), flashblocks-rpc ([`start_rpc`]) and
+//! flashblocks-proxy ([`start_proxy`]) in process, a relay a test can cut ([`Relay`]), a
+//! scripted flashblocks stream ([`scripted_server`], [`flashblock`]), JSON-RPC calls and
+//! polls with a deadline ([`wait_for`]).
+//!
+//! A dev-only crate (`publish = false`): the benchmarks and scenarios of this crate are its
+//! only users, so nothing here is part of a shipped crate's API.
+
+use std::time::Duration;
+
+mod net;
+mod proxy;
+mod relay;
+mod rpc;
+mod scripted;
+
+pub use net::{BLOCK_TIME, FLASHBLOCK_INTERVAL, Net};
+pub use proxy::{Ws, next_json, start_proxy, subscribe, ws_url};
+pub use relay::Relay;
+pub use rpc::{
+    CALL_TIMEOUT, assert_covers, call, client, metric, pending_ahead, quantity, quantity256,
+    start_rpc,
+};
+pub use scripted::{flashblock, scripted_server};
+
+/// Polls `check` every 10 ms until it returns `Some`, panicking after `deadline`.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,197 @@
+//! A devnet with builder flashblocks and engine-mux between the engines, assembled from the
+//! devnet's component API.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_rpc_types_engine::JwtSecret;
+use devnet::{
+    app::{MuxWiring, load_genesis, start_engine_on, start_engine_with, start_mux, unix_now},
+    chain::{
+        accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+        attributes::SequencerParams,
+    },
+    engine::{
+        Role,
+        flashblocks::FlashblocksConfig,
+        rpc::{EngineServerConfig, RunningEngine},
+    },
+    node::{DriverConfig, DriverHandle, start_driver},
+    spammer::{SpammerConfig, SpammerHandle, start_spammer},
+};
+use engine_api::Upstream;
+use engine_mux::RunningMux;
+use serde_json::json;
+
+use crate::{CALL_TIMEOUT, client};
+
+/// Slot length: long enough that "before the block is sealed" is observable.
+pub const BLOCK_TIME: Duration = Duration::from_millis(1000);
+/// The devnet's builder publishes a flashblock every quarter slot.
+pub const FLASHBLOCK_INTERVAL: Duration = Duration::from_millis(250);
+/// A devnet with builder flashblocks, assembled from the devnet's component API: local and
+/// builder engines (the builder streams flashblocks), engine-mux between them (ingesting and
+/// re-publishing the flashblocks), the driver
+/// playing op-node, and a spammer on every dev account but the first (which the test itself
+/// sends from).
+pub struct Net {
+    /// The local engine (op-node's EL).
+    pub local_engine: RunningEngine,
+    /// The builder engine, streaming flashblocks.
+    pub builder: RunningEngine,
+    /// engine-mux between them.
+    pub mux_instance: RunningMux,
+    /// The op-node stand-in.
+    pub driver: DriverHandle,
+    /// Background transactions.
+    pub spammer: SpammerHandle,
+    /// A client of engine-mux's port.
+    pub mux: Upstream,
+    /// A client of the local engine's eth RPC.
+    pub local: Upstream,
+    /// The dev account the test sends from.
+    pub sender: alloy_signer_local::PrivateKeySigner,
+    /// The chain id.
+    pub chain_id: u64,
+}
+
+impl Net {
+    /// Starts every part, the spammer at `tx_rate` transactions per second.
+    pub async fn start(tx_rate: f64) -> Self {
+        let host: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let genesis = load_genesis(None, unix_now(), None).unwrap();
+        let spec = genesis.spec.clone();
+        let mut signers = funded_dev_signers(&genesis.state).unwrap();
+        let sender = signers.remove(0);
+        let jwt = JwtSecret::random();
+        let local_engine = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt)
+            .await
+            .unwrap();
+        let builder = start_engine_with(
+            genesis,
+            Role::Builder,
+            EngineServerConfig {
+                auth_addr: SocketAddr::new(host, 0),
+                http_addr: SocketAddr::new(host, 0),
+                jwt,
+                flashblocks: Some(FlashblocksConfig {
+                    addr: SocketAddr::new(host, 0),
+                    interval: FLASHBLOCK_INTERVAL,
+                    max_per_payload: 8,
+                }),
+            },
+        )
+        .await
+        .unwrap();
+        // engine-mux ingests the builder's flashblocks and re-publishes them, as in production.
+        let wiring = MuxWiring {
+            local_url: local_engine.auth_url(),
+            builder_url: builder.auth_url(),
+            jwt,
+            host,
+            port: 0,
+            flashblocks: Some((builder.flashblocks_addr.expect("flashblocks on"), 0)),
+            flashblocks_p2p: None,
+        };
+        let mux_instance = start_mux(wiring, &[]).await.unwrap();
+        let mux_url = format!("http://{}", mux_instance.rpc_addr);
+        let driver = start_driver(
+            DriverConfig {
+                engine_url: mux_url.parse().unwrap(),
+                jwt,
+                block_time: BLOCK_TIME,
+                get_payload_lead: BLOCK_TIME / 5,
+                call_timeout: Duration::from_secs(2),
+                params: SequencerParams::default(),
+                max_blocks: None,
+            },
+            spec.clone(),
+        );
+        let spammer = start_spammer(
+            SpammerConfig {
+                rpc_url: mux_url.parse().unwrap(),
+                jwt: Some(jwt),
+                rate: tx_rate,
+                chain_id: spec.chain_id,
+                max_fee_per_gas: 2_000_000_000,
+                max_priority_fee_per_gas: 1_000_000,
+                call_timeout: Duration::from_secs(2),
+            },
+            signers,
+        );
+        let mux = client(&mux_url, Some(jwt));
+        let local = client(&local_engine.http_url(), None);
+        Self {
+            local_engine,
+            builder,
+            mux_instance,
+            driver,
+            spammer,
+            mux,
+            local,
+            sender,
+            chain_id: spec.chain_id,
+        }
+    }
+
+    /// The local engine's plain RPC (the upstream flashblocks-rpc sits in front of).
+    pub fn upstream_url(&self) -> String {
+        self.local_engine.http_url()
+    }
+
+    /// engine-mux's outbound flashblocks WebSocket (what flashblocks-proxy or an RPC node
+    /// subscribes to).
+    pub fn flashblocks_url(&self) -> String {
+        format!(
+            "ws://{}",
+            self.mux_instance
+                .flashblocks_addr
+                .expect("engine-mux publishes")
+        )
+    }
+
+    /// The builder's own flashblocks WebSocket (the bench compares both streams).
+    pub fn builder_flashblocks_url(&self) -> String {
+        format!(
+            "ws://{}",
+            self.builder.flashblocks_addr.expect("flashblocks on")
+        )
+    }
+
+    /// Signs a transfer from the test's own account and sends it through engine-mux (which
+    /// copies it to the builder). Returns its hash.
+    pub async fn send_transfer(&self, nonce: u64, to: Address, value: U256) -> B256 {
+        let tx = sign_transfer(
+            &self.sender,
+            self.chain_id,
+            nonce,
+            to,
+            value,
+            2_000_000_000,
+            1_000_000,
+        )
+        .unwrap();
+        let hash: B256 = self
+            .mux
+            .call(
+                "eth_sendRawTransaction",
+                &json!([raw_transaction(&tx)]),
+                CALL_TIMEOUT,
+            )
+            .await
+            .unwrap();
+        hash
+    }
+
+    /// Stops every part.
+    pub async fn stop(self) {
+        self.spammer.stop().await;
+        self.driver.stop().await;
+        self.mux_instance.shutdown().await;
+        self.builder.stop().await;
+        self.local_engine.stop().await;
+    }
+}
