@@ -14,12 +14,14 @@ PATTERN='\b(engine_mux|rollup_boost|flashblocks_proxy|flashblocks_rpc)_[a-z0-9_]
 
 # Series engine-mux creates only when their event happens, which the devnet run does not provoke
 # (a subscriber refused at the limit, a lagging subscriber, a malformed or equivocating
-# flashblock, a dropped queue item). Each must still be written in the crate's source.
+# flashblock, a dropped queue item, the P2P flashblocks mode). Each must still be written in the
+# crate's source.
 EVENT_ONLY=(
   engine_mux_flashblocks_subscribers_refused_total
   engine_mux_flashblocks_lagging_disconnects_total
   engine_mux_flashblocks_rejected_total
   engine_mux_queue_dropped_total
+  engine_mux_flashblocks_p2p_authorizations_total # only with --flashblocks-p2p, which conflicts with the --flashblocks the check runs
 )
 
 # Sample names in the scrape (with _bucket/_sum/_count), and families (from # TYPE).
