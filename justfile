@@ -23,3 +23,7 @@ bench:
     cargo bench -p devnet --bench engine
     cargo bench -p devnet --bench flashblocks_latency
     cargo bench -p e2e --bench flashblocks_rpc_pending
+
+# Operations checks (alert rule tests, deploy configs, metric names, alerts on a real Prometheus).
+ops-check *ARGS:
+    ./scripts/ops-check.sh {{ARGS}}

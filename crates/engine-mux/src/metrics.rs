@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use metrics::{Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::{execution_mode::ExecutionMode, fallback::FallbackReason};
 
@@ -14,6 +16,15 @@ const METADATA: Metadata<'static> =
 /// Latency buckets in seconds: loopback calls are sub-millisecond, builder deadlines ~1 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// The one histogram that counts rather than times.
+const FLASHBLOCKS_PER_BLOCK: &str = "engine_mux_flashblocks_per_block";
+
+/// Buckets for a count of flashblocks behind one block: a builder streams one every 200 ms or
+/// so (5 per 1 s block, 10 at 100 ms), chains with longer blocks or faster streams reach dozens.
+const FLASHBLOCK_COUNT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 64.0,
 ];
 
 /// rollup-boost's blocks counter as its dashboards read it (`rpc.blocks_created` under the
@@ -74,6 +85,11 @@ impl Metrics {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
+            .expect("static bucket list is non-empty")
+            .set_buckets_for_metric(
+                Matcher::Full(FLASHBLOCKS_PER_BLOCK.to_string()),
+                FLASHBLOCK_COUNT_BUCKETS,
+            )
             .expect("static bucket list is non-empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -308,7 +324,7 @@ impl Metrics {
 
     /// Flashblocks behind a block at getPayload, and how many were missing (gaps never filled).
     pub fn flashblocks_per_block(&self, count: usize, missing: u64) {
-        self.histogram("engine_mux_flashblocks_per_block", &[], count as f64);
+        self.histogram(FLASHBLOCKS_PER_BLOCK, &[], count as f64);
         self.counter("engine_mux_flashblocks_missing_total", &[], missing);
     }
 
@@ -372,6 +388,43 @@ mod tests {
                 r#"engine_mux_blocks_proposed_total{source="builder"}"#
             ),
             None
+        );
+    }
+
+    #[test]
+    fn flashblocks_per_block_uses_count_buckets() {
+        let m = Metrics::new();
+        m.flashblocks_per_block(5, 0);
+        m.flashblocks_per_block(12, 1);
+        m.get_payload_total(Duration::from_millis(3));
+        let text = m.render();
+        // Counts land in whole-number buckets: 5 is within le="5", 12 is not.
+        assert_eq!(
+            sample(&text, r#"engine_mux_flashblocks_per_block_bucket{le="5"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"engine_mux_flashblocks_per_block_bucket{le="12"}"#),
+            Some(2.0)
+        );
+        // No latency bucket on the count, and latencies keep theirs.
+        assert_eq!(
+            sample(
+                &text,
+                r#"engine_mux_flashblocks_per_block_bucket{le="0.0005"}"#
+            ),
+            None
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"engine_mux_get_payload_duration_seconds_bucket{le="0.005"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "engine_mux_flashblocks_missing_total"),
+            Some(1.0)
         );
     }
 
