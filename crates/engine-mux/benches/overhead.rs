@@ -215,11 +215,19 @@ async fn main() {
         drive(rb, 200, &mut Samples::default()).await;
     }
     let (mut d, mut m, mut b) = (Samples::default(), Samples::default(), Samples::default());
+    // Builder payloads each sidecar fetched and validated, so the comparison shows both took
+    // the builder path (not one of them falling back to the local block).
+    let (mut mux_fetched, mut boost_fetched) = (0, 0);
+    let fetched = || builder.calls_of("engine_getPayloadV3").len();
     for _ in 0..10 {
         drive(&direct, blocks / 10, &mut d).await;
+        let before = fetched();
         drive(&through, blocks / 10, &mut m).await;
+        mux_fetched += fetched() - before;
         if let Some((_, rb)) = &boost {
+            let before = fetched();
             drive(rb, blocks / 10, &mut b).await;
+            boost_fetched += fetched() - before;
         }
     }
     println!(
@@ -255,9 +263,12 @@ async fn main() {
         )
         .unwrap_or(0.0)
     );
+    println!("builder payloads fetched through engine-mux in the measured rounds: {mux_fetched}");
     if let Some((mut child, _)) = boost {
         println!();
-        println!("rollup-boost, same mocks, same run:");
+        println!(
+            "rollup-boost, same mocks, same run (builder payloads it fetched in the measured rounds: {boost_fetched}):"
+        );
         println!(
             "| call | direct p50 ms | direct p99 ms | rollup-boost p50 ms | rollup-boost p99 ms | p99 overhead ms |"
         );
