@@ -6,6 +6,7 @@ mod client;
 mod compression;
 mod harness;
 mod lagging;
+mod redis_cluster;
 mod redis_limits;
 mod tls;
 mod upstreams;
