@@ -3,7 +3,7 @@
 //! which write those same bytes to every subscriber.
 
 use std::{
-    io::Read,
+    borrow::Cow,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -11,6 +11,10 @@ use std::{
 };
 
 use bytes::Bytes;
+use engine_api::{
+    flashblocks::{FrameError, frame_json},
+    ws::Frame,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
@@ -41,10 +45,7 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 
 /// Decompresses Brotli data, refusing output above `limit` bytes.
 pub fn decompress(data: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut reader = brotli::Decompressor::new(data, 4096).take(limit as u64 + 1);
-    reader.read_to_end(&mut out).ok()?;
-    (out.len() <= limit).then_some(out)
+    engine_api::flashblocks::brotli_decompress(data, limit).ok()
 }
 
 /// One message from an upstream, already reduced to flashblock JSON.
@@ -112,13 +113,18 @@ impl Hub {
     }
 }
 
-/// Reduces an upstream frame to flashblock JSON: text as is, binary either JSON or Brotli JSON.
-pub fn normalize(data: Bytes) -> Option<Bytes> {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if first == Some(b'{') {
-        return Some(data);
+/// Reduces an upstream frame to flashblock JSON ([`engine_api::flashblocks::frame_json`]): text
+/// as is, binary either JSON or Brotli JSON (bounded by [`MAX_MESSAGE_BYTES`]). JSON frames are
+/// not copied.
+pub fn normalize(frame: Frame) -> Result<Bytes, FrameError> {
+    let (binary, data): (bool, Bytes) = match frame {
+        Frame::Text(t) => (false, t.into()),
+        Frame::Binary(b) => (true, b),
+    };
+    match frame_json(binary, &data, MAX_MESSAGE_BYTES)? {
+        Cow::Borrowed(_) => Ok(data),
+        Cow::Owned(json) => Ok(Bytes::from(json)),
     }
-    decompress(&data, MAX_MESSAGE_BYTES).map(Bytes::from)
 }
 
 /// Runs de-duplication and publishing until every upstream sender is gone.
@@ -154,7 +160,10 @@ mod tests {
         assert_eq!(decompress(&c, data.len()).unwrap(), data);
         assert!(decompress(&c, data.len() - 1).is_none());
         assert!(decompress(b"garbage", 100).is_none());
-        assert_eq!(normalize(Bytes::from(c)).unwrap(), Bytes::from(data));
+        assert_eq!(
+            normalize(Frame::Binary(Bytes::from(c))).unwrap(),
+            Bytes::from(data)
+        );
     }
 
     #[tokio::test]

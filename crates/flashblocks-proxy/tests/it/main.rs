@@ -2,6 +2,7 @@
 
 mod auth;
 mod binary;
+mod chaining;
 mod client;
 mod compression;
 mod harness;

@@ -4,6 +4,7 @@
 mod support;
 
 mod disconnect;
+mod frames;
 mod preconfirmed;
 mod reorg;
 mod sealed;
