@@ -37,6 +37,10 @@ struct BenchArgs {
     /// Approximate message size in bytes.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// Pad messages with pseudo-random hex (compresses about as well as real flashblocks'
+    /// hex-encoded transactions, ~2:1) instead of a repeated `ab` (compresses ~100:1).
+    #[arg(long)]
+    random_hex: bool,
     /// Publishing time per run.
     #[arg(long, default_value_t = 30)]
     duration_secs: u64,
@@ -58,7 +62,7 @@ fn clock() -> u64 {
 const TS_DIGITS: usize = 20;
 const TS_AT: usize = 6; // after `{"ts":`
 
-fn message(seq: u64, size: usize) -> String {
+fn message(seq: u64, size: usize, random_hex: bool) -> String {
     let head = format!(
         r#"{{"ts":{:020},"payload_id":"0x{:016x}","index":{},"diff":{{"transactions":["0x"#,
         clock(),
@@ -67,7 +71,37 @@ fn message(seq: u64, size: usize) -> String {
     );
     let tail = r#""]},"metadata":{}}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
-    format!("{head}{}{tail}", "ab".repeat(pad / 2))
+    if !random_hex {
+        return format!("{head}{}{tail}", "ab".repeat(pad / 2));
+    }
+    // xorshift64: cheap, deterministic per message, incompressible beyond hex's 2:1.
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let hex: String = (0..pad / 2 * 2)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"0123456789abcdef"[(x & 15) as usize])
+        })
+        .collect();
+    format!("{head}{hex}{tail}")
+}
+
+/// The send timestamp of a data frame: at a fixed offset of the JSON, which a binary frame
+/// carries Brotli-compressed (only the first bytes are inflated).
+fn timestamp(opcode: u8, payload: &[u8]) -> Option<u64> {
+    let mut head = [0u8; TS_AT + TS_DIGITS];
+    let json: &[u8] = if opcode == 2 && payload.first() != Some(&b'{') {
+        let mut d = brotli::Decompressor::new(payload, 4096);
+        std::io::Read::read_exact(&mut d, &mut head).ok()?;
+        &head
+    } else {
+        payload
+    };
+    std::str::from_utf8(json.get(TS_AT..TS_AT + TS_DIGITS)?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn nofile_limit() -> Option<u64> {
@@ -194,13 +228,9 @@ async fn subscriber(s: TcpStream, mut stop: watch::Receiver<bool>, expected: usi
         };
         tokio::select! {
             f = frame => match f {
-                Ok(1) | Ok(2) => {
+                Ok(op @ (1 | 2)) => {
                     let now = clock();
-                    let ts = payload
-                        .get(TS_AT..TS_AT + TS_DIGITS)
-                        .and_then(|d| std::str::from_utf8(d).ok())
-                        .and_then(|d| d.parse::<u64>().ok());
-                    if let Some(ts) = ts {
+                    if let Some(ts) = timestamp(op, &payload) {
                         res.latencies_us.push(now.saturating_sub(ts).min(u64::from(u32::MAX)) as u32);
                     }
                     res.received += 1;
@@ -295,7 +325,7 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate));
     for seq in 0..expected as u64 {
         tick.tick().await;
-        let _ = publ.tx.send(message(seq, args.size));
+        let _ = publ.tx.send(message(seq, args.size, args.random_hex));
     }
     let elapsed = started.elapsed();
     // Grace period for the last message to arrive everywhere.

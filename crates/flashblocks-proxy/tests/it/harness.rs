@@ -285,6 +285,13 @@ pub async fn start_proxy(upstreams: &[&Upstream], extra: &[&str]) -> ProxyHandle
     flashblocks_proxy::start(config).await.unwrap()
 }
 
+/// The `flashblocks-proxy` binary: cargo's, or `FLASHBLOCKS_PROXY_BIN` (when several checkouts
+/// share one target directory, cargo's uplifted copy may be another checkout's build).
+pub fn proxy_bin() -> String {
+    std::env::var("FLASHBLOCKS_PROXY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flashblocks-proxy").to_string())
+}
+
 /// A proxy running as a child process (so it can be SIGKILLed); killed on drop.
 pub struct ProxyProcess {
     child: Option<Child>,
@@ -297,7 +304,7 @@ impl ProxyProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut flags = base_flags(upstreams);
         flags[1] = addr.to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_flashblocks-proxy"))
+        let child = Command::new(proxy_bin())
             .args(flags)
             .args(extra)
             .env("RUST_LOG", "warn")
