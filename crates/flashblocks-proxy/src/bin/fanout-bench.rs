@@ -47,6 +47,13 @@ struct BenchArgs {
     /// Path of the proxy binary (default: next to this binary).
     #[arg(long)]
     proxy_bin: Option<String>,
+    /// Request path of the subscribers (e.g. `/?compression=brotli`).
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Record latency at every n-th subscriber only (the others only count what they receive);
+    /// keeps the bench's own CPU down when frames must be inflated to read the timestamp.
+    #[arg(long, default_value_t = 1)]
+    latency_every: usize,
     /// Extra flags passed to the proxy (e.g. `--enable-compression`).
     #[arg(long, allow_hyphen_values = true)]
     proxy_flags: Vec<String>,
@@ -87,18 +94,47 @@ fn message(seq: u64, size: usize, random_hex: bool) -> String {
     format!("{head}{hex}{tail}")
 }
 
-/// The send timestamp of a data frame: at a fixed offset of the JSON, which a binary frame
-/// carries Brotli-compressed (only the first bytes are inflated).
+/// Send timestamps of the messages published, keyed by the last bytes of their Brotli form
+/// (the proxy compresses with the same function, deterministically): subscribers of compressed
+/// frames look the timestamp up instead of inflating every frame, which would cost the bench
+/// more CPU than the proxy spends.
+fn compressed_sends() -> &'static std::sync::RwLock<std::collections::HashMap<[u8; 16], u64>> {
+    static SENDS: OnceLock<std::sync::RwLock<std::collections::HashMap<[u8; 16], u64>>> =
+        OnceLock::new();
+    SENDS.get_or_init(Default::default)
+}
+
+fn tail_key(data: &[u8]) -> Option<[u8; 16]> {
+    data.get(data.len().checked_sub(16)?..)?.try_into().ok()
+}
+
+/// Records the Brotli form of `msg` (only while subscribers ask for compressed frames).
+fn record_compressed(msg: &str) {
+    let z = flashblocks_proxy::fanout::compress(msg.as_bytes());
+    let ts = msg
+        .get(TS_AT..TS_AT + TS_DIGITS)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_default();
+    if let Some(key) = tail_key(&z) {
+        compressed_sends()
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, ts);
+    }
+}
+
+/// The send timestamp of a data frame: at a fixed offset of text JSON, looked up for a
+/// Brotli-compressed binary frame.
 fn timestamp(opcode: u8, payload: &[u8]) -> Option<u64> {
-    let mut head = [0u8; TS_AT + TS_DIGITS];
-    let json: &[u8] = if opcode == 2 && payload.first() != Some(&b'{') {
-        let mut d = brotli::Decompressor::new(payload, 4096);
-        std::io::Read::read_exact(&mut d, &mut head).ok()?;
-        &head
-    } else {
-        payload
-    };
-    std::str::from_utf8(json.get(TS_AT..TS_AT + TS_DIGITS)?)
+    if opcode == 2 && payload.first() != Some(&b'{') {
+        let key = tail_key(payload)?;
+        return compressed_sends()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+    }
+    std::str::from_utf8(payload.get(TS_AT..TS_AT + TS_DIGITS)?)
         .ok()?
         .parse()
         .ok()
@@ -180,14 +216,14 @@ struct SubResult {
     closed_early: bool,
 }
 
-async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    s.write_all(
-        b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(256);
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -206,7 +242,12 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Reads server frames until `stop`; records the latency of every data frame.
-async fn subscriber(s: TcpStream, mut stop: watch::Receiver<bool>, expected: usize) -> SubResult {
+async fn subscriber(
+    s: TcpStream,
+    mut stop: watch::Receiver<bool>,
+    expected: usize,
+    timed: bool,
+) -> SubResult {
     let mut r = BufReader::with_capacity(8192, s);
     let mut res = SubResult {
         latencies_us: Vec::with_capacity(expected),
@@ -230,7 +271,7 @@ async fn subscriber(s: TcpStream, mut stop: watch::Receiver<bool>, expected: usi
             f = frame => match f {
                 Ok(op @ (1 | 2)) => {
                     let now = clock();
-                    if let Some(ts) = timestamp(op, &payload) {
+                    if let Some(ts) = timed.then(|| timestamp(op, &payload)).flatten() {
                         res.latencies_us.push(now.saturating_sub(ts).min(u64::from(u32::MAX)) as u32);
                     }
                     res.received += 1;
@@ -296,10 +337,11 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     for _ in 0..n {
         let gate = gate.clone();
         let failed = failed.clone();
+        let path = args.path.clone();
         conns.push(tokio::spawn(async move {
             let _p = gate.acquire().await.unwrap();
             for _attempt in 0..5 {
-                match connect(addr).await {
+                match connect(addr, &path).await {
                     Ok(s) => return Some(s),
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -309,9 +351,15 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
         }));
     }
     let mut subs = Vec::with_capacity(n);
-    for c in conns {
+    for (i, c) in conns.into_iter().enumerate() {
         if let Some(s) = c.await.unwrap() {
-            subs.push(tokio::spawn(subscriber(s, stop_rx.clone(), expected)));
+            let timed = i % args.latency_every.max(1) == 0;
+            subs.push(tokio::spawn(subscriber(
+                s,
+                stop_rx.clone(),
+                expected,
+                timed,
+            )));
         }
     }
     let connect_time = t0.elapsed();
@@ -325,7 +373,14 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate));
     for seq in 0..expected as u64 {
         tick.tick().await;
-        let _ = publ.tx.send(message(seq, args.size, args.random_hex));
+        let msg = message(seq, args.size, args.random_hex);
+        if args.path.contains("compression=brotli")
+            || (args.proxy_flags.iter().any(|f| f == "--enable-compression")
+                && !args.path.contains("compression=none"))
+        {
+            record_compressed(&msg);
+        }
+        let _ = publ.tx.send(msg);
     }
     let elapsed = started.elapsed();
     // Grace period for the last message to arrive everywhere.
@@ -393,6 +448,12 @@ async fn main() {
     println!(
         "rate {}/s, ~{} B messages, {} s per run; latency in ms; CPU over the publishing window + 2 s",
         args.rate, args.size, args.duration_secs
+    );
+    let sample = message(0, args.size, args.random_hex);
+    println!(
+        "message {} B as text, {} B Brotli-compressed (quality 5, as the proxy compresses)",
+        sample.len(),
+        flashblocks_proxy::fanout::compress(sample.as_bytes()).len()
     );
     println!(
         "| subscribers | samples | p50 | p99 | p99.9 | max | proxy CPU | peak RSS | RSS at end | dropped | missing msgs | connect time |"
