@@ -404,6 +404,28 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_takes_seed_nodes_and_per_ip_zero_is_unlimited() {
+        let c = Config::try_from(args(&[
+            "--redis-cluster",
+            "--redis-url",
+            "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+            "--per-ip-connection-limit",
+            "0",
+        ]))
+        .unwrap();
+        let redis = c.limits.redis.unwrap();
+        assert!(redis.cluster);
+        assert_eq!(redis.urls.len(), 2);
+        assert_eq!(c.limits.per_ip, None);
+        assert!(
+            err(&["--redis-url", "redis://a:1,redis://b:2"]).contains("--redis-cluster"),
+            "several URLs without --redis-cluster"
+        );
+        let single = Config::try_from(args(&["--redis-url", "redis://a:1"])).unwrap();
+        assert!(!single.limits.redis.unwrap().cluster);
+    }
+
+    #[test]
     fn malformed_values_name_their_flag() {
         assert!(err(&["--api-keys", "app:key:lots"]).contains("--api-keys"));
         assert!(err(&["--redis-url", "not a url"]).contains("--redis-url"));

@@ -129,8 +129,8 @@ impl Encoding {
         let mut chosen = default;
         for pair in query.split('&') {
             match pair.split_once('=') {
-                Some(("compression", "brotli" | "br" | "true")) => chosen = Encoding::Brotli,
-                Some(("compression", "none" | "false")) => chosen = Encoding::Plain,
+                Some(("compression", "brotli")) => chosen = Encoding::Brotli,
+                Some(("compression", "none")) => chosen = Encoding::Plain,
                 Some(("compression", _)) => return None,
                 _ => {}
             }
