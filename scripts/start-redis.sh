@@ -13,7 +13,7 @@ if [[ "${1:-}" == "--install-only" ]]; then
 fi
 port="${1:-6379}"
 
-if ! command -v redis-server >/dev/null 2>&1; then
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   sudo_cmd=""
   if [[ "$(id -u)" != "0" ]]; then sudo_cmd="sudo"; fi
   $sudo_cmd apt-get update -qq

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "==> installing redis-server (flashblocks-proxy tests run against a real Redis)"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  # redis-cli (package redis-tools, a dependency of redis-server) creates the Redis Cluster test.
+  echo "==> installing redis-server + redis-cli (flashblocks-proxy tests run against a real Redis and a real Redis Cluster)"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

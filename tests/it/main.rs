@@ -3,6 +3,7 @@
 //! flashblocks-rpc as libraries, and scripted flashblocks streams in front of a real engine.
 
 mod disconnect;
+mod frames;
 mod preconfirmed;
 mod proxy_chain;
 mod reorg;

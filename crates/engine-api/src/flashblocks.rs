@@ -3,6 +3,8 @@
 //! hash) turned into the payload envelope `engine_getPayload` would have returned.
 //! Spec: specs.optimism.io protocol/flashblocks.md.
 
+use std::{borrow::Cow, io::Read};
+
 use alloy_primitives::U256;
 use alloy_rpc_types_engine::{
     BlobsBundleV1, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
@@ -55,6 +57,52 @@ pub fn parse(frame: &[u8]) -> Result<OpFlashblockPayload, serde_json::Error> {
         }
         serde_json::from_value(value)
     })
+}
+
+/// Why a WebSocket frame of a flashblocks stream yields no JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A binary frame that is neither JSON nor a valid Brotli stream.
+    #[error("binary frame is neither JSON nor Brotli")]
+    NotBrotli,
+    /// The decompressed message would exceed the limit.
+    #[error("decompressed frame exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+/// The JSON text carried by one frame of a flashblocks stream. Streams send it three ways: a
+/// text frame (op-rbuilder, engine-mux), a binary frame holding the JSON bytes, or a binary frame
+/// holding Brotli-compressed JSON (websocket-proxy with `--enable-compression`, Base's public
+/// stream). A binary frame whose first non-whitespace byte is `{` is JSON (a non-empty Brotli
+/// stream written with the 4 MiB window those proxies use cannot start with `{`); anything else
+/// is decompressed, producing at most `limit` bytes (a larger result is an error, never held
+/// in memory beyond `limit + 1` bytes).
+pub fn frame_json(binary: bool, data: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, FrameError> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace());
+    if !binary || first == Some(&b'{') {
+        return if data.len() > limit {
+            Err(FrameError::TooLarge { limit })
+        } else {
+            Ok(Cow::Borrowed(data))
+        };
+    }
+    brotli_decompress(data, limit).map(Cow::Owned)
+}
+
+/// Decompresses a Brotli stream into at most `limit` bytes.
+pub fn brotli_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    let mut reader = brotli::Decompressor::new(data, 4096).take(limit as u64 + 1);
+    reader
+        .read_to_end(&mut out)
+        .map_err(|_| FrameError::NotBrotli)?;
+    if out.len() > limit {
+        return Err(FrameError::TooLarge { limit });
+    }
+    Ok(out)
 }
 
 /// Assembles `flashblocks` (indices 0..n of one payload, in order) into an envelope of `version`.
@@ -220,6 +268,52 @@ mod tests {
         assert!(fb.metadata.receipts.is_empty() && fb.metadata.new_account_balances.is_empty());
         assert!(parse(b"{\"metadata\": 1}").is_err());
         assert!(parse(b"garbage").is_err());
+    }
+
+    fn brotli(data: &[u8], quality: u32, lgwin: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, quality, lgwin);
+            std::io::Write::write_all(&mut w, data).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn frames_decode_as_text_binary_json_or_brotli_within_the_limit() {
+        let json = br#"{"payload_id":"0x0000000000000001","index":0}"#;
+        assert_eq!(frame_json(false, json, 1024).unwrap(), &json[..]);
+        assert_eq!(frame_json(true, json, 1024).unwrap(), &json[..]);
+        let padded = [&b" \n"[..], json].concat();
+        assert_eq!(frame_json(true, &padded, 1024).unwrap(), &padded[..]);
+        // websocket-proxy's settings (quality 5, window 22) and others all decode.
+        for (quality, lgwin) in [(5, 22), (11, 24), (1, 10), (0, 16)] {
+            let c = brotli(json, quality, lgwin);
+            assert_ne!(c.first(), Some(&b'{'));
+            assert_eq!(
+                frame_json(true, &c, 1024).unwrap(),
+                &json[..],
+                "{quality}/{lgwin}"
+            );
+        }
+        // A text frame is never decompressed.
+        assert_eq!(frame_json(false, b"nope", 10).unwrap(), &b"nope"[..]);
+        assert_eq!(
+            frame_json(true, b"\xff\x00garbage", 1024),
+            Err(FrameError::NotBrotli)
+        );
+        assert_eq!(frame_json(true, &[], 1024), Err(FrameError::NotBrotli));
+        // A small frame that inflates beyond the limit is refused without inflating it all.
+        let bomb = brotli(&vec![b'a'; 64 << 20], 5, 22);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        assert_eq!(
+            frame_json(true, &bomb, 1 << 20),
+            Err(FrameError::TooLarge { limit: 1 << 20 })
+        );
+        assert_eq!(
+            frame_json(false, json, 4),
+            Err(FrameError::TooLarge { limit: 4 })
+        );
     }
 
     #[test]

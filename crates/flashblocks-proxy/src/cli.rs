@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, env, default_value_t = 100)]
     pub instance_connection_limit: usize,
 
-    /// Maximum concurrent subscribers per client IP (across instances with `--redis-url`).
+    /// Maximum concurrent subscribers per client IP (across instances with `--redis-url`); 0 = no limit.
     #[arg(long, env, default_value_t = 10)]
     pub per_ip_connection_limit: usize,
 
@@ -50,7 +50,11 @@ pub struct Args {
     #[arg(long, env)]
     pub redis_url: Option<String>,
 
-    /// Prefix for every Redis key this proxy writes.
+    /// `--redis-url` is a Redis Cluster: one or more seed nodes, comma separated.
+    #[arg(long, env, action = ArgAction::SetTrue)]
+    pub redis_cluster: bool,
+
+    /// Prefix for every Redis key this proxy writes (its hash tag: one cluster slot).
     #[arg(long, env, default_value = "flashblocks")]
     pub redis_key_prefix: String,
 

@@ -59,8 +59,10 @@ impl fmt::Debug for RedisUrl {
 /// Shared limits through Redis.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Server URL.
-    pub url: RedisUrl,
+    /// Server URL; with `cluster`, one or more seed nodes of the cluster.
+    pub urls: Vec<RedisUrl>,
+    /// Talk to a Redis Cluster (`--redis-cluster`): commands are routed by key slot.
+    pub cluster: bool,
     /// Prefix of every key.
     pub key_prefix: String,
     /// What happens to new connections while Redis is unreachable.
@@ -76,8 +78,9 @@ pub struct RedisConfig {
 pub struct LimitsConfig {
     /// Concurrent subscribers on this instance.
     pub instance: usize,
-    /// Concurrent subscribers per client IP.
-    pub per_ip: usize,
+    /// Concurrent subscribers per client IP; `None` = no per-IP limit (`--per-ip-connection-limit 0`,
+    /// as in websocket-proxy).
+    pub per_ip: Option<usize>,
     /// Shared store; `None` = in-memory limits.
     pub redis: Option<RedisConfig>,
 }
@@ -212,14 +215,24 @@ impl TryFrom<Args> for Config {
         {
             None => None,
             Some(raw) => {
+                let urls: Vec<&str> = raw.split(',').map(str::trim).collect();
+                if urls.len() > 1 && !a.redis_cluster {
+                    return Err(invalid(
+                        "redis-url",
+                        "several URLs are only accepted with --redis-cluster",
+                    ));
+                }
                 // Validate now: the client only parses the URL, it does not connect.
-                redis::Client::open(raw)
-                    .map_err(|e| invalid("redis-url", format!("not a Redis URL: {e}")))?;
+                for url in &urls {
+                    redis::Client::open(*url)
+                        .map_err(|e| invalid("redis-url", format!("not a Redis URL: {e}")))?;
+                }
                 if a.redis_key_prefix.is_empty() {
                     return Err(invalid("redis-key-prefix", "must not be empty"));
                 }
                 Some(RedisConfig {
-                    url: RedisUrl(raw.to_string()),
+                    urls: urls.iter().map(|u| RedisUrl(u.to_string())).collect(),
+                    cluster: a.redis_cluster,
                     key_prefix: a.redis_key_prefix.clone(),
                     failure_policy: a.redis_failure_policy,
                     instance_ttl: ms("redis-instance-ttl-ms", a.redis_instance_ttl_ms)?,
@@ -295,7 +308,8 @@ impl TryFrom<Args> for Config {
             message_buffer_size: a.message_buffer_size,
             limits: LimitsConfig {
                 instance: a.instance_connection_limit,
-                per_ip: a.per_ip_connection_limit,
+                // 0 means unlimited, as websocket-proxy reads it.
+                per_ip: (a.per_ip_connection_limit != 0).then_some(a.per_ip_connection_limit),
                 redis,
             },
             api_keys,
@@ -348,7 +362,7 @@ mod tests {
         assert_eq!(c.listen_addr, "0.0.0.0:8545".parse().unwrap());
         assert_eq!(c.message_buffer_size, 20);
         assert_eq!(c.limits.instance, 100);
-        assert_eq!(c.limits.per_ip, 10);
+        assert_eq!(c.limits.per_ip, Some(10));
         assert!(c.limits.redis.is_none());
         assert!(c.api_keys.is_empty());
         assert!(!c.compression);
@@ -387,6 +401,28 @@ mod tests {
 
     fn err(extra: &[&str]) -> String {
         Config::try_from(args(extra)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn redis_cluster_takes_seed_nodes_and_per_ip_zero_is_unlimited() {
+        let c = Config::try_from(args(&[
+            "--redis-cluster",
+            "--redis-url",
+            "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+            "--per-ip-connection-limit",
+            "0",
+        ]))
+        .unwrap();
+        let redis = c.limits.redis.unwrap();
+        assert!(redis.cluster);
+        assert_eq!(redis.urls.len(), 2);
+        assert_eq!(c.limits.per_ip, None);
+        assert!(
+            err(&["--redis-url", "redis://a:1,redis://b:2"]).contains("--redis-cluster"),
+            "several URLs without --redis-cluster"
+        );
+        let single = Config::try_from(args(&["--redis-url", "redis://a:1"])).unwrap();
+        assert!(!single.limits.redis.unwrap().cluster);
     }
 
     #[test]

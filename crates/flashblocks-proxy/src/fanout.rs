@@ -3,14 +3,18 @@
 //! which write those same bytes to every subscriber.
 
 use std::{
-    io::Read,
+    borrow::Cow,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 use bytes::Bytes;
+use engine_api::{
+    flashblocks::{FrameError, frame_json},
+    ws::Frame,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
@@ -41,10 +45,7 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 
 /// Decompresses Brotli data, refusing output above `limit` bytes.
 pub fn decompress(data: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut reader = brotli::Decompressor::new(data, 4096).take(limit as u64 + 1);
-    reader.read_to_end(&mut out).ok()?;
-    (out.len() <= limit).then_some(out)
+    engine_api::flashblocks::brotli_decompress(data, limit).ok()
 }
 
 /// One message from an upstream, already reduced to flashblock JSON.
@@ -63,25 +64,110 @@ pub struct Inbound {
 /// so they only fall this far behind if starved of CPU for seconds.
 pub const SHARD_RING: usize = 64;
 
-/// A published frame with its sequence number (1, 2, ...).
-pub type Published = (u64, Bytes);
+/// One published message, encoded once per encoding subscribers asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frames {
+    /// The message as is: a text frame (a binary one if it is not UTF-8).
+    pub plain: Bytes,
+    /// The message Brotli-compressed in a binary frame; computed once, when at least one
+    /// subscriber asked for it at publish time (see [`Frames::brotli_or_encode`] for the rest).
+    pub brotli: Option<Bytes>,
+    json: Bytes,
+}
+
+impl Frames {
+    /// Encodes `json`, compressing it too when `brotli` is asked.
+    pub fn encode(json: Bytes, brotli: bool) -> Self {
+        let plain = if std::str::from_utf8(&json).is_ok() {
+            frame::encode(Opcode::Text, &json)
+        } else {
+            frame::encode(Opcode::Binary, &json)
+        };
+        let brotli = brotli.then(|| frame::encode(Opcode::Binary, &compress(&json)));
+        Self {
+            plain,
+            brotli,
+            json,
+        }
+    }
+
+    /// The frame for a subscriber of `encoding`.
+    pub fn get(&mut self, encoding: Encoding) -> &Bytes {
+        match encoding {
+            Encoding::Plain => &self.plain,
+            Encoding::Brotli => self.brotli_or_encode(),
+        }
+    }
+
+    /// The compressed frame; encoded here if the publisher did not (a subscriber that asked for
+    /// compression registered while the message was being published).
+    pub fn brotli_or_encode(&mut self) -> &Bytes {
+        let json = &self.json;
+        self.brotli
+            .get_or_insert_with(|| frame::encode(Opcode::Binary, &compress(json)))
+    }
+}
+
+/// What a subscriber receives: the JSON as a text frame, or Brotli-compressed JSON in binary
+/// frames (websocket-proxy's `--enable-compression` format). `--enable-compression` sets the
+/// default; a subscriber chooses with `?compression=brotli` or `?compression=none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON text frames.
+    Plain,
+    /// Brotli-compressed binary frames.
+    Brotli,
+}
+
+impl Encoding {
+    /// The encoding a request path asks for (`compression=brotli|none` in its query), `default`
+    /// when it does not say; `None` for any other value.
+    pub fn from_path(path: &str, default: Encoding) -> Option<Encoding> {
+        let Some((_, query)) = path.split_once('?') else {
+            return Some(default);
+        };
+        let mut chosen = default;
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("compression", "brotli")) => chosen = Encoding::Brotli,
+                Some(("compression", "none")) => chosen = Encoding::Plain,
+                Some(("compression", _)) => return None,
+                _ => {}
+            }
+        }
+        Some(chosen)
+    }
+}
+
+/// A published message with its sequence number (1, 2, ...).
+pub type Published = (u64, Frames);
 
 /// The publishing side.
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Published>,
     seq: Arc<AtomicU64>,
-    compression: bool,
+    brotli_subscribers: Arc<AtomicUsize>,
+}
+
+/// Counts a subscriber that wants compressed frames for as long as it lives.
+#[derive(Debug)]
+pub struct BrotliInterest(Arc<AtomicUsize>);
+
+impl Drop for BrotliInterest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Hub {
-    /// A hub, compressing outgoing messages if asked.
-    pub fn new(compression: bool) -> Self {
+    /// A hub; messages are compressed only while some subscriber wants them compressed.
+    pub fn new() -> Self {
         let (tx, _) = broadcast::channel(SHARD_RING);
         Self {
             tx,
             seq: Arc::new(AtomicU64::new(0)),
-            compression,
+            brotli_subscribers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -95,30 +181,42 @@ impl Hub {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Encodes `json` once and hands the frame to every shard.
-    pub fn publish(&self, json: &[u8]) -> Bytes {
-        let frame = if self.compression {
-            frame::encode(Opcode::Binary, &compress(json))
-        } else if std::str::from_utf8(json).is_ok() {
-            frame::encode(Opcode::Text, json)
-        } else {
-            frame::encode(Opcode::Binary, json)
-        };
+    /// Registers interest in compressed frames until the returned guard is dropped.
+    pub fn want_brotli(&self) -> BrotliInterest {
+        self.brotli_subscribers.fetch_add(1, Ordering::AcqRel);
+        BrotliInterest(self.brotli_subscribers.clone())
+    }
+
+    /// Encodes `json` once per wanted encoding and hands the frames to every shard.
+    pub fn publish(&self, json: Bytes) -> Frames {
+        let brotli = self.brotli_subscribers.load(Ordering::Acquire) > 0;
+        let frames = Frames::encode(json, brotli);
         // Only this task publishes, so sequence order is send order.
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         // No shard listening is not an error.
-        let _ = self.tx.send((seq, frame.clone()));
-        frame
+        let _ = self.tx.send((seq, frames.clone()));
+        frames
     }
 }
 
-/// Reduces an upstream frame to flashblock JSON: text as is, binary either JSON or Brotli JSON.
-pub fn normalize(data: Bytes) -> Option<Bytes> {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if first == Some(b'{') {
-        return Some(data);
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
     }
-    decompress(&data, MAX_MESSAGE_BYTES).map(Bytes::from)
+}
+
+/// Reduces an upstream frame to flashblock JSON ([`engine_api::flashblocks::frame_json`]): text
+/// as is, binary either JSON or Brotli JSON (bounded by [`MAX_MESSAGE_BYTES`]). JSON frames are
+/// not copied.
+pub fn normalize(frame: Frame) -> Result<Bytes, FrameError> {
+    let (binary, data): (bool, Bytes) = match frame {
+        Frame::Text(t) => (false, t.into()),
+        Frame::Binary(b) => (true, b),
+    };
+    match frame_json(binary, &data, MAX_MESSAGE_BYTES)? {
+        Cow::Borrowed(_) => Ok(data),
+        Cow::Owned(json) => Ok(Bytes::from(json)),
+    }
 }
 
 /// Runs de-duplication and publishing until every upstream sender is gone.
@@ -137,7 +235,7 @@ pub async fn run(mut rx: mpsc::Receiver<Inbound>, hub: Hub, upstreams: usize, me
             metrics.messages_deduplicated.increment(1);
             continue;
         }
-        hub.publish(&msg.json);
+        hub.publish(msg.json);
         metrics.messages_published.increment(1);
     }
 }
@@ -154,21 +252,52 @@ mod tests {
         assert_eq!(decompress(&c, data.len()).unwrap(), data);
         assert!(decompress(&c, data.len() - 1).is_none());
         assert!(decompress(b"garbage", 100).is_none());
-        assert_eq!(normalize(Bytes::from(c)).unwrap(), Bytes::from(data));
+        assert_eq!(
+            normalize(Frame::Binary(Bytes::from(c))).unwrap(),
+            Bytes::from(data)
+        );
     }
 
     #[tokio::test]
     async fn publish_encodes_once_with_increasing_sequence() {
-        let hub = Hub::new(false);
+        let hub = Hub::new();
         let mut rx = hub.subscribe();
-        let f = hub.publish(b"{}");
-        assert_eq!(&f[..], &[0x81, 2, b'{', b'}']);
+        let f = hub.publish(Bytes::from_static(b"{}"));
+        assert_eq!(&f.plain[..], &[0x81, 2, b'{', b'}']);
+        assert_eq!(f.brotli, None, "nobody asked for compression");
         assert_eq!(rx.recv().await.unwrap(), (1, f));
-        hub.publish(b"{}");
+        hub.publish(Bytes::from_static(b"{}"));
         assert_eq!(rx.recv().await.unwrap().0, 2);
         assert_eq!(hub.last_seq(), 2);
-        let hub = Hub::new(true);
-        let f = hub.publish(br#"{"a":1}"#);
-        assert_eq!(f[0], 0x82);
+
+        let interest = hub.want_brotli();
+        let f = hub.publish(Bytes::from_static(br#"{"a":1}"#));
+        let z = f
+            .brotli
+            .clone()
+            .expect("compressed once for the subscriber that asked");
+        assert_eq!(z[0], 0x82);
+        assert_eq!(decompress(&z[2..], 100).unwrap(), br#"{"a":1}"#);
+        drop(interest);
+        let mut f = hub.publish(Bytes::from_static(br#"{"a":1}"#));
+        assert_eq!(f.brotli, None);
+        // A late subscriber that wants it gets it encoded on demand.
+        assert_eq!(f.get(Encoding::Brotli), &z);
+    }
+
+    #[test]
+    fn subscribers_choose_the_encoding_in_the_query() {
+        use Encoding::*;
+        assert_eq!(Encoding::from_path("/ws", Plain), Some(Plain));
+        assert_eq!(Encoding::from_path("/ws", Brotli), Some(Brotli));
+        assert_eq!(
+            Encoding::from_path("/ws/k?compression=brotli", Plain),
+            Some(Brotli)
+        );
+        assert_eq!(
+            Encoding::from_path("/?x=1&compression=none", Brotli),
+            Some(Plain)
+        );
+        assert_eq!(Encoding::from_path("/?compression=zstd", Plain), None);
     }
 }

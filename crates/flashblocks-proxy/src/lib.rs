@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::{
     client_ip::ClientIpResolver,
     config::Config,
-    fanout::Hub,
+    fanout::{Encoding, Hub},
     limits::{Limiter, redis::RedisLimitError},
     metrics::Metrics,
     server::Shared,
@@ -100,7 +100,7 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
     let (limiter, limiter_tasks) = Limiter::new(&config.limits, &config.api_keys, metrics.clone())?;
     tasks.extend(limiter_tasks);
 
-    let hub = Hub::new(config.compression);
+    let hub = Hub::new();
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
     tasks.push(tokio::spawn(fanout::run(
         rx,
@@ -152,6 +152,11 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         metrics: metrics.clone(),
         client_ping: config.client_ping,
         shutdown: shutdown_rx,
+        default_encoding: if config.compression {
+            Encoding::Brotli
+        } else {
+            Encoding::Plain
+        },
     });
     tasks.push(tokio::spawn(server::serve(listener, shared)));
     info!(%local_addr, ?metrics_addr, upstreams = config.upstream.urls.len(), "flashblocks-proxy listening");

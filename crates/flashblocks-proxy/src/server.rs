@@ -18,7 +18,7 @@ use crate::{
     auth::{ApiKeys, AppId},
     client_ip::ClientIpResolver,
     config::ClientPingConfig,
-    fanout::Hub,
+    fanout::{Encoding, Hub},
     frame::{self, ClientEvent, FrameReader, Opcode},
     http::{self, RawHead},
     limits::Limiter,
@@ -47,6 +47,8 @@ pub struct Shared {
     pub client_ping: Option<ClientPingConfig>,
     /// Flips to true on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Encoding of subscribers that do not choose (`--enable-compression`: Brotli).
+    pub default_encoding: Encoding,
 }
 
 /// Accepts connections until the task is aborted.
@@ -189,6 +191,17 @@ async fn handle(
         }
         Route::Subscribe(app) => app,
     };
+    let Some(encoding) = Encoding::from_path(&req.path, shared.default_encoding) else {
+        http::respond(
+            &mut stream,
+            400,
+            "Bad Request",
+            "compression must be brotli or none\n",
+            "text/plain",
+        )
+        .await;
+        return;
+    };
     let ws_key = match (&req.ws_key, req.method_get && req.upgrade) {
         (Some(k), true) if req.ws_version_ok => k.clone(),
         (_, false) => {
@@ -236,6 +249,8 @@ async fn handle(
     };
     // Counted from admission, so the gauge already includes a client that has seen its 101.
     let counted = Counted::new(shared.metrics.connections(app).clone());
+    // Before `after_seq`: messages published from here on are compressed for this subscriber.
+    let _interest = (encoding == Encoding::Brotli).then(|| shared.hub.want_brotli());
     // Read before the 101 goes out: the shard replays anything published after this point.
     let after_seq = shared.hub.last_seq();
     let response = format!(
@@ -251,7 +266,7 @@ async fn handle(
     let leftover = raw.buf[raw.head_len..].to_vec();
     drop(raw);
     drop(slot);
-    let end = client_loop(stream, leftover, after_seq, &shared).await;
+    let end = client_loop(stream, leftover, after_seq, encoding, &shared).await;
     drop(counted);
     // Lagged disconnects are counted by the shard that decided them.
     if end == End::PongTimeout {
@@ -300,7 +315,13 @@ pub(crate) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
 /// frames never interleave.
 ///
 /// The socket is registered with the reactor for readability only (see [`crate::shard`]).
-async fn client_loop(stream: TcpStream, leftover: Vec<u8>, after_seq: u64, shared: &Shared) -> End {
+async fn client_loop(
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    after_seq: u64,
+    encoding: Encoding,
+    shared: &Shared,
+) -> End {
     let Ok(std_stream) = stream.into_std() else {
         return End::Io;
     };
@@ -311,7 +332,11 @@ async fn client_loop(stream: TcpStream, leftover: Vec<u8>, after_seq: u64, share
         Ok(fd) => fd,
         Err(_) => return End::Io,
     };
-    let Some(h) = shared.shards.register(sock.clone(), after_seq).await else {
+    let Some(h) = shared
+        .shards
+        .register(sock.clone(), after_seq, encoding)
+        .await
+    else {
         // The shards already stopped (shutdown): say goodbye ourselves, best effort.
         let _ = std::io::Write::write(&mut &*sock, &frame::close(1001));
         return End::Shutdown;

@@ -25,7 +25,7 @@ use tokio::{
 };
 
 use crate::{
-    fanout::{Hub, Published},
+    fanout::{Encoding, Frames, Hub, Published},
     frame,
     metrics::Metrics,
 };
@@ -76,6 +76,7 @@ enum Command {
         sock: Arc<TcpStream>,
         state: Arc<SubState>,
         after_seq: u64,
+        encoding: Encoding,
     },
     Control {
         id: u64,
@@ -137,7 +138,12 @@ impl Shards {
     /// Attaches a subscriber socket (non-blocking, after the 101 response was written). Frames
     /// with a sequence number above `after_seq` that the shard already handled are replayed, so
     /// nothing published after the handshake began is missed. `None` if the proxy is stopping.
-    pub async fn register(&self, sock: Arc<TcpStream>, after_seq: u64) -> Option<SubHandle> {
+    pub async fn register(
+        &self,
+        sock: Arc<TcpStream>,
+        after_seq: u64,
+        encoding: Encoding,
+    ) -> Option<SubHandle> {
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.senders.len();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(SubState::default());
@@ -146,6 +152,7 @@ impl Shards {
             sock,
             state: state.clone(),
             after_seq,
+            encoding,
         };
         self.senders[shard].send(cmd).await.ok()?;
         Some(SubHandle { id, shard, state })
@@ -174,6 +181,8 @@ struct Sub {
     offset: usize,
     /// Frames with a sequence number up to this one predate the subscriber.
     after_seq: u64,
+    /// Which of a message's frames it gets.
+    encoding: Encoding,
 }
 
 enum Offer {
@@ -305,6 +314,7 @@ impl Shard {
                 sock,
                 state,
                 after_seq,
+                encoding,
             } => {
                 let mut sub = Sub {
                     sock,
@@ -312,10 +322,12 @@ impl Shard {
                     queue: VecDeque::new(),
                     offset: 0,
                     after_seq,
+                    encoding,
                 };
-                for (seq, f) in &self.recent {
+                for (seq, f) in &mut self.recent {
                     if *seq > after_seq
-                        && let Offer::Drop(why) = sub.offer(f, self.capacity, &mut sent)
+                        && let Offer::Drop(why) =
+                            sub.offer(f.get(encoding), self.capacity, &mut sent)
                     {
                         sub.close(why, &self.metrics);
                         self.count(sent);
@@ -341,11 +353,10 @@ impl Shard {
         backlog
     }
 
-    async fn publish(&mut self, seq: u64, frame: Bytes) {
+    async fn publish(&mut self, seq: u64, mut frames: Frames) {
         if self.recent.len() == self.capacity {
             self.recent.pop_front();
         }
-        self.recent.push_back((seq, frame.clone()));
         let mut sent = (0, 0);
         let mut dropped = Vec::new();
         let capacity = self.capacity;
@@ -356,10 +367,11 @@ impl Shard {
             if seq <= sub.after_seq {
                 continue;
             }
-            if let Offer::Drop(why) = sub.offer(&frame, capacity, &mut sent) {
+            if let Offer::Drop(why) = sub.offer(frames.get(sub.encoding), capacity, &mut sent) {
                 dropped.push((*id, why));
             }
         }
+        self.recent.push_back((seq, frames));
         for (id, why) in dropped {
             self.drop_sub(id, why);
         }
@@ -454,6 +466,7 @@ impl Shard {
                 sock,
                 state,
                 after_seq,
+                encoding,
             } = cmd
             {
                 self.subs.insert(
@@ -464,6 +477,7 @@ impl Shard {
                         queue: VecDeque::new(),
                         offset: 0,
                         after_seq,
+                        encoding,
                     },
                 );
             }

@@ -4,7 +4,6 @@
 
 use std::{ops::ControlFlow, time::Duration};
 
-use bytes::Bytes;
 use engine_api::ws::{BackoffConfig, Event, Handler, LifeSign, Liveness, WsConfig};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -81,9 +80,14 @@ impl Handler for Upstream {
             Event::Frame(frame) => frame,
         };
         self.metrics.messages.increment(1);
-        let Some(json) = fanout::normalize(Bytes::from(frame)) else {
-            self.metrics.invalid.increment(1);
-            return ControlFlow::Continue(());
+        let json = match fanout::normalize(frame) {
+            Ok(json) => json,
+            Err(e) => {
+                // Garbage or a decompression bomb: counted and skipped.
+                tracing::debug!(%e, "upstream frame skipped");
+                self.metrics.invalid.increment(1);
+                return ControlFlow::Continue(());
+            }
         };
         let key = FlashblockKey::parse(&json);
         if key.is_none() {

@@ -4,9 +4,12 @@
 //! out to subscribers. While disconnected no pending state is held, so answers come from the
 //! upstream.
 
-use std::{io::Read, ops::ControlFlow, sync::Arc};
+use std::{ops::ControlFlow, sync::Arc};
 
-use engine_api::ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, WsConfig};
+use engine_api::{
+    flashblocks::frame_json,
+    ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, WsConfig},
+};
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -62,28 +65,20 @@ impl Handler for Stream {
                 ctx.write(|s| s.clear());
             }
             Event::ReconnectScheduled(_) => {}
-            Event::Frame(Frame::Text(text)) => handle_frame(ctx, text.as_bytes()),
-            Event::Frame(Frame::Binary(bytes)) => {
-                match decode_binary(&bytes, ctx.config.stream.max_frame_bytes) {
-                    Some(json) => handle_frame(ctx, &json),
-                    None => ctx.metrics.rejected(Rejection::Malformed),
+            Event::Frame(frame) => {
+                let binary = matches!(frame, Frame::Binary(_));
+                match frame_json(binary, frame.as_bytes(), ctx.config.stream.max_frame_bytes) {
+                    Ok(json) => handle_frame(ctx, &json),
+                    Err(e) => {
+                        // Garbage or a decompression bomb: counted and skipped.
+                        tracing::debug!(%e, "flashblocks frame skipped");
+                        ctx.metrics.rejected(Rejection::Malformed);
+                    }
                 }
             }
         }
         ControlFlow::Continue(())
     }
-}
-
-/// Binary frames carry JSON either as is or Brotli-compressed (as rollup-boost's proxy
-/// sends them). Decompression is bounded by the frame limit.
-fn decode_binary(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
-    if bytes.first() == Some(&b'{') {
-        return Some(bytes.to_vec());
-    }
-    let mut out = Vec::new();
-    let reader = brotli::Decompressor::new(bytes, 4096);
-    reader.take(limit as u64 + 1).read_to_end(&mut out).ok()?;
-    (out.len() <= limit).then_some(out)
 }
 
 /// Applies one frame and, when accepted, hands it to subscribers.
@@ -131,23 +126,4 @@ fn record_lag(ctx: &Context, fb: &OpFlashblockPayload) {
     // Only index 0 says which timestamp its block has; later ones refresh the frame age.
     ctx.metrics
         .frame_arrived(unix_ms(), fb.base.as_ref().map(|b| b.timestamp));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn binary_frames_decode_plain_or_brotli_within_the_limit() {
-        let json = br#"{"a":1}"#;
-        assert_eq!(decode_binary(json, 100).unwrap(), json);
-        let mut compressed = Vec::new();
-        {
-            let mut w = brotli::CompressorWriter::new(&mut compressed, 4096, 5, 22);
-            std::io::Write::write_all(&mut w, json).unwrap();
-        }
-        assert_eq!(decode_binary(&compressed, 100).unwrap(), json);
-        assert!(decode_binary(&compressed, 3).is_none());
-        assert!(decode_binary(&[0xff, 0x00, 0x13], 100).is_none());
-    }
 }

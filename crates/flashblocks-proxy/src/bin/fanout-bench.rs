@@ -37,12 +37,23 @@ struct BenchArgs {
     /// Approximate message size in bytes.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// Pad messages with pseudo-random hex (compresses about as well as real flashblocks'
+    /// hex-encoded transactions, ~2:1) instead of a repeated `ab` (compresses ~100:1).
+    #[arg(long)]
+    random_hex: bool,
     /// Publishing time per run.
     #[arg(long, default_value_t = 30)]
     duration_secs: u64,
     /// Path of the proxy binary (default: next to this binary).
     #[arg(long)]
     proxy_bin: Option<String>,
+    /// Request path of the subscribers (e.g. `/?compression=brotli`).
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Record latency at every n-th subscriber only (the others only count what they receive);
+    /// keeps the bench's own CPU down when frames must be inflated to read the timestamp.
+    #[arg(long, default_value_t = 1)]
+    latency_every: usize,
     /// Extra flags passed to the proxy (e.g. `--enable-compression`).
     #[arg(long, allow_hyphen_values = true)]
     proxy_flags: Vec<String>,
@@ -58,7 +69,7 @@ fn clock() -> u64 {
 const TS_DIGITS: usize = 20;
 const TS_AT: usize = 6; // after `{"ts":`
 
-fn message(seq: u64, size: usize) -> String {
+fn message(seq: u64, size: usize, random_hex: bool) -> String {
     let head = format!(
         r#"{{"ts":{:020},"payload_id":"0x{:016x}","index":{},"diff":{{"transactions":["0x"#,
         clock(),
@@ -67,7 +78,66 @@ fn message(seq: u64, size: usize) -> String {
     );
     let tail = r#""]},"metadata":{}}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
-    format!("{head}{}{tail}", "ab".repeat(pad / 2))
+    if !random_hex {
+        return format!("{head}{}{tail}", "ab".repeat(pad / 2));
+    }
+    // xorshift64: cheap, deterministic per message, incompressible beyond hex's 2:1.
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let hex: String = (0..pad / 2 * 2)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"0123456789abcdef"[(x & 15) as usize])
+        })
+        .collect();
+    format!("{head}{hex}{tail}")
+}
+
+/// Send timestamps of the messages published, keyed by the last bytes of their Brotli form
+/// (the proxy compresses with the same function, deterministically): subscribers of compressed
+/// frames look the timestamp up instead of inflating every frame, which would cost the bench
+/// more CPU than the proxy spends.
+fn compressed_sends() -> &'static std::sync::RwLock<std::collections::HashMap<[u8; 16], u64>> {
+    static SENDS: OnceLock<std::sync::RwLock<std::collections::HashMap<[u8; 16], u64>>> =
+        OnceLock::new();
+    SENDS.get_or_init(Default::default)
+}
+
+fn tail_key(data: &[u8]) -> Option<[u8; 16]> {
+    data.get(data.len().checked_sub(16)?..)?.try_into().ok()
+}
+
+/// Records the Brotli form of `msg` (only while subscribers ask for compressed frames).
+fn record_compressed(msg: &str) {
+    let z = flashblocks_proxy::fanout::compress(msg.as_bytes());
+    let ts = msg
+        .get(TS_AT..TS_AT + TS_DIGITS)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_default();
+    if let Some(key) = tail_key(&z) {
+        compressed_sends()
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, ts);
+    }
+}
+
+/// The send timestamp of a data frame: at a fixed offset of text JSON, looked up for a
+/// Brotli-compressed binary frame.
+fn timestamp(opcode: u8, payload: &[u8]) -> Option<u64> {
+    if opcode == 2 && payload.first() != Some(&b'{') {
+        let key = tail_key(payload)?;
+        return compressed_sends()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+    }
+    std::str::from_utf8(payload.get(TS_AT..TS_AT + TS_DIGITS)?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn nofile_limit() -> Option<u64> {
@@ -146,14 +216,14 @@ struct SubResult {
     closed_early: bool,
 }
 
-async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
-    s.write_all(
-        b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(256);
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -172,7 +242,12 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Reads server frames until `stop`; records the latency of every data frame.
-async fn subscriber(s: TcpStream, mut stop: watch::Receiver<bool>, expected: usize) -> SubResult {
+async fn subscriber(
+    s: TcpStream,
+    mut stop: watch::Receiver<bool>,
+    expected: usize,
+    timed: bool,
+) -> SubResult {
     let mut r = BufReader::with_capacity(8192, s);
     let mut res = SubResult {
         latencies_us: Vec::with_capacity(expected),
@@ -194,13 +269,9 @@ async fn subscriber(s: TcpStream, mut stop: watch::Receiver<bool>, expected: usi
         };
         tokio::select! {
             f = frame => match f {
-                Ok(1) | Ok(2) => {
+                Ok(op @ (1 | 2)) => {
                     let now = clock();
-                    let ts = payload
-                        .get(TS_AT..TS_AT + TS_DIGITS)
-                        .and_then(|d| std::str::from_utf8(d).ok())
-                        .and_then(|d| d.parse::<u64>().ok());
-                    if let Some(ts) = ts {
+                    if let Some(ts) = timed.then(|| timestamp(op, &payload)).flatten() {
                         res.latencies_us.push(now.saturating_sub(ts).min(u64::from(u32::MAX)) as u32);
                     }
                     res.received += 1;
@@ -266,10 +337,11 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     for _ in 0..n {
         let gate = gate.clone();
         let failed = failed.clone();
+        let path = args.path.clone();
         conns.push(tokio::spawn(async move {
             let _p = gate.acquire().await.unwrap();
             for _attempt in 0..5 {
-                match connect(addr).await {
+                match connect(addr, &path).await {
                     Ok(s) => return Some(s),
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -279,9 +351,15 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
         }));
     }
     let mut subs = Vec::with_capacity(n);
-    for c in conns {
+    for (i, c) in conns.into_iter().enumerate() {
         if let Some(s) = c.await.unwrap() {
-            subs.push(tokio::spawn(subscriber(s, stop_rx.clone(), expected)));
+            let timed = i % args.latency_every.max(1) == 0;
+            subs.push(tokio::spawn(subscriber(
+                s,
+                stop_rx.clone(),
+                expected,
+                timed,
+            )));
         }
     }
     let connect_time = t0.elapsed();
@@ -295,7 +373,14 @@ async fn run(args: &BenchArgs, n: usize, bin: &str) {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate));
     for seq in 0..expected as u64 {
         tick.tick().await;
-        let _ = publ.tx.send(message(seq, args.size));
+        let msg = message(seq, args.size, args.random_hex);
+        if args.path.contains("compression=brotli")
+            || (args.proxy_flags.iter().any(|f| f == "--enable-compression")
+                && !args.path.contains("compression=none"))
+        {
+            record_compressed(&msg);
+        }
+        let _ = publ.tx.send(msg);
     }
     let elapsed = started.elapsed();
     // Grace period for the last message to arrive everywhere.
@@ -363,6 +448,12 @@ async fn main() {
     println!(
         "rate {}/s, ~{} B messages, {} s per run; latency in ms; CPU over the publishing window + 2 s",
         args.rate, args.size, args.duration_secs
+    );
+    let sample = message(0, args.size, args.random_hex);
+    println!(
+        "message {} B as text, {} B Brotli-compressed (quality 5, as the proxy compresses)",
+        sample.len(),
+        flashblocks_proxy::fanout::compress(sample.as_bytes()).len()
     );
     println!(
         "| subscribers | samples | p50 | p99 | p99.9 | max | proxy CPU | peak RSS | RSS at end | dropped | missing msgs | connect time |"

@@ -11,7 +11,7 @@ use crate::{auth::AppId, metrics::RejectReason};
 /// holds more than `--instance-connection-limit` entries.
 #[derive(Debug)]
 pub struct MemoryCounts {
-    per_ip: usize,
+    per_ip: Option<usize>,
     app_limits: Vec<Option<usize>>,
     inner: Mutex<Counts>,
 }
@@ -23,8 +23,8 @@ struct Counts {
 }
 
 impl MemoryCounts {
-    /// Counters enforcing `per_ip` and the given app limits.
-    pub fn new(per_ip: usize, app_limits: Vec<Option<usize>>) -> Self {
+    /// Counters enforcing `per_ip` (`None` = unlimited) and the given app limits.
+    pub fn new(per_ip: Option<usize>, app_limits: Vec<Option<usize>>) -> Self {
         let apps = vec![0; app_limits.len()];
         Self {
             per_ip,
@@ -45,7 +45,9 @@ impl MemoryCounts {
     /// Counts a connection from `ip` (of `app`) if both are under their limits; both or neither.
     pub fn try_acquire(&self, ip: IpAddr, app: Option<AppId>) -> Result<(), RejectReason> {
         let mut c = self.lock();
-        if c.ips.get(&ip).copied().unwrap_or(0) >= self.per_ip {
+        if let Some(limit) = self.per_ip
+            && c.ips.get(&ip).copied().unwrap_or(0) >= limit
+        {
             return Err(RejectReason::Ip);
         }
         if let Some(a) = app {
@@ -88,7 +90,7 @@ mod tests {
 
     #[test]
     fn ip_and_app_limits_and_release() {
-        let m = MemoryCounts::new(2, vec![Some(1), None]);
+        let m = MemoryCounts::new(Some(2), vec![Some(1), None]);
         let a: IpAddr = "1.1.1.1".parse().unwrap();
         let b: IpAddr = "2.2.2.2".parse().unwrap();
         m.try_acquire(a, Some(0)).unwrap();
@@ -104,5 +106,18 @@ mod tests {
         m.release(a, Some(1));
         assert_eq!(m.ip_count(a), 0);
         assert!(!m.lock().ips.contains_key(&a));
+    }
+
+    #[test]
+    fn no_per_ip_limit_admits_any_number_from_one_ip() {
+        let m = MemoryCounts::new(None, vec![Some(1)]);
+        let a: IpAddr = "1.1.1.1".parse().unwrap();
+        for _ in 0..1000 {
+            m.try_acquire(a, None).unwrap();
+        }
+        assert_eq!(m.ip_count(a), 1000);
+        // App limits still hold.
+        m.try_acquire(a, Some(0)).unwrap();
+        assert_eq!(m.try_acquire(a, Some(0)), Err(RejectReason::App));
     }
 }

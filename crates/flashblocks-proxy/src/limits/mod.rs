@@ -186,7 +186,7 @@ mod tests {
         let m = Metrics::new(&[], &keys, &[]);
         let cfg = LimitsConfig {
             instance: 2,
-            per_ip: 5,
+            per_ip: Some(5),
             redis: None,
         };
         let (l, _) = Limiter::new(&cfg, &keys, m).unwrap();

@@ -12,7 +12,7 @@ use crate::{client, harness::*};
 async fn environment_variables_configure_the_binary() {
     let up = Upstream::start().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_flashblocks-proxy"))
+    let child = Command::new(proxy_bin())
         .env("LISTEN_ADDR", addr.to_string())
         .env("UPSTREAM_WS", up.url())
         .env("METRICS", "false")
@@ -58,7 +58,7 @@ fn malformed_values_are_a_clear_startup_error() {
         ("--redis-url", "nope://x"),
         ("--upstream-ws", "not a url"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_flashblocks-proxy"))
+        let out = Command::new(proxy_bin())
             .args([
                 "--upstream-ws",
                 "ws://127.0.0.1:1",

@@ -285,6 +285,13 @@ pub async fn start_proxy(upstreams: &[&Upstream], extra: &[&str]) -> ProxyHandle
     flashblocks_proxy::start(config).await.unwrap()
 }
 
+/// The `flashblocks-proxy` binary: cargo's, or `FLASHBLOCKS_PROXY_BIN` (when several checkouts
+/// share one target directory, cargo's uplifted copy may be another checkout's build).
+pub fn proxy_bin() -> String {
+    std::env::var("FLASHBLOCKS_PROXY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flashblocks-proxy").to_string())
+}
+
 /// A proxy running as a child process (so it can be SIGKILLed); killed on drop.
 pub struct ProxyProcess {
     child: Option<Child>,
@@ -297,7 +304,7 @@ impl ProxyProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut flags = base_flags(upstreams);
         flags[1] = addr.to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_flashblocks-proxy"))
+        let child = Command::new(proxy_bin())
             .args(flags)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -417,4 +424,134 @@ pub async fn redis_ip_count(redis: &RedisServer, p: &ProxyHandle, ip: &str) -> i
         .await
         .unwrap();
     v.unwrap_or(0)
+}
+
+/// A real three-master Redis Cluster: `redis-server --cluster-enabled yes` × 3 in temporary
+/// directories, joined with `redis-cli --cluster create`; killed and removed on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    dir: std::path::PathBuf,
+    pub ports: Vec<u16>,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until every node reports `cluster_state:ok`.
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "fbproxy-cluster-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            dir,
+            ports: Vec::new(),
+        };
+        for _ in 0..3 {
+            let port = free_cluster_port();
+            let node_dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--dir",
+                    node_dir.to_str().unwrap(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install -y redis-server)");
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            wait_until("cluster node answers PING", || async move {
+                node_info(port, "PING").await.is_some()
+            })
+            .await;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &cluster.ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect(
+                "redis-cli must be installed (it comes with redis-server: package redis-tools)",
+            );
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for &port in &cluster.ports {
+            wait_until("cluster_state:ok on every node", || async move {
+                node_info(port, "CLUSTER INFO")
+                    .await
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// `redis://127.0.0.1:<port>` of the first node (a seed; the client discovers the rest).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// A cluster connection for inspecting keys.
+    pub async fn conn(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(vec![self.url()])
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs a command without arguments (`PING`, `CLUSTER INFO`) on one node.
+async fn node_info(port: u16, command: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let mut parts = command.split(' ');
+    let mut cmd = redis::cmd(parts.next()?);
+    for p in parts {
+        cmd.arg(p);
+    }
+    cmd.query_async::<String>(&mut c).await.ok()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.nodes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -2,10 +2,12 @@
 
 mod auth;
 mod binary;
+mod chaining;
 mod client;
 mod compression;
 mod harness;
 mod lagging;
+mod redis_cluster;
 mod redis_limits;
 mod tls;
 mod upstreams;

@@ -127,7 +127,7 @@ async fn killed_instance_counts_expire() {
     })
     .await;
     let live: Vec<String> = redis::cmd("ZRANGE")
-        .arg("fbtest:instances")
+        .arg("{fbtest}:instances")
         .arg(0)
         .arg(-1)
         .query_async(&mut redis.conn().await)
@@ -237,4 +237,34 @@ async fn redis_back_after_outage_shares_limits_again() {
     };
     assert_eq!(r.status, 429);
     assert!(r.body.contains("per-ip"), "{}", r.body);
+}
+
+/// `--per-ip-connection-limit 0` is no per-IP limit (websocket-proxy's meaning), in memory and
+/// through Redis; the instance limit still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_limit_zero_means_no_limit() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut redis_flags = redis_flags(&url, "0");
+    redis_flags.extend(["--instance-connection-limit", "12"]);
+    let in_memory = [
+        "--per-ip-connection-limit",
+        "0",
+        "--instance-connection-limit",
+        "12",
+    ];
+    for (what, flags) in [("memory", &in_memory[..]), ("redis", &redis_flags[..])] {
+        let p = start_proxy(&[&up], flags).await;
+        let mut held = Vec::new();
+        for i in 0..12 {
+            let ws = subscribe(p.local_addr(), "/")
+                .await
+                .unwrap_or_else(|r| panic!("{what}: subscriber {i} refused: {r:?}"));
+            held.push(ws);
+        }
+        let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+        assert_eq!(r.status, 429, "{what}");
+        assert!(r.body.contains("instance"), "{what}: {}", r.body);
+    }
 }

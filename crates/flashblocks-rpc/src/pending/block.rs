@@ -90,9 +90,10 @@ pub struct PendingTx {
     pub tx: Recovered<OpTxEnvelope>,
     /// Its hash.
     pub hash: B256,
-    /// Its receipt from the flashblock metadata.
-    pub receipt: OpReceipt,
-    /// Gas it used (difference of cumulative gas).
+    /// Its receipt from the flashblock metadata; `None` when the stream sends no receipts
+    /// (Base's metadata is only `block_number`).
+    pub receipt: Option<OpReceipt>,
+    /// Gas it used (difference of cumulative gas; 0 when there is no receipt).
     pub gas_used: u64,
     /// Block-wide index of its first log.
     pub first_log_index: u64,
@@ -155,6 +156,8 @@ pub struct PendingBlock {
     effects: Option<HashMap<Address, BalanceEffect>>,
     nonces: HashMap<Address, NonceAfter>,
     fees: Option<BlockFees>,
+    /// Every transaction so far came with its receipt (so gas adds up and is checked).
+    receipts_complete: bool,
 }
 
 impl PendingBlock {
@@ -186,6 +189,7 @@ impl PendingBlock {
             effects: Some(HashMap::new()),
             nonces: HashMap::new(),
             fees: None,
+            receipts_complete: true,
         };
         block.apply(fb, max_flashblocks)?;
         Ok(block)
@@ -270,13 +274,15 @@ impl PendingBlock {
         }
         let base_fee: u64 = self.base.base_fee_per_gas.saturating_to();
         let mut fees = self.fees.clone();
-        let mut cumulative = self
-            .txs
-            .last()
-            .map_or(0, |t| t.receipt.cumulative_gas_used());
+        // A stream that sends no receipts (metadata only `block_number`, as Base's): the
+        // transactions are held without receipts, their gas and balance effects unknown.
+        let receiptless = fb.metadata.receipts.is_empty() && !fb.diff.transactions.is_empty();
+        let receipts_complete = self.receipts_complete && !receiptless;
+        let last_receipt = self.txs.last().and_then(|t| t.receipt.as_ref());
+        let mut cumulative = last_receipt.map_or(0, |r| r.cumulative_gas_used());
         let mut next_log = self.txs.last().map_or(0, |t| {
             t.first_log_index
-                .saturating_add(t.receipt.logs().len() as u64)
+                .saturating_add(t.receipt.as_ref().map_or(0, |r| r.logs().len() as u64))
         });
         let mut added = Vec::with_capacity(fb.diff.transactions.len());
         for (i, raw) in fb.diff.transactions.iter().enumerate() {
@@ -288,20 +294,25 @@ impl PendingBlock {
                 .try_into_recovered()
                 .map_err(|e| bad(e.to_string()))?;
             let hash = tx.inner().tx_hash();
-            let receipt = fb
-                .metadata
-                .receipts
-                .get(&hash)
-                .cloned()
-                .ok_or(BlockError::MissingReceipt(hash))?;
-            let gas_used = receipt
-                .cumulative_gas_used()
-                .checked_sub(cumulative)
-                .ok_or(BlockError::Gas {
-                    receipts: receipt.cumulative_gas_used(),
-                    diff: fb.diff.gas_used,
-                })?;
-            cumulative = receipt.cumulative_gas_used();
+            let (receipt, gas_used) = if receiptless {
+                (None, 0)
+            } else {
+                let receipt = fb
+                    .metadata
+                    .receipts
+                    .get(&hash)
+                    .cloned()
+                    .ok_or(BlockError::MissingReceipt(hash))?;
+                let gas_used = receipt
+                    .cumulative_gas_used()
+                    .checked_sub(cumulative)
+                    .ok_or(BlockError::Gas {
+                        receipts: receipt.cumulative_gas_used(),
+                        diff: fb.diff.gas_used,
+                    })?;
+                cumulative = receipt.cumulative_gas_used();
+                (Some(receipt), gas_used)
+            };
             if position == 0 {
                 fees = BlockFees::from_l1_info_deposit(tx.inner());
             }
@@ -309,7 +320,8 @@ impl PendingBlock {
                 .then(|| fees.as_ref().map(|f| f.tx_fees(raw, gas_used)))
                 .flatten();
             let first_log_index = next_log;
-            next_log = next_log.saturating_add(receipt.logs().len() as u64);
+            next_log =
+                next_log.saturating_add(receipt.as_ref().map_or(0, |r| r.logs().len() as u64));
             added.push(PendingTx {
                 tx,
                 hash,
@@ -319,7 +331,7 @@ impl PendingBlock {
                 fees: tx_fees,
             });
         }
-        if cumulative != fb.diff.gas_used {
+        if receipts_complete && cumulative != fb.diff.gas_used {
             return Err(BlockError::Gas {
                 receipts: cumulative,
                 diff: fb.diff.gas_used,
@@ -327,6 +339,7 @@ impl PendingBlock {
         }
         // Everything checked: commit.
         self.fees = fees;
+        self.receipts_complete = receipts_complete;
         for ptx in added {
             self.record_effects(&ptx, base_fee);
             self.record_nonce(&ptx);
@@ -364,9 +377,14 @@ impl PendingBlock {
         let Some(effects) = self.effects.as_mut() else {
             return;
         };
+        let Some(receipt) = &ptx.receipt else {
+            // Without a receipt neither success nor gas is known.
+            self.effects = None;
+            return;
+        };
         let tx = ptx.tx.inner();
         let from = ptx.tx.signer();
-        let ok = ptx.receipt.status();
+        let ok = receipt.status();
         let mut credit = |a: Address, v: U256| {
             let e = effects.entry(a).or_default();
             e.credit = e.credit.saturating_add(v);

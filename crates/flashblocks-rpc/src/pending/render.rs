@@ -16,7 +16,8 @@ fn included(block: &PendingBlock, index: usize) -> Option<Included<'_>> {
     let ptx = block.txs.get(index)?;
     Some(Included {
         tx: &ptx.tx,
-        receipt: &ptx.receipt,
+        // No receipt from the stream: the receipt is the upstream's to answer.
+        receipt: ptx.receipt.as_ref()?,
         index: index as u64,
         gas_used: ptx.gas_used,
         first_log_index: ptx.first_log_index,
@@ -29,7 +30,11 @@ fn transaction(
     index: usize,
 ) -> Option<rpc_objects::Transaction> {
     let ptx = block.txs.get(index)?;
-    let deposit = rpc_objects::deposit_info(&ptx.receipt);
+    let deposit = ptx
+        .receipt
+        .as_ref()
+        .map(rpc_objects::deposit_info)
+        .unwrap_or_default();
     Some(rpc_objects::transaction(
         &ptx.tx,
         Some((ctx, index as u64, deposit)),

@@ -583,18 +583,45 @@ mod tests {
         bad.diff.gas_used = 1;
         let (why, _) = s.ingest(&bad).unwrap_err();
         assert_eq!(why, Rejection::BadContent);
+        // Receipts for some transactions but not all: refused.
         let mut missing = fb(
             1,
             0,
             11,
             h(10),
             0,
-            &[deposit(Address::ZERO, Address::ZERO, 0, 0, 3)],
+            &[
+                deposit(Address::ZERO, Address::ZERO, 0, 0, 3),
+                deposit(Address::ZERO, Address::ZERO, 0, 0, 4),
+            ],
             h(11),
         );
-        missing.metadata.receipts.clear();
+        let first = *missing.metadata.receipts.keys().next().unwrap();
+        missing.metadata.receipts.remove(&first);
         let (why, _) = s.ingest(&missing).unwrap_err();
         assert_eq!(why, Rejection::BadContent);
         assert!(s.is_empty());
+    }
+
+    /// Base's stream: metadata is only `block_number`, no receipts or balances at all. The
+    /// flashblocks are accepted; transactions are held without receipts, balances unknown.
+    #[test]
+    fn flashblocks_without_any_receipts_are_accepted() {
+        let now = Instant::now();
+        let mut s = state(4);
+        s.set_head(10, h(10), now);
+        let a = Address::repeat_byte(0xaa);
+        let mut first = fb(1, 0, 11, h(10), 0, &[deposit(a, a, 0, 0, 3)], h(11));
+        first.metadata.receipts.clear();
+        first.diff.gas_used = 12_345;
+        s.ingest(&first).unwrap();
+        let mut second = fb(1, 1, 11, h(10), 1, &[deposit(a, a, 0, 0, 4)], h(12));
+        second.metadata.receipts.clear();
+        s.ingest(&second).unwrap();
+        let tip = s.tip(now).unwrap();
+        assert_eq!(tip.hash, h(12));
+        assert_eq!(tip.txs.len(), 2);
+        assert!(tip.txs.iter().all(|t| t.receipt.is_none()));
+        assert_eq!(s.balance(&a, now), Some(PendingBalance::Unknown));
     }
 }
