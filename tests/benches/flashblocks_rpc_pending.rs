@@ -18,13 +18,8 @@ use std::{
 };
 
 use alloy_primitives::{Address, B256, U256};
-use alloy_rpc_types_engine::JwtSecret;
-use devnet::{
-    app::{load_genesis, start_engine_on, unix_now},
-    chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
-    engine::Role,
-};
-use e2e::{call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
+use devnet::chain::accounts::{raw_transaction, sign_transfer};
+use e2e::{LoneEngine, call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
 use flashblocks_rpc::metrics::Source;
 use serde_json::json;
 
@@ -129,22 +124,13 @@ async fn latency(n: usize) {
 }
 
 async fn throughput(duration: Duration, concurrency: usize) {
-    let genesis = load_genesis(None, unix_now(), None).unwrap();
-    let signers = funded_dev_signers(&genesis.state).unwrap();
-    let chain_id = genesis.spec.chain_id;
-    let engine = start_engine_on(
-        genesis,
-        Role::Local,
-        "127.0.0.1".parse().unwrap(),
-        0,
-        0,
-        JwtSecret::random(),
-    )
-    .await
-    .unwrap();
-    let upstream = client(&engine.http_url(), None);
-    let head = call(&upstream, "eth_getBlockByNumber", json!(["latest", false])).await;
-    let head_hash: B256 = serde_json::from_value(head["hash"].clone()).unwrap();
+    let LoneEngine {
+        engine,
+        upstream: _,
+        signers,
+        chain_id,
+        head_hash,
+    } = LoneEngine::start().await;
     let (url, frames) = scripted_server().await;
     let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
     let tx = sign_transfer(

@@ -6,16 +6,11 @@
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
-use alloy_rpc_types_engine::JwtSecret;
-use devnet::{
-    app::{load_genesis, start_engine_on, unix_now},
-    chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
-    engine::Role,
-};
+use devnet::chain::accounts::{raw_transaction, sign_transfer};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use e2e::{call, client, flashblock, metric, scripted_server, start_rpc, wait_for};
+use e2e::{LoneEngine, call, client, flashblock, metric, scripted_server, start_rpc, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -45,22 +40,13 @@ fn metadata_only(m: Message, number: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_binary_brotli_and_metadata_only_frames_are_applied() {
-    let genesis = load_genesis(None, unix_now(), None).unwrap();
-    let signers = funded_dev_signers(&genesis.state).unwrap();
-    let chain_id = genesis.spec.chain_id;
-    let engine = start_engine_on(
-        genesis,
-        Role::Local,
-        "127.0.0.1".parse().unwrap(),
-        0,
-        0,
-        JwtSecret::random(),
-    )
-    .await
-    .unwrap();
-    let upstream = client(&engine.http_url(), None);
-    let head = call(&upstream, "eth_getBlockByNumber", json!(["latest", false])).await;
-    let head_hash: B256 = serde_json::from_value(head["hash"].clone()).unwrap();
+    let LoneEngine {
+        engine,
+        upstream: _,
+        signers,
+        chain_id,
+        head_hash,
+    } = LoneEngine::start().await;
 
     let (url, frames) = scripted_server().await;
     // A 64 KiB frame limit: the oversized frame below inflates to 1 MiB.

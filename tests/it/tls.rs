@@ -6,18 +6,13 @@
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
-use alloy_rpc_types_engine::JwtSecret;
-use devnet::{
-    app::{load_genesis, start_engine_on, unix_now},
-    chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
-    engine::Role,
-};
+use devnet::chain::accounts::{raw_transaction, sign_transfer};
 use futures::SinkExt;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use e2e::{call, client, flashblock, metric, start_rpc, wait_for};
+use e2e::{LoneEngine, call, client, flashblock, metric, start_rpc, wait_for};
 use test_utils::{TestCa, set_ssl_cert_file};
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -57,22 +52,13 @@ fn wss_stream_trusted_through_ssl_cert_file_serves_pending() {
         .build()
         .unwrap()
         .block_on(async {
-            let genesis = load_genesis(None, unix_now(), None).unwrap();
-            let signers = funded_dev_signers(&genesis.state).unwrap();
-            let chain_id = genesis.spec.chain_id;
-            let engine = start_engine_on(
-                genesis,
-                Role::Local,
-                "127.0.0.1".parse().unwrap(),
-                0,
-                0,
-                JwtSecret::random(),
-            )
-            .await
-            .unwrap();
-            let upstream = client(&engine.http_url(), None);
-            let head = call(&upstream, "eth_getBlockByNumber", json!(["latest", false])).await;
-            let head_hash: B256 = serde_json::from_value(head["hash"].clone()).unwrap();
+            let LoneEngine {
+                engine,
+                upstream: _,
+                signers,
+                chain_id,
+                head_hash,
+            } = LoneEngine::start().await;
 
             let (url, frames) = wss_server(ca.acceptor()).await;
             let rpc = start_rpc(&url, &engine.http_url(), &[]).await;

@@ -9,12 +9,14 @@
 
 use std::time::Duration;
 
+mod lone;
 mod net;
 mod proxy;
 mod relay;
 mod rpc;
 mod scripted;
 
+pub use lone::LoneEngine;
 pub use net::{BLOCK_TIME, FLASHBLOCK_INTERVAL, Net};
 pub use proxy::{Ws, next_json, start_proxy, subscribe, ws_url};
 pub use relay::Relay;
