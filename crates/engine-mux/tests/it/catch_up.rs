@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{eventually, setup};
+use crate::harness::{Setup, eventually, setup};
 
-#[tokio::test]
-async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_again() {
+/// Two blocks the builder follows, then `n` it misses while down (each proposed from the local
+/// EL); returns the setup and the missed blocks' hashes, oldest first.
+async fn builder_misses_blocks(n: usize) -> (Setup, Vec<String>) {
     let s = setup(&["--max-unsafe-interval", "30"]).await;
     for _ in 0..2 {
         s.block("engine_getPayloadV3").await;
@@ -20,7 +21,7 @@ async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_
     .await;
     s.builder.down();
     let mut missed = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..n {
         missed.push(s.block("engine_getPayloadV3").await);
     }
     assert!(
@@ -30,6 +31,12 @@ async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_
             .all(|(i, h)| *h == s.local.block_hash(103 + i as u64).to_string()),
         "local blocks while the builder is down"
     );
+    (s, missed)
+}
+
+#[tokio::test]
+async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_again() {
+    let (s, missed) = builder_misses_blocks(20).await;
     s.builder.clear_calls();
     s.builder.up().await;
     eventually(
@@ -97,28 +104,7 @@ async fn catch_up_can_be_turned_off() {
 /// order, and the builder builds again right after.
 #[tokio::test]
 async fn builder_that_missed_two_hundred_blocks_is_replayed_from_the_local_el_and_the_window() {
-    let s = setup(&["--max-unsafe-interval", "30"]).await;
-    for _ in 0..2 {
-        s.block("engine_getPayloadV3").await;
-    }
-    eventually(
-        Duration::from_secs(2),
-        "builder followed the first two blocks",
-        || async { s.builder.head().0 == 102 },
-    )
-    .await;
-    s.builder.down();
-    let mut missed = Vec::new();
-    for _ in 0..200 {
-        missed.push(s.block("engine_getPayloadV3").await);
-    }
-    assert!(
-        missed
-            .iter()
-            .enumerate()
-            .all(|(i, h)| *h == s.local.block_hash(103 + i as u64).to_string()),
-        "local blocks while the builder is down"
-    );
+    let (s, missed) = builder_misses_blocks(200).await;
     s.builder.clear_calls();
     s.local.clear_calls();
     s.builder.up().await;
