@@ -11,6 +11,7 @@ pub mod flashblocks;
 pub mod flashblocks_p2p;
 pub mod jsonrpc;
 pub mod payload;
+pub mod prometheus;
 pub mod secret;
 pub mod tls;
 pub mod trace_context;

@@ -348,16 +348,8 @@ impl Metrics {
     }
 }
 
-/// Reads one sample from Prometheus text (`name{labels} value`); for tests and status lines.
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
-}
+/// Reads one series back from Prometheus text (for tests, benchmarks and status lines).
+pub use engine_api::prometheus::sample;
 
 #[cfg(test)]
 mod tests {

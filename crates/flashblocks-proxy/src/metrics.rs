@@ -275,15 +275,8 @@ impl Metrics {
     }
 }
 
-/// Value of a series in a Prometheus text exposition (`name{labels}` must match exactly; global
-/// labels come first). Used by tests and the benchmark.
-pub fn scrape(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.rsplit_once(' ')
-            .filter(|(s, _)| *s == series)
-            .and_then(|(_, v)| v.parse().ok())
-    })
-}
+/// Value of a series in a Prometheus text exposition (for tests and the benchmark).
+pub use engine_api::prometheus::sample as scrape;
 
 #[cfg(test)]
 mod tests {

@@ -456,25 +456,7 @@ fn same_kind(a: &crate::engine::faults::Fault, b: &crate::engine::faults::Fault)
 
 /// Reads a counter from Prometheus text: the sum of all samples of `name` whose labels contain
 /// every `label="value"` in `labels`.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((m, r)) => (m, r),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let ok = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            ok.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
+pub use engine_api::prometheus::sum as metric_value;
 
 #[cfg(test)]
 mod tests {
