@@ -30,14 +30,7 @@ pub use scripted::{flashblock, scripted_server};
 pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     deadline: Duration,
-    mut check: impl FnMut() -> F,
+    check: impl FnMut() -> F,
 ) -> T {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    test_utils::poll(what, deadline, Duration::from_millis(10), check).await
 }

@@ -1,9 +1,45 @@
-//! Test fixtures shared by the workspace's tests: a certificate authority made for one test (for
-//! `https://` and `wss://` peers), and pointing `SSL_CERT_FILE` at it. A dev-dependency only.
+//! Test fixtures shared by the workspace's tests: polling with a deadline (no sleeps as
+//! synchronisation), a certificate authority made for one test (for `https://` and `wss://`
+//! peers), and pointing `SSL_CERT_FILE` at it. A dev-dependency only.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio_rustls::rustls::{self, pki_types::CertificateDer};
+
+/// Calls `check` every `step` until it returns `Some`, and returns that; panics naming `what`
+/// once `deadline` has passed.
+pub async fn poll<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    deadline: Duration,
+    step: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(step).await;
+    }
+}
+
+/// [`poll`] for a condition: returns once `cond` holds.
+pub async fn poll_until<F: Future<Output = bool>>(
+    what: &str,
+    deadline: Duration,
+    step: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    poll(what, deadline, step, || {
+        let holds = cond();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
 
 /// A certificate authority generated for one test, and server certificates it signs.
 pub struct TestCa {

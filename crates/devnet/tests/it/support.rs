@@ -146,13 +146,9 @@ pub async fn eventually_every<F: std::future::Future<Output = bool>>(
     what: &str,
     step: Duration,
     deadline: Duration,
-    mut check: impl FnMut() -> F,
+    check: impl FnMut() -> F,
 ) {
-    let start = tokio::time::Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(step).await;
-    }
+    test_utils::poll_until(what, deadline, step, check).await
 }
 
 /// How many times each hash occurs in the local engine's canonical chain.

@@ -1,6 +1,6 @@
 //! Test harness: two mock engines, an engine-mux between them, and an op-node stand-in.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use engine_api::{Upstream, UpstreamError};
@@ -180,18 +180,11 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
         .unwrap()
 }
 
-/// Polls `cond` until it holds or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
+/// Polls `cond` every 20 ms until it holds; panics naming `what` once `within` has passed.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out after {within:?} waiting for: {what}");
+    test_utils::poll_until(what, within, Duration::from_millis(20), cond).await
 }

@@ -15,7 +15,6 @@ use futures::{SinkExt, StreamExt};
 use tokio::{
     net::TcpListener,
     sync::{broadcast, watch},
-    time::Instant,
 };
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
@@ -26,16 +25,12 @@ use tokio_tungstenite::{
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Polls `cond` every 20 ms until it is true; panics with `what` at the deadline.
-pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+pub async fn wait_until<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    test_utils::poll_until(what, DEADLINE, Duration::from_millis(20), cond).await
 }
 
 /// A free loopback port (bound then released).
