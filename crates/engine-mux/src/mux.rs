@@ -183,7 +183,7 @@ impl Mux {
                 .await
         };
         let (local, builder) = tokio::join!(local, builder);
-        let (local_res, local_payload) = self.local.answer::<Box<RawValue>>(id, local);
+        let (local_res, local_payload) = self.local.answer_raw(id, local);
         if let Some(outcome) = &builder {
             // Every builder outcome is health evidence; only a good block clears a bad one.
             match outcome {
