@@ -123,16 +123,20 @@ impl Mux {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Bytes> {
-        if let Some(params) = params {
-            self.builder.record_payload(method, params);
-            if self.mode.get().talks_to_builder() {
-                self.builder.mirror(method, params);
-            }
-        }
-        let res = self
+        let local = self
             .local
-            .forward_read(method, headers, body, self.local.timeout())
-            .await;
+            .forward_read(method, headers, body, self.local.timeout());
+        // The payload is recorded and copied to the builder while the local EL validates it:
+        // the local call is polled first, so its request is on its way before that work.
+        let builder = async {
+            if let Some(params) = params {
+                self.builder.record_payload(method, params);
+                if self.mode.get().talks_to_builder() {
+                    self.builder.mirror(method, params);
+                }
+            }
+        };
+        let (res, ()) = tokio::join!(local, builder);
         self.local.answer::<PayloadStatus>(id, res).0
     }
 
@@ -178,12 +182,14 @@ impl Mux {
         let local = async {
             let method = version.get_payload_method();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            self.local
+            let res = self
+                .local
                 .forward_read(method, headers, body, remaining)
-                .await
+                .await;
+            // Read here, while the builder's block may still be validating.
+            self.local.answer_raw(id, res)
         };
-        let (local, builder) = tokio::join!(local, builder);
-        let (local_res, local_payload) = self.local.answer_raw(id, local);
+        let ((local_res, local_payload), builder) = tokio::join!(local, builder);
         if let Some(outcome) = &builder {
             // Every builder outcome is health evidence; only a good block clears a bad one.
             match outcome {
