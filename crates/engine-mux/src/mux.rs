@@ -123,20 +123,16 @@ impl Mux {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Bytes> {
-        let local = self
-            .local
-            .forward_read(method, headers, body, self.local.timeout());
-        // The payload is recorded and copied to the builder while the local EL validates it:
-        // the local call is polled first, so its request is on its way before that work.
-        let builder = async {
-            if let Some(params) = params {
-                self.builder.record_payload(method, params);
-                if self.mode.get().talks_to_builder() {
-                    self.builder.mirror(method, params);
-                }
+        if let Some(params) = params {
+            self.builder.record_payload(method, params);
+            if self.mode.get().talks_to_builder() {
+                self.builder.mirror(method, params);
             }
-        };
-        let (res, ()) = tokio::join!(local, builder);
+        }
+        let res = self
+            .local
+            .forward_read(method, headers, body, self.local.timeout())
+            .await;
         self.local.answer::<PayloadStatus>(id, res).0
     }
 
