@@ -20,7 +20,13 @@ pub async fn call<R: DeserializeOwned>(
     params: &(impl Serialize + ?Sized),
     timeout: Duration,
 ) -> Result<R, UpstreamError> {
-    timed(metrics, upstream, method, upstream.call(method, &params, timeout)).await
+    timed(
+        metrics,
+        upstream,
+        method,
+        upstream.call(method, &params, timeout),
+    )
+    .await
 }
 
 /// A JSON-RPC call to `upstream` whose result is kept as the upstream sent it: read once,

@@ -254,8 +254,8 @@ impl LocalEl {
         envelope: &PayloadEnvelope,
         deadline: tokio::time::Instant,
     ) -> Result<(), FallbackReason> {
-        let params = payload::new_payload_params_raw(version, raw)
-            .map_err(|_| FallbackReason::Error)?;
+        let params =
+            payload::new_payload_params_raw(version, raw).map_err(|_| FallbackReason::Error)?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let status: PayloadStatus = match self
             .call(
