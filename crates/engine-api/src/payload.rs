@@ -4,6 +4,7 @@
 use alloy_eips::eip4895::Withdrawal;
 use alloy_primitives::{Address, B256, Bytes};
 use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// Engine API payload version, taken from the method name's suffix.
@@ -189,6 +190,121 @@ impl PayloadEnvelope {
                     e.parent_beacon_block_root,
                     requests,
                 ))
+            }
+        }
+    }
+}
+
+/// The parts of a raw `getPayload` envelope that `engine_newPayload` carries, borrowed from it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewPayloadParts<'a> {
+    #[serde(borrow)]
+    execution_payload: &'a RawValue,
+    parent_beacon_block_root: B256,
+    #[serde(borrow, default)]
+    execution_requests: Option<&'a RawValue>,
+}
+
+/// The `engine_newPayload` params that submit the payload of the raw `getPayload` envelope
+/// `raw` (of `version`) for validation, built from the envelope's own JSON: its
+/// `executionPayload` is carried byte for byte, so the block validated is exactly the block in
+/// `raw` (what op-node is answered with), and nothing is decoded or re-encoded. OP Stack blocks
+/// carry no blobs, so the versioned hashes are always empty. V4/V5 envelopes must carry
+/// `executionRequests`, as their typed form does.
+pub fn new_payload_params_raw(
+    version: PayloadVersion,
+    raw: &RawValue,
+) -> serde_json::Result<Box<RawValue>> {
+    let parts: NewPayloadParts<'_> = serde_json::from_str(raw.get())?;
+    let no_blobs: [B256; 0] = [];
+    match version {
+        PayloadVersion::V3 => serde_json::value::to_raw_value(&(
+            parts.execution_payload,
+            no_blobs,
+            parts.parent_beacon_block_root,
+        )),
+        PayloadVersion::V4 | PayloadVersion::V5 => {
+            let requests = parts.execution_requests.ok_or_else(|| {
+                <serde_json::Error as serde::de::Error>::missing_field("executionRequests")
+            })?;
+            serde_json::value::to_raw_value(&(
+                parts.execution_payload,
+                no_blobs,
+                parts.parent_beacon_block_root,
+                requests,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Every `getPayload` answer recorded from op-reth and op-rbuilder (testdata/real-peers).
+    fn recorded_envelopes() -> Vec<(PayloadVersion, Box<RawValue>)> {
+        let mut out = Vec::new();
+        for file in [
+            include_str!("../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl"),
+            include_str!("../../../testdata/real-peers/op-reth-local-el.engine.jsonl"),
+        ] {
+            for line in file.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let Some(version) = v["request"]["method"]
+                    .as_str()
+                    .and_then(PayloadVersion::of_get_payload)
+                else {
+                    continue;
+                };
+                let result = &v["response"]["result"];
+                if result.is_object() {
+                    out.push((version, serde_json::value::to_raw_value(result).unwrap()));
+                }
+            }
+        }
+        assert!(out.len() >= 30, "{} recorded envelopes", out.len());
+        out
+    }
+
+    #[test]
+    fn raw_new_payload_params_agree_with_the_typed_ones_on_recorded_payloads() {
+        for (version, raw) in recorded_envelopes() {
+            let envelope = PayloadEnvelope::parse(version, &raw).unwrap();
+            let typed = envelope.new_payload_params().unwrap();
+            let from_raw = new_payload_params_raw(version, &raw).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Value>(from_raw.get()).unwrap(),
+                serde_json::from_str::<Value>(typed.get()).unwrap(),
+                "block {}",
+                envelope.block_number()
+            );
+            // The payload validated is the builder's JSON byte for byte.
+            let sent: Vec<&RawValue> = serde_json::from_str(from_raw.get()).unwrap();
+            let parts: NewPayloadParts<'_> = serde_json::from_str(raw.get()).unwrap();
+            assert_eq!(sent[0].get(), parts.execution_payload.get());
+        }
+    }
+
+    #[test]
+    fn raw_new_payload_params_refuse_malformed_envelopes() {
+        let (_, raw) = recorded_envelopes().remove(0);
+        let mut v: Value = serde_json::from_str(raw.get()).unwrap();
+        v.as_object_mut().unwrap().remove("executionRequests");
+        let without_requests = serde_json::value::to_raw_value(&v).unwrap();
+        assert!(new_payload_params_raw(PayloadVersion::V4, &without_requests).is_err());
+        assert!(new_payload_params_raw(PayloadVersion::V3, &without_requests).is_ok());
+        for garbage in [
+            "null",
+            "[]",
+            "\"0x\"",
+            r#"{"executionPayload":{}}"#,
+            r#"{"executionPayload":{},"parentBeaconBlockRoot":"0x12"}"#,
+        ] {
+            let raw = RawValue::from_string(garbage.to_owned()).unwrap();
+            for version in [PayloadVersion::V3, PayloadVersion::V4, PayloadVersion::V5] {
+                assert!(new_payload_params_raw(version, &raw).is_err(), "{garbage}");
             }
         }
     }

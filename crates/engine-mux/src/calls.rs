@@ -7,6 +7,7 @@ use bytes::Bytes;
 use engine_api::{Upstream, UpstreamError};
 use http::{HeaderMap, Response};
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
@@ -19,9 +20,42 @@ pub async fn call<R: DeserializeOwned>(
     params: &(impl Serialize + ?Sized),
     timeout: Duration,
 ) -> Result<R, UpstreamError> {
+    timed(
+        metrics,
+        upstream,
+        method,
+        upstream.call(method, &params, timeout),
+    )
+    .await
+}
+
+/// A JSON-RPC call to `upstream` whose result is kept as the upstream sent it: read once,
+/// not parsed again into a second copy (what `call::<Box<RawValue>>` would do).
+pub async fn call_raw(
+    metrics: &Metrics,
+    upstream: &Upstream,
+    method: &'static str,
+    params: &(impl Serialize + ?Sized),
+    timeout: Duration,
+) -> Result<Box<RawValue>, UpstreamError> {
+    timed(
+        metrics,
+        upstream,
+        method,
+        upstream.call_raw(method, &params, timeout),
+    )
+    .await
+}
+
+/// Runs one call to `upstream` in its span and times it into the metrics.
+async fn timed<R>(
+    metrics: &Metrics,
+    upstream: &Upstream,
+    method: &'static str,
+    call: impl Future<Output = Result<R, UpstreamError>>,
+) -> Result<R, UpstreamError> {
     let started = Instant::now();
-    let res = upstream
-        .call(method, &params, timeout)
+    let res = call
         .instrument(tracing::info_span!(
             "upstream",
             upstream = upstream.name(),

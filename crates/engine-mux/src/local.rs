@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
 use bytes::Bytes;
-use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc};
+use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc, payload};
 use http::{HeaderMap, Response};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
@@ -130,19 +130,38 @@ impl LocalEl {
         id: Option<&RawValue>,
         res: Result<Response<Bytes>, UpstreamError>,
     ) -> (Response<Bytes>, Option<R>) {
+        self.answer_with(id, res, |r| serde_json::from_str::<R>(r.get()).ok())
+    }
+
+    /// [`Self::answer`] with the result kept as the EL sent it (a payload envelope): the
+    /// response is read once, its result not parsed into a second copy.
+    pub fn answer_raw(
+        &self,
+        id: Option<&RawValue>,
+        res: Result<Response<Bytes>, UpstreamError>,
+    ) -> (Response<Bytes>, Option<Box<RawValue>>) {
+        self.answer_with(id, res, Some)
+    }
+
+    fn answer_with<R>(
+        &self,
+        id: Option<&RawValue>,
+        res: Result<Response<Bytes>, UpstreamError>,
+        parse: impl FnOnce(Box<RawValue>) -> Option<R>,
+    ) -> (Response<Bytes>, Option<R>) {
         match res {
             Ok(res) => {
                 let envelope = (res.status() == http::StatusCode::OK)
                     .then(|| serde_json::from_slice::<jsonrpc::ResponseEnvelope>(res.body()).ok())
                     .flatten();
-                let parsed = envelope
-                    .as_ref()
-                    .and_then(|e| e.result.as_ref())
-                    .and_then(|r| serde_json::from_str::<R>(r.get()).ok());
-                let spec_error = envelope
-                    .as_ref()
-                    .and_then(|e| e.error.as_ref())
-                    .is_some_and(|e| is_spec_error(e.code()));
+                let (result, spec_error) = match envelope {
+                    Some(e) => (
+                        e.result,
+                        e.error.as_ref().is_some_and(|e| is_spec_error(e.code())),
+                    ),
+                    None => (None, false),
+                };
+                let parsed = result.and_then(parse);
                 if parsed.is_some() || spec_error {
                     self.health.ok();
                 } else {
@@ -225,15 +244,18 @@ impl LocalEl {
     }
 
     /// `engine_newPayload` of a builder's block: only VALID is valid, and only by `deadline`.
+    /// `raw` is the block's envelope as op-node would be answered with it, `envelope` the same
+    /// typed (already parsed, for the logs); the params are built from `raw`, so the local EL
+    /// validates the very payload JSON op-node gets.
     pub async fn validate(
         &self,
         version: PayloadVersion,
+        raw: &RawValue,
         envelope: &PayloadEnvelope,
         deadline: tokio::time::Instant,
     ) -> Result<(), FallbackReason> {
-        let params = envelope
-            .new_payload_params()
-            .map_err(|_| FallbackReason::Error)?;
+        let params =
+            payload::new_payload_params_raw(version, raw).map_err(|_| FallbackReason::Error)?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let status: PayloadStatus = match self
             .call(

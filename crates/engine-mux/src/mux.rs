@@ -178,12 +178,14 @@ impl Mux {
         let local = async {
             let method = version.get_payload_method();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            self.local
+            let res = self
+                .local
                 .forward_read(method, headers, body, remaining)
-                .await
+                .await;
+            // Read here, while the builder's block may still be validating.
+            self.local.answer_raw(id, res)
         };
-        let (local, builder) = tokio::join!(local, builder);
-        let (local_res, local_payload) = self.local.answer::<Box<RawValue>>(id, local);
+        let ((local_res, local_payload), builder) = tokio::join!(local, builder);
         if let Some(outcome) = &builder {
             // Every builder outcome is health evidence; only a good block clears a bad one.
             match outcome {

@@ -137,7 +137,9 @@ async fn check_and_validate(
         );
         return Err(FallbackReason::AttributesMismatch);
     }
-    local.validate(version, &c.envelope, c.validate_by).await
+    local
+        .validate(version, &c.raw, &c.envelope, c.validate_by)
+        .await
 }
 
 /// `--external-state-root`: a candidate carrying no state root is checked against op-node's

@@ -150,6 +150,16 @@ impl Builder {
         calls::call(&self.metrics, &self.upstream, method, params, timeout).await
     }
 
+    /// A call whose result is kept as the builder sent it (a payload envelope: read once).
+    pub async fn call_raw(
+        &self,
+        method: &'static str,
+        params: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        calls::call_raw(&self.metrics, &self.upstream, method, params, timeout).await
+    }
+
     /// Records a call error as health evidence when it means the builder is unreachable.
     pub fn note_error(&self, e: &UpstreamError) {
         if is_unreachable(e) || matches!(e, UpstreamError::Malformed { .. }) {

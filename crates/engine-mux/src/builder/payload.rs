@@ -39,7 +39,7 @@ impl Builder {
             remaining = remaining.saturating_sub(FLASHBLOCKS_VALIDATION_RESERVE);
         }
         let fetched = match self
-            .call::<Box<RawValue>>(
+            .call_raw(
                 version.get_payload_method(),
                 &(builder_id,),
                 remaining.min(self.timeout()),

@@ -62,6 +62,30 @@ async fn builder_block_is_proposed_under_differing_payload_ids() {
 }
 
 #[tokio::test]
+async fn the_block_op_node_gets_is_the_block_the_local_el_validated() {
+    let s = setup(&[]).await;
+    for (get, new) in [
+        ("engine_getPayloadV3", "engine_newPayloadV3"),
+        ("engine_getPayloadV4", "engine_newPayloadV4"),
+    ] {
+        s.local.clear_calls();
+        let id = s.fcu_build().await;
+        let envelope = s.call(get, json!([id])).await.unwrap();
+        let validated = s.local.calls_of(new);
+        assert_eq!(validated.len(), 1, "{get}: one validation");
+        let params = validated[0].params.as_array().unwrap();
+        // Every field of the payload, as op-node is answered with it.
+        assert_eq!(params[0], envelope["executionPayload"], "{get}");
+        assert!(params[0]["transactions"].as_array().unwrap().len() >= 100);
+        assert_eq!(params[1], json!([]), "{get}: no blobs");
+        assert_eq!(params[2], envelope["parentBeaconBlockRoot"], "{get}");
+        if new == "engine_newPayloadV4" {
+            assert_eq!(params[3], envelope["executionRequests"], "{get}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn new_payload_and_fcu_without_attributes_are_mirrored() {
     let s = setup(&[]).await;
     s.block("engine_getPayloadV3").await;
