@@ -46,13 +46,15 @@ pub struct CallOutcome {
     pub gas_used: u64,
     /// Return data.
     pub output: Bytes,
+    /// Logs emitted.
+    pub logs: Vec<alloy_primitives::Log>,
 }
 
 /// Runs calls on the post-state of one block, in that block's environment (number, timestamp,
 /// base fee, L1 fee parameters as its state holds them).
 pub struct CallRunner<'a> {
     spec: &'a ChainSpec,
-    header: &'a Header,
+    header: Header,
     state: &'a StateSnapshot,
     db: crate::chain::state::ExecutionDb,
 }
@@ -67,7 +69,7 @@ impl<'a> CallRunner<'a> {
     ) -> Self {
         Self {
             spec,
-            header,
+            header: header.clone(),
             state,
             db: state.child(header.number, hash),
         }
@@ -75,7 +77,7 @@ impl<'a> CallRunner<'a> {
 
     /// The block the calls run in.
     pub fn header(&self) -> &Header {
-        self.header
+        &self.header
     }
 
     /// Runs `req` with at most `gas_limit` gas. Like geth, a request without any fee field runs
@@ -85,9 +87,38 @@ impl<'a> CallRunner<'a> {
         req: &TransactionRequest,
         gas_limit: u64,
     ) -> Result<CallOutcome, CallError> {
-        let state = self.state;
+        self.execute(req, gas_limit, false)
+    }
+
+    /// Like [`Self::run`], but the call's state changes stay for the calls after it (as the
+    /// calls of one `eth_simulateV1` block), whether it succeeded or reverted.
+    pub fn run_and_commit(
+        &mut self,
+        req: &TransactionRequest,
+        gas_limit: u64,
+    ) -> Result<CallOutcome, CallError> {
+        self.execute(req, gas_limit, true)
+    }
+
+    /// Moves the calls to the block after the current one (number + 1, timestamp + 1).
+    pub fn next_block(&mut self) {
+        self.header.number += 1;
+        self.header.timestamp += 1;
+    }
+
+    fn execute(
+        &mut self,
+        req: &TransactionRequest,
+        gas_limit: u64,
+        commit: bool,
+    ) -> Result<CallOutcome, CallError> {
         let caller = req.from.unwrap_or_default();
-        let balance = state.balance(&caller);
+        // The state so far (with committed calls), not only the block's.
+        let account = revm::Database::basic(&mut self.db, caller)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let balance = account.balance;
         let value = req.value.unwrap_or_default();
         let priced = req.gas_price.is_some() || req.max_fee_per_gas.is_some();
         if !priced && value > balance {
@@ -96,7 +127,7 @@ impl<'a> CallRunner<'a> {
             )));
         }
         let mut evm_env =
-            evm_env_for_op_block(self.header, &self.spec.hardforks, self.spec.chain_id);
+            evm_env_for_op_block(&self.header, &self.spec.hardforks, self.spec.chain_id);
         evm_env.cfg_env.disable_nonce_check = true;
         // Unpriced calls pay nothing: no base fee check and, since the sender may hold no ETH
         // at all, no balance check for the (zero) fees and the L1 data fee (the value was
@@ -117,7 +148,7 @@ impl<'a> CallRunner<'a> {
             kind: req.to.unwrap_or(TxKind::Create),
             value,
             data: req.input.input().cloned().unwrap_or_default(),
-            nonce: state.nonce(&caller),
+            nonce: account.nonce,
             chain_id: Some(self.spec.chain_id),
             access_list: req.access_list.clone().unwrap_or_default(),
             ..Default::default()
@@ -129,14 +160,19 @@ impl<'a> CallRunner<'a> {
             deposit: Default::default(),
         });
         let mut evm = OpEvmFactory::<OpTx>::default().create_evm(&mut self.db, evm_env);
-        let ResultAndState { result, .. } = evm
+        let ResultAndState { result, state } = evm
             .transact_raw(tx)
             .map_err(|e| CallError::Invalid(e.to_string()))?;
+        drop(evm);
+        if commit {
+            revm::DatabaseCommit::commit(&mut self.db, state);
+        }
         let gas_used = result.tx_gas_used();
         match result {
-            ExecutionResult::Success { output, .. } => Ok(CallOutcome {
+            ExecutionResult::Success { output, logs, .. } => Ok(CallOutcome {
                 gas_used,
                 output: output.into_data(),
+                logs,
             }),
             ExecutionResult::Revert { output, .. } => Err(CallError::Reverted(output)),
             ExecutionResult::Halt { reason, .. } => Err(CallError::Halted(halt_message(&reason))),
@@ -156,7 +192,7 @@ fn halt_message(reason: &OpHaltReason) -> String {
 /// The gas limit a call may use: the request's `gas`, else the block gas limit; for a priced
 /// request also no more than the sender's balance (minus value) buys.
 pub fn gas_cap(runner: &CallRunner<'_>, req: &TransactionRequest) -> u64 {
-    let (header, state) = (runner.header, runner.state);
+    let (header, state) = (&runner.header, runner.state);
     let mut cap = req.gas.unwrap_or(header.gas_limit).min(header.gas_limit);
     let price = req.max_fee_per_gas.or(req.gas_price).unwrap_or(0);
     if price > 0 {

@@ -265,6 +265,113 @@ fn eth_estimate_gas(engine: &Engine, p: Params<'_>) -> RpcResult {
     Ok(hex_u64(estimate_gas(&mut runner, &req)?))
 }
 
+/// geth's `eth_simulateV1` code for a call that failed in the EVM other than by reverting.
+const SIMULATE_VM_ERROR: i32 = -32015;
+/// Most blocks one `eth_simulateV1` request simulates (geth's limit).
+const MAX_SIMULATE_BLOCKS: usize = 256;
+
+/// One block of an `eth_simulateV1` request: only `calls`; overrides are refused.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SimulatedBlock {
+    #[serde(default)]
+    calls: Vec<TransactionRequest>,
+    #[serde(default)]
+    block_overrides: Option<Value>,
+    #[serde(default)]
+    state_overrides: Option<Value>,
+}
+
+/// The `eth_simulateV1` payload (the subset served).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SimulatePayload {
+    block_state_calls: Vec<SimulatedBlock>,
+    #[serde(default)]
+    validation: bool,
+}
+
+/// `eth_simulateV1` without overrides and without validation: each block's calls run in order
+/// on the state the calls before them left (reverted calls leave their fee and nonce changes
+/// only), block after block on top of the requested block's post-state.
+fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
+    let mut seq = p.sequence();
+    let payload: SimulatePayload = seq.next()?;
+    let r: Option<Value> = seq.optional_next()?;
+    if payload.validation {
+        return Err(err(codes::INVALID_PARAMS, "validation is not supported"));
+    }
+    if payload.block_state_calls.len() > MAX_SIMULATE_BLOCKS {
+        return Err(err(
+            codes::INVALID_PARAMS,
+            format!("at most {MAX_SIMULATE_BLOCKS} blocks can be simulated"),
+        ));
+    }
+    let (block, state) = call_at(engine, r.as_ref())?;
+    let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
+    let mut out = Vec::with_capacity(payload.block_state_calls.len());
+    for simulated in &payload.block_state_calls {
+        no_overrides(simulated.block_overrides.as_ref())?;
+        no_overrides(simulated.state_overrides.as_ref())?;
+        runner.next_block();
+        let gas_limit = runner.header().gas_limit;
+        let mut gas_used = 0u64;
+        let mut calls = Vec::with_capacity(simulated.calls.len());
+        for req in &simulated.calls {
+            let left = gas_limit.saturating_sub(gas_used);
+            let gas = req.gas.unwrap_or(left).min(left);
+            let call = match runner.run_and_commit(req, gas) {
+                Ok(done) => {
+                    gas_used += done.gas_used;
+                    json!({
+                        "status": "0x1",
+                        "returnData": done.output,
+                        "gasUsed": hex_u64(done.gas_used),
+                        "logs": done.logs.iter().map(|l| json!({
+                            "address": l.address,
+                            "topics": l.topics(),
+                            "data": l.data.data,
+                            "removed": false,
+                        })).collect::<Vec<_>>(),
+                    })
+                }
+                Err(e @ CallError::Reverted(_)) => {
+                    let data = match &e {
+                        CallError::Reverted(d) => d.clone(),
+                        _ => Bytes::new(),
+                    };
+                    json!({
+                        "status": "0x0",
+                        "returnData": data,
+                        "gasUsed": "0x0",
+                        "logs": [],
+                        "error": {"code": EXECUTION_REVERTED, "message": e.to_string(), "data": data},
+                    })
+                }
+                Err(e @ CallError::Halted(_)) => json!({
+                    "status": "0x0",
+                    "returnData": "0x",
+                    "gasUsed": hex_u64(gas),
+                    "logs": [],
+                    "error": {"code": SIMULATE_VM_ERROR, "message": e.to_string()},
+                }),
+                Err(e @ CallError::Invalid(_)) => return Err(e.into()),
+            };
+            calls.push(call);
+        }
+        let header = runner.header();
+        out.push(json!({
+            "number": hex_u64(header.number),
+            "timestamp": hex_u64(header.timestamp),
+            "gasLimit": hex_u64(header.gas_limit),
+            "gasUsed": hex_u64(gas_used),
+            "baseFeePerGas": hex_u64(header.base_fee_per_gas.unwrap_or_default()),
+            "calls": calls,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
 /// A quantity given as a hex string or a JSON number (clients send both for `blockCount`).
 fn quantity(v: &Value) -> Result<u64, ErrorObjectOwned> {
     match v {
@@ -518,6 +625,7 @@ pub fn register(
     module.register_method("eth_estimateGas", |p, e, _| eth_estimate_gas(e, p))?;
     module.register_method("eth_feeHistory", |p, e, _| eth_fee_history(e, p))?;
     module.register_method("eth_getLogs", |p, e, _| eth_get_logs(e, p))?;
+    module.register_method("eth_simulateV1", |p, e, _| eth_simulate(e, p))?;
     module.register_method("eth_maxPriorityFeePerGas", |_, e, _| -> RpcResult {
         Ok(json!(U256::from(max_priority_fee(e))))
     })?;

@@ -362,3 +362,52 @@ async fn fee_history_and_priority_fee_follow_the_blocks_tips() {
         "the head block's median tip"
     );
 }
+
+#[tokio::test]
+async fn simulate_runs_calls_on_the_state_the_calls_before_them_left() {
+    let mut chain = Chain::new();
+    let contract = chain.deploy();
+    let from = chain.signer.address();
+    let store = |v| json!({"from": from, "to": contract, "data": word(v)});
+    let read = json!({"from": from, "to": contract});
+    let payload = json!({"blockStateCalls": [
+        {"calls": [read, store(9), read]},
+        {"calls": [read]},
+    ]});
+    let blocks: Vec<Value> = chain
+        .call("eth_simulateV1", json!([payload, "latest"]))
+        .await
+        .unwrap();
+    let head = chain.engine.head().number();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0]["number"], json!(format!("{:#x}", head + 1)));
+    let calls = &blocks[0]["calls"];
+    // Before the store the slot is 0, after it 9, also in the next block.
+    assert_eq!(calls[0]["status"], json!("0x0"));
+    assert_eq!(calls[0]["error"]["code"], json!(3));
+    assert_eq!(calls[0]["returnData"], json!(word(0)));
+    assert_eq!(calls[1]["status"], json!("0x1"));
+    assert_eq!(calls[1]["returnData"], json!(word(9)));
+    let logs: Vec<alloy_primitives::Log> =
+        serde_json::from_value(calls[1]["logs"].clone()).unwrap();
+    assert_eq!(logs[0].address, contract);
+    assert_eq!(calls[2]["error"]["data"], json!(word(9)));
+    assert_eq!(blocks[1]["calls"][0]["returnData"], json!(word(9)));
+    // The chain itself is untouched.
+    let e = chain
+        .call::<Bytes>("eth_call", json!([read]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        serde_json::from_str::<Bytes>(e.data().unwrap().get()).unwrap(),
+        word(0)
+    );
+    let e = chain
+        .call::<Value>(
+            "eth_simulateV1",
+            json!([{"blockStateCalls": [{"calls": [], "stateOverrides": {}}]}]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), -32602);
+}
