@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use alloy_primitives::{Address, B256, U64, U256};
 use engine_api::{
     UpstreamError,
-    codes::{INTERNAL_ERROR, INVALID_PARAMS},
+    codes::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND},
 };
 use jsonrpsee::{
     PendingSubscriptionSink, RpcModule, SubscriptionMessage,
@@ -32,7 +32,8 @@ pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
 pub const NEW_FLASHBLOCKS: &str = "newFlashblocks";
 
 /// Methods answered here when they ask about pending state.
-pub const PENDING_METHODS: [&str; 5] = [
+pub const PENDING_METHODS: [&str; 6] = [
+    "eth_call",
     "eth_getBlockByNumber",
     "eth_getTransactionReceipt",
     "eth_getTransactionByHash",
@@ -41,10 +42,9 @@ pub const PENDING_METHODS: [&str; 5] = [
 ];
 
 /// Methods forwarded for WebSocket clients (HTTP clients get every method proxied raw).
-pub const WS_FORWARDED: [&str; 22] = [
+pub const WS_FORWARDED: [&str; 21] = [
     "eth_blockNumber",
     "eth_chainId",
-    "eth_call",
     "eth_estimateGas",
     "eth_gasPrice",
     "eth_maxPriorityFeePerGas",
@@ -242,6 +242,98 @@ async fn pending_nonce(ctx: &Context, params: &Params<'_>) -> Option<Value> {
     Some(json!(U64::from(nonce)))
 }
 
+/// A pending transaction as an `eth_simulateV1` call: same sender, nonce, gas, fees, target,
+/// value and input. `None` for deposits, which no call can express.
+fn as_call(tx: &crate::pending::block::PendingTx) -> Option<Value> {
+    use alloy_consensus::Transaction;
+    if tx.tx.is_deposit() {
+        return None;
+    }
+    let mut call = json!({
+        "from": tx.tx.signer(),
+        "nonce": U64::from(tx.tx.nonce()),
+        "gas": U64::from(tx.tx.gas_limit()),
+        "value": tx.tx.value(),
+        "input": tx.tx.input(),
+    });
+    if let Some(to) = tx.tx.to() {
+        call["to"] = json!(to);
+    }
+    if tx.tx.is_dynamic_fee() {
+        call["maxFeePerGas"] = json!(U256::from(tx.tx.max_fee_per_gas()));
+        call["maxPriorityFeePerGas"] = json!(U256::from(
+            tx.tx.max_priority_fee_per_gas().unwrap_or_default()
+        ));
+    } else {
+        call["gasPrice"] = json!(U256::from(tx.tx.max_fee_per_gas()));
+    }
+    if let Some(list) = tx.tx.access_list() {
+        call["accessList"] = json!(list);
+    }
+    Some(call)
+}
+
+/// `eth_call` at `pending` while pending blocks are held: the upstream simulates the pending
+/// blocks' transactions (each pending block one simulated block, on top of the head they
+/// extend) and then the call, with `eth_simulateV1`. `None`: not a pending call we answer
+/// (another tag, overrides given, or no pending block), so it is forwarded as it is.
+async fn pending_call(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
+    let p: Vec<Value> = params.parse().ok()?;
+    if p.len() > 2 || !is_pending_tag(p.get(1)) {
+        return None;
+    }
+    let (head, mut blocks) = {
+        let state = ctx.read();
+        let chain = state.chain(Instant::now());
+        let head = chain.first()?.parent_hash();
+        let blocks: Vec<Vec<Value>> = chain
+            .iter()
+            .map(|b| b.txs.iter().filter_map(as_call).collect())
+            .collect();
+        (head, blocks)
+    };
+    blocks.last_mut()?.push(p[0].clone());
+    let block_state_calls: Vec<Value> = blocks.into_iter().map(|c| json!({ "calls": c })).collect();
+    let request = json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]);
+    let simulated: Result<Vec<Value>, UpstreamError> = ctx
+        .upstream
+        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
+        .await;
+    let simulated = match simulated.map_err(RpcError::from) {
+        Ok(s) => s,
+        // An EL without eth_simulateV1: the call is forwarded as it came.
+        Err(RpcError::Upstream(e)) if e.code() == METHOD_NOT_FOUND => return None,
+        Err(e) => return Some(Err(e.into())),
+    };
+    ctx.metrics.answered(Source::Pending);
+    let Some(last) = simulated
+        .last()
+        .and_then(|b| b["calls"].as_array())
+        .and_then(|c| c.last())
+    else {
+        return Some(Err(RpcError::Unavailable(
+            "eth_simulateV1 answered without the call".into(),
+        )
+        .into()));
+    };
+    if last["status"] == json!("0x1") {
+        return Some(to_raw(&last["returnData"]));
+    }
+    let error = &last["error"];
+    let code = error["code"]
+        .as_i64()
+        .and_then(|c| i32::try_from(c).ok())
+        .unwrap_or(INTERNAL_ERROR);
+    let message = error["message"]
+        .as_str()
+        .unwrap_or("execution failed")
+        .to_string();
+    Some(Err(match error.get("data") {
+        Some(data) => ErrorObjectOwned::owned(code, message, Some(data.clone())),
+        None => ErrorObjectOwned::owned(code, message, None::<()>),
+    }))
+}
+
 /// Builds the RPC module.
 pub fn module(
     ctx: Arc<Context>,
@@ -275,6 +367,12 @@ pub fn module(
         match pending_nonce(&ctx, &p).await {
             Some(v) => answered(&ctx, &v),
             None => forward(&ctx, "eth_getTransactionCount", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_call", |p, ctx, _| async move {
+        match pending_call(&ctx, &p).await {
+            Some(answer) => answer,
+            None => forward(&ctx, "eth_call", &p).await,
         }
     })?;
     m.register_method("op_supportedCapabilities", |_, _, _| CAPABILITIES)?;

@@ -87,6 +87,11 @@ fn answered_here(ctx: &Context, call: &Probe<'_>) -> bool {
     let now = Instant::now();
     match call.method.as_ref() {
         "op_supportedCapabilities" => true,
+        "eth_call" => {
+            is_pending_tag(param(call.params, 1).as_ref())
+                && param(call.params, 2).is_none()
+                && !ctx.read().chain(now).is_empty()
+        }
         "eth_getBlockByNumber" => {
             is_pending_tag(param(call.params, 0).as_ref()) && ctx.read().tip(now).is_some()
         }
