@@ -87,7 +87,7 @@ fn answered_here(ctx: &Context, call: &Probe<'_>) -> bool {
     let now = Instant::now();
     match call.method.as_ref() {
         "op_supportedCapabilities" => true,
-        "eth_call" => {
+        "eth_call" | "eth_estimateGas" => {
             is_pending_tag(param(call.params, 1).as_ref())
                 && param(call.params, 2).is_none()
                 && !ctx.read().chain(now).is_empty()
