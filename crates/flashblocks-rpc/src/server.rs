@@ -323,6 +323,10 @@ mod tests {
         assert_eq!(route(&ctx, &body(receipt.clone())), (false, 1));
         assert_eq!(route(&ctx, &body(pending_block)), (false, 1));
         assert_eq!(route(&ctx, &body(caps.clone())), (true, 1));
+        for method in ["eth_call", "eth_estimateGas"] {
+            let at_pending = call(method, serde_json::json!([{}, "pending"]));
+            assert_eq!(route(&ctx, &body(at_pending)), (false, 1), "{method}");
+        }
         // A batch with one local answer and only known methods: the module (which forwards
         // the rest); with an unknown method: proxied whole.
         assert_eq!(
