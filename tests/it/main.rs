@@ -4,6 +4,7 @@
 
 mod disconnect;
 mod frames;
+mod pending_call;
 mod preconfirmed;
 mod proxy_chain;
 mod reorg;

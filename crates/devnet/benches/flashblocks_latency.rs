@@ -74,6 +74,7 @@ async fn measure(run: &Run, duration: Duration) {
             builder_port: 0,
             interval: run.interval,
             mux_port: 0,
+            rpc_port: None,
         }),
         ..DevnetConfig::default()
     })

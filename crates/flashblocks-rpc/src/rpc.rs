@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use alloy_primitives::{Address, B256, U64, U256};
 use engine_api::{
     UpstreamError,
-    codes::{INTERNAL_ERROR, INVALID_PARAMS},
+    codes::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND},
 };
 use jsonrpsee::{
     PendingSubscriptionSink, RpcModule, SubscriptionMessage,
@@ -32,7 +32,9 @@ pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
 pub const NEW_FLASHBLOCKS: &str = "newFlashblocks";
 
 /// Methods answered here when they ask about pending state.
-pub const PENDING_METHODS: [&str; 5] = [
+pub const PENDING_METHODS: [&str; 7] = [
+    "eth_call",
+    "eth_estimateGas",
     "eth_getBlockByNumber",
     "eth_getTransactionReceipt",
     "eth_getTransactionByHash",
@@ -41,11 +43,9 @@ pub const PENDING_METHODS: [&str; 5] = [
 ];
 
 /// Methods forwarded for WebSocket clients (HTTP clients get every method proxied raw).
-pub const WS_FORWARDED: [&str; 22] = [
+pub const WS_FORWARDED: [&str; 20] = [
     "eth_blockNumber",
     "eth_chainId",
-    "eth_call",
-    "eth_estimateGas",
     "eth_gasPrice",
     "eth_maxPriorityFeePerGas",
     "eth_feeHistory",
@@ -242,6 +242,181 @@ async fn pending_nonce(ctx: &Context, params: &Params<'_>) -> Option<Value> {
     Some(json!(U64::from(nonce)))
 }
 
+/// A pending transaction as an `eth_simulateV1` call: same sender, nonce, gas, fees, target,
+/// value and input. `None` for deposits, which no call can express.
+fn as_call(tx: &crate::pending::block::PendingTx) -> Option<Value> {
+    use alloy_consensus::Transaction;
+    if tx.tx.is_deposit() {
+        return None;
+    }
+    let mut call = json!({
+        "from": tx.tx.signer(),
+        "nonce": U64::from(tx.tx.nonce()),
+        "gas": U64::from(tx.tx.gas_limit()),
+        "value": tx.tx.value(),
+        "input": tx.tx.input(),
+    });
+    if let Some(to) = tx.tx.to() {
+        call["to"] = json!(to);
+    }
+    if tx.tx.is_dynamic_fee() {
+        call["maxFeePerGas"] = json!(U256::from(tx.tx.max_fee_per_gas()));
+        call["maxPriorityFeePerGas"] = json!(U256::from(
+            tx.tx.max_priority_fee_per_gas().unwrap_or_default()
+        ));
+    } else {
+        call["gasPrice"] = json!(U256::from(tx.tx.max_fee_per_gas()));
+    }
+    if let Some(list) = tx.tx.access_list() {
+        call["accessList"] = json!(list);
+    }
+    Some(call)
+}
+
+/// The pending blocks as `eth_simulateV1` blocks of calls, and the head they extend; `None`
+/// without a served pending block.
+fn pending_calls(ctx: &Context) -> Option<(B256, Vec<Vec<Value>>)> {
+    let state = ctx.read();
+    let chain = state.chain(Instant::now());
+    let head = chain.first()?.parent_hash();
+    let blocks = chain
+        .iter()
+        .map(|b| b.txs.iter().filter_map(as_call).collect())
+        .collect();
+    Some((head, blocks))
+}
+
+/// What became of the caller's call, simulated after the pending transactions.
+enum Simulated {
+    /// It succeeded: its return data and gas used.
+    Success(Value, u64),
+    /// It failed: the error object to answer with.
+    Failed(ErrorObjectOwned),
+}
+
+/// Has the upstream simulate the pending transactions and then `call` (`eth_simulateV1` at
+/// the head the pending blocks extend). `Ok(None)`: the upstream has no `eth_simulateV1`.
+async fn simulate_after(
+    ctx: &Context,
+    head: B256,
+    mut blocks: Vec<Vec<Value>>,
+    call: Value,
+) -> Result<Option<Simulated>, RpcError> {
+    let Some(last) = blocks.last_mut() else {
+        return Ok(None);
+    };
+    last.push(call);
+    let block_state_calls: Vec<Value> = blocks.into_iter().map(|c| json!({ "calls": c })).collect();
+    let request = json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]);
+    let simulated: Vec<Value> = match ctx
+        .upstream
+        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
+        .await
+        .map_err(RpcError::from)
+    {
+        Ok(s) => s,
+        Err(RpcError::Upstream(e)) if e.code() == METHOD_NOT_FOUND => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let last = simulated
+        .last()
+        .and_then(|b| b["calls"].as_array())
+        .and_then(|c| c.last())
+        .ok_or_else(|| RpcError::Unavailable("eth_simulateV1 answered without the call".into()))?;
+    if last["status"] == json!("0x1") {
+        let gas = last["gasUsed"]
+            .as_str()
+            .and_then(|g| g.parse::<U64>().ok())
+            .map_or(0, |g| g.to::<u64>());
+        return Ok(Some(Simulated::Success(last["returnData"].clone(), gas)));
+    }
+    let error = &last["error"];
+    let code = error["code"]
+        .as_i64()
+        .and_then(|c| i32::try_from(c).ok())
+        .unwrap_or(INTERNAL_ERROR);
+    let message = error["message"]
+        .as_str()
+        .unwrap_or("execution failed")
+        .to_string();
+    Ok(Some(Simulated::Failed(match error.get("data") {
+        Some(data) => ErrorObjectOwned::owned(code, message, Some(data.clone())),
+        None => ErrorObjectOwned::owned(code, message, None::<()>),
+    })))
+}
+
+/// The call of a pending `eth_call`/`eth_estimateGas` we answer: tag `pending`, no overrides.
+fn pending_request(params: &Params<'_>) -> Option<Value> {
+    let p: Vec<Value> = params.parse().ok()?;
+    if p.len() > 2 || !is_pending_tag(p.get(1)) || !p[0].is_object() {
+        return None;
+    }
+    p.into_iter().next()
+}
+
+/// `eth_call` at `pending` while pending blocks are held: the upstream simulates the pending
+/// blocks' transactions (each pending block one simulated block, on top of the head they
+/// extend) and then the call, with `eth_simulateV1`. `None`: not a pending call we answer
+/// (another tag, overrides given, no pending block, no `eth_simulateV1` upstream), so it is
+/// forwarded as it is.
+async fn pending_call(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
+    let call = pending_request(params)?;
+    let (head, blocks) = pending_calls(ctx)?;
+    let answer = match simulate_after(ctx, head, blocks, call).await {
+        Ok(None) => return None,
+        Ok(Some(Simulated::Success(data, _))) => to_raw(&data),
+        Ok(Some(Simulated::Failed(e))) => Err(e),
+        Err(e) => Err(e.into()),
+    };
+    ctx.metrics.answered(Source::Pending);
+    Some(answer)
+}
+
+/// Intrinsic gas of any transaction: no estimate is lower.
+const TX_BASE_GAS: u64 = 21_000;
+
+/// `eth_estimateGas` at `pending`, as [`pending_call`]: the least gas limit at which the call
+/// succeeds after the pending transactions, by binary search over simulations (from what it
+/// used at the cap, the request's `gas` or the pending block's gas limit).
+async fn pending_estimate(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
+    let call = pending_request(params)?;
+    let (head, blocks) = pending_calls(ctx)?;
+    let cap = match call.get("gas").and_then(Value::as_str) {
+        Some(g) => g.parse::<U64>().ok()?.to::<u64>(),
+        None => ctx.read().tip(Instant::now())?.header.gas_limit,
+    };
+    let with_gas = |gas: u64| {
+        let mut c = call.clone();
+        c["gas"] = json!(U64::from(gas));
+        c
+    };
+    let run = |gas: u64| simulate_after(ctx, head, blocks.clone(), with_gas(gas));
+    let used = match run(cap).await {
+        Ok(None) => return None,
+        Ok(Some(Simulated::Success(_, used))) => used,
+        Ok(Some(Simulated::Failed(e))) => return Some(Err(e)),
+        Err(e) => return Some(Err(e.into())),
+    };
+    let mut lo = used.saturating_sub(1).max(TX_BASE_GAS - 1);
+    let mut hi = cap;
+    let optimistic = (used + 2_300).saturating_mul(64) / 63;
+    let mut next = if optimistic < hi {
+        optimistic
+    } else {
+        lo + (hi - lo) / 2
+    };
+    while lo + 1 < hi {
+        match run(next).await {
+            Ok(Some(Simulated::Success(..))) => hi = next,
+            Ok(Some(Simulated::Failed(_)) | None) => lo = next,
+            Err(e) => return Some(Err(e.into())),
+        }
+        next = lo + (hi - lo) / 2;
+    }
+    ctx.metrics.answered(Source::Pending);
+    Some(to_raw(&json!(U64::from(hi))))
+}
+
 /// Builds the RPC module.
 pub fn module(
     ctx: Arc<Context>,
@@ -275,6 +450,18 @@ pub fn module(
         match pending_nonce(&ctx, &p).await {
             Some(v) => answered(&ctx, &v),
             None => forward(&ctx, "eth_getTransactionCount", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_call", |p, ctx, _| async move {
+        match pending_call(&ctx, &p).await {
+            Some(answer) => answer,
+            None => forward(&ctx, "eth_call", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_estimateGas", |p, ctx, _| async move {
+        match pending_estimate(&ctx, &p).await {
+            Some(answer) => answer,
+            None => forward(&ctx, "eth_estimateGas", &p).await,
         }
     })?;
     m.register_method("op_supportedCapabilities", |_, _, _| CAPABILITIES)?;

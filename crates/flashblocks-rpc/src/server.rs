@@ -87,6 +87,11 @@ fn answered_here(ctx: &Context, call: &Probe<'_>) -> bool {
     let now = Instant::now();
     match call.method.as_ref() {
         "op_supportedCapabilities" => true,
+        "eth_call" | "eth_estimateGas" => {
+            is_pending_tag(param(call.params, 1).as_ref())
+                && param(call.params, 2).is_none()
+                && !ctx.read().chain(now).is_empty()
+        }
         "eth_getBlockByNumber" => {
             is_pending_tag(param(call.params, 0).as_ref()) && ctx.read().tip(now).is_some()
         }
@@ -318,6 +323,10 @@ mod tests {
         assert_eq!(route(&ctx, &body(receipt.clone())), (false, 1));
         assert_eq!(route(&ctx, &body(pending_block)), (false, 1));
         assert_eq!(route(&ctx, &body(caps.clone())), (true, 1));
+        for method in ["eth_call", "eth_estimateGas"] {
+            let at_pending = call(method, serde_json::json!([{}, "pending"]));
+            assert_eq!(route(&ctx, &body(at_pending)), (false, 1), "{method}");
+        }
         // A batch with one local answer and only known methods: the module (which forwards
         // the rest); with an unknown method: proxied whole.
         assert_eq!(

@@ -144,6 +144,10 @@ pub struct AllArgs {
     /// engine-mux's outbound flashblocks WebSocket port (with --flashblocks; 0 = ephemeral).
     #[arg(long, default_value_t = 1112)]
     pub flashblocks_port: u16,
+    /// flashblocks-rpc's port (with --flashblocks; 0 = ephemeral): pending state from
+    /// engine-mux's flashblocks in front of engine-mux's RPC port, for wallets.
+    #[arg(long, default_value_t = 8547)]
+    pub flashblocks_rpc_port: u16,
     /// The builder's flashblocks WebSocket port (with --flashblocks; 0 = ephemeral).
     #[arg(long, default_value_t = 0)]
     pub builder_flashblocks_port: u16,

@@ -103,6 +103,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
             builder_port: args.builder_flashblocks_port,
             interval: args.flashblocks_interval,
             mux_port: args.flashblocks_port,
+            rpc_port: args.flashblocks.then_some(args.flashblocks_rpc_port),
         }),
         flashblocks_p2p: args.flashblocks_p2p.then(crate::app::DevnetP2p::default),
         ..DevnetConfig::default()
@@ -117,6 +118,22 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         devnet.builder.http_addr,
         hex::encode(devnet.jwt.as_bytes()),
     );
+    let first_key = funded_dev_signers(&devnet.local.engine.head_state())
+        .ok()
+        .and_then(|s| s.into_iter().next())
+        .map(|s| format!("0x{}", hex::encode(s.to_bytes())))
+        .unwrap_or_default();
+    println!(
+        "wallet RPC (no auth): http://{} | e.g. cast send --rpc-url http://{} --private-key {first_key} 0x000000000000000000000000000000000000dEaD --value 1ether",
+        devnet.mux.rpc_addr, devnet.mux.rpc_addr,
+    );
+    if let Some(rpc) = &devnet.flashblocks_rpc {
+        println!(
+            "flashblocks-rpc (pending = preconfirmed state, no auth): {} | e.g. cast balance --rpc-url {} --block pending 0x000000000000000000000000000000000000dEaD",
+            rpc.http_url(),
+            rpc.http_url(),
+        );
+    }
     if let (Some(out), Some(inp)) = (devnet.mux.flashblocks_addr, devnet.builder.flashblocks_addr) {
         println!(
             "flashblocks: builder ws://{inp} -> engine-mux -> ws://{out} (every {:?})",

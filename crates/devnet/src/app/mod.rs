@@ -118,6 +118,9 @@ pub struct DevnetFlashblocks {
     pub interval: Duration,
     /// engine-mux's outbound flashblocks port, `--flashblocks-port` (0 = ephemeral).
     pub mux_port: u16,
+    /// flashblocks-rpc in front of engine-mux's RPC port, subscribed to engine-mux's stream, on
+    /// this port (0 = ephemeral; `None` = not started).
+    pub rpc_port: Option<u16>,
 }
 
 impl Default for DevnetFlashblocks {
@@ -126,6 +129,7 @@ impl Default for DevnetFlashblocks {
             builder_port: 0,
             interval: Duration::from_millis(200),
             mux_port: 1112,
+            rpc_port: None,
         }
     }
 }
@@ -176,6 +180,9 @@ pub enum DevnetError {
     /// engine-mux could not start.
     #[error("engine-mux start: {0}")]
     MuxStart(String),
+    /// flashblocks-rpc could not start.
+    #[error("flashblocks-rpc: {0}")]
+    FlashblocksRpc(String),
     /// Dev keys could not be derived.
     #[error(transparent)]
     Accounts(#[from] AccountsError),
@@ -217,6 +224,8 @@ pub struct Devnet {
     pub driver: DriverHandle,
     /// The transaction spammer, if enabled.
     pub spammer: Option<SpammerHandle>,
+    /// flashblocks-rpc answering `pending` from engine-mux's flashblocks, when started.
+    pub flashblocks_rpc: Option<flashblocks_rpc::Running>,
     /// The shared JWT secret.
     pub jwt: JwtSecret,
     /// Chain parameters.
@@ -311,6 +320,27 @@ pub async fn start_mux(
         .map_err(|e| DevnetError::MuxStart(e.to_string()))
 }
 
+/// Starts flashblocks-rpc on `listen`: subscribed to engine-mux's flashblocks on `stream`, with
+/// engine-mux's RPC port (eth_* without a token; transactions copied to the builder) upstream.
+pub async fn start_flashblocks_rpc(
+    stream: SocketAddr,
+    mux_rpc: SocketAddr,
+    listen: SocketAddr,
+) -> Result<flashblocks_rpc::Running, DevnetError> {
+    let argv = [
+        "flashblocks-rpc".to_string(),
+        format!("--flashblocks-url=ws://{stream}"),
+        format!("--upstream-url=http://{mux_rpc}"),
+        format!("--rpc-addr={listen}"),
+    ];
+    let bad = |e: String| DevnetError::FlashblocksRpc(e);
+    let args = flashblocks_rpc::cli::Args::try_parse_from(argv).map_err(|e| bad(e.to_string()))?;
+    let config = flashblocks_rpc::Config::try_from(args).map_err(|e| bad(e.to_string()))?;
+    flashblocks_rpc::start(config)
+        .await
+        .map_err(|e| bad(e.to_string()))
+}
+
 impl Devnet {
     /// Starts every component.
     pub async fn start(config: DevnetConfig) -> Result<Self, DevnetError> {
@@ -352,6 +382,15 @@ impl Devnet {
             flashblocks_p2p: config.flashblocks_p2p,
         };
         let mux = start_mux(wiring, &config.mux_args).await?;
+        let flashblocks_rpc = match (
+            config.flashblocks.and_then(|fb| fb.rpc_port),
+            mux.flashblocks_addr,
+        ) {
+            (Some(port), Some(stream)) => Some(
+                start_flashblocks_rpc(stream, mux.rpc_addr, SocketAddr::new(host, port)).await?,
+            ),
+            _ => None,
+        };
         let mux_url: http::Uri = format!("http://{}", mux.rpc_addr)
             .parse()
             .map_err(|e: http::uri::InvalidUri| DevnetError::MuxStart(e.to_string()))?;
@@ -392,6 +431,7 @@ impl Devnet {
             mux,
             driver,
             spammer,
+            flashblocks_rpc,
             jwt,
             spec,
             faults_task,
@@ -400,6 +440,9 @@ impl Devnet {
 
     /// Stops everything: spammer, driver, engine-mux, engines.
     pub async fn stop(self) {
+        if let Some(rpc) = self.flashblocks_rpc {
+            rpc.shutdown().await;
+        }
         if let Some(spammer) = self.spammer {
             spammer.stop().await;
         }
@@ -487,6 +530,7 @@ mod tests {
             builder_port: 0,
             interval: Duration::from_millis(50),
             mux_port: 0,
+            rpc_port: None,
         };
         assert_eq!(fb.max_per_payload(Duration::from_millis(250)), 11);
         assert_eq!(

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod build;
+pub mod call;
 pub mod execute;
 pub mod faults;
 pub mod flashblocks;

@@ -22,3 +22,4 @@ mod flashblocks_slow_subscriber;
 mod fork_transition;
 mod healthy;
 mod local_down;
+mod wallet;

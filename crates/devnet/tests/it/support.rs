@@ -191,6 +191,7 @@ pub fn flashblocks_config() -> DevnetConfig {
             builder_port: 0,
             interval: FLASHBLOCKS_INTERVAL,
             mux_port: 0,
+            rpc_port: None,
         }),
         ..config()
     }

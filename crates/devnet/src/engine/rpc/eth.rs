@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use alloy_consensus::{TxReceipt, transaction::Recovered};
+use alloy_eips::BlockNumberOrTag;
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
-use alloy_rpc_types_eth::BlockTransactions;
+use alloy_rpc_types_eth::{BlockTransactions, Filter, FilterBlockOption, TransactionRequest};
 use engine_api::codes;
 use jsonrpsee::{
     RpcModule,
@@ -18,8 +19,33 @@ use serde_json::{Value, json};
 
 use crate::{
     chain::state::StateSnapshot,
-    engine::{Engine, store::ChainBlock},
+    engine::{
+        Engine,
+        call::{CallError, CallRunner, estimate_gas},
+        store::ChainBlock,
+    },
 };
+
+/// geth's and reth's code for a call that reverted; the revert data goes in the error's `data`.
+const EXECUTION_REVERTED: i32 = 3;
+/// Most blocks one `eth_feeHistory` covers (geth's limit).
+const MAX_FEE_HISTORY_BLOCKS: u64 = 1024;
+/// Most blocks one `eth_getLogs` scans.
+const MAX_LOG_RANGE: u64 = 10_000;
+/// What `eth_maxPriorityFeePerGas` suggests at least: op-geth's default minimum suggested
+/// priority fee (`--gpo.minsuggestedpriorityfee`, 0.001 gwei).
+pub(crate) const MIN_SUGGESTED_PRIORITY_FEE: u128 = 1_000_000;
+
+impl From<CallError> for ErrorObjectOwned {
+    fn from(e: CallError) -> Self {
+        match &e {
+            CallError::Reverted(data) => {
+                ErrorObjectOwned::owned(EXECUTION_REVERTED, e.to_string(), Some(data.clone()))
+            }
+            CallError::Halted(_) | CallError::Invalid(_) => err(SERVER_ERROR, e.to_string()),
+        }
+    }
+}
 
 type RpcResult = Result<Value, ErrorObjectOwned>;
 
@@ -193,6 +219,329 @@ fn block_by(engine: &Engine, r: BlockRef, full: bool) -> RpcResult {
     resolve(engine, r).map_or(Ok(Value::Null), |b| block_json(&b, full))
 }
 
+/// The block a call runs in and the state it runs on. `pending` is the head: this engine builds
+/// pending blocks only for payload jobs, not for RPC.
+fn call_at(
+    engine: &Engine,
+    r: Option<&Value>,
+) -> Result<(Arc<ChainBlock>, Arc<StateSnapshot>), ErrorObjectOwned> {
+    let r = block_ref_or_latest(r)?;
+    let block = resolve(engine, r).ok_or_else(|| err(RESOURCE_NOT_FOUND, "block not found"))?;
+    Ok((block, state_at(engine, r)?))
+}
+
+fn no_overrides(overrides: Option<&Value>) -> Result<(), ErrorObjectOwned> {
+    match overrides {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(err(
+            codes::INVALID_PARAMS,
+            "state and block overrides are not supported",
+        )),
+    }
+}
+
+fn eth_call(engine: &Engine, p: Params<'_>) -> RpcResult {
+    let mut seq = p.sequence();
+    let req: TransactionRequest = seq.next()?;
+    let r: Option<Value> = seq.optional_next()?;
+    let overrides: Option<Value> = seq.optional_next()?;
+    let block_overrides: Option<Value> = seq.optional_next()?;
+    no_overrides(overrides.as_ref())?;
+    no_overrides(block_overrides.as_ref())?;
+    let (block, state) = call_at(engine, r.as_ref())?;
+    let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
+    let cap = crate::engine::call::gas_cap(&runner, &req);
+    Ok(json!(runner.run(&req, cap)?.output))
+}
+
+fn eth_estimate_gas(engine: &Engine, p: Params<'_>) -> RpcResult {
+    let mut seq = p.sequence();
+    let req: TransactionRequest = seq.next()?;
+    let r: Option<Value> = seq.optional_next()?;
+    let overrides: Option<Value> = seq.optional_next()?;
+    no_overrides(overrides.as_ref())?;
+    let (block, state) = call_at(engine, r.as_ref())?;
+    let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
+    Ok(hex_u64(estimate_gas(&mut runner, &req)?))
+}
+
+/// geth's `eth_simulateV1` code for a call that failed in the EVM other than by reverting.
+const SIMULATE_VM_ERROR: i32 = -32015;
+/// Most blocks one `eth_simulateV1` request simulates (geth's limit).
+const MAX_SIMULATE_BLOCKS: usize = 256;
+
+/// One block of an `eth_simulateV1` request: only `calls`; overrides are refused.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SimulatedBlock {
+    #[serde(default)]
+    calls: Vec<TransactionRequest>,
+    #[serde(default)]
+    block_overrides: Option<Value>,
+    #[serde(default)]
+    state_overrides: Option<Value>,
+}
+
+/// The `eth_simulateV1` payload (the subset served).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SimulatePayload {
+    block_state_calls: Vec<SimulatedBlock>,
+    #[serde(default)]
+    validation: bool,
+}
+
+/// `eth_simulateV1` without overrides and without validation: each block's calls run in order
+/// on the state the calls before them left (reverted calls leave their fee and nonce changes
+/// only), block after block on top of the requested block's post-state.
+fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
+    let mut seq = p.sequence();
+    let payload: SimulatePayload = seq.next()?;
+    let r: Option<Value> = seq.optional_next()?;
+    if payload.validation {
+        return Err(err(codes::INVALID_PARAMS, "validation is not supported"));
+    }
+    if payload.block_state_calls.len() > MAX_SIMULATE_BLOCKS {
+        return Err(err(
+            codes::INVALID_PARAMS,
+            format!("at most {MAX_SIMULATE_BLOCKS} blocks can be simulated"),
+        ));
+    }
+    let (block, state) = call_at(engine, r.as_ref())?;
+    let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
+    let mut out = Vec::with_capacity(payload.block_state_calls.len());
+    for simulated in &payload.block_state_calls {
+        no_overrides(simulated.block_overrides.as_ref())?;
+        no_overrides(simulated.state_overrides.as_ref())?;
+        runner.next_block();
+        let gas_limit = runner.header().gas_limit;
+        let mut gas_used = 0u64;
+        let mut calls = Vec::with_capacity(simulated.calls.len());
+        for req in &simulated.calls {
+            let left = gas_limit.saturating_sub(gas_used);
+            let gas = req.gas.unwrap_or(left).min(left);
+            let call = match runner.run_and_commit(req, gas) {
+                Ok(done) => {
+                    gas_used += done.gas_used;
+                    json!({
+                        "status": "0x1",
+                        "returnData": done.output,
+                        "gasUsed": hex_u64(done.gas_used),
+                        "logs": done.logs.iter().map(|l| json!({
+                            "address": l.address,
+                            "topics": l.topics(),
+                            "data": l.data.data,
+                            "removed": false,
+                        })).collect::<Vec<_>>(),
+                    })
+                }
+                Err(e @ CallError::Reverted(_)) => {
+                    let data = match &e {
+                        CallError::Reverted(d) => d.clone(),
+                        _ => Bytes::new(),
+                    };
+                    json!({
+                        "status": "0x0",
+                        "returnData": data,
+                        "gasUsed": "0x0",
+                        "logs": [],
+                        "error": {"code": EXECUTION_REVERTED, "message": e.to_string(), "data": data},
+                    })
+                }
+                Err(e @ CallError::Halted(_)) => json!({
+                    "status": "0x0",
+                    "returnData": "0x",
+                    "gasUsed": hex_u64(gas),
+                    "logs": [],
+                    "error": {"code": SIMULATE_VM_ERROR, "message": e.to_string()},
+                }),
+                Err(e @ CallError::Invalid(_)) => return Err(e.into()),
+            };
+            calls.push(call);
+        }
+        let header = runner.header();
+        out.push(json!({
+            "number": hex_u64(header.number),
+            "timestamp": hex_u64(header.timestamp),
+            "gasLimit": hex_u64(header.gas_limit),
+            "gasUsed": hex_u64(gas_used),
+            "baseFeePerGas": hex_u64(header.base_fee_per_gas.unwrap_or_default()),
+            "calls": calls,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// A quantity given as a hex string or a JSON number (clients send both for `blockCount`).
+fn quantity(v: &Value) -> Result<u64, ErrorObjectOwned> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse::<U64>().ok().map(|n| n.to()),
+        _ => None,
+    }
+    .ok_or_else(|| err(codes::INVALID_PARAMS, format!("invalid quantity {v}")))
+}
+
+/// Effective tips and gas used of a block's non-deposit transactions, by tip.
+fn tips(block: &ChainBlock) -> Vec<(u128, u64)> {
+    let base_fee = block.header.base_fee_per_gas.unwrap_or_default();
+    let mut previous = 0;
+    let mut out: Vec<(u128, u64)> = block
+        .transactions
+        .iter()
+        .zip(&block.receipts)
+        .filter_map(|(tx, receipt)| {
+            let used = receipt.cumulative_gas_used().saturating_sub(previous);
+            previous = receipt.cumulative_gas_used();
+            if tx.is_deposit() {
+                return None;
+            }
+            let tip = alloy_consensus::Transaction::effective_tip_per_gas(tx.inner(), base_fee)?;
+            Some((tip, used))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The tips at `percentiles` of a block's gas (geth's rule: the tip of the transaction whose
+/// gas reaches the percentile of the block's non-deposit gas), zero for a block without any.
+fn rewards(block: &ChainBlock, percentiles: &[f64]) -> Vec<u128> {
+    let tips = tips(block);
+    let total: u64 = tips.iter().map(|(_, used)| used).sum();
+    percentiles
+        .iter()
+        .map(|p| {
+            let threshold = (total as f64 * p / 100.0) as u64;
+            let mut sum = 0;
+            for (tip, used) in &tips {
+                sum += used;
+                if sum >= threshold {
+                    return *tip;
+                }
+            }
+            tips.last().map_or(0, |(tip, _)| *tip)
+        })
+        .collect()
+}
+
+fn eth_fee_history(engine: &Engine, p: Params<'_>) -> RpcResult {
+    let mut seq = p.sequence();
+    let count: Value = seq.next()?;
+    let newest: Value = seq.next()?;
+    let percentiles: Option<Vec<f64>> = seq.optional_next()?;
+    let count = quantity(&count)?.min(MAX_FEE_HISTORY_BLOCKS);
+    if let Some(ps) = &percentiles
+        && (ps.iter().any(|p| !(0.0..=100.0).contains(p)) || ps.windows(2).any(|w| w[0] > w[1]))
+    {
+        return Err(err(
+            codes::INVALID_PARAMS,
+            "reward percentiles must be increasing values in [0, 100]",
+        ));
+    }
+    let newest = resolve(engine, parse_block_ref(&newest)?)
+        .ok_or_else(|| err(RESOURCE_NOT_FOUND, "block not found"))?;
+    let oldest = (newest.number() + 1).saturating_sub(count);
+    let blocks: Vec<Arc<ChainBlock>> = engine.with_chain(|c| {
+        (oldest..newest.number())
+            .filter_map(|n| c.canonical_block(n))
+            .chain(std::iter::once(newest.clone()))
+            .collect()
+    });
+    let blocks = if count == 0 { Vec::new() } else { blocks };
+    let mut base_fee_per_gas: Vec<u128> = blocks
+        .iter()
+        .map(|b| u128::from(b.header.base_fee_per_gas.unwrap_or_default()))
+        .collect();
+    if !blocks.is_empty() {
+        let next = crate::chain::fees::next_base_fee(engine.spec(), &newest.header)
+            .map_err(|e| err(codes::INTERNAL_ERROR, e.to_string()))?;
+        base_fee_per_gas.push(u128::from(next));
+    }
+    let history = alloy_rpc_types_eth::FeeHistory {
+        base_fee_per_gas,
+        gas_used_ratio: blocks
+            .iter()
+            .map(|b| b.header.gas_used as f64 / b.header.gas_limit.max(1) as f64)
+            .collect(),
+        base_fee_per_blob_gas: Vec::new(),
+        blob_gas_used_ratio: Vec::new(),
+        oldest_block: if blocks.is_empty() { 0 } else { oldest },
+        reward: percentiles.map(|ps| blocks.iter().map(|b| rewards(b, &ps)).collect()),
+    };
+    to_json(history)
+}
+
+/// The median tip of the head block's transactions, at least [`MIN_SUGGESTED_PRIORITY_FEE`].
+fn max_priority_fee(engine: &Engine) -> u128 {
+    let head = engine.head();
+    let median = rewards(&head, &[50.0])[0];
+    median.max(MIN_SUGGESTED_PRIORITY_FEE)
+}
+
+fn tag_ref(tag: Option<BlockNumberOrTag>, head: u64) -> Result<u64, ErrorObjectOwned> {
+    Ok(match tag.unwrap_or(BlockNumberOrTag::Latest) {
+        BlockNumberOrTag::Number(n) => n,
+        BlockNumberOrTag::Earliest => 0,
+        // The devnet's safe and finalized blocks trail the head; logs up to the head are kept.
+        _ => head,
+    })
+}
+
+fn eth_get_logs(engine: &Engine, p: Params<'_>) -> RpcResult {
+    let (filter,): (Filter,) = p.parse()?;
+    let blocks: Vec<Arc<ChainBlock>> = match filter.block_option {
+        FilterBlockOption::AtBlockHash(h) => vec![
+            engine
+                .with_chain(|c| c.block(&h))
+                .ok_or_else(|| err(RESOURCE_NOT_FOUND, "block not found"))?,
+        ],
+        FilterBlockOption::Range {
+            from_block,
+            to_block,
+        } => {
+            let head = engine.head().number();
+            let from = tag_ref(from_block, head)?;
+            let to = tag_ref(to_block, head)?.min(head);
+            if from > to && from <= head {
+                return Err(err(codes::INVALID_PARAMS, "invalid block range params"));
+            }
+            if to.saturating_sub(from) >= MAX_LOG_RANGE {
+                return Err(err(
+                    codes::INVALID_PARAMS,
+                    format!("block range is limited to {MAX_LOG_RANGE} blocks"),
+                ));
+            }
+            engine.with_chain(|c| (from..=to).filter_map(|n| c.canonical_block(n)).collect())
+        }
+    };
+    let mut logs = Vec::new();
+    for block in blocks {
+        if !filter.matches_bloom(block.header.logs_bloom) {
+            continue;
+        }
+        let mut log_index = 0u64;
+        for (i, (tx, receipt)) in block.transactions.iter().zip(&block.receipts).enumerate() {
+            for log in receipt.logs() {
+                if filter.matches(log) {
+                    logs.push(alloy_rpc_types_eth::Log {
+                        inner: log.clone(),
+                        block_hash: Some(block.hash),
+                        block_number: Some(block.number()),
+                        block_timestamp: Some(block.header.timestamp),
+                        transaction_hash: Some(tx.tx_hash()),
+                        transaction_index: Some(i as u64),
+                        log_index: Some(log_index),
+                        removed: false,
+                    });
+                }
+                log_index += 1;
+            }
+        }
+    }
+    to_json(logs)
+}
+
 /// Registers the `eth_*`, `net_version` and `web3_clientVersion` methods.
 pub fn register(
     module: &mut RpcModule<Arc<Engine>>,
@@ -272,6 +621,14 @@ pub fn register(
             Ok(json!(hash))
         },
     )?;
+    module.register_method("eth_call", |p, e, _| eth_call(e, p))?;
+    module.register_method("eth_estimateGas", |p, e, _| eth_estimate_gas(e, p))?;
+    module.register_method("eth_feeHistory", |p, e, _| eth_fee_history(e, p))?;
+    module.register_method("eth_getLogs", |p, e, _| eth_get_logs(e, p))?;
+    module.register_method("eth_simulateV1", |p, e, _| eth_simulate(e, p))?;
+    module.register_method("eth_maxPriorityFeePerGas", |_, e, _| -> RpcResult {
+        Ok(json!(U256::from(max_priority_fee(e))))
+    })?;
     module.register_method("eth_gasPrice", |_, e, _| -> RpcResult {
         let base = e.head().header.base_fee_per_gas.unwrap_or_default();
         Ok(json!(U256::from(base)))

@@ -4,6 +4,8 @@
 pub mod control;
 pub mod engine;
 pub mod eth;
+#[cfg(test)]
+mod eth_call_tests;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
