@@ -17,55 +17,83 @@ use crate::{
     mock_engine::{Fault, payload_v3},
 };
 
-/// A scripted builder flashblocks endpoint: frames pushed by the test go to the connected client.
-struct FlashblocksSource {
+/// A scripted builder flashblocks endpoint, as op-rbuilder serves it (`ws://`, or `wss://` behind
+/// TLS): frames pushed by the test go to the client that completed the handshakes, and pings
+/// are answered.
+pub(crate) struct FlashblocksSource {
     addr: SocketAddr,
+    tls: bool,
     tx: Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>>,
     connections: Arc<Mutex<usize>>,
 }
 
+type FrameSlot = Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>>;
+
+/// One WebSocket client of the source: the test's frames out, pings answered.
+async fn serve_client<S>(stream: S, slot: FrameSlot, count: Arc<Mutex<usize>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let (mut sink, mut source) = ws.split();
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
+    *slot.lock() = Some(frames_tx);
+    *count.lock() += 1;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = frames_rx.recv() => match frame {
+                    Some(Message::Close(_)) | None => { let _ = sink.close().await; return; }
+                    Some(m) => if sink.send(m).await.is_err() { return },
+                },
+                msg = source.next() => match msg {
+                    Some(Ok(Message::Ping(p))) => { let _ = sink.send(Message::Pong(p)).await; }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                },
+            }
+        }
+    });
+}
+
 impl FlashblocksSource {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A source serving `wss://` with `tls` when given, plain `ws://` otherwise.
+    pub(crate) async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let tx: Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>> = Arc::default();
+        let tx: FrameSlot = Arc::default();
         let connections: Arc<Mutex<usize>> = Arc::default();
         let (slot, count) = (tx.clone(), connections.clone());
+        let is_tls = tls.is_some();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
-                    continue;
-                };
-                let (mut sink, mut source) = ws.split();
-                let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
-                *slot.lock() = Some(frames_tx);
-                *count.lock() += 1;
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            frame = frames_rx.recv() => match frame {
-                                Some(Message::Close(_)) | None => { let _ = sink.close().await; return; }
-                                Some(m) => if sink.send(m).await.is_err() { return },
-                            },
-                            msg = source.next() => match msg {
-                                Some(Ok(Message::Ping(p))) => { let _ = sink.send(Message::Pong(p)).await; }
-                                Some(Ok(_)) => {}
-                                _ => return,
-                            },
+                match &tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_client(stream, slot.clone(), count.clone()).await;
                         }
                     }
-                });
+                    None => serve_client(stream, slot.clone(), count.clone()).await,
+                }
             }
         });
         Self {
             addr,
+            tls: is_tls,
             tx,
             connections,
         }
     }
 
-    fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+    pub(crate) fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn send(&self, m: Message) {
@@ -74,7 +102,7 @@ impl FlashblocksSource {
         }
     }
 
-    fn text(&self, fb: &OpFlashblockPayload) {
+    pub(crate) fn text(&self, fb: &OpFlashblockPayload) {
         self.send(Message::Text(serde_json::to_string(fb).unwrap().into()));
     }
 
@@ -85,7 +113,8 @@ impl FlashblocksSource {
         }
     }
 
-    fn connections(&self) -> usize {
+    /// Clients that completed the (TLS and) WebSocket handshakes.
+    pub(crate) fn connections(&self) -> usize {
         *self.connections.lock()
     }
 }

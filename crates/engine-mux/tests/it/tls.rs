@@ -3,18 +3,15 @@
 //! a clear error naming the URL. Each test sets `SSL_CERT_FILE` first thing; that is sound
 //! only because nextest runs every test in a process of its own.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use alloy_primitives::B256;
 use alloy_rpc_types_engine::PayloadId;
-use futures::{SinkExt, StreamExt};
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
-use parking_lot::Mutex;
 use serde_json::json;
-use tokio::{net::TcpListener, sync::mpsc};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
+    flashblocks::FlashblocksSource,
     harness::eventually,
     mock_engine::{MockEngine, MockOptions, engine_client},
     peers::{TestCa, set_ssl_cert_file, start},
@@ -24,72 +21,6 @@ fn tls(ca: &TestCa) -> MockOptions {
     MockOptions {
         tls: Some(ca.acceptor()),
         ..Default::default()
-    }
-}
-
-/// A builder's flashblocks endpoint behind TLS: frames the test pushes go to the client that
-/// completed the TLS and WebSocket handshakes.
-struct WssSource {
-    addr: SocketAddr,
-    tx: Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>>,
-    handshakes: Arc<Mutex<usize>>,
-}
-
-impl WssSource {
-    async fn start(acceptor: tokio_rustls::TlsAcceptor) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tx: Arc<Mutex<Option<mpsc::UnboundedSender<Message>>>> = Arc::default();
-        let handshakes: Arc<Mutex<usize>> = Arc::default();
-        let (slot, count) = (tx.clone(), handshakes.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    continue;
-                };
-                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
-                    continue;
-                };
-                let (mut sink, mut source) = ws.split();
-                let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
-                *slot.lock() = Some(frames_tx);
-                *count.lock() += 1;
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            frame = frames_rx.recv() => match frame {
-                                Some(m) => if sink.send(m).await.is_err() { return },
-                                None => return,
-                            },
-                            msg = source.next() => match msg {
-                                Some(Ok(Message::Ping(p))) => { let _ = sink.send(Message::Pong(p)).await; }
-                                Some(Ok(_)) => {}
-                                _ => return,
-                            },
-                        }
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            tx,
-            handshakes,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("wss://{}", self.addr)
-    }
-
-    fn send(&self, fb: &OpFlashblockPayload) {
-        if let Some(tx) = self.tx.lock().as_ref() {
-            let _ = tx.send(Message::Text(serde_json::to_string(fb).unwrap().into()));
-        }
-    }
-
-    fn handshakes(&self) -> usize {
-        *self.handshakes.lock()
     }
 }
 
@@ -112,7 +43,7 @@ async fn https_el_and_builder_work_end_to_end_when_ssl_cert_file_trusts_their_ca
 async fn wss_flashblocks_stream_is_received() {
     let ca = TestCa::new("wss");
     set_ssl_cert_file(&ca.pem_file);
-    let source = WssSource::start(ca.acceptor()).await;
+    let source = FlashblocksSource::start_with(Some(ca.acceptor())).await;
     let url = source.url();
     let p = start(
         MockOptions::default(),
@@ -127,7 +58,7 @@ async fn wss_flashblocks_stream_is_received() {
     )
     .await;
     eventually(Duration::from_secs(3), "TLS stream connected", || async {
-        source.handshakes() == 1
+        source.connections() == 1
     })
     .await;
     p.op_node
@@ -161,7 +92,7 @@ async fn wss_flashblocks_stream_is_received() {
         ..Default::default()
     };
     fb.diff.block_hash = B256::repeat_byte(0xf0);
-    source.send(&fb);
+    source.text(&fb);
     eventually(
         Duration::from_secs(2),
         "the flashblock accepted",
@@ -191,7 +122,7 @@ async fn untrusted_certificate_is_a_clear_error_naming_the_url() {
     assert!(text.contains("SSL_CERT_FILE"), "says what to fix: {text}");
     assert!(builder.calls().is_empty());
 
-    let source = WssSource::start(untrusted.acceptor()).await;
+    let source = FlashblocksSource::start_with(Some(untrusted.acceptor())).await;
     let url = source.url();
     let p = start(
         MockOptions::default(),
@@ -213,6 +144,6 @@ async fn untrusted_certificate_is_a_clear_error_naming_the_url() {
         p.metric("engine_mux_flashblocks_reconnects_total") >= 3.0
     })
     .await;
-    assert_eq!(source.handshakes(), 0);
+    assert_eq!(source.connections(), 0);
     assert_eq!(p.metric("engine_mux_flashblocks_connected"), 0.0);
 }
