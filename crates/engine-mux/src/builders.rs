@@ -92,7 +92,7 @@ impl Builders {
         let elected = self
             .list
             .iter()
-            .position(|b| b.usable() && b.flashblocks().is_some());
+            .position(|b| b.enabled() && b.usable() && b.flashblocks().is_some());
         Builds(
             self.list
                 .iter()
@@ -115,7 +115,8 @@ impl Builders {
         }
     }
 
-    /// Mirrors a call whose answer op-node does not wait for to every builder.
+    /// Mirrors a call whose answer op-node does not wait for to every builder (disabled ones
+    /// too: they stay in sync, ready to build when enabled again).
     pub fn mirror(&self, method: &'static str, params: &RawValue) {
         for b in &self.list {
             b.mirror(method, params);
