@@ -156,17 +156,14 @@ impl Builders {
             .collect();
         if let [(_, b, slot)] = asked.as_slice() {
             // One builder: nothing to wait for but itself.
-            let result = b.candidates_for(version, local_id, slot, deadline).await;
+            let result = b.candidates(version, local_id, slot, deadline).await;
             return vec![offer(b, result)];
         }
         let elected = asked.iter().find(|(_, _, s)| s.elected).map(|(i, ..)| *i);
         let mut pending: FuturesUnordered<_> = asked
             .iter()
             .map(|(i, b, slot)| async move {
-                (
-                    *i,
-                    b.candidates_for(version, local_id, slot, deadline).await,
-                )
+                (*i, b.candidates(version, local_id, slot, deadline).await)
             })
             .collect();
         let mut answered: Vec<(usize, Result<_, _>)> = Vec::with_capacity(asked.len());
