@@ -13,7 +13,7 @@ use std::{
 
 use alloy_consensus::Transaction;
 use alloy_primitives::{Address, B256, Bytes, U64, U256, hex};
-use alloy_rpc_types_eth::simulate::SimCallResult;
+use alloy_rpc_types_eth::simulate::SimulateError as CallFailure;
 use engine_api::codes::METHOD_NOT_FOUND;
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, watch};
@@ -164,6 +164,38 @@ fn probe_blocks(reads: &[Read]) -> Vec<Value> {
         out.push(json!({"stateOverrides": slot_code, "calls": slots}));
     }
     out
+}
+
+/// One call's result in an `eth_simulateV1` answer (geth's `simCallResult`, reth's
+/// `SimCallResult`). Logs are read as address, topics and data only: op-geth and op-reth add
+/// block and transaction fields, other servers (the devnet engine) may not.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimCallResult {
+    /// Return data (or revert data).
+    #[serde(default)]
+    pub return_data: Bytes,
+    /// Logs emitted.
+    #[serde(default)]
+    pub logs: Vec<alloy_primitives::Log>,
+    /// Gas used.
+    #[serde(deserialize_with = "quantity")]
+    pub gas_used: u64,
+    /// Success (`0x1`) or failure (`0x0`).
+    #[serde(deserialize_with = "status")]
+    pub status: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<CallFailure>,
+}
+
+fn quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v: U64 = serde::Deserialize::deserialize(d)?;
+    Ok(v.to())
+}
+
+fn status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(quantity(d)? == 1)
 }
 
 /// One simulated block's answer: only its calls are read (op-geth answers the whole RPC
@@ -369,7 +401,7 @@ async fn execute(ctx: &Context, head: B256, blocks: Vec<PendingBlock>) -> Option
             .map(|c| Outcome {
                 status: c.status,
                 gas_used: c.gas_used,
-                logs: c.logs.iter().map(|l| l.inner.clone()).collect(),
+                logs: c.logs.clone(),
             })
             .collect();
         match block.executed(&outcomes) {
@@ -445,5 +477,75 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let _ = execution(&ctx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// op-geth's call result (`simCallResult`: logs as full `types.Log`, error with code 3
+    /// and revert data) and the devnet engine's (logs as address, topics, data) both parse.
+    #[test]
+    fn call_results_of_op_geth_and_the_devnet_engine_parse() {
+        let geth = json!({
+            "returnData": "0x",
+            "logs": [{
+                "address": Address::repeat_byte(0xaa),
+                "topics": [B256::repeat_byte(1)],
+                "data": "0x01",
+                "blockNumber": "0xb",
+                "transactionHash": B256::repeat_byte(2),
+                "transactionIndex": "0x0",
+                "blockHash": B256::repeat_byte(3),
+                "logIndex": "0x0",
+                "removed": false
+            }],
+            "gasUsed": "0x5208",
+            "status": "0x1"
+        });
+        let r: SimCallResult = serde_json::from_value(geth).unwrap();
+        assert!(r.status);
+        assert_eq!(r.gas_used, 21_000);
+        assert_eq!(r.logs[0].address, Address::repeat_byte(0xaa));
+        assert_eq!(r.logs[0].data.data, Bytes::from_static(&[1]));
+        let reverted = json!({
+            "returnData": "0x2a", "logs": [], "gasUsed": "0x6000", "status": "0x0",
+            "error": {"code": 3, "message": "execution reverted", "data": "0x2a"}
+        });
+        let r: SimCallResult = serde_json::from_value(reverted).unwrap();
+        assert!(!r.status);
+        assert_eq!(r.error.unwrap().code, 3);
+        let devnet = json!({"returnData": "0x", "gasUsed": "0x1", "status": "0x1",
+            "logs": [{"address": Address::ZERO, "topics": [], "data": "0x", "removed": false}]});
+        assert_eq!(
+            serde_json::from_value::<SimCallResult>(devnet)
+                .unwrap()
+                .logs
+                .len(),
+            1
+        );
+    }
+
+    /// The probe blocks: balance and code readers at their probe addresses in one block,
+    /// storage reads (the account's code replaced) in a block after it.
+    #[test]
+    fn probes_put_storage_reads_in_a_block_of_their_own() {
+        let a = Address::repeat_byte(0xa);
+        let blocks = probe_blocks(&[
+            Read::Balance(a),
+            Read::Storage(a, B256::ZERO),
+            Read::Code(a),
+        ]);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0]["calls"].as_array().unwrap().len(), 2);
+        assert_eq!(blocks[0]["calls"][0]["to"], json!(BALANCE_PROBE));
+        assert_eq!(blocks[0]["calls"][1]["to"], json!(CODE_PROBE));
+        assert_eq!(blocks[1]["calls"][0]["to"], json!(a));
+        assert_eq!(
+            blocks[1]["stateOverrides"][a.to_string()]["code"],
+            json!(Bytes::from_static(&STORAGE_READER))
+        );
+        assert!(probe_blocks(&[]).is_empty());
     }
 }
