@@ -299,15 +299,18 @@ impl Execution {
     }
 }
 
+/// One chain's execution, computed once; `None` when there is nothing to serve.
+type ExecutionCell = Arc<OnceCell<Option<Arc<Execution>>>>;
+
 /// Executions by pending chain, bounded (oldest dropped), each computed once however many
 /// handlers ask for it at the same time.
 #[derive(Debug, Default)]
 pub struct Executions {
-    entries: Mutex<VecDeque<(ChainKey, Arc<OnceCell<Option<Arc<Execution>>>>)>>,
+    entries: Mutex<VecDeque<(ChainKey, ExecutionCell)>>,
 }
 
 impl Executions {
-    fn cell(&self, ctx: &Context, key: &ChainKey) -> Arc<OnceCell<Option<Arc<Execution>>>> {
+    fn cell(&self, ctx: &Context, key: &ChainKey) -> ExecutionCell {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, cell)) = entries.iter().find(|(k, _)| k == key) {
             return cell.clone();

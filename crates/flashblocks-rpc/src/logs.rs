@@ -18,13 +18,16 @@ use crate::{
 
 type RpcResult = Result<Box<serde_json::value::RawValue>, ErrorObjectOwned>;
 
+/// Indexes of the pending blocks covered, and the upstream block range below them.
+type Span = (Vec<usize>, Option<(u64, u64)>);
+
 /// The pending blocks a filter's range covers, and the upstream range below them (`None`:
 /// nothing from the upstream). `None` overall: the range does not reach pending.
 fn pending_span(
     filter: &Filter,
     first_pending: u64,
     hashes: &[alloy_primitives::B256],
-) -> Option<(Vec<usize>, Option<(u64, u64)>)> {
+) -> Option<Span> {
     let head = first_pending.checked_sub(1)?;
     match &filter.block_option {
         FilterBlockOption::AtBlockHash(h) => {
