@@ -138,10 +138,10 @@ impl Builders {
     }
 
     /// Every asked builder's offer for op-node's payload `local_id`, in priority order. Waits
-    /// until every builder has answered, or `grace` after the first block came in (under
-    /// `priority`: or as soon as the most preferred builder still in the race has a block),
-    /// never past `deadline`; the elected builder is always waited for while it preconfirmed.
-    /// Builders not waited for are reported as timed out.
+    /// until every builder has answered, or `grace` after the first block came in, never past
+    /// `deadline`; the elected builder is always waited for. Even under `priority` the others
+    /// are collected: the primary's block may still fail validation. Builders not waited for
+    /// are reported as timed out.
     pub async fn offers(
         &self,
         version: PayloadVersion,
@@ -185,20 +185,6 @@ impl Builders {
             let Some(first) = first_block_at.filter(|_| elected_in) else {
                 continue;
             };
-            if self.policy == BuilderPolicy::Priority {
-                // Done when every builder ahead of the best one with a block has answered.
-                let best = answered
-                    .iter()
-                    .filter(|(_, r)| r.as_ref().is_ok_and(|c| !c.list.is_empty()))
-                    .map(|(j, _)| *j)
-                    .min();
-                let ahead_pending = asked
-                    .iter()
-                    .any(|(j, ..)| Some(*j) < best && !answered.iter().any(|(k, _)| k == j));
-                if !ahead_pending {
-                    break;
-                }
-            }
             stop_at = deadline.min(first + self.grace);
         }
         drop(pending);
@@ -225,7 +211,6 @@ fn offer(
     Offer {
         builder: b.name(),
         priority: b.priority(),
-        failing: b.health().failing(),
         result,
     }
 }

@@ -310,8 +310,8 @@ pub struct MoreBuildersArgs {
     #[arg(long, env = "BUILDER_POLICY", value_enum, default_value_t = BuilderPolicyArg::GasUsed)]
     pub builder_policy: BuilderPolicyArg,
     /// With several builders: once one builder's block is in, how long getPayload still waits
-    /// for the others, in ms (never past --get-payload-deadline-ms). Under `priority` the wait
-    /// also ends when the preferred builder has answered.
+    /// for the others, in ms (never past --get-payload-deadline-ms; the elected flashblocks
+    /// builder is always waited for).
     #[arg(long, env = "BUILDER_GRACE_MS", default_value_t = 50)]
     pub builder_grace_ms: u64,
 }

@@ -193,7 +193,7 @@ async fn rebuild(
 pub enum BuilderPolicy {
     /// Most gas used first (trusts nothing but the block: gas used is checked by newPayload).
     GasUsed,
-    /// The first healthy builder in priority order first (trusts the operator's order).
+    /// The first usable builder in priority order first (trusts the operator's order).
     Priority,
     /// Highest reported `blockValue` first, capped at the most the block's own transactions
     /// can pay in tips (the cap is computed here; the value under it is the builder's word).
@@ -207,8 +207,6 @@ pub struct Offer {
     pub builder: &'static str,
     /// Its priority (lower is preferred).
     pub priority: u32,
-    /// Whether its health evidence says it is failing now.
-    pub failing: bool,
     /// Its candidates, or why it has none.
     pub result: Result<Candidates, FallbackReason>,
 }
@@ -275,20 +273,19 @@ pub fn capped_block_value(e: &PayloadEnvelope) -> U256 {
 }
 
 /// Chooses among every builder's offer: ranked by `policy`, the first candidate that matches
-/// op-node's attributes and is VALID on the local EL wins. Offers arrive in priority order;
-/// under `priority` a failing builder's offer goes after the healthy ones. Without a winner, the
+/// op-node's attributes and is VALID on the local EL wins. Offers arrive in priority order (an
+/// unreachable or out-of-sync builder made none: it was skipped at the FCU). A builder whose
+/// last block failed is still tried first under `priority`: only its next good block can clear
+/// that, and a bad one costs one validation before the next builder's. Without a winner, the
 /// reason is the most preferred builder's.
 pub async fn select(
     local: &LocalEl,
     metrics: &Metrics,
     version: PayloadVersion,
     policy: BuilderPolicy,
-    mut offers: Vec<Offer>,
+    offers: Vec<Offer>,
     external_state_root: bool,
 ) -> Selection {
-    if policy == BuilderPolicy::Priority {
-        offers.sort_by_key(|o| (o.failing, o.priority));
-    }
     let names: Vec<&'static str> = offers.iter().map(|o| o.builder).collect();
     let mut verdict: Vec<Option<Result<(), FallbackReason>>> = offers
         .iter()

@@ -269,3 +269,22 @@ async fn a_restarted_builder_is_caught_up_while_the_others_keep_building() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn under_priority_a_primary_whose_block_failed_is_tried_first_again() {
+    let t = three(&["--builder-policy", "priority"]).await;
+    t.s.local.invalid_for(t.b1().block_hash(101));
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(
+        t.who(&hash, 101),
+        "b2",
+        "the primary's INVALID block falls through"
+    );
+    assert_eq!(t.outcomes("b1", "invalid"), 1.0);
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(
+        t.who(&hash, 102),
+        "b1",
+        "one bad block does not demote the primary for good: its next good block wins"
+    );
+}
