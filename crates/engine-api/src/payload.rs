@@ -2,7 +2,7 @@
 //! `engine_newPayload`, and a typed view of a payload envelope for validation and selection.
 
 use alloy_eips::eip4895::Withdrawal;
-use alloy_primitives::{Address, B256, Bytes};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -100,6 +100,19 @@ impl PayloadEnvelope {
     /// The block number.
     pub fn block_number(&self) -> u64 {
         self.inner().block_number
+    }
+
+    /// The value the builder reports for the block (`blockValue`; not checked by newPayload).
+    pub fn block_value(&self) -> U256 {
+        match self {
+            Self::V3(e) => e.block_value,
+            Self::V4(e) => e.block_value,
+        }
+    }
+
+    /// The block's base fee per gas.
+    pub fn base_fee_per_gas(&self) -> U256 {
+        self.inner().base_fee_per_gas
     }
 
     /// Gas used by the block.

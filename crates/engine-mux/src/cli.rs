@@ -27,6 +27,10 @@ pub struct Args {
 
     #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
+    pub builders: MoreBuildersArgs,
+
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
+    #[command(flatten)]
     pub auth: InboundAuthArgs,
 
     #[allow(missing_docs)] // clap would print a doc comment here as help text
@@ -273,6 +277,54 @@ pub struct BuilderArgs {
     /// Per-call timeout in milliseconds.
     #[arg(long, env = "BUILDER_TIMEOUT", default_value_t = 1000)]
     pub builder_timeout: u64,
+    /// Name of this builder in logs, metrics (`builder="<name>"`) and the debug API.
+    #[arg(long, env = "BUILDER_NAME", default_value = "builder")]
+    pub builder_name: String,
+}
+
+/// Builders beyond the one --builder-url names. One builder needs none of these.
+#[derive(Clone, Debug, ClapArgs)]
+#[command(next_help_heading = "Several builders")]
+pub struct MoreBuildersArgs {
+    /// Another builder, as comma-separated key=value pairs (repeatable):
+    /// `name=b2,url=http://10.0.0.2:8551,jwt-path=/secrets/b2.hex`. Keys: name, url,
+    /// jwt-token | jwt-path, timeout-ms (default --builder-timeout), flashblocks-url (ws/wss),
+    /// priority (lower is preferred; default: its position), enabled (true/false).
+    /// In the env var, entries are separated by `;`.
+    #[arg(
+        long = "extra-builder",
+        env = "EXTRA_BUILDERS",
+        value_name = "SPEC",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub extra_builders: Vec<String>,
+    /// A TOML (`[[builders]]` tables) or JSON (array of objects) file of more builders, with
+    /// the keys of --extra-builder (`jwt_path` or `jwt-path` alike).
+    #[arg(long, env = "BUILDERS_FILE", value_name = "PATH")]
+    pub builders_file: Option<PathBuf>,
+    /// How builders' blocks are ranked at getPayload; the best is validated first and the next
+    /// only if it fails. `gas-used`: most gas used. `priority`: the first healthy builder in
+    /// priority order (primary/backup). `block-value`: the highest blockValue the builder
+    /// reports, capped at what the block's own transactions can pay in tips.
+    #[arg(long, env = "BUILDER_POLICY", value_enum, default_value_t = BuilderPolicyArg::GasUsed)]
+    pub builder_policy: BuilderPolicyArg,
+    /// With several builders: once one builder's block is in, how long getPayload still waits
+    /// for the others, in ms (never past --get-payload-deadline-ms). Under `priority` the wait
+    /// also ends when the preferred builder has answered.
+    #[arg(long, env = "BUILDER_GRACE_MS", default_value_t = 50)]
+    pub builder_grace_ms: u64,
+}
+
+/// `--builder-policy` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BuilderPolicyArg {
+    /// The block with the most gas used first.
+    GasUsed,
+    /// The first healthy builder in priority order first.
+    Priority,
+    /// The highest (capped) reported block value first.
+    BlockValue,
 }
 
 /// Flashblocks from the builder, re-published to engine-mux's own subscribers.

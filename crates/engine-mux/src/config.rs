@@ -14,11 +14,13 @@ use engine_api::{
 };
 use http::Uri;
 
+pub use crate::builders_config::BuilderConfig;
 use crate::{
-    cli::{Args, FlashblocksArgs, LogFormat, SelectionPolicyArg},
+    builders_config,
+    cli::{Args, BuilderPolicyArg, FlashblocksArgs, LogFormat, SelectionPolicyArg},
     execution_mode::ExecutionMode,
     flashblocks::inbound::InboundConfig,
-    selection::SelectionPolicy,
+    selection::{BuilderPolicy, SelectionPolicy},
 };
 
 /// A configuration problem; the message names the flag to fix.
@@ -96,6 +98,22 @@ pub enum ConfigError {
         /// What was wrong.
         reason: String,
     },
+    /// One builder's entry (from --extra-builder or --builders-file) is wrong.
+    #[error("builder {name:?}: {reason}")]
+    Builder {
+        /// The builder's name (or its position when it has none).
+        name: String,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
+    /// The builders file cannot be read or parsed.
+    #[error("--builders-file {path}: {reason}")]
+    BuildersFile {
+        /// The path given.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
     /// A value out of its allowed range.
     #[error("--{flag}: {reason}")]
     OutOfRange {
@@ -133,31 +151,37 @@ pub struct LogConfig {
 /// Flashblocks in and out.
 #[derive(Clone, Debug)]
 pub struct FlashblocksConfig {
-    /// The builder's stream.
+    /// How builders' streams are kept (the URL is --flashblocks-builder-url's; each builder
+    /// uses its own).
     pub inbound: InboundConfig,
     /// Where engine-mux re-publishes.
     pub outbound_addr: SocketAddr,
 }
 
-fn flashblocks_config(a: &FlashblocksArgs) -> Result<Option<FlashblocksConfig>, ConfigError> {
-    if !a.enabled {
-        return Ok(None);
-    }
-    let url = &a.flashblocks_builder_url;
+/// Checks a flashblocks WebSocket URL (`ws://` or `wss://` with a host).
+pub(crate) fn parse_ws_url(flag: &'static str, url: &str) -> Result<String, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl {
-        flag: "flashblocks-builder-url",
-        value: url.clone(),
+        flag,
+        value: url.to_string(),
         reason: reason.into(),
     };
     let uri: Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none_or(str::is_empty) {
-        return Err(bad("expected ws://host:port"));
+        return Err(bad("expected ws://host:port or wss://host:port"));
     }
+    Ok(url.to_string())
+}
+
+fn flashblocks_config(a: &FlashblocksArgs) -> Result<Option<FlashblocksConfig>, ConfigError> {
+    if !a.enabled {
+        return Ok(None);
+    }
+    let url = parse_ws_url("flashblocks-builder-url", &a.flashblocks_builder_url)?;
     Ok(Some(FlashblocksConfig {
         inbound: InboundConfig {
-            url: url.clone(),
+            url,
             initial_reconnect: millis(
                 "flashblock-builder-ws-initial-reconnect-ms",
                 a.flashblock_builder_ws_initial_reconnect_ms,
@@ -252,8 +276,13 @@ fn flashblocks_p2p_config(a: &Args) -> Result<Option<FlashblocksP2pConfig>, Conf
 pub struct Config {
     /// The local execution client.
     pub l2: UpstreamConfig,
-    /// The builder.
-    pub builder: UpstreamConfig,
+    /// The builders, in priority order (the first is --builder-url's unless priorities say
+    /// otherwise).
+    pub builders: Vec<BuilderConfig>,
+    /// How builders' blocks are ranked against each other.
+    pub builder_policy: BuilderPolicy,
+    /// How long getPayload waits for the other builders once one builder's block is in.
+    pub builder_grace: Duration,
     /// Secret op-node's tokens are checked against; `None` disables inbound auth.
     pub inbound_secret: Option<JwtSecret>,
     /// Whether every method needs the JWT (`false`: only `engine_*` does).
@@ -294,7 +323,7 @@ pub struct Config {
     pub flashblocks_p2p: Option<FlashblocksP2pConfig>,
 }
 
-fn load_secret(
+pub(crate) fn load_secret(
     token: Option<&str>,
     path: Option<&Path>,
     token_flag: &'static str,
@@ -319,7 +348,7 @@ fn load_secret(
 }
 
 /// Parses an upstream URL; a bare `host:port` (rollup-boost's default form) means http.
-fn parse_url(flag: &'static str, value: &str) -> Result<Uri, ConfigError> {
+pub(crate) fn parse_url(flag: &'static str, value: &str) -> Result<Uri, ConfigError> {
     let bad = |reason: String| ConfigError::BadUrl {
         flag,
         value: value.to_string(),
@@ -364,7 +393,7 @@ fn resolve(flag: &'static str, host: &str, port: u16) -> Result<SocketAddr, Conf
         })
 }
 
-fn millis(flag: &'static str, ms: u64) -> Result<Duration, ConfigError> {
+pub(crate) fn millis(flag: &'static str, ms: u64) -> Result<Duration, ConfigError> {
     if ms == 0 {
         return Err(ConfigError::OutOfRange {
             flag,
@@ -388,16 +417,7 @@ impl TryFrom<Args> for Config {
             what: "the local execution client",
             flag: "l2",
         })?;
-        let builder_secret = load_secret(
-            a.builder.builder_jwt_token.as_deref(),
-            a.builder.builder_jwt_path.as_deref(),
-            "builder-jwt-token",
-            "builder-jwt-path",
-        )?
-        .ok_or(ConfigError::MissingJwt {
-            what: "the builder",
-            flag: "builder",
-        })?;
+        let builders = builders_config::builders(&a)?;
         let inbound = load_secret(
             a.auth.auth_jwt_token.as_deref(),
             a.auth.auth_jwt_path.as_deref(),
@@ -452,13 +472,13 @@ impl TryFrom<Args> for Config {
                 timeout: millis("l2-timeout", a.l2.l2_timeout)?,
                 max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             },
-            builder: UpstreamConfig {
-                name: "builder",
-                url: parse_url("builder-url", &a.builder.builder_url)?,
-                secret: Some(builder_secret),
-                timeout: millis("builder-timeout", a.builder.builder_timeout)?,
-                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            builders,
+            builder_policy: match a.builders.builder_policy {
+                BuilderPolicyArg::GasUsed => BuilderPolicy::GasUsed,
+                BuilderPolicyArg::Priority => BuilderPolicy::Priority,
+                BuilderPolicyArg::BlockValue => BuilderPolicy::BlockValue,
             },
+            builder_grace: Duration::from_millis(a.builders.builder_grace_ms),
             inbound_secret,
             require_auth_all: a.auth.require_auth_all,
             rpc_addr: resolve("rpc-host", &a.rpc_host, a.rpc_port)?,

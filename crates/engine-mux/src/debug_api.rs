@@ -1,22 +1,49 @@
-//! The debug server (rollup-boost compatible): `debug_setExecutionMode` and
-//! `debug_getExecutionMode`.
+//! The debug server: `debug_setExecutionMode` and `debug_getExecutionMode` (rollup-boost
+//! compatible), and `debug_getBuilders` / `debug_setBuilderEnabled` for several builders.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use jsonrpsee::{
     RpcModule,
     server::{Server, ServerHandle},
-    types::ErrorObjectOwned,
+    types::{ErrorObjectOwned, error::INVALID_PARAMS_CODE},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{execution_mode::ExecutionMode, mux::Mux};
+use crate::{builder::Builder, execution_mode::ExecutionMode, mux::Mux};
 
 /// Params of `debug_setExecutionMode` and the answer of both methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionModeBody {
     /// The mode.
     pub execution_mode: ExecutionMode,
+}
+
+/// One builder as `debug_getBuilders` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderStatus {
+    /// Its configured name.
+    pub name: String,
+    /// Its engine URL.
+    pub url: String,
+    /// Whether its health evidence is good.
+    pub healthy: bool,
+    /// Whether it is called (`debug_setBuilderEnabled`).
+    pub enabled: bool,
+    /// Its part in the last block: `proposed`, `not_chosen`, `dry_run`, `policy`, or the
+    /// reason its block failed (`timeout`, `invalid`, `attributes_mismatch`, ...); `none`
+    /// before its first block.
+    pub last_outcome: String,
+}
+
+fn status_of(b: &Builder) -> BuilderStatus {
+    BuilderStatus {
+        name: b.name().to_string(),
+        url: b.upstream().url().to_string(),
+        healthy: !b.health().failing(),
+        enabled: b.enabled(),
+        last_outcome: b.last_outcome().to_string(),
+    }
 }
 
 /// Starts the debug server on `addr`.
@@ -42,6 +69,38 @@ pub async fn start(
             Ok::<_, ErrorObjectOwned>(ExecutionModeBody {
                 execution_mode: state.mode.get(),
             })
+        })
+        .expect("method registered once");
+    module
+        .register_method("debug_getBuilders", |_, state, _| {
+            Ok::<_, ErrorObjectOwned>(
+                state
+                    .builders
+                    .iter()
+                    .map(|b| status_of(b))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .expect("method registered once");
+    module
+        .register_method("debug_setBuilderEnabled", |params, state, _| {
+            let (name, enabled): (String, bool) = params.parse()?;
+            let Some(b) = state.builders.get(&name) else {
+                return Err(ErrorObjectOwned::owned(
+                    INVALID_PARAMS_CODE,
+                    format!("no builder named {name:?}"),
+                    None::<()>,
+                ));
+            };
+            let before = b.set_enabled(enabled);
+            if before != enabled {
+                tracing::info!(
+                    builder = b.name(),
+                    enabled,
+                    "builder switched via debug API"
+                );
+            }
+            Ok(status_of(b))
         })
         .expect("method registered once");
     Ok((local, server.start(module)))

@@ -4,6 +4,8 @@
 //! whenever the builder fails. See DESIGN.md for the routing table and invariants.
 
 pub mod builder;
+pub mod builders;
+pub mod builders_config;
 pub mod calls;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Per-instance Prometheus metrics. Each engine-mux instance owns its recorder (no global
 //! recorder), so several instances in one process — the devnet, the tests — keep separate books.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
@@ -52,10 +52,13 @@ impl BlockSource {
     }
 }
 
-/// The metrics of one engine-mux instance.
+/// The metrics of one engine-mux instance, or a view of them that adds labels to every series
+/// it records (one per builder: `builder="<name>"`).
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// Labels added to every series recorded through this view.
+    scope: Vec<Label>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,12 +73,13 @@ impl Default for Metrics {
     }
 }
 
-fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+fn key(name: &'static str, labels: &[(&'static str, &'static str)], scope: &[Label]) -> Key {
     Key::from_parts(
         name,
         labels
             .iter()
             .map(|(k, v)| Label::new(*k, *v))
+            .chain(scope.iter().cloned())
             .collect::<Vec<_>>(),
     )
 }
@@ -93,7 +97,22 @@ impl Metrics {
             .expect("static bucket list is non-empty")
             .build_recorder();
         let handle = recorder.handle();
-        Self { recorder, handle }
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
+            scope: Vec::new(),
+        }
+    }
+
+    /// A view of the same books that adds `builder="<name>"` to everything it records.
+    pub fn for_builder(&self, name: &str) -> Self {
+        let mut scope = self.scope.clone();
+        scope.push(Label::new("builder", name.to_string()));
+        Self {
+            recorder: self.recorder.clone(),
+            handle: self.handle.clone(),
+            scope,
+        }
     }
 
     /// Prometheus text exposition of everything recorded so far.
@@ -108,19 +127,19 @@ impl Metrics {
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)], n: u64) {
         self.recorder
-            .register_counter(&key(name, labels), &METADATA)
+            .register_counter(&key(name, labels, &self.scope), &METADATA)
             .increment(n);
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)], v: f64) {
         self.recorder
-            .register_gauge(&key(name, labels), &METADATA)
+            .register_gauge(&key(name, labels, &self.scope), &METADATA)
             .set(v);
     }
 
     fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)], v: f64) {
         self.recorder
-            .register_histogram(&key(name, labels), &METADATA)
+            .register_histogram(&key(name, labels, &self.scope), &METADATA)
             .record(v);
     }
 
@@ -171,6 +190,16 @@ impl Metrics {
             BlockSource::Local => "l2",
         };
         self.counter(ROLLUP_BOOST_BLOCKS_CREATED, &[("source", legacy)], 1);
+    }
+
+    /// One builder's part in one block (recorded through its view, so labelled with its name):
+    /// `proposed`, or why its block was not (`not_chosen` when another builder's won).
+    pub fn builder_block(&self, outcome: &'static str) {
+        self.counter(
+            "engine_mux_builder_blocks_total",
+            &[("outcome", outcome)],
+            1,
+        );
     }
 
     /// A getPayload that returned the local block although the builder was asked.

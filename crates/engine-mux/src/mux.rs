@@ -1,5 +1,5 @@
 //! The multiplexer: the engine calls op-node makes, fanned out to the local EL and the
-//! builder. The local EL's answer is always what op-node waits for; the builder can only add
+//! builders. The local EL's answer is always what op-node waits for; a builder can only add
 //! a better block inside a deadline, and only one that is the block op-node asked for and
 //! that the local EL validated as VALID.
 
@@ -16,7 +16,7 @@ use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde_json::value::RawValue;
 
 use crate::{
-    builder::Builder,
+    builders::Builders,
     execution_mode::{ExecutionMode, ModeCell},
     fallback::FallbackReason,
     local::{LocalEl, json_response},
@@ -30,8 +30,8 @@ use crate::{
 pub struct Mux {
     /// The local execution client.
     pub local: Arc<LocalEl>,
-    /// The builder.
-    pub builder: Arc<Builder>,
+    /// The builders, in priority order.
+    pub builders: Arc<Builders>,
     /// Current execution mode (shared with the flashblocks store and the debug API).
     pub mode: Arc<ModeCell>,
     /// This instance's metrics.
@@ -42,10 +42,10 @@ pub struct Mux {
 }
 
 impl Mux {
-    /// A multiplexer over `local` and `builder`.
+    /// A multiplexer over `local` and `builders`.
     pub fn new(
         local: Arc<LocalEl>,
-        builder: Arc<Builder>,
+        builders: Arc<Builders>,
         mode: Arc<ModeCell>,
         metrics: Arc<Metrics>,
         selection: SelectionPolicy,
@@ -54,7 +54,7 @@ impl Mux {
     ) -> Self {
         Self {
             local,
-            builder,
+            builders,
             mode,
             metrics,
             selection,
@@ -63,7 +63,8 @@ impl Mux {
         }
     }
 
-    /// `engine_forkchoiceUpdatedV3`: the local EL answers; the builder is told in the background.
+    /// `engine_forkchoiceUpdatedV3`: the local EL answers; the builders are told in the
+    /// background.
     pub async fn forkchoice_updated(
         &self,
         id: Option<&RawValue>,
@@ -79,20 +80,20 @@ impl Mux {
                 })
                 .ok()
         });
-        let mut build_slot = None;
+        let mut builds = None;
         if let (Some((state, attrs)), Some(params)) = (parsed, params) {
-            self.builder.record_forkchoice(state);
+            self.builders.record_forkchoice(state);
             if mode.talks_to_builder() {
-                // Queued before the local call so the builder starts building in parallel.
+                // Queued before the local call so the builders start building in parallel.
                 match attrs.filter(|a| a.no_tx_pool != Some(true)) {
                     Some(attributes) => {
                         let request = BuildRequest {
                             forkchoice: state,
                             attributes,
                         };
-                        build_slot = Some(self.builder.build(params, request));
+                        builds = Some(self.builders.build(params, &request));
                     }
-                    None => self.builder.mirror("engine_forkchoiceUpdatedV3", params),
+                    None => self.builders.mirror("engine_forkchoiceUpdatedV3", params),
                 }
             }
         }
@@ -106,15 +107,15 @@ impl Mux {
             )
             .await;
         let (res, fcu) = self.local.answer::<ForkchoiceUpdated>(id, res);
-        if let (Some(fcu), Some(slot)) = (fcu, build_slot)
+        if let (Some(fcu), Some(builds)) = (fcu, builds)
             && let Some(local_id) = fcu.payload_id
         {
-            self.builder.map_payload_id(local_id, slot);
+            self.builders.map_payload_id(local_id, builds);
         }
         res
     }
 
-    /// `engine_newPayloadV3/V4`: the local EL answers; the builder gets a mirrored copy.
+    /// `engine_newPayloadV3/V4`: the local EL answers; the builders get a mirrored copy.
     pub async fn new_payload(
         &self,
         method: &'static str,
@@ -124,9 +125,9 @@ impl Mux {
         body: Bytes,
     ) -> Response<Bytes> {
         if let Some(params) = params {
-            self.builder.record_payload(method, params);
+            self.builders.record_payload(method, params);
             if self.mode.get().talks_to_builder() {
-                self.builder.mirror(method, params);
+                self.builders.mirror(method, params);
             }
         }
         let res = self
@@ -136,8 +137,8 @@ impl Mux {
         self.local.answer::<PayloadStatus>(id, res).0
     }
 
-    /// `engine_getPayloadV3/V4/V5`: local and builder in parallel, both inside one deadline.
-    /// The builder's block is used only when it is the block op-node asked for, the local EL
+    /// `engine_getPayloadV3/V4/V5`: local and builders in parallel, all inside one deadline.
+    /// A builder's block is used only when it is the block op-node asked for, the local EL
     /// validated it VALID, the policy agrees and the mode is enabled; op-node gets the best
     /// block that is VALID by the deadline, and an error only when there is none.
     pub async fn get_payload(
@@ -154,23 +155,21 @@ impl Mux {
         let local_id = params
             .and_then(|p| serde_json::from_str::<(PayloadId,)>(p.get()).ok())
             .map(|(id,)| id);
-        let builder = async {
+        let builders = async {
             match local_id {
                 Some(local_id) if mode.talks_to_builder() => {
-                    let chosen = match self.builder.candidates(version, local_id, deadline).await {
-                        Ok(c) => {
-                            selection::choose(
-                                &self.local,
-                                &self.metrics,
-                                version,
-                                c,
-                                self.external_state_root,
-                            )
-                            .await
-                        }
-                        Err(reason) => Err(reason),
-                    };
-                    Some(chosen)
+                    let offers = self.builders.offers(version, local_id, deadline).await;
+                    Some(
+                        selection::select(
+                            &self.local,
+                            &self.metrics,
+                            version,
+                            self.builders.policy(),
+                            offers,
+                            self.external_state_root,
+                        )
+                        .await,
+                    )
                 }
                 _ => None,
             }
@@ -182,20 +181,16 @@ impl Mux {
                 .local
                 .forward_read(method, headers, body, remaining)
                 .await;
-            // Read here, while the builder's block may still be validating.
+            // Read here, while the builders' blocks may still be validating.
             self.local.answer_raw(id, res)
         };
-        let ((local_res, local_payload), builder) = tokio::join!(local, builder);
-        if let Some(outcome) = &builder {
-            // Every builder outcome is health evidence; only a good block clears a bad one.
-            match outcome {
-                Ok(_) => self.builder.health().outcome(true),
-                Err(reason) if reason.blames_builder() => self.builder.health().outcome(false),
-                Err(_) => {}
-            }
-        }
+        let ((local_res, local_payload), selected) = tokio::join!(local, builders);
+        let chosen = selected.map(|s| {
+            self.record_verdicts(&s.verdicts);
+            s.chosen
+        });
 
-        let response = match builder {
+        let response = match chosen {
             None => {
                 self.metrics.block_proposed(BlockSource::Local);
                 local_res
@@ -212,17 +207,25 @@ impl Mux {
                 if !wins {
                     self.metrics.fallback(FallbackReason::Policy);
                 }
+                let builder = self.builders.get(chosen.builder);
                 if wins && mode == ExecutionMode::Enabled {
                     tracing::info!(
+                        builder = chosen.builder,
                         block = chosen.envelope.block_number(),
                         hash = %chosen.envelope.block_hash(),
                         txs = chosen.envelope.tx_count(),
                         gas_used = chosen.envelope.gas_used(),
                         "proposing the builder's block"
                     );
+                    if let Some(b) = builder {
+                        b.record_block_outcome("proposed");
+                    }
                     self.metrics.block_proposed(BlockSource::Builder);
                     json_response(jsonrpc::ok_response(id, &chosen.raw))
                 } else {
+                    if let Some(b) = builder {
+                        b.record_block_outcome(if wins { "dry_run" } else { "policy" });
+                    }
                     self.metrics.block_proposed(BlockSource::Local);
                     local_res
                 }
@@ -230,6 +233,26 @@ impl Mux {
         };
         self.metrics.get_payload_total(started.elapsed());
         response
+    }
+
+    /// Every builder outcome is health evidence (only a good block clears a bad one) and a
+    /// per-builder count; the chosen builder's is recorded once its block's fate is known.
+    fn record_verdicts(&self, verdicts: &[(&'static str, Option<Result<(), FallbackReason>>)]) {
+        for (name, verdict) in verdicts {
+            let Some(b) = self.builders.get(name) else {
+                continue;
+            };
+            match verdict {
+                Some(Ok(())) => b.health().outcome(true),
+                Some(Err(reason)) => {
+                    if reason.blames_builder() {
+                        b.health().outcome(false);
+                    }
+                    b.record_block_outcome(reason.as_str());
+                }
+                None => b.record_block_outcome("not_chosen"),
+            }
+        }
     }
 
     /// Any other call: the local EL's answer, byte for byte.
@@ -241,8 +264,8 @@ impl Mux {
         self.local.forward_raw("proxy", headers, body).await
     }
 
-    /// A transaction or miner call, copied to the builder (bounded, not awaited).
+    /// A transaction or miner call, copied to every builder (bounded, not awaited).
     pub fn copy_to_builder(&self, headers: &HeaderMap, body: Bytes) {
-        self.builder.copy(headers, body);
+        self.builders.copy(headers, body);
     }
 }

@@ -3,6 +3,7 @@
 //! by its own deadline; the first that is wins, then the policy weighs it against the local
 //! block (never against preconfirmations already shown to users).
 
+use alloy_primitives::U256;
 use engine_api::{PayloadEnvelope, PayloadVersion};
 use serde_json::value::RawValue;
 
@@ -16,6 +17,8 @@ use crate::{
 /// A block a builder offers for one payload.
 #[derive(Debug)]
 pub struct Candidate {
+    /// The builder offering it.
+    pub builder: &'static str,
     /// The envelope as `engine_getPayload` answers with it.
     pub raw: Box<RawValue>,
     /// The same, typed.
@@ -46,6 +49,8 @@ pub struct Candidates {
 /// A candidate that is the block op-node asked for and VALID.
 #[derive(Debug)]
 pub struct Chosen {
+    /// The builder whose block it is.
+    pub builder: &'static str,
     /// The envelope to answer op-node with.
     pub raw: Box<RawValue>,
     /// The same, typed.
@@ -99,6 +104,7 @@ pub async fn choose(
                     metrics.flashblocks_block(path);
                 }
                 return Ok(Chosen {
+                    builder: c.builder,
                     raw: c.raw,
                     envelope: c.envelope,
                     preconfirmed,
@@ -179,6 +185,152 @@ async fn rebuild(
         "local EL rebuilt the builder's block with its state root"
     );
     Ok(Some(rebuilt))
+}
+
+/// How several builders' blocks are ranked: the best is checked and validated first, the next
+/// only if it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuilderPolicy {
+    /// Most gas used first (trusts nothing but the block: gas used is checked by newPayload).
+    GasUsed,
+    /// The first healthy builder in priority order first (trusts the operator's order).
+    Priority,
+    /// Highest reported `blockValue` first, capped at the most the block's own transactions
+    /// can pay in tips (the cap is computed here; the value under it is the builder's word).
+    BlockValue,
+}
+
+/// One builder's offer for a block.
+#[derive(Debug)]
+pub struct Offer {
+    /// The builder's name.
+    pub builder: &'static str,
+    /// Its priority (lower is preferred).
+    pub priority: u32,
+    /// Whether its health evidence says it is failing now.
+    pub failing: bool,
+    /// Its candidates, or why it has none.
+    pub result: Result<Candidates, FallbackReason>,
+}
+
+/// What selection made of every builder's offer.
+#[derive(Debug)]
+pub struct Selection {
+    /// The block chosen, or why there is none.
+    pub chosen: Result<Chosen, FallbackReason>,
+    /// Per builder that offered: `Ok` for the chosen one, `Err(reason)` for one whose offer
+    /// failed, `None` for one not tried because a better one was chosen or preconfirmed.
+    pub verdicts: Vec<(&'static str, Option<Result<(), FallbackReason>>)>,
+}
+
+impl BuilderPolicy {
+    /// Orders `offers` best first. With preconfirmations shown for this block, only the
+    /// elected builder's offer is kept: no other block carries them.
+    pub fn rank(self, offers: &mut Vec<(usize, &Candidates)>) {
+        if let Some(pos) = offers.iter().position(|(_, c)| c.preconfirmed > 0) {
+            let elected = offers.swap_remove(pos);
+            offers.clear();
+            offers.push(elected);
+            return;
+        }
+        match self {
+            // Stable sorts: ties keep priority order (offers arrive in priority order).
+            Self::GasUsed => {
+                offers.sort_by_key(|(_, c)| std::cmp::Reverse(best_of(c, |e| e.gas_used())));
+            }
+            Self::Priority => {}
+            Self::BlockValue => {
+                offers.sort_by_key(|(_, c)| std::cmp::Reverse(best_of(c, capped_block_value)));
+            }
+        }
+    }
+}
+
+fn best_of<K: Ord + Default>(c: &Candidates, key: impl Fn(&PayloadEnvelope) -> K) -> K {
+    c.list
+        .first()
+        .map(|first| key(&first.envelope))
+        .unwrap_or_default()
+}
+
+/// The builder's `blockValue`, capped at the most the block's transactions can pay in tips:
+/// the highest effective tip per gas among them times the block's gas used (deposits pay none).
+/// A transaction that does not decode caps the value at zero.
+pub fn capped_block_value(e: &PayloadEnvelope) -> U256 {
+    use alloy_consensus::Transaction;
+    use alloy_eips::eip2718::Decodable2718;
+    let base_fee = u64::try_from(e.base_fee_per_gas()).unwrap_or(u64::MAX);
+    let mut max_tip = 0u128;
+    for raw in e.transactions() {
+        let Ok(tx) = op_alloy_consensus::OpTxEnvelope::decode_2718(&mut raw.as_ref()) else {
+            return U256::ZERO;
+        };
+        if tx.is_deposit() {
+            continue;
+        }
+        max_tip = max_tip.max(tx.effective_tip_per_gas(base_fee).unwrap_or(0));
+    }
+    e.block_value()
+        .min(U256::from(max_tip) * U256::from(e.gas_used()))
+}
+
+/// Chooses among every builder's offer: ranked by `policy`, the first candidate that matches
+/// op-node's attributes and is VALID on the local EL wins. Offers arrive in priority order;
+/// under `priority` a failing builder's offer goes after the healthy ones. Without a winner, the
+/// reason is the most preferred builder's.
+pub async fn select(
+    local: &LocalEl,
+    metrics: &Metrics,
+    version: PayloadVersion,
+    policy: BuilderPolicy,
+    mut offers: Vec<Offer>,
+    external_state_root: bool,
+) -> Selection {
+    if policy == BuilderPolicy::Priority {
+        offers.sort_by_key(|o| (o.failing, o.priority));
+    }
+    let names: Vec<&'static str> = offers.iter().map(|o| o.builder).collect();
+    let mut verdict: Vec<Option<Result<(), FallbackReason>>> = offers
+        .iter()
+        .map(|o| o.result.as_ref().err().map(|r| Err(*r)))
+        .collect();
+    let order: Vec<usize> = {
+        let mut ranked: Vec<(usize, &Candidates)> = offers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.result.as_ref().ok().map(|c| (i, c)))
+            .collect();
+        policy.rank(&mut ranked);
+        ranked.into_iter().map(|(i, _)| i).collect()
+    };
+    let mut slots: Vec<Option<Candidates>> = offers.into_iter().map(|o| o.result.ok()).collect();
+    let mut chosen = None;
+    for i in order {
+        let Some(candidates) = slots[i].take() else {
+            continue;
+        };
+        match choose(local, metrics, version, candidates, external_state_root).await {
+            Ok(c) => {
+                verdict[i] = Some(Ok(()));
+                chosen = Some(c);
+                break;
+            }
+            Err(reason) => verdict[i] = Some(Err(reason)),
+        }
+    }
+    let chosen = chosen.ok_or_else(|| {
+        verdict
+            .iter()
+            .find_map(|v| match v {
+                Some(Err(r)) => Some(*r),
+                _ => None,
+            })
+            .unwrap_or(FallbackReason::NoBuilderPayload)
+    });
+    Selection {
+        chosen,
+        verdicts: names.into_iter().zip(verdict).collect(),
+    }
 }
 
 /// How a valid builder payload is weighed against the local payload.

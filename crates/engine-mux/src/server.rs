@@ -14,11 +14,12 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower::{ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
 
 use crate::{
-    builder::Builder,
+    builder::{Builder, recent::RecentPayloads},
+    builders::Builders,
     config::Config,
     debug_api,
     execution_mode::ModeCell,
-    flashblocks::{self, store::FlashblocksStore},
+    flashblocks::{self, inbound::InboundConfig, store::FlashblocksStore},
     health::{HealthStatus, Upstreams, endpoints, probe},
     layers::{AuthScope, BodyLimitLayer, InboundMetricsLayer, MethodAuthLayer},
     local::LocalEl,
@@ -115,33 +116,63 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     let metrics = Arc::new(Metrics::new());
     let mode = Arc::new(ModeCell::new(config.execution_mode));
     let (frames, _) = tokio::sync::broadcast::channel(flashblocks::OUTBOUND_BUFFER);
-    let flashblocks_store = config.flashblocks.as_ref().map(|_| {
-        Arc::new(FlashblocksStore::new(
-            frames.clone(),
-            metrics.clone(),
-            mode.clone(),
-        ))
-    });
     let local = Arc::new(LocalEl::new(
         Upstream::new(config.l2.clone()),
         metrics.clone(),
     ));
-    let (builder, builder_tasks) = Builder::new(
-        &config,
-        local.clone(),
-        flashblocks_store.clone(),
+    // op-node's history is the same for every builder: one window serves all their catch-ups.
+    let recent = config
+        .catch_up_depth
+        .map(|depth| Arc::new(RecentPayloads::new(depth).with_run_budget(config.catch_up_budget)));
+    let mut list = Vec::new();
+    let mut builder_tasks = Vec::new();
+    let mut streams = Vec::new();
+    for b in &config.builders {
+        let store = match (&config.flashblocks, &b.flashblocks_url) {
+            (Some(fb), Some(url)) => {
+                let labelled = Arc::new(metrics.for_builder(b.name));
+                let store = Arc::new(FlashblocksStore::new(
+                    frames.clone(),
+                    labelled.clone(),
+                    mode.clone(),
+                ));
+                let inbound = InboundConfig {
+                    url: url.clone(),
+                    ..fb.inbound.clone()
+                };
+                streams.push((b.name, inbound, store.clone(), labelled));
+                Some(store)
+            }
+            _ => None,
+        };
+        let (builder, tasks) = Builder::new(
+            &config,
+            b,
+            local.clone(),
+            store,
+            recent.clone(),
+            &metrics,
+            mode.clone(),
+        );
+        builder_tasks.push((builder.clone(), tasks));
+        list.push(builder);
+    }
+    let builders = Arc::new(Builders::new(
+        list,
+        recent,
         metrics.clone(),
-        mode.clone(),
-    );
+        config.builder_policy,
+        config.builder_grace,
+    ));
     let upstreams = Upstreams {
         local: local.clone(),
-        builder: builder.clone(),
+        builders: builders.clone(),
         mode: mode.clone(),
         metrics: metrics.clone(),
     };
     let state = Arc::new(Mux::new(
         local,
-        builder.clone(),
+        builders.clone(),
         mode,
         metrics.clone(),
         config.selection,
@@ -166,7 +197,10 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             addr: config.rpc_addr,
             source,
         })?;
-    let mut tasks = crate::builder::spawn(&builder, builder_tasks, &shutdown_rx);
+    let mut tasks = Vec::new();
+    for (builder, queues) in builder_tasks {
+        tasks.extend(crate::builder::spawn(&builder, queues, &shutdown_rx));
+    }
     tasks.push(tokio::spawn(probe::run(
         upstreams.clone(),
         config.health.clone(),
@@ -178,7 +212,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         shutdown_rx.clone(),
     )));
     let mut flashblocks_addr = None;
-    if let (Some(fb), Some(store)) = (&config.flashblocks, flashblocks_store) {
+    if let Some(fb) = &config.flashblocks {
         let (addr, task) = flashblocks::outbound::start(
             fb.outbound_addr,
             frames,
@@ -193,12 +227,15 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         })?;
         flashblocks_addr = Some(addr);
         tasks.push(task);
-        tasks.push(tokio::spawn(flashblocks::inbound::run(
-            fb.inbound.clone(),
-            store,
-            metrics.clone(),
-            shutdown_rx.clone(),
-        )));
+        for (name, inbound, store, labelled) in streams {
+            tracing::info!(builder = name, url = %inbound.url, "following the builder's flashblocks");
+            tasks.push(tokio::spawn(flashblocks::inbound::run(
+                inbound,
+                store,
+                labelled,
+                shutdown_rx.clone(),
+            )));
+        }
     }
     let mut metrics_addr = None;
     if let Some(listener) = metrics_listener {
@@ -215,7 +252,13 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         metrics = ?metrics_addr,
         flashblocks = ?flashblocks_addr,
         l2 = %config.l2.url,
-        builder = %config.builder.url,
+        builders = %config
+            .builders
+            .iter()
+            .map(|b| format!("{}={}", b.name, b.upstream.url))
+            .collect::<Vec<_>>()
+            .join(","),
+        policy = ?config.builder_policy,
         mode = %config.execution_mode,
         inbound_auth = match (config.inbound_secret.is_some(), config.require_auth_all) {
             (false, _) => "off",
@@ -293,7 +336,7 @@ fn metrics_service(state: Arc<Mux>) -> HttpService {
                 *res.status_mut() = StatusCode::NOT_FOUND;
                 return Ok(res);
             }
-            state.builder.report_gauges();
+            state.builders.report_gauges();
             let mut res = Response::new(Full::new(Bytes::from(state.metrics.render())));
             res.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -1,14 +1,17 @@
 //! The builder handle: the one owner of everything about one builder.
 
 use std::{
-    sync::{Arc, atomic::AtomicU64},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use alloy_rpc_types_engine::ForkchoiceState;
 use bytes::Bytes;
 use engine_api::{PayloadId, Upstream, UpstreamError, flashblocks_p2p::Authorization};
 use http::HeaderMap;
+use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
@@ -19,6 +22,7 @@ use super::{
     recent::RecentPayloads,
 };
 use crate::{
+    builders_config::BuilderConfig,
     calls,
     config::{Config, FlashblocksP2pConfig},
     evidence::BuilderHealth,
@@ -42,13 +46,22 @@ pub const FLASHBLOCKS_VALIDATION_RESERVE: Duration = Duration::from_millis(150);
 
 /// One builder and everything that belongs to it.
 pub struct Builder {
+    /// Its configured name (the `builder` label of its metrics).
+    pub(super) name: &'static str,
+    /// Lower is preferred.
+    pub(super) priority: u32,
+    /// Switched by `debug_setBuilderEnabled`; a disabled builder gets no calls.
+    pub(super) enabled: AtomicBool,
+    /// Its part in the last block it was asked for (`proposed`, `not_chosen`, a fallback reason).
+    pub(super) last_outcome: Mutex<&'static str>,
     pub(super) upstream: Upstream,
     /// The local EL, for catch-up reads of blocks older than the recent window.
     pub(super) local: Arc<LocalEl>,
     pub(super) queue: BuilderQueue,
     pub(super) ids: PayloadIds,
     pub(super) copies: CopyQueue,
-    pub(super) recent: Option<RecentPayloads>,
+    /// op-node's recent payloads (one window shared by every builder).
+    pub(super) recent: Option<Arc<RecentPayloads>>,
     pub(super) health: BuilderHealth,
     pub(super) flashblocks: Option<Arc<FlashblocksStore>>,
     /// Builder head at which catch-up last gave up; `u64::MAX`: none.
@@ -63,6 +76,7 @@ pub struct Builder {
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
+            .field("name", &self.name)
             .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
@@ -76,30 +90,36 @@ pub struct BuilderTasks {
 }
 
 impl Builder {
-    /// The builder `config` describes; `flashblocks` is its store when flashblocks are on.
+    /// The builder `b` describes (within the instance `config`); `flashblocks` is its store
+    /// when it streams flashblocks, `recent` op-node's payloads kept for catch-up, and
+    /// `metrics` the instance's (this builder records through a view labelled with its name).
     pub fn new(
         config: &Config,
+        b: &BuilderConfig,
         local: Arc<LocalEl>,
         flashblocks: Option<Arc<FlashblocksStore>>,
-        metrics: Arc<Metrics>,
+        recent: Option<Arc<RecentPayloads>>,
+        metrics: &Metrics,
         mode: Arc<ModeCell>,
     ) -> (Arc<Self>, BuilderTasks) {
         let (queue, queue_rx) = BuilderQueue::new(config.builder_queue_depth);
         let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
         let builder = Arc::new(Self {
-            upstream: Upstream::new(config.builder.clone()),
+            name: b.name,
+            priority: b.priority,
+            enabled: AtomicBool::new(b.enabled),
+            last_outcome: Mutex::new("none"),
+            upstream: Upstream::new(b.upstream.clone()),
             local,
             queue,
             ids: PayloadIds::new(config.payload_id_capacity),
             copies,
-            recent: config
-                .catch_up_depth
-                .map(|depth| RecentPayloads::new(depth).with_run_budget(config.catch_up_budget)),
+            recent,
             health: BuilderHealth::default(),
             flashblocks,
             catch_up_abandoned_at: AtomicU64::new(u64::MAX),
             ignore_unhealthy: config.ignore_unhealthy_builders,
-            metrics,
+            metrics: Arc::new(metrics.for_builder(b.name)),
             mode,
             p2p: config.flashblocks_p2p.clone(),
         });
@@ -108,6 +128,43 @@ impl Builder {
             copies: copies_rx,
         };
         (builder, tasks)
+    }
+
+    /// Its configured name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its priority (lower is preferred).
+    pub fn priority(&self) -> u32 {
+        self.priority
+    }
+
+    /// Whether it is enabled (`debug_setBuilderEnabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Enables or disables it; takes effect on the next FCU. Returns the previous value.
+    pub fn set_enabled(&self, enabled: bool) -> bool {
+        self.enabled.swap(enabled, Ordering::Relaxed)
+    }
+
+    /// Its part in the last block it was asked for.
+    pub fn last_outcome(&self) -> &'static str {
+        *self.last_outcome.lock()
+    }
+
+    /// Records its part in a block: the `engine_mux_builder_blocks_total` counter and
+    /// `debug_getBuilders`' `last_outcome`.
+    pub fn record_block_outcome(&self, outcome: &'static str) {
+        *self.last_outcome.lock() = outcome;
+        self.metrics.builder_block(outcome);
+    }
+
+    /// The metrics view labelled with its name.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The builder's client.
@@ -130,9 +187,10 @@ impl Builder {
         self.ids.len()
     }
 
-    /// Whether the builder may be called now (an unhealthy one is skipped when so configured).
+    /// Whether the builder may be called now: enabled, and healthy unless unhealthy builders
+    /// are called anyway.
     pub fn usable(&self) -> bool {
-        !self.ignore_unhealthy || self.health.usable()
+        self.enabled() && (!self.ignore_unhealthy || self.health.usable())
     }
 
     /// The configured per-call deadline.
@@ -186,25 +244,11 @@ impl Builder {
         self.metrics.queue_depth("builder", self.queue.depth());
     }
 
-    /// Remembers op-node's forkchoice for catch-up.
-    pub fn record_forkchoice(&self, state: ForkchoiceState) {
-        if let Some(recent) = &self.recent {
-            recent.record_forkchoice(state);
-        }
-    }
-
-    /// Remembers a payload op-node sent, for catch-up.
-    pub fn record_payload(&self, method: &'static str, params: &RawValue) {
-        if let Some(recent) = &self.recent {
-            let n = recent.record(method, params);
-            self.metrics.recent_payloads(n);
-        }
-    }
-
     /// Asks the builder to build the block `request` describes (queued in op-node's order);
-    /// the returned slot settles with its payload id or why there is none.
-    pub fn build(&self, params: &RawValue, request: BuildRequest) -> Arc<BuildSlot> {
-        let slot = BuildSlot::new(request);
+    /// the returned slot settles with its payload id or why there is none. `elected`: this
+    /// builder preconfirms the block (its flashblocks are re-published).
+    pub fn build(&self, params: &RawValue, request: BuildRequest, elected: bool) -> Arc<BuildSlot> {
+        let slot = BuildSlot::new(request, elected);
         if self.usable() {
             self.enqueue(BuilderCall::Build {
                 params: params.to_owned(),

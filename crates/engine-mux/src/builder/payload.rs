@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::{
     handle::{Builder, FLASHBLOCKS_VALIDATION_RESERVE},
-    payload_ids::BuilderFcu,
+    payload_ids::{BuildSlot, BuilderFcu},
 };
 use crate::{
     execution_mode::ExecutionMode,
@@ -17,6 +17,11 @@ use crate::{
 };
 
 impl Builder {
+    /// The build this builder was asked for op-node's payload `local_id`, if it was asked.
+    pub fn slot(&self, local_id: &PayloadId) -> Option<std::sync::Arc<BuildSlot>> {
+        self.ids.get(local_id)
+    }
+
     /// The blocks this builder offers for op-node's payload `local_id`, best first, each with
     /// the time by which its validation must be done; or why there are none.
     pub async fn candidates(
@@ -28,13 +33,26 @@ impl Builder {
         let Some(slot) = self.ids.get(&local_id) else {
             return Err(FallbackReason::NoBuilderPayload);
         };
+        self.candidates_for(version, local_id, &slot, deadline)
+            .await
+    }
+
+    /// [`Self::candidates`] for a build slot already looked up.
+    pub async fn candidates_for(
+        &self,
+        version: PayloadVersion,
+        local_id: PayloadId,
+        slot: &BuildSlot,
+        deadline: tokio::time::Instant,
+    ) -> Result<Candidates, FallbackReason> {
         let first_ask = slot.first_get_payload();
         let builder_id = match slot.decide(deadline).await {
             BuilderFcu::Building(id) => id,
             BuilderFcu::Unavailable(reason) => return Err(reason),
         };
+        let flashblocks = self.flashblocks.as_ref().filter(|_| slot.elected);
         let mut remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if self.flashblocks.is_some() {
+        if flashblocks.is_some() {
             // Leave time to validate the assembled flashblocks if the builder never answers.
             remaining = remaining.saturating_sub(FLASHBLOCKS_VALIDATION_RESERVE);
         }
@@ -60,7 +78,7 @@ impl Builder {
             }
         };
         let request = slot.request.clone();
-        match &self.flashblocks {
+        match flashblocks {
             Some(store) => Ok(Candidates {
                 first_ask,
                 ..self.with_flashblocks(store, version, request, builder_id, fetched, deadline)
@@ -70,6 +88,7 @@ impl Builder {
                 Ok(Candidates {
                     request,
                     list: vec![Candidate {
+                        builder: self.name,
                         raw,
                         envelope,
                         path: None,
@@ -123,6 +142,7 @@ impl Builder {
                             .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
                 };
                 list.push(Candidate {
+                    builder: self.name,
                     raw,
                     envelope,
                     path: Some("builder_payload"),
@@ -158,6 +178,7 @@ impl Builder {
                     Ok((raw, envelope))
                 }) {
                 Ok((raw, envelope)) => list.push(Candidate {
+                    builder: self.name,
                     raw,
                     envelope,
                     path: Some(path),

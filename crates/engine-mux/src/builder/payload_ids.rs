@@ -32,6 +32,9 @@ pub enum BuilderFcu {
 pub struct BuildSlot {
     /// The block op-node asked for.
     pub request: BuildRequest,
+    /// Whether this builder was elected to preconfirm this block (its flashblocks are
+    /// re-published and only its block may carry them).
+    pub elected: bool,
     outcome: watch::Sender<Option<BuilderFcu>>,
     // Whether a getPayload already asked for this block (a retry cannot rebuild it again).
     asked: AtomicBool,
@@ -39,9 +42,10 @@ pub struct BuildSlot {
 
 impl BuildSlot {
     /// A slot waiting for the builder's answer.
-    pub fn new(request: BuildRequest) -> Arc<Self> {
+    pub fn new(request: BuildRequest, elected: bool) -> Arc<Self> {
         Arc::new(Self {
             request,
+            elected,
             outcome: watch::Sender::new(None),
             asked: AtomicBool::new(false),
         })
@@ -154,10 +158,13 @@ mod tests {
     }
 
     fn slot() -> Arc<BuildSlot> {
-        BuildSlot::new(BuildRequest {
-            forkchoice: Default::default(),
-            attributes: Default::default(),
-        })
+        BuildSlot::new(
+            BuildRequest {
+                forkchoice: Default::default(),
+                attributes: Default::default(),
+            },
+            true,
+        )
     }
 
     #[test]

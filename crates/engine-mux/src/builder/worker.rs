@@ -108,7 +108,7 @@ async fn build(state: &Builder, params: Box<RawValue>, slot: &BuildSlot) {
     // flashblocks re-published.
     let settled = slot.settle(outcome, |outcome| {
         if let (BuilderFcu::Building(id), Some(store)) = (outcome, &state.flashblocks) {
-            store.begin(*id);
+            store.begin(*id, slot.elected);
         }
     });
     if !settled {

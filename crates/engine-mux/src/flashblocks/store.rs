@@ -79,6 +79,8 @@ struct Build {
     accepted: Vec<Entry>,
     /// Set when getPayload took its snapshot: the block is decided.
     closed: bool,
+    /// Whether its flashblocks are re-published (only the builder elected for the block's).
+    publish: bool,
     /// Bytes of the accepted frames.
     bytes: usize,
 }
@@ -119,8 +121,9 @@ impl FlashblocksStore {
         }
     }
 
-    /// The builder answered an FCU with `id`: its flashblocks can be accepted from now on.
-    pub fn begin(&self, id: PayloadId) {
+    /// The builder answered an FCU with `id`: its flashblocks can be accepted from now on, and
+    /// are re-published when `publish` (the builder was elected for this block).
+    pub fn begin(&self, id: PayloadId, publish: bool) {
         let mut inner = self.inner.lock();
         if inner.builds.iter().any(|b| b.id == id) {
             return;
@@ -129,6 +132,7 @@ impl FlashblocksStore {
             id,
             accepted: Vec::new(),
             closed: false,
+            publish,
             bytes: 0,
         });
         while inner.builds.len() > MAX_BUILDS {
@@ -196,7 +200,7 @@ impl FlashblocksStore {
         }
         build.bytes += entry.raw.len();
         // Published under the lock so subscribers see exactly the acceptance order.
-        if self.mode.get() == ExecutionMode::Enabled {
+        if build.publish && self.mode.get() == ExecutionMode::Enabled {
             let _ = self.publish.send(entry.raw.clone());
         }
         self.metrics.flashblock("accepted");
@@ -328,7 +332,7 @@ mod tests {
     #[test]
     fn in_order_duplicates_and_equivocation() {
         let (s, mut rx) = store();
-        s.begin(PayloadId::new([1; 8]));
+        s.begin(PayloadId::new([1; 8]), true);
         let (a, ra) = fb(1, 0, 1);
         assert_eq!(
             s.ingest(a.clone(), ra.clone()),
@@ -363,7 +367,7 @@ mod tests {
             "before the builder's FCU answer"
         );
         assert_eq!(s.ingest(f0, r0), Verdict::Held);
-        s.begin(id);
+        s.begin(id, true);
         assert_eq!(
             published(&mut rx),
             vec![0],
@@ -379,7 +383,7 @@ mod tests {
     fn nothing_is_accepted_or_published_after_the_block_was_decided() {
         let (s, mut rx) = store();
         let id = PayloadId::new([4; 8]);
-        s.begin(id);
+        s.begin(id, true);
         let (f0, r0) = fb(4, 0, 1);
         s.ingest(f0, r0);
         let (f2, r2) = fb(4, 2, 3);
@@ -410,7 +414,7 @@ mod tests {
         let (tx, mut rx) = broadcast::channel(8);
         let mode = Arc::new(ModeCell::new(ExecutionMode::DryRun));
         let s = FlashblocksStore::new(tx, Arc::new(Metrics::new()), mode.clone());
-        s.begin(PayloadId::new([5; 8]));
+        s.begin(PayloadId::new([5; 8]), true);
         let (f0, r0) = fb(5, 0, 1);
         assert_eq!(s.ingest(f0, r0), Verdict::Accepted { released: 0 });
         assert!(
@@ -426,7 +430,7 @@ mod tests {
     #[test]
     fn a_build_is_bounded_in_bytes_too() {
         let (s, _rx) = store();
-        s.begin(PayloadId::new([6; 8]));
+        s.begin(PayloadId::new([6; 8]), true);
         let big = |index| {
             let (f, _) = fb(6, index, 1);
             (f, Utf8Bytes::from(" ".repeat(MAX_BYTES_PER_BUILD / 2 + 1)))
@@ -440,7 +444,7 @@ mod tests {
     #[test]
     fn base_rules_and_bounds() {
         let (s, _rx) = store();
-        s.begin(PayloadId::new([3; 8]));
+        s.begin(PayloadId::new([3; 8]), true);
         let (mut no_base, r) = fb(3, 0, 1);
         no_base.base = None;
         assert_eq!(s.ingest(no_base, r), Verdict::Rejected(Rejection::Base));
@@ -455,7 +459,7 @@ mod tests {
         }
         assert_eq!(s.inner.lock().held.len(), MAX_HELD, "the hold is bounded");
         for n in 0..(MAX_BUILDS as u8 + 3) {
-            s.begin(PayloadId::new([100 + n; 8]));
+            s.begin(PayloadId::new([100 + n; 8]), true);
         }
         assert_eq!(s.inner.lock().builds.len(), MAX_BUILDS);
     }

@@ -9,14 +9,15 @@ pub mod probe;
 use std::sync::Arc;
 
 pub use crate::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
-use crate::{builder::Builder, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
+use crate::{builders::Builders, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
 
 /// The answer `/healthz` gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HealthStatus {
-    /// Local EL and builder fine.
+    /// Local EL fine, and a builder blocks can come from is fine (or no builder is in use).
     Healthy,
-    /// Local EL fine, builder out of sync or failing.
+    /// Local EL fine, but every enabled builder is out of sync or failing: blocks fall back to
+    /// the local EL.
     PartialContent,
     /// Local EL failing or stale.
     ServiceUnavailable,
@@ -33,14 +34,14 @@ impl HealthStatus {
     }
 }
 
-/// What health is gathered from: the local EL, the builder, whether the builder is in use.
+/// What health is gathered from: the local EL, the builders, whether builders are in use.
 #[derive(Clone, Debug)]
 pub struct Upstreams {
     /// The local EL.
     pub local: Arc<LocalEl>,
-    /// The builder.
-    pub builder: Arc<Builder>,
-    /// The execution mode (`disabled`: the builder does not count).
+    /// The builders.
+    pub builders: Arc<Builders>,
+    /// The execution mode (`disabled`: builders do not count).
     pub mode: Arc<ModeCell>,
     /// Where probe outcomes and the health gauge go.
     pub metrics: Arc<Metrics>,
@@ -49,20 +50,34 @@ pub struct Upstreams {
 impl Upstreams {
     /// What `/healthz` answers now.
     pub fn status(&self) -> HealthStatus {
-        let builder = self
-            .mode
-            .get()
-            .talks_to_builder()
-            .then(|| self.builder.health());
-        status(self.local.health(), builder)
+        let in_use = self.mode.get().talks_to_builder();
+        status(
+            self.local.health(),
+            self.builders
+                .iter()
+                .filter(|b| in_use && b.enabled())
+                .map(|b| b.health()),
+        )
     }
 }
 
-/// `/healthz` from the local EL's evidence and, when the builder is in use, the builder's.
-pub fn status(local: &LocalHealth, builder: Option<&BuilderHealth>) -> HealthStatus {
+/// `/healthz` from the local EL's evidence and the evidence of the builders in use (enabled,
+/// and the mode talks to builders): 503 when the local EL fails; 206 when builders are in use
+/// and every one of them is failing, so blocks fall back to the local EL; 200 otherwise.
+pub fn status<'a>(
+    local: &LocalHealth,
+    builders: impl IntoIterator<Item = &'a BuilderHealth>,
+) -> HealthStatus {
     if local.failing() {
-        HealthStatus::ServiceUnavailable
-    } else if builder.is_some_and(BuilderHealth::failing) {
+        return HealthStatus::ServiceUnavailable;
+    }
+    let mut any = false;
+    let mut all_failing = true;
+    for b in builders {
+        any = true;
+        all_failing &= b.failing();
+    }
+    if any && all_failing {
         HealthStatus::PartialContent
     } else {
         HealthStatus::Healthy
@@ -79,6 +94,7 @@ mod tests {
     fn table_from_the_issue() {
         let (l, b) = (LocalHealth::default(), BuilderHealth::default());
         let st = |with_builder: bool| status(&l, with_builder.then_some(&b)).code();
+        let two = BuilderHealth::default();
         assert_eq!(st(true), 200, "no evidence yet");
         l.ok();
         b.probe(&ProbeOutcome::Synced);
@@ -100,6 +116,13 @@ mod tests {
         assert_eq!(st(true), 206);
         assert!(!b.usable());
         assert_eq!(st(false), 200, "builder ignored when not in use");
+        assert_eq!(
+            status(&l, [&b, &two]).code(),
+            200,
+            "one good builder of two: blocks still come from a builder"
+        );
+        two.outcome(false);
+        assert_eq!(status(&l, [&b, &two]).code(), 206, "every builder failing");
         l.failed();
         assert_eq!(st(true), 503);
         std::thread::sleep(Duration::from_millis(2));

@@ -1,7 +1,10 @@
 //! Background probe of both upstreams' latest block against --max-unsafe-interval: evidence
 //! for health, and the trigger for builder catch-up when the builder is behind.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use alloy_primitives::U64;
 use serde::Deserialize;
@@ -41,7 +44,7 @@ fn outcome_of(
 #[derive(Debug, Default)]
 pub struct LastLogged {
     local: Option<&'static str>,
-    builder: Option<&'static str>,
+    builders: HashMap<&'static str, &'static str>,
 }
 
 fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outcome: &ProbeOutcome) {
@@ -56,34 +59,45 @@ fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outco
     *last = Some(outcome.as_str());
 }
 
-/// Probes once: records evidence and, when the builder is reachable but behind, queues a catch-up.
-/// Probes both upstreams once: health evidence, and a catch-up when the builder is behind.
+/// Probes the local EL and every enabled builder once: health evidence, and a catch-up for a
+/// builder that is behind.
 pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged) {
     let params = ("latest", false);
-    let (local, builder) = tokio::join!(
+    let builders: Vec<_> = mux.builders.iter().filter(|b| b.enabled()).collect();
+    let (local, answers) = tokio::join!(
         mux.local
             .call::<LatestBlock>("eth_getBlockByNumber", &params, mux.local.timeout()),
-        mux.builder
-            .call::<LatestBlock>("eth_getBlockByNumber", &params, mux.builder.timeout()),
+        futures::future::join_all(builders.iter().map(|b| b.call::<LatestBlock>(
+            "eth_getBlockByNumber",
+            &params,
+            b.timeout()
+        ))),
     );
     let local_outcome = outcome_of(&local, config.max_unsafe_interval);
-    let builder_outcome = outcome_of(&builder, config.max_unsafe_interval);
     mux.metrics.probe("l2", local_outcome.as_str());
-    mux.metrics.probe("builder", builder_outcome.as_str());
     log_transition(&mut logged.local, "l2", &local_outcome);
-    log_transition(&mut logged.builder, "builder", &builder_outcome);
     mux.local.health().probe(&local_outcome);
-    mux.builder.health().probe(&builder_outcome);
-    if let (Ok(l), Ok(b)) = (&local, &builder)
-        && mux.mode.get().talks_to_builder()
-        && b.number < l.number
-    {
-        tracing::info!(
-            builder = b.number.to::<u64>(),
-            local = l.number.to::<u64>(),
-            "builder is behind the local head; queueing catch-up"
-        );
-        mux.builder.catch_up_soon();
+    for (b, answer) in builders.iter().zip(&answers) {
+        let outcome = outcome_of(answer, config.max_unsafe_interval);
+        b.metrics().probe("builder", outcome.as_str());
+        let mut last = logged.builders.get(b.name()).copied();
+        log_transition(&mut last, b.name(), &outcome);
+        if let Some(l) = last {
+            logged.builders.insert(b.name(), l);
+        }
+        b.health().probe(&outcome);
+        if let (Ok(l), Ok(head)) = (&local, answer)
+            && mux.mode.get().talks_to_builder()
+            && head.number < l.number
+        {
+            tracing::info!(
+                builder = b.name(),
+                head = head.number.to::<u64>(),
+                local = l.number.to::<u64>(),
+                "builder is behind the local head; queueing catch-up"
+            );
+            b.catch_up_soon();
+        }
     }
 }
 
@@ -107,7 +121,9 @@ pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Re
                 // Let the failing call's neighbours land before probing.
                 tokio::time::sleep(config.fast_interval).await;
             }
-            _ = state.builder.health().turned_unhealthy() => {
+            _ = futures::future::select_all(
+                state.builders.iter().map(|b| Box::pin(b.health().turned_unhealthy()))
+            ) => {
                 tokio::time::sleep(config.fast_interval).await;
             }
             _ = shutdown.changed() => return,

@@ -44,5 +44,5 @@ async fn two_hundred_rapid_fcus_reach_the_builder_in_order() {
         .collect();
     assert_eq!(heads, expected);
     // Every local id from the burst is still mapped (the map outlives bursts of hundreds).
-    assert_eq!(s.mux.state().builder.payload_ids(), 100);
+    assert_eq!(s.mux.state().builders.first().payload_ids(), 100);
 }

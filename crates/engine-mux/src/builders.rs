@@ -1,0 +1,233 @@
+//! The set of builders engine-mux fans out to, in priority order. Each [`Builder`] owns its
+//! queue, payload ids, copies, catch-up, health and metrics, so a builder that is down or slow
+//! only ever costs itself; this set asks them all, elects the one whose flashblocks are
+//! re-published for a block, and gathers their offers at getPayload.
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_rpc_types_engine::ForkchoiceState;
+use bytes::Bytes;
+use engine_api::{PayloadId, PayloadVersion};
+use futures::{StreamExt, stream::FuturesUnordered};
+use http::HeaderMap;
+use serde_json::value::RawValue;
+
+use crate::{
+    builder::{Builder, payload_ids::BuildSlot, recent::RecentPayloads},
+    metrics::Metrics,
+    payload_check::BuildRequest,
+    selection::{BuilderPolicy, Offer},
+};
+
+/// Every configured builder, in priority order.
+#[derive(Debug)]
+pub struct Builders {
+    list: Vec<Arc<Builder>>,
+    recent: Option<Arc<RecentPayloads>>,
+    metrics: Arc<Metrics>,
+    policy: BuilderPolicy,
+    grace: Duration,
+}
+
+/// The builds one FCU with attributes started, one per builder asked.
+#[derive(Debug, Default)]
+pub struct Builds(Vec<(Arc<Builder>, Arc<BuildSlot>)>);
+
+impl Builders {
+    /// The set over `list` (already in priority order), sharing op-node's `recent` payloads.
+    pub fn new(
+        list: Vec<Arc<Builder>>,
+        recent: Option<Arc<RecentPayloads>>,
+        metrics: Arc<Metrics>,
+        policy: BuilderPolicy,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            list,
+            recent,
+            metrics,
+            policy,
+            grace,
+        }
+    }
+
+    /// The builders, in priority order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Builder>> {
+        self.list.iter()
+    }
+
+    /// The builder named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Builder>> {
+        self.list.iter().find(|b| b.name() == name)
+    }
+
+    /// The most preferred builder (for single-builder accessors and tests).
+    pub fn first(&self) -> &Arc<Builder> {
+        &self.list[0]
+    }
+
+    /// How builders' blocks are ranked.
+    pub fn policy(&self) -> BuilderPolicy {
+        self.policy
+    }
+
+    /// Remembers op-node's forkchoice for catch-up (once for every builder).
+    pub fn record_forkchoice(&self, state: ForkchoiceState) {
+        if let Some(recent) = &self.recent {
+            recent.record_forkchoice(state);
+        }
+    }
+
+    /// Remembers a payload op-node sent, for catch-up (once for every builder).
+    pub fn record_payload(&self, method: &'static str, params: &RawValue) {
+        if let Some(recent) = &self.recent {
+            let n = recent.record(method, params);
+            self.metrics.recent_payloads(n);
+        }
+    }
+
+    /// Asks every enabled builder to build the block `request` describes. The first usable
+    /// builder (in priority order) that streams flashblocks is elected to preconfirm it.
+    pub fn build(&self, params: &RawValue, request: &BuildRequest) -> Builds {
+        let elected = self
+            .list
+            .iter()
+            .position(|b| b.usable() && b.flashblocks().is_some());
+        Builds(
+            self.list
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.enabled())
+                .map(|(i, b)| {
+                    (
+                        b.clone(),
+                        b.build(params, request.clone(), Some(i) == elected),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Maps op-node's payload id to every build it started.
+    pub fn map_payload_id(&self, local: PayloadId, builds: Builds) {
+        for (builder, slot) in builds.0 {
+            builder.map_payload_id(local, slot);
+        }
+    }
+
+    /// Mirrors a call whose answer op-node does not wait for to every builder.
+    pub fn mirror(&self, method: &'static str, params: &RawValue) {
+        for b in &self.list {
+            b.mirror(method, params);
+        }
+    }
+
+    /// Copies a transaction or miner request to every enabled builder.
+    pub fn copy(&self, headers: &HeaderMap, body: Bytes) {
+        for b in self.list.iter().filter(|b| b.enabled()) {
+            b.copy(headers, body.clone());
+        }
+    }
+
+    /// Publishes the gauges sampled at scrape time.
+    pub fn report_gauges(&self) {
+        for b in &self.list {
+            b.report_gauges();
+        }
+    }
+
+    /// Every asked builder's offer for op-node's payload `local_id`, in priority order. Waits
+    /// until every builder has answered, or `grace` after the first block came in (under
+    /// `priority`: or as soon as the most preferred builder still in the race has a block),
+    /// never past `deadline`; the elected builder is always waited for while it preconfirmed.
+    /// Builders not waited for are reported as timed out.
+    pub async fn offers(
+        &self,
+        version: PayloadVersion,
+        local_id: PayloadId,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Offer> {
+        let asked: Vec<(usize, &Arc<Builder>, Arc<BuildSlot>)> = self
+            .list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.slot(&local_id).map(|slot| (i, b, slot)))
+            .collect();
+        if let [(_, b, slot)] = asked.as_slice() {
+            // One builder: nothing to wait for but itself.
+            let result = b.candidates_for(version, local_id, slot, deadline).await;
+            return vec![offer(b, result)];
+        }
+        let elected = asked.iter().find(|(_, _, s)| s.elected).map(|(i, ..)| *i);
+        let mut pending: FuturesUnordered<_> = asked
+            .iter()
+            .map(|(i, b, slot)| async move {
+                (
+                    *i,
+                    b.candidates_for(version, local_id, slot, deadline).await,
+                )
+            })
+            .collect();
+        let mut answered: Vec<(usize, Result<_, _>)> = Vec::with_capacity(asked.len());
+        let mut stop_at = deadline;
+        let mut first_block_at = None;
+        loop {
+            let next = tokio::select! {
+                next = pending.next() => next,
+                () = tokio::time::sleep_until(stop_at) => None,
+            };
+            let Some((i, result)) = next else { break };
+            if result.as_ref().is_ok_and(|c| !c.list.is_empty()) {
+                first_block_at.get_or_insert_with(tokio::time::Instant::now);
+            }
+            answered.push((i, result));
+            // While the elected builder may still deliver preconfirmed blocks, its own
+            // deadline bounds the wait.
+            let elected_in = elected.is_none_or(|e| answered.iter().any(|(j, _)| *j == e));
+            let Some(first) = first_block_at.filter(|_| elected_in) else {
+                continue;
+            };
+            if self.policy == BuilderPolicy::Priority {
+                // Done when every builder ahead of the best one with a block has answered.
+                let best = answered
+                    .iter()
+                    .filter(|(_, r)| r.as_ref().is_ok_and(|c| !c.list.is_empty()))
+                    .map(|(j, _)| *j)
+                    .min();
+                let ahead_pending = asked
+                    .iter()
+                    .any(|(j, ..)| Some(*j) < best && !answered.iter().any(|(k, _)| k == j));
+                if !ahead_pending {
+                    break;
+                }
+            }
+            stop_at = deadline.min(first + self.grace);
+        }
+        drop(pending);
+        let mut offers: Vec<Offer> = asked
+            .iter()
+            .map(|(i, b, _)| {
+                let result = answered
+                    .iter()
+                    .position(|(j, _)| j == i)
+                    .map(|pos| answered.swap_remove(pos).1)
+                    .unwrap_or(Err(crate::fallback::FallbackReason::Timeout));
+                offer(b, result)
+            })
+            .collect();
+        offers.sort_by_key(|o| o.priority);
+        offers
+    }
+}
+
+fn offer(
+    b: &Builder,
+    result: Result<crate::selection::Candidates, crate::fallback::FallbackReason>,
+) -> Offer {
+    Offer {
+        builder: b.name(),
+        priority: b.priority(),
+        failing: b.health().failing(),
+        result,
+    }
+}
