@@ -14,6 +14,16 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
+# The real-client test (tests/it/cast.rs) drives flashblocks-rpc with Foundry's cast: the npm
+# package @foundry-rs/cast ships the binary (in its platform package @foundry-rs/cast-<os>-<arch>).
+if ! command -v cast >/dev/null 2>&1 && [ -z "${CAST:-}" ] && command -v npm >/dev/null 2>&1; then
+  FOUNDRY_DIR="${CARGO_TARGET_DIR:-target}/foundry"
+  if ! ls "$FOUNDRY_DIR"/node_modules/@foundry-rs/cast-*/bin/cast >/dev/null 2>&1; then
+    echo "==> installing Foundry's cast from npm (@foundry-rs/cast) into $FOUNDRY_DIR"
+    npm install --silent --prefix "$FOUNDRY_DIR" @foundry-rs/cast >/dev/null
+  fi
+fi
+
 # The suite relies on nextest: its test groups serialize the timing-sensitive end-to-end tests
 # (.config/nextest.toml) and it runs each test in a process of its own (the TLS tests set
 # SSL_CERT_FILE). Plain `cargo test` would give a different result, so install nextest if missing.

@@ -2,6 +2,7 @@
 //! devnet (engines, builder flashblocks, engine-mux, driver, spammer), flashblocks-proxy and
 //! flashblocks-rpc as libraries, and scripted flashblocks streams in front of a real engine.
 
+mod cast;
 mod disconnect;
 mod frames;
 mod pending_call;

@@ -17,6 +17,16 @@ pub struct Relay {
 impl Relay {
     /// A relay of `source`, listening on a free loopback port.
     pub async fn start(source: String) -> Self {
+        Self::start_with(source, false).await
+    }
+
+    /// A relay of `source` that cuts every flashblock's metadata down to `{block_number}`, as
+    /// Base's public stream sends it (no receipts, no balances).
+    pub async fn stripping_metadata(source: String) -> Self {
+        Self::start_with(source, true).await
+    }
+
+    async fn start_with(source: String, strip: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (up, up_rx) = watch::channel(true);
@@ -43,6 +53,7 @@ impl Relay {
                         tokio::select! {
                             msg = upstream.next() => match msg {
                                 Some(Ok(m)) if m.is_text() || m.is_binary() => {
+                                    let m = if strip { strip_metadata(m) } else { m };
                                     if downstream.send(m).await.is_err() { break; }
                                 }
                                 Some(Ok(_)) => {}
@@ -72,6 +83,19 @@ impl Relay {
     pub fn restore(&self) {
         let _ = self.up.send(true);
     }
+}
+
+/// The frame with its metadata cut to `{block_number}` (frames that are not JSON pass as
+/// they are).
+fn strip_metadata(
+    m: tokio_tungstenite::tungstenite::Message,
+) -> tokio_tungstenite::tungstenite::Message {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&m.clone().into_data()) else {
+        return m;
+    };
+    let number = v["metadata"]["block_number"].clone();
+    v["metadata"] = serde_json::json!({ "block_number": number });
+    tokio_tungstenite::tungstenite::Message::text(v.to_string())
 }
 
 /// Resolves once the relay is cut.

@@ -92,7 +92,7 @@ impl Builders {
         let elected = self
             .list
             .iter()
-            .position(|b| b.usable() && b.flashblocks().is_some());
+            .position(|b| b.enabled() && b.usable() && b.flashblocks().is_some());
         Builds(
             self.list
                 .iter()
@@ -115,7 +115,8 @@ impl Builders {
         }
     }
 
-    /// Mirrors a call whose answer op-node does not wait for to every builder.
+    /// Mirrors a call whose answer op-node does not wait for to every builder (disabled ones
+    /// too: they stay in sync, ready to build when enabled again).
     pub fn mirror(&self, method: &'static str, params: &RawValue) {
         for b in &self.list {
             b.mirror(method, params);
@@ -155,17 +156,14 @@ impl Builders {
             .collect();
         if let [(_, b, slot)] = asked.as_slice() {
             // One builder: nothing to wait for but itself.
-            let result = b.candidates_for(version, local_id, slot, deadline).await;
+            let result = b.candidates(version, local_id, slot, deadline).await;
             return vec![offer(b, result)];
         }
         let elected = asked.iter().find(|(_, _, s)| s.elected).map(|(i, ..)| *i);
         let mut pending: FuturesUnordered<_> = asked
             .iter()
             .map(|(i, b, slot)| async move {
-                (
-                    *i,
-                    b.candidates_for(version, local_id, slot, deadline).await,
-                )
+                (*i, b.candidates(version, local_id, slot, deadline).await)
             })
             .collect();
         let mut answered: Vec<(usize, Result<_, _>)> = Vec::with_capacity(asked.len());

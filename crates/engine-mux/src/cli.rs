@@ -487,6 +487,16 @@ pub enum DebugCommand {
     },
     /// Print the current execution mode.
     ExecutionMode,
+    /// List the builders: name, URL, healthy, enabled, last outcome.
+    Builders,
+    /// Enable or disable one builder (takes effect on the next FCU).
+    SetBuilderEnabled {
+        /// The builder's name (see `debug builders`).
+        name: String,
+        /// true or false.
+        #[arg(action = clap::ArgAction::Set)]
+        enabled: bool,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<ExecutionMode, String> {

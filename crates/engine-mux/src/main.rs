@@ -7,7 +7,7 @@ use engine_api::{Upstream, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES}
 use engine_mux::{
     Config,
     cli::{Args, Command, DebugCommand},
-    debug_api::ExecutionModeBody,
+    debug_api::{BuilderStatus, ExecutionModeBody},
     telemetry,
 };
 
@@ -79,27 +79,34 @@ async fn debug_command(args: &Args, command: &DebugCommand) -> ExitCode {
         timeout: Duration::from_secs(5),
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
     });
-    let res: Result<ExecutionModeBody, _> = match command {
-        DebugCommand::SetExecutionMode { execution_mode } => {
-            client
-                .call(
-                    "debug_setExecutionMode",
-                    &(ExecutionModeBody {
-                        execution_mode: *execution_mode,
-                    },),
-                    client.timeout(),
-                )
-                .await
-        }
-        DebugCommand::ExecutionMode => {
-            client
-                .call("debug_getExecutionMode", &(), client.timeout())
-                .await
-        }
+    let timeout = client.timeout();
+    let res = match command {
+        DebugCommand::SetExecutionMode { execution_mode } => client
+            .call::<ExecutionModeBody>(
+                "debug_setExecutionMode",
+                &(ExecutionModeBody {
+                    execution_mode: *execution_mode,
+                },),
+                timeout,
+            )
+            .await
+            .map(|body| format!("execution mode: {}", body.execution_mode)),
+        DebugCommand::ExecutionMode => client
+            .call::<ExecutionModeBody>("debug_getExecutionMode", &(), timeout)
+            .await
+            .map(|body| format!("execution mode: {}", body.execution_mode)),
+        DebugCommand::Builders => client
+            .call::<Vec<BuilderStatus>>("debug_getBuilders", &(), timeout)
+            .await
+            .map(|list| list.iter().map(describe).collect::<Vec<_>>().join("\n")),
+        DebugCommand::SetBuilderEnabled { name, enabled } => client
+            .call::<BuilderStatus>("debug_setBuilderEnabled", &(name, enabled), timeout)
+            .await
+            .map(|b| describe(&b)),
     };
     match res {
-        Ok(body) => {
-            println!("execution mode: {}", body.execution_mode);
+        Ok(text) => {
+            println!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -107,4 +114,15 @@ async fn debug_command(args: &Args, command: &DebugCommand) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn describe(b: &BuilderStatus) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\tlast: {}",
+        b.name,
+        b.url,
+        if b.healthy { "healthy" } else { "unhealthy" },
+        if b.enabled { "enabled" } else { "disabled" },
+        b.last_outcome
+    )
 }

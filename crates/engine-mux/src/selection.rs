@@ -388,6 +388,41 @@ impl SelectionPolicy {
 mod tests {
     use super::*;
 
+    /// Every block op-rbuilder built in the recording (testdata/real-peers): the value it
+    /// reports is what its transactions paid, so the cap never cuts an honest value; the same
+    /// block claiming a thousand times more is cut to what its transactions can pay at most.
+    #[test]
+    fn block_value_cap_keeps_op_rbuilders_honest_values_and_cuts_inflated_ones() {
+        let mut with_tips = 0;
+        for line in
+            include_str!("../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl").lines()
+        {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            if row["request"]["method"] != "engine_getPayloadV4" {
+                continue;
+            }
+            let mut result = row["response"]["result"].clone();
+            let raw = serde_json::value::to_raw_value(&result).unwrap();
+            let e = PayloadEnvelope::parse(PayloadVersion::V4, &raw).unwrap();
+            assert_eq!(capped_block_value(&e), e.block_value(), "honest value kept");
+            if e.block_value().is_zero() {
+                continue;
+            }
+            with_tips += 1;
+            let inflated = e.block_value() * U256::from(1000);
+            result["blockValue"] = serde_json::json!(inflated);
+            let raw = serde_json::value::to_raw_value(&result).unwrap();
+            let lying = PayloadEnvelope::parse(PayloadVersion::V4, &raw).unwrap();
+            let capped = capped_block_value(&lying);
+            assert!(
+                capped >= e.block_value() && capped < inflated,
+                "{capped} not within [{}, {inflated})",
+                e.block_value()
+            );
+        }
+        assert!(with_tips > 0, "the recording has blocks with tips");
+    }
+
     #[test]
     fn gas_used_threshold() {
         let p = SelectionPolicy::GasUsed { min_percent: 10 };

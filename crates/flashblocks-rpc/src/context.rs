@@ -9,7 +9,7 @@ use std::{
 use engine_api::Upstream;
 use tokio::sync::{Notify, broadcast};
 
-use crate::{config::Config, metrics::Metrics, pending::state::PendingState};
+use crate::{config::Config, execute::Executions, metrics::Metrics, pending::state::PendingState};
 
 /// Flashblocks buffered per subscriber before it is dropped as too slow.
 pub const SUBSCRIBER_BUFFER: usize = 256;
@@ -27,6 +27,10 @@ pub struct Context {
     /// Wakes the head poller early: a new block arrived that does not chain onto the head
     /// we know, so the upstream probably has a block we have not seen yet.
     pub head_nudge: Notify,
+    /// Wakes the execution task: a flashblock was accepted, the pending chain changed.
+    pub execute_nudge: Notify,
+    /// Executions of pending chains through the upstream's `eth_simulateV1`, bounded.
+    pub executions: Executions,
     /// The configuration.
     pub config: Config,
 }
@@ -41,6 +45,8 @@ impl Context {
             upstream,
             flashblocks,
             head_nudge: Notify::new(),
+            execute_nudge: Notify::new(),
+            executions: Executions::default(),
             config,
         })
     }

@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod execute;
 pub mod head;
+pub mod logs;
 pub mod metrics;
 pub mod pending;
 pub mod rpc;
@@ -117,6 +119,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut tasks = vec![
         tokio::spawn(stream::run(ctx.clone(), stop_rx.clone())),
         tokio::spawn(head::run(ctx.clone(), stop_rx.clone())),
+        tokio::spawn(execute::run(ctx.clone(), stop_rx.clone())),
     ];
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_addr {

@@ -46,6 +46,26 @@ const REJECTIONS: [(Rejection, &str); 5] = [
     (Rejection::OverCapacity, "over_capacity"),
 ];
 
+/// How one `eth_simulateV1` run of the pending blocks ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simulation {
+    /// Ran, and its gas matched the stream's at every flashblock.
+    Ok,
+    /// Ran, but its gas differs from the stream's: its receipts are not served.
+    Divergent,
+    /// The upstream answered with an error or not at all.
+    Failed,
+    /// The upstream has no `eth_simulateV1`: metadata or the upstream answer instead.
+    Unsupported,
+}
+
+const SIMULATIONS: [(Simulation, &str); 4] = [
+    (Simulation::Ok, "ok"),
+    (Simulation::Divergent, "divergent"),
+    (Simulation::Failed, "failed"),
+    (Simulation::Unsupported, "unsupported"),
+];
+
 /// All counters and gauges of one instance.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -65,6 +85,10 @@ pub struct Metrics {
     reorgs: AtomicU64,
     subscribers: AtomicU64,
     subscribers_dropped: AtomicU64,
+    simulations: [AtomicU64; 4],
+    simulation_last_ms: AtomicU64,
+    executions_cached: AtomicU64,
+    probes: AtomicU64,
 }
 
 impl Metrics {
@@ -75,6 +99,35 @@ impl Metrics {
             Source::Upstream => &self.answers_upstream,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one simulation of the pending blocks and records how long it took.
+    pub fn simulated(&self, outcome: Simulation, ms: u64) {
+        let i = SIMULATIONS
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(0);
+        self.simulations[i].fetch_add(1, Ordering::Relaxed);
+        self.simulation_last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Simulations that ended with `outcome` so far.
+    pub fn simulations(&self, outcome: Simulation) -> u64 {
+        let i = SIMULATIONS
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(0);
+        self.simulations[i].load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of cached executions.
+    pub fn set_executions_cached(&self, n: usize) {
+        self.executions_cached.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one state read (balance, code, storage) answered by a simulation probe.
+    pub fn probed(&self) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an applied flashblock.
@@ -162,6 +215,24 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         };
+        one(
+            "flashblocks_rpc_simulation_last_ms",
+            "gauge",
+            "Duration of the last eth_simulateV1 run of the pending blocks.",
+            get(&self.simulation_last_ms),
+        );
+        one(
+            "flashblocks_rpc_executions_cached",
+            "gauge",
+            "Executions of pending chains held (bounded).",
+            get(&self.executions_cached),
+        );
+        one(
+            "flashblocks_rpc_probes_total",
+            "counter",
+            "Pending balance, code and storage reads answered through an eth_simulateV1 probe.",
+            get(&self.probes),
+        );
         one(
             "flashblocks_rpc_flashblocks_applied_total",
             "counter",
@@ -259,6 +330,17 @@ impl Metrics {
                 out,
                 "flashblocks_rpc_flashblocks_rejected_total{{reason=\"{label}\"}} {}",
                 get(&self.rejected[i])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP flashblocks_rpc_simulations_total eth_simulateV1 runs of the pending blocks, by outcome.\n# TYPE flashblocks_rpc_simulations_total counter"
+        );
+        for (i, (_, label)) in SIMULATIONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "flashblocks_rpc_simulations_total{{outcome=\"{label}\"}} {}",
+                get(&self.simulations[i])
             );
         }
         out

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use alloy_primitives::{Address, B256, U64, U256};
 use engine_api::{
     UpstreamError,
-    codes::{INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND},
+    codes::{INTERNAL_ERROR, INVALID_PARAMS},
 };
 use jsonrpsee::{
     PendingSubscriptionSink, RpcModule, SubscriptionMessage,
@@ -19,12 +19,15 @@ use tokio::sync::broadcast;
 
 use crate::{
     context::Context,
+    execute::{self, Read, ReadValue, SimulateError},
     metrics::Source,
     pending::{
+        block::{BalanceEffect, PendingBlock},
         render,
-        state::{PendingBalance, PendingNonce},
+        state::{PendingBalance, PendingNonce, balance_over},
     },
 };
+use rpc_objects::fees::L1_BLOCK_PREDEPLOY;
 
 /// Capabilities `op_supportedCapabilities` reports.
 pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
@@ -32,8 +35,11 @@ pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
 pub const NEW_FLASHBLOCKS: &str = "newFlashblocks";
 
 /// Methods answered here when they ask about pending state.
-pub const PENDING_METHODS: [&str; 7] = [
+pub const PENDING_METHODS: [&str; 10] = [
     "eth_call",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_getLogs",
     "eth_estimateGas",
     "eth_getBlockByNumber",
     "eth_getTransactionReceipt",
@@ -43,7 +49,7 @@ pub const PENDING_METHODS: [&str; 7] = [
 ];
 
 /// Methods forwarded for WebSocket clients (HTTP clients get every method proxied raw).
-pub const WS_FORWARDED: [&str; 20] = [
+pub const WS_FORWARDED: [&str; 17] = [
     "eth_blockNumber",
     "eth_chainId",
     "eth_gasPrice",
@@ -56,10 +62,7 @@ pub const WS_FORWARDED: [&str; 20] = [
     "eth_getBlockTransactionCountByHash",
     "eth_getTransactionByBlockHashAndIndex",
     "eth_getTransactionByBlockNumberAndIndex",
-    "eth_getCode",
-    "eth_getStorageAt",
     "eth_getProof",
-    "eth_getLogs",
     "eth_syncing",
     "net_version",
     "web3_clientVersion",
@@ -181,7 +184,7 @@ fn pending_block(ctx: &Context, params: &Params<'_>) -> Option<Value> {
 fn by_hash(
     ctx: &Context,
     params: &Params<'_>,
-    render: fn(&crate::pending::block::PendingBlock, usize) -> Option<Value>,
+    render: fn(&PendingBlock, usize) -> Option<Value>,
 ) -> Option<Value> {
     let (hash,): (B256,) = params.parse().ok()?;
     let state = ctx.read();
@@ -190,6 +193,45 @@ fn by_hash(
         .and_then(|(b, i)| render(b, i))
 }
 
+/// A pending transaction's receipt: from the stream's metadata when it sent one, else from
+/// the execution of the pending chain (`None`: not pending, or no execution to tell).
+async fn pending_receipt(ctx: &Context, params: &Params<'_>) -> Option<Value> {
+    if let Some(v) = by_hash(ctx, params, render::receipt_json) {
+        return Some(v);
+    }
+    let (hash,): (B256,) = params.parse().ok()?;
+    let block_hash = ctx.read().find_tx(&hash, Instant::now())?.0.hash;
+    let execution = execute::execution(ctx).await?;
+    let block = execution.block(&block_hash)?;
+    render::receipt_json(block, block.position(&hash)?)
+}
+
+/// The balance at `head` plus `effect`.
+async fn relative_balance(
+    ctx: &Context,
+    address: Address,
+    head: B256,
+    effect: BalanceEffect,
+) -> Option<U256> {
+    let at_head: U256 = ctx
+        .upstream
+        .call(
+            "eth_getBalance",
+            &json!([address, { "blockHash": head }]),
+            ctx.config.upstream.timeout,
+        )
+        .await
+        .ok()?;
+    at_head
+        .checked_add(effect.credit)?
+        .checked_sub(effect.debit)
+}
+
+/// `eth_getBalance(addr, "pending")`, first rule that applies: a balance the stream's
+/// metadata reports; the head's balance plus what plain transfers moved (derived, exact) or
+/// nothing when they did not touch `addr` (forwarded); after code ran, the balance the
+/// execution of the pending chain read (senders, recipients, fee recipients) or a probe of
+/// its own. `None`: forwarded.
 async fn pending_balance(ctx: &Context, params: &Params<'_>) -> Option<Value> {
     let (address, tag): (Address, Value) = params.parse().ok()?;
     if !is_pending_tag(Some(&tag)) {
@@ -199,22 +241,74 @@ async fn pending_balance(ctx: &Context, params: &Params<'_>) -> Option<Value> {
     let balance = match view {
         PendingBalance::Known(b) => b,
         PendingBalance::Relative { head, effect } => {
-            let at_head: U256 = ctx
-                .upstream
-                .call(
-                    "eth_getBalance",
-                    &json!([address, { "blockHash": head }]),
-                    ctx.config.upstream.timeout,
-                )
-                .await
-                .ok()?;
-            at_head
-                .checked_add(effect.credit)?
-                .checked_sub(effect.debit)?
+            relative_balance(ctx, address, head, effect).await?
         }
-        PendingBalance::Untouched | PendingBalance::Unknown => return None,
+        PendingBalance::Untouched => return None,
+        PendingBalance::Unknown => {
+            let execution = execute::execution(ctx).await?;
+            let chain: Vec<&PendingBlock> = execution.blocks.iter().collect();
+            match balance_over(&chain, execution.head, &address) {
+                PendingBalance::Known(b) => b,
+                PendingBalance::Relative { head, effect } => {
+                    relative_balance(ctx, address, head, effect).await?
+                }
+                PendingBalance::Untouched => return None,
+                PendingBalance::Unknown => match execution.balances.get(&address) {
+                    Some(b) => *b,
+                    None => match execute::probe(
+                        ctx,
+                        execution.head,
+                        &execution.blocks,
+                        Read::Balance(address),
+                    )
+                    .await
+                    .ok()?
+                    {
+                        ReadValue::Word(b) => b,
+                        ReadValue::Code(_) => return None,
+                    },
+                },
+            }
+        }
     };
     Some(json!(balance))
+}
+
+/// `eth_getCode` / `eth_getStorageAt` at `pending`: forwarded while the pending chain ran no
+/// code (plain transfers change neither; L1Block's storage, which every block's L1-attributes
+/// deposit writes, excepted), else read by a probe after the pending transactions.
+async fn pending_state_read(ctx: &Context, params: &Params<'_>, storage: bool) -> Option<Value> {
+    let p: Vec<Value> = params.parse().ok()?;
+    let address: Address = serde_json::from_value(p.first()?.clone()).ok()?;
+    let (read, tag) = if storage {
+        let slot: U256 = serde_json::from_value(p.get(1)?.clone()).ok()?;
+        (Read::Storage(address, B256::from(slot)), p.get(2))
+    } else {
+        (Read::Code(address), p.get(1))
+    };
+    if !is_pending_tag(tag) {
+        return None;
+    }
+    let l1_block = storage && address == L1_BLOCK_PREDEPLOY;
+    let plain = {
+        let state = ctx.read();
+        let chain = state.chain(Instant::now());
+        !chain.is_empty() && chain.iter().all(|b| b.plain_transfers_only())
+    };
+    if plain && !l1_block {
+        return None;
+    }
+    let execution = execute::execution(ctx).await?;
+    if execution.plain_transfers_only() && !l1_block {
+        return None;
+    }
+    match execute::probe(ctx, execution.head, &execution.blocks, read)
+        .await
+        .ok()?
+    {
+        ReadValue::Word(w) => Some(json!(B256::from(w))),
+        ReadValue::Code(c) => Some(json!(c)),
+    }
 }
 
 async fn pending_nonce(ctx: &Context, params: &Params<'_>) -> Option<Value> {
@@ -242,50 +336,6 @@ async fn pending_nonce(ctx: &Context, params: &Params<'_>) -> Option<Value> {
     Some(json!(U64::from(nonce)))
 }
 
-/// A pending transaction as an `eth_simulateV1` call: same sender, nonce, gas, fees, target,
-/// value and input. `None` for deposits, which no call can express.
-fn as_call(tx: &crate::pending::block::PendingTx) -> Option<Value> {
-    use alloy_consensus::Transaction;
-    if tx.tx.is_deposit() {
-        return None;
-    }
-    let mut call = json!({
-        "from": tx.tx.signer(),
-        "nonce": U64::from(tx.tx.nonce()),
-        "gas": U64::from(tx.tx.gas_limit()),
-        "value": tx.tx.value(),
-        "input": tx.tx.input(),
-    });
-    if let Some(to) = tx.tx.to() {
-        call["to"] = json!(to);
-    }
-    if tx.tx.is_dynamic_fee() {
-        call["maxFeePerGas"] = json!(U256::from(tx.tx.max_fee_per_gas()));
-        call["maxPriorityFeePerGas"] = json!(U256::from(
-            tx.tx.max_priority_fee_per_gas().unwrap_or_default()
-        ));
-    } else {
-        call["gasPrice"] = json!(U256::from(tx.tx.max_fee_per_gas()));
-    }
-    if let Some(list) = tx.tx.access_list() {
-        call["accessList"] = json!(list);
-    }
-    Some(call)
-}
-
-/// The pending blocks as `eth_simulateV1` blocks of calls, and the head they extend; `None`
-/// without a served pending block.
-fn pending_calls(ctx: &Context) -> Option<(B256, Vec<Vec<Value>>)> {
-    let state = ctx.read();
-    let chain = state.chain(Instant::now());
-    let head = chain.first()?.parent_hash();
-    let blocks = chain
-        .iter()
-        .map(|b| b.txs.iter().filter_map(as_call).collect())
-        .collect();
-    Some((head, blocks))
-}
-
 /// What became of the caller's call, simulated after the pending transactions.
 enum Simulated {
     /// It succeeded: its return data and gas used.
@@ -295,52 +345,34 @@ enum Simulated {
 }
 
 /// Has the upstream simulate the pending transactions and then `call` (`eth_simulateV1` at
-/// the head the pending blocks extend). `Ok(None)`: the upstream has no `eth_simulateV1`.
+/// the head the pending blocks extend, the call last in the last pending block).
+/// `Ok(None)`: the upstream has no `eth_simulateV1`.
 async fn simulate_after(
     ctx: &Context,
     head: B256,
-    mut blocks: Vec<Vec<Value>>,
+    blocks: &[PendingBlock],
     call: Value,
 ) -> Result<Option<Simulated>, RpcError> {
-    let Some(last) = blocks.last_mut() else {
-        return Ok(None);
+    let ran = match execute::simulate(ctx, head, blocks, Some(call), Vec::new()).await {
+        Ok(r) => r,
+        Err(SimulateError::Unsupported) => return Ok(None),
+        Err(SimulateError::Failed(e)) => return Err(RpcError::Unavailable(e)),
     };
-    last.push(call);
-    let block_state_calls: Vec<Value> = blocks.into_iter().map(|c| json!({ "calls": c })).collect();
-    let request = json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]);
-    let simulated: Vec<Value> = match ctx
-        .upstream
-        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
-        .await
-        .map_err(RpcError::from)
-    {
-        Ok(s) => s,
-        Err(RpcError::Upstream(e)) if e.code() == METHOD_NOT_FOUND => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let last = simulated
-        .last()
-        .and_then(|b| b["calls"].as_array())
-        .and_then(|c| c.last())
+    let last = ran
+        .tail
         .ok_or_else(|| RpcError::Unavailable("eth_simulateV1 answered without the call".into()))?;
-    if last["status"] == json!("0x1") {
-        let gas = last["gasUsed"]
-            .as_str()
-            .and_then(|g| g.parse::<U64>().ok())
-            .map_or(0, |g| g.to::<u64>());
-        return Ok(Some(Simulated::Success(last["returnData"].clone(), gas)));
+    if last.status {
+        return Ok(Some(Simulated::Success(
+            json!(last.return_data),
+            last.gas_used,
+        )));
     }
-    let error = &last["error"];
-    let code = error["code"]
-        .as_i64()
-        .and_then(|c| i32::try_from(c).ok())
-        .unwrap_or(INTERNAL_ERROR);
-    let message = error["message"]
-        .as_str()
-        .unwrap_or("execution failed")
-        .to_string();
-    Ok(Some(Simulated::Failed(match error.get("data") {
-        Some(data) => ErrorObjectOwned::owned(code, message, Some(data.clone())),
+    let (code, message, data) = match last.error {
+        Some(e) => (e.code, e.message, e.data),
+        None => (INTERNAL_ERROR, "execution failed".to_string(), None),
+    };
+    Ok(Some(Simulated::Failed(match data {
+        Some(data) => ErrorObjectOwned::owned(code, message, Some(data)),
         None => ErrorObjectOwned::owned(code, message, None::<()>),
     })))
 }
@@ -361,8 +393,8 @@ fn pending_request(params: &Params<'_>) -> Option<Value> {
 /// forwarded as it is.
 async fn pending_call(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
     let call = pending_request(params)?;
-    let (head, blocks) = pending_calls(ctx)?;
-    let answer = match simulate_after(ctx, head, blocks, call).await {
+    let ((head, _), blocks) = execute::snapshot(ctx)?;
+    let answer = match simulate_after(ctx, head, &blocks, call).await {
         Ok(None) => return None,
         Ok(Some(Simulated::Success(data, _))) => to_raw(&data),
         Ok(Some(Simulated::Failed(e))) => Err(e),
@@ -380,7 +412,7 @@ const TX_BASE_GAS: u64 = 21_000;
 /// used at the cap, the request's `gas` or the pending block's gas limit).
 async fn pending_estimate(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
     let call = pending_request(params)?;
-    let (head, blocks) = pending_calls(ctx)?;
+    let ((head, _), blocks) = execute::snapshot(ctx)?;
     let cap = match call.get("gas").and_then(Value::as_str) {
         Some(g) => g.parse::<U64>().ok()?.to::<u64>(),
         None => ctx.read().tip(Instant::now())?.header.gas_limit,
@@ -390,7 +422,7 @@ async fn pending_estimate(ctx: &Context, params: &Params<'_>) -> Option<RpcResul
         c["gas"] = json!(U64::from(gas));
         c
     };
-    let run = |gas: u64| simulate_after(ctx, head, blocks.clone(), with_gas(gas));
+    let run = |gas: u64| simulate_after(ctx, head, &blocks, with_gas(gas));
     let used = match run(cap).await {
         Ok(None) => return None,
         Ok(Some(Simulated::Success(_, used))) => used,
@@ -429,7 +461,7 @@ pub fn module(
         }
     })?;
     m.register_async_method("eth_getTransactionReceipt", |p, ctx, _| async move {
-        match by_hash(&ctx, &p, render::receipt_json) {
+        match pending_receipt(&ctx, &p).await {
             Some(v) => answered(&ctx, &v),
             None => forward(&ctx, "eth_getTransactionReceipt", &p).await,
         }
@@ -462,6 +494,24 @@ pub fn module(
         match pending_estimate(&ctx, &p).await {
             Some(answer) => answer,
             None => forward(&ctx, "eth_estimateGas", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getCode", |p, ctx, _| async move {
+        match pending_state_read(&ctx, &p, false).await {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getCode", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getStorageAt", |p, ctx, _| async move {
+        match pending_state_read(&ctx, &p, true).await {
+            Some(v) => answered(&ctx, &v),
+            None => forward(&ctx, "eth_getStorageAt", &p).await,
+        }
+    })?;
+    m.register_async_method("eth_getLogs", |p, ctx, _| async move {
+        match crate::logs::pending_logs(&ctx, &p).await {
+            Some(answer) => answer,
+            None => forward(&ctx, "eth_getLogs", &p).await,
         }
     })?;
     m.register_method("op_supportedCapabilities", |_, _, _| CAPABILITIES)?;

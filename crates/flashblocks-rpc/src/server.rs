@@ -28,7 +28,7 @@ use tower::{Layer, Service};
 use crate::{
     context::Context,
     metrics::Source,
-    pending::state::{PendingBalance, PendingNonce},
+    pending::state::PendingNonce,
     rpc::{PENDING_METHODS, WS_FORWARDED, is_pending_tag},
 };
 
@@ -99,15 +99,16 @@ fn answered_here(ctx: &Context, call: &Probe<'_>) -> bool {
             parse_param::<B256>(call.params, 0)
                 .is_some_and(|h| ctx.read().find_tx(&h, now).is_some())
         }
-        "eth_getBalance" => {
-            is_pending_tag(param(call.params, 1).as_ref())
-                && parse_param::<Address>(call.params, 0).is_some_and(|a| {
-                    matches!(
-                        ctx.read().balance(&a, now),
-                        Some(PendingBalance::Known(_) | PendingBalance::Relative { .. })
-                    )
-                })
+        // Any balance, code or storage at pending: the module derives, reads it from the
+        // execution of the pending chain or forwards it.
+        "eth_getBalance" | "eth_getCode" => {
+            is_pending_tag(param(call.params, 1).as_ref()) && !ctx.read().chain(now).is_empty()
         }
+        "eth_getStorageAt" => {
+            is_pending_tag(param(call.params, 2).as_ref()) && !ctx.read().chain(now).is_empty()
+        }
+        "eth_getLogs" => parse_param::<alloy_rpc_types_eth::Filter>(call.params, 0)
+            .is_some_and(|f| crate::logs::reaches_pending(ctx, &f)),
         "eth_getTransactionCount" => {
             is_pending_tag(param(call.params, 1).as_ref())
                 && parse_param::<Address>(call.params, 0).is_some_and(|a| {

@@ -107,6 +107,8 @@ pub fn handle_frame(ctx: &Context, json: &[u8]) {
                 ctx.head_nudge.notify_one();
             }
             ctx.metrics.applied();
+            // Execute the new pending chain before anyone asks for its receipts.
+            ctx.execute_nudge.notify_one();
             if applied == Applied::Replaced {
                 ctx.metrics.reorged();
             }

@@ -4,13 +4,16 @@
 use alloy_consensus::Header;
 use alloy_evm::{Evm, EvmFactory};
 use alloy_op_evm::{OpEvmFactory, OpTx, env::evm_env_for_op_block};
-use alloy_primitives::{Bytes, TxKind, U256};
-use alloy_rpc_types_eth::TransactionRequest;
+use alloy_primitives::{Address, Bytes, TxKind, U256, map::AddressMap};
+use alloy_rpc_types_eth::{BlockOverrides, TransactionRequest};
 use alloy_sol_types::SolError;
 use op_revm::{OpHaltReason, OpTransaction};
-use revm::context::{
-    TxEnv,
-    result::{ExecutionResult, ResultAndState},
+use revm::{
+    context::{
+        TxEnv,
+        result::{ExecutionResult, ResultAndState},
+    },
+    state::{Account, AccountInfo, Bytecode},
 };
 
 use crate::chain::{genesis::ChainSpec, state::StateSnapshot};
@@ -104,6 +107,59 @@ impl<'a> CallRunner<'a> {
     pub fn next_block(&mut self) {
         self.header.number += 1;
         self.header.timestamp += 1;
+    }
+
+    /// Applies an `eth_simulateV1` block's overrides to the block the calls run in (the
+    /// fields geth's and reth's simulated headers take from them; the rest are refused).
+    pub fn override_block(&mut self, o: &BlockOverrides) -> Result<(), CallError> {
+        if o.difficulty.is_some()
+            || o.blob_base_fee.is_some()
+            || o.beacon_root.is_some()
+            || o.block_hash.is_some()
+        {
+            return Err(CallError::Invalid(
+                "only number, time, gasLimit, feeRecipient, prevRandao and baseFeePerGas can be overridden"
+                    .into(),
+            ));
+        }
+        if let Some(n) = o.number {
+            self.header.number = n.saturating_to();
+        }
+        if let Some(t) = o.time {
+            self.header.timestamp = t;
+        }
+        if let Some(g) = o.gas_limit {
+            self.header.gas_limit = g;
+        }
+        if let Some(c) = o.coinbase {
+            self.header.beneficiary = c;
+        }
+        if let Some(r) = o.random {
+            self.header.mix_hash = r;
+        }
+        if let Some(b) = o.base_fee {
+            self.header.base_fee_per_gas = Some(b.saturating_to());
+        }
+        Ok(())
+    }
+
+    /// Replaces `address`'s code for the calls after this (balance, nonce and storage stay),
+    /// as an `eth_simulateV1` state override with only `code` does.
+    pub fn set_code(&mut self, address: Address, code: Bytes) {
+        let info = revm::Database::basic(&mut self.db, address)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let bytecode = Bytecode::new_raw(code);
+        let mut account = Account::from(AccountInfo {
+            code_hash: bytecode.hash_slow(),
+            code: Some(bytecode),
+            ..info
+        });
+        account.mark_touch();
+        let mut changes = AddressMap::default();
+        changes.insert(address, account);
+        revm::DatabaseCommit::commit(&mut self.db, changes);
     }
 
     fn execute(

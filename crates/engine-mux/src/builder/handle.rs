@@ -50,7 +50,8 @@ pub struct Builder {
     pub(super) name: &'static str,
     /// Lower is preferred.
     pub(super) priority: u32,
-    /// Switched by `debug_setBuilderEnabled`; a disabled builder gets no calls.
+    /// Switched by `debug_setBuilderEnabled`: a disabled builder is not asked to build and gets
+    /// no transaction copies, but is still kept in sync (mirrored calls, probes, catch-up).
     pub(super) enabled: AtomicBool,
     /// Its part in the last block it was asked for (`proposed`, `not_chosen`, a fallback reason).
     pub(super) last_outcome: Mutex<&'static str>,
@@ -187,10 +188,10 @@ impl Builder {
         self.ids.len()
     }
 
-    /// Whether the builder may be called now: enabled, and healthy unless unhealthy builders
-    /// are called anyway.
+    /// Whether the builder may be called now (an unhealthy one is skipped when so configured).
+    /// A disabled builder is still usable: it is kept in sync, only not asked to build.
     pub fn usable(&self) -> bool {
-        self.enabled() && (!self.ignore_unhealthy || self.health.usable())
+        !self.ignore_unhealthy || self.health.usable()
     }
 
     /// The configured per-call deadline.

@@ -22,23 +22,9 @@ impl Builder {
         self.ids.get(local_id)
     }
 
-    /// The blocks this builder offers for op-node's payload `local_id`, best first, each with
-    /// the time by which its validation must be done; or why there are none.
+    /// The blocks this builder offers for op-node's payload `local_id` (its build `slot`), best
+    /// first, each with the time by which its validation must be done; or why there are none.
     pub async fn candidates(
-        &self,
-        version: PayloadVersion,
-        local_id: PayloadId,
-        deadline: tokio::time::Instant,
-    ) -> Result<Candidates, FallbackReason> {
-        let Some(slot) = self.ids.get(&local_id) else {
-            return Err(FallbackReason::NoBuilderPayload);
-        };
-        self.candidates_for(version, local_id, &slot, deadline)
-            .await
-    }
-
-    /// [`Self::candidates`] for a build slot already looked up.
-    pub async fn candidates_for(
         &self,
         version: PayloadVersion,
         local_id: PayloadId,

@@ -355,6 +355,17 @@ mod tests {
     }
 
     #[test]
+    fn a_build_not_elected_is_accepted_but_never_published() {
+        let (s, mut rx) = store();
+        let id = PayloadId::new([7; 8]);
+        s.begin(id, false);
+        let (a, ra) = fb(7, 0, 1);
+        assert_eq!(s.ingest(a, ra), Verdict::Accepted { released: 0 });
+        assert!(published(&mut rx).is_empty());
+        assert_eq!(s.close(&id).len(), 1, "kept for its own block");
+    }
+
+    #[test]
     fn early_and_out_of_order_flashblocks_are_held_then_applied_in_order() {
         let (s, mut rx) = store();
         let id = PayloadId::new([2; 8]);

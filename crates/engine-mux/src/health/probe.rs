@@ -59,11 +59,11 @@ fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outco
     *last = Some(outcome.as_str());
 }
 
-/// Probes the local EL and every enabled builder once: health evidence, and a catch-up for a
-/// builder that is behind.
+/// Probes the local EL and every builder once: health evidence, and a catch-up for a builder
+/// that is behind (disabled ones too, so they are ready when enabled again).
 pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged) {
     let params = ("latest", false);
-    let builders: Vec<_> = mux.builders.iter().filter(|b| b.enabled()).collect();
+    let builders: Vec<_> = mux.builders.iter().collect();
     let (local, answers) = tokio::join!(
         mux.local
             .call::<LatestBlock>("eth_getBlockByNumber", &params, mux.local.timeout()),

@@ -123,9 +123,18 @@ impl FlashblocksSource {
 /// carries the base taken from those attributes (parent = the FCU head, timestamp, prevRandao,
 /// fee recipient, gas limit, Holocene extraData, beacon root) and starts with the attributes'
 /// forced transactions, then `txs`.
-fn flashblock(s: &Setup, id: PayloadId, index: u64, mut txs: Vec<Bytes>) -> OpFlashblockPayload {
-    let fcu = s
-        .builder
+fn flashblock(s: &Setup, id: PayloadId, index: u64, txs: Vec<Bytes>) -> OpFlashblockPayload {
+    flashblock_of(&s.builder, id, index, txs)
+}
+
+/// [`flashblock`] for the build `builder` was asked for.
+fn flashblock_of(
+    builder: &crate::mock_engine::MockEngine,
+    id: PayloadId,
+    index: u64,
+    mut txs: Vec<Bytes>,
+) -> OpFlashblockPayload {
+    let fcu = builder
         .calls_of("engine_forkchoiceUpdatedV3")
         .into_iter()
         .rfind(|c| !c.params[1].is_null())
@@ -594,5 +603,109 @@ async fn base_style_flashblocks_without_receipts_or_balances_are_accepted() {
     assert_eq!(
         s.metric(r#"engine_mux_flashblocks_rejected_total{reason="malformed"}"#),
         0.0
+    );
+}
+
+/// Two builders streaming flashblocks (issue 12): the first by priority is elected for the
+/// block, so only its flashblocks reach subscribers; when it dies after flashblock 3, the block
+/// its flashblocks assemble to is proposed, not the other builder's (heavier, valid) block.
+#[tokio::test]
+async fn only_the_elected_builders_flashblocks_are_published_and_kept() {
+    use crate::{harness::setup_with, mock_engine::MockEngine};
+    let (one, two) = (
+        FlashblocksSource::start().await,
+        FlashblocksSource::start().await,
+    );
+    let local = MockEngine::start("local", 0x03, 0xaa).await;
+    let b1 = MockEngine::start("b1", 0x04, 0xb1).await;
+    let b2 = MockEngine::start("b2", 0x05, 0xb2).await;
+    b2.set_gas_used(5_000_000);
+    let spec = format!(
+        "name=b2,url={},jwt-token={},flashblocks-url={}",
+        b2.url(),
+        b2.secret_hex(),
+        two.url()
+    );
+    let url1 = one.url();
+    let s = setup_with(
+        local,
+        b1,
+        &[
+            "--builder-name",
+            "b1",
+            "--extra-builder",
+            &spec,
+            "--flashblocks",
+            "--flashblocks-builder-url",
+            &url1,
+            "--flashblocks-port",
+            "0",
+            "--health-check-interval",
+            "60",
+        ],
+    )
+    .await;
+    eventually(Duration::from_secs(3), "both streams connected", || async {
+        one.connections() == 1 && two.connections() == 1
+    })
+    .await;
+    let mut sub = subscribe(&s).await;
+    let local_id = s.fcu_build().await;
+    let id1 = builder_id(&s).await;
+    eventually(Duration::from_secs(2), "b2 answered the FCU", || async {
+        !b2.issued_ids().is_empty()
+    })
+    .await;
+    let id2: PayloadId = serde_json::from_value(json!(b2.issued_ids().last().unwrap())).unwrap();
+    for i in 0..4u8 {
+        two.text(&flashblock_of(&b2, id2, u64::from(i), vec![tx(100 + i)]));
+        one.text(&flashblock(
+            &s,
+            id1,
+            u64::from(i),
+            vec![tx(2 * i), tx(2 * i + 1)],
+        ));
+    }
+    eventually(Duration::from_secs(2), "both streams accepted", || async {
+        s.metric(r#"engine_mux_flashblocks_total{event="accepted",builder="b1"}"#) == 4.0
+            && s.metric(r#"engine_mux_flashblocks_total{event="accepted",builder="b2"}"#) == 4.0
+    })
+    .await;
+    for want in 0..4u64 {
+        let msg = tokio::time::timeout(Duration::from_secs(3), sub.next())
+            .await
+            .expect("a flashblock in time")
+            .unwrap()
+            .unwrap();
+        let Message::Text(t) = msg else {
+            panic!("text frames only")
+        };
+        let fb = engine_api::flashblocks::parse(t.as_bytes()).unwrap();
+        assert_eq!(
+            (fb.payload_id, fb.index),
+            (id1, want),
+            "only the elected builder's flashblocks, in order"
+        );
+    }
+    s.builder.down();
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(B256::repeat_byte(0xf3)),
+        "the block the elected builder's flashblocks assemble to, not b2's"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .is_err(),
+        "nothing else reached subscribers"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_builder_blocks_total{outcome="not_chosen",builder="b2"}"#),
+        1.0,
+        "b2's block was never tried: the elected builder preconfirmed this block"
     );
 }

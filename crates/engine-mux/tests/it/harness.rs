@@ -22,6 +22,11 @@ pub struct Setup {
 pub async fn setup(extra: &[&str]) -> Setup {
     let local = MockEngine::start("local", 0x03, 0xaa).await;
     let builder = MockEngine::start("builder", 0x04, 0xbb).await;
+    setup_with(local, builder, extra).await
+}
+
+/// [`setup`] over mocks the test started (more builders go in `extra` as --extra-builder).
+pub async fn setup_with(local: MockEngine, builder: MockEngine, extra: &[&str]) -> Setup {
     let mux = start_mux(&local, &builder, extra).await;
     let op_node = client(&mux, Some(local.secret), Duration::from_secs(5));
     // The first probe runs at startup; let it land so tests start from known evidence.

@@ -17,6 +17,7 @@ mod modes;
 mod ordering;
 mod peers;
 mod routing;
+mod several_builders;
 mod tls;
 
 /// The programmable mock engines (a dev-only crate, shared with the overhead bench).

@@ -9,10 +9,12 @@ use alloy_consensus::{
     proofs::calculate_transaction_root,
     transaction::{Recovered, SignerRecoverable},
 };
+use alloy_consensus::{Eip658Value, Receipt};
+use alloy_eips::eip2718::Encodable2718;
 use alloy_eips::{eip2718::Decodable2718, eip4895::Withdrawal, eip7685::EMPTY_REQUESTS_HASH};
 use alloy_primitives::{Address, B256, TxKind, U256};
 use alloy_rpc_types_engine::PayloadId;
-use op_alloy_consensus::{OpReceipt, OpTxEnvelope};
+use op_alloy_consensus::{OpDepositReceipt, OpReceipt, OpTxEnvelope, OpTxType};
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 
 use rpc_objects::fees::{
@@ -158,6 +160,43 @@ pub struct PendingBlock {
     fees: Option<BlockFees>,
     /// Every transaction so far came with its receipt (so gas adds up and is checked).
     receipts_complete: bool,
+    /// After each flashblock: transactions so far and the block's gas used then (the
+    /// stream's own figures, against which a simulation of the block is checked).
+    flashblock_gas: Vec<(usize, u64)>,
+}
+
+/// What one transaction did when the upstream simulated it (`eth_simulateV1`'s call result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether it succeeded.
+    pub status: bool,
+    /// Gas it used.
+    pub gas_used: u64,
+    /// Its logs.
+    pub logs: Vec<alloy_primitives::Log>,
+}
+
+/// A simulation that does not reproduce the block the stream describes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Divergence {
+    /// Not one outcome per transaction.
+    #[error("{got} simulated calls for {expected} transactions")]
+    Count {
+        /// Outcomes given.
+        got: usize,
+        /// Transactions in the block.
+        expected: usize,
+    },
+    /// The block's gas after a flashblock differs from the stream's.
+    #[error("gas after {txs} transactions: simulated {simulated}, stream {stream}")]
+    Gas {
+        /// Transactions up to that flashblock.
+        txs: usize,
+        /// Simulated cumulative gas.
+        simulated: u64,
+        /// The flashblock's `gas_used`.
+        stream: u64,
+    },
 }
 
 impl PendingBlock {
@@ -190,6 +229,7 @@ impl PendingBlock {
             nonces: HashMap::new(),
             fees: None,
             receipts_complete: true,
+            flashblock_gas: Vec::new(),
         };
         block.apply(fb, max_flashblocks)?;
         Ok(block)
@@ -353,10 +393,83 @@ impl PendingBlock {
                 .map(|(a, b)| (*a, *b)),
         );
         self.withdrawals.extend(fb.diff.withdrawals.iter().cloned());
+        self.flashblock_gas.push((self.txs.len(), fb.diff.gas_used));
         self.hash = fb.diff.block_hash;
         self.next_index += 1;
         self.rebuild_header(fb);
         Ok(())
+    }
+
+    /// Whether every transaction came with its receipt from the stream.
+    pub fn receipts_complete(&self) -> bool {
+        self.receipts_complete
+    }
+
+    /// Whether the block's effects on state are derivable from its transactions alone: every
+    /// one is a plain value transfer that ran no code (beside the L1-attributes deposit, which
+    /// writes only L1Block storage). Then no code or storage changed, and only the accounts
+    /// the transfers and fees name changed balance.
+    pub fn plain_transfers_only(&self) -> bool {
+        self.effects.is_some()
+    }
+
+    /// This block with the receipts the stream did not send filled in from a simulation of
+    /// it (`outcomes`: one per transaction, in order), then gas, log indexes, fees and balance
+    /// effects recomputed. Refused when the simulated gas differs from the stream's after any
+    /// flashblock: then the simulation did not run what the builder ran.
+    pub fn executed(&self, outcomes: &[Outcome]) -> Result<Self, Divergence> {
+        if outcomes.len() != self.txs.len() {
+            return Err(Divergence::Count {
+                got: outcomes.len(),
+                expected: self.txs.len(),
+            });
+        }
+        let mut out = self.clone();
+        let mut cumulative = 0u64;
+        let mut next_log = 0u64;
+        let mut boundaries = self.flashblock_gas.iter().peekable();
+        for (i, (ptx, outcome)) in out.txs.iter_mut().zip(outcomes).enumerate() {
+            while boundaries.next_if(|(n, _)| *n == i).is_some() {}
+            let gas_used = match &ptx.receipt {
+                Some(r) => r.cumulative_gas_used().saturating_sub(cumulative),
+                None => outcome.gas_used,
+            };
+            cumulative = cumulative.saturating_add(gas_used);
+            if ptx.receipt.is_none() {
+                ptx.receipt = Some(simulated_receipt(ptx.tx.inner(), outcome, cumulative));
+            }
+            ptx.gas_used = gas_used;
+            ptx.first_log_index = next_log;
+            next_log =
+                next_log.saturating_add(ptx.receipt.as_ref().map_or(0, |r| r.logs().len() as u64));
+            ptx.fees = (!ptx.tx.inner().is_deposit())
+                .then(|| {
+                    out.fees
+                        .as_ref()
+                        .map(|f| f.tx_fees(&ptx.tx.inner().encoded_2718(), gas_used))
+                })
+                .flatten();
+            if let Some(&&(n, stream)) = boundaries.peek()
+                && n == i + 1
+                && stream != cumulative
+            {
+                return Err(Divergence::Gas {
+                    txs: n,
+                    simulated: cumulative,
+                    stream,
+                });
+            }
+        }
+        // Balance effects again, now that every transaction's outcome is known.
+        out.receipts_complete = true;
+        out.effects = Some(HashMap::new());
+        let base_fee: u64 = out.base.base_fee_per_gas.saturating_to();
+        let txs = std::mem::take(&mut out.txs);
+        for ptx in &txs {
+            out.record_effects(ptx, base_fee);
+        }
+        out.txs = txs;
+        Ok(out)
     }
 
     fn record_nonce(&mut self, ptx: &PendingTx) {
@@ -495,5 +608,28 @@ impl PendingBlock {
         };
         self.size = alloy_rlp::Encodable::length(&block) as u64;
         self.header = block.header;
+    }
+}
+
+/// The consensus receipt a simulated transaction would have had in the block.
+fn simulated_receipt(tx: &OpTxEnvelope, outcome: &Outcome, cumulative: u64) -> OpReceipt {
+    let inner = Receipt {
+        status: Eip658Value::Eip658(outcome.status),
+        cumulative_gas_used: cumulative,
+        logs: outcome.logs.clone(),
+    };
+    match tx.tx_type() {
+        OpTxType::Legacy => OpReceipt::Legacy(inner),
+        OpTxType::Eip2930 => OpReceipt::Eip2930(inner),
+        OpTxType::Eip1559 => OpReceipt::Eip1559(inner),
+        OpTxType::Eip7702 => OpReceipt::Eip7702(inner),
+        // The depositor's nonce before the deposit is not known here; Canyon's version 1.
+        OpTxType::Deposit => OpReceipt::Deposit(OpDepositReceipt {
+            inner,
+            deposit_nonce: None,
+            deposit_receipt_version: Some(1),
+        }),
+        #[allow(unreachable_patterns)]
+        _ => OpReceipt::Eip1559(inner),
     }
 }

@@ -268,35 +268,39 @@ impl PendingState {
         if chain.is_empty() {
             return None;
         }
-        let head = self.head?.hash;
-        let mut known: Option<U256> = None;
-        let mut effect = BalanceEffect::default();
-        for block in &chain {
-            match block.balance(address) {
-                BalanceView::Reported(b) => {
-                    known = Some(b);
-                    effect = BalanceEffect::default();
-                }
-                BalanceView::Effect(e) => {
-                    effect.credit = effect.credit.saturating_add(e.credit);
-                    effect.debit = effect.debit.saturating_add(e.debit);
-                }
-                BalanceView::Unknown => return Some(PendingBalance::Unknown),
+        Some(balance_over(&chain, self.head?.hash, address))
+    }
+}
+
+/// Balance of `address` after `chain` (blocks on top of `head`), as far as the blocks tell.
+pub fn balance_over(chain: &[&PendingBlock], head: B256, address: &Address) -> PendingBalance {
+    let mut known: Option<U256> = None;
+    let mut effect = BalanceEffect::default();
+    for block in chain {
+        match block.balance(address) {
+            BalanceView::Reported(b) => {
+                known = Some(b);
+                effect = BalanceEffect::default();
             }
+            BalanceView::Effect(e) => {
+                effect.credit = effect.credit.saturating_add(e.credit);
+                effect.debit = effect.debit.saturating_add(e.debit);
+            }
+            BalanceView::Unknown => return PendingBalance::Unknown,
         }
-        let untouched = effect == BalanceEffect::default();
-        Some(match known {
-            Some(b) if untouched => PendingBalance::Known(b),
-            Some(b) => match b
-                .checked_add(effect.credit)
-                .and_then(|v| v.checked_sub(effect.debit))
-            {
-                Some(v) => PendingBalance::Known(v),
-                None => PendingBalance::Unknown,
-            },
-            None if untouched => PendingBalance::Untouched,
-            None => PendingBalance::Relative { head, effect },
-        })
+    }
+    let untouched = effect == BalanceEffect::default();
+    match known {
+        Some(b) if untouched => PendingBalance::Known(b),
+        Some(b) => match b
+            .checked_add(effect.credit)
+            .and_then(|v| v.checked_sub(effect.debit))
+        {
+            Some(v) => PendingBalance::Known(v),
+            None => PendingBalance::Unknown,
+        },
+        None if untouched => PendingBalance::Untouched,
+        None => PendingBalance::Relative { head, effect },
     }
 }
 
@@ -317,7 +321,7 @@ fn classify(e: &BlockError) -> Rejection {
 mod tests {
     use std::time::Duration;
 
-    use alloy_consensus::{Eip658Value, Receipt, Sealable};
+    use alloy_consensus::{Eip658Value, Receipt, Sealable, TxReceipt};
     use alloy_eips::eip2718::Encodable2718;
     use alloy_primitives::{Bloom, Bytes, TxKind};
     use alloy_rpc_types_engine::PayloadId;
@@ -623,5 +627,89 @@ mod tests {
         assert_eq!(tip.txs.len(), 2);
         assert!(tip.txs.iter().all(|t| t.receipt.is_none()));
         assert_eq!(s.balance(&a, now), Some(PendingBalance::Unknown));
+    }
+
+    /// Base's stream sends no receipts: a simulation of the block fills them in (status, gas,
+    /// cumulative gas, logs with block-wide indexes), checked against the stream's gas after
+    /// every flashblock; a simulation whose gas differs is refused.
+    #[test]
+    fn a_simulation_fills_in_receipts_and_must_match_the_streams_gas() {
+        use super::super::block::{Divergence, Outcome};
+        let now = Instant::now();
+        let mut s = state(4);
+        s.set_head(10, h(10), now);
+        let (a, b) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb));
+        let mut first = fb(1, 0, 11, h(10), 0, &[deposit(a, b, 0, 0, 1)], h(11));
+        first.metadata.receipts.clear();
+        first.diff.gas_used = 30_000;
+        s.ingest(&first).unwrap();
+        let mut second = fb(
+            1,
+            1,
+            11,
+            h(10),
+            1,
+            &[deposit(b, a, 0, 0, 2), deposit(a, a, 0, 0, 3)],
+            h(12),
+        );
+        second.metadata.receipts.clear();
+        second.diff.gas_used = 30_000 + 50_000 + 21_000;
+        s.ingest(&second).unwrap();
+        let block = s.tip(now).unwrap().clone();
+        let log = |n: u8| {
+            alloy_primitives::Log::new_unchecked(Address::repeat_byte(n), vec![h(n)], Bytes::new())
+        };
+        let outcome = |status, gas_used, logs| Outcome {
+            status,
+            gas_used,
+            logs,
+        };
+        let outcomes = [
+            outcome(true, 30_000, vec![log(1), log(2)]),
+            outcome(false, 50_000, vec![]),
+            outcome(true, 21_000, vec![log(3)]),
+        ];
+        let done = block.executed(&outcomes).unwrap();
+        let receipts: Vec<_> = done
+            .txs
+            .iter()
+            .map(|t| t.receipt.clone().unwrap())
+            .collect();
+        assert_eq!(
+            receipts
+                .iter()
+                .map(|r| r.cumulative_gas_used())
+                .collect::<Vec<_>>(),
+            [30_000, 80_000, 101_000]
+        );
+        assert_eq!(
+            receipts.iter().map(|r| r.status()).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert_eq!(
+            done.txs
+                .iter()
+                .map(|t| (t.gas_used, t.first_log_index))
+                .collect::<Vec<_>>(),
+            [(30_000, 0), (50_000, 2), (21_000, 2)]
+        );
+        assert_eq!(receipts[2].logs(), &[log(3)]);
+        assert!(done.receipts_complete());
+        // The first flashblock's gas says 30000: a simulation using 31000 there diverged.
+        let mut wrong = outcomes.clone();
+        wrong[0].gas_used = 31_000;
+        wrong[1].gas_used = 49_000;
+        assert_eq!(
+            block.executed(&wrong).unwrap_err(),
+            Divergence::Gas {
+                txs: 1,
+                simulated: 31_000,
+                stream: 30_000
+            }
+        );
+        assert!(matches!(
+            block.executed(&outcomes[..2]),
+            Err(Divergence::Count { .. })
+        ));
     }
 }

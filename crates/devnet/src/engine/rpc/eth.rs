@@ -5,7 +5,10 @@ use std::sync::Arc;
 use alloy_consensus::{TxReceipt, transaction::Recovered};
 use alloy_eips::BlockNumberOrTag;
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
-use alloy_rpc_types_eth::{BlockTransactions, Filter, FilterBlockOption, TransactionRequest};
+use alloy_rpc_types_eth::{
+    BlockOverrides, BlockTransactions, Filter, FilterBlockOption, TransactionRequest,
+    state::StateOverride,
+};
 use engine_api::codes;
 use jsonrpsee::{
     RpcModule,
@@ -270,16 +273,45 @@ const SIMULATE_VM_ERROR: i32 = -32015;
 /// Most blocks one `eth_simulateV1` request simulates (geth's limit).
 const MAX_SIMULATE_BLOCKS: usize = 256;
 
-/// One block of an `eth_simulateV1` request: only `calls`; overrides are refused.
+/// One block of an `eth_simulateV1` request: its calls, block overrides (number, time, gas
+/// limit, fee recipient, prevRandao, base fee) and state overrides of `code` only.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SimulatedBlock {
     #[serde(default)]
     calls: Vec<TransactionRequest>,
     #[serde(default)]
-    block_overrides: Option<Value>,
+    block_overrides: Option<BlockOverrides>,
     #[serde(default)]
-    state_overrides: Option<Value>,
+    state_overrides: Option<StateOverride>,
+}
+
+/// Applies a simulated block's state overrides: only code replacements are served.
+fn override_state(
+    runner: &mut CallRunner<'_>,
+    overrides: Option<&StateOverride>,
+) -> Result<(), ErrorObjectOwned> {
+    for (address, account) in overrides.into_iter().flatten() {
+        let Some(code) = &account.code else {
+            return Err(err(
+                codes::INVALID_PARAMS,
+                "only code can be overridden in eth_simulateV1 blocks",
+            ));
+        };
+        if account.balance.is_some()
+            || account.nonce.is_some()
+            || account.state.is_some()
+            || account.state_diff.is_some()
+            || account.move_precompile_to.is_some()
+        {
+            return Err(err(
+                codes::INVALID_PARAMS,
+                "only code can be overridden in eth_simulateV1 blocks",
+            ));
+        }
+        runner.set_code(*address, code.clone());
+    }
+    Ok(())
 }
 
 /// The `eth_simulateV1` payload (the subset served).
@@ -291,9 +323,10 @@ struct SimulatePayload {
     validation: bool,
 }
 
-/// `eth_simulateV1` without overrides and without validation: each block's calls run in order
-/// on the state the calls before them left (reverted calls leave their fee and nonce changes
-/// only), block after block on top of the requested block's post-state.
+/// `eth_simulateV1` without validation: each block's calls run in order on the state the calls
+/// before them left (reverted calls leave their fee and nonce changes only), block after block
+/// on top of the requested block's post-state; block overrides (number, time, gas limit, fee
+/// recipient, prevRandao, base fee) and code overrides apply before a block's calls, as in geth.
 fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
     let mut seq = p.sequence();
     let payload: SimulatePayload = seq.next()?;
@@ -311,9 +344,13 @@ fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
     let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
     let mut out = Vec::with_capacity(payload.block_state_calls.len());
     for simulated in &payload.block_state_calls {
-        no_overrides(simulated.block_overrides.as_ref())?;
-        no_overrides(simulated.state_overrides.as_ref())?;
         runner.next_block();
+        if let Some(o) = &simulated.block_overrides {
+            runner
+                .override_block(o)
+                .map_err(|e| err(codes::INVALID_PARAMS, e.to_string()))?;
+        }
+        override_state(&mut runner, simulated.state_overrides.as_ref())?;
         let gas_limit = runner.header().gas_limit;
         let mut gas_used = 0u64;
         let mut calls = Vec::with_capacity(simulated.calls.len());

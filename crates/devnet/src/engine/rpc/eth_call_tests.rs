@@ -405,9 +405,47 @@ async fn simulate_runs_calls_on_the_state_the_calls_before_them_left() {
     let e = chain
         .call::<Value>(
             "eth_simulateV1",
-            json!([{"blockStateCalls": [{"calls": [], "stateOverrides": {}}]}]),
+            json!([{"blockStateCalls": [{"calls": [], "stateOverrides": {contract.to_string(): {"balance": "0x1"}}}]}]),
         )
         .await
         .unwrap_err();
     assert_eq!(e.code(), -32602);
+}
+
+/// flashblocks-rpc simulates pending blocks with their header fields as block overrides and
+/// reads pending storage by replacing a contract's code in a later simulated block (geth's
+/// `stateOverrides` `code`: storage, balance and nonce stay).
+#[tokio::test]
+async fn simulate_applies_block_overrides_and_code_overrides_keep_storage() {
+    let mut chain = Chain::new();
+    let contract = chain.deploy();
+    let from = chain.signer.address();
+    // NUMBER, COINBASE, BASEFEE, TIMESTAMP as four words.
+    let env_reader = Bytes::from_static(&hex!("435f5241602052486040524260605260805ff3"));
+    // Returns storage slot `calldata[0..32]`.
+    let slot_reader = Bytes::from_static(&hex!("5f35545f5260205ff3"));
+    let probe = Address::repeat_byte(0x77);
+    let coinbase = Address::repeat_byte(0x42);
+    let head = chain.engine.head().number();
+    let payload = json!({"blockStateCalls": [
+        {"calls": [{"from": from, "to": contract, "data": word(5)}]},
+        {
+            "blockOverrides": {"number": format!("{:#x}", head + 5), "time": "0x7000000000",
+                "feeRecipient": coinbase, "baseFeePerGas": "0x3b9aca00", "gasLimit": "0x1c9c380"},
+            "stateOverrides": {probe.to_string(): {"code": env_reader}, contract.to_string(): {"code": slot_reader}},
+            "calls": [{"to": probe}, {"to": contract, "data": word(0)}],
+        },
+    ]});
+    let blocks: Vec<Value> = chain
+        .call("eth_simulateV1", json!([payload, "latest"]))
+        .await
+        .unwrap();
+    let env: Bytes = serde_json::from_value(blocks[1]["calls"][0]["returnData"].clone()).unwrap();
+    assert_eq!(env[..32], word(head + 5)[..]);
+    assert_eq!(env[44..64], coinbase[..]);
+    assert_eq!(env[64..96], word(1_000_000_000)[..]);
+    assert_eq!(env[96..128], word(0x70_0000_0000)[..]);
+    assert_eq!(blocks[1]["gasLimit"], json!("0x1c9c380"));
+    // The store of the first block is read through the replaced code.
+    assert_eq!(blocks[1]["calls"][1]["returnData"], json!(word(5)));
 }

@@ -1,0 +1,271 @@
+//! Several builders (issue 12): every usable builder is asked, the best block by the policy
+//! that is the block op-node asked for and VALID on the local EL is proposed, a failing or
+//! slow builder costs only itself, and builders can be switched off at runtime.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{Setup, eventually, setup_with},
+    mock_engine::{Fault, MockEngine},
+};
+
+/// The harness's --get-payload-deadline-ms (500) plus scheduling slack.
+const DEADLINE_WITH_SLACK: Duration = Duration::from_millis(750);
+
+/// Local EL, builder `b1` (the --builder-url one) and `b2`, `b3` as extra builders.
+struct Three {
+    s: Setup,
+    b2: MockEngine,
+    b3: MockEngine,
+}
+
+async fn three(extra: &[&str]) -> Three {
+    let local = MockEngine::start("local", 0x03, 0xaa).await;
+    let b1 = MockEngine::start("b1", 0x04, 0xb1).await;
+    let b2 = MockEngine::start("b2", 0x05, 0xb2).await;
+    let b3 = MockEngine::start("b3", 0x06, 0xb3).await;
+    let spec = |name: &str, b: &MockEngine| {
+        format!("name={name},url={},jwt-token={}", b.url(), b.secret_hex())
+    };
+    let (s2, s3) = (spec("b2", &b2), spec("b3", &b3));
+    let mut argv = vec![
+        "--builder-name",
+        "b1",
+        "--extra-builder",
+        &s2,
+        "--extra-builder",
+        &s3,
+    ];
+    argv.extend_from_slice(extra);
+    let s = setup_with(local, b1, &argv).await;
+    Three { s, b2, b3 }
+}
+
+impl Three {
+    fn b1(&self) -> &MockEngine {
+        &self.s.builder
+    }
+
+    /// The builder whose block `hash` is at height `n`, or `local`.
+    fn who(&self, hash: &str, n: u64) -> &'static str {
+        for (name, b) in [("b1", self.b1()), ("b2", &self.b2), ("b3", &self.b3)] {
+            if b.block_hash(n).to_string() == hash {
+                return name;
+            }
+        }
+        if self.s.local.block_hash(n).to_string() == hash {
+            return "local";
+        }
+        "unknown"
+    }
+
+    fn outcomes(&self, builder: &str, outcome: &str) -> f64 {
+        self.s.metric(&format!(
+            r#"engine_mux_builder_blocks_total{{outcome="{outcome}",builder="{builder}"}}"#
+        ))
+    }
+
+    /// Local newPayload calls (engine-mux's validations and op-node's imports) for `hash`.
+    fn validations_of(&self, hash: alloy_primitives::B256) -> usize {
+        let hash = hash.to_string();
+        self.s
+            .local
+            .calls_of("engine_newPayloadV3")
+            .iter()
+            .filter(|c| c.params[0]["blockHash"] == hash)
+            .count()
+    }
+
+    async fn debug(&self, method: &'static str, params: Value) -> Result<Value, String> {
+        let client = crate::mock_engine::engine_client(
+            &format!("http://{}", self.s.mux.debug_addr),
+            None,
+            Duration::from_secs(5),
+        );
+        client
+            .call::<Value>(method, &params, client.timeout())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test]
+async fn invalid_and_slow_builders_cost_nothing_the_good_one_builds_every_block() {
+    let t = three(&[]).await;
+    // b1 would win on gas but the local EL finds its blocks INVALID; b2 never answers within
+    // the deadline; b3 is good.
+    t.b1().set_gas_used(3_000_000);
+    t.b2.set_gas_used(2_000_000);
+    t.b3.set_gas_used(1_000_000);
+    for n in 101..=106 {
+        t.s.local.invalid_for(t.b1().block_hash(n));
+    }
+    t.b2.fault("engine_getPayloadV3", Fault::Delay(Duration::from_secs(3)));
+    for n in 101..=105 {
+        let started = Instant::now();
+        let hash = t.s.block("engine_getPayloadV3").await;
+        let took = started.elapsed();
+        assert_eq!(
+            t.who(&hash, n),
+            "b3",
+            "block {n}\n{}",
+            t.s.mux.metrics_text()
+        );
+        assert!(
+            took < DEADLINE_WITH_SLACK * 2,
+            "block {n}: the whole block (4 calls) took {took:?}"
+        );
+    }
+    assert_eq!(t.outcomes("b3", "proposed"), 5.0);
+    assert_eq!(t.outcomes("b1", "invalid"), 5.0);
+    assert_eq!(t.outcomes("b2", "timeout"), 5.0);
+    assert_eq!(
+        t.s.healthz().await,
+        200,
+        "blocks still come from a builder: 200 although two of three fail"
+    );
+}
+
+#[tokio::test]
+async fn most_gas_wins_and_only_the_winner_is_validated() {
+    let t = three(&[]).await;
+    t.b1().set_gas_used(1_000_000);
+    t.b2.set_gas_used(3_000_000);
+    t.b3.set_gas_used(2_000_000);
+    for n in 101..=103 {
+        let hash = t.s.block("engine_getPayloadV3").await;
+        assert_eq!(t.who(&hash, n), "b2", "block {n}");
+        assert_eq!(
+            t.validations_of(t.b1().block_hash(n)) + t.validations_of(t.b3.block_hash(n)),
+            0,
+            "one validation when the best block is good"
+        );
+    }
+    assert_eq!(t.outcomes("b2", "proposed"), 3.0);
+    assert_eq!(t.outcomes("b1", "not_chosen"), 3.0);
+    assert_eq!(t.outcomes("b3", "not_chosen"), 3.0);
+}
+
+#[tokio::test]
+async fn priority_prefers_the_first_healthy_builder_and_returns_to_it() {
+    let t = three(&["--builder-policy", "priority"]).await;
+    // Gas would say b3; priority says b1.
+    t.b3.set_gas_used(5_000_000);
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 101), "b1");
+
+    t.b1().down();
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 102), "b2", "primary down: the backup builds");
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 103), "b2");
+
+    t.b1().up().await;
+    // Back to the primary once a probe finds it reachable and catch-up brought it level.
+    let mut n = 103;
+    let started = Instant::now();
+    loop {
+        n += 1;
+        let hash = t.s.block("engine_getPayloadV3").await;
+        let who = t.who(&hash, n);
+        assert!(matches!(who, "b1" | "b2"), "block {n} from {who}");
+        if who == "b1" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the primary never built again\n{}",
+            t.s.mux.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_builder_disabled_on_the_debug_api_is_not_asked_to_build_from_the_next_fcu() {
+    let t = three(&["--builder-policy", "priority"]).await;
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b1", "b2", "b3"]);
+    assert_eq!(listed[0]["enabled"], true);
+    assert_eq!(listed[0]["url"], format!("{}/", t.b1().url()));
+
+    let answer = t
+        .debug("debug_setBuilderEnabled", json!(["b1", false]))
+        .await
+        .unwrap();
+    assert_eq!(answer["enabled"], false);
+    t.b1().clear_calls();
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 101), "b2");
+    assert!(
+        t.b1()
+            .calls_of("engine_forkchoiceUpdatedV3")
+            .iter()
+            .all(|c| c.params[1].is_null()),
+        "a disabled builder is not asked to build"
+    );
+    assert_eq!(t.outcomes("b1", "proposed"), 0.0);
+
+    let err = t
+        .debug("debug_setBuilderEnabled", json!(["nope", true]))
+        .await
+        .unwrap_err();
+    assert!(err.contains("-32602") && err.contains("nope"), "{err}");
+
+    t.debug("debug_setBuilderEnabled", json!(["b1", true]))
+        .await
+        .unwrap();
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 102), "b1", "enabled again on the next FCU");
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    assert_eq!(listed[0]["last_outcome"], "proposed");
+    assert_eq!(listed[1]["last_outcome"], "not_chosen");
+}
+
+#[tokio::test]
+async fn a_restarted_builder_is_caught_up_while_the_others_keep_building() {
+    let t = three(&[]).await;
+    t.b3.set_gas_used(3_000_000);
+    t.b2.set_gas_used(2_000_000);
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 101), "b3");
+    t.b3.down();
+    for n in 102..=106 {
+        let hash = t.s.block("engine_getPayloadV3").await;
+        assert_eq!(t.who(&hash, n), "b2", "block {n}: the others keep building");
+    }
+    t.b3.clear_calls();
+    t.b3.up().await;
+    eventually(
+        Duration::from_secs(10),
+        "the restarted builder is replayed the blocks it missed",
+        || async {
+            t.b3.calls_of("engine_newPayloadV3")
+                .iter()
+                .any(|c| c.params[0]["blockHash"] == t.b2.block_hash(106).to_string())
+        },
+    )
+    .await;
+    let mut n = 106;
+    let started = Instant::now();
+    loop {
+        n += 1;
+        let hash = t.s.block("engine_getPayloadV3").await;
+        if t.who(&hash, n) == "b3" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "b3 never built again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,554 @@
+//! Executing the pending blocks through the upstream's `eth_simulateV1` (op-geth and op-reth
+//! serve it, as does the devnet engine): each pending block becomes one simulated block with its
+//! header fields as block overrides and its transactions (deposits included) as calls, on top of
+//! the head the pending blocks extend. From one run per new flashblock come the receipts a
+//! stream without metadata does not send and the balances of every sender and recipient; state
+//! reads of other accounts, code and storage append probe calls to a run of their own.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use alloy_consensus::Transaction;
+use alloy_primitives::{Address, B256, Bytes, U64, U256, hex};
+use alloy_rpc_types_eth::simulate::SimulateError as CallFailure;
+use engine_api::codes::METHOD_NOT_FOUND;
+use serde_json::{Value, json};
+use tokio::sync::{OnceCell, watch};
+
+use crate::{
+    context::Context,
+    metrics::Simulation,
+    pending::block::{Outcome, PendingBlock, PendingTx},
+};
+use rpc_objects::fees::{L1_FEE_VAULT, OPERATOR_FEE_VAULT};
+
+/// Executions (one per pending chain seen) kept for the handlers; older ones are dropped.
+pub const MAX_EXECUTIONS: usize = 8;
+/// Where the balance reader's code is placed (a state override of a probe block).
+pub const BALANCE_PROBE: Address = Address::new(hex!("00000000000000000000000000000000fb0ba1a0"));
+/// Where the code reader's code is placed.
+pub const CODE_PROBE: Address = Address::new(hex!("00000000000000000000000000000000fb0bc0de"));
+/// `BALANCE(calldata[0..32])` as one word.
+const BALANCE_READER: [u8; 9] = hex!("5f35315f5260205ff3");
+/// The code of the account `calldata[0..32]` (EXTCODESIZE + EXTCODECOPY, returned whole).
+const CODE_READER: [u8; 11] = hex!("5f35803b805f5f843c5ff3");
+/// Storage slot `calldata[0..32]` of the account running it (placed over the account's own
+/// code, so `SLOAD` reads its storage).
+const STORAGE_READER: [u8; 9] = hex!("5f35545f5260205ff3");
+/// Gas of one probe call (a 24 KiB code copy costs ~6k).
+const PROBE_GAS: u64 = 200_000;
+
+/// A state read after the pending transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Read {
+    /// An account's balance.
+    Balance(Address),
+    /// An account's code.
+    Code(Address),
+    /// One storage slot of an account.
+    Storage(Address, B256),
+}
+
+/// Why a simulation gave nothing to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// The upstream has no `eth_simulateV1` (-32601).
+    #[error("the upstream does not serve eth_simulateV1")]
+    Unsupported,
+    /// It answered with an error, garbage or not at all.
+    #[error("eth_simulateV1 failed: {0}")]
+    Failed(String),
+}
+
+/// The pending chain a simulation ran: the head it extends and its blocks' hashes (each
+/// flashblock changes its block's hash, so this names one flashblock of each block).
+pub type ChainKey = (B256, Vec<B256>);
+
+/// The served pending chain, copied out of the lock: its key, head and blocks.
+pub fn snapshot(ctx: &Context) -> Option<(ChainKey, Vec<PendingBlock>)> {
+    let state = ctx.read();
+    let chain = state.chain(Instant::now());
+    let head = chain.first()?.parent_hash();
+    let key = (head, chain.iter().map(|b| b.hash).collect());
+    Some((key, chain.into_iter().cloned().collect()))
+}
+
+/// A pending transaction as a call: same sender, nonce, gas, fees, target, value, input and
+/// access list. A deposit pays no gas and its mint cannot be expressed (it is left out).
+pub fn tx_call(tx: &PendingTx) -> Value {
+    let inner = &tx.tx;
+    let mut call = json!({
+        "from": inner.signer(),
+        "gas": U64::from(inner.gas_limit()),
+        "value": inner.value(),
+        "input": inner.input(),
+    });
+    if let Some(to) = inner.to() {
+        call["to"] = json!(to);
+    }
+    if inner.is_deposit() {
+        return call;
+    }
+    call["nonce"] = json!(U64::from(inner.nonce()));
+    if inner.is_dynamic_fee() {
+        call["maxFeePerGas"] = json!(U256::from(inner.max_fee_per_gas()));
+        call["maxPriorityFeePerGas"] = json!(U256::from(
+            inner.max_priority_fee_per_gas().unwrap_or_default()
+        ));
+    } else {
+        call["gasPrice"] = json!(U256::from(inner.max_fee_per_gas()));
+    }
+    if let Some(list) = inner.access_list() {
+        call["accessList"] = json!(list);
+    }
+    if let Some(auths) = inner.authorization_list() {
+        call["authorizationList"] = json!(auths);
+    }
+    call
+}
+
+/// A pending block as a simulated block: its header's number, timestamp, gas limit, fee
+/// recipient, prevRandao and base fee as overrides (without a base fee override geth and reth
+/// simulate at base fee 0 and would charge senders less), its transactions as calls.
+pub fn simulated_block(block: &PendingBlock) -> Value {
+    json!({
+        "blockOverrides": {
+            "number": U64::from(block.number()),
+            "time": U64::from(block.header.timestamp),
+            "gasLimit": U64::from(block.header.gas_limit),
+            "feeRecipient": block.header.beneficiary,
+            "prevRandao": block.header.mix_hash,
+            "baseFeePerGas": U64::from(block.base_fee()),
+        },
+        "calls": block.txs.iter().map(tx_call).collect::<Vec<_>>(),
+    })
+}
+
+/// The probe blocks for `reads`: balances and code read by reader code placed at two probe
+/// addresses; storage by replacing each account's code with a slot reader in a block of its
+/// own (after the balance and code reads, which must see the real code).
+fn probe_blocks(reads: &[Read]) -> Vec<Value> {
+    let word = |a: Address| B256::left_padding_from(a.as_slice());
+    let call =
+        |to: Address, data: B256| json!({"to": to, "input": data, "gas": U64::from(PROBE_GAS)});
+    let mut accounts = Vec::new();
+    let mut slots = Vec::new();
+    let mut slot_code = serde_json::Map::new();
+    for read in reads {
+        match *read {
+            Read::Balance(a) => accounts.push(call(BALANCE_PROBE, word(a))),
+            Read::Code(a) => accounts.push(call(CODE_PROBE, word(a))),
+            Read::Storage(a, slot) => {
+                slots.push(call(a, slot));
+                slot_code.insert(
+                    a.to_string(),
+                    json!({"code": Bytes::from_static(&STORAGE_READER)}),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !accounts.is_empty() {
+        out.push(json!({
+            "stateOverrides": {
+                BALANCE_PROBE.to_string(): {"code": Bytes::from_static(&BALANCE_READER)},
+                CODE_PROBE.to_string(): {"code": Bytes::from_static(&CODE_READER)},
+            },
+            "calls": accounts,
+        }));
+    }
+    if !slots.is_empty() {
+        out.push(json!({"stateOverrides": slot_code, "calls": slots}));
+    }
+    out
+}
+
+/// One call's result in an `eth_simulateV1` answer (geth's `simCallResult`, reth's
+/// `SimCallResult`). Logs are read as address, topics and data only: op-geth and op-reth add
+/// block and transaction fields, other servers (the devnet engine) may not.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimCallResult {
+    /// Return data (or revert data).
+    #[serde(default)]
+    pub return_data: Bytes,
+    /// Logs emitted.
+    #[serde(default)]
+    pub logs: Vec<alloy_primitives::Log>,
+    /// Gas used.
+    #[serde(deserialize_with = "quantity")]
+    pub gas_used: u64,
+    /// Success (`0x1`) or failure (`0x0`).
+    #[serde(deserialize_with = "status")]
+    pub status: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<CallFailure>,
+}
+
+fn quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v: U64 = serde::Deserialize::deserialize(d)?;
+    Ok(v.to())
+}
+
+fn status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(quantity(d)? == 1)
+}
+
+/// One simulated block's answer: only its calls are read (op-geth answers the whole RPC
+/// block around them, the devnet engine a few header fields).
+#[derive(Debug, serde::Deserialize)]
+struct SimulatedCalls {
+    calls: Vec<SimCallResult>,
+}
+
+/// What one run gave: each pending block's call results, the caller's call appended to the
+/// last pending block, then the results of the blocks after them (probe reads).
+#[derive(Debug)]
+pub struct Ran {
+    /// Per pending block, one result per transaction.
+    pub blocks: Vec<Vec<SimCallResult>>,
+    /// The appended call's result.
+    pub tail: Option<SimCallResult>,
+    /// The later blocks' results, in order.
+    pub extra: Vec<SimCallResult>,
+}
+
+/// Simulates `blocks` on top of `head` with `tail` (a caller's call) run last in the last
+/// pending block, in its environment, then the `extra` blocks (probe reads).
+pub async fn simulate(
+    ctx: &Context,
+    head: B256,
+    blocks: &[PendingBlock],
+    tail: Option<Value>,
+    extra: Vec<Value>,
+) -> Result<Ran, SimulateError> {
+    let mut block_state_calls: Vec<Value> = blocks.iter().map(simulated_block).collect();
+    if let Some(call) = tail.clone()
+        && let Some(last) = block_state_calls.last_mut()
+        && let Some(calls) = last["calls"].as_array_mut()
+    {
+        calls.push(call);
+    }
+    block_state_calls.extend(extra);
+    let request = json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]);
+    let answer: Vec<SimulatedCalls> = match ctx
+        .upstream
+        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
+        .await
+    {
+        Ok(a) => a,
+        Err(engine_api::UpstreamError::Rpc { error, .. }) if error.code() == METHOD_NOT_FOUND => {
+            return Err(SimulateError::Unsupported);
+        }
+        Err(e) => return Err(SimulateError::Failed(e.to_string())),
+    };
+    if answer.len() != block_state_calls.len() {
+        return Err(SimulateError::Failed(format!(
+            "{} simulated blocks for {} requested",
+            answer.len(),
+            block_state_calls.len()
+        )));
+    }
+    let mut answer = answer.into_iter().map(|b| b.calls);
+    let mut ran: Vec<Vec<SimCallResult>> = answer.by_ref().take(blocks.len()).collect();
+    let tail = match (tail, ran.last_mut()) {
+        (Some(_), Some(last)) => last.pop(),
+        _ => None,
+    };
+    for (block, calls) in blocks.iter().zip(&ran) {
+        if calls.len() != block.txs.len() {
+            return Err(SimulateError::Failed(format!(
+                "{} call results for {} transactions",
+                calls.len(),
+                block.txs.len()
+            )));
+        }
+    }
+    Ok(Ran {
+        blocks: ran,
+        tail,
+        extra: answer.flatten().collect(),
+    })
+}
+
+/// The pending chain executed: every block with every receipt, and balances read after it.
+#[derive(Debug)]
+pub struct Execution {
+    /// The head the chain extends.
+    pub head: B256,
+    /// The blocks, receipts filled in from the simulation where the stream sent none.
+    pub blocks: Vec<PendingBlock>,
+    /// Balances after the chain of every sender and recipient (and fee recipient), as the
+    /// simulation left them, corrected for the L1 and operator fees it does not charge.
+    pub balances: HashMap<Address, U256>,
+}
+
+impl Execution {
+    /// The executed block with `hash`.
+    pub fn block(&self, hash: &B256) -> Option<&PendingBlock> {
+        self.blocks.iter().find(|b| b.hash == *hash)
+    }
+
+    /// Whether the executed chain ran no code (plain transfers only).
+    pub fn plain_transfers_only(&self) -> bool {
+        self.blocks.iter().all(PendingBlock::plain_transfers_only)
+    }
+}
+
+/// One chain's execution, computed once; `None` when there is nothing to serve.
+type ExecutionCell = Arc<OnceCell<Option<Arc<Execution>>>>;
+
+/// Executions by pending chain, bounded (oldest dropped), each computed once however many
+/// handlers ask for it at the same time.
+#[derive(Debug, Default)]
+pub struct Executions {
+    entries: Mutex<VecDeque<(ChainKey, ExecutionCell)>>,
+}
+
+impl Executions {
+    fn cell(&self, ctx: &Context, key: &ChainKey) -> ExecutionCell {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, cell)) = entries.iter().find(|(k, _)| k == key) {
+            return cell.clone();
+        }
+        let cell = Arc::new(OnceCell::new());
+        entries.push_back((key.clone(), cell.clone()));
+        while entries.len() > MAX_EXECUTIONS {
+            entries.pop_front();
+        }
+        ctx.metrics.set_executions_cached(entries.len());
+        cell
+    }
+}
+
+/// The L1 data fee and operator fee the pending transactions pay, by payer, plus the vaults'
+/// income: what `eth_simulateV1` leaves out (op-geth and op-reth run calls without an L1 cost,
+/// as does the devnet engine), to be applied to the balances it reports.
+fn unsimulated_fees(blocks: &[PendingBlock]) -> HashMap<Address, (U256, U256)> {
+    let mut out: HashMap<Address, (U256, U256)> = HashMap::new();
+    for ptx in blocks.iter().flat_map(|b| &b.txs) {
+        let Some(fees) = ptx.fees else { continue };
+        let paid = fees.l1_fee.saturating_add(fees.operator_fee);
+        let payer = out.entry(ptx.tx.signer()).or_default();
+        payer.1 = payer.1.saturating_add(paid);
+        let l1 = out.entry(L1_FEE_VAULT).or_default();
+        l1.0 = l1.0.saturating_add(fees.l1_fee);
+        let op = out.entry(OPERATOR_FEE_VAULT).or_default();
+        op.0 = op.0.saturating_add(fees.operator_fee);
+    }
+    out
+}
+
+/// A balance as the simulation reported it, with the fees it did not charge applied.
+pub fn corrected_balance(blocks: &[PendingBlock], address: Address, simulated: U256) -> U256 {
+    match unsimulated_fees(blocks).get(&address) {
+        Some((credit, debit)) => simulated.saturating_add(*credit).saturating_sub(*debit),
+        None => simulated,
+    }
+}
+
+fn word_u256(r: &SimCallResult) -> Option<U256> {
+    (r.status && r.return_data.len() == 32).then(|| U256::from_be_slice(&r.return_data))
+}
+
+/// The execution of the served pending chain: cached per chain, computed on the first ask (by
+/// the background task on each new flashblock, or a handler). `None`: no pending chain, or
+/// the simulation is unavailable, failed or diverged from the stream (counted by outcome).
+pub async fn execution(ctx: &Context) -> Option<Arc<Execution>> {
+    let (key, blocks) = snapshot(ctx)?;
+    let cell = ctx.executions.cell(ctx, &key);
+    cell.get_or_init(|| execute(ctx, key.0, blocks))
+        .await
+        .clone()
+}
+
+async fn execute(ctx: &Context, head: B256, blocks: Vec<PendingBlock>) -> Option<Arc<Execution>> {
+    let started = Instant::now();
+    let elapsed = || started.elapsed().as_millis() as u64;
+    let mut touched: Vec<Address> = Vec::new();
+    let mut seen = HashSet::new();
+    for block in &blocks {
+        let parties = block
+            .txs
+            .iter()
+            .flat_map(|t| [Some(t.tx.signer()), t.tx.to()])
+            .chain([Some(block.header.beneficiary)])
+            .flatten();
+        for a in parties {
+            if seen.insert(a) {
+                touched.push(a);
+            }
+        }
+    }
+    let reads: Vec<Read> = touched.iter().map(|a| Read::Balance(*a)).collect();
+    let ran = match simulate(ctx, head, &blocks, None, probe_blocks(&reads)).await {
+        Ok(r) => r,
+        Err(SimulateError::Unsupported) => {
+            ctx.metrics.simulated(Simulation::Unsupported, elapsed());
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(%e, "pending execution failed");
+            ctx.metrics.simulated(Simulation::Failed, elapsed());
+            return None;
+        }
+    };
+    let mut executed = Vec::with_capacity(blocks.len());
+    for (block, calls) in blocks.iter().zip(&ran.blocks) {
+        let outcomes: Vec<Outcome> = calls
+            .iter()
+            .map(|c| Outcome {
+                status: c.status,
+                gas_used: c.gas_used,
+                logs: c.logs.clone(),
+            })
+            .collect();
+        match block.executed(&outcomes) {
+            Ok(b) => executed.push(b),
+            Err(e) => {
+                tracing::debug!(%e, block = block.number(), "simulation diverged from the stream");
+                ctx.metrics.simulated(Simulation::Divergent, elapsed());
+                return None;
+            }
+        }
+    }
+    let mut balances = HashMap::new();
+    for (address, result) in touched.iter().zip(&ran.extra) {
+        if let Some(b) = word_u256(result) {
+            balances.insert(*address, corrected_balance(&executed, *address, b));
+        }
+    }
+    ctx.metrics.simulated(Simulation::Ok, elapsed());
+    Some(Arc::new(Execution {
+        head,
+        blocks: executed,
+        balances,
+    }))
+}
+
+/// What a probe read: a balance or slot as a word, code as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadValue {
+    /// A balance or a storage word.
+    Word(U256),
+    /// Code.
+    Code(Bytes),
+}
+
+/// Reads `read` after the pending chain `blocks` (on `head`) with a run of its own.
+pub async fn probe(
+    ctx: &Context,
+    head: B256,
+    blocks: &[PendingBlock],
+    read: Read,
+) -> Result<ReadValue, SimulateError> {
+    let ran = simulate(ctx, head, blocks, None, probe_blocks(&[read])).await?;
+    let result = ran
+        .extra
+        .first()
+        .ok_or_else(|| SimulateError::Failed("no probe result".into()))?;
+    if !result.status {
+        return Err(SimulateError::Failed(format!(
+            "probe failed: {:?}",
+            result.error.as_ref().map(|e| &e.message)
+        )));
+    }
+    ctx.metrics.probed();
+    Ok(match read {
+        Read::Code(_) => ReadValue::Code(result.return_data.clone()),
+        Read::Balance(a) => ReadValue::Word(corrected_balance(
+            blocks,
+            a,
+            word_u256(result).ok_or_else(|| SimulateError::Failed("short balance word".into()))?,
+        )),
+        Read::Storage(..) => ReadValue::Word(
+            word_u256(result).ok_or_else(|| SimulateError::Failed("short storage word".into()))?,
+        ),
+    })
+}
+
+/// Executes each new pending chain as flashblocks arrive (woken per accepted flashblock; a
+/// burst coalesces into one run of the latest chain) until `stop` flips.
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = ctx.execute_nudge.notified() => {}
+            _ = stop.changed() => return,
+        }
+        let _ = execution(&ctx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// op-geth's call result (`simCallResult`: logs as full `types.Log`, error with code 3
+    /// and revert data) and the devnet engine's (logs as address, topics, data) both parse.
+    #[test]
+    fn call_results_of_op_geth_and_the_devnet_engine_parse() {
+        let geth = json!({
+            "returnData": "0x",
+            "logs": [{
+                "address": Address::repeat_byte(0xaa),
+                "topics": [B256::repeat_byte(1)],
+                "data": "0x01",
+                "blockNumber": "0xb",
+                "transactionHash": B256::repeat_byte(2),
+                "transactionIndex": "0x0",
+                "blockHash": B256::repeat_byte(3),
+                "logIndex": "0x0",
+                "removed": false
+            }],
+            "gasUsed": "0x5208",
+            "status": "0x1"
+        });
+        let r: SimCallResult = serde_json::from_value(geth).unwrap();
+        assert!(r.status);
+        assert_eq!(r.gas_used, 21_000);
+        assert_eq!(r.logs[0].address, Address::repeat_byte(0xaa));
+        assert_eq!(r.logs[0].data.data, Bytes::from_static(&[1]));
+        let reverted = json!({
+            "returnData": "0x2a", "logs": [], "gasUsed": "0x6000", "status": "0x0",
+            "error": {"code": 3, "message": "execution reverted", "data": "0x2a"}
+        });
+        let r: SimCallResult = serde_json::from_value(reverted).unwrap();
+        assert!(!r.status);
+        assert_eq!(r.error.unwrap().code, 3);
+        let devnet = json!({"returnData": "0x", "gasUsed": "0x1", "status": "0x1",
+            "logs": [{"address": Address::ZERO, "topics": [], "data": "0x", "removed": false}]});
+        assert_eq!(
+            serde_json::from_value::<SimCallResult>(devnet)
+                .unwrap()
+                .logs
+                .len(),
+            1
+        );
+    }
+
+    /// The probe blocks: balance and code readers at their probe addresses in one block,
+    /// storage reads (the account's code replaced) in a block after it.
+    #[test]
+    fn probes_put_storage_reads_in_a_block_of_their_own() {
+        let a = Address::repeat_byte(0xa);
+        let blocks = probe_blocks(&[
+            Read::Balance(a),
+            Read::Storage(a, B256::ZERO),
+            Read::Code(a),
+        ]);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0]["calls"].as_array().unwrap().len(), 2);
+        assert_eq!(blocks[0]["calls"][0]["to"], json!(BALANCE_PROBE));
+        assert_eq!(blocks[0]["calls"][1]["to"], json!(CODE_PROBE));
+        assert_eq!(blocks[1]["calls"][0]["to"], json!(a));
+        assert_eq!(
+            blocks[1]["stateOverrides"][a.to_string()]["code"],
+            json!(Bytes::from_static(&STORAGE_READER))
+        );
+        assert!(probe_blocks(&[]).is_empty());
+    }
+}
