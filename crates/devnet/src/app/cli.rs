@@ -126,11 +126,19 @@ pub struct AllArgs {
     /// Spammer transactions per second (0 disables the spammer).
     #[arg(long, default_value_t = 10.0)]
     pub tx_rate: f64,
-    /// Builder fault windows by block height, `FAULT@FROM..TO` (FAULT: down, hang, invalid,
-    /// zero_state_root, empty, stale, slow=MS, flashblocks_down, drop_preconfirmed,
-    /// down_after_flashblock=N); repeatable.
-    #[arg(long = "builder-fault", value_name = "FAULT@FROM..TO")]
+    /// Builder fault windows by block height, `[BUILDER:]FAULT@FROM..TO` (FAULT: down, hang,
+    /// invalid, zero_state_root, empty, stale, slow=MS, flashblocks_down, drop_preconfirmed,
+    /// down_after_flashblock=N; BUILDER: `b2` or `2`, without it every builder); repeatable.
+    #[arg(long = "builder-fault", value_name = "[BUILDER:]FAULT@FROM..TO")]
     pub builder_faults: Vec<FaultWindow>,
+    /// Builder engines to start, named b1..bN in engine-mux's priority order (each with its
+    /// own ports and, with --flashblocks, its own flashblocks stream).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub builders: u16,
+    /// engine-mux's --builder-policy (gas-used, priority, block-value): how the builders'
+    /// blocks are ordered at getPayload (default: engine-mux's).
+    #[arg(long)]
+    pub builder_policy: Option<String>,
     /// Stop after this many blocks.
     #[arg(long)]
     pub max_blocks: Option<u64>,
@@ -361,6 +369,25 @@ mod tests {
         assert!(cli.all.flashblocks);
         assert_eq!(cli.all.flashblocks_port, 0);
         assert_eq!(cli.all.flashblocks_interval, Duration::from_millis(50));
+        assert_eq!(cli.all.builders, 1, "one builder by default");
+        let cli = Cli::try_parse_from([
+            "devnet",
+            "--builders",
+            "3",
+            "--builder-policy",
+            "priority",
+            "--builder-fault",
+            "b2:invalid@10..20",
+            "--builder-fault",
+            "3:slow=900@1..100",
+        ])
+        .unwrap();
+        assert_eq!(cli.all.builders, 3);
+        assert_eq!(cli.all.builder_policy.as_deref(), Some("priority"));
+        assert_eq!(cli.all.builder_faults[0].builder, Some(2));
+        assert_eq!(cli.all.builder_faults[1].fault, Fault::Slow(900));
+        assert_eq!(cli.all.builder_faults[1].builder, Some(3));
+        assert!(Cli::try_parse_from(["devnet", "--builders", "0"]).is_err());
     }
 
     #[test]

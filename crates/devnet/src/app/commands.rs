@@ -12,7 +12,9 @@ use crate::{
             AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, GenesisOutArgs,
             SpamArgs, parse_url,
         },
-        load_genesis, metric_value, start_engine_on, unix_now,
+        load_genesis, metric_value, start_engine_on,
+        status::SourceTally,
+        unix_now,
     },
     chain::{accounts::funded_dev_signers, attributes::SequencerParams, genesis::GenesisError},
     engine::Role,
@@ -96,6 +98,8 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         block_time: args.block_time,
         tx_rate: args.tx_rate,
         builder_faults: args.builder_faults.clone(),
+        builders: usize::from(args.builders),
+        builder_policy: args.builder_policy.clone(),
         max_blocks: args.max_blocks,
         mux_args: args.mux_args.clone(),
         mux_port: args.mux_port,
@@ -109,13 +113,25 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         ..DevnetConfig::default()
     })
     .await?;
+    let builders: Vec<String> = devnet
+        .builders()
+        .enumerate()
+        .map(|(i, b)| {
+            format!(
+                "{} {} (control: devnet_setFault on {})",
+                crate::app::builder_name(i + 1),
+                b.auth_addr,
+                b.http_addr
+            )
+        })
+        .collect();
     println!(
-        "devnet: chain {} | engine-mux {} | local {} | builder {} (control: devnet_setFault on {}) | JWT {}",
+        "devnet: chain {} | engine-mux {} (debug {}) | local {} | builders {} | JWT {}",
         devnet.spec.chain_id,
         devnet.mux.rpc_addr,
+        devnet.mux.debug_addr,
         devnet.local.auth_addr,
-        devnet.builder.auth_addr,
-        devnet.builder.http_addr,
+        builders.join(", "),
         hex::encode(devnet.jwt.as_bytes()),
     );
     let first_key = funded_dev_signers(&devnet.local.engine.head_state())
@@ -134,9 +150,15 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
             rpc.http_url(),
         );
     }
-    if let (Some(out), Some(inp)) = (devnet.mux.flashblocks_addr, devnet.builder.flashblocks_addr) {
+    if let Some(out) = devnet.mux.flashblocks_addr {
+        let inputs: Vec<String> = devnet
+            .builders()
+            .filter_map(|b| b.flashblocks_addr)
+            .map(|a| format!("ws://{a}"))
+            .collect();
         println!(
-            "flashblocks: builder ws://{inp} -> engine-mux -> ws://{out} (every {:?})",
+            "flashblocks: builders {} -> engine-mux -> ws://{out} (every {:?})",
+            inputs.join(", "),
             args.flashblocks_interval
         );
     }
@@ -150,7 +172,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         );
     }
     let mut events = devnet.driver.subscribe();
-    let mut builder_before = 0.0;
+    let mut sources_before = SourceTally::read(&devnet.mux.metrics_text());
     let mut flashblocks_before = FlashblocksTally::default();
     let status = async {
         loop {
@@ -160,33 +182,26 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             };
             let text = devnet.mux.metrics_text();
-            let builder = metric_value(
-                &text,
-                "engine_mux_blocks_proposed_total",
-                &[("source", "builder")],
-            );
             let fallbacks = metric_value(&text, "engine_mux_fallbacks_total", &[]) as u64;
             let health = devnet.mux.health().code();
             match event {
                 DriverEvent::Proposed(b) => {
-                    let source = if builder > builder_before {
-                        "builder"
-                    } else {
-                        "local"
-                    };
-                    builder_before = builder;
+                    let sources = SourceTally::read(&text);
+                    let source =
+                        sources.source_since(&sources_before, &devnet.builders_that_built(&b.hash));
+                    sources_before = sources;
                     // The windows covering this height (the live switches already point at
                     // the next block by the time this line prints).
                     let faults: Vec<_> = args
                         .builder_faults
                         .iter()
                         .filter(|w| w.covers(b.number))
-                        .map(|w| w.fault)
+                        .map(ToString::to_string)
                         .collect();
                     let faults = if faults.is_empty() {
                         String::new()
                     } else {
-                        format!(" faults {faults:?}")
+                        format!(" faults [{}]", faults.join(", "))
                     };
                     let flashblocks = if devnet.mux.flashblocks_addr.is_some() {
                         let now = FlashblocksTally::read(&text);
@@ -197,9 +212,8 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
                         String::new()
                     };
                     println!(
-                        "block {:>5} {:<7} txs {:>4} gas {:>9} fallbacks {:>3} health {} getPayload {:>4}ms{}{}{}",
+                        "block {:>5} txs {:>4} gas {:>9} fallbacks {:>3} health {} getPayload {:>4}ms{}{}{} | {source}",
                         b.number,
-                        source,
                         b.tx_count,
                         b.gas_used,
                         fallbacks,

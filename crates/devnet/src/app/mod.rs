@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod status;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -47,8 +48,12 @@ pub struct DevnetConfig {
     pub block_time: Duration,
     /// Spammer rate (0 = no spammer).
     pub tx_rate: f64,
-    /// Builder faults by height.
+    /// Builder faults by height (each for one builder, or for every builder).
     pub builder_faults: Vec<FaultWindow>,
+    /// Builder engines to start (named b1, b2, ...; at least 1).
+    pub builders: usize,
+    /// engine-mux's `--builder-policy` (`None`: engine-mux's default).
+    pub builder_policy: Option<String>,
     /// Stop the driver after this many blocks.
     pub max_blocks: Option<u64>,
     /// Extra engine-mux flags (e.g. `--builder-timeout 200`).
@@ -152,6 +157,8 @@ impl Default for DevnetConfig {
             block_time: Duration::from_secs(1),
             tx_rate: 10.0,
             builder_faults: Vec::new(),
+            builders: 1,
+            builder_policy: None,
             max_blocks: None,
             mux_args: Vec::new(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -186,6 +193,9 @@ pub enum DevnetError {
     /// Dev keys could not be derived.
     #[error(transparent)]
     Accounts(#[from] AccountsError),
+    /// The devnet's own options contradict each other.
+    #[error("devnet config: {0}")]
+    Config(String),
 }
 
 /// Loads the genesis both engines share, with the fork offset applied.
@@ -216,8 +226,10 @@ pub fn unix_now() -> u64 {
 pub struct Devnet {
     /// The sequencer's local EL.
     pub local: RunningEngine,
-    /// The external builder.
+    /// The external builder (b1, the first of `builders`).
     pub builder: RunningEngine,
+    /// Builders b2, b3, ... (with `builders > 1`).
+    pub extra_builders: Vec<RunningEngine>,
     /// engine-mux between the driver and both engines.
     pub mux: RunningMux,
     /// The op-node stand-in.
@@ -231,6 +243,19 @@ pub struct Devnet {
     /// Chain parameters.
     pub spec: ChainSpec,
     faults_task: tokio::task::JoinHandle<()>,
+    // The builder engines the fault schedule switches (replaced when one restarts).
+    scheduled: ScheduledBuilders,
+    // What a restarted builder starts from and where it listens.
+    genesis: LoadedGenesis,
+    builder_flashblocks: Option<FlashblocksConfig>,
+}
+
+/// The builder engines in order (b1 first), shared with the fault schedule.
+type ScheduledBuilders = Arc<std::sync::Mutex<Vec<Arc<Engine>>>>;
+
+/// The name the devnet gives its builder number `n` (1-based) and engine-mux uses for it.
+pub fn builder_name(n: usize) -> String {
+    format!("b{n}")
 }
 
 /// Starts an engine in `role` on `host` (port 0 = ephemeral), without flashblocks.
@@ -280,6 +305,17 @@ pub struct MuxWiring {
     pub flashblocks_p2p: Option<DevnetP2p>,
 }
 
+/// One more builder engine-mux fans out to, beside [`MuxWiring::builder_url`].
+#[derive(Clone, Debug)]
+pub struct ExtraBuilder {
+    /// Its name (label `builder="<name>"`, `debug_setBuilderEnabled`).
+    pub name: String,
+    /// Its auth RPC.
+    pub url: String,
+    /// Its flashblocks WebSocket, when flashblocks are on.
+    pub flashblocks: Option<SocketAddr>,
+}
+
 /// Starts engine-mux as the devnet wires it. `passthrough` are engine-mux flags the operator
 /// gave the devnet; they are parsed as engine-mux parses its command line, then the devnet's
 /// own wiring is set on the typed configuration (never re-parsed from strings).
@@ -287,10 +323,36 @@ pub async fn start_mux(
     wiring: MuxWiring,
     passthrough: &[String],
 ) -> Result<RunningMux, DevnetError> {
-    let argv = std::iter::once("engine-mux".to_string()).chain(passthrough.iter().cloned());
+    start_mux_with_builders(wiring, None, &[], passthrough).await
+}
+
+/// [`start_mux`] with several builders: the first (`wiring.builder_url`) named `first_name`
+/// (engine-mux's default name when `None`), then `extras` in priority order. The builders are
+/// given as engine-mux's `--builder-name` and `--extra-builder` flags, its multi-builder
+/// contract, ahead of `passthrough`.
+pub async fn start_mux_with_builders(
+    wiring: MuxWiring,
+    first_name: Option<&str>,
+    extras: &[ExtraBuilder],
+    passthrough: &[String],
+) -> Result<RunningMux, DevnetError> {
+    let secret = hex::encode(wiring.jwt.as_bytes());
+    let mut builder_flags = Vec::new();
+    if let Some(name) = first_name {
+        builder_flags.extend(["--builder-name".to_string(), name.to_string()]);
+    }
+    for extra in extras {
+        let mut spec = format!("name={},url={},jwt-token={secret}", extra.name, extra.url);
+        if let Some(ws) = extra.flashblocks {
+            spec.push_str(&format!(",flashblocks-url=ws://{ws}"));
+        }
+        builder_flags.extend(["--extra-builder".to_string(), spec]);
+    }
+    let argv = std::iter::once("engine-mux".to_string())
+        .chain(builder_flags)
+        .chain(passthrough.iter().cloned());
     let mut args =
         MuxArgs::try_parse_from(argv).map_err(|e| DevnetError::MuxArgs(e.to_string()))?;
-    let secret = hex::encode(wiring.jwt.as_bytes());
     args.l2.l2_url = wiring.local_url;
     args.l2.l2_jwt_token = Some(secret.clone());
     args.l2.l2_jwt_path = None;
@@ -344,6 +406,24 @@ pub async fn start_flashblocks_rpc(
 impl Devnet {
     /// Starts every component.
     pub async fn start(config: DevnetConfig) -> Result<Self, DevnetError> {
+        if config.builders == 0 {
+            return Err(DevnetError::Config("--builders must be at least 1".into()));
+        }
+        if config.builders > 1 && config.flashblocks_p2p.is_some() {
+            return Err(DevnetError::Config(
+                "flashblocks P2P runs with one builder (--builders 1)".into(),
+            ));
+        }
+        if let Some(w) = config
+            .builder_faults
+            .iter()
+            .find(|w| w.builder.is_some_and(|b| b > config.builders))
+        {
+            return Err(DevnetError::Config(format!(
+                "--builder-fault {w}: there are {} builder(s), b1..b{}",
+                config.builders, config.builders
+            )));
+        }
         let timestamp = config.genesis_timestamp.unwrap_or_else(unix_now);
         let genesis = load_genesis(config.genesis.as_deref(), timestamp, config.isthmus_offset)?;
         let spec = genesis.spec.clone();
@@ -351,37 +431,68 @@ impl Devnet {
         let jwt = JwtSecret::random();
         let host = config.host;
         let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt).await?;
-        let builder_listen = EngineServerConfig {
-            auth_addr: SocketAddr::new(host, 0),
-            http_addr: SocketAddr::new(host, 0),
-            jwt,
-            flashblocks: config.flashblocks.map(|fb| FlashblocksConfig {
-                addr: SocketAddr::new(host, fb.builder_port),
-                interval: fb.interval,
-                max_per_payload: fb.max_per_payload(config.block_time),
-            }),
-        };
-        let builder = start_engine_with(genesis, Role::Builder, builder_listen).await?;
+        let builder_flashblocks = config.flashblocks.map(|fb| FlashblocksConfig {
+            addr: SocketAddr::new(host, fb.builder_port),
+            interval: fb.interval,
+            max_per_payload: fb.max_per_payload(config.block_time),
+        });
+        let mut builders = Vec::with_capacity(config.builders);
+        for n in 1..=config.builders {
+            let flashblocks = builder_flashblocks.map(|mut fb| {
+                // b1 on the configured port, the others next to it (or all ephemeral).
+                if fb.addr.port() != 0 {
+                    fb.addr
+                        .set_port(fb.addr.port().saturating_add(n as u16 - 1));
+                }
+                fb
+            });
+            let listen = EngineServerConfig {
+                auth_addr: SocketAddr::new(host, 0),
+                http_addr: SocketAddr::new(host, 0),
+                jwt,
+                flashblocks,
+            };
+            builders.push(start_engine_with(genesis.clone(), Role::Builder, listen).await?);
+        }
+        let mut builders = builders.into_iter();
+        let builder = builders.next().expect("at least one builder");
+        let extra_builders: Vec<RunningEngine> = builders.collect();
         if let Some(p2p) = config.flashblocks_p2p {
             // The builder publishes itself; engine-mux only authorizes it.
             builder
                 .engine
                 .set_flashblocks_p2p(Arc::new(p2p.builder_auth()));
         }
+        let ws_ingest = config
+            .flashblocks
+            .filter(|_| config.flashblocks_p2p.is_none());
         let wiring = MuxWiring {
             local_url: local.auth_url(),
             builder_url: builder.auth_url(),
             jwt,
             host,
             port: config.mux_port,
-            flashblocks: config
-                .flashblocks
-                .filter(|_| config.flashblocks_p2p.is_none())
+            flashblocks: ws_ingest
                 .zip(builder.flashblocks_addr)
                 .map(|(fb, builder_ws)| (builder_ws, fb.mux_port)),
             flashblocks_p2p: config.flashblocks_p2p,
         };
-        let mux = start_mux(wiring, &config.mux_args).await?;
+        let extras: Vec<ExtraBuilder> = extra_builders
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ExtraBuilder {
+                name: builder_name(i + 2),
+                url: b.auth_url(),
+                flashblocks: ws_ingest.and(b.flashblocks_addr),
+            })
+            .collect();
+        let mut passthrough = Vec::new();
+        if let Some(policy) = &config.builder_policy {
+            passthrough.extend(["--builder-policy".to_string(), policy.clone()]);
+        }
+        passthrough.extend(config.mux_args.iter().cloned());
+        let first_name = builder_name(1);
+        let mux = start_mux_with_builders(wiring, Some(&first_name), &extras, &passthrough).await?;
         let flashblocks_rpc = match (
             config.flashblocks.and_then(|fb| fb.rpc_port),
             mux.flashblocks_addr,
@@ -406,11 +517,14 @@ impl Devnet {
             },
             spec.clone(),
         );
-        let faults_task = schedule_faults(
-            &driver,
-            builder.engine.clone(),
-            config.builder_faults.clone(),
-        );
+        let scheduled: ScheduledBuilders = Arc::new(std::sync::Mutex::new(
+            std::iter::once(&builder)
+                .chain(&extra_builders)
+                .map(|b| b.engine.clone())
+                .collect(),
+        ));
+        let faults_task =
+            schedule_faults(&driver, scheduled.clone(), config.builder_faults.clone());
         let spammer = (config.tx_rate > 0.0).then(|| {
             start_spammer(
                 SpammerConfig {
@@ -428,6 +542,7 @@ impl Devnet {
         Ok(Self {
             local,
             builder,
+            extra_builders,
             mux,
             driver,
             spammer,
@@ -435,7 +550,54 @@ impl Devnet {
             jwt,
             spec,
             faults_task,
+            scheduled,
+            genesis,
+            builder_flashblocks,
         })
+    }
+
+    /// Every builder engine in priority order: b1 first.
+    pub fn builders(&self) -> impl Iterator<Item = &RunningEngine> {
+        std::iter::once(&self.builder).chain(&self.extra_builders)
+    }
+
+    /// Builder number `n`, 1-based as its name (`builder_at(2)` is b2).
+    pub fn builder_at(&self, n: usize) -> Option<&RunningEngine> {
+        self.builders().nth(n.checked_sub(1)?)
+    }
+
+    /// The names of the builders whose engines produced the block `hash` (served it from
+    /// getPayload or built a flashblock that assembles to it). Engines building from the same
+    /// parent, attributes and pool build the same block, so several may match.
+    pub fn builders_that_built(&self, hash: &alloy_primitives::B256) -> Vec<String> {
+        self.builders()
+            .enumerate()
+            .filter(|(_, b)| b.engine.produced().has_block(hash))
+            .map(|(i, _)| builder_name(i + 1))
+            .collect()
+    }
+
+    /// Restarts builder `n` (1-based) as a process restart would: its engine stops, and a new
+    /// one starts from genesis (chain, pool and faults lost) on the same ports, so engine-mux
+    /// reconnects to it and has to catch it up.
+    pub async fn restart_builder(&mut self, n: usize) -> Result<(), DevnetError> {
+        let count = 1 + self.extra_builders.len();
+        let running = match n {
+            1 => &mut self.builder,
+            n if n >= 2 && n <= count => &mut self.extra_builders[n - 2],
+            _ => {
+                return Err(DevnetError::Config(format!(
+                    "no builder b{n} (there are {count})"
+                )));
+            }
+        };
+        running.engine.faults().clear();
+        let fresh = Arc::new(Engine::new(self.genesis.clone(), Role::Builder));
+        running
+            .restart(fresh.clone(), self.jwt, self.builder_flashblocks)
+            .await?;
+        self.scheduled.lock().unwrap_or_else(|e| e.into_inner())[n - 1] = fresh;
+        Ok(())
     }
 
     /// Stops everything: spammer, driver, engine-mux, engines.
@@ -449,17 +611,20 @@ impl Devnet {
         self.driver.stop().await;
         self.faults_task.abort();
         self.mux.shutdown().await;
-        self.builder.engine.faults().clear();
-        self.builder.stop().await;
+        for builder in std::iter::once(self.builder).chain(self.extra_builders) {
+            builder.engine.faults().clear();
+            builder.stop().await;
+        }
         self.local.stop().await;
     }
 }
 
 /// Switches builder faults on and off as the chain reaches each window's heights (the fault
-/// state for block N is set right after block N-1 is proposed).
+/// state for block N is set right after block N-1 is proposed), each window on the builders it
+/// names (every builder when it names none).
 fn schedule_faults(
     driver: &DriverHandle,
-    builder: Arc<Engine>,
+    builders: ScheduledBuilders,
     windows: Vec<FaultWindow>,
 ) -> tokio::task::JoinHandle<()> {
     let mut events = driver.subscribe();
@@ -468,17 +633,9 @@ fn schedule_faults(
             return;
         }
         let apply = |next: u64| {
-            for w in &windows {
-                let on = w.covers(next);
-                if builder
-                    .faults()
-                    .active()
-                    .iter()
-                    .any(|f| same_kind(f, &w.fault))
-                    != on
-                {
-                    builder.faults().set(w.fault, on);
-                }
+            let engines = builders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (i, engine) in engines.iter().enumerate() {
+                apply_windows(engine.faults(), &windows, i + 1, next);
             }
         };
         apply(1);
@@ -491,6 +648,34 @@ fn schedule_faults(
             }
         }
     })
+}
+
+/// Sets builder `index`'s (1-based) switches for height `next`: per fault kind, on (with the
+/// covering window's value) when a window of that kind for this builder covers `next`, off
+/// when none does. Switches already in the wanted state are left alone (a tripped
+/// `down_after_flashblock` stays tripped, not re-armed).
+fn apply_windows(
+    faults: &crate::engine::faults::Faults,
+    windows: &[FaultWindow],
+    index: usize,
+    next: u64,
+) {
+    let mine: Vec<&FaultWindow> = windows.iter().filter(|w| w.targets(index)).collect();
+    let active = faults.active();
+    for (i, w) in mine.iter().enumerate() {
+        if mine[..i].iter().any(|o| same_kind(&o.fault, &w.fault)) {
+            continue; // this kind was decided by its first window
+        }
+        let covering = mine
+            .iter()
+            .find(|o| same_kind(&o.fault, &w.fault) && o.covers(next));
+        let on = active.iter().any(|f| same_kind(f, &w.fault));
+        match covering {
+            Some(c) if !active.contains(&c.fault) => faults.set(c.fault, true),
+            None if on => faults.set(w.fault, false),
+            _ => {}
+        }
+    }
 }
 
 fn same_kind(a: &crate::engine::faults::Fault, b: &crate::engine::faults::Fault) -> bool {
@@ -522,6 +707,34 @@ mod tests {
             7.0
         );
         assert_eq!(metric_value(text, "nope", &[]), 0.0);
+    }
+
+    #[test]
+    fn fault_windows_switch_only_the_builders_they_name_and_repeat_windows_do_not_flip_flop() {
+        use crate::engine::faults::{Fault, Faults};
+        let windows: Vec<FaultWindow> = ["b2:invalid@3..5", "down@4..6", "b1:down@10..12"]
+            .iter()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        let (b1, b2) = (Faults::default(), Faults::default());
+        let at = |next: u64| {
+            apply_windows(&b1, &windows, 1, next);
+            apply_windows(&b2, &windows, 2, next);
+            (b1.active(), b2.active())
+        };
+        assert_eq!(at(3), (vec![], vec![Fault::Invalid]));
+        assert_eq!(
+            at(4),
+            (vec![Fault::Down], vec![Fault::Down, Fault::Invalid])
+        );
+        assert_eq!(at(5), (vec![Fault::Down], vec![Fault::Down]));
+        assert_eq!(at(6), (vec![], vec![]));
+        assert_eq!(
+            at(10),
+            (vec![Fault::Down], vec![]),
+            "the second down window of b1 is not switched off by the first"
+        );
+        assert_eq!(at(12), (vec![], vec![]));
     }
 
     #[test]

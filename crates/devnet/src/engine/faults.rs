@@ -296,7 +296,10 @@ impl Faults {
     }
 }
 
-/// A scheduled fault window: `FAULT@FROM..TO` on block heights (TO exclusive).
+/// A scheduled fault window: `[BUILDER:]FAULT@FROM..TO` on block heights (TO exclusive).
+///
+/// `BUILDER` is a devnet builder's name (`b2`) or its 1-based index (`2`); without it the window
+/// applies to every builder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultWindow {
     /// The fault.
@@ -305,6 +308,18 @@ pub struct FaultWindow {
     pub from: u64,
     /// First height with the fault off again.
     pub to: u64,
+    /// The builder it applies to, 1-based (`b1` = 1); `None`: every builder.
+    pub builder: Option<usize>,
+}
+
+/// Parses a builder prefix: `b2` or `2` (1-based). Anything else (e.g. `slow` in the older
+/// `slow:300` spelling) is not a prefix.
+fn builder_prefix(s: &str) -> Option<usize> {
+    let digits = s.strip_prefix('b').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 impl FromStr for FaultWindow {
@@ -312,12 +327,21 @@ impl FromStr for FaultWindow {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseFaultError(s.to_string());
-        let (fault, range) = s.split_once('@').ok_or_else(err)?;
+        let (builder, rest) = match s.split_once(':') {
+            Some((prefix, rest)) => match builder_prefix(prefix) {
+                Some(0) => return Err(err()),
+                Some(n) => (Some(n), rest),
+                None => (None, s),
+            },
+            None => (None, s),
+        };
+        let (fault, range) = rest.split_once('@').ok_or_else(err)?;
         let (from, to) = range.split_once("..").ok_or_else(err)?;
         Ok(Self {
             fault: fault.parse()?,
             from: from.parse().map_err(|_| err())?,
             to: to.parse().map_err(|_| err())?,
+            builder,
         })
     }
 }
@@ -326,6 +350,20 @@ impl FaultWindow {
     /// Whether the fault is on at `height`.
     pub fn covers(&self, height: u64) -> bool {
         (self.from..self.to).contains(&height)
+    }
+
+    /// Whether the window applies to the builder at 1-based `index`.
+    pub fn targets(&self, index: usize) -> bool {
+        self.builder.is_none_or(|b| b == index)
+    }
+}
+
+impl std::fmt::Display for FaultWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(b) = self.builder {
+            write!(f, "b{b}:")?;
+        }
+        write!(f, "{:?}@{}..{}", self.fault, self.from, self.to)
     }
 }
 
@@ -344,7 +382,8 @@ mod tests {
             FaultWindow {
                 fault: Fault::Down,
                 from: 20,
-                to: 30
+                to: 30,
+                builder: None,
             }
         );
         assert!(w.covers(20) && w.covers(29) && !w.covers(30));
@@ -366,6 +405,35 @@ mod tests {
         assert!("down_after_flashblock=x".parse::<Fault>().is_err());
         let w: FaultWindow = "down_after_flashblock=3@10..12".parse().unwrap();
         assert_eq!(w.fault, Fault::DownAfterFlashblock(3));
+        assert_eq!(w.builder, None);
+    }
+
+    #[test]
+    fn windows_take_an_optional_builder_prefix_and_keep_the_old_colon_spellings() {
+        let w: FaultWindow = "b2:invalid@10..20".parse().unwrap();
+        assert_eq!((w.fault, w.builder), (Fault::Invalid, Some(2)));
+        assert!(w.targets(2) && !w.targets(1));
+        let w: FaultWindow = "3:slow=300@1..5".parse().unwrap();
+        assert_eq!((w.fault, w.builder), (Fault::Slow(300), Some(3)));
+        // `slow:MS` and `down_after_flashblock:N` are fault spellings, not builder prefixes.
+        let w: FaultWindow = "slow:300@1..5".parse().unwrap();
+        assert_eq!((w.fault, w.builder), (Fault::Slow(300), None));
+        assert!(w.targets(1) && w.targets(7), "no prefix: every builder");
+        let w: FaultWindow = "b1:down_after_flashblock:3@4..6".parse().unwrap();
+        assert_eq!(
+            (w.fault, w.builder),
+            (Fault::DownAfterFlashblock(3), Some(1))
+        );
+        assert_eq!(w.to_string(), "b1:DownAfterFlashblock(3)@4..6");
+        for bad in [
+            "b0:down@1..2",
+            "0:down@1..2",
+            "bx:down@1..2",
+            "b2:@1..2",
+            "b2:down",
+        ] {
+            assert!(bad.parse::<FaultWindow>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod flashblocks;
 pub mod jobs;
 pub mod mempool;
 pub mod payload;
+pub mod produced;
 pub mod rpc;
 pub mod store;
 pub mod validate;
@@ -87,6 +88,7 @@ pub struct Engine {
     faults: Arc<Faults>,
     inner: Mutex<Inner>,
     stats: EngineStats,
+    produced: produced::Produced,
     // Builder in flashblocks P2P mode: the keys authorizations are checked against.
     p2p: std::sync::OnceLock<Arc<flashblocks::p2p::P2pAuth>>,
 }
@@ -102,6 +104,10 @@ pub struct EngineStats {
     pub syncing_payloads: std::sync::atomic::AtomicU64,
     /// Payloads built for getPayload.
     pub built_payloads: std::sync::atomic::AtomicU64,
+    /// FCUs with attributes that started (or repeated) a payload job.
+    pub payload_jobs: std::sync::atomic::AtomicU64,
+    /// The highest block number a payload job was started for (0: none yet).
+    pub last_job_number: std::sync::atomic::AtomicU64,
     /// The most recent INVALID reason.
     last_invalid: Mutex<Option<String>>,
 }
@@ -147,6 +153,7 @@ impl Engine {
             role,
             faults: Arc::new(Faults::default()),
             stats: EngineStats::default(),
+            produced: produced::Produced::default(),
             p2p: std::sync::OnceLock::new(),
         }
     }
@@ -165,6 +172,11 @@ impl Engine {
     /// Answer counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// The block hashes and flashblocks this engine handed out (which builder built a block).
+    pub fn produced(&self) -> &produced::Produced {
+        &self.produced
     }
 
     /// Chain parameters.

@@ -99,6 +99,10 @@ impl Engine {
         }
         // FCUv3 serves every OP fork since Ecotone; the payload version byte is 3 like op-geth.
         let id = attributes.payload_id(&head.hash, 3);
+        EngineStats::count(&self.stats.payload_jobs);
+        self.stats
+            .last_job_number
+            .fetch_max(head.header.number + 1, std::sync::atomic::Ordering::Relaxed);
         if let std::collections::hash_map::Entry::Vacant(slot) = inner.jobs.entry(id) {
             slot.insert(PayloadJob::Pending {
                 parent: head.hash,
@@ -184,6 +188,7 @@ impl Engine {
             block.header.state_root = B256::ZERO;
             hash = block.header.hash_slow();
         }
+        self.produced.served(hash);
         Ok(envelope(version, hash, &block, built.value))
     }
 

@@ -20,6 +20,7 @@ async fn builder_that_missed_200_blocks_is_caught_up_from_the_local_engine_and_b
         fault: Fault::Down,
         from: 5,
         to: 205,
+        builder: None,
     }];
     cfg.mux_args
         .extend(["--catch-up-depth".into(), "32".into()]);

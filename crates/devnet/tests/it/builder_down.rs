@@ -14,6 +14,7 @@ async fn builder_down_blocks_10_to_20_no_missed_blocks_and_recovery() {
         fault: Fault::Down,
         from: 10,
         to: 20,
+        builder: None,
     }];
     let devnet = Devnet::start(cfg).await.expect("devnet starts");
     let mut events = devnet.driver.subscribe();

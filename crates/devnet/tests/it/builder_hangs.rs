@@ -17,6 +17,7 @@ async fn builder_hangs_every_get_payload_answered_within_the_deadline() {
         fault: Fault::Hang,
         from: 3,
         to: 9,
+        builder: None,
     }];
     cfg.mux_args.extend([
         "--builder-timeout".to_string(),

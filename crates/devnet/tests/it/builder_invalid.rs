@@ -14,6 +14,7 @@ async fn builder_wrong_state_root_is_rejected_by_reexecution_and_local_block_use
         fault: Fault::Invalid,
         from: 4,
         to: 8,
+        builder: None,
     }];
     let devnet = Devnet::start(cfg).await.expect("devnet starts");
     let mut events = devnet.driver.subscribe();

@@ -16,6 +16,7 @@ const WINDOW: FaultWindow = FaultWindow {
     fault: Fault::ZeroStateRoot,
     from: 3,
     to: 9,
+    builder: None,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

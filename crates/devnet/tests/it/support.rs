@@ -398,3 +398,75 @@ pub fn preconfirmed_hashes(frames: &[OpFlashblockPayload]) -> Vec<B256> {
 pub fn mux_metric(devnet: &Devnet, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&devnet.mux.metrics_text(), name, labels)
 }
+
+/// engine-mux's count of blocks proposed from builder `name`
+/// (`engine_mux_builder_blocks_total{builder, outcome="proposed"}`).
+pub fn proposed_from(devnet: &Devnet, name: &str) -> f64 {
+    mux_metric(
+        devnet,
+        "engine_mux_builder_blocks_total",
+        &[("builder", name), ("outcome", "proposed")],
+    )
+}
+
+/// [`proposed_from`] for b1..=bN, in order.
+pub fn proposed_per_builder(devnet: &Devnet) -> Vec<f64> {
+    (1..=devnet.builders().count())
+        .map(|n| proposed_from(devnet, &devnet::app::builder_name(n)))
+        .collect()
+}
+
+/// For each proposed slot in `slots` (with `per_slot[i]` the per-builder proposed counts read
+/// right after slot `i`, and `start` the counts before the first), the 1-based builder whose
+/// proposed count grew, `Some(0)` when none did (a local block), and `None` when more than one
+/// grew (which would be a bug: one block, one source).
+pub fn chosen_per_slot(start: &[f64], per_slot: &[Vec<f64>]) -> Vec<Option<usize>> {
+    let mut before = start.to_vec();
+    per_slot
+        .iter()
+        .map(|now| {
+            let grew: Vec<usize> = now
+                .iter()
+                .zip(&before)
+                .enumerate()
+                .filter(|(_, (n, b))| n > b)
+                .map(|(i, _)| i + 1)
+                .collect();
+            before = now.clone();
+            match grew.as_slice() {
+                [] => Some(0),
+                [one] => Some(*one),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A JSON-RPC client for engine-mux's debug server (no JWT, as rollup-boost's).
+pub fn mux_debug(devnet: &Devnet) -> engine_api::Upstream {
+    engine_api::Upstream::new(engine_api::UpstreamConfig {
+        name: "debug",
+        url: format!("http://{}", devnet.mux.debug_addr).parse().unwrap(),
+        secret: None,
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 20,
+    })
+}
+
+/// Drops the events already queued on `events`, so the next [`observe`] reads counters for the
+/// slots it sees (not for slots that passed while the test waited on something else).
+pub fn drain(events: &mut broadcast::Receiver<DriverEvent>) {
+    while !matches!(
+        events.try_recv(),
+        Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+    ) {}
+}
+
+/// Slots the driver missed since it started.
+pub fn missed_so_far(devnet: &Devnet) -> u64 {
+    devnet
+        .driver
+        .stats
+        .missed
+        .load(std::sync::atomic::Ordering::Relaxed)
+}

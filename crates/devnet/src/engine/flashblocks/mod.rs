@@ -79,6 +79,8 @@ impl Engine {
                 next_index: index + 1,
             },
         );
+        self.produced
+            .flashblock(id, index, flashblock.diff.block_hash);
         publish(&flashblock);
         if self.faulty() {
             // Under the lock, so getPayload either sealed before this flashblock or sees `down`.

@@ -89,6 +89,37 @@ impl RunningEngine {
         format!("http://{}", self.http_addr)
     }
 
+    /// Restarts the engine as a process restart would: the listeners stop, and `engine` (a
+    /// fresh one, normally at genesis) starts on the same addresses, the flashblocks publisher
+    /// too when `flashblocks` is given (its address replaced by the one this engine had).
+    pub async fn restart(
+        &mut self,
+        engine: Arc<Engine>,
+        jwt: JwtSecret,
+        flashblocks: Option<crate::engine::flashblocks::FlashblocksConfig>,
+    ) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.supervisor).await;
+        stop_handle(self.http.clone()).await;
+        if let Some(publisher) = self.flashblocks.take() {
+            publisher.stop().await;
+        }
+        let flashblocks = flashblocks.map(|mut fb| {
+            if let Some(addr) = self.flashblocks_addr {
+                fb.addr = addr;
+            }
+            fb
+        });
+        let config = EngineServerConfig {
+            auth_addr: self.auth_addr,
+            http_addr: self.http_addr,
+            jwt,
+            flashblocks,
+        };
+        *self = start_engine(engine, config).await?;
+        Ok(())
+    }
+
     /// Stops both listeners.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
