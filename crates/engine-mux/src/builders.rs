@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     builder::{Builder, payload_ids::BuildSlot, recent::RecentPayloads},
+    fallback::FallbackReason,
     metrics::Metrics,
     payload_check::BuildRequest,
     selection::{BuilderPolicy, Offer},
@@ -141,7 +142,7 @@ impl Builders {
     /// until every builder has answered, or `grace` after the first block came in, never past
     /// `deadline`; the elected builder is always waited for. Even under `priority` the others
     /// are collected: the primary's block may still fail validation. Builders not waited for
-    /// are reported as timed out.
+    /// are reported as `outpaced` (cut off by the grace) or `timeout` (by the deadline).
     pub async fn offers(
         &self,
         version: PayloadVersion,
@@ -188,6 +189,12 @@ impl Builders {
             stop_at = deadline.min(first + self.grace);
         }
         drop(pending);
+        // Cut off by the grace, not the deadline: slower than another builder, not failing.
+        let unanswered = if tokio::time::Instant::now() < deadline {
+            FallbackReason::Outpaced
+        } else {
+            FallbackReason::Timeout
+        };
         let mut offers: Vec<Offer> = asked
             .iter()
             .map(|(i, b, _)| {
@@ -195,7 +202,7 @@ impl Builders {
                     .iter()
                     .position(|(j, _)| j == i)
                     .map(|pos| answered.swap_remove(pos).1)
-                    .unwrap_or(Err(crate::fallback::FallbackReason::Timeout));
+                    .unwrap_or(Err(unanswered));
                 offer(b, result)
             })
             .collect();
@@ -204,10 +211,7 @@ impl Builders {
     }
 }
 
-fn offer(
-    b: &Builder,
-    result: Result<crate::selection::Candidates, crate::fallback::FallbackReason>,
-) -> Offer {
+fn offer(b: &Builder, result: Result<crate::selection::Candidates, FallbackReason>) -> Offer {
     Offer {
         builder: b.name(),
         priority: b.priority(),

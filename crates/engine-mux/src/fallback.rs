@@ -22,6 +22,9 @@ pub enum FallbackReason {
     Policy,
     /// The builder was unhealthy and not asked.
     SkippedUnhealthy,
+    /// With several builders: its block had not come in by `--builder-grace-ms` after another
+    /// builder's (not a failure; only the deadline makes a builder late for good).
+    Outpaced,
     /// `--external-state-root`: the local EL could not rebuild the builder's zero-state-root
     /// block from its transactions (FCU or getPayload failed, timed out, or dropped some).
     StateRootRebuildFailed,
@@ -42,6 +45,7 @@ impl FallbackReason {
             Self::NoBuilderPayload => "no_builder_payload",
             Self::Policy => "policy",
             Self::SkippedUnhealthy => "skipped_unhealthy",
+            Self::Outpaced => "outpaced",
             Self::StateRootRebuildFailed => "state_root_rebuild_failed",
             Self::StateRootRetry => "state_root_retry",
         }
@@ -68,6 +72,7 @@ impl FallbackReason {
             Self::NoBuilderPayload
             | Self::Policy
             | Self::SkippedUnhealthy
+            | Self::Outpaced
             | Self::StateRootRetry => false,
         }
     }

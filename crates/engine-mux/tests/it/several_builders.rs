@@ -120,7 +120,11 @@ async fn invalid_and_slow_builders_cost_nothing_the_good_one_builds_every_block(
     }
     assert_eq!(t.outcomes("b3", "proposed"), 5.0);
     assert_eq!(t.outcomes("b1", "invalid"), 5.0);
-    assert_eq!(t.outcomes("b2", "timeout"), 5.0);
+    assert_eq!(
+        t.outcomes("b2", "outpaced"),
+        5.0,
+        "cut off by the grace after b3's block, not by the deadline"
+    );
     assert_eq!(
         t.s.healthz().await,
         200,
