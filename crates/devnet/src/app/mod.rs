@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod ha;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
