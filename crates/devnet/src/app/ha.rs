@@ -66,7 +66,8 @@ impl FromStr for FailoverAt {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || format!("invalid failover {s:?} (expected K@N: after flashblock K of block N)");
+        let err =
+            || format!("invalid failover {s:?} (expected K@N: after flashblock K of block N)");
         let (k, n) = s.split_once('@').ok_or_else(err)?;
         Ok(Self {
             after_flashblock: k.trim().parse().map_err(|_| err())?,
@@ -250,9 +251,7 @@ impl Shared {
                 jwt: self.jwt,
                 host,
                 port: 0,
-                flashblocks: builder
-                    .flashblocks_addr
-                    .map(|ws| (ws, self.ports[index])),
+                flashblocks: builder.flashblocks_addr.map(|ws| (ws, self.ports[index])),
                 flashblocks_p2p: None,
             },
             &args,
@@ -284,10 +283,7 @@ fn new_payload_call(spec: &ChainSpec, block: &ChainBlock) -> (&'static str, Valu
             json!([v4, Vec::<B256>::new(), root, Vec::<String>::new()]),
         )
     } else {
-        (
-            "engine_newPayloadV3",
-            json!([v3, Vec::<B256>::new(), root]),
-        )
+        ("engine_newPayloadV3", json!([v3, Vec::<B256>::new(), root]))
     }
 }
 
@@ -534,7 +530,12 @@ impl Conductor {
             latest.wait_for(|(n, i)| *n >= at.block && *i >= at.after_flashblock),
         )
         .await
-        .map_err(|_| format!("no flashblock {} of block {} in time", at.after_flashblock, at.block))?
+        .map_err(|_| {
+            format!(
+                "no flashblock {} of block {} in time",
+                at.after_flashblock, at.block
+            )
+        })?
         .map(|v| *v)
         .map_err(|_| "the leader's flashblocks stream ended".to_string())?;
         // The sequencer dies: op-node mid-slot (no getPayload), users' connection, builder.
@@ -549,16 +550,12 @@ impl Conductor {
         let dead = self.stacks[term.leader]
             .take()
             .ok_or("the leader is not running")?;
-        dead.builder.engine.faults().set(
-            crate::engine::faults::Fault::FlashblocksDown,
-            true,
-        );
+        dead.builder
+            .engine
+            .faults()
+            .set(crate::engine::faults::Fault::FlashblocksDown, true);
         tokio::time::sleep(DRAIN).await;
-        let last = term
-            .watcher
-            .latest
-            .borrow()
-            .to_owned();
+        let last = term.watcher.latest.borrow().to_owned();
         term.watcher.task.abort();
         self.published.extend(term.watcher.frames());
         // Everything the dead leader sealed reached the follower (op-conductor hands leadership
@@ -619,7 +616,13 @@ pub async fn run_ha(config: HaConfig) -> Result<HaRun, DevnetError> {
     let mut outcomes = Vec::new();
     for i in 0..count {
         let leader = term.leader;
-        let head = conductor.stack(leader).map_err(fail)?.local.engine.head().number();
+        let head = conductor
+            .stack(leader)
+            .map_err(fail)?
+            .local
+            .engine
+            .head()
+            .number();
         let at = match &shared.config.schedule {
             Schedule::Fixed(f) => f[i],
             Schedule::Random { max_index, .. } => {
@@ -635,7 +638,10 @@ pub async fn run_ha(config: HaConfig) -> Result<HaRun, DevnetError> {
         let dead_frames = conductor.published.clone();
         // The follower becomes leader; the dead stack comes back empty as the new follower.
         let new_leader = 1 - leader;
-        term = conductor.begin_term(new_leader, i + 1).await.map_err(fail)?;
+        term = conductor
+            .begin_term(new_leader, i + 1)
+            .await
+            .map_err(fail)?;
         let mut events = term.driver.subscribe();
         let restarted = Arc::new(shared.start_stack(leader).await?);
         conductor.stacks[leader] = Some(restarted.clone());
@@ -656,7 +662,11 @@ pub async fn run_ha(config: HaConfig) -> Result<HaRun, DevnetError> {
             }
         })
         .await
-        .map_err(|_| fail(format!("block {number} not sealed by the new leader in time")))?
+        .map_err(|_| {
+            fail(format!(
+                "block {number} not sealed by the new leader in time"
+            ))
+        })?
         .map_err(fail)?;
         let _ = sealed;
         let preconfirmed = preconfirmed_of(&dead_frames, number);
@@ -666,7 +676,10 @@ pub async fn run_ha(config: HaConfig) -> Result<HaRun, DevnetError> {
             .map(|b| user_txs(&b))
             .unwrap_or_default();
         let in_block: HashSet<B256> = new_block.iter().copied().collect();
-        let carried = preconfirmed.iter().filter(|h| in_block.contains(*h)).count();
+        let carried = preconfirmed
+            .iter()
+            .filter(|h| in_block.contains(*h))
+            .count();
         let lost: Vec<B256> = preconfirmed
             .iter()
             .filter(|h| engine.with_chain(|c| c.transaction(h)).is_none())
@@ -812,4 +825,141 @@ pub async fn run(args: HaArgs) -> Result<(), CommandError> {
         run.published.len()
     );
     Ok(())
+}
+
+/// A stand-in for a peer sequencer's flashblocks stream (its engine-mux's outbound port): a
+/// WebSocket server sending every connected subscriber the frames it is given, as text frames.
+#[derive(Debug)]
+pub struct PeerStreamStandIn {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    frames: tokio::sync::broadcast::Sender<String>,
+    subscribers: watch::Receiver<usize>,
+    task: JoinHandle<()>,
+}
+
+impl PeerStreamStandIn {
+    /// Listens on an ephemeral port of `host`.
+    pub async fn start(host: IpAddr) -> std::io::Result<Self> {
+        use futures::SinkExt;
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (frames, _) = tokio::sync::broadcast::channel::<String>(1024);
+        let (count, subscribers) = watch::channel(0usize);
+        let sender = frames.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut rx = sender.subscribe();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    count.send_modify(|n| *n += 1);
+                    while let Ok(frame) = rx.recv().await {
+                        if ws.send(frame.into()).await.is_err() {
+                            break;
+                        }
+                    }
+                    count.send_modify(|n| *n -= 1);
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            frames,
+            subscribers,
+            task,
+        })
+    }
+
+    /// Waits until someone subscribed (engine-mux's peer client connects with a backoff).
+    pub async fn subscribed(&self) {
+        let mut s = self.subscribers.clone();
+        let _ = tokio::time::timeout(STEP_TIMEOUT, s.wait_for(|n| *n > 0)).await;
+    }
+
+    /// Sends a flashblock to every subscriber.
+    pub fn publish(&self, fb: &OpFlashblockPayload) {
+        if let Ok(text) = serde_json::to_string(fb) {
+            let _ = self.frames.send(text);
+        }
+    }
+}
+
+impl Drop for PeerStreamStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One op-node sequencer slot asked without waiting for the slot's end: FCU with `attributes`
+/// on `parent`, getPayload right away, newPayload, FCU to the new head. Returns the sealed
+/// payload's transactions and the time from the FCU being sent to the getPayload answer.
+pub async fn op_node_slot(
+    client: &Upstream,
+    spec: &ChainSpec,
+    parent: B256,
+    attributes: &op_alloy_rpc_types_engine::OpPayloadAttributes,
+) -> Result<(B256, Vec<alloy_primitives::Bytes>, Duration), String> {
+    let state = |h| ForkchoiceState {
+        head_block_hash: h,
+        safe_block_hash: h,
+        finalized_block_hash: h,
+    };
+    let timeout = Duration::from_secs(5);
+    let started = tokio::time::Instant::now();
+    let fcu: alloy_rpc_types_engine::ForkchoiceUpdated = client
+        .call(
+            "engine_forkchoiceUpdatedV3",
+            &json!([state(parent), attributes]),
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("forkchoiceUpdated: {e}"))?;
+    let id = fcu.payload_id.ok_or("no payload id")?;
+    let v4 = spec.is_isthmus(attributes.payload_attributes.timestamp);
+    let method = if v4 {
+        "engine_getPayloadV4"
+    } else {
+        "engine_getPayloadV3"
+    };
+    let envelope: Value = client
+        .call(method, &json!([id]), timeout)
+        .await
+        .map_err(|e| format!("getPayload: {e}"))?;
+    let elapsed = started.elapsed();
+    let payload = envelope["executionPayload"].clone();
+    let root = envelope["parentBeaconBlockRoot"].clone();
+    let hash: B256 = serde_json::from_value(payload["blockHash"].clone())
+        .map_err(|e| format!("blockHash: {e}"))?;
+    let txs: Vec<alloy_primitives::Bytes> = serde_json::from_value(payload["transactions"].clone())
+        .map_err(|e| format!("transactions: {e}"))?;
+    let (method, params) = if v4 {
+        (
+            "engine_newPayloadV4",
+            json!([payload, Vec::<B256>::new(), root, Vec::<String>::new()]),
+        )
+    } else {
+        (
+            "engine_newPayloadV3",
+            json!([payload, Vec::<B256>::new(), root]),
+        )
+    };
+    let status: PayloadStatus = client
+        .call(method, &params, timeout)
+        .await
+        .map_err(|e| format!("newPayload: {e}"))?;
+    if !status.status.is_valid() {
+        return Err(format!("newPayload: {}", status.status));
+    }
+    let _: Value = client
+        .call(
+            "engine_forkchoiceUpdatedV3",
+            &json!([state(hash), Value::Null]),
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("forkchoiceUpdated: {e}"))?;
+    Ok((hash, txs, elapsed))
 }

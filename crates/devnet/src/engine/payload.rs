@@ -102,7 +102,12 @@ impl Engine {
         // tx: <hash> …" when one cannot execute (a used nonce, no funds). Deposits are included
         // even when they revert, so only attributes with other transactions need the check.
         // (op-reth differs: it skips an invalid sequencer transaction and builds without it.)
-        if attributes.transactions.iter().flatten().any(|raw| raw.first() != Some(&0x7e)) {
+        if attributes
+            .transactions
+            .iter()
+            .flatten()
+            .any(|raw| raw.first() != Some(&0x7e))
+        {
             self.build_locked(&mut inner, head.hash, &attributes, Some(Vec::new()))
                 .map_err(|e| match e {
                     EngineError::InvalidPayloadAttributes(msg) => {
