@@ -29,6 +29,7 @@ async fn main() {
         Some(Command::Driver(a)) => commands::run_driver(a).await,
         Some(Command::Spam(a)) => commands::run_spam(a).await,
         Some(Command::Genesis(a)) => commands::run_genesis(a),
+        Some(Command::Ha(a)) => devnet::app::ha::run(a).await,
     };
     if let Err(e) = result {
         eprintln!("devnet: {e}");

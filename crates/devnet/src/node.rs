@@ -151,6 +151,12 @@ impl DriverHandle {
     pub async fn join(self) {
         let _ = self.task.await;
     }
+
+    /// Ends the loop at once, mid-slot: a sequencer that dies (no getPayload for the block in
+    /// progress). Used by `devnet ha`'s op-conductor stand-in.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

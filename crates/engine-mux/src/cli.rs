@@ -236,6 +236,11 @@ pub struct Args {
         help_heading = "Observability"
     )]
     pub otlp_endpoint: String,
+
+    // failover (issue 13): follow peers' flashblocks, carry a dead leader's preconfirmations.
+    #[allow(missing_docs)] // clap would print a doc comment here as help text
+    #[command(flatten)]
+    pub failover: crate::failover::cli::FailoverArgs,
 }
 
 /// The local execution client (op-geth / op-reth) engine endpoint.

@@ -321,6 +321,8 @@ pub struct Config {
     pub flashblocks: Option<FlashblocksConfig>,
     /// Flashblocks P2P authorization, when enabled.
     pub flashblocks_p2p: Option<FlashblocksP2pConfig>,
+    /// Failover (issue 13): peers followed for their preconfirmations; `None`: no peers.
+    pub failover: Option<crate::failover::FailoverConfig>,
 }
 
 pub(crate) fn load_secret(
@@ -401,6 +403,51 @@ pub(crate) fn millis(flag: &'static str, ms: u64) -> Result<Duration, ConfigErro
         });
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// Failover (issue 13): the peers' flashblocks URLs (`ws://` or `wss://` with a host) and the
+/// stream timings; no peer URL turns the feature off.
+fn failover_config(
+    a: &crate::failover::cli::FailoverArgs,
+) -> Result<Option<crate::failover::FailoverConfig>, ConfigError> {
+    if a.flashblocks_peer_urls.is_empty() {
+        return Ok(None);
+    }
+    for url in &a.flashblocks_peer_urls {
+        let bad = |reason: &str| ConfigError::BadUrl {
+            flag: "flashblocks-peer-url",
+            value: url.clone(),
+            reason: reason.into(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none_or(str::is_empty) {
+            return Err(bad("expected ws://host:port or wss://host:port"));
+        }
+    }
+    Ok(Some(crate::failover::FailoverConfig {
+        peers: crate::failover::peers::PeerStreams {
+            urls: a.flashblocks_peer_urls.clone(),
+            initial_reconnect: millis(
+                "flashblocks-peer-initial-reconnect-ms",
+                a.flashblocks_peer_initial_reconnect_ms,
+            )?,
+            max_reconnect: millis(
+                "flashblocks-peer-max-reconnect-ms",
+                a.flashblocks_peer_max_reconnect_ms,
+            )?,
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: millis(
+                "flashblocks-peer-ping-interval-ms",
+                a.flashblocks_peer_ping_interval_ms,
+            )?,
+        },
+        nonce_lookup_timeout: millis(
+            "flashblocks-peer-nonce-timeout-ms",
+            a.flashblocks_peer_nonce_timeout_ms,
+        )?,
+    }))
 }
 
 impl TryFrom<Args> for Config {
@@ -511,6 +558,7 @@ impl TryFrom<Args> for Config {
             },
             flashblocks: flashblocks_config(&a.flashblocks)?,
             flashblocks_p2p,
+            failover: failover_config(&a.failover)?,
             log: LogConfig {
                 level: a.log_level,
                 format: a.log_format,

@@ -13,6 +13,7 @@ pub mod debug_api;
 pub mod error;
 pub mod evidence;
 pub mod execution_mode;
+pub mod failover;
 pub mod fallback;
 pub mod flashblocks;
 pub mod health;

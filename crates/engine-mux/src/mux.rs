@@ -39,6 +39,8 @@ pub struct Mux {
     selection: SelectionPolicy,
     get_payload_deadline: Duration,
     external_state_root: bool,
+    /// failover (issue 13): peers' preconfirmations carried over; `None` without peers.
+    pub failover: Option<Arc<crate::failover::Failover>>,
 }
 
 impl Mux {
@@ -60,12 +62,44 @@ impl Mux {
             selection,
             get_payload_deadline,
             external_state_root,
+            failover: None, // failover (issue 13)
         }
+    }
+
+    /// failover (issue 13): carries peers' preconfirmations into the blocks op-node asks for.
+    pub fn with_failover(mut self, failover: Option<Arc<crate::failover::Failover>>) -> Self {
+        self.failover = failover;
+        self
     }
 
     /// `engine_forkchoiceUpdatedV3`: the local EL answers; the builders are told in the
     /// background.
     pub async fn forkchoice_updated(
+        &self,
+        id: Option<&RawValue>,
+        params: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response<Bytes> {
+        // failover (issue 13): may rewrite op-node's attributes (a dead peer's preconfirmed
+        // transactions forced first) and retries without them when the local EL refuses.
+        match &self.failover {
+            Some(f) => {
+                f.forkchoice_updated(params, body, |p, b| async move {
+                    self.forkchoice_updated_once(id, p.as_deref(), headers, b)
+                        .await
+                })
+                .await
+            }
+            None => {
+                self.forkchoice_updated_once(id, params, headers, body)
+                    .await
+            }
+        }
+    }
+
+    /// One forkchoiceUpdated as given (op-node's, or the failover module's rewrite of it).
+    async fn forkchoice_updated_once(
         &self,
         id: Option<&RawValue>,
         params: Option<&RawValue>,

@@ -170,15 +170,26 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         mode: mode.clone(),
         metrics: metrics.clone(),
     };
-    let state = Arc::new(Mux::new(
-        local,
-        builders.clone(),
-        mode,
-        metrics.clone(),
-        config.selection,
-        config.get_payload_deadline,
-        config.external_state_root,
-    ));
+    // failover (issue 13): the peers' preconfirmations, when peers are configured.
+    let failover = config.failover.clone().map(|f| {
+        Arc::new(crate::failover::Failover::new(
+            f,
+            local.clone(),
+            metrics.clone(),
+        ))
+    });
+    let state = Arc::new(
+        Mux::new(
+            local,
+            builders.clone(),
+            mode,
+            metrics.clone(),
+            config.selection,
+            config.get_payload_deadline,
+            config.external_state_root,
+        )
+        .with_failover(failover.clone()),
+    );
     metrics.execution_mode(config.execution_mode);
 
     let (debug_addr, debug) = debug_api::start(config.debug_addr, state.clone())
@@ -200,6 +211,9 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     let mut tasks = Vec::new();
     for (builder, queues) in builder_tasks {
         tasks.extend(crate::builder::spawn(&builder, queues, &shutdown_rx));
+    }
+    if let Some(failover) = &failover {
+        tasks.extend(failover.spawn(&shutdown_rx)); // failover (issue 13)
     }
     tasks.push(tokio::spawn(probe::run(
         upstreams.clone(),

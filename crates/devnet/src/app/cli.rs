@@ -34,6 +34,9 @@ pub enum Command {
     /// Writes the effective genesis (timestamp filled, fork overrides applied) so another client
     /// (e.g. `op-reth node --chain FILE`) can start the very same chain; prints its hash.
     Genesis(GenesisOutArgs),
+    /// A high-availability set: two sequencer stacks and an op-conductor stand-in switching the
+    /// leader on a failover schedule (preconfirmations carried over by engine-mux).
+    Ha(super::ha::HaArgs),
 }
 
 /// `devnet genesis`.

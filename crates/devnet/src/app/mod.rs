@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod ha;
 pub mod status;
 
 use std::{

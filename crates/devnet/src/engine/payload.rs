@@ -97,6 +97,27 @@ impl Engine {
                 "parentBeaconBlockRoot is required since Ecotone".into(),
             ));
         }
+        // op-geth builds the block of the forced transactions alone while answering the FCU
+        // (miner `buildPayload` → `generateWork`) and answers -38003 "failed to force-include
+        // tx: <hash> …" when one cannot execute (a used nonce, no funds). Deposits are included
+        // even when they revert, so only attributes with other transactions need the check.
+        // (op-reth differs: it skips an invalid sequencer transaction and builds without it.)
+        if attributes
+            .transactions
+            .iter()
+            .flatten()
+            .any(|raw| raw.first() != Some(&0x7e))
+        {
+            self.build_locked(&mut inner, head.hash, &attributes, Some(Vec::new()))
+                .map_err(|e| match e {
+                    EngineError::InvalidPayloadAttributes(msg) => {
+                        EngineError::InvalidPayloadAttributes(format!(
+                            "failed to force-include tx: {msg}"
+                        ))
+                    }
+                    other => other,
+                })?;
+        }
         // FCUv3 serves every OP fork since Ecotone; the payload version byte is 3 like op-geth.
         let id = attributes.payload_id(&head.hash, 3);
         EngineStats::count(&self.stats.payload_jobs);

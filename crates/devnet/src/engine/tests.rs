@@ -191,3 +191,58 @@ fn empty_fault_builds_deposit_only_blocks_and_bad_attributes_are_refused() {
         Err(EngineError::InvalidPayloadAttributes(_))
     ));
 }
+
+/// op-geth (miner `generateWork`) refuses at forkchoiceUpdated, with -38003 naming the
+/// transaction, attributes whose forced transaction cannot execute; a valid one starts the block.
+#[test]
+fn a_forced_transaction_that_cannot_execute_fails_the_fcu_like_op_geth() {
+    let (local, _) = engines();
+    let signers = funded_dev_signers(&local.head_state()).unwrap();
+    let transfer = |nonce| {
+        sign_transfer(
+            &signers[0],
+            901,
+            nonce,
+            signers[1].address(),
+            U256::from(7),
+            1_000_000_000,
+            1,
+        )
+        .unwrap()
+    };
+    let head = local.head();
+    let mut attrs = sequencer_attributes(
+        local.spec(),
+        &SequencerParams::default(),
+        1,
+        head.header.timestamp + 1,
+    );
+    let deposits = attrs.transactions.clone().unwrap();
+    // Nonce 3 on an account at nonce 0: cannot execute.
+    let bad = transfer(3);
+    attrs.transactions = Some([deposits.clone(), vec![bad.encoded_2718().into()]].concat());
+    let err = local
+        .forkchoice_updated(fcs(head.hash), Some(attrs.clone()))
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, EngineError::InvalidPayloadAttributes(_)),
+        "{message}"
+    );
+    assert!(
+        message.contains("failed to force-include tx")
+            && message.contains(&bad.tx_hash().to_string()),
+        "names the transaction: {message}"
+    );
+    let good = transfer(0);
+    attrs.transactions = Some([deposits, vec![good.encoded_2718().into()]].concat());
+    let fcu = local
+        .forkchoice_updated(fcs(head.hash), Some(attrs))
+        .unwrap();
+    let env = local
+        .get_payload(fcu.payload_id.unwrap(), EngineVersion::V4)
+        .unwrap();
+    let txs = execution_data_of(&env).payload.as_v1().transactions.clone();
+    assert_eq!(txs.len(), 2, "deposit, then the forced transfer");
+    assert_eq!(txs[1], alloy_primitives::Bytes::from(good.encoded_2718()));
+}
