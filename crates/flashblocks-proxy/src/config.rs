@@ -7,7 +7,7 @@ use url::Url;
 
 use crate::{
     auth::{ApiKeyError, ApiKeys},
-    cli::{Args, FailurePolicy, LogFormat},
+    cli::{Args, FailurePolicy, LogFormat, SendPath},
     client_ip::{IpNet, IpNetError},
 };
 
@@ -144,6 +144,8 @@ pub struct Config {
     pub compression: bool,
     /// Writer shards.
     pub fanout_shards: usize,
+    /// How the shards send frames.
+    pub send_path: SendPath,
     /// Header holding the client IP behind a trusted proxy.
     pub ip_header: String,
     /// Peers whose IP header is trusted.
@@ -319,6 +321,7 @@ impl TryFrom<Args> for Config {
             } else {
                 a.fanout_shards
             },
+            send_path: a.send_path,
             ip_header: header.to_string(),
             trusted_proxies,
             client_ping,
