@@ -376,6 +376,17 @@ mod tests {
         assert_eq!(c.upstream.ping_interval, Duration::from_millis(2_000));
         assert_eq!(c.upstream.pong_timeout, Duration::from_millis(4_000));
         assert!(c.client_ping.is_none());
+        assert_eq!(
+            c.send_path,
+            SendPath::Auto,
+            "io_uring where available by default"
+        );
+        let c = Config::try_from(args(&["--send-path", "write"])).unwrap();
+        assert_eq!(c.send_path, SendPath::Write);
+        assert!(
+            Args::try_parse_from(["p", "--upstream-ws", "ws://h:1", "--send-path", "uring"])
+                .is_err()
+        );
         let c = Config::try_from(args(&["--metrics", "false", "--client-ping-enabled"])).unwrap();
         assert!(!c.metrics.enabled);
         assert_eq!(

@@ -12,7 +12,10 @@
 //! of the proxy's CPU at 10,000 subscribers). A registered socket stays open until its slot is
 //! released ([`SendRing::release`]) or the ring is dropped.
 
-use std::{io, os::fd::RawFd};
+use std::{
+    io::{self, Write},
+    os::fd::{AsRawFd, RawFd},
+};
 
 use io_uring::{IoUring, opcode, types};
 
@@ -60,10 +63,11 @@ impl SendRing {
     /// A ring, or the reason io_uring cannot be used here (kernel without it, disabled by
     /// `kernel.io_uring_disabled`, or refused by a seccomp filter).
     pub fn new() -> io::Result<Self> {
-        let ring = IoUring::builder()
+        let mut ring = IoUring::builder()
             // Completions are only ever reaped by the submitting thread, right after submitting.
             .setup_coop_taskrun()
             .build(RING_ENTRIES)?;
+        check_sends_never_wait(&mut ring)?;
         // Without a table (old kernel, low open-file limit) every send goes by descriptor.
         let free_slots = match ring.submitter().register_files_sparse(FILE_SLOTS) {
             Ok(()) => (0..FILE_SLOTS).rev().collect(),
@@ -141,7 +145,9 @@ impl SendRing {
                         .ok()
                         .and_then(|i| results.get_mut(i))
                     else {
-                        continue;
+                        return Err(io::Error::other(
+                            "io_uring completion for no submitted send",
+                        ));
                     };
                     *slot = cqe.result();
                     pending -= 1;
@@ -150,6 +156,44 @@ impl SendRing {
         }
         Ok(())
     }
+}
+
+/// Checks that this kernel completes a `MSG_DONTWAIT` send to a full socket at once with
+/// `-EAGAIN` (kernels that queue it until the socket drains would stall a shard behind one slow
+/// subscriber): fills a Unix socket pair, submits one send without waiting, and requires its
+/// completion to be there already.
+fn check_sends_never_wait(ring: &mut IoUring) -> io::Result<()> {
+    let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    a.set_nonblocking(true)?;
+    let chunk = [0u8; 4096];
+    loop {
+        match (&a).write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    static PROBE: [u8; 1] = [1];
+    let sqe = opcode::Send::new(types::Fd(a.as_raw_fd()), PROBE.as_ptr(), 1)
+        .flags(FLAGS)
+        .build()
+        .user_data(0);
+    // SAFETY: the buffer is static; the socket stays open until the send has completed (below),
+    // or, if the kernel queued it, until the ring is dropped by the caller's error path.
+    unsafe { ring.submission().push(&sqe) }
+        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+    ring.submit()?;
+    let res = ring.completion().next().map(|c| c.result());
+    if res == Some(-libc::EAGAIN) {
+        return Ok(());
+    }
+    // Close the pair so a queued send ends (with an error) before the ring is torn down.
+    drop(b);
+    drop(a);
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("io_uring does not complete non-blocking sends at once (got {res:?})"),
+    ))
 }
 
 #[cfg(test)]
