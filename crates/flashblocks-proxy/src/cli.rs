@@ -114,6 +114,11 @@ pub struct Args {
     #[arg(long, env, default_value_t = 0)]
     pub fanout_shards: usize,
 
+    /// How writer shards send frames: `auto` (io_uring batches where the kernel allows them,
+    /// otherwise direct writes), `io-uring` (refuse to start without it) or `write`.
+    #[arg(long, env, value_enum, default_value_t = SendPath::Auto)]
+    pub send_path: SendPath,
+
     /// Log filter (`info`, `debug`, `flashblocks_proxy=trace`, ...).
     #[arg(long, env, default_value = "info")]
     pub log_level: String,
@@ -130,6 +135,17 @@ pub enum FailurePolicy {
     Open,
     /// Reject the connection with 503.
     Closed,
+}
+
+/// How writer shards send frames to subscriber sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendPath {
+    /// io_uring where available, direct writes otherwise.
+    Auto,
+    /// io_uring batches only.
+    IoUring,
+    /// One non-blocking `send` system call per subscriber and frame.
+    Write,
 }
 
 /// Log output format.

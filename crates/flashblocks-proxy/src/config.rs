@@ -7,7 +7,7 @@ use url::Url;
 
 use crate::{
     auth::{ApiKeyError, ApiKeys},
-    cli::{Args, FailurePolicy, LogFormat},
+    cli::{Args, FailurePolicy, LogFormat, SendPath},
     client_ip::{IpNet, IpNetError},
 };
 
@@ -144,6 +144,8 @@ pub struct Config {
     pub compression: bool,
     /// Writer shards.
     pub fanout_shards: usize,
+    /// How the shards send frames.
+    pub send_path: SendPath,
     /// Header holding the client IP behind a trusted proxy.
     pub ip_header: String,
     /// Peers whose IP header is trusted.
@@ -319,6 +321,7 @@ impl TryFrom<Args> for Config {
             } else {
                 a.fanout_shards
             },
+            send_path: a.send_path,
             ip_header: header.to_string(),
             trusted_proxies,
             client_ping,
@@ -373,6 +376,17 @@ mod tests {
         assert_eq!(c.upstream.ping_interval, Duration::from_millis(2_000));
         assert_eq!(c.upstream.pong_timeout, Duration::from_millis(4_000));
         assert!(c.client_ping.is_none());
+        assert_eq!(
+            c.send_path,
+            SendPath::Auto,
+            "io_uring where available by default"
+        );
+        let c = Config::try_from(args(&["--send-path", "write"])).unwrap();
+        assert_eq!(c.send_path, SendPath::Write);
+        assert!(
+            Args::try_parse_from(["p", "--upstream-ws", "ws://h:1", "--send-path", "uring"])
+                .is_err()
+        );
         let c = Config::try_from(args(&["--metrics", "false", "--client-ping-enabled"])).unwrap();
         assert!(!c.metrics.enabled);
         assert_eq!(

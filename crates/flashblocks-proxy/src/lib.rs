@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod server;
 pub mod shard;
 pub mod upstream;
+pub mod uring;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -58,6 +59,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `--send-path io-uring` on a system where io_uring cannot be used.
+    #[error("--send-path io-uring: io_uring unavailable: {0}")]
+    IoUringUnavailable(std::io::Error),
     /// The Redis client could not be created.
     #[error("redis: {0}")]
     Redis(#[from] RedisLimitError),
@@ -139,9 +143,11 @@ pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
         &hub,
         config.fanout_shards,
         config.message_buffer_size,
+        config.send_path,
         metrics.clone(),
         shutdown_rx.clone(),
-    );
+    )
+    .map_err(StartError::IoUringUnavailable)?;
     let shard_tasks_handles = shard_tasks;
     let shared = Arc::new(Shared {
         hub,

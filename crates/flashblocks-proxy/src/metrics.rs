@@ -90,6 +90,10 @@ pub struct Metrics {
     pub shard_commands: Gauge,
     /// Messages queued between upstream readers and the fan-out task.
     pub inbound_queue: Gauge,
+    /// Writer shards sending through io_uring batches (`send_path="io_uring"`).
+    pub shards_io_uring: Gauge,
+    /// Writer shards sending with one `send` call per subscriber (`send_path="write"`).
+    pub shards_write: Gauge,
     /// Per upstream, in `--upstream-ws` order.
     pub upstreams: Vec<UpstreamMetrics>,
 }
@@ -244,6 +248,16 @@ impl Metrics {
                 "inbound_queue",
                 "Messages queued from upstreams to the fan-out",
                 vec![],
+            ),
+            shards_io_uring: gauge(
+                "writer_shards",
+                "Writer shards by the way they send frames",
+                vec![Label::new("send_path", "io_uring")],
+            ),
+            shards_write: gauge(
+                "writer_shards",
+                "Writer shards by the way they send frames",
+                vec![Label::new("send_path", "write")],
             ),
             upstreams,
             handle: rec.handle(),

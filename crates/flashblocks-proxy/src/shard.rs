@@ -6,11 +6,16 @@
 //! subscriber ACK would otherwise be an event to process). A subscriber whose socket is full gets
 //! a queue of at most `--message-buffer-size` frames (shared `Bytes`, one pointer each), retried
 //! on a short timer; one more frame and it is disconnected as lagging.
+//!
+//! Where io_uring is available (`--send-path auto`, the default) a shard submits its sends of one
+//! frame in batches through one system call ([`crate::uring`]); each send is still a single
+//! non-blocking attempt and its result is handled exactly like a direct write's.
 
 use std::{
     collections::{HashMap, VecDeque},
     io::{ErrorKind, Write},
     net::{Shutdown, TcpStream},
+    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
@@ -24,10 +29,14 @@ use tokio::{
     task::JoinHandle,
 };
 
+use tracing::{info, warn};
+
 use crate::{
+    cli::SendPath,
     fanout::{Encoding, Frames, Hub, Published},
     frame,
     metrics::Metrics,
+    uring::{SendOp, SendRing, Target},
 };
 
 /// How often sockets that were full are retried. Such a subscriber is already a whole kernel
@@ -104,20 +113,57 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Starts `n` shards reading from `hub`, each allowing `capacity` queued frames per subscriber.
+    /// Starts `n` shards reading from `hub`, each allowing `capacity` queued frames per subscriber
+    /// and sending as `path` says. Fails only for `SendPath::IoUring` without io_uring.
     pub fn start(
         hub: &Hub,
         n: usize,
         capacity: usize,
+        path: SendPath,
         metrics: Metrics,
         shutdown: watch::Receiver<bool>,
-    ) -> (Self, Vec<JoinHandle<()>>) {
+    ) -> std::io::Result<(Self, Vec<JoinHandle<()>>)> {
+        Self::start_with(hub, n, capacity, path, metrics, shutdown, SendRing::new)
+    }
+
+    /// [`Shards::start`] with the ring constructor given (tests make io_uring unavailable).
+    fn start_with(
+        hub: &Hub,
+        n: usize,
+        capacity: usize,
+        path: SendPath,
+        metrics: Metrics,
+        shutdown: watch::Receiver<bool>,
+        new_ring: fn() -> std::io::Result<SendRing>,
+    ) -> std::io::Result<(Self, Vec<JoinHandle<()>>)> {
+        let mut rings = Vec::new();
+        for _ in 0..n.max(1) {
+            rings.push(match path {
+                SendPath::Write => None,
+                SendPath::IoUring => Some(new_ring()?),
+                SendPath::Auto => match new_ring() {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        warn!(error = %e, "io_uring unavailable: writer shards use one send call per subscriber");
+                        rings.resize_with(n.max(1), || None);
+                        break;
+                    }
+                },
+            });
+        }
+        let uring = rings.iter().filter(|r| r.is_some()).count();
+        info!(
+            shards = rings.len(),
+            io_uring = uring,
+            write = rings.len() - uring,
+            "writer shards started"
+        );
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
-        for _ in 0..n.max(1) {
+        for ring in rings {
             let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
             senders.push(tx);
-            let shard = Shard::new(capacity, metrics.clone());
+            let shard = Shard::new(capacity, ring, metrics.clone());
             tasks.push(tokio::spawn(shard.run(
                 hub.subscribe(),
                 rx,
@@ -125,14 +171,14 @@ impl Shards {
             )));
         }
         metrics.fanout_buffer_capacity.set(capacity as f64);
-        (
+        Ok((
             Self {
                 senders,
                 next_shard: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
             },
             tasks,
-        )
+        ))
     }
 
     /// Attaches a subscriber socket (non-blocking, after the 101 response was written). Frames
@@ -183,6 +229,8 @@ struct Sub {
     after_seq: u64,
     /// Which of a message's frames it gets.
     encoding: Encoding,
+    /// Its slot in the shard's io_uring file table, if registered there (released on removal).
+    slot: Option<u32>,
 }
 
 enum Offer {
@@ -255,6 +303,32 @@ impl Sub {
         }
     }
 
+    /// Applies the result of one batched send of `frame` (made only while nothing was queued):
+    /// bytes sent or a negated errno, handled as [`Sub::offer`] handles a direct write's.
+    fn complete(&mut self, frame: &Bytes, res: i32, sent: &mut (u64, u64)) -> Offer {
+        match usize::try_from(res) {
+            Ok(n) if n == frame.len() => {
+                sent.0 += 1;
+                sent.1 += n as u64;
+                Offer::Ok
+            }
+            Ok(0) => Offer::Drop(Dropped::Io),
+            // Partly written: the rest goes out with the retries, like a direct write's.
+            Ok(n) if n < frame.len() => {
+                self.queue.push_back(frame.clone());
+                self.offset = n;
+                Offer::Ok
+            }
+            Ok(_) => Offer::Drop(Dropped::Io),
+            Err(_) if res == -libc::EAGAIN || res == -libc::EINTR => {
+                self.queue.push_back(frame.clone());
+                self.offset = 0;
+                Offer::Ok
+            }
+            Err(_) => Offer::Drop(Dropped::Io),
+        }
+    }
+
     fn close(self, why: Dropped, metrics: &Metrics) {
         self.state.dropped.store(why as u8, Ordering::Release);
         if why == Dropped::Lagged {
@@ -270,6 +344,57 @@ impl Sub {
     }
 }
 
+/// Sends `frames` to every subscriber in `batch` through `ring` and applies the results. If the
+/// ring itself fails (not a socket: the ring, which does not happen on a working kernel), the
+/// batch's subscribers are dropped — some of them may have got the frame, so carrying on could
+/// duplicate it — and the shard continues with direct writes.
+fn send_batch(
+    ring: &mut Option<SendRing>,
+    batch: &mut Batch<'_>,
+    frames: &mut Frames,
+    results: &mut Vec<i32>,
+    sent: &mut (u64, u64),
+    dropped: &mut Vec<(u64, Dropped)>,
+) {
+    let Some(r) = ring else {
+        return;
+    };
+    if batch.is_empty() {
+        return;
+    }
+    let brotli = batch
+        .iter()
+        .any(|(_, s)| s.encoding == Encoding::Brotli)
+        .then(|| frames.brotli_or_encode().clone());
+    let frame_for = |e: Encoding| match (e, &brotli) {
+        (Encoding::Brotli, Some(b)) => b,
+        _ => &frames.plain,
+    };
+    let ops: Vec<SendOp<'_>> = batch
+        .iter()
+        .map(|(_, s)| SendOp {
+            to: s.slot.map_or(Target::Fd(s.sock.as_raw_fd()), Target::Slot),
+            buf: frame_for(s.encoding),
+        })
+        .collect();
+    let outcome = r.send_batch(&ops, results);
+    drop(ops);
+    match outcome {
+        Ok(()) => {
+            for ((id, sub), &res) in batch.drain(..).zip(results.iter()) {
+                if let Offer::Drop(why) = sub.complete(frame_for(sub.encoding), res, sent) {
+                    dropped.push((id, why));
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, subscribers = batch.len(), "io_uring failed: dropping the batch's subscribers, continuing with direct writes");
+            dropped.extend(batch.drain(..).map(|(id, _)| (id, Dropped::Io)));
+            *ring = None;
+        }
+    }
+}
+
 struct Shard {
     subs: HashMap<u64, Sub>,
     /// Queued frames last reported to the gauge (it is shared by all shards: report deltas).
@@ -278,23 +403,46 @@ struct Shard {
     /// Recently published frames, replayed to subscribers registering just after them.
     recent: VecDeque<Published>,
     capacity: usize,
+    /// Batched sends; `None` = one direct write per subscriber.
+    ring: Option<SendRing>,
+    /// Results of the last batch (kept to reuse its allocation).
+    results: Vec<i32>,
     metrics: Metrics,
 }
 
+/// Subscribers whose sends of the current frame go out in one batch.
+type Batch<'a> = Vec<(u64, &'a mut Sub)>;
+
 impl Shard {
-    fn new(capacity: usize, metrics: Metrics) -> Self {
+    fn new(capacity: usize, ring: Option<SendRing>, metrics: Metrics) -> Self {
+        if ring.is_some() {
+            metrics.shards_io_uring.increment(1.0);
+        } else {
+            metrics.shards_write.increment(1.0);
+        }
         Self {
             subs: HashMap::new(),
             reported_queued: 0,
             reported_commands: 0,
             recent: VecDeque::with_capacity(capacity),
             capacity,
+            ring,
+            results: Vec::new(),
             metrics,
         }
     }
 
+    /// Removes a subscriber, releasing its registered-file slot (which holds the socket open).
+    fn remove(&mut self, id: u64) -> Option<Sub> {
+        let mut sub = self.subs.remove(&id)?;
+        if let (Some(slot), Some(ring)) = (sub.slot.take(), &mut self.ring) {
+            ring.release(slot);
+        }
+        Some(sub)
+    }
+
     fn drop_sub(&mut self, id: u64, why: Dropped) {
-        if let Some(sub) = self.subs.remove(&id) {
+        if let Some(sub) = self.remove(id) {
             sub.close(why, &self.metrics);
         }
     }
@@ -323,6 +471,7 @@ impl Shard {
                     offset: 0,
                     after_seq,
                     encoding,
+                    slot: None,
                 };
                 for (seq, f) in &mut self.recent {
                     if *seq > after_seq
@@ -335,6 +484,10 @@ impl Shard {
                     }
                 }
                 backlog = !sub.queue.is_empty();
+                sub.slot = self
+                    .ring
+                    .as_mut()
+                    .and_then(|r| r.register(sub.sock.as_raw_fd()));
                 self.subs.insert(id, sub);
             }
             Command::Control { id, frame } => {
@@ -346,7 +499,7 @@ impl Shard {
                 backlog = self.subs.get(&id).is_some_and(|s| !s.queue.is_empty());
             }
             Command::Unregister { id } => {
-                self.subs.remove(&id);
+                self.remove(id);
             }
         }
         self.count(sent);
@@ -360,17 +513,53 @@ impl Shard {
         let mut sent = (0, 0);
         let mut dropped = Vec::new();
         let capacity = self.capacity;
+        let mut ring = self.ring.take();
+        let had_ring = ring.is_some();
+        let mut results = std::mem::take(&mut self.results);
+        let mut batch: Batch<'_> = Vec::with_capacity(YIELD_EVERY);
         for (i, (id, sub)) in self.subs.iter_mut().enumerate() {
             if i > 0 && i % YIELD_EVERY == 0 {
+                send_batch(
+                    &mut ring,
+                    &mut batch,
+                    &mut frames,
+                    &mut results,
+                    &mut sent,
+                    &mut dropped,
+                );
                 tokio::task::yield_now().await;
             }
             if seq <= sub.after_seq {
                 continue;
             }
-            if let Offer::Drop(why) = sub.offer(frames.get(sub.encoding), capacity, &mut sent) {
+            // A subscriber with queued frames takes the direct path: the new frame goes behind them.
+            if ring.is_some() && sub.queue.is_empty() {
+                batch.push((*id, sub));
+            } else if let Offer::Drop(why) =
+                sub.offer(frames.get(sub.encoding), capacity, &mut sent)
+            {
                 dropped.push((*id, why));
             }
         }
+        send_batch(
+            &mut ring,
+            &mut batch,
+            &mut frames,
+            &mut results,
+            &mut sent,
+            &mut dropped,
+        );
+        drop(batch);
+        if had_ring && ring.is_none() {
+            self.metrics.shards_io_uring.decrement(1.0);
+            self.metrics.shards_write.increment(1.0);
+            // The dropped ring released every slot.
+            for sub in self.subs.values_mut() {
+                sub.slot = None;
+            }
+        }
+        self.ring = ring;
+        self.results = results;
         self.recent.push_back((seq, frames));
         for (id, why) in dropped {
             self.drop_sub(id, why);
@@ -478,6 +667,7 @@ impl Shard {
                         offset: 0,
                         after_seq,
                         encoding,
+                        slot: None,
                     },
                 );
             }
@@ -487,5 +677,277 @@ impl Shard {
             self.drop_sub(id, Dropped::Shutdown);
         }
         self.report(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Read,
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd,
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::{auth::ApiKeys, metrics::scrape};
+
+    struct Setup {
+        hub: Hub,
+        shards: Shards,
+        metrics: Metrics,
+        _stop: watch::Sender<bool>,
+        listener: TcpListener,
+    }
+
+    fn setup(
+        path: SendPath,
+        capacity: usize,
+        new_ring: fn() -> std::io::Result<SendRing>,
+    ) -> Setup {
+        let hub = Hub::new();
+        let metrics = Metrics::new(&[], &ApiKeys::default(), &[]);
+        let (stop, stop_rx) = watch::channel(false);
+        let (shards, _tasks) =
+            Shards::start_with(&hub, 2, capacity, path, metrics.clone(), stop_rx, new_ring)
+                .unwrap();
+        Setup {
+            hub,
+            shards,
+            metrics,
+            _stop: stop,
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+        }
+    }
+
+    impl Setup {
+        /// A connected pair: (the proxy's non-blocking side, the subscriber's blocking side).
+        fn pair(&self) -> (TcpStream, TcpStream) {
+            let client = TcpStream::connect(self.listener.local_addr().unwrap()).unwrap();
+            let (server, _) = self.listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            (server, client)
+        }
+
+        async fn subscribe(&self, server: TcpStream) -> SubHandle {
+            self.shards
+                .register(Arc::new(server), self.hub.last_seq(), Encoding::Plain)
+                .await
+                .unwrap()
+        }
+
+        fn shards_on(&self, path: &str) -> f64 {
+            let key = format!("flashblocks_proxy_writer_shards{{send_path=\"{path}\"}}");
+            scrape(&self.metrics.render(), &key).unwrap()
+        }
+    }
+
+    fn io_uring_here() -> bool {
+        match SendRing::new() {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("io_uring unavailable here ({e}): only the write path is tested");
+                false
+            }
+        }
+    }
+
+    fn set_small_buffer(sock: &TcpStream, opt: libc::c_int) {
+        let size: libc::c_int = 4096;
+        // SAFETY: a valid socket and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+
+    fn read_n(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).unwrap();
+        got
+    }
+
+    fn paths() -> Vec<SendPath> {
+        let mut p = vec![SendPath::Write];
+        if io_uring_here() {
+            p.push(SendPath::IoUring);
+        }
+        p
+    }
+
+    /// More subscribers than a shard writes between yields (so batches are split), several
+    /// frames of different sizes: every subscriber gets exactly the frames' bytes, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_subscriber_gets_every_frame_in_order_on_each_send_path() {
+        for path in paths() {
+            let s = setup(path, 20, SendRing::new);
+            let label = if path == SendPath::Write {
+                "write"
+            } else {
+                "io_uring"
+            };
+            assert_eq!(s.shards_on(label), 2.0, "{path:?}");
+            let mut clients = Vec::new();
+            for _ in 0..(2 * YIELD_EVERY + 37) {
+                let (server, client) = s.pair();
+                s.subscribe(server).await;
+                clients.push(client);
+            }
+            let mut expected = Vec::new();
+            for i in 0..8usize {
+                let json = format!(r#"{{"index":{i},"pad":"{}"}}"#, "ab".repeat(100 + 700 * i));
+                expected.extend_from_slice(&s.hub.publish(json.into()).plain);
+            }
+            let got = tokio::task::spawn_blocking(move || {
+                clients
+                    .iter_mut()
+                    .map(|c| read_n(c, expected.len()) == expected)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+            let wrong: Vec<usize> = (0..got.len()).filter(|&i| !got[i]).collect();
+            assert!(
+                wrong.is_empty(),
+                "{path:?}: subscribers {wrong:?} got other bytes"
+            );
+        }
+    }
+
+    /// A subscriber whose socket fills up mid-frame gets the rest from its queue once it reads
+    /// again, and one that stays full is dropped as lagging after `capacity` queued frames —
+    /// on the io_uring path exactly as on the write path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_subscriber_is_queued_then_caught_up_or_dropped_as_lagging() {
+        for path in paths() {
+            let capacity = 4;
+
+            let s = setup(path, capacity, SendRing::new);
+            // Small send buffers: a frame larger than the kernel's largest packet (64 KiB) is
+            // then taken only in part, and once the peer's receive buffer is full, not at all.
+            let (server, mut slow) = s.pair();
+            set_small_buffer(&server, libc::SO_SNDBUF);
+            let (server2, mut stuck) = s.pair();
+            set_small_buffer(&server2, libc::SO_SNDBUF);
+            s.subscribe(server).await;
+            let stuck_h = s.subscribe(server2).await;
+
+            // Small and large frames alternate; the subscribers read nothing yet.
+            let mut expected = Vec::new();
+            for i in 0..capacity {
+                let pad = if i % 2 == 0 { 500 } else { 100 * 1024 };
+                let json = format!(r#"{{"index":{i},"pad":"{}"}}"#, "cd".repeat(pad));
+                expected.extend_from_slice(&s.hub.publish(json.into()).plain);
+            }
+            let got =
+                tokio::task::spawn_blocking(move || read_n(&mut slow, expected.len()) == expected);
+            assert!(
+                got.await.unwrap(),
+                "{path:?}: slow subscriber got other bytes"
+            );
+
+            // The one that never reads: once `capacity` frames are queued, the next drops it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut more = 0;
+            while stuck_h.state.dropped() != Dropped::Lagged {
+                assert!(
+                    std::time::Instant::now() < deadline && more < 200,
+                    "{path:?}: never dropped"
+                );
+                s.hub.publish(format!(r#"{{"more":{more}}}"#).into());
+                more += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let lagged = scrape(
+                &s.metrics.render(),
+                "flashblocks_proxy_lagged_disconnects_total",
+            );
+            assert_eq!(lagged, Some(1.0), "{path:?}");
+
+            // Its connection is ended (the shard shut it down), after whatever was in flight.
+            let eof = tokio::task::spawn_blocking(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match stuck.read(&mut buf) {
+                        Ok(0) | Err(_) => return true,
+                        Ok(_) => {}
+                    }
+                }
+            });
+            assert!(eof.await.unwrap());
+        }
+    }
+
+    /// A registered socket is held open by the ring until its slot is released: a subscriber
+    /// removed from the shard must see its connection end when the proxy drops the socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removed_subscriber_socket_is_closed_not_held_by_the_ring() {
+        if !io_uring_here() {
+            return;
+        }
+        let s = setup(SendPath::IoUring, 20, SendRing::new);
+        let (server, mut client) = s.pair();
+        let h = s.subscribe(server).await;
+        let frame = s.hub.publish(Bytes::from_static(b"{}")).plain;
+        let mut c = tokio::task::spawn_blocking(move || {
+            assert_eq!(read_n(&mut client, frame.len()), frame);
+            client
+        })
+        .await
+        .unwrap();
+        // The reader task's exit path: unregister, then drop its reference to the socket.
+        s.shards.unregister(&h).await;
+        let eof = tokio::task::spawn_blocking(move || {
+            let mut b = [0u8; 16];
+            c.read(&mut b).map(|n| n == 0).unwrap_or(false)
+        });
+        assert!(eof.await.unwrap(), "connection still open after removal");
+    }
+
+    /// Where io_uring cannot be used (kernel without it, `kernel.io_uring_disabled`, seccomp),
+    /// `auto` falls back to direct writes, says so in the metric, and still delivers;
+    /// an explicit `io-uring` refuses to start instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unavailable_io_uring_falls_back_to_writes_and_says_so() {
+        fn refused() -> std::io::Result<SendRing> {
+            // What io_uring_setup returns when disabled by sysctl or a seccomp filter.
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        }
+        let s = setup(SendPath::Auto, 20, refused);
+        assert_eq!(s.shards_on("write"), 2.0);
+        assert_eq!(s.shards_on("io_uring"), 0.0);
+        let (server, mut client) = s.pair();
+        s.subscribe(server).await;
+        let frame = s.hub.publish(Bytes::from_static(br#"{"a":1}"#)).plain;
+        let got = tokio::task::spawn_blocking(move || read_n(&mut client, frame.len()) == frame);
+        assert!(got.await.unwrap());
+
+        let (_, stop_rx) = watch::channel(false);
+        let metrics = Metrics::new(&[], &ApiKeys::default(), &[]);
+        let hub = Hub::new();
+        let explicit =
+            Shards::start_with(&hub, 2, 20, SendPath::IoUring, metrics, stop_rx, refused);
+        assert!(
+            explicit.is_err(),
+            "--send-path io-uring must not silently fall back"
+        );
+
+        if io_uring_here() {
+            let s = setup(SendPath::Auto, 20, SendRing::new);
+            assert_eq!(
+                s.shards_on("io_uring"),
+                2.0,
+                "auto uses io_uring where it works"
+            );
+        }
     }
 }
