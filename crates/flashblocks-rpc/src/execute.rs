@@ -151,9 +151,13 @@ fn probe_blocks(reads: &[Read]) -> Vec<Value> {
             }
         }
     }
+    // Probe calls carry no fees; at base fee 0 (geth's and reth's default without
+    // validation, stated so for any EL) they credit no base fee vault.
+    let overrides = json!({"baseFeePerGas": "0x0"});
     let mut out = Vec::new();
     if !accounts.is_empty() {
         out.push(json!({
+            "blockOverrides": overrides,
             "stateOverrides": {
                 BALANCE_PROBE.to_string(): {"code": Bytes::from_static(&BALANCE_READER)},
                 CODE_PROBE.to_string(): {"code": Bytes::from_static(&CODE_READER)},
@@ -162,7 +166,7 @@ fn probe_blocks(reads: &[Read]) -> Vec<Value> {
         }));
     }
     if !slots.is_empty() {
-        out.push(json!({"stateOverrides": slot_code, "calls": slots}));
+        out.push(json!({"blockOverrides": overrides, "stateOverrides": slot_code, "calls": slots}));
     }
     out
 }
