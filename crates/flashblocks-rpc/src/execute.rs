@@ -24,7 +24,7 @@ use crate::{
     metrics::Simulation,
     pending::block::{Outcome, PendingBlock, PendingTx},
 };
-use rpc_objects::fees::{L1_FEE_VAULT, OPERATOR_FEE_VAULT};
+use rpc_objects::fees::{BASE_FEE_VAULT, L1_FEE_VAULT, OPERATOR_FEE_VAULT};
 
 /// Executions (one per pending chain seen) kept for the handlers; older ones are dropped.
 pub const MAX_EXECUTIONS: usize = 8;
@@ -312,6 +312,8 @@ type ExecutionCell = Arc<OnceCell<Option<Arc<Execution>>>>;
 #[derive(Debug, Default)]
 pub struct Executions {
     entries: Mutex<VecDeque<(ChainKey, ExecutionCell)>>,
+    /// How the upstream's simulation pays fees, once told.
+    family: OnceCell<Family>,
 }
 
 impl Executions {
@@ -330,23 +332,39 @@ impl Executions {
     }
 }
 
+/// How the upstream's `eth_simulateV1` pays fees for calls, where the two families of OP Stack
+/// execution clients differ (see the README, "What the simulation charges").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// op-geth: a call without fee fields pays nothing to anyone; the operator fee vault is
+    /// credited for priced calls.
+    Geth,
+    /// op-revm (op-reth, the devnet engine): a call without fee fields still credits the base
+    /// fee vault `base fee * gas used`; the operator fee vault is never credited.
+    Revm,
+}
+
 /// What the upstream's simulation of the pending transactions gets wrong about balances, by
-/// account: `(credit, debit)` to apply to a simulated balance. Both op-geth and op-revm (op-reth,
-/// the devnet engine) run a simulated call without an L1 data fee (op-geth: no rollup cost
-/// data, and `buyGas` skips L1 and operator costs for messages that skip nonce checks; op-revm:
-/// an empty enveloped transaction costs nothing) but still refund the unused part of the
-/// operator fee (`operator fee(gas limit) - operator fee(gas used)`) they never charged. So
-/// each sender pays, on top of what the simulation took, its L1 data fee plus the operator
-/// fee at its gas limit. The L1 fee vault gets the L1 fees; the operator fee vault gets the
-/// operator fees unless `operator_vault_credited` (op-geth credits it for simulated calls,
-/// op-revm does not).
-fn unsimulated_fees(
-    blocks: &[PendingBlock],
-    operator_vault_credited: bool,
-) -> HashMap<Address, (U256, U256)> {
+/// account: `(credit, debit)` to apply to a simulated balance. Both families run a call
+/// without an L1 data fee (op-geth: no rollup cost data, and `buyGas` skips L1 and operator
+/// costs for messages that skip nonce checks; op-revm: an empty enveloped transaction costs
+/// nothing) but still refund the unused part of the operator fee (`operator fee(gas limit) -
+/// operator fee(gas used)`) they never charged. So each sender pays, on top of what the
+/// simulation took, its L1 data fee plus the operator fee at its gas limit; the L1 fee vault
+/// gets the L1 fees. By family: op-revm credits the base fee vault for the deposits (run as
+/// calls without fees, at the pending block's base fee) and not the operator fee vault.
+fn unsimulated_fees(blocks: &[PendingBlock], family: Family) -> HashMap<Address, (U256, U256)> {
     let mut out: HashMap<Address, (U256, U256)> = HashMap::new();
     for block in blocks {
         for ptx in &block.txs {
+            if ptx.tx.is_deposit() {
+                if family == Family::Revm {
+                    let minted = U256::from(block.base_fee()) * U256::from(ptx.gas_used);
+                    let vault = out.entry(BASE_FEE_VAULT).or_default();
+                    vault.1 = vault.1.saturating_add(minted);
+                }
+                continue;
+            }
             let Some(fees) = ptx.fees else { continue };
             let at_limit = block.fees().map_or(U256::ZERO, |f| {
                 f.tx_fees(&ptx.tx.inner().encoded_2718(), ptx.tx.gas_limit())
@@ -356,7 +374,7 @@ fn unsimulated_fees(
             payer.1 = payer.1.saturating_add(fees.l1_fee).saturating_add(at_limit);
             let l1 = out.entry(L1_FEE_VAULT).or_default();
             l1.0 = l1.0.saturating_add(fees.l1_fee);
-            if !operator_vault_credited {
+            if family == Family::Revm {
                 let op = out.entry(OPERATOR_FEE_VAULT).or_default();
                 op.0 = op.0.saturating_add(fees.operator_fee);
             }
@@ -365,70 +383,104 @@ fn unsimulated_fees(
     out
 }
 
-/// The operator fees the pending transactions pay (what the operator fee vault receives).
-pub fn operator_fees(blocks: &[PendingBlock]) -> U256 {
-    blocks
-        .iter()
-        .flat_map(|b| &b.txs)
-        .filter_map(|t| t.fees)
-        .fold(U256::ZERO, |sum, f| sum.saturating_add(f.operator_fee))
-}
-
 /// A balance as the simulation reported it, with what the simulation got wrong applied (see
 /// [`unsimulated_fees`]).
 pub fn corrected_balance(
     blocks: &[PendingBlock],
     address: Address,
     simulated: U256,
-    operator_vault_credited: bool,
+    family: Family,
 ) -> U256 {
-    match unsimulated_fees(blocks, operator_vault_credited).get(&address) {
+    match unsimulated_fees(blocks, family).get(&address) {
         Some((credit, debit)) => simulated.saturating_add(*credit).saturating_sub(*debit),
         None => simulated,
     }
 }
 
-/// Whether the upstream's simulation credited the operator fee vault with the pending
-/// transactions' operator fees (op-geth does, op-revm does not): its simulated balance
-/// `simulated` is compared with its balance at `head`. Only asked when those fees are not
-/// zero (an extra `eth_getBalance`); `None` when the head balance cannot be read.
-async fn operator_vault_credited(
-    ctx: &Context,
-    head: B256,
-    blocks: &[PendingBlock],
-    simulated: U256,
-) -> Option<bool> {
-    let expected = operator_fees(blocks);
-    if expected.is_zero() {
-        return Some(false);
-    }
-    let at_head: U256 = ctx
+/// Gas of the calibration call: a call to an account without code uses exactly this.
+const CALIBRATION_GAS: u64 = 21_000;
+
+/// Tells the upstream's [`Family`] from one `eth_simulateV1` run on its head: the base fee
+/// vault's balance read (at base fee 0) before and after a block at base fee 1 holding one
+/// call without fee fields to an account without code. op-revm credits the vault 21000, op-geth
+/// nothing; anything else is an error (and is asked again next time).
+async fn detect_family(ctx: &Context) -> Result<Family, SimulateError> {
+    let read = json!({"to": BALANCE_PROBE,
+        "input": B256::left_padding_from(BASE_FEE_VAULT.as_slice()), "gas": U64::from(PROBE_GAS)});
+    let probe_block = |with_code: bool| {
+        let mut b = json!({"blockOverrides": {"baseFeePerGas": "0x0"}, "calls": [read]});
+        if with_code {
+            b["stateOverrides"] = json!({
+                BALANCE_PROBE.to_string(): {"code": Bytes::from_static(&BALANCE_READER)},
+            });
+        }
+        b
+    };
+    let request = json!([{ "blockStateCalls": [
+        probe_block(true),
+        {"blockOverrides": {"baseFeePerGas": "0x1"},
+            "calls": [{"to": CODE_PROBE, "gas": U64::from(CALIBRATION_GAS)}]},
+        probe_block(false),
+    ]}, "latest"]);
+    let answer: Vec<SimulatedCalls> = match ctx
         .upstream
-        .call(
-            "eth_getBalance",
-            &json!([OPERATOR_FEE_VAULT, { "blockHash": head }]),
-            ctx.config.upstream.timeout,
-        )
+        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
         .await
-        .ok()?;
-    Some(simulated >= at_head.saturating_add(expected))
+    {
+        Ok(a) => a,
+        Err(engine_api::UpstreamError::Rpc { error, .. }) if error.code() == METHOD_NOT_FOUND => {
+            return Err(SimulateError::Unsupported);
+        }
+        Err(e) => return Err(SimulateError::Failed(e.to_string())),
+    };
+    let vault = |i: usize| {
+        answer
+            .get(i)
+            .and_then(|b| b.calls.first())
+            .and_then(word_u256)
+    };
+    match (vault(0), vault(2)) {
+        (Some(before), Some(after)) if after == before => Ok(Family::Geth),
+        (Some(before), Some(after)) if after == before + U256::from(CALIBRATION_GAS) => {
+            Ok(Family::Revm)
+        }
+        other => Err(SimulateError::Failed(format!(
+            "calibration: base fee vault {other:?}"
+        ))),
+    }
+}
+
+/// The upstream's [`Family`], detected once (a failed detection is retried next time).
+async fn family(ctx: &Context) -> Result<Family, SimulateError> {
+    ctx.executions
+        .family
+        .get_or_try_init(|| detect_family(ctx))
+        .await
+        .copied()
 }
 
 /// `simulated`, the balance of `address` after `blocks` as the upstream simulated it,
-/// corrected (`None`: the operator fee vault's correction could not be determined).
+/// corrected (`None`: a fee vault whose correction depends on the upstream's family, which
+/// could not be told).
 async fn corrected(
     ctx: &Context,
-    head: B256,
     blocks: &[PendingBlock],
     address: Address,
     simulated: U256,
 ) -> Option<U256> {
-    let credited = if address == OPERATOR_FEE_VAULT {
-        operator_vault_credited(ctx, head, blocks, simulated).await?
+    let family = if address == BASE_FEE_VAULT || address == OPERATOR_FEE_VAULT {
+        match family(ctx).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%e, "simulation family unknown");
+                return None;
+            }
+        }
     } else {
-        false
+        // Accounts other than these two vaults are corrected the same for both.
+        Family::Geth
     };
-    Some(corrected_balance(blocks, address, simulated, credited))
+    Some(corrected_balance(blocks, address, simulated, family))
 }
 
 fn word_u256(r: &SimCallResult) -> Option<U256> {
@@ -499,7 +551,7 @@ async fn execute(ctx: &Context, head: B256, blocks: Vec<PendingBlock>) -> Option
     let mut balances = HashMap::new();
     for (address, result) in touched.iter().zip(&ran.extra) {
         if let Some(b) = word_u256(result)
-            && let Some(b) = corrected(ctx, head, &executed, *address, b).await
+            && let Some(b) = corrected(ctx, &executed, *address, b).await
         {
             balances.insert(*address, b);
         }
@@ -546,9 +598,9 @@ pub async fn probe(
             let simulated = word_u256(result)
                 .ok_or_else(|| SimulateError::Failed("short balance word".into()))?;
             ReadValue::Word(
-                corrected(ctx, head, blocks, a, simulated)
+                corrected(ctx, blocks, a, simulated)
                     .await
-                    .ok_or_else(|| SimulateError::Failed("operator fee vault at head".into()))?,
+                    .ok_or_else(|| SimulateError::Failed("fee vault correction unknown".into()))?,
             )
         }
         Read::Storage(..) => ReadValue::Word(
@@ -718,7 +770,7 @@ mod tests {
     /// yet refund the unused operator fee `(gas limit - gas used) * scalar / 1e6`: the sender
     /// is corrected by its L1 fee plus the operator fee at its gas limit (not at the gas it
     /// used); the operator fee vault gets the fee at the gas used unless the upstream credited
-    /// it already (op-geth).
+    /// it already (op-geth); the base fee vault loses what op-revm credited it for deposits.
     #[test]
     fn simulated_balances_are_corrected_by_l1_fee_and_operator_fee_at_the_gas_limit() {
         let signer = alloy_signer_local::PrivateKeySigner::random();
@@ -731,28 +783,24 @@ mod tests {
         assert_eq!(fees.operator_fee, operator(used));
         let blocks = [block];
         let simulated = U256::from(10u64.pow(18));
-        assert_eq!(
-            corrected_balance(&blocks, signer.address(), simulated, false),
-            simulated - fees.l1_fee - operator(limit)
-        );
-        assert_eq!(
-            corrected_balance(&blocks, L1_FEE_VAULT, simulated, false),
-            simulated + fees.l1_fee
-        );
-        assert_eq!(
-            corrected_balance(&blocks, OPERATOR_FEE_VAULT, simulated, false),
-            simulated + operator(used)
-        );
-        assert_eq!(
-            corrected_balance(&blocks, OPERATOR_FEE_VAULT, simulated, true),
-            simulated
-        );
-        assert_eq!(operator_fees(&blocks), operator(used));
-        let other = Address::repeat_byte(0xc0);
-        assert_eq!(
-            corrected_balance(&blocks, other, simulated, false),
-            simulated
-        );
+        for family in [Family::Geth, Family::Revm] {
+            let corrected = |a| corrected_balance(&blocks, a, simulated, family);
+            assert_eq!(
+                corrected(signer.address()),
+                simulated - fees.l1_fee - operator(limit)
+            );
+            assert_eq!(corrected(L1_FEE_VAULT), simulated + fees.l1_fee);
+            assert_eq!(corrected(Address::repeat_byte(0xc0)), simulated);
+        }
+        let geth = |a| corrected_balance(&blocks, a, simulated, Family::Geth);
+        let revm = |a| corrected_balance(&blocks, a, simulated, Family::Revm);
+        // op-revm credits no operator fee vault, op-geth did already.
+        assert_eq!(revm(OPERATOR_FEE_VAULT), simulated + operator(used));
+        assert_eq!(geth(OPERATOR_FEE_VAULT), simulated);
+        // op-revm credited the base fee vault for the deposit run as an unpriced call (40000
+        // gas at base fee 7); op-geth did not.
+        assert_eq!(revm(BASE_FEE_VAULT), simulated - U256::from(7 * 40_000));
+        assert_eq!(geth(BASE_FEE_VAULT), simulated);
     }
 
     /// The probe blocks: balance and code readers at their probe addresses in one block,
