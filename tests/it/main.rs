@@ -6,6 +6,7 @@ mod cast;
 mod disconnect;
 mod frames;
 mod pending_call;
+mod pending_state;
 mod preconfirmed;
 mod proxy_chain;
 mod reorg;

@@ -21,7 +21,7 @@ const ATTEMPTS: u64 = 4;
 /// Runtime: with calldata `v`, stores `v` in slot 0 (and logs and returns it); without
 /// calldata, reverts with slot 0 as revert data — so a read is an `eth_call` answered with
 /// code 3 and the stored word as `data`.
-fn initcode() -> Bytes {
+pub(crate) fn initcode() -> Bytes {
     let mut code = hex!("604680600b6000396000f3").to_vec();
     code.extend_from_slice(&hex!("3615603a57600035806000556000527f"));
     code.extend_from_slice(&[0xab; 32]);

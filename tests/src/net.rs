@@ -6,8 +6,10 @@ use std::{
     time::Duration,
 };
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_rpc_types_engine::JwtSecret;
+use alloy_signer::SignerSync;
 use devnet::{
     app::{MuxWiring, load_genesis, start_engine_on, start_engine_with, start_mux, unix_now},
     chain::{
@@ -24,9 +26,10 @@ use devnet::{
 };
 use engine_api::Upstream;
 use engine_mux::RunningMux;
-use serde_json::json;
+use op_alloy_consensus::OpTxEnvelope;
+use serde_json::{Value, json};
 
-use crate::{CALL_TIMEOUT, client};
+use crate::{CALL_TIMEOUT, call, client, quantity, wait_for};
 
 /// Slot length: long enough that "before the block is sealed" is observable.
 pub const BLOCK_TIME: Duration = Duration::from_millis(1000);
@@ -184,6 +187,35 @@ impl Net {
             .await
             .unwrap();
         hash
+    }
+
+    /// Signs an EIP-1559 call (or, with `TxKind::Create`, a deployment) from the test's own
+    /// account with a 300k gas limit and sends it through engine-mux. Returns its hash.
+    pub async fn send_call(&self, nonce: u64, to: TxKind, value: U256, input: Bytes) -> B256 {
+        let tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit: 300_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000,
+            to,
+            value,
+            access_list: Default::default(),
+            input,
+        };
+        let signature = self.sender.sign_hash_sync(&tx.signature_hash()).unwrap();
+        let raw = raw_transaction(&OpTxEnvelope::Eip1559(tx.into_signed(signature)));
+        serde_json::from_value(call(&self.mux, "eth_sendRawTransaction", json!([raw])).await)
+            .unwrap()
+    }
+
+    /// The number of the block `hash` is sealed in, waiting for it (the local engine's receipt).
+    pub async fn sealed_in(&self, hash: B256) -> u64 {
+        wait_for("the block sealed", 8 * BLOCK_TIME, || async {
+            let r: Value = call(&self.local, "eth_getTransactionReceipt", json!([hash])).await;
+            (!r.is_null()).then(|| quantity(&r["blockNumber"]))
+        })
+        .await
     }
 
     /// Stops every part.

@@ -12,6 +12,7 @@ use std::{
 };
 
 use alloy_consensus::Transaction;
+use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, Bytes, U64, U256, hex};
 use alloy_rpc_types_eth::simulate::SimulateError as CallFailure;
 use engine_api::codes::METHOD_NOT_FOUND;
@@ -23,7 +24,7 @@ use crate::{
     metrics::Simulation,
     pending::block::{Outcome, PendingBlock, PendingTx},
 };
-use rpc_objects::fees::{L1_FEE_VAULT, OPERATOR_FEE_VAULT};
+use rpc_objects::fees::{BASE_FEE_VAULT, L1_FEE_VAULT, OPERATOR_FEE_VAULT};
 
 /// Executions (one per pending chain seen) kept for the handlers; older ones are dropped.
 pub const MAX_EXECUTIONS: usize = 8;
@@ -150,9 +151,13 @@ fn probe_blocks(reads: &[Read]) -> Vec<Value> {
             }
         }
     }
+    // Probe calls carry no fees; at base fee 0 (geth's and reth's default without
+    // validation, stated so for any EL) they credit no base fee vault.
+    let overrides = json!({"baseFeePerGas": "0x0"});
     let mut out = Vec::new();
     if !accounts.is_empty() {
         out.push(json!({
+            "blockOverrides": overrides,
             "stateOverrides": {
                 BALANCE_PROBE.to_string(): {"code": Bytes::from_static(&BALANCE_READER)},
                 CODE_PROBE.to_string(): {"code": Bytes::from_static(&CODE_READER)},
@@ -161,7 +166,7 @@ fn probe_blocks(reads: &[Read]) -> Vec<Value> {
         }));
     }
     if !slots.is_empty() {
-        out.push(json!({"stateOverrides": slot_code, "calls": slots}));
+        out.push(json!({"blockOverrides": overrides, "stateOverrides": slot_code, "calls": slots}));
     }
     out
 }
@@ -283,7 +288,7 @@ pub struct Execution {
     /// The blocks, receipts filled in from the simulation where the stream sent none.
     pub blocks: Vec<PendingBlock>,
     /// Balances after the chain of every sender and recipient (and fee recipient), as the
-    /// simulation left them, corrected for the L1 and operator fees it does not charge.
+    /// simulation left them, corrected for the L1 and operator fees it gets wrong.
     pub balances: HashMap<Address, U256>,
 }
 
@@ -307,6 +312,8 @@ type ExecutionCell = Arc<OnceCell<Option<Arc<Execution>>>>;
 #[derive(Debug, Default)]
 pub struct Executions {
     entries: Mutex<VecDeque<(ChainKey, ExecutionCell)>>,
+    /// How the upstream's simulation pays fees, once told.
+    family: OnceCell<Family>,
 }
 
 impl Executions {
@@ -325,30 +332,155 @@ impl Executions {
     }
 }
 
-/// The L1 data fee and operator fee the pending transactions pay, by payer, plus the vaults'
-/// income: what `eth_simulateV1` leaves out (op-geth and op-reth run calls without an L1 cost,
-/// as does the devnet engine), to be applied to the balances it reports.
-fn unsimulated_fees(blocks: &[PendingBlock]) -> HashMap<Address, (U256, U256)> {
+/// How the upstream's `eth_simulateV1` pays fees for calls, where the two families of OP Stack
+/// execution clients differ (see the README, "What the simulation charges").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// op-geth: a call without fee fields pays nothing to anyone; the operator fee vault is
+    /// credited for priced calls.
+    Geth,
+    /// op-revm (op-reth, the devnet engine): a call without fee fields still credits the base
+    /// fee vault `base fee * gas used`; the operator fee vault is never credited.
+    Revm,
+}
+
+/// What the upstream's simulation of the pending transactions gets wrong about balances, by
+/// account: `(credit, debit)` to apply to a simulated balance. Both families run a call
+/// without an L1 data fee (op-geth: no rollup cost data, and `buyGas` skips L1 and operator
+/// costs for messages that skip nonce checks; op-revm: an empty enveloped transaction costs
+/// nothing) but still refund the unused part of the operator fee (`operator fee(gas limit) -
+/// operator fee(gas used)`) they never charged. So each sender pays, on top of what the
+/// simulation took, its L1 data fee plus the operator fee at its gas limit; the L1 fee vault
+/// gets the L1 fees. By family: op-revm credits the base fee vault for the deposits (run as
+/// calls without fees, at the pending block's base fee) and not the operator fee vault.
+fn unsimulated_fees(blocks: &[PendingBlock], family: Family) -> HashMap<Address, (U256, U256)> {
     let mut out: HashMap<Address, (U256, U256)> = HashMap::new();
-    for ptx in blocks.iter().flat_map(|b| &b.txs) {
-        let Some(fees) = ptx.fees else { continue };
-        let paid = fees.l1_fee.saturating_add(fees.operator_fee);
-        let payer = out.entry(ptx.tx.signer()).or_default();
-        payer.1 = payer.1.saturating_add(paid);
-        let l1 = out.entry(L1_FEE_VAULT).or_default();
-        l1.0 = l1.0.saturating_add(fees.l1_fee);
-        let op = out.entry(OPERATOR_FEE_VAULT).or_default();
-        op.0 = op.0.saturating_add(fees.operator_fee);
+    for block in blocks {
+        for ptx in &block.txs {
+            if ptx.tx.is_deposit() {
+                if family == Family::Revm {
+                    let minted = U256::from(block.base_fee()) * U256::from(ptx.gas_used);
+                    let vault = out.entry(BASE_FEE_VAULT).or_default();
+                    vault.1 = vault.1.saturating_add(minted);
+                }
+                continue;
+            }
+            let Some(fees) = ptx.fees else { continue };
+            let at_limit = block.fees().map_or(U256::ZERO, |f| {
+                f.tx_fees(&ptx.tx.inner().encoded_2718(), ptx.tx.gas_limit())
+                    .operator_fee
+            });
+            let payer = out.entry(ptx.tx.signer()).or_default();
+            payer.1 = payer.1.saturating_add(fees.l1_fee).saturating_add(at_limit);
+            let l1 = out.entry(L1_FEE_VAULT).or_default();
+            l1.0 = l1.0.saturating_add(fees.l1_fee);
+            if family == Family::Revm {
+                let op = out.entry(OPERATOR_FEE_VAULT).or_default();
+                op.0 = op.0.saturating_add(fees.operator_fee);
+            }
+        }
     }
     out
 }
 
-/// A balance as the simulation reported it, with the fees it did not charge applied.
-pub fn corrected_balance(blocks: &[PendingBlock], address: Address, simulated: U256) -> U256 {
-    match unsimulated_fees(blocks).get(&address) {
+/// A balance as the simulation reported it, with what the simulation got wrong applied (see
+/// [`unsimulated_fees`]).
+pub fn corrected_balance(
+    blocks: &[PendingBlock],
+    address: Address,
+    simulated: U256,
+    family: Family,
+) -> U256 {
+    match unsimulated_fees(blocks, family).get(&address) {
         Some((credit, debit)) => simulated.saturating_add(*credit).saturating_sub(*debit),
         None => simulated,
     }
+}
+
+/// Gas of the calibration call: a call to an account without code uses exactly this.
+const CALIBRATION_GAS: u64 = 21_000;
+
+/// Tells the upstream's [`Family`] from one `eth_simulateV1` run on its head: the base fee
+/// vault's balance read (at base fee 0) before and after a block at base fee 1 holding one
+/// call without fee fields to an account without code. op-revm credits the vault 21000, op-geth
+/// nothing; anything else is an error (and is asked again next time).
+async fn detect_family(ctx: &Context) -> Result<Family, SimulateError> {
+    let read = json!({"to": BALANCE_PROBE,
+        "input": B256::left_padding_from(BASE_FEE_VAULT.as_slice()), "gas": U64::from(PROBE_GAS)});
+    let probe_block = |with_code: bool| {
+        let mut b = json!({"blockOverrides": {"baseFeePerGas": "0x0"}, "calls": [read]});
+        if with_code {
+            b["stateOverrides"] = json!({
+                BALANCE_PROBE.to_string(): {"code": Bytes::from_static(&BALANCE_READER)},
+            });
+        }
+        b
+    };
+    let request = json!([{ "blockStateCalls": [
+        probe_block(true),
+        {"blockOverrides": {"baseFeePerGas": "0x1"},
+            "calls": [{"to": CODE_PROBE, "gas": U64::from(CALIBRATION_GAS)}]},
+        probe_block(false),
+    ]}, "latest"]);
+    let answer: Vec<SimulatedCalls> = match ctx
+        .upstream
+        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
+        .await
+    {
+        Ok(a) => a,
+        Err(engine_api::UpstreamError::Rpc { error, .. }) if error.code() == METHOD_NOT_FOUND => {
+            return Err(SimulateError::Unsupported);
+        }
+        Err(e) => return Err(SimulateError::Failed(e.to_string())),
+    };
+    let vault = |i: usize| {
+        answer
+            .get(i)
+            .and_then(|b| b.calls.first())
+            .and_then(word_u256)
+    };
+    match (vault(0), vault(2)) {
+        (Some(before), Some(after)) if after == before => Ok(Family::Geth),
+        (Some(before), Some(after)) if after == before + U256::from(CALIBRATION_GAS) => {
+            Ok(Family::Revm)
+        }
+        other => Err(SimulateError::Failed(format!(
+            "calibration: base fee vault {other:?}"
+        ))),
+    }
+}
+
+/// The upstream's [`Family`], detected once (a failed detection is retried next time).
+async fn family(ctx: &Context) -> Result<Family, SimulateError> {
+    ctx.executions
+        .family
+        .get_or_try_init(|| detect_family(ctx))
+        .await
+        .copied()
+}
+
+/// `simulated`, the balance of `address` after `blocks` as the upstream simulated it,
+/// corrected (`None`: a fee vault whose correction depends on the upstream's family, which
+/// could not be told).
+async fn corrected(
+    ctx: &Context,
+    blocks: &[PendingBlock],
+    address: Address,
+    simulated: U256,
+) -> Option<U256> {
+    let family = if address == BASE_FEE_VAULT || address == OPERATOR_FEE_VAULT {
+        match family(ctx).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%e, "simulation family unknown");
+                return None;
+            }
+        }
+    } else {
+        // Accounts other than these two vaults are corrected the same for both.
+        Family::Geth
+    };
+    Some(corrected_balance(blocks, address, simulated, family))
 }
 
 fn word_u256(r: &SimCallResult) -> Option<U256> {
@@ -418,8 +550,10 @@ async fn execute(ctx: &Context, head: B256, blocks: Vec<PendingBlock>) -> Option
     }
     let mut balances = HashMap::new();
     for (address, result) in touched.iter().zip(&ran.extra) {
-        if let Some(b) = word_u256(result) {
-            balances.insert(*address, corrected_balance(&executed, *address, b));
+        if let Some(b) = word_u256(result)
+            && let Some(b) = corrected(ctx, &executed, *address, b).await
+        {
+            balances.insert(*address, b);
         }
     }
     ctx.metrics.simulated(Simulation::Ok, elapsed());
@@ -460,11 +594,15 @@ pub async fn probe(
     ctx.metrics.probed();
     Ok(match read {
         Read::Code(_) => ReadValue::Code(result.return_data.clone()),
-        Read::Balance(a) => ReadValue::Word(corrected_balance(
-            blocks,
-            a,
-            word_u256(result).ok_or_else(|| SimulateError::Failed("short balance word".into()))?,
-        )),
+        Read::Balance(a) => {
+            let simulated = word_u256(result)
+                .ok_or_else(|| SimulateError::Failed("short balance word".into()))?;
+            ReadValue::Word(
+                corrected(ctx, blocks, a, simulated)
+                    .await
+                    .ok_or_else(|| SimulateError::Failed("fee vault correction unknown".into()))?,
+            )
+        }
         Read::Storage(..) => ReadValue::Word(
             word_u256(result).ok_or_else(|| SimulateError::Failed("short storage word".into()))?,
         ),
@@ -528,6 +666,141 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A block with an Isthmus L1-attributes deposit (L1 fee scalars and an operator fee of
+    /// scalar 2_000_000 and constant 1000) and one EIP-1559 call of `gas_limit` that used
+    /// `gas_used`, its receipts sent by the stream.
+    fn block_with_operator_fee(
+        signer: &alloy_signer_local::PrivateKeySigner,
+        gas_limit: u64,
+        gas_used: u64,
+    ) -> PendingBlock {
+        use alloy_consensus::{Eip658Value, Receipt, SignableTransaction, TxEip1559};
+        use alloy_primitives::{TxKind, keccak256};
+        use alloy_rpc_types_engine::PayloadId;
+        use alloy_signer::SignerSync;
+        use op_alloy_consensus::{OpDepositReceipt, OpReceipt, OpTxEnvelope, TxDeposit};
+        use op_alloy_rpc_types_engine::{
+            OpFlashblockPayload, OpFlashblockPayloadBase, OpFlashblockPayloadDelta,
+            OpFlashblockPayloadMetadata,
+        };
+        use rpc_objects::fees::{L1_BLOCK_PREDEPLOY, L1_INFO_DEPOSITOR};
+
+        let mut calldata = vec![0u8; 176];
+        calldata[..4].copy_from_slice(&keccak256("setL1BlockValuesIsthmus()")[..4]);
+        calldata[4..8].copy_from_slice(&1368u32.to_be_bytes());
+        calldata[8..12].copy_from_slice(&810_949u32.to_be_bytes());
+        calldata[36..68].copy_from_slice(&U256::from(1_000_000_000u64).to_be_bytes::<32>());
+        calldata[68..100].copy_from_slice(&U256::from(1u64).to_be_bytes::<32>());
+        calldata[164..168].copy_from_slice(&2_000_000u32.to_be_bytes());
+        calldata[168..176].copy_from_slice(&1000u64.to_be_bytes());
+        let deposit = OpTxEnvelope::Deposit(alloy_consensus::Sealed::new(TxDeposit {
+            source_hash: B256::repeat_byte(1),
+            from: L1_INFO_DEPOSITOR,
+            to: TxKind::Call(L1_BLOCK_PREDEPLOY),
+            mint: 0,
+            value: U256::ZERO,
+            gas_limit: 1_000_000,
+            is_system_transaction: false,
+            input: calldata.into(),
+        }));
+        let tx = TxEip1559 {
+            chain_id: 901,
+            nonce: 0,
+            gas_limit,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000,
+            to: TxKind::Call(Address::repeat_byte(0xc0)),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: Bytes::from_static(&[1, 2, 3, 4]),
+        };
+        let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+        let call = OpTxEnvelope::Eip1559(tx.into_signed(signature));
+        let deposit_gas = 40_000;
+        let receipt = |cumulative| Receipt {
+            status: Eip658Value::Eip658(true),
+            cumulative_gas_used: cumulative,
+            logs: Vec::new(),
+        };
+        let receipts = [
+            (
+                deposit.tx_hash(),
+                OpReceipt::Deposit(OpDepositReceipt {
+                    inner: receipt(deposit_gas),
+                    deposit_nonce: Some(0),
+                    deposit_receipt_version: Some(1),
+                }),
+            ),
+            (
+                call.tx_hash(),
+                OpReceipt::Eip1559(receipt(deposit_gas + gas_used)),
+            ),
+        ];
+        let fb = OpFlashblockPayload {
+            payload_id: PayloadId::new([1; 8]),
+            index: 0,
+            base: Some(OpFlashblockPayloadBase {
+                parent_hash: B256::repeat_byte(0xaa),
+                block_number: 11,
+                gas_limit: 30_000_000,
+                base_fee_per_gas: U256::from(7),
+                ..Default::default()
+            }),
+            diff: OpFlashblockPayloadDelta {
+                gas_used: deposit_gas + gas_used,
+                block_hash: B256::repeat_byte(0xbb),
+                transactions: [deposit, call]
+                    .iter()
+                    .map(|t| t.encoded_2718().into())
+                    .collect(),
+                ..Default::default()
+            },
+            metadata: OpFlashblockPayloadMetadata {
+                block_number: 11,
+                new_account_balances: Default::default(),
+                receipts: receipts.into_iter().collect(),
+            },
+        };
+        PendingBlock::start(&fb, 8).unwrap()
+    }
+
+    /// op-geth and op-revm simulate a call without charging its L1 data fee or operator fee,
+    /// yet refund the unused operator fee `(gas limit - gas used) * scalar / 1e6`: the sender
+    /// is corrected by its L1 fee plus the operator fee at its gas limit (not at the gas it
+    /// used); the operator fee vault gets the fee at the gas used unless the upstream credited
+    /// it already (op-geth); the base fee vault loses what op-revm credited it for deposits.
+    #[test]
+    fn simulated_balances_are_corrected_by_l1_fee_and_operator_fee_at_the_gas_limit() {
+        let signer = alloy_signer_local::PrivateKeySigner::random();
+        let (limit, used) = (100_000u64, 30_000u64);
+        let block = block_with_operator_fee(&signer, limit, used);
+        let fees = block.txs[1].fees.expect("fees of the call");
+        assert!(fees.l1_fee > U256::ZERO, "the call pays an L1 data fee");
+        // Isthmus: gas * scalar / 1e6 + constant.
+        let operator = |gas: u64| U256::from(gas * 2 + 1000);
+        assert_eq!(fees.operator_fee, operator(used));
+        let blocks = [block];
+        let simulated = U256::from(10u64.pow(18));
+        for family in [Family::Geth, Family::Revm] {
+            let corrected = |a| corrected_balance(&blocks, a, simulated, family);
+            assert_eq!(
+                corrected(signer.address()),
+                simulated - fees.l1_fee - operator(limit)
+            );
+            assert_eq!(corrected(L1_FEE_VAULT), simulated + fees.l1_fee);
+            assert_eq!(corrected(Address::repeat_byte(0xc0)), simulated);
+        }
+        let geth = |a| corrected_balance(&blocks, a, simulated, Family::Geth);
+        let revm = |a| corrected_balance(&blocks, a, simulated, Family::Revm);
+        // op-revm credits no operator fee vault, op-geth did already.
+        assert_eq!(revm(OPERATOR_FEE_VAULT), simulated + operator(used));
+        assert_eq!(geth(OPERATOR_FEE_VAULT), simulated);
+        // op-revm credited the base fee vault for the deposit run as an unpriced call (40000
+        // gas at base fee 7); op-geth did not.
+        assert_eq!(revm(BASE_FEE_VAULT), simulated - U256::from(7 * 40_000));
+        assert_eq!(geth(BASE_FEE_VAULT), simulated);
     }
 
     /// The probe blocks: balance and code readers at their probe addresses in one block,

@@ -67,6 +67,21 @@ impl StateSnapshot {
         self.account(address).map(|a| a.nonce).unwrap_or_default()
     }
 
+    /// Code of `address` (empty when absent or without code).
+    pub fn code(&self, address: &Address) -> alloy_primitives::Bytes {
+        let Some(info) = self.account(address) else {
+            return Default::default();
+        };
+        match &info.code {
+            Some(code) => code.original_bytes(),
+            None => self
+                .db
+                .code_by_hash_ref(info.code_hash)
+                .map(|c| c.original_bytes())
+                .unwrap_or_default(),
+        }
+    }
+
     /// One storage slot.
     pub fn storage(&self, address: &Address, slot: U256) -> U256 {
         self.db.storage_ref(*address, slot).unwrap_or_default()

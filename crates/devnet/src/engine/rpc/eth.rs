@@ -345,6 +345,15 @@ fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
     let mut out = Vec::with_capacity(payload.block_state_calls.len());
     for simulated in &payload.block_state_calls {
         runner.next_block();
+        // As geth's and reth's without validation: a block whose base fee is not overridden
+        // runs at base fee 0 (else unpriced calls would still credit the base fee vault).
+        let zero_base_fee = BlockOverrides {
+            base_fee: Some(U256::ZERO),
+            ..Default::default()
+        };
+        runner
+            .override_block(&zero_base_fee)
+            .map_err(|e| err(codes::INVALID_PARAMS, e.to_string()))?;
         if let Some(o) = &simulated.block_overrides {
             runner
                 .override_block(o)
@@ -613,6 +622,16 @@ pub fn register(
         let (addr, r): (Address, Option<Value>) = p.parse()?;
         let r = block_ref_or_latest(r.as_ref())?;
         Ok(json!(state_at(e, r)?.balance(&addr)))
+    })?;
+    module.register_method("eth_getCode", |p: Params<'_>, e, _| -> RpcResult {
+        let (addr, r): (Address, Option<Value>) = p.parse()?;
+        let r = block_ref_or_latest(r.as_ref())?;
+        Ok(json!(state_at(e, r)?.code(&addr)))
+    })?;
+    module.register_method("eth_getStorageAt", |p: Params<'_>, e, _| -> RpcResult {
+        let (addr, slot, r): (Address, U256, Option<Value>) = p.parse()?;
+        let r = block_ref_or_latest(r.as_ref())?;
+        Ok(json!(B256::from(state_at(e, r)?.storage(&addr, slot))))
     })?;
     module.register_method(
         "eth_getTransactionCount",

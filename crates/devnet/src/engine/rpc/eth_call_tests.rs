@@ -150,6 +150,32 @@ fn word(v: u64) -> Bytes {
     B256::from(U256::from(v)).to_vec().into()
 }
 
+/// `eth_getCode` / `eth_getStorageAt` at a block: the deployed runtime and the stored word at
+/// and after their blocks, nothing before (answers parse as alloy's `Bytes` / `B256`).
+#[tokio::test]
+async fn code_and_storage_at_a_block() {
+    let mut chain = Chain::new();
+    let before = json!(format!("{:#x}", chain.engine.head().number()));
+    let contract = chain.deploy();
+    let deployed = json!(format!("{:#x}", chain.engine.head().number()));
+    chain.send(TxKind::Call(contract), word(7), 1_000_000_000);
+    chain.seal();
+    let code = |at: Value| chain.call::<Bytes>("eth_getCode", json!([contract, at]));
+    assert_eq!(code(before.clone()).await.unwrap(), Bytes::new());
+    assert_eq!(
+        code(deployed.clone()).await.unwrap(),
+        Bytes::from(runtime())
+    );
+    assert_eq!(code(json!("latest")).await.unwrap(), Bytes::from(runtime()));
+    let slot = |at: Value| chain.call::<B256>("eth_getStorageAt", json!([contract, "0x0", at]));
+    assert_eq!(slot(deployed).await.unwrap(), B256::ZERO);
+    assert_eq!(
+        slot(json!("latest")).await.unwrap(),
+        B256::from(U256::from(7))
+    );
+    assert_eq!(slot(before).await.unwrap(), B256::ZERO);
+}
+
 #[tokio::test]
 async fn eth_call_runs_on_the_blocks_state_and_reverts_with_code_3_and_the_revert_data() {
     let mut chain = Chain::new();
@@ -435,6 +461,8 @@ async fn simulate_applies_block_overrides_and_code_overrides_keep_storage() {
             "stateOverrides": {probe.to_string(): {"code": env_reader}, contract.to_string(): {"code": slot_reader}},
             "calls": [{"to": probe}, {"to": contract, "data": word(0)}],
         },
+        // No base fee override: geth and reth simulate at base fee 0 without validation.
+        {"calls": [{"to": probe}]},
     ]});
     let blocks: Vec<Value> = chain
         .call("eth_simulateV1", json!([payload, "latest"]))
@@ -448,4 +476,10 @@ async fn simulate_applies_block_overrides_and_code_overrides_keep_storage() {
     assert_eq!(blocks[1]["gasLimit"], json!("0x1c9c380"));
     // The store of the first block is read through the replaced code.
     assert_eq!(blocks[1]["calls"][1]["returnData"], json!(word(5)));
+    let env: Bytes = serde_json::from_value(blocks[2]["calls"][0]["returnData"].clone()).unwrap();
+    assert_eq!(
+        env[64..96],
+        word(0)[..],
+        "base fee of a block without override"
+    );
 }
