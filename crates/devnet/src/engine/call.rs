@@ -60,6 +60,9 @@ pub struct CallRunner<'a> {
     header: Header,
     state: &'a StateSnapshot,
     db: crate::chain::state::ExecutionDb,
+    /// Gas the last call used, reverted or halted ones included (what `eth_simulateV1` reports
+    /// and adds to its block, as geth and reth do).
+    last_gas_used: u64,
 }
 
 impl<'a> CallRunner<'a> {
@@ -75,7 +78,13 @@ impl<'a> CallRunner<'a> {
             header: header.clone(),
             state,
             db: state.child(header.number, hash),
+            last_gas_used: 0,
         }
+    }
+
+    /// Gas the last call used, whether it succeeded, reverted or halted.
+    pub fn last_gas_used(&self) -> u64 {
+        self.last_gas_used
     }
 
     /// The block the calls run in.
@@ -224,6 +233,7 @@ impl<'a> CallRunner<'a> {
             revm::DatabaseCommit::commit(&mut self.db, state);
         }
         let gas_used = result.tx_gas_used();
+        self.last_gas_used = gas_used;
         match result {
             ExecutionResult::Success { output, logs, .. } => Ok(CallOutcome {
                 gas_used,

@@ -382,6 +382,10 @@ fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
                     })
                 }
                 Err(e @ CallError::Reverted(_)) => {
+                    // A reverted or halted call still used gas and counts in its block (geth's
+                    // and reth's simulate do the same).
+                    let used = runner.last_gas_used();
+                    gas_used += used;
                     let data = match &e {
                         CallError::Reverted(d) => d.clone(),
                         _ => Bytes::new(),
@@ -389,18 +393,22 @@ fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
                     json!({
                         "status": "0x0",
                         "returnData": data,
-                        "gasUsed": "0x0",
+                        "gasUsed": hex_u64(used),
                         "logs": [],
                         "error": {"code": EXECUTION_REVERTED, "message": e.to_string(), "data": data},
                     })
                 }
-                Err(e @ CallError::Halted(_)) => json!({
-                    "status": "0x0",
-                    "returnData": "0x",
-                    "gasUsed": hex_u64(gas),
-                    "logs": [],
-                    "error": {"code": SIMULATE_VM_ERROR, "message": e.to_string()},
-                }),
+                Err(e @ CallError::Halted(_)) => {
+                    let used = runner.last_gas_used();
+                    gas_used += used;
+                    json!({
+                        "status": "0x0",
+                        "returnData": "0x",
+                        "gasUsed": hex_u64(used),
+                        "logs": [],
+                        "error": {"code": SIMULATE_VM_ERROR, "message": e.to_string()},
+                    })
+                }
                 Err(e @ CallError::Invalid(_)) => return Err(e.into()),
             };
             calls.push(call);

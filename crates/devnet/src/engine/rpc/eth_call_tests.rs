@@ -419,6 +419,19 @@ async fn simulate_runs_calls_on_the_state_the_calls_before_them_left() {
     assert_eq!(logs[0].address, contract);
     assert_eq!(calls[2]["error"]["data"], json!(word(9)));
     assert_eq!(blocks[1]["calls"][0]["returnData"], json!(word(9)));
+    // As geth and reth report: a reverted call used gas (at least the 21,000 base), and the
+    // block's gas is the sum over its calls, reverted ones included.
+    let gas =
+        |v: &Value| u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(
+        gas(&calls[0]["gasUsed"]) > 21_000,
+        "{}",
+        calls[0]["gasUsed"]
+    );
+    assert_eq!(
+        gas(&blocks[0]["gasUsed"]),
+        (0..3).map(|i| gas(&calls[i]["gasUsed"])).sum::<u64>()
+    );
     // The chain itself is untouched.
     let e = chain
         .call::<Bytes>("eth_call", json!([read]))
