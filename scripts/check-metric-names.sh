@@ -22,6 +22,14 @@ EVENT_ONLY=(
   engine_mux_flashblocks_rejected_total
   engine_mux_queue_dropped_total
   engine_mux_flashblocks_p2p_authorizations_total # only with --flashblocks-p2p, which conflicts with the --flashblocks the check runs
+  # Only with --flashblocks-peer-url (a high-availability set; `devnet ha` runs one).
+  engine_mux_failovers_total
+  engine_mux_preconfirmed_carried_total
+  engine_mux_preconfirmed_dropped_total
+  engine_mux_peer_flashblocks_total
+  engine_mux_peer_preconfirmed_blocks_held
+  engine_mux_peer_preconfirmed_transactions_held
+  engine_mux_peer_streams_connected
 )
 
 # Sample names in the scrape (with _bucket/_sum/_count), and families (from # TYPE).
