@@ -4,6 +4,10 @@
 //! `cargo install rollup-boost --version 0.7.13`), it is driven in the same run against the same
 //! mocks, and the ratio of the latency each sidecar adds per block is printed.
 //!
+//! With `SEVERAL_BUILDERS=1`, a second engine-mux instance with three zero-latency mock builders
+//! (the first builder plus two `--extra-builder`s) is driven in the same run, and its getPayload
+//! is compared with the one-builder instance's (issue 12: p99 with three within 10 % of one).
+//!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
 use std::time::{Duration, Instant};
@@ -154,33 +158,69 @@ fn row(name: &str, direct: &mut [Duration], mux: &mut [Duration]) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let blocks: usize = std::env::var("BLOCKS")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(2000);
-    let local = MockEngine::start("local", 0x03, 0xaa).await;
-    let builder = MockEngine::start("builder", 0x04, 0xbb).await;
-    let argv = [
+/// An engine-mux instance between `local` and `builders` (the first is `--builder-url`, the
+/// others `--extra-builder`s), with `extra` flags appended.
+async fn start_mux(
+    local: &MockEngine,
+    builders: &[&MockEngine],
+    extra: &[String],
+) -> engine_mux::server::RunningMux {
+    let mut argv: Vec<String> = [
         "engine-mux",
         "--l2-url",
         &local.url(),
         "--l2-jwt-token",
         &local.secret_hex(),
         "--builder-url",
-        &builder.url(),
+        &builders[0].url(),
         "--builder-jwt-token",
-        &builder.secret_hex(),
+        &builders[0].secret_hex(),
         "--rpc-port",
         "0",
         "--debug-server-port",
         "0",
         "--max-unsafe-interval",
         "3600",
-    ];
+    ]
+    .map(String::from)
+    .to_vec();
+    for (i, b) in builders.iter().enumerate().skip(1) {
+        argv.push("--extra-builder".into());
+        argv.push(format!(
+            "name=b{},url={},jwt-token={}",
+            i + 1,
+            b.url(),
+            b.secret_hex()
+        ));
+    }
+    argv.extend(extra.iter().cloned());
     let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
-    let mux = engine_mux::start(config).await.unwrap();
+    engine_mux::start(config).await.unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let blocks: usize = std::env::var("BLOCKS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(2000);
+    let several = std::env::var_os("SEVERAL_BUILDERS").is_some_and(|v| v != "0");
+    let local = MockEngine::start("local", 0x03, 0xaa).await;
+    let builder = MockEngine::start("builder", 0x04, 0xbb).await;
+    let mux = start_mux(&local, &[&builder], &[]).await;
+    // Three zero-latency builders: the same first builder plus two more of the same kind.
+    let mut several_mux = None;
+    if several {
+        let b2 = MockEngine::start("b2", 0x05, 0xcc).await;
+        let b3 = MockEngine::start("b3", 0x06, 0xdd).await;
+        let m3 = start_mux(&local, &[&builder, &b2, &b3], &[]).await;
+        let client = mock_engine::engine_client(
+            &format!("http://{}", m3.rpc_addr),
+            Some(local.secret),
+            Duration::from_secs(5),
+        );
+        several_mux = Some((m3, client, b2, b3));
+    }
     let direct =
         mock_engine::engine_client(&local.url(), Some(local.secret), Duration::from_secs(5));
     let through = mock_engine::engine_client(
@@ -211,10 +251,14 @@ async fn main() {
     // machine noise hits all of them equally.
     drive(&direct, 200, &mut Samples::default()).await;
     drive(&through, 200, &mut Samples::default()).await;
+    if let Some((_, c, ..)) = &several_mux {
+        drive(c, 200, &mut Samples::default()).await;
+    }
     if let Some((_, rb)) = &boost {
         drive(rb, 200, &mut Samples::default()).await;
     }
     let (mut d, mut m, mut b) = (Samples::default(), Samples::default(), Samples::default());
+    let mut m3 = Samples::default();
     // Builder payloads each sidecar fetched and validated, so the comparison shows both took
     // the builder path (not one of them falling back to the local block).
     let (mut mux_fetched, mut boost_fetched) = (0, 0);
@@ -224,6 +268,9 @@ async fn main() {
         let before = fetched();
         drive(&through, blocks / 10, &mut m).await;
         mux_fetched += fetched() - before;
+        if let Some((_, c, ..)) = &several_mux {
+            drive(c, blocks / 10, &mut m3).await;
+        }
         if let Some((_, rb)) = &boost {
             let before = fetched();
             drive(rb, blocks / 10, &mut b).await;
@@ -264,6 +311,45 @@ async fn main() {
         .unwrap_or(0.0)
     );
     println!("builder payloads fetched through engine-mux in the measured rounds: {mux_fetched}");
+    if let Some((m3mux, _, b2, b3)) = several_mux {
+        println!();
+        println!(
+            "engine-mux with three zero-latency builders, same run (getPayloads b2 / b3 answered: {} / {}; blocks proposed from a builder: {}):",
+            b2.calls_of("engine_getPayloadV3").len(),
+            b3.calls_of("engine_getPayloadV3").len(),
+            engine_mux::metrics::sample(
+                &m3mux.metrics_text(),
+                r#"engine_mux_blocks_proposed_total{source="builder"}"#
+            )
+            .unwrap_or(0.0)
+        );
+        println!(
+            "| call | direct p50 ms | direct p99 ms | engine-mux (3 builders) p50 ms | engine-mux (3 builders) p99 ms | p99 overhead ms |"
+        );
+        println!("|---|---|---|---|---|---|");
+        row(
+            "engine_forkchoiceUpdatedV3 (attributes)",
+            &mut d.fcu,
+            &mut m3.fcu,
+        );
+        row("engine_getPayloadV3", &mut d.get, &mut m3.get);
+        row("engine_newPayloadV3", &mut d.new, &mut m3.new);
+        row(
+            "engine_forkchoiceUpdatedV3 (no attributes)",
+            &mut d.fcu_plain,
+            &mut m3.fcu_plain,
+        );
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (one, three) = (pct(&mut m.get, p), pct(&mut m3.get, p));
+            println!(
+                "getPayload {label}: 1 builder {:.3} ms, 3 builders {:.3} ms, 3 / 1 = {:.2}",
+                one.as_secs_f64() * 1e3,
+                three.as_secs_f64() * 1e3,
+                three.as_secs_f64() / one.as_secs_f64()
+            );
+        }
+        m3mux.shutdown().await;
+    }
     if let Some((mut child, _)) = boost {
         println!();
         println!(

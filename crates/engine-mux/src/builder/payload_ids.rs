@@ -14,6 +14,7 @@ use engine_api::PayloadId;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::early::Early;
 use crate::{fallback::FallbackReason, payload_check::BuildRequest};
 
 /// What the builder made of a forkchoiceUpdated with attributes.
@@ -35,6 +36,8 @@ pub struct BuildSlot {
     /// Whether this builder was elected to preconfirm this block (its flashblocks are
     /// re-published and only its block may carry them).
     pub elected: bool,
+    /// The builder's block fetched and validated before op-node asked for it.
+    pub early: Early,
     outcome: watch::Sender<Option<BuilderFcu>>,
     // Whether a getPayload already asked for this block (a retry cannot rebuild it again).
     asked: AtomicBool,
@@ -46,6 +49,7 @@ impl BuildSlot {
         Arc::new(Self {
             request,
             elected,
+            early: Early::default(),
             outcome: watch::Sender::new(None),
             asked: AtomicBool::new(false),
         })
