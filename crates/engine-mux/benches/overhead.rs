@@ -10,7 +10,7 @@
 //!
 //! With `PREVALIDATE=1`, one more engine-mux instance validates the builder's block before
 //! op-node asks (`--prevalidate-lead-ms 5000`: the mocks' slots end within a second, so the
-//! early work starts as the FCU is answered), and every path pauses `PAUSE_US` (1000) between
+//! early work starts as the FCU is answered), and every path pauses `PAUSE_US` (2000) between
 //! the FCU and getPayload, as op-node waits for the slot; the pause is not timed. The other
 //! engine-mux instances run with `--prevalidate-builder-payload=false`.
 //!
@@ -221,7 +221,7 @@ async fn main() {
         std::env::var("PAUSE_US")
             .ok()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(if prevalidate { 1000 } else { 0 }),
+            .unwrap_or(if prevalidate { 2000 } else { 0 }),
     );
     let off = ["--prevalidate-builder-payload".to_string(), "false".into()];
     let mux = start_mux(&local, &[&builder], &off).await;

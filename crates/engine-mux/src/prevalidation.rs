@@ -56,6 +56,7 @@ pub struct Prevalidation {
 #[derive(Debug)]
 pub struct Job {
     start: tokio::time::Instant,
+    end: tokio::time::Instant,
     version: PayloadVersion,
     builds: Vec<(Arc<Builder>, Arc<BuildSlot>)>,
 }
@@ -116,8 +117,10 @@ impl Prevalidation {
             self.metrics.prevalidation_skipped("late");
             return;
         };
+        let now = tokio::time::Instant::now();
         let job = Job {
-            start: tokio::time::Instant::now() + left.saturating_sub(self.lead),
+            start: now + left.saturating_sub(self.lead),
+            end: now + left,
             version,
             builds: builds.to_vec(),
         };
@@ -158,13 +161,16 @@ pub async fn run(mut jobs: Jobs, cx: Context, mut shutdown: watch::Receiver<bool
 
 /// At the job's start: every builder's block fetched, the best validated.
 async fn prevalidate(job: Job, cx: &Context) {
-    tokio::time::sleep_until(job.start).await;
-    let version = job.version;
+    // A start already due runs at once (a timer would round it up to the next millisecond).
+    if job.start > tokio::time::Instant::now() {
+        tokio::time::sleep_until(job.start).await;
+    }
+    let (version, end) = (job.version, job.end);
     let mut fetches: FuturesUnordered<_> = job
         .builds
         .iter()
         .enumerate()
-        .map(|(i, (b, slot))| async move { (i, b.fetch_early(version, slot).await) })
+        .map(|(i, (b, slot))| async move { (i, b.fetch_early(version, slot, end).await) })
         .collect();
     // With flashblocks only the elected builder's block may carry what was preconfirmed.
     let elected = job.builds.iter().position(|(_, s)| s.elected);

@@ -136,15 +136,18 @@ impl Builder {
     }
 
     /// Fetches the builder's block for `slot` before op-node asks (`--prevalidate-builder-payload`),
-    /// unless getPayload began or the builder has no build; records it in the slot. This ends
+    /// unless getPayload began or the builder has no build (by `until`, the slot's end); records
+    /// it in the slot. This ends
     /// the builder's build, as op-node's getPayload would: op-geth stops improving a payload once
     /// it is resolved, and reth-based builders forget it.
     pub async fn fetch_early(
         &self,
         version: PayloadVersion,
         slot: &BuildSlot,
+        until: tokio::time::Instant,
     ) -> Option<std::sync::Arc<EarlyBlock>> {
-        let Some(BuilderFcu::Building(builder_id)) = slot.outcome() else {
+        // The builder may not have answered the FCU yet when the slot is short.
+        let Some(BuilderFcu::Building(builder_id)) = slot.answered_by(until).await else {
             return None;
         };
         if !slot.early.begin_fetch() {

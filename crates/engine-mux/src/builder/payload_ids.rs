@@ -92,6 +92,16 @@ impl BuildSlot {
         self.outcome.borrow().unwrap_or(timed_out)
     }
 
+    /// The builder's answer, waiting for it until `until` without settling the slot (the early
+    /// work must never decide for getPayload).
+    pub async fn answered_by(&self, until: tokio::time::Instant) -> Option<BuilderFcu> {
+        let mut rx = self.outcome.subscribe();
+        match tokio::time::timeout_at(until, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(outcome)) => *outcome,
+            _ => None,
+        }
+    }
+
     /// The outcome so far, if settled.
     pub fn outcome(&self) -> Option<BuilderFcu> {
         *self.outcome.borrow()
