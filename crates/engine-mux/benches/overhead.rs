@@ -4,6 +4,16 @@
 //! `cargo install rollup-boost --version 0.7.13`), it is driven in the same run against the same
 //! mocks, and the ratio of the latency each sidecar adds per block is printed.
 //!
+//! With `SEVERAL_BUILDERS=1`, a second engine-mux instance with three zero-latency mock builders
+//! (the first builder plus two `--extra-builder`s) is driven in the same run, and its getPayload
+//! is compared with the one-builder instance's (issue 12: p99 with three within 10 % of one).
+//!
+//! With `PREVALIDATE=1`, one more engine-mux instance validates the builder's block before
+//! op-node asks (`--prevalidate-lead-ms 5000`: the mocks' slots end within a second, so the
+//! early work starts as the FCU is answered), and every path pauses `PAUSE_US` (2000) between
+//! the FCU and getPayload, as op-node waits for the slot; the pause is not timed. The other
+//! engine-mux instances run with `--prevalidate-builder-payload=false`.
+//!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
 use std::time::{Duration, Instant};
@@ -30,7 +40,7 @@ async fn timed<T>(v: &mut Vec<Duration>, f: impl Future<Output = T>) -> T {
     out
 }
 
-async fn drive(c: &Upstream, blocks: usize, s: &mut Samples) {
+async fn drive(c: &Upstream, blocks: usize, pause: Duration, s: &mut Samples) {
     let t = c.timeout();
     for _ in 0..blocks {
         let fcu: Value = timed(
@@ -44,6 +54,9 @@ async fn drive(c: &Upstream, blocks: usize, s: &mut Samples) {
         .await
         .unwrap();
         let id = fcu["payloadId"].clone();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let env: Value = timed(&mut s.get, c.call("engine_getPayloadV3", &json!([id]), t))
             .await
             .unwrap();
@@ -154,33 +167,92 @@ fn row(name: &str, direct: &mut [Duration], mux: &mut [Duration]) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let blocks: usize = std::env::var("BLOCKS")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(2000);
-    let local = MockEngine::start("local", 0x03, 0xaa).await;
-    let builder = MockEngine::start("builder", 0x04, 0xbb).await;
-    let argv = [
+/// An engine-mux instance between `local` and `builders` (the first is `--builder-url`, the
+/// others `--extra-builder`s), with `extra` flags appended.
+async fn start_mux(
+    local: &MockEngine,
+    builders: &[&MockEngine],
+    extra: &[String],
+) -> engine_mux::server::RunningMux {
+    let mut argv: Vec<String> = [
         "engine-mux",
         "--l2-url",
         &local.url(),
         "--l2-jwt-token",
         &local.secret_hex(),
         "--builder-url",
-        &builder.url(),
+        &builders[0].url(),
         "--builder-jwt-token",
-        &builder.secret_hex(),
+        &builders[0].secret_hex(),
         "--rpc-port",
         "0",
         "--debug-server-port",
         "0",
         "--max-unsafe-interval",
         "3600",
-    ];
+    ]
+    .map(String::from)
+    .to_vec();
+    for (i, b) in builders.iter().enumerate().skip(1) {
+        argv.push("--extra-builder".into());
+        argv.push(format!(
+            "name=b{},url={},jwt-token={}",
+            i + 1,
+            b.url(),
+            b.secret_hex()
+        ));
+    }
+    argv.extend(extra.iter().cloned());
     let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
-    let mux = engine_mux::start(config).await.unwrap();
+    engine_mux::start(config).await.unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let blocks: usize = std::env::var("BLOCKS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(2000);
+    let several = std::env::var_os("SEVERAL_BUILDERS").is_some_and(|v| v != "0");
+    let local = MockEngine::start("local", 0x03, 0xaa).await;
+    let builder = MockEngine::start("builder", 0x04, 0xbb).await;
+    let prevalidate = std::env::var_os("PREVALIDATE").is_some_and(|v| v != "0");
+    let pause = Duration::from_micros(
+        std::env::var("PAUSE_US")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(if prevalidate { 2000 } else { 0 }),
+    );
+    let off = ["--prevalidate-builder-payload".to_string(), "false".into()];
+    let mux = start_mux(&local, &[&builder], &off).await;
+    let mut early_mux = None;
+    if prevalidate {
+        let m = start_mux(
+            &local,
+            &[&builder],
+            &["--prevalidate-lead-ms".to_string(), "5000".into()],
+        )
+        .await;
+        let client = mock_engine::engine_client(
+            &format!("http://{}", m.rpc_addr),
+            Some(local.secret),
+            Duration::from_secs(5),
+        );
+        early_mux = Some((m, client));
+    }
+    // Three zero-latency builders: the same first builder plus two more of the same kind.
+    let mut several_mux = None;
+    if several {
+        let b2 = MockEngine::start("b2", 0x05, 0xcc).await;
+        let b3 = MockEngine::start("b3", 0x06, 0xdd).await;
+        let m3 = start_mux(&local, &[&builder, &b2, &b3], &off).await;
+        let client = mock_engine::engine_client(
+            &format!("http://{}", m3.rpc_addr),
+            Some(local.secret),
+            Duration::from_secs(5),
+        );
+        several_mux = Some((m3, client, b2, b3));
+    }
     let direct =
         mock_engine::engine_client(&local.url(), Some(local.secret), Duration::from_secs(5));
     let through = mock_engine::engine_client(
@@ -209,24 +281,38 @@ async fn main() {
 
     // Warm every path (connection pools, allocator), then interleave measured rounds so
     // machine noise hits all of them equally.
-    drive(&direct, 200, &mut Samples::default()).await;
-    drive(&through, 200, &mut Samples::default()).await;
+    drive(&direct, 200, pause, &mut Samples::default()).await;
+    drive(&through, 200, pause, &mut Samples::default()).await;
+    if let Some((_, c, ..)) = &several_mux {
+        drive(c, 200, pause, &mut Samples::default()).await;
+    }
+    if let Some((_, c)) = &early_mux {
+        drive(c, 200, pause, &mut Samples::default()).await;
+    }
     if let Some((_, rb)) = &boost {
-        drive(rb, 200, &mut Samples::default()).await;
+        drive(rb, 200, pause, &mut Samples::default()).await;
     }
     let (mut d, mut m, mut b) = (Samples::default(), Samples::default(), Samples::default());
+    let mut m3 = Samples::default();
+    let mut mp = Samples::default();
     // Builder payloads each sidecar fetched and validated, so the comparison shows both took
     // the builder path (not one of them falling back to the local block).
     let (mut mux_fetched, mut boost_fetched) = (0, 0);
     let fetched = || builder.calls_of("engine_getPayloadV3").len();
     for _ in 0..10 {
-        drive(&direct, blocks / 10, &mut d).await;
+        drive(&direct, blocks / 10, pause, &mut d).await;
         let before = fetched();
-        drive(&through, blocks / 10, &mut m).await;
+        drive(&through, blocks / 10, pause, &mut m).await;
         mux_fetched += fetched() - before;
+        if let Some((_, c, ..)) = &several_mux {
+            drive(c, blocks / 10, pause, &mut m3).await;
+        }
+        if let Some((_, c)) = &early_mux {
+            drive(c, blocks / 10, pause, &mut mp).await;
+        }
         if let Some((_, rb)) = &boost {
             let before = fetched();
-            drive(rb, blocks / 10, &mut b).await;
+            drive(rb, blocks / 10, pause, &mut b).await;
             boost_fetched += fetched() - before;
         }
     }
@@ -264,6 +350,73 @@ async fn main() {
         .unwrap_or(0.0)
     );
     println!("builder payloads fetched through engine-mux in the measured rounds: {mux_fetched}");
+    if let Some((m3mux, _, b2, b3)) = several_mux {
+        println!();
+        println!(
+            "engine-mux with three zero-latency builders, same run (getPayloads b2 / b3 answered: {} / {}; blocks proposed from a builder: {}):",
+            b2.calls_of("engine_getPayloadV3").len(),
+            b3.calls_of("engine_getPayloadV3").len(),
+            engine_mux::metrics::sample(
+                &m3mux.metrics_text(),
+                r#"engine_mux_blocks_proposed_total{source="builder"}"#
+            )
+            .unwrap_or(0.0)
+        );
+        println!(
+            "| call | direct p50 ms | direct p99 ms | engine-mux (3 builders) p50 ms | engine-mux (3 builders) p99 ms | p99 overhead ms |"
+        );
+        println!("|---|---|---|---|---|---|");
+        row(
+            "engine_forkchoiceUpdatedV3 (attributes)",
+            &mut d.fcu,
+            &mut m3.fcu,
+        );
+        row("engine_getPayloadV3", &mut d.get, &mut m3.get);
+        row("engine_newPayloadV3", &mut d.new, &mut m3.new);
+        row(
+            "engine_forkchoiceUpdatedV3 (no attributes)",
+            &mut d.fcu_plain,
+            &mut m3.fcu_plain,
+        );
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (one, three) = (pct(&mut m.get, p), pct(&mut m3.get, p));
+            println!(
+                "getPayload {label}: 1 builder {:.3} ms, 3 builders {:.3} ms, 3 / 1 = {:.2}",
+                one.as_secs_f64() * 1e3,
+                three.as_secs_f64() * 1e3,
+                three.as_secs_f64() / one.as_secs_f64()
+            );
+        }
+        m3mux.shutdown().await;
+    }
+    if let Some((em, _)) = &early_mux {
+        let text = em.metrics_text();
+        let count = |series: &str| engine_mux::metrics::sample(&text, series).unwrap_or(0.0);
+        println!();
+        println!(
+            "engine-mux validating the builder's block before op-node asks, same run (validated early: {}; getPayloads served from it: {}; blocks proposed from the builder: {}):",
+            count(r#"engine_mux_prevalidations_total{builder="builder",outcome="valid"}"#),
+            count(r#"engine_mux_prevalidated_get_payloads_total{result="served"}"#),
+            count(r#"engine_mux_blocks_proposed_total{source="builder"}"#),
+        );
+        println!(
+            "| call | direct p50 ms | direct p99 ms | engine-mux (pre-validated) p50 ms | engine-mux (pre-validated) p99 ms | p99 overhead ms |"
+        );
+        println!("|---|---|---|---|---|---|");
+        row(
+            "engine_forkchoiceUpdatedV3 (attributes)",
+            &mut d.fcu,
+            &mut mp.fcu,
+        );
+        row("engine_getPayloadV3", &mut d.get, &mut mp.get);
+        row("engine_newPayloadV3", &mut d.new, &mut mp.new);
+        row(
+            "engine_forkchoiceUpdatedV3 (no attributes)",
+            &mut d.fcu_plain,
+            &mut mp.fcu_plain,
+        );
+        row("eth_chainId (raw proxy)", &mut d.chain_id, &mut mp.chain_id);
+    }
     if let Some((mut child, _)) = boost {
         println!();
         println!(
@@ -293,9 +446,19 @@ async fn main() {
                 "whole block (sum of the 4 engine calls' {label}) added: engine-mux {ours:.3} ms, rollup-boost {theirs:.3} ms, ratio {:.2}",
                 ours / theirs
             );
+            if early_mux.is_some() {
+                let early = added_per_block(&mut d, &mut mp, p);
+                println!(
+                    "whole block (sum of the 4 engine calls' {label}) added: engine-mux pre-validated {early:.3} ms, ratio to rollup-boost {:.2}",
+                    early / theirs
+                );
+            }
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+    if let Some((em, _)) = early_mux {
+        em.shutdown().await;
     }
     mux.shutdown().await;
 }

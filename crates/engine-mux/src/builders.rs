@@ -17,6 +17,7 @@ use crate::{
     fallback::FallbackReason,
     metrics::Metrics,
     payload_check::BuildRequest,
+    prevalidation::Prevalidation,
     selection::{BuilderPolicy, Offer},
 };
 
@@ -28,6 +29,7 @@ pub struct Builders {
     metrics: Arc<Metrics>,
     policy: BuilderPolicy,
     grace: Duration,
+    prevalidation: Option<Prevalidation>,
 }
 
 /// The builds one FCU with attributes started, one per builder asked.
@@ -49,7 +51,19 @@ impl Builders {
             metrics,
             policy,
             grace,
+            prevalidation: None,
         }
+    }
+
+    /// Has each build's block validated before op-node asks for it (see [`Prevalidation`]).
+    pub fn with_prevalidation(mut self, prevalidation: Prevalidation) -> Self {
+        self.prevalidation = Some(prevalidation);
+        self
+    }
+
+    /// How long to wait for the other builders' blocks after the first arrived.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 
     /// The builders, in priority order.
@@ -109,8 +123,12 @@ impl Builders {
         )
     }
 
-    /// Maps op-node's payload id to every build it started.
+    /// Maps op-node's payload id to every build it started, and schedules validating the
+    /// best block before op-node asks for it.
     pub fn map_payload_id(&self, local: PayloadId, builds: Builds) {
+        if let Some(p) = &self.prevalidation {
+            p.schedule(&builds.0);
+        }
         for (builder, slot) in builds.0 {
             builder.map_payload_id(local, slot);
         }
@@ -149,6 +167,9 @@ impl Builders {
         local_id: PayloadId,
         deadline: tokio::time::Instant,
     ) -> Vec<Offer> {
+        if let Some(p) = &self.prevalidation {
+            p.saw_version(version);
+        }
         let asked: Vec<(usize, &Arc<Builder>, Arc<BuildSlot>)> = self
             .list
             .iter()

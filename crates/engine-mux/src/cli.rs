@@ -143,6 +143,24 @@ pub struct Args {
     )]
     pub catch_up_budget_ms: u64,
 
+    /// Fetch the builders' blocks shortly before the slot ends and validate the best one on the
+    /// local EL then (a speculative engine_newPayload), so op-node's getPayload is answered
+    /// without the validation round trip. Off with --external-state-root.
+    #[arg(long, env = "PREVALIDATE_BUILDER_PAYLOAD", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", help_heading = "Block building")]
+    pub prevalidate_builder_payload: bool,
+
+    /// How long before the slot ends (the attributes' timestamp) the builders' blocks are
+    /// fetched and validated, in ms. op-node asks 50 ms before the end; the rest is the time
+    /// the fetch and the local EL's validation may take. Builders stop improving a block once
+    /// it is fetched.
+    #[arg(
+        long,
+        env = "PREVALIDATE_LEAD_MS",
+        default_value_t = 150,
+        help_heading = "Block building"
+    )]
+    pub prevalidate_lead_ms: u64,
+
     /// Seconds between background probes of both upstreams' latest block (while the builder
     /// is unhealthy it is probed every 500 ms instead).
     #[arg(

@@ -303,6 +303,9 @@ pub struct Config {
     pub get_payload_deadline: Duration,
     /// Builder blocks with a zero state root are rebuilt by the local EL.
     pub external_state_root: bool,
+    /// How long before each slot's end the builders' blocks are fetched and the best validated;
+    /// `None`: not before op-node asks.
+    pub prevalidate_lead: Option<Duration>,
     /// Skip an unhealthy builder.
     pub ignore_unhealthy_builders: bool,
     /// Payload id map capacity.
@@ -510,6 +513,12 @@ impl TryFrom<Args> for Config {
             });
         }
         let check_interval = Duration::from_secs(a.health_check_interval);
+        // With an external state root the rebuild is the validation, on the first ask only.
+        let prevalidate_lead = if a.prevalidate_builder_payload && !a.external_state_root {
+            Some(millis("prevalidate-lead-ms", a.prevalidate_lead_ms)?)
+        } else {
+            None
+        };
 
         Ok(Self {
             l2: UpstreamConfig {
@@ -545,6 +554,7 @@ impl TryFrom<Args> for Config {
             },
             get_payload_deadline,
             external_state_root: a.external_state_root,
+            prevalidate_lead,
             ignore_unhealthy_builders: a.ignore_unhealthy_builders,
             payload_id_capacity: a.payload_id_cache_size,
             builder_queue_depth: a.builder_queue_depth,

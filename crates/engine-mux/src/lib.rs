@@ -22,6 +22,7 @@ pub mod local;
 pub mod metrics;
 pub mod mux;
 pub mod payload_check;
+pub mod prevalidation;
 pub mod router;
 pub mod selection;
 pub mod server;

@@ -424,6 +424,37 @@ impl Metrics {
     pub fn peer_streams_connected(&self, n: usize) {
         self.gauge("engine_mux_peer_streams_connected", &[], n as f64);
     }
+
+    /// A builder block checked and validated before op-node asked for it (through the builder's
+    /// view): `valid`, or the fallback reason it failed with.
+    pub fn prevalidation(&self, outcome: &'static str) {
+        self.counter(
+            "engine_mux_prevalidations_total",
+            &[("outcome", outcome)],
+            1,
+        );
+    }
+
+    /// A build whose block was not validated early, and why (`late`, `no_block`, `queue_full`,
+    /// `version_unknown`).
+    pub fn prevalidation_skipped(&self, reason: &'static str) {
+        self.counter(
+            "engine_mux_prevalidations_skipped_total",
+            &[("reason", reason)],
+            1,
+        );
+    }
+
+    /// A getPayload that met a block validated early: `served` (answered without validating it
+    /// again), `rejected` (it was INVALID), `changed` (the builder's block changed since; it was
+    /// validated again).
+    pub fn prevalidated_get_payload(&self, result: &'static str) {
+        self.counter(
+            "engine_mux_prevalidated_get_payloads_total",
+            &[("result", result)],
+            1,
+        );
+    }
 }
 
 /// Reads one series back from Prometheus text (for tests, benchmarks and status lines).

@@ -28,6 +28,20 @@ pub struct Candidate {
     /// Its validation must be done by then (earlier than the deadline when a fallback candidate
     /// still needs time).
     pub validate_by: tokio::time::Instant,
+    /// What validating the builder's block before op-node asked found about this block.
+    pub early: EarlyCheck,
+}
+
+/// How a candidate relates to the builder's block validated before op-node asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyCheck {
+    /// Nothing was validated early for it.
+    None,
+    /// The builder's block changed after it was validated early (another block hash): it is
+    /// validated again.
+    Changed,
+    /// This very block (same hash) was checked and validated early, with this outcome.
+    Same(Result<(), FallbackReason>),
 }
 
 /// What a builder offers for one payload, best first.
@@ -82,7 +96,7 @@ pub async fn choose(
         let outcome = if external_state_root && c.envelope.state_root().is_zero() {
             rebuild(local, version, &request, &c, first_ask).await
         } else {
-            check_and_validate(local, version, &request, &c)
+            check_and_validate(local, metrics, version, &request, &c)
                 .await
                 .map(|()| None)
         };
@@ -129,6 +143,7 @@ pub async fn choose(
 /// Checks a candidate against the block op-node asked for, then validates it on the local EL.
 async fn check_and_validate(
     local: &LocalEl,
+    metrics: &Metrics,
     version: PayloadVersion,
     request: &BuildRequest,
     c: &Candidate,
@@ -142,6 +157,24 @@ async fn check_and_validate(
             "builder's block is not the block op-node asked for"
         );
         return Err(FallbackReason::AttributesMismatch);
+    }
+    match c.early {
+        // Same hash, same block: the local EL's verdict on it stands.
+        EarlyCheck::Same(Ok(())) => {
+            metrics.prevalidated_get_payload("served");
+            return Ok(());
+        }
+        EarlyCheck::Same(Err(FallbackReason::Invalid)) => {
+            tracing::warn!(hash = %c.envelope.block_hash(), "builder's block was INVALID when validated before op-node asked");
+            metrics.prevalidated_get_payload("rejected");
+            return Err(FallbackReason::Invalid);
+        }
+        // Timed out, syncing, ...: that says nothing about the block; validate it now.
+        EarlyCheck::Same(Err(_)) | EarlyCheck::None => {}
+        EarlyCheck::Changed => {
+            tracing::info!(hash = %c.envelope.block_hash(), "builder's block changed after it was validated early; validating it again");
+            metrics.prevalidated_get_payload("changed");
+        }
     }
     local
         .validate(version, &c.raw, &c.envelope, c.validate_by)
@@ -240,6 +273,22 @@ impl BuilderPolicy {
             Self::BlockValue => {
                 offers.sort_by_key(|(_, c)| std::cmp::Reverse(best_of(c, capped_block_value)));
             }
+        }
+    }
+}
+
+impl BuilderPolicy {
+    /// Which of the blocks fetched before op-node asked is validated early: the one this policy
+    /// ranks first. `blocks` are `(priority, failing, block)`, in priority order; ties keep it.
+    pub fn first_of(self, blocks: &[(u32, bool, &PayloadEnvelope)]) -> Option<usize> {
+        let indices = 0..blocks.len();
+        match self {
+            Self::Priority => indices.min_by_key(|&i| (blocks[i].1, blocks[i].0)),
+            // `max_by_key` keeps the last of equals: reversed, ties go to the first.
+            Self::GasUsed => indices.rev().max_by_key(|&i| blocks[i].2.gas_used()),
+            Self::BlockValue => indices
+                .rev()
+                .max_by_key(|&i| capped_block_value(blocks[i].2)),
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::{
     local::LocalEl,
     metrics::Metrics,
     mux::Mux,
+    prevalidation::{self, Prevalidation},
     router,
 };
 
@@ -157,13 +158,20 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         builder_tasks.push((builder.clone(), tasks));
         list.push(builder);
     }
-    let builders = Arc::new(Builders::new(
+    let mut builders = Builders::new(
         list,
         recent,
         metrics.clone(),
         config.builder_policy,
         config.builder_grace,
-    ));
+    );
+    let mut prevalidation_jobs = None;
+    if let Some(lead) = config.prevalidate_lead {
+        let (p, jobs) = Prevalidation::new(lead, metrics.clone());
+        builders = builders.with_prevalidation(p);
+        prevalidation_jobs = Some(jobs);
+    }
+    let builders = Arc::new(builders);
     let upstreams = Upstreams {
         local: local.clone(),
         builders: builders.clone(),
@@ -214,6 +222,19 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     }
     if let Some(failover) = &failover {
         tasks.extend(failover.spawn(&shutdown_rx)); // failover (issue 13)
+    }
+    if let Some(jobs) = prevalidation_jobs {
+        let cx = prevalidation::Context {
+            local: state.local.clone(),
+            policy: config.builder_policy,
+            grace: config.builder_grace,
+            metrics: metrics.clone(),
+        };
+        tasks.push(tokio::spawn(prevalidation::run(
+            jobs,
+            cx,
+            shutdown_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(probe::run(
         upstreams.clone(),

@@ -3,11 +3,13 @@
 //! builders and never reaches into their parts, so one builder and several are the same code.
 //!
 //! Files: `handle` (the [`Builder`] and its calls), `payload` (its candidates at getPayload),
+//! `early` (its block fetched and validated before op-node asks),
 //! `queue` + `worker` (the ordered call queue and the task draining it), `catch_up`,
 //! `copies` (transaction copies), `payload_ids`, `recent` (payloads op-node sent).
 
 pub mod catch_up;
 pub mod copies;
+pub mod early;
 pub mod handle;
 pub mod payload;
 pub mod payload_ids;

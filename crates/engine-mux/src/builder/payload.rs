@@ -5,6 +5,7 @@ use engine_api::{PayloadEnvelope, PayloadId, PayloadVersion, flashblocks::assemb
 use serde_json::value::RawValue;
 
 use super::{
+    early::EarlyBlock,
     handle::{Builder, FLASHBLOCKS_VALIDATION_RESERVE},
     payload_ids::{BuildSlot, BuilderFcu},
 };
@@ -13,7 +14,7 @@ use crate::{
     fallback::FallbackReason,
     flashblocks::store::FlashblocksStore,
     payload_check::BuildRequest,
-    selection::{Candidate, Candidates},
+    selection::{Candidate, Candidates, EarlyCheck},
 };
 
 impl Builder {
@@ -32,46 +33,60 @@ impl Builder {
         deadline: tokio::time::Instant,
     ) -> Result<Candidates, FallbackReason> {
         let first_ask = slot.first_get_payload();
-        let builder_id = match slot.decide(deadline).await {
-            BuilderFcu::Building(id) => id,
-            BuilderFcu::Unavailable(reason) => return Err(reason),
+        // Stops anything new from starting early; waits for what already runs (concurrently
+        // with asking the builder again), so a block is never validated twice in parallel.
+        let early = slot.early.close(deadline);
+        let fetch = async {
+            let builder_id = match slot.decide(deadline).await {
+                BuilderFcu::Building(id) => id,
+                BuilderFcu::Unavailable(reason) => return Err(reason),
+            };
+            let mut remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.flashblocks.is_some() && slot.elected {
+                // Leave time to validate the assembled flashblocks if the builder never answers.
+                remaining = remaining.saturating_sub(FLASHBLOCKS_VALIDATION_RESERVE);
+            }
+            let timeout = remaining.min(self.timeout());
+            let raw = self
+                .call_raw(version.get_payload_method(), &(builder_id,), timeout)
+                .await;
+            Ok((builder_id, raw))
         };
-        let flashblocks = self.flashblocks.as_ref().filter(|_| slot.elected);
-        let mut remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if flashblocks.is_some() {
-            // Leave time to validate the assembled flashblocks if the builder never answers.
-            remaining = remaining.saturating_sub(FLASHBLOCKS_VALIDATION_RESERVE);
-        }
-        let fetched = match self
-            .call_raw(
-                version.get_payload_method(),
-                &(builder_id,),
-                remaining.min(self.timeout()),
-            )
-            .await
-        {
-            Ok(raw) => match PayloadEnvelope::parse(version, &raw) {
-                Ok(envelope) => Ok((raw, envelope)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "builder getPayload answer is not a valid payload envelope");
-                    Err(FallbackReason::Error)
-                }
-            },
-            Err(e) => {
+        let (fetched, early) = tokio::join!(fetch, early);
+        let (builder_id, fetched) = fetched?;
+        let early_block = early.block().filter(|b| b.version == version);
+        let early_hash = early_block.map(|b| b.envelope.block_hash());
+        let fetched = match (fetched, early_block) {
+            // Byte for byte the block fetched early: no second parse (the profile's largest
+            // item on this path).
+            (Ok(raw), Some(b)) if raw.get() == b.raw.get() => Ok((raw, Some(b.envelope.clone()))),
+            (Ok(raw), _) => {
+                let envelope = parse_envelope(version, &raw);
+                Ok((raw, envelope))
+            }
+            // The builder's job ended when its block was fetched early (reth-based builders
+            // forget a payload once it was resolved): that block is the builder's block.
+            (Err(_), Some(b)) => Ok((b.raw.clone(), Some(b.envelope.clone()))),
+            (Err(e), None) => {
                 tracing::warn!(error = %e, %local_id, %builder_id, "builder getPayload failed");
                 self.note_error(&e);
                 Err(FallbackReason::from_upstream(&e))
             }
         };
+        let fetched = fetched.and_then(|(raw, parsed)| match parsed {
+            Some(envelope) => Ok((raw, envelope)),
+            None => Err(FallbackReason::Error),
+        });
         let request = slot.request.clone();
-        match flashblocks {
-            Some(store) => Ok(Candidates {
+        let flashblocks = self.flashblocks.as_ref().filter(|_| slot.elected);
+        let mut candidates = match flashblocks {
+            Some(store) => Candidates {
                 first_ask,
                 ..self.with_flashblocks(store, version, request, builder_id, fetched, deadline)
-            }),
+            },
             None => {
                 let (raw, envelope) = fetched?;
-                Ok(Candidates {
+                Candidates {
                     request,
                     list: vec![Candidate {
                         builder: self.name,
@@ -79,13 +94,82 @@ impl Builder {
                         envelope,
                         path: None,
                         validate_by: deadline,
+                        early: EarlyCheck::None,
                     }],
                     preconfirmed: 0,
                     failure: FallbackReason::Error,
                     first_ask,
-                })
+                }
+            }
+        };
+        if let Some(early_hash) = early_hash {
+            // Only the very block validated early skips validation; anything else is validated
+            // now, as if nothing had happened early.
+            for c in &mut candidates.list {
+                c.early = match early.outcome() {
+                    _ if c.envelope.block_hash() != early_hash => match c.path {
+                        None | Some("builder_payload") => EarlyCheck::Changed,
+                        // Assembled from flashblocks: another block by nature.
+                        Some(_) => EarlyCheck::None,
+                    },
+                    Some(outcome) => EarlyCheck::Same(outcome),
+                    None => EarlyCheck::None,
+                };
             }
         }
+        Ok(candidates)
+    }
+
+    /// The builder's getPayload answer: the envelope as sent and, when it is one, typed (a
+    /// malformed envelope is logged here and never validated). Call errors are left to the caller.
+    async fn fetch_payload(
+        &self,
+        version: PayloadVersion,
+        builder_id: PayloadId,
+        timeout: std::time::Duration,
+    ) -> Result<(Box<RawValue>, Option<PayloadEnvelope>), engine_api::UpstreamError> {
+        let raw = self
+            .call_raw(version.get_payload_method(), &(builder_id,), timeout)
+            .await?;
+        let envelope = parse_envelope(version, &raw);
+        Ok((raw, envelope))
+    }
+
+    /// Fetches the builder's block for `slot` before op-node asks (`--prevalidate-builder-payload`),
+    /// unless getPayload began or the builder has no build (by `until`, the slot's end); records
+    /// it in the slot. This ends
+    /// the builder's build, as op-node's getPayload would: op-geth stops improving a payload once
+    /// it is resolved, and reth-based builders forget it.
+    pub async fn fetch_early(
+        &self,
+        version: PayloadVersion,
+        slot: &BuildSlot,
+        until: tokio::time::Instant,
+    ) -> Option<std::sync::Arc<EarlyBlock>> {
+        // The builder may not have answered the FCU yet when the slot is short.
+        let Some(BuilderFcu::Building(builder_id)) = slot.answered_by(until).await else {
+            return None;
+        };
+        if !slot.early.begin_fetch() {
+            return None;
+        }
+        let block = match self
+            .fetch_payload(version, builder_id, self.timeout())
+            .await
+        {
+            Ok((raw, Some(envelope))) => Some(std::sync::Arc::new(EarlyBlock {
+                version,
+                raw,
+                envelope,
+            })),
+            Ok((_, None)) => None,
+            Err(e) => {
+                tracing::info!(error = %e, %builder_id, "builder getPayload before the slot's end failed");
+                None
+            }
+        };
+        slot.early.fetched(block.clone());
+        block
     }
 
     /// With flashblocks on, what was preconfirmed must be in the proposed block. The builder's
@@ -133,6 +217,7 @@ impl Builder {
                     envelope,
                     path: Some("builder_payload"),
                     validate_by,
+                    early: EarlyCheck::None,
                 });
                 if same_block {
                     return Candidates {
@@ -169,6 +254,7 @@ impl Builder {
                     envelope,
                     path: Some(path),
                     validate_by: deadline,
+                    early: EarlyCheck::None,
                 }),
                 Err(e) => tracing::warn!(error = %e, "flashblocks do not form a block"),
             }
@@ -179,6 +265,17 @@ impl Builder {
             preconfirmed,
             failure,
             first_ask: true,
+        }
+    }
+}
+
+/// A builder's getPayload answer, typed; a malformed one is logged and never validated.
+fn parse_envelope(version: PayloadVersion, raw: &RawValue) -> Option<PayloadEnvelope> {
+    match PayloadEnvelope::parse(version, raw) {
+        Ok(envelope) => Some(envelope),
+        Err(e) => {
+            tracing::warn!(error = %e, "builder getPayload answer is not a valid payload envelope");
+            None
         }
     }
 }

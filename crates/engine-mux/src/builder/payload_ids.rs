@@ -14,6 +14,7 @@ use engine_api::PayloadId;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::early::Early;
 use crate::{fallback::FallbackReason, payload_check::BuildRequest};
 
 /// What the builder made of a forkchoiceUpdated with attributes.
@@ -35,6 +36,8 @@ pub struct BuildSlot {
     /// Whether this builder was elected to preconfirm this block (its flashblocks are
     /// re-published and only its block may carry them).
     pub elected: bool,
+    /// The builder's block fetched and validated before op-node asked for it.
+    pub early: Early,
     outcome: watch::Sender<Option<BuilderFcu>>,
     // Whether a getPayload already asked for this block (a retry cannot rebuild it again).
     asked: AtomicBool,
@@ -46,6 +49,7 @@ impl BuildSlot {
         Arc::new(Self {
             request,
             elected,
+            early: Early::default(),
             outcome: watch::Sender::new(None),
             asked: AtomicBool::new(false),
         })
@@ -86,6 +90,16 @@ impl BuildSlot {
         self.settle(timed_out, |_| {});
         // Either our timeout or an answer that won the race by a hair.
         self.outcome.borrow().unwrap_or(timed_out)
+    }
+
+    /// The builder's answer, waiting for it until `until` without settling the slot (the early
+    /// work must never decide for getPayload).
+    pub async fn answered_by(&self, until: tokio::time::Instant) -> Option<BuilderFcu> {
+        let mut rx = self.outcome.subscribe();
+        match tokio::time::timeout_at(until, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(outcome)) => *outcome,
+            _ => None,
+        }
     }
 
     /// The outcome so far, if settled.
