@@ -230,7 +230,12 @@ async fn main() {
         let m = start_mux(
             &local,
             &[&builder],
-            &["--prevalidate-lead-ms".to_string(), "5000".into()],
+            &[
+                "--prevalidate-builder-payload".to_string(),
+                "true".into(),
+                "--prevalidate-lead-ms".into(),
+                "5000".into(),
+            ],
         )
         .await;
         let client = mock_engine::engine_client(

@@ -145,8 +145,9 @@ pub struct Args {
 
     /// Fetch the builders' blocks shortly before the slot ends and validate the best one on the
     /// local EL then (a speculative engine_newPayload), so op-node's getPayload is answered
-    /// without the validation round trip. Off with --external-state-root.
-    #[arg(long, env = "PREVALIDATE_BUILDER_PAYLOAD", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", help_heading = "Block building")]
+    /// without the validation round trip. Off by default: the builders' blocks then close
+    /// --prevalidate-lead-ms minus op-node's 50 ms earlier. Off with --external-state-root.
+    #[arg(long, env = "PREVALIDATE_BUILDER_PAYLOAD", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", help_heading = "Block building")]
     pub prevalidate_builder_payload: bool,
 
     /// How long before the slot ends (the attributes' timestamp) the builders' blocks are
@@ -536,6 +537,11 @@ mod tests {
     #[test]
     fn defaults_match_rollup_boost() {
         let a = Args::try_parse_from(["engine-mux"]).unwrap();
+        assert!(
+            !a.prevalidate_builder_payload,
+            "nothing rollup-boost does not do is on by default"
+        );
+        assert_eq!(a.builders.extra_builders.len(), 0);
         assert_eq!(a.rpc_host, "127.0.0.1");
         assert_eq!(a.rpc_port, 8081);
         assert_eq!(a.debug_host, "127.0.0.1");

@@ -75,7 +75,6 @@ pub async fn start_mux(local: &MockEngine, builder: &MockEngine, extra: &[&str])
         ("--max-unsafe-interval", "5"),
         // Off unless a test is about it: the mocks' slots end within a second of the FCU, so
         // early work could otherwise race a test's own getPayload.
-        ("--prevalidate-builder-payload", "false"),
     ];
     for (flag, value) in defaults {
         if !extra.contains(&flag) {
