@@ -55,6 +55,9 @@ pub struct DevnetConfig {
     pub builders: usize,
     /// engine-mux's `--builder-policy` (`None`: engine-mux's default).
     pub builder_policy: Option<String>,
+    /// How long before the slot ends the driver asks for the payload (`None`: a fifth of the
+    /// block time; op-node itself seals 50 ms before the end).
+    pub get_payload_lead: Option<Duration>,
     /// Stop the driver after this many blocks.
     pub max_blocks: Option<u64>,
     /// Extra engine-mux flags (e.g. `--builder-timeout 200`).
@@ -160,6 +163,7 @@ impl Default for DevnetConfig {
             builder_faults: Vec::new(),
             builders: 1,
             builder_policy: None,
+            get_payload_lead: None,
             max_blocks: None,
             mux_args: Vec::new(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -511,7 +515,7 @@ impl Devnet {
                 engine_url: mux_url.clone(),
                 jwt,
                 block_time: config.block_time,
-                get_payload_lead: config.block_time / 5,
+                get_payload_lead: config.get_payload_lead.unwrap_or(config.block_time / 5),
                 call_timeout: Duration::from_secs(2).max(config.block_time),
                 params: SequencerParams::default(),
                 max_blocks: config.max_blocks,

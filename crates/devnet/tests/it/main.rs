@@ -28,4 +28,5 @@ mod fork_transition;
 mod ha_failover;
 mod healthy;
 mod local_down;
+mod prevalidation;
 mod wallet;
