@@ -105,9 +105,10 @@ impl Metrics {
     }
 
     /// A view of the same books that adds `builder="<name>"` to everything it records.
-    pub fn for_builder(&self, name: &str) -> Self {
+    pub fn for_builder(&self, name: &'static str) -> Self {
         let mut scope = self.scope.clone();
-        scope.push(Label::new("builder", name.to_string()));
+        // Static: every series recorded through the view clones it, without allocating.
+        scope.push(Label::from_static_parts("builder", name));
         Self {
             recorder: self.recorder.clone(),
             handle: self.handle.clone(),
