@@ -8,7 +8,6 @@ use std::{sync::Arc, time::Duration};
 use alloy_rpc_types_engine::ForkchoiceState;
 use bytes::Bytes;
 use engine_api::{PayloadId, PayloadVersion};
-use futures::{StreamExt, stream::FuturesUnordered};
 use http::HeaderMap;
 use serde_json::value::RawValue;
 
@@ -182,21 +181,28 @@ impl Builders {
             return vec![offer(b, result)];
         }
         let elected = asked.iter().find(|(_, _, s)| s.elected).map(|(i, ..)| *i);
-        let mut pending: FuturesUnordered<_> = asked
-            .iter()
-            .map(|(i, b, slot)| async move {
-                (*i, b.candidates(version, local_id, slot, deadline).await)
-            })
-            .collect();
+        // Each builder's fetch and parse is a task of its own, so they run on every core; the
+        // set aborts whichever is still running when it is dropped.
+        let mut pending = tokio::task::JoinSet::new();
+        for (i, b, slot) in &asked {
+            let (i, b, slot) = (*i, Arc::clone(b), slot.clone());
+            pending.spawn(async move {
+                (i, b.candidates(version, local_id, &slot, deadline).await)
+            });
+        }
         let mut answered: Vec<(usize, Result<_, _>)> = Vec::with_capacity(asked.len());
         let mut stop_at = deadline;
         let mut first_block_at = None;
         loop {
             let next = tokio::select! {
-                next = pending.next() => next,
+                next = pending.join_next() => next,
                 () = tokio::time::sleep_until(stop_at) => None,
             };
-            let Some((i, result)) = next else { break };
+            let Some(joined) = next else { break };
+            let Ok((i, result)) = joined else {
+                // A fetch task that panicked: that builder simply has no offer.
+                continue;
+            };
             if result.as_ref().is_ok_and(|c| !c.list.is_empty()) {
                 first_block_at.get_or_insert_with(tokio::time::Instant::now);
             }
