@@ -186,9 +186,8 @@ impl Builders {
         let mut pending = tokio::task::JoinSet::new();
         for (i, b, slot) in &asked {
             let (i, b, slot) = (*i, Arc::clone(b), slot.clone());
-            pending.spawn(async move {
-                (i, b.candidates(version, local_id, &slot, deadline).await)
-            });
+            pending
+                .spawn(async move { (i, b.candidates(version, local_id, &slot, deadline).await) });
         }
         let mut answered: Vec<(usize, Result<_, _>)> = Vec::with_capacity(asked.len());
         let mut stop_at = deadline;

@@ -158,16 +158,23 @@ impl Mux {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Bytes> {
-        if let Some(params) = params {
-            self.builders.record_payload(method, params);
-            if self.mode.get().talks_to_builder() {
-                self.builders.mirror(method, params);
-            }
-        }
-        let res = self
+        // Remembering the payload for catch-up and copying it to the builders runs while the
+        // local EL executes the block (the request is on its way by then), not before op-node's
+        // call is forwarded. Recorded before it is mirrored: a catch-up the mirror triggers
+        // must find it.
+        let forward = self
             .local
-            .forward_read(method, headers, body, self.local.timeout())
-            .await;
+            .forward_read(method, headers, body, self.local.timeout());
+        let to_builders = async {
+            tokio::task::yield_now().await;
+            if let Some(params) = params {
+                self.builders.record_payload(method, params);
+                if self.mode.get().talks_to_builder() {
+                    self.builders.mirror(method, params);
+                }
+            }
+        };
+        let (res, ()) = tokio::join!(forward, to_builders);
         self.local.answer::<PayloadStatus>(id, res).0
     }
 

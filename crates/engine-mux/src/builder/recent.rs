@@ -37,6 +37,33 @@ struct PayloadHead {
     block_hash: B256,
 }
 
+/// The number and hash of the payload in newPayload's params (`[payload, ...]`), read in one
+/// pass that skips everything else (a 100-transaction payload is tens of kB; this is on
+/// op-node's newPayload path).
+fn first_payload_head(params: &RawValue) -> Option<PayloadHead> {
+    struct FirstOf;
+    impl<'de> serde::de::Visitor<'de> for FirstOf {
+        type Value = Option<PayloadHead>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("newPayload params")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let head = seq.next_element::<PayloadHead>()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(head)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(params.get());
+    serde::Deserializer::deserialize_seq(&mut de, FirstOf)
+        .ok()
+        .flatten()
+}
+
 /// Default for how long a single catch-up run replays before handing the queue back to live
 /// traffic (`--catch-up-budget-ms`).
 pub const DEFAULT_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
@@ -79,13 +106,7 @@ impl RecentPayloads {
     /// Records a newPayload call; returns the window size. Params that do not parse are ignored
     /// (the local EL will have rejected them anyway).
     pub fn record(&self, method: &'static str, params: &RawValue) -> usize {
-        let head = serde_json::from_str::<Vec<&RawValue>>(params.get())
-            .ok()
-            .and_then(|items| {
-                items
-                    .first()
-                    .and_then(|first| serde_json::from_str::<PayloadHead>(first.get()).ok())
-            });
+        let head = first_payload_head(params);
         let Some(head) = head else { return self.len() };
         let number = head.block_number.to::<u64>();
         let entry = RecentPayload {
