@@ -417,17 +417,7 @@ fn failover_config(
         return Ok(None);
     }
     for url in &a.flashblocks_peer_urls {
-        let bad = |reason: &str| ConfigError::BadUrl {
-            flag: "flashblocks-peer-url",
-            value: url.clone(),
-            reason: reason.into(),
-        };
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none_or(str::is_empty) {
-            return Err(bad("expected ws://host:port or wss://host:port"));
-        }
+        parse_ws_url("flashblocks-peer-url", url)?;
     }
     Ok(Some(crate::failover::FailoverConfig {
         peers: crate::failover::peers::PeerStreams {
