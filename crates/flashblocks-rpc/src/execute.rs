@@ -240,17 +240,7 @@ pub async fn simulate(
     }
     block_state_calls.extend(extra);
     let request = json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]);
-    let answer: Vec<SimulatedCalls> = match ctx
-        .upstream
-        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
-        .await
-    {
-        Ok(a) => a,
-        Err(engine_api::UpstreamError::Rpc { error, .. }) if error.code() == METHOD_NOT_FOUND => {
-            return Err(SimulateError::Unsupported);
-        }
-        Err(e) => return Err(SimulateError::Failed(e.to_string())),
-    };
+    let answer = call_simulate(ctx, &request).await?;
     if answer.len() != block_state_calls.len() {
         return Err(SimulateError::Failed(format!(
             "{} simulated blocks for {} requested",
@@ -422,17 +412,7 @@ async fn detect_family(ctx: &Context) -> Result<Family, SimulateError> {
             "calls": [{"to": CODE_PROBE, "gas": U64::from(CALIBRATION_GAS)}]},
         probe_block(false),
     ]}, "latest"]);
-    let answer: Vec<SimulatedCalls> = match ctx
-        .upstream
-        .call("eth_simulateV1", &request, ctx.config.upstream.timeout)
-        .await
-    {
-        Ok(a) => a,
-        Err(engine_api::UpstreamError::Rpc { error, .. }) if error.code() == METHOD_NOT_FOUND => {
-            return Err(SimulateError::Unsupported);
-        }
-        Err(e) => return Err(SimulateError::Failed(e.to_string())),
-    };
+    let answer = call_simulate(ctx, &request).await?;
     let vault = |i: usize| {
         answer
             .get(i)
@@ -618,6 +598,25 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let _ = execution(&ctx).await;
+    }
+}
+
+/// One `eth_simulateV1` call to the upstream; an upstream without the method (-32601) is
+/// `Unsupported`, any other failure `Failed`.
+async fn call_simulate(
+    ctx: &Context,
+    request: &serde_json::Value,
+) -> Result<Vec<SimulatedCalls>, SimulateError> {
+    match ctx
+        .upstream
+        .call("eth_simulateV1", request, ctx.config.upstream.timeout)
+        .await
+    {
+        Ok(a) => Ok(a),
+        Err(engine_api::UpstreamError::Rpc { error, .. }) if error.code() == METHOD_NOT_FOUND => {
+            Err(SimulateError::Unsupported)
+        }
+        Err(e) => Err(SimulateError::Failed(e.to_string())),
     }
 }
 
