@@ -81,6 +81,9 @@ pub struct MockOptions {
     pub compression: Compression,
     /// Serve HTTPS with this acceptor (the mock's URL becomes `https://`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Record each call's method but not its params (benchmarks: thousands of 30 kB payloads
+    /// copied into the call log would cost the process under test CPU and memory).
+    pub skip_params: bool,
 }
 
 #[derive(Default)]
@@ -810,9 +813,14 @@ fn raw_answer(inner: &Inner) -> Option<Response<Full<Bytes>>> {
 }
 
 fn record(inner: &Inner, v: &Value, accept_encoding: &Option<String>) {
+    let params = if inner.options.skip_params {
+        Value::Null
+    } else {
+        v["params"].clone()
+    };
     inner.calls.lock().push(Call {
         method: v["method"].as_str().unwrap_or_default().to_string(),
-        params: v["params"].clone(),
+        params,
         accept_encoding: accept_encoding.clone(),
     });
 }

@@ -214,8 +214,13 @@ async fn main() {
         .and_then(|b| b.parse().ok())
         .unwrap_or(2000);
     let several = std::env::var_os("SEVERAL_BUILDERS").is_some_and(|v| v != "0");
-    let local = MockEngine::start("local", 0x03, 0xaa).await;
-    let builder = MockEngine::start("builder", 0x04, 0xbb).await;
+    // The mocks keep a log of calls for the counts printed below, without their params.
+    let quiet = || mock_engine::MockOptions {
+        skip_params: true,
+        ..Default::default()
+    };
+    let local = MockEngine::start_with("local", 0x03, 0xaa, quiet()).await;
+    let builder = MockEngine::start_with("builder", 0x04, 0xbb, quiet()).await;
     let prevalidate = std::env::var_os("PREVALIDATE").is_some_and(|v| v != "0");
     let pause = Duration::from_micros(
         std::env::var("PAUSE_US")
@@ -248,8 +253,8 @@ async fn main() {
     // Three zero-latency builders: the same first builder plus two more of the same kind.
     let mut several_mux = None;
     if several {
-        let b2 = MockEngine::start("b2", 0x05, 0xcc).await;
-        let b3 = MockEngine::start("b3", 0x06, 0xdd).await;
+        let b2 = MockEngine::start_with("b2", 0x05, 0xcc, quiet()).await;
+        let b3 = MockEngine::start_with("b3", 0x06, 0xdd, quiet()).await;
         let m3 = start_mux(&local, &[&builder, &b2, &b3], &off).await;
         let client = mock_engine::engine_client(
             &format!("http://{}", m3.rpc_addr),
