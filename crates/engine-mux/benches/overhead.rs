@@ -7,6 +7,7 @@
 //! With `SEVERAL_BUILDERS=1`, a second engine-mux instance with three zero-latency mock builders
 //! (the first builder plus two `--extra-builder`s) is driven in the same run, and its getPayload
 //! is compared with the one-builder instance's (issue 12: p99 with three within 10 % of one).
+//! `BUILDER_POLICY=priority` runs that instance under `--builder-policy priority`.
 //!
 //! With `PREVALIDATE=1`, one more engine-mux instance validates the builder's block before
 //! op-node asks (`--prevalidate-lead-ms 5000`: the mocks' slots end within a second, so the
@@ -255,7 +256,14 @@ async fn main() {
     if several {
         let b2 = MockEngine::start_with("b2", 0x05, 0xcc, quiet()).await;
         let b3 = MockEngine::start_with("b3", 0x06, 0xdd, quiet()).await;
-        let m3 = start_mux(&local, &[&builder, &b2, &b3], &off).await;
+        // `BUILDER_POLICY=priority` (default: engine-mux's `gas-used`).
+        let mut args = off.to_vec();
+        if let Ok(policy) = std::env::var("BUILDER_POLICY")
+            && !policy.is_empty()
+        {
+            args.extend(["--builder-policy".to_string(), policy]);
+        }
+        let m3 = start_mux(&local, &[&builder, &b2, &b3], &args).await;
         let client = mock_engine::engine_client(
             &format!("http://{}", m3.rpc_addr),
             Some(local.secret),

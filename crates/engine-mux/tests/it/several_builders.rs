@@ -159,6 +159,13 @@ async fn priority_prefers_the_first_healthy_builder_and_returns_to_it() {
     t.b3.set_gas_used(5_000_000);
     let hash = t.s.block("engine_getPayloadV3").await;
     assert_eq!(t.who(&hash, 101), "b1");
+    // The primary's block was validated once (op-node's own newPayload of it is the second
+    // call), and no backup block was validated for nothing.
+    assert_eq!(t.validations_of(t.b1().block_hash(101)), 2);
+    assert_eq!(
+        t.validations_of(t.b2.block_hash(101)) + t.validations_of(t.b3.block_hash(101)),
+        0
+    );
 
     t.b1().down();
     let hash = t.s.block("engine_getPayloadV3").await;
