@@ -12,7 +12,12 @@ use http::HeaderMap;
 use serde_json::value::RawValue;
 
 use crate::{
-    builder::{Builder, payload_ids::BuildSlot, recent::RecentPayloads},
+    builder::{
+        Builder,
+        early::{EarlyBlock, EarlyFetch, EarlyValidation},
+        payload_ids::{BuildSlot, BuilderFcu},
+        recent::RecentPayloads,
+    },
     fallback::FallbackReason,
     metrics::Metrics,
     payload_check::BuildRequest,
@@ -29,6 +34,19 @@ pub struct Builders {
     policy: BuilderPolicy,
     grace: Duration,
     prevalidation: Option<Prevalidation>,
+}
+
+/// op-node's block, known before it asked: the block validated early (see
+/// [`Builders::validated_early`]).
+#[derive(Debug)]
+pub struct ValidatedEarly {
+    /// The builder whose block it is.
+    pub builder: &'static str,
+    /// The block, as fetched, checked and validated.
+    pub block: Arc<EarlyBlock>,
+    /// Every asked builder's outcome, for health and per-builder counts (as
+    /// [`crate::selection::Selection::verdicts`]).
+    pub verdicts: Vec<(&'static str, Option<Result<(), FallbackReason>>)>,
 }
 
 /// The builds one FCU with attributes started, one per builder asked.
@@ -153,6 +171,76 @@ impl Builders {
         for b in &self.list {
             b.report_gauges();
         }
+    }
+
+    /// The block op-node gets for `local_id` when it is already decided: every asked builder's
+    /// early work has settled, and the block the policy ranks first among those fetched early
+    /// was checked against op-node's attributes and validated VALID. Asking the builders again
+    /// would change nothing (a builder's build ends when its block is fetched: op-geth stops
+    /// improving a resolved payload, reth-based builders forget it), so getPayload answers with
+    /// it at once. Never with flashblocks (what was preconfirmed after the early fetch must be in
+    /// the block; the usual path checks it). Closes every build's early work; `None` means the
+    /// usual path.
+    pub fn validated_early(
+        &self,
+        version: PayloadVersion,
+        local_id: PayloadId,
+    ) -> Option<ValidatedEarly> {
+        self.prevalidation.as_ref()?;
+        let asked: Vec<(&Arc<Builder>, Arc<BuildSlot>)> = self
+            .list
+            .iter()
+            .filter_map(|b| b.slot(&local_id).map(|slot| (b, slot)))
+            .collect();
+        if asked.is_empty() || asked.iter().any(|(_, s)| s.elected) {
+            return None;
+        }
+        let mut fetched: Vec<(usize, Arc<EarlyBlock>)> = Vec::new();
+        let mut verdicts = Vec::with_capacity(asked.len());
+        let mut validated = None;
+        for (i, (b, slot)) in asked.iter().enumerate() {
+            let state = slot.early.close_now();
+            if state.validation == EarlyValidation::Running {
+                return None;
+            }
+            let verdict = match (&state.fetch, slot.outcome()) {
+                (EarlyFetch::Fetched(block), _) if block.version == version => {
+                    fetched.push((i, block.clone()));
+                    None
+                }
+                (EarlyFetch::Failed, _) => Some(Err(FallbackReason::Error)),
+                (EarlyFetch::NotStarted, Some(BuilderFcu::Unavailable(reason))) => {
+                    Some(Err(reason))
+                }
+                // Still fetching, not fetched yet, or fetched for another version.
+                _ => return None,
+            };
+            if state.outcome() == Some(Ok(())) {
+                validated = Some(i);
+            }
+            verdicts.push((b.name(), verdict));
+        }
+        let validated = validated?;
+        let ranked: Vec<_> = fetched
+            .iter()
+            .map(|(i, block)| {
+                let b = asked[*i].0;
+                (b.priority(), b.health().failing(), &block.envelope)
+            })
+            .collect();
+        let (first, block) = &fetched[self.policy.first_of(&ranked)?];
+        if *first != validated {
+            return None;
+        }
+        verdicts[*first].1 = Some(Ok(()));
+        for (_, slot) in &asked {
+            slot.first_get_payload();
+        }
+        Some(ValidatedEarly {
+            builder: asked[*first].0.name(),
+            block: block.clone(),
+            verdicts,
+        })
     }
 
     /// Every asked builder's offer for op-node's payload `local_id`, in priority order. Waits

@@ -196,6 +196,17 @@ impl Mux {
         let local_id = params
             .and_then(|p| serde_json::from_str::<(PayloadId,)>(p.get()).ok())
             .map(|(id,)| id);
+        // Decided before op-node asked: answered without a round trip.
+        if mode == ExecutionMode::Enabled
+            && self.selection == SelectionPolicy::AlwaysBuilder
+            && !self.external_state_root
+            && let Some(local_id) = local_id
+            && let Some(decided) = self.builders.validated_early(version, local_id)
+        {
+            let response = self.answer_validated_early(version, id, headers, body, decided);
+            self.metrics.get_payload_total(started.elapsed());
+            return response;
+        }
         let builders = async {
             match local_id {
                 Some(local_id) if mode.talks_to_builder() => {
@@ -274,6 +285,44 @@ impl Mux {
         };
         self.metrics.get_payload_total(started.elapsed());
         response
+    }
+
+    /// op-node's block validated before it asked: answered at once. The local EL is still asked
+    /// for its payload, in the background, so it stops building it (op-geth and reth otherwise
+    /// keep improving it until their own timeout) and its answer stays health evidence; one
+    /// such task per getPayload, bounded by the getPayload deadline.
+    fn answer_validated_early(
+        &self,
+        version: PayloadVersion,
+        id: Option<&RawValue>,
+        headers: &HeaderMap,
+        body: Bytes,
+        decided: crate::builders::ValidatedEarly,
+    ) -> Response<Bytes> {
+        let local = Arc::clone(&self.local);
+        let (headers, timeout) = (headers.clone(), self.get_payload_deadline);
+        tokio::spawn(async move {
+            let res = local
+                .forward_read(version.get_payload_method(), &headers, body, timeout)
+                .await;
+            let _ = local.answer_raw(None, res);
+        });
+        self.record_verdicts(&decided.verdicts);
+        let envelope = &decided.block.envelope;
+        tracing::info!(
+            builder = decided.builder,
+            block = envelope.block_number(),
+            hash = %envelope.block_hash(),
+            txs = envelope.tx_count(),
+            gas_used = envelope.gas_used(),
+            "proposing the builder's block (validated before op-node asked)"
+        );
+        if let Some(b) = self.builders.get(decided.builder) {
+            b.record_block_outcome("proposed");
+        }
+        self.metrics.prevalidated_get_payload("served");
+        self.metrics.block_proposed(BlockSource::Builder);
+        json_response(jsonrpc::ok_response(id, &decided.block.raw))
     }
 
     /// Every builder outcome is health evidence (only a good block clears a bad one) and a

@@ -150,6 +150,17 @@ impl Early {
         self.state()
     }
 
+    /// getPayload began: nothing new starts early; the state as it is now, without waiting for
+    /// what still runs (the caller takes the usual path unless it is settled).
+    pub fn close_now(&self) -> EarlyState {
+        self.0.send_if_modified(|s| {
+            let was = s.closed;
+            s.closed = true;
+            !was
+        });
+        self.state()
+    }
+
     /// The state now.
     pub fn state(&self) -> EarlyState {
         self.0.borrow().clone()

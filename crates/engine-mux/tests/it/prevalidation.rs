@@ -23,7 +23,17 @@ const PREVALIDATE: [&str; 4] = [
 
 /// One block first: the early fetch asks with the getPayload version op-node last used.
 async fn prevalidating() -> Setup {
-    let s = setup(&PREVALIDATE).await;
+    prevalidating_with(&[]).await
+}
+
+/// `--block-selection-policy gas-used` weighs the builder's block against the local one, so
+/// getPayload cannot answer before the local EL does: the builder is asked again too, and a
+/// block that changed since the early validation is seen.
+const WEIGHED: [&str; 2] = ["--block-selection-policy", "gas-used"];
+
+async fn prevalidating_with(extra: &[&str]) -> Setup {
+    let args: Vec<&str> = PREVALIDATE.iter().chain(extra).copied().collect();
+    let s = setup(&args).await;
     s.block("engine_getPayloadV3").await;
     // The builder imported op-node's block (mirrored newPayload): it builds on it next.
     eventually(Duration::from_secs(5), "builder at 101", || async {
@@ -86,9 +96,42 @@ async fn prevalidated_block_is_served_without_a_second_local_new_payload() {
     assert_eq!(s.blocks("builder"), 2.0);
 }
 
+/// Decided before op-node asked (one builder, its block validated VALID, a valid builder block
+/// always wins): op-node is answered without a round trip, the builder is not asked again (its
+/// build ended when its block was fetched early), and the local EL still gets op-node's
+/// getPayload so it stops building its own block.
+#[tokio::test]
+async fn prevalidated_block_is_answered_without_asking_anyone_again() {
+    let s = prevalidating().await;
+    let id = s.fcu_build().await;
+    wait_early(&s, "valid").await;
+    let block = s.builder.block_hash(102);
+    assert_eq!(
+        s.builder.calls_of("engine_getPayloadV3").len(),
+        1,
+        "early fetch"
+    );
+
+    let env = s.call("engine_getPayloadV3", json!([id])).await.unwrap();
+    assert_eq!(env["executionPayload"]["blockHash"], json!(block));
+    assert_eq!(
+        s.builder.calls_of("engine_getPayloadV3").len(),
+        1,
+        "the builder is not asked again"
+    );
+    eventually(Duration::from_secs(5), "local getPayload", || async {
+        s.local.calls_of("engine_getPayloadV3").len() == 1
+    })
+    .await;
+    assert_eq!(validated(&s), vec![block]);
+    assert_eq!(served(&s, "served"), 1.0);
+}
+
+/// A builder that hands out another block after its early fetch (op-geth and reth-based builders
+/// do not) is seen where getPayload asks again: under a policy that weighs the local block.
 #[tokio::test]
 async fn block_changed_after_prevalidation_is_validated_again() {
-    let s = prevalidating().await;
+    let s = prevalidating_with(&WEIGHED).await;
     let id = s.fcu_build().await;
     wait_early(&s, "valid").await;
     let early_block = s.builder.block_hash(102);
@@ -113,7 +156,7 @@ async fn block_changed_after_prevalidation_is_validated_again() {
 
 #[tokio::test]
 async fn changed_block_that_is_invalid_falls_back_to_the_local_block() {
-    let s = prevalidating().await;
+    let s = prevalidating_with(&WEIGHED).await;
     let id = s.fcu_build().await;
     wait_early(&s, "valid").await;
     s.builder
