@@ -13,7 +13,9 @@
 //! op-node asks (`--prevalidate-lead-ms 5000`: the mocks' slots end within a second, so the
 //! early work starts as the FCU is answered), and every path pauses `PAUSE_US` (2000) between
 //! the FCU and getPayload, as op-node waits for the slot; the pause is not timed. The other
-//! engine-mux instances run with `--prevalidate-builder-payload=false`.
+//! engine-mux instances run with `--prevalidate-builder-payload=false`. With both variables set,
+//! a fourth instance has the three builders and pre-validates, and its getPayload is compared
+//! with the one-builder pre-validated instance's.
 //!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
@@ -231,19 +233,15 @@ async fn main() {
     );
     let off = ["--prevalidate-builder-payload".to_string(), "false".into()];
     let mux = start_mux(&local, &[&builder], &off).await;
+    let on = [
+        "--prevalidate-builder-payload".to_string(),
+        "true".into(),
+        "--prevalidate-lead-ms".into(),
+        "5000".into(),
+    ];
     let mut early_mux = None;
     if prevalidate {
-        let m = start_mux(
-            &local,
-            &[&builder],
-            &[
-                "--prevalidate-builder-payload".to_string(),
-                "true".into(),
-                "--prevalidate-lead-ms".into(),
-                "5000".into(),
-            ],
-        )
-        .await;
+        let m = start_mux(&local, &[&builder], &on).await;
         let client = mock_engine::engine_client(
             &format!("http://{}", m.rpc_addr),
             Some(local.secret),
@@ -253,6 +251,7 @@ async fn main() {
     }
     // Three zero-latency builders: the same first builder plus two more of the same kind.
     let mut several_mux = None;
+    let mut several_early_mux = None;
     if several {
         let b2 = MockEngine::start_with("b2", 0x05, 0xcc, quiet()).await;
         let b3 = MockEngine::start_with("b3", 0x06, 0xdd, quiet()).await;
@@ -269,6 +268,17 @@ async fn main() {
             Some(local.secret),
             Duration::from_secs(5),
         );
+        if prevalidate {
+            let mut args: Vec<String> = args[off.len()..].to_vec();
+            args.extend(on.iter().cloned());
+            let m = start_mux(&local, &[&builder, &b2, &b3], &args).await;
+            let c = mock_engine::engine_client(
+                &format!("http://{}", m.rpc_addr),
+                Some(local.secret),
+                Duration::from_secs(5),
+            );
+            several_early_mux = Some((m, c));
+        }
         several_mux = Some((m3, client, b2, b3));
     }
     let direct =
@@ -307,12 +317,16 @@ async fn main() {
     if let Some((_, c)) = &early_mux {
         drive(c, 200, pause, &mut Samples::default()).await;
     }
+    if let Some((_, c)) = &several_early_mux {
+        drive(c, 200, pause, &mut Samples::default()).await;
+    }
     if let Some((_, rb)) = &boost {
         drive(rb, 200, pause, &mut Samples::default()).await;
     }
     let (mut d, mut m, mut b) = (Samples::default(), Samples::default(), Samples::default());
     let mut m3 = Samples::default();
     let mut mp = Samples::default();
+    let mut mp3 = Samples::default();
     // Builder payloads each sidecar fetched and validated, so the comparison shows both took
     // the builder path (not one of them falling back to the local block).
     let (mut mux_fetched, mut boost_fetched) = (0, 0);
@@ -327,6 +341,9 @@ async fn main() {
         }
         if let Some((_, c)) = &early_mux {
             drive(c, blocks / 10, pause, &mut mp).await;
+        }
+        if let Some((_, c)) = &several_early_mux {
+            drive(c, blocks / 10, pause, &mut mp3).await;
         }
         if let Some((_, rb)) = &boost {
             let before = fetched();
@@ -434,6 +451,28 @@ async fn main() {
             &mut mp.fcu_plain,
         );
         row("eth_chainId (raw proxy)", &mut d.chain_id, &mut mp.chain_id);
+    }
+    if let Some((m, _)) = several_early_mux {
+        let text = m.metrics_text();
+        println!();
+        println!(
+            "engine-mux with three builders, pre-validated, same run (getPayloads served from an early validation: {}):",
+            engine_mux::metrics::sample(
+                &text,
+                r#"engine_mux_prevalidated_get_payloads_total{result="served"}"#
+            )
+            .unwrap_or(0.0)
+        );
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (one, three) = (pct(&mut mp.get, p), pct(&mut mp3.get, p));
+            println!(
+                "pre-validated getPayload {label}: 1 builder {:.3} ms, 3 builders {:.3} ms, 3 / 1 = {:.2}",
+                one.as_secs_f64() * 1e3,
+                three.as_secs_f64() * 1e3,
+                three.as_secs_f64() / one.as_secs_f64()
+            );
+        }
+        m.shutdown().await;
     }
     if let Some((mut child, _)) = boost {
         println!();

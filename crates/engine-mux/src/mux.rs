@@ -181,7 +181,9 @@ impl Mux {
     /// `engine_getPayloadV3/V4/V5`: local and builders in parallel, all inside one deadline.
     /// A builder's block is used only when it is the block op-node asked for, the local EL
     /// validated it VALID, the policy agrees and the mode is enabled; op-node gets the best
-    /// block that is VALID by the deadline, and an error only when there is none.
+    /// block that is VALID by the deadline, and an error only when there is none. A block that
+    /// was checked and validated before op-node asked (`--prevalidate-builder-payload`) is
+    /// answered at once; the local EL still gets the call, in the background.
     pub async fn get_payload(
         &self,
         version: PayloadVersion,
