@@ -83,6 +83,19 @@ async fn drive(c: &Upstream, blocks: usize, pause: Duration, s: &mut Samples) {
     }
 }
 
+/// getPayload with three builders against one, at p50 and p99 (issue 12's measure).
+fn builders_ratio(label: &str, one: &mut [Duration], three: &mut [Duration]) {
+    for (q, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (a, b) = (pct(one, p), pct(three, p));
+        println!(
+            "{label} {q}: 1 builder {:.3} ms, 3 builders {:.3} ms, 3 / 1 = {:.2}",
+            a.as_secs_f64() * 1e3,
+            b.as_secs_f64() * 1e3,
+            b.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -413,15 +426,7 @@ async fn main() {
             &mut d.fcu_plain,
             &mut m3.fcu_plain,
         );
-        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let (one, three) = (pct(&mut m.get, p), pct(&mut m3.get, p));
-            println!(
-                "getPayload {label}: 1 builder {:.3} ms, 3 builders {:.3} ms, 3 / 1 = {:.2}",
-                one.as_secs_f64() * 1e3,
-                three.as_secs_f64() * 1e3,
-                three.as_secs_f64() / one.as_secs_f64()
-            );
-        }
+        builders_ratio("getPayload", &mut m.get, &mut m3.get);
         m3mux.shutdown().await;
     }
     if let Some((em, _)) = &early_mux {
@@ -463,15 +468,7 @@ async fn main() {
             )
             .unwrap_or(0.0)
         );
-        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
-            let (one, three) = (pct(&mut mp.get, p), pct(&mut mp3.get, p));
-            println!(
-                "pre-validated getPayload {label}: 1 builder {:.3} ms, 3 builders {:.3} ms, 3 / 1 = {:.2}",
-                one.as_secs_f64() * 1e3,
-                three.as_secs_f64() * 1e3,
-                three.as_secs_f64() / one.as_secs_f64()
-            );
-        }
+        builders_ratio("pre-validated getPayload", &mut mp.get, &mut mp3.get);
         m.shutdown().await;
     }
     if let Some((mut child, _)) = boost {
