@@ -299,3 +299,52 @@ async fn under_priority_a_primary_whose_block_failed_is_tried_first_again() {
         "one bad block does not demote the primary for good: its next good block wins"
     );
 }
+
+/// `--prevalidate-builder-payload` with three builders: every builder's block is fetched before
+/// op-node asks, the best by gas (b2's) is the one validated, and op-node's getPayload is
+/// answered with it without asking any builder again; the others are counted as not chosen.
+#[tokio::test]
+async fn pre_validated_best_block_is_answered_without_asking_any_builder_again() {
+    let t = three(&[
+        "--prevalidate-builder-payload",
+        "true",
+        "--prevalidate-lead-ms",
+        "5000",
+    ])
+    .await;
+    t.b1().set_gas_used(1_000_000);
+    t.b2.set_gas_used(3_000_000);
+    t.b3.set_gas_used(2_000_000);
+    // The first block tells engine-mux which getPayload version op-node uses.
+    t.s.block("engine_getPayloadV3").await;
+    let builders = [t.b1(), &t.b2, &t.b3];
+    for b in builders {
+        b.clear_calls();
+    }
+    let id = t.s.fcu_build().await;
+    eventually(
+        Duration::from_secs(5),
+        "b2's block validated early",
+        || async {
+            t.s.metric(r#"engine_mux_prevalidations_total{builder="b2",outcome="valid"}"#) >= 1.0
+        },
+    )
+    .await;
+    let env = t.s.call("engine_getPayloadV3", json!([id])).await.unwrap();
+    let hash = env["executionPayload"]["blockHash"].as_str().unwrap();
+    assert_eq!(t.who(hash, 102), "b2");
+    for b in builders {
+        assert_eq!(
+            b.calls_of("engine_getPayloadV3").len(),
+            1,
+            "each builder handed its block out once, before op-node asked"
+        );
+    }
+    assert_eq!(
+        t.validations_of(t.b1().block_hash(102)) + t.validations_of(t.b3.block_hash(102)),
+        0,
+        "only the best block is validated"
+    );
+    assert_eq!(t.outcomes("b2", "proposed"), 2.0);
+    assert_eq!(t.outcomes("b3", "not_chosen"), 2.0);
+}
