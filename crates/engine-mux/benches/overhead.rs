@@ -11,11 +11,11 @@
 //!
 //! With `PREVALIDATE=1`, one more engine-mux instance validates the builder's block before
 //! op-node asks (`--prevalidate-lead-ms 5000`: the mocks' slots end within a second, so the
-//! early work starts as the FCU is answered), and every path pauses `PAUSE_US` (2000) between
-//! the FCU and getPayload, as op-node waits for the slot; the pause is not timed. The other
-//! engine-mux instances run with `--prevalidate-builder-payload=false`. With both variables set,
-//! a fourth instance has the three builders and pre-validates, and its getPayload is compared
-//! with the one-builder pre-validated instance's.
+//! early work starts a millisecond after the FCU is answered), and every path pauses `PAUSE_US`
+//! (4000) between the FCU and getPayload, as op-node waits for the slot; the pause is not timed.
+//! The other engine-mux instances run with `--prevalidate-builder-payload=false`. With both
+//! variables set, a fourth instance has the three builders and pre-validates, and its getPayload
+//! is compared with the one-builder pre-validated instance's.
 //!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
@@ -242,7 +242,7 @@ async fn main() {
         std::env::var("PAUSE_US")
             .ok()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(if prevalidate { 2000 } else { 0 }),
+            .unwrap_or(if prevalidate { 4000 } else { 0 }),
     );
     let off = ["--prevalidate-builder-payload".to_string(), "false".into()];
     let mux = start_mux(&local, &[&builder], &off).await;

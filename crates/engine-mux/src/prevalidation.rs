@@ -42,6 +42,11 @@ const QUEUE_DEPTH: usize = 32;
 /// builder and one validation).
 const MAX_RUNNING: usize = 8;
 
+/// The early work never starts with op-node's FCU answer still on its way out: when less than
+/// the lead is left of the slot, it starts this long after the FCU instead of at once (a fetch
+/// and a validation started in the same instant compete with that answer for the CPU).
+const AFTER_FCU: Duration = Duration::from_millis(1);
+
 /// The scheduling side, held by the builders; the work runs in [`run`].
 #[derive(Debug)]
 pub struct Prevalidation {
@@ -119,7 +124,7 @@ impl Prevalidation {
         };
         let now = tokio::time::Instant::now();
         let job = Job {
-            start: now + left.saturating_sub(self.lead),
+            start: now + left.saturating_sub(self.lead).max(AFTER_FCU),
             end: now + left,
             version,
             builds: builds.to_vec(),
