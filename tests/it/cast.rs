@@ -11,11 +11,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use alloy_consensus::{SignableTransaction, TxEip1559};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, hex};
-use alloy_signer::SignerSync;
-use devnet::chain::accounts::raw_transaction;
-use op_alloy_consensus::OpTxEnvelope;
 use serde_json::{Value, json};
 
 use e2e::{BLOCK_TIME, Net, Relay, call, quantity, start_rpc, wait_for};
@@ -56,23 +52,6 @@ fn cast(bin: &PathBuf, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-async fn send(net: &Net, nonce: u64, to: TxKind, value: U256, input: Bytes) -> B256 {
-    let tx = TxEip1559 {
-        chain_id: net.chain_id,
-        nonce,
-        gas_limit: 200_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1_000_000,
-        to,
-        value,
-        access_list: Default::default(),
-        input,
-    };
-    let signature = net.sender.sign_hash_sync(&tx.signature_hash()).unwrap();
-    let raw = raw_transaction(&OpTxEnvelope::Eip1559(tx.into_signed(signature)));
-    serde_json::from_value(call(&net.mux, "eth_sendRawTransaction", json!([raw])).await).unwrap()
-}
-
 async fn sealed(net: &Net, hash: B256) -> u64 {
     wait_for("the block sealed", 8 * BLOCK_TIME, || async {
         let r: Value = call(&net.local, "eth_getTransactionReceipt", json!([hash])).await;
@@ -95,14 +74,9 @@ async fn cast_sees_receipts_calls_and_balances_before_the_block_seals() {
     let without_metadata = start_rpc(&stripped.url(), &net.upstream_url(), &[]).await;
 
     let contract = net.sender.address().create(0);
-    let deploy = send(
-        &net,
-        0,
-        TxKind::Create,
-        U256::ZERO,
-        Bytes::from_static(&INITCODE),
-    )
-    .await;
+    let deploy = net
+        .send_call(0, TxKind::Create, U256::ZERO, Bytes::from_static(&INITCODE))
+        .await;
     sealed(&net, deploy).await;
     let mut nonce = 1;
     for (label, rpc) in [
@@ -114,23 +88,18 @@ async fn cast_sees_receipts_calls_and_balances_before_the_block_seals() {
         for attempt in 1..=ATTEMPTS {
             let value = 1_000 + attempt;
             let word = B256::from(U256::from(value));
-            let store = send(
-                &net,
-                nonce,
-                TxKind::Call(contract),
-                U256::ZERO,
-                word.to_vec().into(),
-            )
-            .await;
+            let store = net
+                .send_call(
+                    nonce,
+                    TxKind::Call(contract),
+                    U256::ZERO,
+                    word.to_vec().into(),
+                )
+                .await;
             let to = Address::from(rand::random::<[u8; 20]>());
-            let transfer = send(
-                &net,
-                nonce + 1,
-                TxKind::Call(to),
-                U256::from(value),
-                Bytes::new(),
-            )
-            .await;
+            let transfer = net
+                .send_call(nonce + 1, TxKind::Call(to), U256::from(value), Bytes::new())
+                .await;
             nonce += 2;
             let hash = transfer.to_string();
             let receipt: Value =
