@@ -123,8 +123,14 @@ async fn priority_policy_picks_the_first_healthy_builder_moves_to_the_second_and
         proposed_from(&devnet, "b1") > b1_before
     })
     .await;
+    // Counted at a slot's end, not at an arbitrary moment: a block proposed before the events
+    // were drained but announced after would otherwise look like a local block.
     drain(&mut events);
-    let start = proposed_per_builder(&devnet);
+    let mut start = Vec::new();
+    observe(&devnet, &mut events, 1, Duration::from_secs(30), |_| {
+        start = proposed_per_builder(&devnet);
+    })
+    .await;
     let mut per_slot = Vec::new();
     let slots = observe(&devnet, &mut events, 4, Duration::from_secs(30), |_| {
         per_slot.push(proposed_per_builder(&devnet));
