@@ -10,8 +10,8 @@ use std::time::Duration;
 use devnet::{app::Devnet, engine::faults::Fault};
 
 use crate::support::{
-    chosen_per_slot, config, drain, eventually, missed, missed_so_far, observe, proposed_from,
-    proposed_per_builder,
+    chosen_per_slot, config, eventually, missed, missed_so_far, observe, proposed_at_next_slot,
+    proposed_from, proposed_per_builder,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -123,14 +123,7 @@ async fn priority_policy_picks_the_first_healthy_builder_moves_to_the_second_and
         proposed_from(&devnet, "b1") > b1_before
     })
     .await;
-    // Counted at a slot's end, not at an arbitrary moment: a block proposed before the events
-    // were drained but announced after would otherwise look like a local block.
-    drain(&mut events);
-    let mut start = Vec::new();
-    observe(&devnet, &mut events, 1, Duration::from_secs(30), |_| {
-        start = proposed_per_builder(&devnet);
-    })
-    .await;
+    let start = proposed_at_next_slot(&devnet, &mut events).await;
     let mut per_slot = Vec::new();
     let slots = observe(&devnet, &mut events, 4, Duration::from_secs(30), |_| {
         per_slot.push(proposed_per_builder(&devnet));

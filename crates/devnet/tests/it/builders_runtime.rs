@@ -8,8 +8,8 @@ use devnet::app::Devnet;
 use serde_json::{Value, json};
 
 use crate::support::{
-    chosen_per_slot, config, drain, eventually, missed_so_far, mux_debug, observe, proposed_from,
-    proposed_per_builder,
+    chosen_per_slot, config, drain, eventually, missed_so_far, mux_debug, observe,
+    proposed_at_next_slot, proposed_from, proposed_per_builder,
 };
 
 const CALL: Duration = Duration::from_secs(5);
@@ -128,8 +128,7 @@ async fn builder_restarted_mid_run_is_caught_up_while_the_others_keep_building()
     devnet.restart_builder(2).await.expect("b2 restarts");
     let b2 = devnet.builder_at(2).unwrap().engine.clone();
     assert_eq!(b2.head().number(), 0, "a fresh b2 at genesis");
-    drain(&mut events);
-    let start = proposed_per_builder(&devnet);
+    let start = proposed_at_next_slot(&devnet, &mut events).await;
     let mut per_slot = Vec::new();
     let mut caught_up_at = None;
     let slots = observe(&devnet, &mut events, 24, Duration::from_secs(60), |slot| {

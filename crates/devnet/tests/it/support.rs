@@ -462,6 +462,22 @@ pub fn drain(events: &mut broadcast::Receiver<DriverEvent>) {
     ) {}
 }
 
+/// [`proposed_per_builder`] at the end of the next slot, after dropping the events already
+/// queued: counted at a slot's end, not at an arbitrary moment, so a block proposed before the
+/// drain but announced after it is not read later as a local block.
+pub async fn proposed_at_next_slot(
+    devnet: &Devnet,
+    events: &mut broadcast::Receiver<DriverEvent>,
+) -> Vec<f64> {
+    drain(events);
+    let mut counts = Vec::new();
+    observe(devnet, events, 1, Duration::from_secs(30), |_| {
+        counts = proposed_per_builder(devnet);
+    })
+    .await;
+    counts
+}
+
 /// Slots the driver missed since it started.
 pub fn missed_so_far(devnet: &Devnet) -> u64 {
     devnet
