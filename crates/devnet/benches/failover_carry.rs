@@ -11,20 +11,17 @@
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
-use alloy_rpc_types_engine::{JwtSecret, PayloadId};
+use alloy_rpc_types_engine::PayloadId;
 use devnet::{
     app::{
-        MuxWiring,
-        ha::{PeerStreamStandIn, op_node_slot},
-        load_genesis, metric_value, start_engine_on, start_mux, unix_now,
+        ha::{FollowingStack, op_node_slot},
+        metric_value,
     },
     chain::{
-        accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+        accounts::{raw_transaction, sign_transfer},
         attributes::{SequencerParams, sequencer_attributes},
     },
-    engine::Role,
 };
-use engine_api::{Upstream, UpstreamConfig};
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 
 fn env(name: &str, default: usize) -> usize {
@@ -50,43 +47,18 @@ fn summary(label: &str, mut v: Vec<Duration>) {
 async fn main() {
     let rounds = env("ROUNDS", 40);
     let per_block = env("TXS", 20);
-    let host = std::net::IpAddr::from([127, 0, 0, 1]);
-    let genesis = load_genesis(None, unix_now(), None).unwrap();
-    let spec = genesis.spec.clone();
-    let jwt = JwtSecret::random();
-    let signers = funded_dev_signers(&genesis.state).unwrap();
-    let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt)
+    let stack = FollowingStack::start(&["--log-level=warn".into()])
         .await
         .unwrap();
-    let builder = start_engine_on(genesis.clone(), Role::Builder, host, 0, 0, jwt)
-        .await
-        .unwrap();
-    let peer = PeerStreamStandIn::start(host).await.unwrap();
-    let mux = start_mux(
-        MuxWiring {
-            local_url: local.auth_url(),
-            builder_url: builder.auth_url(),
-            jwt,
-            host,
-            port: 0,
-            flashblocks: None,
-            flashblocks_p2p: None,
-        },
-        &[
-            format!("--flashblocks-peer-url=ws://{}", peer.addr),
-            "--log-level=warn".into(),
-        ],
-    )
-    .await
-    .unwrap();
-    peer.subscribed().await;
-    let client = Upstream::new(UpstreamConfig {
-        name: "op-node",
-        url: format!("http://{}", mux.rpc_addr).parse().unwrap(),
-        secret: Some(jwt),
-        timeout: Duration::from_secs(5),
-        max_response_bytes: 1 << 24,
-    });
+    let FollowingStack {
+        local,
+        mux,
+        client,
+        spec,
+        signers,
+        peer,
+        ..
+    } = &stack;
     let mut nonces = vec![0u64; signers.len()];
     let (mut carry, mut plain) = (Vec::new(), Vec::new());
     let mut accepted = 0.0;
@@ -94,7 +66,7 @@ async fn main() {
         let head = local.engine.head();
         let number = head.header.number + 1;
         let attrs = sequencer_attributes(
-            &spec,
+            spec,
             &SequencerParams::default(),
             number,
             head.header.timestamp + 1,
@@ -159,9 +131,7 @@ async fn main() {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let (_, block, elapsed) = op_node_slot(&client, &spec, head.hash, &attrs)
-            .await
-            .unwrap();
+        let (_, block, elapsed) = op_node_slot(client, spec, head.hash, &attrs).await.unwrap();
         let expected = if carrying { 1 + per_block } else { 1 };
         assert_eq!(block.len(), expected, "round {round}");
         if carrying { &mut carry } else { &mut plain }.push(elapsed);
@@ -169,7 +139,5 @@ async fn main() {
     println!("FCU (with attributes) to getPayload answer on the new leader, TXS={per_block}:");
     summary("plain", plain);
     summary("carry", carry);
-    mux.shutdown().await;
-    builder.stop().await;
-    local.stop().await;
+    stack.stop().await;
 }

@@ -827,6 +827,84 @@ pub async fn run(args: HaArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// One sequencer stack following a [`PeerStreamStandIn`]'s flashblocks, with a client playing its
+/// op-node: a local engine, a builder engine and engine-mux on loopback. What the carry-over
+/// tests and the carry-over benchmark drive.
+#[derive(Debug)]
+pub struct FollowingStack {
+    /// The local execution engine.
+    pub local: RunningEngine,
+    /// The builder engine.
+    pub builder: RunningEngine,
+    /// engine-mux, following `peer`.
+    pub mux: RunningMux,
+    /// op-node's side: JWT-authenticated calls to engine-mux.
+    pub client: Upstream,
+    /// The chain both engines run.
+    pub spec: ChainSpec,
+    /// Funded dev accounts.
+    pub signers: Vec<PrivateKeySigner>,
+    /// The peer whose flashblocks engine-mux follows.
+    pub peer: PeerStreamStandIn,
+}
+
+impl FollowingStack {
+    /// Starts the stack and waits until engine-mux subscribed to the peer; `mux_args` are extra
+    /// engine-mux flags.
+    pub async fn start(mux_args: &[String]) -> Result<Self, DevnetError> {
+        let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let genesis = load_genesis(None, unix_now(), None)?;
+        let jwt = JwtSecret::random();
+        let signers = funded_dev_signers(&genesis.state)?;
+        let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt).await?;
+        let builder = start_engine_on(genesis.clone(), Role::Builder, host, 0, 0, jwt).await?;
+        let peer = PeerStreamStandIn::start(host)
+            .await
+            .map_err(|e| DevnetError::MuxStart(format!("peer stream stand-in: {e}")))?;
+        let mut args = vec![format!("--flashblocks-peer-url=ws://{}", peer.addr)];
+        args.extend_from_slice(mux_args);
+        let mux = start_mux(
+            MuxWiring {
+                local_url: local.auth_url(),
+                builder_url: builder.auth_url(),
+                jwt,
+                host,
+                port: 0,
+                flashblocks: None,
+                flashblocks_p2p: None,
+            },
+            &args,
+        )
+        .await?;
+        peer.subscribed().await;
+        let client = Upstream::new(UpstreamConfig {
+            name: "op-node",
+            url: format!("http://{}", mux.rpc_addr)
+                .parse()
+                .map_err(|e| DevnetError::MuxStart(format!("engine-mux URL: {e}")))?,
+            secret: Some(jwt),
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 24,
+        });
+        Ok(Self {
+            local,
+            builder,
+            mux,
+            client,
+            spec: genesis.spec,
+            signers,
+            peer,
+        })
+    }
+
+    /// Stops engine-mux, then the engines.
+    pub async fn stop(self) {
+        self.mux.shutdown().await;
+        self.builder.stop().await;
+        self.local.stop().await;
+    }
+}
+
 /// A stand-in for a peer sequencer's flashblocks stream (its engine-mux's outbound port): a
 /// WebSocket server sending every connected subscriber the frames it is given, as text frames.
 #[derive(Debug)]

@@ -5,80 +5,35 @@
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
-use alloy_rpc_types_engine::{JwtSecret, PayloadId};
+use alloy_rpc_types_engine::PayloadId;
 use alloy_signer_local::PrivateKeySigner;
 use devnet::{
     app::{
-        MuxWiring,
-        ha::{PeerStreamStandIn, op_node_slot},
-        load_genesis, metric_value, start_engine_on, start_mux, unix_now,
+        ha::{FollowingStack, op_node_slot},
+        metric_value,
     },
     chain::{
-        accounts::{funded_dev_signers, raw_transaction, sign_transfer},
+        accounts::{raw_transaction, sign_transfer},
         attributes::{SequencerParams, sequencer_attributes},
-        genesis::ChainSpec,
     },
-    engine::{Role, rpc::RunningEngine},
 };
-use engine_api::{Upstream, UpstreamConfig};
-use engine_mux::{RunningMux, failover::carry::DropReason};
+use engine_mux::failover::carry::DropReason;
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 
 use crate::support::eventually;
 
-struct Node {
-    local: RunningEngine,
-    builder: RunningEngine,
-    mux: RunningMux,
-    client: Upstream,
-    spec: ChainSpec,
-    signers: Vec<PrivateKeySigner>,
-    peer: PeerStreamStandIn,
+/// The stack under test, with the helpers these tests add.
+struct Node(FollowingStack);
+
+impl std::ops::Deref for Node {
+    type Target = FollowingStack;
+    fn deref(&self) -> &FollowingStack {
+        &self.0
+    }
 }
 
 async fn node() -> Node {
-    let host = std::net::IpAddr::from([127, 0, 0, 1]);
-    let genesis = load_genesis(None, unix_now(), None).unwrap();
-    let jwt = JwtSecret::random();
-    let signers = funded_dev_signers(&genesis.state).unwrap();
-    let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt)
-        .await
-        .unwrap();
-    let builder = start_engine_on(genesis.clone(), Role::Builder, host, 0, 0, jwt)
-        .await
-        .unwrap();
-    let peer = PeerStreamStandIn::start(host).await.unwrap();
-    let mux = start_mux(
-        MuxWiring {
-            local_url: local.auth_url(),
-            builder_url: builder.auth_url(),
-            jwt,
-            host,
-            port: 0,
-            flashblocks: None,
-            flashblocks_p2p: None,
-        },
-        &[format!("--flashblocks-peer-url=ws://{}", peer.addr)],
-    )
-    .await
-    .unwrap();
-    peer.subscribed().await;
-    let client = Upstream::new(UpstreamConfig {
-        name: "op-node",
-        url: format!("http://{}", mux.rpc_addr).parse().unwrap(),
-        secret: Some(jwt),
-        timeout: Duration::from_secs(5),
-        max_response_bytes: 1 << 24,
-    });
-    Node {
-        local,
-        builder,
-        mux,
-        client,
-        spec: genesis.spec,
-        signers,
-        peer,
-    }
+    Node(FollowingStack::start(&[]).await.expect("stack starts"))
 }
 
 impl Node {
@@ -152,9 +107,7 @@ impl Node {
     }
 
     async fn stop(self) {
-        self.mux.shutdown().await;
-        self.builder.stop().await;
-        self.local.stop().await;
+        self.0.stop().await;
     }
 }
 
