@@ -419,6 +419,67 @@ async fn read_loop(
     }
 }
 
+/// The handshake's parsing steps on bytes alone, for the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::{ApiKeys, AppId, ClientIpResolver, RawHead, Route};
+
+    /// What the connection handler reads from a request head before it answers.
+    #[derive(Debug)]
+    pub struct Head {
+        /// `GET`.
+        pub method_get: bool,
+        /// The request target.
+        pub path: String,
+        /// `Upgrade: websocket` with `Connection: upgrade`.
+        pub upgrade: bool,
+        /// `Sec-WebSocket-Key`.
+        pub ws_key: Option<String>,
+        /// `Sec-WebSocket-Version: 13`.
+        pub ws_version_ok: bool,
+        /// The IP the connection counts against.
+        pub client_ip: IpAddr,
+    }
+
+    /// Where a path goes.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Routed {
+        /// `/healthz`.
+        Health,
+        /// A subscription, of `app` when API keys are configured.
+        Subscribe(Option<AppId>),
+        /// 404 or 401.
+        Refused,
+    }
+
+    /// Parses `head` (the bytes up to and including the blank line) as the server does.
+    pub fn parse(head: &[u8], peer: SocketAddr, resolver: &ClientIpResolver) -> Option<Head> {
+        let raw = RawHead {
+            buf: head.to_vec(),
+            head_len: head.len(),
+        };
+        super::parse(&raw, peer, resolver).map(|r| Head {
+            method_get: r.method_get,
+            path: r.path,
+            upgrade: r.upgrade,
+            ws_key: r.ws_key,
+            ws_version_ok: r.ws_version_ok,
+            client_ip: r.client_ip,
+        })
+    }
+
+    /// Routes `path` as the server does.
+    pub fn route(path: &str, keys: &ApiKeys) -> Routed {
+        match super::route(path, keys) {
+            Route::Health => Routed::Health,
+            Route::Subscribe(app) => Routed::Subscribe(app),
+            Route::Unauthorized | Route::NotFound => Routed::Refused,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
