@@ -80,8 +80,16 @@ pub struct Metrics {
     pub unauthorized: Counter,
     /// Failed Redis operations.
     pub redis_errors: Counter,
-    /// Redis count releases waiting to be applied (bounded by the instance limit).
+    /// Redis count releases waiting to be applied (bounded by twice the instance limit).
     pub redis_pending_releases: Gauge,
+    /// Redis leases this instance holds for open connections (bounded by the instance limit).
+    pub redis_leases: Gauge,
+    /// Acquisitions whose answer never arrived, undone (their token removed from Redis).
+    pub redis_leases_recovered: Counter,
+    /// Leases of open connections that lapsed while Redis was unreachable, re-added on renewal.
+    pub redis_leases_restored: Counter,
+    /// Releases given up (queue full, or Redis unreachable until the lease lapsed on its own).
+    pub redis_releases_lapsed: Counter,
     /// Capacity of the per-subscriber buffer in messages (queued `Bytes`, one copy per message).
     pub fanout_buffer_capacity: Gauge,
     /// Frames queued for subscribers whose sockets were full, summed over subscribers.
@@ -227,6 +235,26 @@ impl Metrics {
             redis_pending_releases: gauge(
                 "redis_pending_releases",
                 "Redis releases waiting to be applied",
+                vec![],
+            ),
+            redis_leases: gauge(
+                "redis_leases",
+                "Redis leases held for open connections",
+                vec![],
+            ),
+            redis_leases_recovered: counter(
+                "redis_leases_recovered_total",
+                "Redis acquisitions whose answer never arrived, undone",
+                vec![],
+            ),
+            redis_leases_restored: counter(
+                "redis_leases_restored_total",
+                "Lapsed Redis leases of open connections re-added",
+                vec![],
+            ),
+            redis_releases_lapsed: counter(
+                "redis_releases_lapsed_total",
+                "Redis releases given up, left to lapse with their lease",
                 vec![],
             ),
             fanout_buffer_capacity: gauge(

@@ -44,8 +44,8 @@ enum Held {
     Instance,
     /// Instance slot + local per-IP/app counts.
     Memory,
-    /// Instance slot + Redis per-IP/app counts.
-    Redis,
+    /// Instance slot + a Redis lease counting the per-IP/app counts.
+    Redis(u64),
 }
 
 /// The counts taken for one connection; released on drop.
@@ -71,13 +71,9 @@ impl Drop for Permit {
         match self.held {
             Held::Instance => {}
             Held::Memory => self.inner.memory.release(self.ip, self.app),
-            Held::Redis => {
+            Held::Redis(lease) => {
                 if let Some((r, _)) = &self.inner.redis {
-                    let app = self
-                        .app
-                        .and_then(|a| self.inner.apps.get(a))
-                        .map(|a| a.name.as_str());
-                    r.release(self.ip, app);
+                    r.release(lease);
                 }
             }
         }
@@ -137,8 +133,8 @@ impl Limiter {
                 .and_then(|a| self.inner.apps.get(a))
                 .map(|a| (a.name.as_str(), a.limit));
             match redis.try_acquire(ip, app_arg).await {
-                Ok(Ok(())) => {
-                    permit.held = Held::Redis;
+                Ok(Ok(lease)) => {
+                    permit.held = Held::Redis(lease);
                     return Ok(permit);
                 }
                 Ok(Err(reason)) => return Err(reason),
@@ -166,7 +162,7 @@ impl Limiter {
         self.inner.redis.as_ref().map(|(r, _)| r.keys())
     }
 
-    /// Removes this instance's Redis registration and counts (graceful shutdown).
+    /// Removes the Redis leases of this instance's connections (graceful shutdown).
     pub async fn deregister(&self) {
         if let Some((r, _)) = &self.inner.redis
             && let Err(e) = r.deregister().await

@@ -1,22 +1,26 @@
 //! Per-IP and per-app counts shared by every instance through Redis (one server or a Redis
-//! Cluster).
+//! Cluster), kept as leases so that no acquisition can leak a count.
 //!
-//! Each instance keeps its own counts in two hashes (`{<prefix>}:inst:<id>:ip`, `...:app`) that
-//! expire unless its heartbeat refreshes them, and registers itself in the sorted set
-//! `{<prefix>}:instances` scored by when its registration lapses. A limit check sums the hashes of
-//! the live instances and increments this instance's counts in the same Lua script, so two
-//! instances can never both take the last slot, and a crashed instance's counts vanish with its
-//! keys (no `KEYS` scans, no cleanup job).
+//! Each limit is a sorted set (`{<prefix>}:ip:<ip>`, `{<prefix>}:app:<app>`) whose members are
+//! the leases of the connections it counts: a token of their own (`<instance id>:<seq>`) scored
+//! by when the lease lapses. A limit check, in one Lua script, drops the lapsed leases, counts the
+//! live ones and adds this connection's token to every set it is counted in, so two instances
+//! can never both take the last slot. The token is chosen before the script is sent, so an
+//! acquisition whose answer never arrived (a timeout, a stalled Redis, a handshake cancelled
+//! meanwhile) is undone by removing exactly that token; should the removal not get through
+//! either, the lease lapses on its own, because only the leases of connections still open are
+//! renewed. A crashed instance's leases lapse the same way (no `KEYS` scans, no cleanup job).
 //!
 //! Cluster-safe: every key carries the hash tag `{<prefix>}`, so all of them live in one slot,
-//! and every script declares each key it touches. The other instances' hashes are passed in as
-//! keys from this instance's view of who is live; the script checks that view against the
-//! registry and, when it is out of date, answers with the live ids instead of deciding, and the
-//! call is repeated with them (a membership change costs one extra round trip).
+//! and every script declares each key it touches.
 
 use std::{
+    collections::{HashMap, VecDeque},
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -25,7 +29,10 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster_async::ClusterConnection,
 };
-use tokio::sync::{OnceCell, mpsc};
+use tokio::{
+    sync::{OnceCell, mpsc},
+    time::Instant,
+};
 use tracing::warn;
 
 use crate::{
@@ -45,76 +52,54 @@ pub enum RedisLimitError {
     /// The script answered something unexpected.
     #[error("unexpected script reply `{0}`")]
     Reply(String),
-    /// The set of live instances kept changing between attempts.
-    #[error("instance registry kept changing over {0} attempts")]
-    Unsettled(usize),
 }
 
-/// Attempts of one acquire when the script reports a changed set of live instances.
-pub const ACQUIRE_ATTEMPTS: usize = 4;
+/// Leases renewed or released by one script call (bounds the keys a single call declares).
+const LEASES_PER_CALL: usize = 256;
 
-// Shared by the scripts: current Redis time in ms (one clock for every instance), prune lapsed
-// instances, (re)register this one. KEYS[1] = instances, ARGV[1] = id, ARGV[2] = ttl ms.
-const REGISTER: &str = r"
+// Current Redis time in ms: one clock for every instance.
+const NOW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
 ";
 
-// KEYS: instances, own ip hash, own app hash, then for each other instance this one believes
-// live: its ip hash, its app hash.
-// ARGV: instance id, ttl ms, ip, ip limit (-1 = none), app ('' = none), app limit (-1 = none),
-// then the other instances' ids in the order of their keys.
-// Reply: {'ok'} | {'ip'} | {'app'} | {'stale', live ids...} (a live instance's keys are missing).
+// KEYS: the ip lease set, then the app lease set when the connection has an app.
+// ARGV: token, lease ms, ip limit (-1 = none), app limit (-1 = none).
+// Reply: 'ok' (token added to every set) | 'ip' | 'app' (nothing added).
 const ACQUIRE: &str = r"
-local hashes = { [ARGV[1]] = 2 }
-for i = 7, #ARGV do hashes[ARGV[i]] = 4 + (i - 7) * 2 end
-local live = redis.call('ZRANGE', KEYS[1], 0, -1)
-for _, id in ipairs(live) do
-  if not hashes[id] then
-    local reply = { 'stale' }
-    for _, l in ipairs(live) do table.insert(reply, l) end
-    return reply
-  end
+local ttl = tonumber(ARGV[2])
+local function full(key, limit)
+  if limit < 0 then return false end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return redis.call('ZCARD', key) >= limit
 end
-local function total(offset, field)
-  local sum = 0
-  for _, id in ipairs(live) do
-    local v = redis.call('HGET', KEYS[hashes[id] + offset], field)
-    if v then sum = sum + tonumber(v) end
-  end
-  return sum
+if full(KEYS[1], tonumber(ARGV[3])) then return 'ip' end
+if KEYS[2] and full(KEYS[2], tonumber(ARGV[4])) then return 'app' end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now + ttl, ARGV[1])
+  redis.call('PEXPIRE', key, ttl)
 end
-local ip_limit = tonumber(ARGV[4])
-if ip_limit >= 0 and total(0, ARGV[3]) >= ip_limit then return { 'ip' } end
-local app_limit = tonumber(ARGV[6])
-if ARGV[5] ~= '' and app_limit >= 0 and total(1, ARGV[5]) >= app_limit then return { 'app' } end
-redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-redis.call('PEXPIRE', KEYS[2], ttl)
-if ARGV[5] ~= '' then
-  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-end
-return { 'ok' }
+return 'ok'
 ";
 
-// KEYS: own ip hash, own app hash. ARGV: ip, app ('' = none).
+// KEYS: lease sets; ARGV: lease ms, then the token to renew in each key, in key order.
+// Re-adds a lease that lapsed (its connection is still open); replies how many it re-added.
+const RENEW: &str = r"
+local ttl = tonumber(ARGV[1])
+local restored = 0
+for i, key in ipairs(KEYS) do
+  restored = restored + redis.call('ZADD', key, now + ttl, ARGV[i + 1])
+  redis.call('PEXPIRE', key, ttl)
+end
+return restored
+";
+
+// KEYS: lease sets; ARGV: the token to remove from each key, in key order. Idempotent.
+// Replies, per key, whether the token was there.
 const RELEASE: &str = r"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-if ARGV[2] ~= '' then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-end
-return 1
-";
-
-// KEYS: instances, own ip hash, own app hash. ARGV: instance id, ttl ms.
-const HEARTBEAT: &str = r"
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
-return 1
+local removed = {}
+for i, key in ipairs(KEYS) do removed[i] = redis.call('ZREM', key, ARGV[i]) end
+return removed
 ";
 
 /// A connection to one Redis server or to a Redis Cluster. Both connect lazily: startup does
@@ -211,47 +196,62 @@ impl ConnectionLike for Ready {
     }
 }
 
-/// Redis key names of one instance.
+/// Redis key names under one prefix, all in the hash slot of `{prefix}`.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    /// Sorted set of live instances.
-    pub instances: String,
-    /// This instance's per-IP counts.
-    pub ip: String,
-    /// This instance's per-app counts.
-    pub app: String,
-    /// Instance id.
+    /// This instance's id, the first part of each of its lease tokens.
     pub id: String,
     prefix: String,
 }
 
 impl Keys {
-    /// Key names under `prefix` for instance `id`, all in the hash slot of `{prefix}`.
+    /// Key names under `prefix` for instance `id`.
     pub fn new(prefix: &str, id: &str) -> Self {
         Self {
-            instances: format!("{{{prefix}}}:instances"),
-            ip: Self::ip_of(prefix, id),
-            app: Self::app_of(prefix, id),
             id: id.to_string(),
             prefix: prefix.to_string(),
         }
     }
 
-    /// Per-IP hash of instance `id`.
-    pub fn ip_of(prefix: &str, id: &str) -> String {
-        format!("{{{prefix}}}:inst:{id}:ip")
+    /// The lease set of client IP `ip`.
+    pub fn ip(&self, ip: &str) -> String {
+        format!("{{{}}}:ip:{ip}", self.prefix)
     }
 
-    /// Per-app hash of instance `id`.
-    pub fn app_of(prefix: &str, id: &str) -> String {
-        format!("{{{prefix}}}:inst:{id}:app")
+    /// The lease set of app `app`.
+    pub fn app(&self, app: &str) -> String {
+        format!("{{{}}}:app:{app}", self.prefix)
     }
+
+    /// Whether `token` is a lease of this instance.
+    pub fn owns(&self, token: &str) -> bool {
+        token
+            .strip_prefix(self.id.as_str())
+            .is_some_and(|rest| rest.starts_with(':'))
+    }
+}
+
+/// One connection's counts: its token in each lease set it is counted in.
+#[derive(Debug, Clone)]
+struct Lease {
+    token: String,
+    keys: Vec<String>,
 }
 
 #[derive(Debug)]
 struct Release {
-    ip: String,
-    app: String,
+    lease: Lease,
+    /// The acquisition never got a definite answer (Redis may or may not have applied it).
+    orphan: bool,
+    /// After this the lease has lapsed on its own and the release is pointless.
+    lapses: Instant,
+}
+
+/// Leases of open connections, by lease id; shared with the task that renews them.
+type Held = Arc<Mutex<HashMap<u64, Lease>>>;
+
+fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashMap<u64, Lease>> {
+    held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The Redis-backed limiter of one instance.
@@ -262,15 +262,31 @@ pub struct RedisCounts {
     timeout: Duration,
     per_ip: Option<usize>,
     acquire: Script,
-    /// The other instances this one last saw live (refreshed when the script says so).
-    others: Mutex<Vec<String>>,
+    next_lease: AtomicU64,
+    held: Held,
     release_tx: mpsc::Sender<Release>,
     metrics: Metrics,
 }
 
+/// An acquisition in flight: unless it is settled, dropping it (an error, a timeout, a cancelled
+/// handshake) queues the removal of its token, since Redis may have applied it all the same.
+struct InFlight<'a> {
+    counts: &'a RedisCounts,
+    lease: Option<Lease>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.counts.queue_release(lease, true);
+        }
+    }
+}
+
 impl RedisCounts {
-    /// Connects lazily (startup does not wait for Redis) and starts the heartbeat and the
-    /// release queue (bounded by the instance limit: each entry is a slot acquired earlier).
+    /// Connects lazily (startup does not wait for Redis) and starts the task that renews the
+    /// leases of open connections and applies releases (its queue is bounded: twice the instance
+    /// limit; a release that finds it full is not lost, its lease lapses).
     pub fn start(
         cfg: &RedisConfig,
         per_ip: Option<usize>,
@@ -280,55 +296,47 @@ impl RedisCounts {
         let conn = RedisConn::new(cfg)?;
         let id = format!("{:016x}", rand::random::<u64>());
         let keys = Keys::new(&cfg.key_prefix, &id);
-        let (release_tx, release_rx) = mpsc::channel(instance_limit.max(1));
-        let tasks = vec![
-            tokio::spawn(heartbeat(
-                conn.clone(),
-                keys.clone(),
-                cfg.instance_ttl,
-                cfg.timeout,
-                metrics.clone(),
-            )),
-            tokio::spawn(releaser(
-                conn.clone(),
-                keys.clone(),
-                release_rx,
-                cfg.timeout,
-                metrics.clone(),
-            )),
-        ];
+        let capacity = instance_limit.max(1) * 2;
+        let (release_tx, release_rx) = mpsc::channel(capacity);
+        let held = Held::default();
+        let tasks = vec![tokio::spawn(
+            Keeper {
+                conn: conn.clone(),
+                held: held.clone(),
+                ttl: cfg.instance_ttl,
+                timeout: cfg.timeout,
+                metrics: metrics.clone(),
+                capacity,
+            }
+            .run(release_rx),
+        )];
         let counts = Self {
             conn,
             keys,
             ttl: cfg.instance_ttl,
             timeout: cfg.timeout,
             per_ip,
-            acquire: Script::new(&format!("{REGISTER}{ACQUIRE}")),
-            others: Mutex::new(Vec::new()),
+            acquire: Script::new(&format!("{NOW}{ACQUIRE}")),
+            next_lease: AtomicU64::new(0),
+            held,
             release_tx,
             metrics,
         };
         Ok((counts, tasks))
     }
 
-    /// This instance's key names.
+    /// Key names under this instance's prefix.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    fn others(&self) -> Vec<String> {
-        self.others
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Checks the per-IP and per-app limits across instances and counts the connection, atomically.
+    /// Checks the per-IP and per-app limits across instances and counts the connection,
+    /// atomically. `Ok(Ok(id))` is a lease to give back with [`Self::release`].
     pub async fn try_acquire(
         &self,
         ip: IpAddr,
         app: Option<(&str, Option<usize>)>,
-    ) -> Result<Result<(), RejectReason>, RedisLimitError> {
+    ) -> Result<Result<u64, RejectReason>, RedisLimitError> {
         self.acquire_once(ip, app).await.inspect_err(|_| {
             self.metrics.redis_errors.increment(1);
         })
@@ -338,78 +346,98 @@ impl RedisCounts {
         &self,
         ip: IpAddr,
         app: Option<(&str, Option<usize>)>,
-    ) -> Result<Result<(), RejectReason>, RedisLimitError> {
+    ) -> Result<Result<u64, RejectReason>, RedisLimitError> {
         let limit = |l: Option<usize>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let (app_name, app_limit) = match app {
-            Some((name, l)) => (name, limit(l)),
-            None => ("", -1),
-        };
-        let ip = ip.to_string();
-        let mut conn = with_timeout(self.timeout, self.conn.ready()).await?;
-        for _ in 0..ACQUIRE_ATTEMPTS {
-            let others = self.others();
-            let mut inv = self.acquire.prepare_invoke();
-            inv.key(&self.keys.instances)
-                .key(&self.keys.ip)
-                .key(&self.keys.app);
-            for id in &others {
-                inv.key(Keys::ip_of(&self.keys.prefix, id))
-                    .key(Keys::app_of(&self.keys.prefix, id));
-            }
-            inv.arg(&self.keys.id)
-                .arg(self.ttl.as_millis() as u64)
-                .arg(&ip)
-                .arg(limit(self.per_ip))
-                .arg(app_name)
-                .arg(app_limit);
-            for id in &others {
-                inv.arg(id);
-            }
-            let reply: Vec<String> =
-                with_timeout(self.timeout, inv.invoke_async(&mut conn)).await?;
-            match reply.first().map(String::as_str) {
-                Some("ok") => return Ok(Ok(())),
-                Some("ip") => return Ok(Err(RejectReason::Ip)),
-                Some("app") => return Ok(Err(RejectReason::App)),
-                Some("stale") => {
-                    let live = reply[1..]
-                        .iter()
-                        .filter(|id| **id != self.keys.id)
-                        .cloned()
-                        .collect();
-                    *self.others.lock().unwrap_or_else(|p| p.into_inner()) = live;
-                }
-                _ => return Err(RedisLimitError::Reply(reply.join(" "))),
-            }
+        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        let mut keys = vec![self.keys.ip(&ip.to_string())];
+        let mut app_limit = -1;
+        if let Some((name, l)) = app {
+            keys.push(self.keys.app(name));
+            app_limit = limit(l);
         }
-        Err(RedisLimitError::Unsettled(ACQUIRE_ATTEMPTS))
+        let lease = Lease {
+            token: format!("{}:{id:x}", self.keys.id),
+            keys,
+        };
+        let mut inv = self.acquire.prepare_invoke();
+        for key in &lease.keys {
+            inv.key(key);
+        }
+        inv.arg(&lease.token)
+            .arg(self.ttl.as_millis() as u64)
+            .arg(limit(self.per_ip))
+            .arg(app_limit);
+        let mut conn = with_timeout(self.timeout, self.conn.ready()).await?;
+        let mut in_flight = InFlight {
+            counts: self,
+            lease: Some(lease),
+        };
+        let reply: String = with_timeout(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let decided = match reply.as_str() {
+            "ok" => Ok(id),
+            "ip" => Err(RejectReason::Ip),
+            "app" => Err(RejectReason::App),
+            _ => return Err(RedisLimitError::Reply(reply)),
+        };
+        let lease = in_flight.lease.take().expect("settled once");
+        if decided.is_ok() {
+            lock(&self.held).insert(id, lease);
+            self.metrics.redis_leases.increment(1.0);
+        }
+        Ok(decided)
     }
 
-    /// Queues the release of a slot taken by [`Self::try_acquire`]; retried until Redis takes it.
-    pub fn release(&self, ip: IpAddr, app: Option<&str>) {
+    /// Gives back lease `id` from [`Self::try_acquire`]: stops renewing it and queues the removal
+    /// of its token, retried until Redis takes it or the lease has lapsed anyway.
+    pub fn release(&self, id: u64) {
+        let Some(lease) = lock(&self.held).remove(&id) else {
+            return; // already given back at deregistration
+        };
+        self.metrics.redis_leases.decrement(1.0);
+        self.queue_release(lease, false);
+    }
+
+    fn queue_release(&self, lease: Lease, orphan: bool) {
         let r = Release {
-            ip: ip.to_string(),
-            app: app.unwrap_or_default().to_string(),
+            lease,
+            orphan,
+            lapses: Instant::now() + self.ttl,
         };
         self.metrics.redis_pending_releases.increment(1.0);
         if self.release_tx.try_send(r).is_err() {
-            // Cannot happen while the queue is sized to the instance limit; if it does, the
-            // count is reclaimed when this instance's keys expire or it shuts down.
+            // The queue is full only while Redis is unreachable; the lease is no longer renewed,
+            // so it lapses on its own.
             self.metrics.redis_pending_releases.decrement(1.0);
-            self.metrics.redis_errors.increment(1);
-            warn!("redis release queue full; count leaks until this instance's keys expire");
+            self.metrics.redis_releases_lapsed.increment(1);
+            warn!("redis release queue full; the lease lapses on its own");
         }
     }
 
-    /// Removes this instance's registration and counts (graceful shutdown).
+    /// Removes every lease this instance holds (graceful shutdown).
     pub async fn deregister(&self) -> Result<(), RedisLimitError> {
+        let leases: Vec<Lease> = lock(&self.held).drain().map(|(_, l)| l).collect();
+        self.metrics.redis_leases.set(0.0);
         let mut conn = with_timeout(self.timeout, self.conn.ready()).await?;
-        let mut pipe = redis::pipe();
-        pipe.zrem(&self.keys.instances, &self.keys.id)
-            .del(&self.keys.ip)
-            .del(&self.keys.app);
-        with_timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await
+        let script = Script::new(RELEASE);
+        for chunk in leases.chunks(LEASES_PER_CALL) {
+            let inv = release_call(&script, chunk.iter());
+            with_timeout(self.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await?;
+        }
+        Ok(())
     }
+}
+
+fn release_call<'s, 'a>(
+    script: &'s Script,
+    leases: impl Iterator<Item = &'a Lease>,
+) -> redis::ScriptInvocation<'s> {
+    let mut inv = script.prepare_invoke();
+    for lease in leases {
+        for key in &lease.keys {
+            inv.key(key).arg(&lease.token);
+        }
+    }
+    inv
 }
 
 async fn with_timeout<T>(
@@ -422,61 +450,119 @@ async fn with_timeout<T>(
     }
 }
 
-async fn heartbeat(
+/// The one task that talks to Redis in the background: renews the leases of open connections
+/// every third of their lifetime and applies releases. One task for both keeps them in order on
+/// the connection, so a renewal can never re-add a lease released after it.
+struct Keeper {
     conn: RedisConn,
-    keys: Keys,
+    held: Held,
     ttl: Duration,
     timeout: Duration,
     metrics: Metrics,
-) {
-    let script = Script::new(&format!("{REGISTER}{HEARTBEAT}"));
-    let mut tick = tokio::time::interval(ttl / 3);
-    loop {
-        tick.tick().await;
-        let mut inv = script.prepare_invoke();
-        inv.key(&keys.instances)
-            .key(&keys.ip)
-            .key(&keys.app)
-            .arg(&keys.id)
-            .arg(ttl.as_millis() as u64);
-        let beat = async {
-            let mut c = with_timeout(timeout, conn.ready()).await?;
-            with_timeout(timeout, inv.invoke_async::<i64>(&mut c)).await
-        };
-        if let Err(e) = beat.await {
-            metrics.redis_errors.increment(1);
-            warn!(error = %e, "redis heartbeat failed");
-        }
-    }
+    capacity: usize,
 }
 
-async fn releaser(
-    conn: RedisConn,
-    keys: Keys,
-    mut rx: mpsc::Receiver<Release>,
-    timeout: Duration,
-    metrics: Metrics,
-) {
-    let script = Script::new(RELEASE);
-    while let Some(r) = rx.recv().await {
-        let mut delay = Duration::from_millis(50);
+impl Keeper {
+    async fn run(self, mut rx: mpsc::Receiver<Release>) {
+        let renew = Script::new(&format!("{NOW}{RENEW}"));
+        let release = Script::new(RELEASE);
+        let mut tick = tokio::time::interval(self.ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: VecDeque<Release> = VecDeque::new();
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(50);
         loop {
-            let mut inv = script.prepare_invoke();
-            inv.key(&keys.ip).key(&keys.app).arg(&r.ip).arg(&r.app);
-            let released = async {
-                let mut c = with_timeout(timeout, conn.ready()).await?;
-                with_timeout(timeout, inv.invoke_async::<i64>(&mut c)).await
-            };
-            match released.await {
-                Ok(_) => break,
+            tokio::select! {
+                _ = tick.tick() => self.renew(&renew).await,
+                r = rx.recv(), if pending.len() < self.capacity => {
+                    let Some(r) = r else { return };
+                    pending.push_back(r);
+                    while pending.len() < self.capacity {
+                        let Ok(r) = rx.try_recv() else { break };
+                        pending.push_back(r);
+                    }
+                    if retry_at.is_some() {
+                        continue; // Redis failed a moment ago: wait for the retry
+                    }
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
+                    if retry_at.is_some() => {}
+            }
+            if pending.is_empty() {
+                retry_at = None;
+                continue;
+            }
+            match self.flush(&release, &mut pending).await {
+                Ok(()) => {
+                    retry_at = None;
+                    backoff = Duration::from_millis(50);
+                }
                 Err(e) => {
-                    metrics.redis_errors.increment(1);
-                    warn!(error = %e, "redis release failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    self.metrics.redis_errors.increment(1);
+                    warn!(error = %e, pending = pending.len(), "redis release failed; retrying");
+                    let now = Instant::now();
+                    let before = pending.len();
+                    pending.retain(|r| r.lapses > now);
+                    let lapsed = before - pending.len();
+                    self.metrics.redis_releases_lapsed.increment(lapsed as u64);
+                    self.metrics.redis_pending_releases.decrement(lapsed as f64);
+                    retry_at = Some(now + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        metrics.redis_pending_releases.decrement(1.0);
+    }
+
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisLimitError> {
+        let mut c = with_timeout(self.timeout, self.conn.ready()).await?;
+        with_timeout(self.timeout, inv.invoke_async::<T>(&mut c)).await
+    }
+
+    /// Applies the queued releases, oldest first, until none is left or Redis fails.
+    async fn flush(
+        &self,
+        script: &Script,
+        pending: &mut VecDeque<Release>,
+    ) -> Result<(), RedisLimitError> {
+        while !pending.is_empty() {
+            let n = pending.len().min(LEASES_PER_CALL);
+            let inv = release_call(script, pending.iter().take(n).map(|r| &r.lease));
+            // Which tokens were still there is not used: a removal that did apply may have
+            // timed out on our side, so a retry's answer says nothing about the acquisition.
+            let _: Vec<i64> = self.call(&inv).await?;
+            let orphans = pending.drain(..n).filter(|r| r.orphan).count();
+            // Whatever Redis had counted for acquisitions that got no answer is given back.
+            self.metrics
+                .redis_leases_recovered
+                .increment(orphans as u64);
+            self.metrics.redis_pending_releases.decrement(n as f64);
+        }
+        Ok(())
+    }
+
+    /// Extends the leases of every open connection (and re-adds those that lapsed while Redis
+    /// was unreachable: the connections are still open, so they still count).
+    async fn renew(&self, script: &Script) {
+        let leases: Vec<Lease> = lock(&self.held).values().cloned().collect();
+        for chunk in leases.chunks(LEASES_PER_CALL) {
+            let mut inv = script.prepare_invoke();
+            inv.arg(self.ttl.as_millis() as u64);
+            for lease in chunk {
+                for key in &lease.keys {
+                    inv.key(key).arg(&lease.token);
+                }
+            }
+            match self.call::<u64>(&inv).await {
+                Ok(restored) => self.metrics.redis_leases_restored.increment(restored),
+                Err(e) => {
+                    self.metrics.redis_errors.increment(1);
+                    warn!(error = %e, "redis lease renewal failed");
+                    return;
+                }
+            }
+        }
     }
 }

@@ -66,6 +66,9 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG SLEEP stalls the server in the tests of replies that come too late.
+                "--enable-debug-command",
+                "local",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -296,12 +299,22 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Spawns the `flashblocks-proxy` binary and waits until `/healthz` answers.
     pub async fn spawn(upstreams: &[&Upstream], extra: &[&str]) -> Self {
+        Self::spawn_with(upstreams, extra, &[]).await
+    }
+
+    /// [`Self::spawn`] with extra environment variables for the child (and only the child).
+    pub async fn spawn_with(
+        upstreams: &[&Upstream],
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut flags = base_flags(upstreams);
         flags[1] = addr.to_string();
         let child = Command::new(proxy_bin())
             .args(flags)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -409,16 +422,24 @@ pub fn metric(p: &ProxyHandle, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series}"))
 }
 
-/// Sum of this instance's per-IP counts in Redis.
-pub async fn redis_ip_count(redis: &RedisServer, p: &ProxyHandle, ip: &str) -> i64 {
-    let key = p.limiter().redis_keys().unwrap().ip.clone();
-    let v: Option<i64> = redis::cmd("HGET")
+/// The members of lease set `key` that have not lapsed, by Redis' own clock.
+pub async fn live_leases(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Vec<String> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    let now_ms = secs * 1000 + micros / 1000;
+    redis::cmd("ZRANGEBYSCORE")
         .arg(key)
-        .arg(ip)
-        .query_async(&mut redis.conn().await)
+        .arg(format!("({now_ms}"))
+        .arg("+inf")
+        .query_async(conn)
         .await
-        .unwrap();
-    v.unwrap_or(0)
+        .unwrap()
+}
+
+/// Live Redis leases instance `p` holds in the per-IP set of `ip`.
+pub async fn redis_ip_count(redis: &RedisServer, p: &ProxyHandle, ip: &str) -> i64 {
+    let keys = p.limiter().redis_keys().unwrap().clone();
+    let leases = live_leases(&mut redis.conn().await, &keys.ip(ip)).await;
+    leases.iter().filter(|t| keys.owns(t)).count() as i64
 }
 
 /// A real three-master Redis Cluster: `redis-server --cluster-enabled yes` × 3 in temporary

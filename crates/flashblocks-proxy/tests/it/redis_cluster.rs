@@ -1,8 +1,6 @@
 //! Limits on a real Redis Cluster (three masters started by the test): two instances share one
 //! per-IP limit, every key of the limiter sits in one hash slot, counts are released.
 
-use redis::AsyncCommands;
-
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +37,12 @@ async fn limits_are_shared_through_a_redis_cluster() {
     let ka = a.limiter().redis_keys().unwrap().clone();
     let kb = b.limiter().redis_keys().unwrap().clone();
     let mut slots = Vec::new();
-    for key in [&ka.instances, &ka.ip, &ka.app, &kb.ip, &kb.app] {
+    for key in [
+        ka.ip("127.0.0.1"),
+        ka.ip("::1"),
+        ka.app("alpha"),
+        kb.ip("10.0.0.1"),
+    ] {
         let slot: i64 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
@@ -49,19 +52,19 @@ async fn limits_are_shared_through_a_redis_cluster() {
         slots.push(slot);
     }
     assert!(slots.iter().all(|s| *s == slots[0]), "{slots:?}");
-    let ip_a: Option<i64> = conn.hget(&ka.ip, "127.0.0.1").await.unwrap();
-    assert_eq!(ip_a, Some(1));
-    let live: Vec<String> = conn.zrange(&ka.instances, 0, -1).await.unwrap();
-    assert_eq!(live.len(), 2);
+    let live = live_leases(&mut conn, &ka.ip("127.0.0.1")).await;
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert_eq!(live.iter().filter(|t| ka.owns(t)).count(), 1, "{live:?}");
+    assert_eq!(live.iter().filter(|t| kb.owns(t)).count(), 1, "{live:?}");
 
     // Released after a disconnect: the slot becomes usable on the other instance.
     drop(c1);
     wait_until("count released in the cluster", || {
         let mut conn = conn.clone();
-        let key = ka.ip.clone();
+        let ka = ka.clone();
         async move {
-            let v: Option<i64> = conn.hget(key, "127.0.0.1").await.unwrap();
-            v.is_none()
+            let live = live_leases(&mut conn, &ka.ip("127.0.0.1")).await;
+            !live.iter().any(|t| ka.owns(t))
         }
     })
     .await;

@@ -1,6 +1,7 @@
 //! Limits shared across instances through a real Redis: one per-IP limit for two instances,
-//! counts released on disconnect, on a rejected connect and when an instance is killed, and the
-//! two failure policies when Redis goes away.
+//! counts released on disconnect, on a rejected connect and when an instance is killed, the two
+//! failure policies when Redis goes away, and Redis answering after the proxy stopped waiting
+//! (`CLIENT PAUSE WRITE`, `DEBUG SLEEP`): the late acquisition is undone, the limit never drifts.
 
 use crate::harness::*;
 
@@ -79,21 +80,17 @@ async fn rejected_connects_take_no_count() {
         401
     );
     assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 2);
-    let app_key = p.limiter().redis_keys().unwrap().app.clone();
-    let alpha: Option<i64> = redis::cmd("HGET")
-        .arg(&app_key)
-        .arg("alpha")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
-    assert_eq!(alpha, Some(1));
-
-    // Graceful shutdown removes the instance's keys.
     let keys = p.limiter().redis_keys().unwrap().clone();
+    let alpha = live_leases(&mut redis.conn().await, &keys.app("alpha")).await;
+    assert_eq!(alpha.len(), 1, "{alpha:?}");
+    assert!(keys.owns(&alpha[0]), "{alpha:?}");
+
+    // Graceful shutdown removes the instance's leases (and with them the now empty sets).
     p.shutdown().await;
     let exists: i64 = redis::cmd("EXISTS")
-        .arg(&keys.ip)
-        .arg(&keys.app)
+        .arg(keys.ip("127.0.0.1"))
+        .arg(keys.app("alpha"))
+        .arg(keys.app("beta"))
         .query_async(&mut redis.conn().await)
         .await
         .unwrap();
@@ -126,17 +123,11 @@ async fn killed_instance_counts_expire() {
         subscribe(survivor.local_addr(), "/").await.is_ok()
     })
     .await;
-    let live: Vec<String> = redis::cmd("ZRANGE")
-        .arg("{fbtest}:instances")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
-    assert_eq!(
-        live,
-        vec![survivor.limiter().redis_keys().unwrap().id.clone()]
-    );
+    // Only the survivor's lease is live: the killed instance's lapsed with its heartbeat.
+    let keys = survivor.limiter().redis_keys().unwrap().clone();
+    let live = live_leases(&mut redis.conn().await, &keys.ip("127.0.0.1")).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(keys.owns(&live[0]), "{live:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,4 +258,162 @@ async fn per_ip_limit_zero_means_no_limit() {
         assert_eq!(r.status, 429, "{what}");
         assert!(r.body.contains("instance"), "{what}: {}", r.body);
     }
+}
+
+/// Redis stalls writes (`CLIENT PAUSE WRITE`, as during a failover) past `--redis-timeout-ms`:
+/// the proxy refuses the connection (503 under `closed`), but Redis applies the acquisition once
+/// the pause ends. That count has no connection behind it; it must be released, not kept alive
+/// by the heartbeat (the lease would only lapse after the default 30 s, far beyond this wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquisition_applied_after_a_timeout_is_released() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "1");
+    flags.extend([
+        "--redis-failure-policy",
+        "closed",
+        "--redis-timeout-ms",
+        "200",
+    ]);
+    let p = start_proxy(&[&up], &flags).await;
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    // Once the pause is over the only IP slot must be free again.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let _held = loop {
+        match subscribe(p.local_addr(), "/").await {
+            Ok(ws) => break ws,
+            Err(r) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stalled acquisition's count was never released: {} {}",
+                r.status,
+                r.body
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // The stalled acquisition was undone (its token removed), once.
+    assert_eq!(
+        metric(&p, "flashblocks_proxy_redis_leases_recovered_total"),
+        1.0
+    );
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 1);
+    let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+    assert_eq!(r.status, 429, "the limit still holds: {}", r.body);
+}
+
+/// The whole server stalls (`DEBUG SLEEP`) past the timeout, many times in a row, while
+/// subscribers come and go under `open` (admitted on local limits meanwhile): every late
+/// acquisition is undone, and afterwards the shared per-IP limit of 2 admits exactly 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_do_not_drift_over_many_stalled_acquisitions() {
+    const STALLS: usize = 6;
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "2");
+    flags.extend([
+        "--redis-failure-policy",
+        "open",
+        "--redis-timeout-ms",
+        "150",
+    ]);
+    let p = start_proxy(&[&up], &flags).await;
+    let other = start_proxy(&[&up], &flags).await;
+    let _steady = subscribe(other.local_addr(), "/").await.unwrap();
+
+    for i in 0..STALLS {
+        let mut stalled = redis.conn().await;
+        let sleep = tokio::spawn(async move {
+            let _: () = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg("0.6")
+                .query_async(&mut stalled)
+                .await
+                .unwrap();
+        });
+        // The acquisition must reach the server after DEBUG SLEEP: wait until PING stalls.
+        let probe = redis.conn().await;
+        wait_until("redis stalled by DEBUG SLEEP", || {
+            let mut probe = probe.clone();
+            async move {
+                let ping = redis::cmd("PING").query_async::<String>(&mut probe);
+                tokio::time::timeout(std::time::Duration::from_millis(40), ping)
+                    .await
+                    .is_err()
+            }
+        })
+        .await;
+        drop(probe);
+        let ws = subscribe(p.local_addr(), "/").await.unwrap();
+        drop(ws);
+        sleep.await.unwrap();
+        wait_until("the late acquisition was released", || async {
+            metric(&p, "flashblocks_proxy_redis_leases_recovered_total") == (i + 1) as f64
+        })
+        .await;
+    }
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 0);
+    assert_eq!(metric(&p, "flashblocks_proxy_redis_leases"), 0.0);
+    // One slot is `other`'s, one is left: exactly the configured limit, nothing leaked.
+    let _a = subscribe(p.local_addr(), "/").await.unwrap();
+    let r = subscribe(p.local_addr(), "/").await.unwrap_err();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("per-ip"), "{}", r.body);
+}
+
+/// The heartbeat renews only the leases of open connections: a connection held for several
+/// lease lifetimes stays counted, while a lease of this instance that no connection holds (what
+/// a release lost with its connection leaves) lapses on its own and frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_renews_only_leases_of_open_connections() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let up = Upstream::start().await;
+    let mut flags = redis_flags(&url, "2");
+    flags.extend(["--redis-instance-ttl-ms", "900"]);
+    let p = start_proxy(&[&up], &flags).await;
+    let keys = p.limiter().redis_keys().unwrap().clone();
+    let _open = subscribe(p.local_addr(), "/").await.unwrap();
+    // A lease with this instance's id that no connection holds, as fresh as a real one.
+    let mut conn = redis.conn().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let orphan = format!("{}:orphan", keys.id);
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys.ip("127.0.0.1"))
+        .arg(secs * 1000 + micros / 1000 + 900)
+        .arg(&orphan)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 2);
+    assert_eq!(
+        subscribe(p.local_addr(), "/").await.unwrap_err().status,
+        429
+    );
+
+    wait_until("the orphan lease lapsed", || async {
+        !live_leases(&mut redis.conn().await, &keys.ip("127.0.0.1"))
+            .await
+            .contains(&orphan)
+    })
+    .await;
+    let _second = subscribe(p.local_addr(), "/").await.unwrap();
+    // Three lease lifetimes later the open connections are still counted.
+    tokio::time::sleep(std::time::Duration::from_millis(2700)).await;
+    assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 2);
+    assert_eq!(
+        subscribe(p.local_addr(), "/").await.unwrap_err().status,
+        429
+    );
 }
