@@ -163,11 +163,17 @@ fn skip_response_header(name: &header::HeaderName) -> bool {
 }
 
 impl Upstream {
-    /// Builds the client; no connection is made until the first call. For an `https` URL the
-    /// trusted roots are loaded now; if none can be, every call fails saying so.
+    /// Builds the client, trusting the roots `SSL_CERT_FILE` / `SSL_CERT_DIR` name, or the
+    /// system's (see [`Self::with_roots`]).
     pub fn new(config: UpstreamConfig) -> Self {
+        Self::with_roots(config, &tls::TrustedRoots::from_env())
+    }
+
+    /// Builds the client; no connection is made until the first call. For an `https` URL the
+    /// trusted `roots` are loaded now; if none can be, every call fails saying so.
+    pub fn with_roots(config: UpstreamConfig, roots: &tls::TrustedRoots) -> Self {
         let tls = if config.url.scheme() == Some(&Scheme::HTTPS) {
-            tls::client_config()
+            tls::client_config(roots)
         } else {
             // A plain-http upstream never starts TLS; the connector still wants a configuration.
             tls::client_config_with_roots(tls::RootCertStore::empty())
@@ -452,26 +458,20 @@ mod tests {
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 
-    /// Sets `SSL_CERT_FILE` (and clears `SSL_CERT_DIR`) first thing: sound only because nextest
-    /// runs every test in a process of its own (checked), so nothing else reads the environment.
+    /// A CA file that cannot be read (what a wrong `SSL_CERT_FILE` gives) leaves no trusted root.
     #[tokio::test]
     async fn https_without_any_trusted_root_fails_every_call_saying_why() {
-        assert!(
-            std::env::var_os("NEXTEST").is_some(),
-            "changes the process environment: run with cargo nextest"
+        let roots = tls::TrustedRoots::ca_file("/nonexistent/engine-api-test-ca.pem");
+        let up = Upstream::with_roots(
+            UpstreamConfig {
+                name: "builder",
+                url: "https://127.0.0.1:1".parse().unwrap(),
+                secret: None,
+                timeout: Duration::from_secs(1),
+                max_response_bytes: 1024,
+            },
+            &roots,
         );
-        // SAFETY: no other thread exists yet in this single-test process.
-        unsafe {
-            std::env::set_var("SSL_CERT_FILE", "/nonexistent/engine-api-test-ca.pem");
-            std::env::remove_var("SSL_CERT_DIR");
-        }
-        let up = Upstream::new(UpstreamConfig {
-            name: "builder",
-            url: "https://127.0.0.1:1".parse().unwrap(),
-            secret: None,
-            timeout: Duration::from_secs(1),
-            max_response_bytes: 1024,
-        });
         let err = up
             .call_raw("eth_chainId", &(), up.timeout())
             .await

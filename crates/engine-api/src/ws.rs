@@ -94,8 +94,8 @@ pub struct WsConfig {
     pub liveness: Liveness,
     /// Largest message (and frame) accepted; a larger one ends the connection.
     pub max_message_bytes: usize,
-    /// TLS configuration for `wss://`; `None` uses [`tls::client_config`] (system roots or
-    /// `SSL_CERT_FILE`).
+    /// TLS configuration for `wss://`; `None` trusts what [`tls::TrustedRoots::from_env`] names
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the system's roots).
     pub tls: Option<Arc<ClientConfig>>,
 }
 
@@ -311,7 +311,7 @@ fn connector_for(config: &WsConfig) -> Result<Connector, Disconnect> {
     }
     match &config.tls {
         Some(tls) => Ok(Connector::Rustls(tls.clone())),
-        None => tls::client_config()
+        None => tls::client_config(&tls::TrustedRoots::from_env())
             .map(Connector::Rustls)
             .map_err(Disconnect::NoTlsConfig),
     }

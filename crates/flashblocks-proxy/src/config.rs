@@ -3,6 +3,7 @@
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
+use engine_api::tls::TrustedRoots;
 use url::Url;
 
 use crate::{
@@ -96,6 +97,9 @@ pub struct UpstreamConfig {
     pub ping_interval: Duration,
     /// Silence (no pong, no message) after which the connection is dropped and re-dialled.
     pub pong_timeout: Duration,
+    /// Roots a `wss://` upstream's certificate must chain to (from `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR`, else the system's).
+    pub tls_roots: TrustedRoots,
 }
 
 /// Subscriber keepalive.
@@ -306,6 +310,8 @@ impl TryFrom<Args> for Config {
                 max_backoff: ms("subscriber-max-interval-ms", a.subscriber_max_interval_ms)?,
                 ping_interval: ms("subscriber-ping-interval-ms", a.subscriber_ping_interval_ms)?,
                 pong_timeout: ms("subscriber-pong-timeout-ms", a.subscriber_pong_timeout_ms)?,
+                // Read once here, as OpenSSL-based tools read them: a private CA needs no flag.
+                tls_roots: TrustedRoots::from_env(),
             },
             message_buffer_size: a.message_buffer_size,
             limits: LimitsConfig {

@@ -745,11 +745,16 @@ mod tests {
         }
     }
 
-    fn io_uring_here() -> bool {
+    /// Whether io_uring works here; if not, a loud skip of the io_uring half of `test` (a
+    /// failure under `ENGINE_MUX_REQUIRE_ALL_TESTS`).
+    fn io_uring_here(test: &str) -> bool {
         match SendRing::new() {
             Ok(_) => true,
             Err(e) => {
-                eprintln!("io_uring unavailable here ({e}): only the write path is tested");
+                test_utils::skip(
+                    test,
+                    &format!("io_uring unavailable here ({e}): only the write path is tested"),
+                );
                 false
             }
         }
@@ -776,9 +781,9 @@ mod tests {
         got
     }
 
-    fn paths() -> Vec<SendPath> {
+    fn paths(test: &str) -> Vec<SendPath> {
         let mut p = vec![SendPath::Write];
-        if io_uring_here() {
+        if io_uring_here(test) {
             p.push(SendPath::IoUring);
         }
         p
@@ -788,7 +793,7 @@ mod tests {
     /// frames of different sizes: every subscriber gets exactly the frames' bytes, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_subscriber_gets_every_frame_in_order_on_each_send_path() {
-        for path in paths() {
+        for path in paths("shard::every_subscriber_gets_every_frame_in_order_on_each_send_path") {
             let s = setup(path, 20, SendRing::new);
             let label = if path == SendPath::Write {
                 "write"
@@ -828,7 +833,7 @@ mod tests {
     /// on the io_uring path exactly as on the write path.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_subscriber_is_queued_then_caught_up_or_dropped_as_lagging() {
-        for path in paths() {
+        for path in paths("shard::slow_subscriber_is_queued_then_caught_up_or_dropped_as_lagging") {
             let capacity = 4;
 
             let s = setup(path, capacity, SendRing::new);
@@ -891,7 +896,7 @@ mod tests {
     /// removed from the shard must see its connection end when the proxy drops the socket.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn removed_subscriber_socket_is_closed_not_held_by_the_ring() {
-        if !io_uring_here() {
+        if !io_uring_here("shard::removed_subscriber_socket_is_closed_not_held_by_the_ring") {
             return;
         }
         let s = setup(SendPath::IoUring, 20, SendRing::new);
@@ -941,7 +946,7 @@ mod tests {
             "--send-path io-uring must not silently fall back"
         );
 
-        if io_uring_here() {
+        if io_uring_here("shard::refused") {
             let s = setup(SendPath::Auto, 20, SendRing::new);
             assert_eq!(
                 s.shards_on("io_uring"),

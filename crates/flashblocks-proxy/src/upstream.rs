@@ -37,7 +37,10 @@ pub fn ws_config(url: &Url, cfg: &UpstreamConfig) -> WsConfig {
             sign: LifeSign::AnyFrame,
         },
         max_message_bytes: MAX_MESSAGE_BYTES,
-        tls: None,
+        // Loaded once per upstream; should it fail, the client reports why on every attempt.
+        tls: (url.scheme() == "wss")
+            .then(|| engine_api::tls::client_config(&cfg.tls_roots).ok())
+            .flatten(),
     }
 }
 

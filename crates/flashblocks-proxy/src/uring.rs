@@ -214,13 +214,13 @@ mod tests {
         (s, c)
     }
 
-    /// Skips (with a note) where io_uring is unavailable; the shard then uses direct writes,
-    /// which `shard`'s tests cover.
-    fn ring() -> Option<SendRing> {
+    /// `None` (a loud skip, or a failure under `ENGINE_MUX_REQUIRE_ALL_TESTS`) where io_uring
+    /// is unavailable; the shard then uses direct writes, which `shard`'s tests cover.
+    fn ring(test: &str) -> Option<SendRing> {
         match SendRing::new() {
             Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("io_uring unavailable here ({e}); nothing to test");
+                test_utils::skip(test, &format!("io_uring unavailable here: {e}"));
                 None
             }
         }
@@ -228,7 +228,11 @@ mod tests {
 
     #[test]
     fn batch_larger_than_the_ring_delivers_every_buffer_to_its_socket() {
-        let Some(mut ring) = ring() else { return };
+        let Some(mut ring) =
+            ring("uring::batch_larger_than_the_ring_delivers_every_buffer_to_its_socket")
+        else {
+            return;
+        };
         // More sockets than ring entries: the batch is submitted in several chunks.
         let n = RING_ENTRIES as usize + 7;
         let pairs: Vec<_> = (0..n).map(|_| pair()).collect();
@@ -259,7 +263,10 @@ mod tests {
 
     #[test]
     fn full_socket_reports_eagain_at_once_instead_of_waiting() {
-        let Some(mut ring) = ring() else { return };
+        let Some(mut ring) = ring("uring::full_socket_reports_eagain_at_once_instead_of_waiting")
+        else {
+            return;
+        };
         let (s, c) = pair();
         let chunk = vec![7u8; 1 << 16];
         // Fill the socket (its peer never reads) through the ring itself.
@@ -302,7 +309,9 @@ mod tests {
 
     #[test]
     fn closed_peer_is_an_error_result_not_a_signal() {
-        let Some(mut ring) = ring() else { return };
+        let Some(mut ring) = ring("uring::closed_peer_is_an_error_result_not_a_signal") else {
+            return;
+        };
         let (s, c) = pair();
         drop(c);
         let mut results = Vec::new();

@@ -114,3 +114,36 @@ pub fn set_ssl_cert_file(path: &std::path::Path) {
     // SAFETY: called before the test starts any other thread, in a process running one test.
     unsafe { std::env::set_var("SSL_CERT_FILE", path) };
 }
+
+/// Set to `1` (as `scripts/test.sh` does) to make a test that cannot run here fail instead of
+/// skipping: CI must not pass on tests it never ran.
+pub const REQUIRE_ALL_TESTS: &str = "ENGINE_MUX_REQUIRE_ALL_TESTS";
+
+/// Whether `value` (of [`REQUIRE_ALL_TESTS`]) asks for every test to run.
+pub fn all_tests_required(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A test that cannot run here (`why`): fails when [`REQUIRE_ALL_TESTS`] is set, else prints a
+/// `SKIPPED` line naming the test, so the skip is visible in the output (`--nocapture` or a
+/// failure report).
+pub fn skip(test: &str, why: &str) {
+    if all_tests_required(std::env::var_os(REQUIRE_ALL_TESTS).as_deref()) {
+        panic!("{test} could not run ({why}) and {REQUIRE_ALL_TESTS} is set");
+    }
+    eprintln!("SKIPPED {test}: {why} (set {REQUIRE_ALL_TESTS}=1 to make this a failure)");
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_set_non_zero_value_requires_every_test() {
+        assert!(all_tests_required(Some("1".as_ref())));
+        assert!(all_tests_required(Some("yes".as_ref())));
+        assert!(!all_tests_required(Some("0".as_ref())));
+        assert!(!all_tests_required(Some("".as_ref())));
+        assert!(!all_tests_required(None));
+    }
+}

@@ -407,8 +407,8 @@ fn bytes_of_a_frame_are_its_payload() {
 }
 
 mod tls {
-    use engine_api::tls::{RootCertStore, client_config_with_roots};
-    use test_utils::{TestCa, set_ssl_cert_file};
+    use engine_api::tls::{RootCertStore, TrustedRoots, client_config, client_config_with_roots};
+    use test_utils::TestCa;
     use tokio_rustls::rustls;
 
     use super::*;
@@ -459,15 +459,16 @@ mod tls {
         assert_eq!(handshakes.load(Ordering::SeqCst), 1);
     }
 
-    /// The default TLS configuration trusts `SSL_CERT_FILE`. Sets the process environment:
-    /// sound only because nextest runs each test in a process of its own.
+    /// A PEM file given the way `SSL_CERT_FILE` gives it is what the connection trusts (the
+    /// process environment is left alone: `TrustedRoots::from_vars` takes the value).
     #[tokio::test]
-    async fn wss_trusts_the_ca_in_ssl_cert_file_by_default() {
+    async fn wss_trusts_the_ca_in_the_file_ssl_cert_file_names() {
         let ca = TestCa::new("env");
-        // First thing in a single-threaded test runtime.
-        set_ssl_cert_file(&ca.pem_file);
+        let roots = TrustedRoots::from_vars(Some(ca.pem_file.clone().into_os_string()), None);
         let (addr, _) = wss_server(ca.acceptor()).await;
-        let (mut rx, _stop, _task) = start(config(format!("wss://127.0.0.1:{}", addr.port())));
+        let mut c = config(format!("wss://127.0.0.1:{}", addr.port()));
+        c.tls = Some(client_config(&roots).unwrap());
+        let (mut rx, _stop, _task) = start(c);
         let first = next(&mut rx).await;
         assert!(matches!(first, Event::Connected), "{first:?}");
         assert!(matches!(next(&mut rx).await, Event::Frame(_)));

@@ -1,7 +1,7 @@
-//! A `wss://` upstream whose certificate a private CA generated in the test signed, trusted
-//! through `SSL_CERT_FILE` alone: the proxy connects and fans its flashblocks out. The test sets
-//! `SSL_CERT_FILE` first thing; that is sound only because nextest runs every test in a process
-//! of its own.
+//! A `wss://` upstream whose certificate a private CA generated in the test signed: trusted
+//! through the configuration's roots, the proxy connects and fans its flashblocks out; the binary
+//! started with `SSL_CERT_FILE` naming the CA (set on the child process only, never on the test
+//! process) does the same, as an operator runs it.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -9,7 +9,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use test_utils::{TestCa, set_ssl_cert_file};
+use engine_api::tls::TrustedRoots;
+use test_utils::TestCa;
 
 use crate::harness::*;
 
@@ -47,10 +48,8 @@ async fn wss_upstream(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
 }
 
 #[tokio::test]
-async fn wss_upstream_trusted_through_ssl_cert_file_is_fanned_out() {
+async fn wss_upstream_trusted_through_the_configured_ca_is_fanned_out() {
     let ca = TestCa::new("flashblocks-proxy");
-    // First thing in a single-threaded test runtime.
-    set_ssl_cert_file(&ca.pem_file);
     let addr = wss_upstream(ca.acceptor()).await;
     let url = format!("wss://localhost:{}", addr.port());
     let mut argv = vec!["flashblocks-proxy".to_string()];
@@ -58,12 +57,31 @@ async fn wss_upstream_trusted_through_ssl_cert_file_is_fanned_out() {
     let at = flags.iter().position(|f| f == "--upstream-ws").unwrap();
     flags[at + 1] = url;
     argv.extend(flags);
-    let config = flashblocks_proxy::config::Config::try_from(
+    let mut config = flashblocks_proxy::config::Config::try_from(
         <flashblocks_proxy::cli::Args as clap::Parser>::try_parse_from(argv).unwrap(),
     )
     .unwrap();
+    config.upstream.tls_roots = TrustedRoots::ca_file(&ca.pem_file);
     let p = flashblocks_proxy::start(config).await.unwrap();
     let mut ws = subscribe(p.local_addr(), "/").await.unwrap();
+    let (payload, _) = key_of(&next_text(&mut ws).await);
+    assert_eq!(payload, format!("0x{:016x}", 1));
+}
+
+/// The binary honours `SSL_CERT_FILE` as websocket-proxy operators use it: no flag, the variable
+/// alone makes the private CA trusted.
+#[tokio::test]
+async fn binary_trusts_the_ca_ssl_cert_file_names() {
+    let ca = TestCa::new("flashblocks-proxy-bin");
+    let addr = wss_upstream(ca.acceptor()).await;
+    let url = format!("wss://localhost:{}", addr.port());
+    let child = ProxyProcess::spawn_with(
+        &[],
+        &["--upstream-ws", &url],
+        &[("SSL_CERT_FILE", ca.pem_file.as_os_str())],
+    )
+    .await;
+    let mut ws = subscribe(child.addr, "/").await.unwrap();
     let (payload, _) = key_of(&next_text(&mut ws).await);
     assert_eq!(payload, format!("0x{:016x}", 1));
 }
