@@ -4,7 +4,9 @@
 //! to the same block hash; forkchoice attributes that parse re-encode to the same attributes;
 //! checking a builder's block against them (engine-mux's payload check) never panics.
 
-use alloy_rpc_types_engine::{ExecutionPayloadV3, ForkchoiceState, PayloadId};
+use alloy_rpc_types_engine::{
+    ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3, ForkchoiceState, PayloadId,
+};
 use engine_api::{PayloadEnvelope, jsonrpc};
 use engine_mux::payload_check::{self, BuildRequest};
 use engine_mux_fuzz::{new_payload_block_hash, new_payload_reencoded};
@@ -41,16 +43,33 @@ fn main() {
                     };
                     // A builder block made to match them, so the check reads every field.
                     let a = &request.attributes;
-                    let mut payload = ExecutionPayloadV3::default();
-                    let v1 = &mut payload.payload_inner.payload_inner;
-                    v1.parent_hash = state.head_block_hash;
-                    v1.timestamp = a.payload_attributes.timestamp;
-                    v1.prev_randao = a.payload_attributes.prev_randao;
-                    v1.fee_recipient = a.payload_attributes.suggested_fee_recipient;
-                    v1.gas_limit = a.gas_limit.unwrap_or_default();
-                    v1.transactions = a.transactions.clone().unwrap_or_default();
-                    payload.payload_inner.withdrawals =
-                        a.payload_attributes.withdrawals.clone().unwrap_or_default();
+                    let payload = ExecutionPayloadV3 {
+                        payload_inner: ExecutionPayloadV2 {
+                            payload_inner: ExecutionPayloadV1 {
+                                parent_hash: state.head_block_hash,
+                                fee_recipient: a.payload_attributes.suggested_fee_recipient,
+                                state_root: Default::default(),
+                                receipts_root: Default::default(),
+                                logs_bloom: Default::default(),
+                                prev_randao: a.payload_attributes.prev_randao,
+                                block_number: 1,
+                                gas_limit: a.gas_limit.unwrap_or_default(),
+                                gas_used: 0,
+                                timestamp: a.payload_attributes.timestamp,
+                                extra_data: Default::default(),
+                                base_fee_per_gas: Default::default(),
+                                block_hash: Default::default(),
+                                transactions: a.transactions.clone().unwrap_or_default(),
+                            },
+                            withdrawals: a
+                                .payload_attributes
+                                .withdrawals
+                                .clone()
+                                .unwrap_or_default(),
+                        },
+                        blob_gas_used: 0,
+                        excess_blob_gas: 0,
+                    };
                     let envelope = PayloadEnvelope::V3(OpExecutionPayloadEnvelopeV3 {
                         execution_payload: payload,
                         block_value: Default::default(),

@@ -19,6 +19,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let _runtime = rt.enter();
     let args = Args::try_parse_from([
         "flashblocks-rpc",
         "--upstream-url",
