@@ -78,7 +78,10 @@ pub fn snapshot(ctx: &Context) -> Option<(ChainKey, Vec<PendingBlock>)> {
 }
 
 /// A pending transaction as a call: same sender, nonce, gas, fees, target, value, input and
-/// access list. A deposit pays no gas and its mint cannot be expressed (it is left out).
+/// access list. A deposit pays no gas and its mint cannot be expressed (it is left out): it
+/// states zero fees, because op-reth prices a call without fee fields at the block's base fee
+/// and refuses the whole request (-38014) when the sender cannot pay that (the L1-attributes
+/// depositor holds nothing); op-geth runs a call without fee fields at price 0 either way.
 pub fn tx_call(tx: &PendingTx) -> Value {
     let inner = &tx.tx;
     let mut call = json!({
@@ -91,6 +94,8 @@ pub fn tx_call(tx: &PendingTx) -> Value {
         call["to"] = json!(to);
     }
     if inner.is_deposit() {
+        call["maxFeePerGas"] = json!("0x0");
+        call["maxPriorityFeePerGas"] = json!("0x0");
         return call;
     }
     call["nonce"] = json!(U64::from(inner.nonce()));
@@ -126,6 +131,45 @@ pub fn simulated_block(block: &PendingBlock) -> Value {
         },
         "calls": block.txs.iter().map(tx_call).collect::<Vec<_>>(),
     })
+}
+
+/// op-reth's default `--rpc.gascap`: it refuses (-38026) a simulated block whose gas limit
+/// override is above both this and the parent's gas limit.
+pub const RPC_GAS_CAP: u64 = 50_000_000;
+
+/// The gas limits the calls of a simulated block state, added up (a call without `gas` counts
+/// nothing).
+fn stated_gas(block: &Value) -> u64 {
+    block["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["gas"].as_str()?.parse::<U64>().ok())
+        .fold(0u64, |sum, g| sum.saturating_add(g.to()))
+}
+
+/// Raises a simulated block's gas limit override to the sum of its calls' gas limits when they
+/// do not fit under the header's `gas_limit`. op-reth refuses a block whose calls' stated gas
+/// limits add up to more than its gas limit (-38015), whatever they use; a real block only
+/// needs each transaction's limit to fit in the gas left, so a full block's limits often add up
+/// to more. Only then does GASLIMIT read differently in the simulation.
+fn fit_gas_limit(gas_limit: u64, block: &mut Value) {
+    let stated = stated_gas(block);
+    if stated > gas_limit {
+        block["blockOverrides"]["gasLimit"] = json!(U64::from(stated));
+    }
+}
+
+/// The most gas a caller's call appended to the last pending block can state and still be
+/// accepted by op-reth: the block's gas limit can be raised up to the larger of its own and
+/// the RPC gas cap, less what the pending transactions of that block state.
+pub fn tail_gas_allowance(blocks: &[PendingBlock]) -> u64 {
+    let Some(last) = blocks.last() else { return 0 };
+    let stated = stated_gas(&simulated_block(last));
+    last.header
+        .gas_limit
+        .max(RPC_GAS_CAP)
+        .saturating_sub(stated)
 }
 
 /// The probe blocks for `reads`: balances and code read by reader code placed at two probe
@@ -222,6 +266,33 @@ pub struct Ran {
     pub extra: Vec<SimCallResult>,
 }
 
+/// The `eth_simulateV1` params for `blocks` on top of `head`, `tail` last in the last pending
+/// block, then the `extra` blocks; and how many blocks they ask for. Every block's stated gas
+/// fits its gas limit (op-reth's -38015), deposits state zero fees (op-reth's -38014).
+pub fn simulate_request(
+    head: B256,
+    blocks: &[PendingBlock],
+    tail: Option<Value>,
+    extra: Vec<Value>,
+) -> (Value, usize) {
+    let mut block_state_calls: Vec<Value> = blocks.iter().map(simulated_block).collect();
+    if let Some(call) = tail
+        && let Some(last) = block_state_calls.last_mut()
+        && let Some(calls) = last["calls"].as_array_mut()
+    {
+        calls.push(call);
+    }
+    for (block, simulated) in blocks.iter().zip(&mut block_state_calls) {
+        fit_gas_limit(block.header.gas_limit, simulated);
+    }
+    block_state_calls.extend(extra);
+    let requested = block_state_calls.len();
+    (
+        json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]),
+        requested,
+    )
+}
+
 /// Simulates `blocks` on top of `head` with `tail` (a caller's call) run last in the last
 /// pending block, in its environment, then the `extra` blocks (probe reads).
 pub async fn simulate(
@@ -231,27 +302,20 @@ pub async fn simulate(
     tail: Option<Value>,
     extra: Vec<Value>,
 ) -> Result<Ran, SimulateError> {
-    let mut block_state_calls: Vec<Value> = blocks.iter().map(simulated_block).collect();
-    if let Some(call) = tail.clone()
-        && let Some(last) = block_state_calls.last_mut()
-        && let Some(calls) = last["calls"].as_array_mut()
-    {
-        calls.push(call);
-    }
-    block_state_calls.extend(extra);
-    let request = json!([{ "blockStateCalls": block_state_calls }, { "blockHash": head }]);
+    let has_tail = tail.is_some();
+    let (request, requested) = simulate_request(head, blocks, tail, extra);
     let answer = call_simulate(ctx, &request).await?;
-    if answer.len() != block_state_calls.len() {
+    if answer.len() != requested {
         return Err(SimulateError::Failed(format!(
             "{} simulated blocks for {} requested",
             answer.len(),
-            block_state_calls.len()
+            requested
         )));
     }
     let mut answer = answer.into_iter().map(|b| b.calls);
     let mut ran: Vec<Vec<SimCallResult>> = answer.by_ref().take(blocks.len()).collect();
-    let tail = match (tail, ran.last_mut()) {
-        (Some(_), Some(last)) => last.pop(),
+    let tail = match (has_tail, ran.last_mut()) {
+        (true, Some(last)) => last.pop(),
         _ => None,
     };
     for (block, calls) in blocks.iter().zip(&ran) {
@@ -408,8 +472,11 @@ async fn detect_family(ctx: &Context) -> Result<Family, SimulateError> {
     };
     let request = json!([{ "blockStateCalls": [
         probe_block(true),
+        // Zero fees stated: op-reth would price a call without them at base fee 1 and refuse
+        // it when the zero address cannot pay.
         {"blockOverrides": {"baseFeePerGas": "0x1"},
-            "calls": [{"to": CODE_PROBE, "gas": U64::from(CALIBRATION_GAS)}]},
+            "calls": [{"to": CODE_PROBE, "gas": U64::from(CALIBRATION_GAS),
+                "maxFeePerGas": "0x0", "maxPriorityFeePerGas": "0x0"}]},
         probe_block(false),
     ]}, "latest"]);
     let answer = call_simulate(ctx, &request).await?;
@@ -800,6 +867,53 @@ mod tests {
         // gas at base fee 7); op-geth did not.
         assert_eq!(revm(BASE_FEE_VAULT), simulated - U256::from(7 * 40_000));
         assert_eq!(geth(BASE_FEE_VAULT), simulated);
+    }
+
+    /// What op-reth refused in the recording cannot be asked any more: the L1-attributes
+    /// deposit (and any deposit) states zero fees, so the empty depositor owes nothing under
+    /// the pending block's base fee (-38014); a block whose transactions' gas limits add up to
+    /// more than its gas limit, or a caller's call stating the whole block gas limit after the
+    /// pending transactions, gets a gas limit override that holds them (-38015), and the
+    /// caller's gas is capped so that override stays within op-reth's RPC gas cap (-38026).
+    #[test]
+    fn requests_fit_op_reths_fee_and_gas_rules() {
+        let signer = alloy_signer_local::PrivateKeySigner::random();
+        // Deposit 1M + call 29.5M: more than the 30M block.
+        let block = block_with_operator_fee(&signer, 29_500_000, 30_000);
+        let limit = block.header.gas_limit;
+        let blocks = [block];
+        let (request, n) = simulate_request(B256::ZERO, &blocks, None, Vec::new());
+        assert_eq!(n, 1);
+        let sim = &request[0]["blockStateCalls"][0];
+        let deposit = &sim["calls"][0];
+        assert_eq!(deposit["maxFeePerGas"], json!("0x0"));
+        assert_eq!(deposit["maxPriorityFeePerGas"], json!("0x0"));
+        assert_eq!(sim["blockOverrides"]["baseFeePerGas"], json!(U64::from(7)));
+        let stated = stated_gas(sim);
+        assert_eq!(stated, 30_500_000);
+        assert_eq!(sim["blockOverrides"]["gasLimit"], json!(U64::from(stated)));
+
+        // A block whose limits fit keeps its gas limit; a caller's call at the cap fits too.
+        let blocks = [block_with_operator_fee(&signer, 100_000, 30_000)];
+        let allowance = tail_gas_allowance(&blocks);
+        assert_eq!(allowance, RPC_GAS_CAP - 1_100_000);
+        let (request, _) = simulate_request(B256::ZERO, &blocks, None, Vec::new());
+        assert_eq!(
+            request[0]["blockStateCalls"][0]["blockOverrides"]["gasLimit"],
+            json!(U64::from(limit))
+        );
+        let tail = json!({"to": Address::ZERO, "gas": U64::from(allowance)});
+        let (request, _) = simulate_request(B256::ZERO, &blocks, Some(tail), Vec::new());
+        let sim = &request[0]["blockStateCalls"][0];
+        assert_eq!(sim["calls"].as_array().unwrap().len(), 3);
+        let raised = sim["blockOverrides"]["gasLimit"]
+            .as_str()
+            .unwrap()
+            .parse::<U64>()
+            .unwrap()
+            .to::<u64>();
+        assert_eq!(raised, stated_gas(sim));
+        assert!(raised <= RPC_GAS_CAP.max(limit));
     }
 
     /// The probe blocks: balance and code readers at their probe addresses in one block,

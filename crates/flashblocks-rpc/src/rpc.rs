@@ -29,6 +29,9 @@ use crate::{
 };
 use rpc_objects::fees::L1_BLOCK_PREDEPLOY;
 
+/// geth's and reth's code for a call that reverted.
+const EXECUTION_REVERTED: i32 = 3;
+
 /// Capabilities `op_supportedCapabilities` reports.
 pub const CAPABILITIES: [&str; 1] = ["flashblocksv1"];
 /// Subscription kind for accepted flashblocks.
@@ -368,6 +371,11 @@ async fn simulate_after(
         )));
     }
     let (code, message, data) = match last.error {
+        // op-reth leaves the revert data out of the error (it is the call's `returnData`);
+        // op-geth and the devnet engine put it in both.
+        Some(e) if e.code == EXECUTION_REVERTED && e.data.is_none() => {
+            (e.code, e.message, Some(last.return_data.clone()))
+        }
         Some(e) => (e.code, e.message, e.data),
         None => (INTERNAL_ERROR, "execution failed".to_string(), None),
     };
@@ -392,8 +400,12 @@ fn pending_request(params: &Params<'_>) -> Option<Value> {
 /// (another tag, overrides given, no pending block, no `eth_simulateV1` upstream), so it is
 /// forwarded as it is.
 async fn pending_call(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
-    let call = pending_request(params)?;
+    let mut call = pending_request(params)?;
     let ((head, _), blocks) = execute::snapshot(ctx)?;
+    // Gas stated, as a node's `eth_call` gives it (the request's, else the block gas limit),
+    // within what op-reth lets the last pending block hold besides its transactions.
+    let gas = requested_gas(&call, &blocks)?;
+    call["gas"] = json!(U64::from(gas));
     let answer = match simulate_after(ctx, head, &blocks, call).await {
         Ok(None) => return None,
         Ok(Some(Simulated::Success(data, _))) => to_raw(&data),
@@ -402,6 +414,18 @@ async fn pending_call(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
     };
     ctx.metrics.answered(Source::Pending);
     Some(answer)
+}
+
+/// The gas a pending call or estimate runs with at most: the request's `gas`, else the last
+/// pending block's gas limit, no more than [`execute::tail_gas_allowance`]. `None`: an
+/// unreadable `gas`.
+fn requested_gas(call: &Value, blocks: &[PendingBlock]) -> Option<u64> {
+    let last = blocks.last()?;
+    let asked = match call.get("gas") {
+        Some(g) => serde_json::from_value::<U64>(g.clone()).ok()?.to::<u64>(),
+        None => last.header.gas_limit,
+    };
+    Some(asked.min(execute::tail_gas_allowance(blocks)))
 }
 
 /// Intrinsic gas of any transaction: no estimate is lower.
@@ -413,10 +437,7 @@ const TX_BASE_GAS: u64 = 21_000;
 async fn pending_estimate(ctx: &Context, params: &Params<'_>) -> Option<RpcResult> {
     let call = pending_request(params)?;
     let ((head, _), blocks) = execute::snapshot(ctx)?;
-    let cap = match call.get("gas").and_then(Value::as_str) {
-        Some(g) => g.parse::<U64>().ok()?.to::<u64>(),
-        None => ctx.read().tip(Instant::now())?.header.gas_limit,
-    };
+    let cap = requested_gas(&call, &blocks)?;
     let with_gas = |gas: u64| {
         let mut c = call.clone();
         c["gas"] = json!(U64::from(gas));

@@ -246,6 +246,67 @@ impl<'a> CallRunner<'a> {
     }
 }
 
+impl CallRunner<'_> {
+    /// Runs `tx` as one call of an `eth_simulateV1` block, as reth's simulation does: EIP-3607
+    /// off; without `validation` also the nonce and base fee checks (the balance check for
+    /// `gas * max fee + value` stays). Its state changes stay for the calls after it, whether it
+    /// succeeded, reverted or halted. `Err`: op-revm refused it as a transaction.
+    pub fn simulate_call(
+        &mut self,
+        tx: TxEnv,
+        validation: bool,
+    ) -> Result<ExecutionResult<OpHaltReason>, SimulateRefusal> {
+        let mut evm_env =
+            evm_env_for_op_block(&self.header, &self.spec.hardforks, self.spec.chain_id);
+        evm_env.cfg_env.disable_eip3607 = true;
+        if !validation {
+            evm_env.cfg_env.disable_nonce_check = true;
+            evm_env.cfg_env.disable_base_fee = true;
+            evm_env.cfg_env.tx_gas_limit_cap = Some(u64::MAX);
+        }
+        let tx = OpTx(OpTransaction {
+            base: tx,
+            // reth runs a simulated call with an empty envelope: no L1 data fee.
+            enveloped_tx: Some(Bytes::new()),
+            deposit: Default::default(),
+        });
+        let mut evm = OpEvmFactory::<OpTx>::default().create_evm(&mut self.db, evm_env);
+        let outcome = evm.transact_raw(tx);
+        drop(evm);
+        let ResultAndState { result, state } = outcome.map_err(|e| match e {
+            revm::context::result::EVMError::Transaction(op_revm::OpTransactionError::Base(
+                invalid,
+            )) => SimulateRefusal::Invalid(invalid),
+            other => SimulateRefusal::Other(other.to_string()),
+        })?;
+        revm::DatabaseCommit::commit(&mut self.db, state);
+        self.last_gas_used = result.tx_gas_used();
+        Ok(result)
+    }
+
+    /// The block the calls run in, to move it on or override its fields.
+    pub fn header_mut(&mut self) -> &mut Header {
+        &mut self.header
+    }
+
+    /// The nonce of `address` in the state the calls so far left.
+    pub fn nonce(&mut self, address: Address) -> u64 {
+        revm::Database::basic(&mut self.db, address)
+            .ok()
+            .flatten()
+            .map_or(0, |a| a.nonce)
+    }
+}
+
+/// Why op-revm would not run an `eth_simulateV1` call.
+#[derive(Debug)]
+pub enum SimulateRefusal {
+    /// It is not a valid transaction (balance, nonce, fees, intrinsic gas, ...).
+    Invalid(revm::context::result::InvalidTransaction),
+    /// Anything else (database, OP-specific).
+    Other(String),
+}
+
 fn halt_message(reason: &OpHaltReason) -> String {
     match reason {
         OpHaltReason::Base(revm::context::result::HaltReason::OutOfGas(_)) => {

@@ -5,10 +5,7 @@ use std::sync::Arc;
 use alloy_consensus::{TxReceipt, transaction::Recovered};
 use alloy_eips::BlockNumberOrTag;
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
-use alloy_rpc_types_eth::{
-    BlockOverrides, BlockTransactions, Filter, FilterBlockOption, TransactionRequest,
-    state::StateOverride,
-};
+use alloy_rpc_types_eth::{BlockTransactions, Filter, FilterBlockOption, TransactionRequest};
 use engine_api::codes;
 use jsonrpsee::{
     RpcModule,
@@ -59,11 +56,11 @@ const RESOURCE_NOT_FOUND: i32 = -32001;
 /// with (EIP-1474 "invalid input"). Not (yet) in [`engine_api::codes`].
 const SERVER_ERROR: i32 = -32000;
 
-fn err(code: i32, msg: impl Into<String>) -> ErrorObjectOwned {
+pub(super) fn err(code: i32, msg: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code, msg.into(), None::<()>)
 }
 
-fn hex_u64(v: u64) -> Value {
+pub(super) fn hex_u64(v: u64) -> Value {
     Value::String(format!("{v:#x}"))
 }
 
@@ -224,7 +221,7 @@ fn block_by(engine: &Engine, r: BlockRef, full: bool) -> RpcResult {
 
 /// The block a call runs in and the state it runs on. `pending` is the head: this engine builds
 /// pending blocks only for payload jobs, not for RPC.
-fn call_at(
+pub(super) fn call_at(
     engine: &Engine,
     r: Option<&Value>,
 ) -> Result<(Arc<ChainBlock>, Arc<StateSnapshot>), ErrorObjectOwned> {
@@ -266,164 +263,6 @@ fn eth_estimate_gas(engine: &Engine, p: Params<'_>) -> RpcResult {
     let (block, state) = call_at(engine, r.as_ref())?;
     let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
     Ok(hex_u64(estimate_gas(&mut runner, &req)?))
-}
-
-/// geth's `eth_simulateV1` code for a call that failed in the EVM other than by reverting.
-const SIMULATE_VM_ERROR: i32 = -32015;
-/// Most blocks one `eth_simulateV1` request simulates (geth's limit).
-const MAX_SIMULATE_BLOCKS: usize = 256;
-
-/// One block of an `eth_simulateV1` request: its calls, block overrides (number, time, gas
-/// limit, fee recipient, prevRandao, base fee) and state overrides of `code` only.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SimulatedBlock {
-    #[serde(default)]
-    calls: Vec<TransactionRequest>,
-    #[serde(default)]
-    block_overrides: Option<BlockOverrides>,
-    #[serde(default)]
-    state_overrides: Option<StateOverride>,
-}
-
-/// Applies a simulated block's state overrides: only code replacements are served.
-fn override_state(
-    runner: &mut CallRunner<'_>,
-    overrides: Option<&StateOverride>,
-) -> Result<(), ErrorObjectOwned> {
-    for (address, account) in overrides.into_iter().flatten() {
-        let Some(code) = &account.code else {
-            return Err(err(
-                codes::INVALID_PARAMS,
-                "only code can be overridden in eth_simulateV1 blocks",
-            ));
-        };
-        if account.balance.is_some()
-            || account.nonce.is_some()
-            || account.state.is_some()
-            || account.state_diff.is_some()
-            || account.move_precompile_to.is_some()
-        {
-            return Err(err(
-                codes::INVALID_PARAMS,
-                "only code can be overridden in eth_simulateV1 blocks",
-            ));
-        }
-        runner.set_code(*address, code.clone());
-    }
-    Ok(())
-}
-
-/// The `eth_simulateV1` payload (the subset served).
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SimulatePayload {
-    block_state_calls: Vec<SimulatedBlock>,
-    #[serde(default)]
-    validation: bool,
-}
-
-/// `eth_simulateV1` without validation: each block's calls run in order on the state the calls
-/// before them left (reverted calls leave their fee and nonce changes only), block after block
-/// on top of the requested block's post-state; block overrides (number, time, gas limit, fee
-/// recipient, prevRandao, base fee) and code overrides apply before a block's calls, as in geth.
-fn eth_simulate(engine: &Engine, p: Params<'_>) -> RpcResult {
-    let mut seq = p.sequence();
-    let payload: SimulatePayload = seq.next()?;
-    let r: Option<Value> = seq.optional_next()?;
-    if payload.validation {
-        return Err(err(codes::INVALID_PARAMS, "validation is not supported"));
-    }
-    if payload.block_state_calls.len() > MAX_SIMULATE_BLOCKS {
-        return Err(err(
-            codes::INVALID_PARAMS,
-            format!("at most {MAX_SIMULATE_BLOCKS} blocks can be simulated"),
-        ));
-    }
-    let (block, state) = call_at(engine, r.as_ref())?;
-    let mut runner = CallRunner::new(engine.spec(), &block.header, block.hash, &state);
-    let mut out = Vec::with_capacity(payload.block_state_calls.len());
-    for simulated in &payload.block_state_calls {
-        runner.next_block();
-        // As geth's and reth's without validation: a block whose base fee is not overridden
-        // runs at base fee 0 (else unpriced calls would still credit the base fee vault).
-        let zero_base_fee = BlockOverrides {
-            base_fee: Some(U256::ZERO),
-            ..Default::default()
-        };
-        runner
-            .override_block(&zero_base_fee)
-            .map_err(|e| err(codes::INVALID_PARAMS, e.to_string()))?;
-        if let Some(o) = &simulated.block_overrides {
-            runner
-                .override_block(o)
-                .map_err(|e| err(codes::INVALID_PARAMS, e.to_string()))?;
-        }
-        override_state(&mut runner, simulated.state_overrides.as_ref())?;
-        let gas_limit = runner.header().gas_limit;
-        let mut gas_used = 0u64;
-        let mut calls = Vec::with_capacity(simulated.calls.len());
-        for req in &simulated.calls {
-            let left = gas_limit.saturating_sub(gas_used);
-            let gas = req.gas.unwrap_or(left).min(left);
-            let call = match runner.run_and_commit(req, gas) {
-                Ok(done) => {
-                    gas_used += done.gas_used;
-                    json!({
-                        "status": "0x1",
-                        "returnData": done.output,
-                        "gasUsed": hex_u64(done.gas_used),
-                        "logs": done.logs.iter().map(|l| json!({
-                            "address": l.address,
-                            "topics": l.topics(),
-                            "data": l.data.data,
-                            "removed": false,
-                        })).collect::<Vec<_>>(),
-                    })
-                }
-                Err(e @ CallError::Reverted(_)) => {
-                    // A reverted or halted call still used gas and counts in its block (geth's
-                    // and reth's simulate do the same).
-                    let used = runner.last_gas_used();
-                    gas_used += used;
-                    let data = match &e {
-                        CallError::Reverted(d) => d.clone(),
-                        _ => Bytes::new(),
-                    };
-                    json!({
-                        "status": "0x0",
-                        "returnData": data,
-                        "gasUsed": hex_u64(used),
-                        "logs": [],
-                        "error": {"code": EXECUTION_REVERTED, "message": e.to_string(), "data": data},
-                    })
-                }
-                Err(e @ CallError::Halted(_)) => {
-                    let used = runner.last_gas_used();
-                    gas_used += used;
-                    json!({
-                        "status": "0x0",
-                        "returnData": "0x",
-                        "gasUsed": hex_u64(used),
-                        "logs": [],
-                        "error": {"code": SIMULATE_VM_ERROR, "message": e.to_string()},
-                    })
-                }
-                Err(e @ CallError::Invalid(_)) => return Err(e.into()),
-            };
-            calls.push(call);
-        }
-        let header = runner.header();
-        out.push(json!({
-            "number": hex_u64(header.number),
-            "timestamp": hex_u64(header.timestamp),
-            "gasLimit": hex_u64(header.gas_limit),
-            "gasUsed": hex_u64(gas_used),
-            "baseFeePerGas": hex_u64(header.base_fee_per_gas.unwrap_or_default()),
-            "calls": calls,
-        }));
-    }
-    Ok(Value::Array(out))
 }
 
 /// A quantity given as a hex string or a JSON number (clients send both for `blockCount`).
@@ -689,7 +528,9 @@ pub fn register(
     module.register_method("eth_estimateGas", |p, e, _| eth_estimate_gas(e, p))?;
     module.register_method("eth_feeHistory", |p, e, _| eth_fee_history(e, p))?;
     module.register_method("eth_getLogs", |p, e, _| eth_get_logs(e, p))?;
-    module.register_method("eth_simulateV1", |p, e, _| eth_simulate(e, p))?;
+    module.register_method("eth_simulateV1", |p, e, _| {
+        super::simulate::eth_simulate(e, p)
+    })?;
     module.register_method("eth_maxPriorityFeePerGas", |_, e, _| -> RpcResult {
         Ok(json!(U256::from(max_priority_fee(e))))
     })?;

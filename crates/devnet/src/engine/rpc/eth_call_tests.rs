@@ -417,7 +417,9 @@ async fn simulate_runs_calls_on_the_state_the_calls_before_them_left() {
     let logs: Vec<alloy_primitives::Log> =
         serde_json::from_value(calls[1]["logs"].clone()).unwrap();
     assert_eq!(logs[0].address, contract);
-    assert_eq!(calls[2]["error"]["data"], json!(word(9)));
+    // op-reth puts the revert data in `returnData` only.
+    assert_eq!(calls[2]["returnData"], json!(word(9)));
+    assert_eq!(calls[2]["error"]["code"], json!(3));
     assert_eq!(blocks[1]["calls"][0]["returnData"], json!(word(9)));
     // As geth and reth report: a reverted call used gas (at least the 21,000 base), and the
     // block's gas is the sum over its calls, reverted ones included.
@@ -472,7 +474,10 @@ async fn simulate_applies_block_overrides_and_code_overrides_keep_storage() {
             "blockOverrides": {"number": format!("{:#x}", head + 5), "time": "0x7000000000",
                 "feeRecipient": coinbase, "baseFeePerGas": "0x3b9aca00", "gasLimit": "0x1c9c380"},
             "stateOverrides": {probe.to_string(): {"code": env_reader}, contract.to_string(): {"code": slot_reader}},
-            "calls": [{"to": probe}, {"to": contract, "data": word(0)}],
+            // Zero fees stated: op-reth prices a call without fee fields at the base fee, and
+            // the zero address has nothing to pay it with.
+            "calls": [{"to": probe, "maxFeePerGas": "0x0", "maxPriorityFeePerGas": "0x0"},
+                {"to": contract, "data": word(0), "maxFeePerGas": "0x0", "maxPriorityFeePerGas": "0x0"}],
         },
         // No base fee override: geth and reth simulate at base fee 0 without validation.
         {"calls": [{"to": probe}]},

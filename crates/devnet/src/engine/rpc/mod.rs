@@ -4,8 +4,11 @@
 pub mod control;
 pub mod engine;
 pub mod eth;
+pub mod simulate;
 #[cfg(test)]
 mod eth_call_tests;
+#[cfg(test)]
+mod simulate_tests;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
