@@ -347,7 +347,8 @@ async fn limits_do_not_drift_over_many_stalled_acquisitions() {
         wait_until("redis stalled by DEBUG SLEEP", || {
             let mut probe = probe.clone();
             async move {
-                let ping = redis::cmd("PING").query_async::<String>(&mut probe);
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut probe);
                 tokio::time::timeout(std::time::Duration::from_millis(40), ping)
                     .await
                     .is_err()
