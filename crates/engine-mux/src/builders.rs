@@ -119,8 +119,13 @@ impl Builders {
     }
 
     /// Asks every enabled builder to build the block `request` describes. The first usable
-    /// builder (in priority order) that streams flashblocks is elected to preconfirm it.
+    /// builder (in priority order) that streams flashblocks is elected to preconfirm it. A
+    /// builder skipped as unreachable or out of sync is probed again right away (off this
+    /// path), so it rejoins as soon as it is back.
     pub fn build(&self, params: &RawValue, request: &BuildRequest) -> Builds {
+        for b in self.list.iter().filter(|b| b.enabled() && !b.usable()) {
+            b.health().skipped();
+        }
         let elected = self
             .list
             .iter()

@@ -10,7 +10,12 @@ use jsonrpsee::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{builder::Builder, execution_mode::ExecutionMode, mux::Mux};
+use crate::{
+    builder::Builder,
+    evidence::{BuilderState, unix_ms},
+    execution_mode::ExecutionMode,
+    mux::Mux,
+};
 
 /// Params of `debug_setExecutionMode` and the answer of both methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,15 +39,30 @@ pub struct BuilderStatus {
     /// reason its block failed (`timeout`, `invalid`, `attributes_mismatch`, ...); `none`
     /// before its first block.
     pub last_outcome: String,
+    /// What its evidence makes of it: `healthy`, `failing` (asked to build, but its last
+    /// block failed), `skipped` (unreachable or out of sync: not asked until it is back).
+    pub state: BuilderState,
+    /// When it entered that state (Unix milliseconds).
+    pub since_unix_ms: u64,
+    /// Its latest block number as last seen (probe or catch-up); `null` before that.
+    pub head: Option<u64>,
+    /// How many blocks it was behind the local EL then; `null` before that.
+    pub behind: Option<u64>,
 }
 
 fn status_of(b: &Builder) -> BuilderStatus {
+    let (state, since) = b.health().state();
+    let heads = b.health().heads();
     BuilderStatus {
         name: b.name().to_string(),
         url: b.upstream().url().to_string(),
         healthy: !b.health().failing(),
         enabled: b.enabled(),
         last_outcome: b.last_outcome().to_string(),
+        state,
+        since_unix_ms: unix_ms(since),
+        head: heads.map(|h| h.builder),
+        behind: heads.map(|h| h.local.saturating_sub(h.builder)),
     }
 }
 

@@ -1,10 +1,16 @@
 //! Timestamped evidence the local EL and each builder keep about themselves: engine call
 //! outcomes, block outcomes and probe results. Health is derived from it, never stored.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+/// Consecutive blocks a builder's block comes in after `--builder-grace-ms` (another builder's
+/// came in first and the grace ran out) before that counts against it like a failed block: a
+/// builder that loses every race never builds a block, which is a fault of its own.
+pub const LOST_RACES_BLAMED: u32 = 10;
 
 /// What a probe of an upstream's latest block found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,56 +104,227 @@ struct BuilderMarks {
     call: Option<Mark>,
     probe: Option<Mark>,
     outcome: Option<Mark>,
+    /// Blocks in a row its block came in after the grace.
+    lost_races: u32,
+}
+
+impl BuilderMarks {
+    fn usable(&self) -> bool {
+        latest(&[self.call, self.probe]).is_none_or(|m| m.good)
+    }
+
+    fn failing(&self) -> bool {
+        !self.usable()
+            || self.outcome.is_some_and(|m| !m.good)
+            || self.lost_races >= LOST_RACES_BLAMED
+    }
+
+    fn state(&self) -> BuilderState {
+        if !self.usable() {
+            BuilderState::Skipped
+        } else if self.failing() {
+            BuilderState::Failing
+        } else {
+            BuilderState::Healthy
+        }
+    }
+}
+
+/// What a builder's evidence makes of it, as `debug_getBuilders` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuilderState {
+    /// Reachable, in sync, its last block good.
+    Healthy,
+    /// Reachable and asked to build, but its last block failed (or it lost every race).
+    Failing,
+    /// Unreachable or out of sync: not asked to build until evidence shows it back.
+    Skipped,
+}
+
+/// A builder's head as last seen, against the local EL's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heads {
+    /// The builder's latest block number.
+    pub builder: u64,
+    /// The local EL's latest block number at the same time.
+    pub local: u64,
 }
 
 /// One builder's evidence: reachability (engine calls, probe) and block outcomes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BuilderHealth {
     marks: Mutex<BuilderMarks>,
+    /// The state the marks gave last, and since when (wall clock, for operators).
+    state: Mutex<(BuilderState, SystemTime)>,
+    heads: Mutex<Option<Heads>>,
     /// Wakes the prober when the builder turns unreachable, so recovery is noticed quickly.
     wake: Notify,
+    /// Wakes the prober when the builder was skipped for a block, so it is probed (and caught
+    /// up) as soon as it is back rather than at the next periodic probe.
+    skipped: Notify,
+}
+
+impl Default for BuilderHealth {
+    fn default() -> Self {
+        Self {
+            marks: Mutex::default(),
+            state: Mutex::new((BuilderState::Healthy, SystemTime::now())),
+            heads: Mutex::default(),
+            wake: Notify::new(),
+            skipped: Notify::new(),
+        }
+    }
 }
 
 impl BuilderHealth {
+    fn update(&self, f: impl FnOnce(&mut BuilderMarks)) {
+        let mut marks = self.marks.lock();
+        f(&mut marks);
+        let now = marks.state();
+        drop(marks);
+        let mut state = self.state.lock();
+        if state.0 != now {
+            *state = (now, SystemTime::now());
+        }
+    }
+
     /// The builder answered an engine call properly (or a catch-up brought it in sync).
     pub fn ok(&self) {
-        self.marks.lock().call = Some(Mark::now(true));
+        self.update(|m| m.call = Some(Mark::now(true)));
     }
 
     /// The builder was unreachable, timed out or answered garbage.
     pub fn failed(&self) {
-        self.marks.lock().call = Some(Mark::now(false));
+        self.update(|m| m.call = Some(Mark::now(false)));
         self.wake.notify_one();
     }
 
     /// Result of probing the builder's latest block.
     pub fn probe(&self, outcome: &ProbeOutcome) {
-        self.marks.lock().probe = Some(Mark::now(outcome.good()));
+        self.update(|m| m.probe = Some(Mark::now(outcome.good())));
     }
 
     /// A block outcome: a good block (`true`), or a failure that blames the builder (`false`:
     /// getPayload fallback for timeout, error, INVALID, SYNCING, attributes mismatch, or a
     /// mirrored call the builder refused). A failure holds 206 until the next good block.
     pub fn outcome(&self, good: bool) {
-        self.marks.lock().outcome = Some(Mark::now(good));
+        self.update(|m| {
+            m.outcome = Some(Mark::now(good));
+            if good {
+                m.lost_races = 0;
+            }
+        });
+    }
+
+    /// Its block came in after the grace: another builder's was in first. After
+    /// [`LOST_RACES_BLAMED`] blocks in a row this counts as failing, until it answers in time.
+    pub fn lost_race(&self) {
+        self.update(|m| m.lost_races = m.lost_races.saturating_add(1));
+    }
+
+    /// Its answer for a block came in within the grace (whatever became of its block).
+    pub fn answered_in_time(&self) {
+        self.update(|m| m.lost_races = 0);
     }
 
     /// Whether the builder should be called at all: its latest reachability evidence is good.
     pub fn usable(&self) -> bool {
-        let m = *self.marks.lock();
-        latest(&[m.call, m.probe]).is_none_or(|m| m.good)
+        self.marks.lock().usable()
     }
 
     /// Whether the builder is failing: unreachable or out of sync by its newest reachability
-    /// evidence, or its last outcome failed (cleared only by a later good block, so blocks
-    /// without a builder payload, e.g. noTxPool ones, do not make it flap).
+    /// evidence, its last outcome failed (cleared only by a later good block, so blocks
+    /// without a builder payload, e.g. noTxPool ones, do not make it flap), or it lost the last
+    /// [`LOST_RACES_BLAMED`] races.
     pub fn failing(&self) -> bool {
-        let m = *self.marks.lock();
-        latest(&[m.call, m.probe]).is_some_and(|m| !m.good) || m.outcome.is_some_and(|m| !m.good)
+        self.marks.lock().failing()
+    }
+
+    /// Its state and since when (the wall-clock time of the change).
+    pub fn state(&self) -> (BuilderState, SystemTime) {
+        // Derived afresh: evidence is only ever added, but keep the two in step regardless.
+        let now = self.marks.lock().state();
+        let mut state = self.state.lock();
+        if state.0 != now {
+            *state = (now, SystemTime::now());
+        }
+        *state
+    }
+
+    /// Records the builder's head against the local EL's (probe, catch-up).
+    pub fn saw_heads(&self, heads: Heads) {
+        *self.heads.lock() = Some(heads);
+    }
+
+    /// The builder's head against the local EL's, as last seen.
+    pub fn heads(&self) -> Option<Heads> {
+        *self.heads.lock()
     }
 
     /// Resolves when the builder turned unreachable.
     pub async fn turned_unhealthy(&self) {
         self.wake.notified().await;
+    }
+
+    /// The builder was skipped for a block (unreachable or out of sync when op-node asked for
+    /// a block): the prober looks at it again right away.
+    pub fn skipped(&self) {
+        self.skipped.notify_one();
+    }
+
+    /// Resolves when the builder was skipped for a block.
+    pub async fn was_skipped(&self) {
+        self.skipped.notified().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch of `t` (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_builder_that_loses_every_race_fails_after_the_stated_number_of_blocks() {
+        let b = BuilderHealth::default();
+        for _ in 1..LOST_RACES_BLAMED {
+            b.lost_race();
+        }
+        assert!(!b.failing(), "one race short of the limit");
+        assert_eq!(b.state().0, BuilderState::Healthy);
+        b.lost_race();
+        assert!(b.failing());
+        assert!(b.usable(), "still asked to build: it may win the next race");
+        assert_eq!(b.state().0, BuilderState::Failing);
+        b.answered_in_time();
+        assert!(!b.failing(), "an answer in time clears it");
+        for _ in 0..LOST_RACES_BLAMED {
+            b.lost_race();
+        }
+        b.outcome(true);
+        assert!(!b.failing(), "and so does a good block");
+    }
+
+    #[test]
+    fn state_changes_are_timestamped() {
+        let b = BuilderHealth::default();
+        let (state, since) = b.state();
+        assert_eq!(state, BuilderState::Healthy);
+        std::thread::sleep(Duration::from_millis(5));
+        b.failed();
+        let (state, skipped_since) = b.state();
+        assert_eq!(state, BuilderState::Skipped);
+        assert!(skipped_since > since);
+        std::thread::sleep(Duration::from_millis(5));
+        b.failed();
+        assert_eq!(b.state().1, skipped_since, "still skipped: same since");
+        b.probe(&ProbeOutcome::Synced);
+        assert_eq!(b.state().0, BuilderState::Healthy);
+        assert!(b.state().1 > skipped_since);
     }
 }

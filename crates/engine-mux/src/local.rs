@@ -187,7 +187,10 @@ impl LocalEl {
     /// `--external-state-root`: has the local EL build the block op-node asked for in
     /// `request` from exactly `transactions` (`noTxPool`), under a payload id of its own so the
     /// payload op-node's FCU started stays untouched. The block comes back with the state root
-    /// the local EL computed, or the rebuild failed (no second try).
+    /// the local EL computed, or the rebuild failed (no second try): `StateRootRebuildRefused`
+    /// when the local EL refused the builder's transactions (the builder's fault),
+    /// `StateRootRebuildFailed` when the local EL itself failed (a failed local call, as in
+    /// [`Self::validate`]).
     pub async fn rebuild(
         &self,
         version: PayloadVersion,
@@ -195,51 +198,59 @@ impl LocalEl {
         transactions: &[alloy_primitives::Bytes],
         deadline: tokio::time::Instant,
     ) -> Result<(Box<RawValue>, PayloadEnvelope), FallbackReason> {
-        let failed = |what: &str, detail: String| {
-            tracing::warn!(what, %detail, "local EL could not rebuild the builder's block");
-            FallbackReason::StateRootRebuildFailed
+        let failed = |what: &str, e: &UpstreamError, budget: Duration| {
+            tracing::warn!(what, error = %e, "local EL could not rebuild the builder's block");
+            match self.charge(e, budget, FallbackReason::StateRootRebuildFailed) {
+                // A spec error: the local EL refused the builder's transactions.
+                FallbackReason::Error => FallbackReason::StateRootRebuildRefused,
+                reason => reason,
+            }
         };
         let mut attributes = request.attributes.clone();
         attributes.transactions = Some(transactions.to_vec());
         attributes.no_tx_pool = Some(true);
-        let remaining = || {
-            deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(self.upstream.timeout())
-        };
+        let budget = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = budget();
         let fcu: ForkchoiceUpdated = self
             .call(
                 "engine_forkchoiceUpdatedV3",
                 &(request.forkchoice, attributes),
-                remaining(),
+                left.min(self.upstream.timeout()),
             )
             .await
-            .map_err(|e| failed("forkchoiceUpdated", e.to_string()))?;
+            .map_err(|e| failed("forkchoiceUpdated", &e, left))?;
         let id = match (fcu.payload_status.status, fcu.payload_id) {
             (PayloadStatusEnum::Valid, Some(id)) => id,
             (status, id) => {
-                return Err(failed(
-                    "forkchoiceUpdated",
-                    format!("status {status}, payload id {id:?}"),
-                ));
+                // op-node's own head, which the local EL accepted: its problem.
+                tracing::warn!(%status, ?id, "local EL could not rebuild the builder's block: forkchoiceUpdated started no build");
+                self.health.failed();
+                return Err(FallbackReason::StateRootRebuildFailed);
             }
         };
+        let left = budget();
         let raw: Box<RawValue> = self
-            .call(version.get_payload_method(), &(id,), remaining())
+            .call(
+                version.get_payload_method(),
+                &(id,),
+                left.min(self.upstream.timeout()),
+            )
             .await
-            .map_err(|e| failed("getPayload", e.to_string()))?;
-        let envelope = PayloadEnvelope::parse(version, &raw)
-            .map_err(|e| failed("getPayload", e.to_string()))?;
+            .map_err(|e| failed("getPayload", &e, left))?;
+        let envelope = PayloadEnvelope::parse(version, &raw).map_err(|e| {
+            tracing::warn!(error = %e, "local EL could not rebuild the builder's block: its getPayload answer does not parse");
+            self.health.failed();
+            FallbackReason::StateRootRebuildFailed
+        })?;
         if envelope.transactions() != transactions {
-            return Err(failed(
-                "getPayload",
-                format!(
-                    "the rebuilt block has {} transactions, the builder's {}",
-                    envelope.tx_count(),
-                    transactions.len()
-                ),
-            ));
+            tracing::warn!(
+                rebuilt = envelope.tx_count(),
+                builder = transactions.len(),
+                "local EL left some of the builder's transactions out of the rebuilt block"
+            );
+            return Err(FallbackReason::StateRootRebuildRefused);
         }
+        self.health.ok();
         Ok((raw, envelope))
     }
 
@@ -247,6 +258,13 @@ impl LocalEl {
     /// `raw` is the block's envelope as op-node would be answered with it, `envelope` the same
     /// typed (already parsed, for the logs); the params are built from `raw`, so the local EL
     /// validates the very payload JSON op-node gets.
+    ///
+    /// The answer is evidence about whichever side caused it: VALID and INVALID are the local
+    /// EL working, a spec error is the builder's payload refused; a transport error, garbage,
+    /// an internal error, `SYNCING` or `ACCEPTED` (the block builds on op-node's own head, so
+    /// the local EL cannot validate on its head) are failed local calls, and so is a timeout
+    /// when the local EL had its whole `--l2-timeout` (one cut short by the getPayload budget
+    /// is evidence against neither side).
     pub async fn validate(
         &self,
         version: PayloadVersion,
@@ -268,18 +286,55 @@ impl LocalEl {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, hash = %envelope.block_hash(), "validating the builder's block on the local EL failed");
-                return Err(FallbackReason::from_upstream(&e));
+                return Err(self.charge(&e, remaining, FallbackReason::ValidationError));
             }
         };
         match status.status {
-            PayloadStatusEnum::Valid => Ok(()),
+            PayloadStatusEnum::Valid => {
+                self.health.ok();
+                Ok(())
+            }
             PayloadStatusEnum::Invalid { validation_error } => {
+                self.health.ok();
                 tracing::warn!(hash = %envelope.block_hash(), block = envelope.block_number(), %validation_error, "local EL rejected the builder's block as INVALID");
                 Err(FallbackReason::Invalid)
             }
             PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted => {
-                tracing::warn!(hash = %envelope.block_hash(), status = %status.status, "local EL could not validate the builder's block");
-                Err(FallbackReason::Syncing)
+                tracing::warn!(hash = %envelope.block_hash(), status = %status.status, "local EL could not validate the builder's block on its own head");
+                self.health.failed();
+                Err(FallbackReason::ValidationSyncing)
+            }
+        }
+    }
+
+    /// The reason and the health evidence for an error answering a call made for a builder's
+    /// block with `remaining` of the getPayload budget left: a spec error means the builder's
+    /// block made the request invalid (`Error`, the builder's); anything else is the local EL's
+    /// failure (`failure`, or `ValidationTimeout`), recorded as a failed local call unless it
+    /// is a timeout the budget cut shorter than `--l2-timeout`.
+    fn charge(
+        &self,
+        e: &UpstreamError,
+        remaining: Duration,
+        failure: FallbackReason,
+    ) -> FallbackReason {
+        match e {
+            UpstreamError::Rpc { error, .. } if is_spec_error(error.code()) => {
+                FallbackReason::Error
+            }
+            UpstreamError::Timeout { .. } => {
+                if remaining >= self.upstream.timeout() {
+                    self.health.failed();
+                }
+                if failure == FallbackReason::ValidationError {
+                    FallbackReason::ValidationTimeout
+                } else {
+                    failure
+                }
+            }
+            _ => {
+                self.health.failed();
+                failure
             }
         }
     }

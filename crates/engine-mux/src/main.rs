@@ -117,12 +117,19 @@ async fn debug_command(args: &Args, command: &DebugCommand) -> ExitCode {
 }
 
 fn describe(b: &BuilderStatus) -> String {
+    let head = match (b.head, b.behind) {
+        (Some(head), Some(behind)) => format!("head {head} ({behind} behind)"),
+        _ => "head unknown".to_string(),
+    };
     format!(
-        "{}\t{}\t{}\t{}\tlast: {}",
+        "{}\t{}\t{}\t{}\t{:?} since {} ms\t{}\tlast: {}",
         b.name,
         b.url,
         if b.healthy { "healthy" } else { "unhealthy" },
         if b.enabled { "enabled" } else { "disabled" },
+        b.state,
+        b.since_unix_ms,
+        head,
         b.last_outcome
     )
 }

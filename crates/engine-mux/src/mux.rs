@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use crate::{
     builders::Builders,
     execution_mode::{ExecutionMode, ModeCell},
-    fallback::FallbackReason,
+    fallback::{Blame, FallbackReason},
     local::{LocalEl, json_response},
     metrics::{BlockSource, Metrics},
     payload_check::BuildRequest,
@@ -327,7 +327,8 @@ impl Mux {
         json_response(jsonrpc::ok_response(id, &decided.block.raw))
     }
 
-    /// Every builder outcome is health evidence (only a good block clears a bad one) and a
+    /// Every builder outcome is health evidence against the side that caused it (only a good
+    /// block clears a bad one; the local EL's failures were recorded on its own calls) and a
     /// per-builder count; the chosen builder's is recorded once its block's fate is known.
     fn record_verdicts(&self, verdicts: &[(&'static str, Option<Result<(), FallbackReason>>)]) {
         for (name, verdict) in verdicts {
@@ -336,13 +337,29 @@ impl Mux {
             };
             match verdict {
                 Some(Ok(())) => b.health().outcome(true),
+                Some(Err(FallbackReason::Outpaced)) => {
+                    b.health().lost_race();
+                    b.record_block_outcome(FallbackReason::Outpaced.as_str());
+                }
                 Some(Err(reason)) => {
-                    if reason.blames_builder() {
+                    if reason.blame() == Blame::Builder {
                         b.health().outcome(false);
+                    }
+                    // It answered (whatever its block was worth): no race lost.
+                    if !matches!(
+                        reason,
+                        FallbackReason::Timeout
+                            | FallbackReason::SkippedUnhealthy
+                            | FallbackReason::NoBuilderPayload
+                    ) {
+                        b.health().answered_in_time();
                     }
                     b.record_block_outcome(reason.as_str());
                 }
-                None => b.record_block_outcome("not_chosen"),
+                None => {
+                    b.health().answered_in_time();
+                    b.record_block_outcome("not_chosen");
+                }
             }
         }
     }

@@ -301,6 +301,10 @@ pub async fn catch_up(state: &Builder) {
     match outcome {
         Outcome::Synced => {
             state.health.ok();
+            state.health.saw_heads(crate::evidence::Heads {
+                builder: last_number,
+                local: target,
+            });
             state.metrics.catch_up_run("synced");
             tracing::info!(from = head + 1, to = last_number, from_recent = recent_n, from_local_el = local_n, took = ?started.elapsed(), "catch-up: builder replayed the blocks it missed");
         }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::{ProbeOutcome, Upstreams};
 use crate::config::HealthConfig;
+use crate::evidence::Heads;
 
 #[derive(Deserialize)]
 struct LatestBlock {
@@ -59,11 +60,32 @@ fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outco
     *last = Some(outcome.as_str());
 }
 
-/// Probes the local EL and every builder once: health evidence, and a catch-up for a builder
-/// that is behind (disabled ones too, so they are ready when enabled again).
+/// Which builders a probe looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every builder (the periodic probe).
+    All,
+    /// Only the builders skipped as unreachable or out of sync (the probe that lets them rejoin
+    /// as soon as they are back).
+    Skipped,
+}
+
+/// Probes the local EL and the builders in `scope` once: health evidence, and a catch-up for a
+/// builder that is behind (disabled ones too, so they are ready when enabled again).
 pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged) {
+    probe(mux, config, logged, Scope::All).await;
+}
+
+async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, scope: Scope) {
     let params = ("latest", false);
-    let builders: Vec<_> = mux.builders.iter().collect();
+    let builders: Vec<_> = mux
+        .builders
+        .iter()
+        .filter(|b| scope == Scope::All || !b.health().usable())
+        .collect();
+    if builders.is_empty() && scope == Scope::Skipped {
+        return;
+    }
     let (local, answers) = tokio::join!(
         mux.local
             .call::<LatestBlock>("eth_getBlockByNumber", &params, mux.local.timeout()),
@@ -86,14 +108,19 @@ pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut Las
             logged.builders.insert(b.name(), l);
         }
         b.health().probe(&outcome);
-        if let (Ok(l), Ok(head)) = (&local, answer)
-            && mux.mode.get().talks_to_builder()
-            && head.number < l.number
-        {
+        let (Ok(l), Ok(head)) = (&local, answer) else {
+            continue;
+        };
+        let (head, local_head) = (head.number.to::<u64>(), l.number.to::<u64>());
+        b.health().saw_heads(Heads {
+            builder: head,
+            local: local_head,
+        });
+        if mux.mode.get().talks_to_builder() && head < local_head {
             tracing::info!(
                 builder = b.name(),
-                head = head.number.to::<u64>(),
-                local = l.number.to::<u64>(),
+                head,
+                local = local_head,
                 "builder is behind the local head; queueing catch-up"
             );
             b.catch_up_soon();
@@ -101,22 +128,36 @@ pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut Las
     }
 }
 
-/// Probes every `--health-check-interval` (sooner while something is unhealthy) until shutdown.
+/// Probes every `--health-check-interval`, sooner while something is unhealthy or a builder is
+/// skipped; and, for a builder skipped for a block, probes it (alone) right away, so a builder
+/// that comes back is caught up and asked to build again within a block or two instead of
+/// waiting out the interval. One probe runs at a time, so a builder that hangs costs at most
+/// one call in flight.
 pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
     let mut logged = LastLogged::default();
+    let mut scope = Scope::All;
+    let mut next_full = tokio::time::Instant::now();
     loop {
-        probe_once(&state, &config, &mut logged).await;
-        let status = state.status();
-        state.metrics.health(status.code());
-        state.metrics.execution_mode(state.mode.get());
-        state.metrics.upkeep();
-        let wait = if status.code() == 200 {
-            config.check_interval
+        if scope == Scope::All {
+            probe(&state, &config, &mut logged, Scope::All).await;
+            let status = state.status();
+            state.metrics.health(status.code());
+            state.metrics.execution_mode(state.mode.get());
+            state.metrics.upkeep();
+            let skipping = state.builders.iter().any(|b| !b.health().usable());
+            let wait = if status.code() == 200 && !skipping {
+                config.check_interval
+            } else {
+                config.fast_interval
+            };
+            next_full = tokio::time::Instant::now() + wait;
         } else {
-            config.fast_interval
-        };
+            probe(&state, &config, &mut logged, Scope::Skipped).await;
+            state.metrics.health(state.status().code());
+        }
+        scope = Scope::All;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(next_full) => {}
             _ = state.local.health().turned_unhealthy() => {
                 // Let the failing call's neighbours land before probing.
                 tokio::time::sleep(config.fast_interval).await;
@@ -126,6 +167,9 @@ pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Re
             ) => {
                 tokio::time::sleep(config.fast_interval).await;
             }
+            _ = futures::future::select_all(
+                state.builders.iter().map(|b| Box::pin(b.health().was_skipped()))
+            ) => scope = Scope::Skipped,
             _ = shutdown.changed() => return,
         }
     }

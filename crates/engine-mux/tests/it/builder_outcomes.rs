@@ -202,3 +202,84 @@ async fn slow_local_and_slow_builder_answer_an_error_within_the_deadline() {
     );
     assert!(res.is_err(), "no block is VALID by the deadline: {res:?}");
 }
+
+/// One block whose builder block the local EL fails to validate, with `/healthz` read right
+/// after getPayload: the reason is counted, the builder is not charged, the local EL is when
+/// `local_charged`. The builder's getPayload answers 100 ms late so the validation is the last
+/// local call (the local EL's own getPayload answer, good evidence, lands before it).
+async fn local_el_fails_validating(s: &Setup, reason: &str, local_charged: bool) {
+    healthy(s).await;
+    s.builder.fault(
+        "engine_getPayloadV3",
+        Fault::Delay(Duration::from_millis(100)),
+    );
+    let id = s.fcu_build().await;
+    let env = s.call("engine_getPayloadV3", json!([id])).await.unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(s.local.block_hash(101)),
+        "[{reason}] local block"
+    );
+    assert_eq!(
+        s.fallbacks(reason),
+        1.0,
+        "[{reason}]\n{}",
+        s.mux.metrics_text()
+    );
+    assert_eq!(
+        s.healthz().await,
+        if local_charged { 503 } else { 200 },
+        "[{reason}] the local EL's failure is its own, never the builder's 206"
+    );
+    assert!(
+        !s.mux.state().builders.first().health().failing(),
+        "[{reason}] the builder is not charged"
+    );
+}
+
+/// op-geth and reth answer newPayload `SYNCING` when they cannot execute on the block's parent;
+/// the builder's block builds on op-node's head, so a local EL answering that is the sick one.
+#[tokio::test]
+async fn local_el_syncing_while_validating_the_builders_block_is_charged_to_the_local_el() {
+    let s = setup(&["--health-check-interval", "60"]).await;
+    s.local
+        .fault("engine_newPayloadV3", Fault::Status("SYNCING"));
+    local_el_fails_validating(&s, "validation_syncing", true).await;
+}
+
+#[tokio::test]
+async fn local_el_answering_garbage_while_validating_is_charged_to_the_local_el() {
+    let s = setup(&["--health-check-interval", "60"]).await;
+    s.local.fault("engine_newPayloadV3", Fault::Garbage);
+    local_el_fails_validating(&s, "validation_error", true).await;
+}
+
+/// The local EL had its whole --l2-timeout (200 ms, inside the 900 ms budget) and did not
+/// answer newPayload.
+#[tokio::test]
+async fn local_el_timing_out_while_validating_is_charged_to_the_local_el() {
+    let s = setup(&[
+        "--health-check-interval",
+        "60",
+        "--l2-timeout",
+        "200",
+        "--get-payload-deadline-ms",
+        "900",
+    ])
+    .await;
+    s.local.fault(
+        "engine_newPayloadV3",
+        Fault::Delay(Duration::from_millis(600)),
+    );
+    local_el_fails_validating(&s, "validation_timeout", true).await;
+}
+
+/// The getPayload budget (500 ms) ran out before the local EL's --l2-timeout (2 s): neither
+/// side is charged.
+#[tokio::test]
+async fn validation_cut_short_by_the_get_payload_budget_charges_neither_side() {
+    let s = setup(&["--health-check-interval", "60"]).await;
+    s.local
+        .fault("engine_newPayloadV3", Fault::Delay(Duration::from_secs(1)));
+    local_el_fails_validating(&s, "validation_timeout", false).await;
+}

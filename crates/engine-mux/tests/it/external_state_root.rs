@@ -179,8 +179,10 @@ async fn an_evicted_payload_falls_back_to_the_local_block() {
     assert_eq!(s.local.calls_of("engine_forkchoiceUpdatedV3").len(), 2);
 }
 
+/// op-geth answers the rebuild's FCU `-38003` when a forced transaction fails: the builder's
+/// transactions are refused, and that is the builder's fault.
 #[tokio::test]
-async fn a_failed_rebuild_falls_back_to_the_local_block_and_blames_the_builder() {
+async fn a_rebuild_refusing_the_builders_transactions_falls_back_and_blames_the_builder() {
     let s = setup(&["--external-state-root"]).await;
     zero_state_root(&s);
     s.local.reject_no_tx_pool();
@@ -188,10 +190,45 @@ async fn a_failed_rebuild_falls_back_to_the_local_block_and_blames_the_builder()
     let hash = s.block("engine_getPayloadV3").await;
     assert_eq!(hash, s.local.block_hash(101).to_string(), "local block");
     assert_eq!(
-        s.fallbacks("state_root_rebuild_failed"),
+        s.fallbacks("state_root_rebuild_refused"),
         1.0,
         "{}",
         s.mux.metrics_text()
     );
     assert_eq!(s.healthz().await, 206);
+}
+
+/// The local EL fails the rebuild itself (an internal error on its FCU, not a spec error about
+/// the builder's transactions): charged to the local EL, not the builder.
+#[tokio::test]
+async fn a_rebuild_the_local_el_fails_is_charged_to_the_local_el() {
+    let s = setup(&["--external-state-root", "--health-check-interval", "60"]).await;
+    zero_state_root(&s);
+    healthy(&s).await;
+    // The builder answers 100 ms late, so the rebuild is the local EL's last call.
+    s.builder.fault(
+        "engine_getPayloadV3",
+        crate::mock_engine::Fault::Delay(Duration::from_millis(100)),
+    );
+    let id = s.fcu_build().await;
+    s.local.fault(
+        "engine_forkchoiceUpdatedV3",
+        crate::mock_engine::Fault::RpcError(-32603, "internal error"),
+    );
+    let res = s.call("engine_getPayloadV3", json!([id])).await.unwrap();
+    assert_eq!(
+        res["executionPayload"]["blockHash"],
+        json!(s.local.block_hash(101))
+    );
+    assert_eq!(
+        s.fallbacks("state_root_rebuild_failed"),
+        1.0,
+        "{}",
+        s.mux.metrics_text()
+    );
+    assert_eq!(s.healthz().await, 503, "the local EL failed");
+    assert!(
+        !s.mux.state().builders.first().health().failing(),
+        "the builder is not charged"
+    );
 }

@@ -348,3 +348,82 @@ async fn pre_validated_best_block_is_answered_without_asking_any_builder_again()
     assert_eq!(t.outcomes("b2", "proposed"), 2.0);
     assert_eq!(t.outcomes("b3", "not_chosen"), 2.0);
 }
+
+/// A builder whose block always comes in after the grace never builds a block: after
+/// `LOST_RACES_BLAMED` blocks in a row it is failing (as `debug_getBuilders` shows), and an
+/// answer in time clears that.
+#[tokio::test]
+async fn a_builder_that_loses_every_race_is_failing_after_the_stated_number_of_blocks() {
+    let t = three(&["--health-check-interval", "60"]).await;
+    t.b3.fault(
+        "engine_getPayloadV3",
+        Fault::Delay(Duration::from_millis(250)),
+    );
+    let b3 = |listed: &Value| listed[2].clone();
+    for n in 0..engine_mux::evidence::LOST_RACES_BLAMED {
+        let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+        assert_eq!(
+            (b3(&listed)["healthy"].clone(), b3(&listed)["state"].clone()),
+            (json!(true), json!("healthy")),
+            "after {n} lost races"
+        );
+        t.s.block("engine_getPayloadV3").await;
+    }
+    assert_eq!(
+        t.outcomes("b3", "outpaced"),
+        f64::from(engine_mux::evidence::LOST_RACES_BLAMED)
+    );
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    assert_eq!(
+        (b3(&listed)["healthy"].clone(), b3(&listed)["state"].clone()),
+        (json!(false), json!("failing")),
+        "{listed}"
+    );
+    assert_eq!(t.s.healthz().await, 200, "b1 and b2 still build");
+    t.b3.clear_fault("engine_getPayloadV3");
+    t.s.block("engine_getPayloadV3").await;
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    assert_eq!(b3(&listed)["healthy"], true, "in time again: {listed}");
+}
+
+/// With several builders the others keep `/healthz` at 200, so the periodic probe stays at
+/// --health-check-interval (60 s here, rollup-boost's default): a builder that went down is
+/// probed again at the next block it is skipped for, caught up, and asked to build at the block
+/// after, not a minute later.
+#[tokio::test]
+async fn a_skipped_builder_rejoins_within_two_blocks_of_coming_back() {
+    let t = three(&[
+        "--health-check-interval",
+        "60",
+        "--builder-policy",
+        "priority",
+    ])
+    .await;
+    t.b2.down();
+    for _ in 0..3 {
+        t.s.block("engine_getPayloadV3").await;
+    }
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    assert_eq!(listed[1]["state"], "skipped", "{listed}");
+    let skipped_since = listed[1]["since_unix_ms"].as_u64().unwrap();
+    assert!(skipped_since > 0);
+    assert_eq!(t.outcomes("b2", "skipped_unhealthy"), 2.0, "b2 was skipped");
+
+    t.b2.up().await;
+    t.b2.clear_calls();
+    // The block at which it is skipped once more wakes the probe; the one after asks it.
+    for _ in 0..2 {
+        t.s.block("engine_getPayloadV3").await;
+    }
+    eventually(Duration::from_secs(1), "b2 asked to build", || async {
+        t.b2.calls_of("engine_forkchoiceUpdatedV3")
+            .iter()
+            .any(|c| !c.params[1].is_null())
+    })
+    .await;
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    assert_eq!(listed[1]["state"], "healthy", "{listed}");
+    assert!(listed[1]["since_unix_ms"].as_u64().unwrap() > skipped_since);
+    assert_eq!(listed[1]["behind"], 0, "{listed}");
+    assert!(listed[1]["head"].is_u64(), "{listed}");
+}
