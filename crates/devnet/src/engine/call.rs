@@ -247,10 +247,12 @@ impl<'a> CallRunner<'a> {
 }
 
 impl CallRunner<'_> {
-    /// Runs `tx` as one call of an `eth_simulateV1` block, as reth's simulation does: EIP-3607
-    /// off; without `validation` also the nonce and base fee checks (the balance check for
+    /// Runs `tx` as one call of an `eth_simulateV1` block, as reth's simulation does: without
+    /// `validation` the nonce and base fee checks are off (the balance check for
     /// `gas * max fee + value` stays). Its state changes stay for the calls after it, whether it
-    /// succeeded, reverted or halted. `Err`: op-revm refused it as a transaction.
+    /// succeeded, reverted or halted. `Err`: op-revm refused it as a transaction. (reth also
+    /// turns EIP-3607 off; this revm build has no switch for it, so a sender with code is
+    /// refused here.)
     pub fn simulate_call(
         &mut self,
         tx: TxEnv,
@@ -258,7 +260,6 @@ impl CallRunner<'_> {
     ) -> Result<ExecutionResult<OpHaltReason>, SimulateRefusal> {
         let mut evm_env =
             evm_env_for_op_block(&self.header, &self.spec.hardforks, self.spec.chain_id);
-        evm_env.cfg_env.disable_eip3607 = true;
         if !validation {
             evm_env.cfg_env.disable_nonce_check = true;
             evm_env.cfg_env.disable_base_fee = true;
@@ -274,8 +275,8 @@ impl CallRunner<'_> {
         let outcome = evm.transact_raw(tx);
         drop(evm);
         let ResultAndState { result, state } = outcome.map_err(|e| match e {
-            revm::context::result::EVMError::Transaction(op_revm::OpTransactionError::Base(
-                invalid,
+            revm::context::result::EVMError::Transaction(alloy_op_evm::OpTxError(
+                op_revm::OpTransactionError::Base(invalid),
             )) => SimulateRefusal::Invalid(invalid),
             other => SimulateRefusal::Other(other.to_string()),
         })?;

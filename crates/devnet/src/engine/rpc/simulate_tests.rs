@@ -43,8 +43,12 @@ fn recorded_chain() -> RpcModule<Arc<Engine>> {
 
 /// `eth_simulateV1(params)`: the result, or the error's code and message.
 async fn simulate(module: &RpcModule<Arc<Engine>>, params: Value) -> Result<Value, (i32, String)> {
+    let mut builder = jsonrpsee::core::params::ArrayParams::new();
+    for p in params.as_array().unwrap().clone() {
+        builder.insert(p).unwrap();
+    }
     module
-        .call::<_, Value>("eth_simulateV1", params)
+        .call::<_, Value>("eth_simulateV1", builder)
         .await
         .map_err(|e| match e {
             jsonrpsee::MethodsError::JsonRpc(e) => (e.code(), e.message().to_string()),
