@@ -30,6 +30,7 @@ async fn main() {
         Some(Command::Spam(a)) => commands::run_spam(a).await,
         Some(Command::Genesis(a)) => commands::run_genesis(a),
         Some(Command::Ha(a)) => devnet::app::ha::run(a).await,
+        Some(Command::Soak(a)) => devnet::app::soak::run(a).await,
     };
     if let Err(e) = result {
         eprintln!("devnet: {e}");

@@ -37,6 +37,9 @@ pub enum Command {
     /// A high-availability set: two sequencer stacks and an op-conductor stand-in switching the
     /// leader on a failover schedule (preconfirmations carried over by engine-mux).
     Ha(super::ha::HaArgs),
+    /// The whole stack under a seeded schedule of overlapping faults for a duration, checking
+    /// every invariant while it runs; prints one figure a line and the seed to replay.
+    Soak(super::soak::SoakArgs),
 }
 
 /// `devnet genesis`.
@@ -266,15 +269,22 @@ pub struct SpamArgs {
     pub jwt_secret: Option<String>,
 }
 
-/// Parses `250ms`, `2s` or a plain number of seconds.
+/// Parses `250ms`, `2s`, `30m` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let err = || format!("invalid duration {s:?} (expected e.g. 250ms, 2s, 1.5)");
+    let err = || format!("invalid duration {s:?} (expected e.g. 250ms, 2s, 1.5, 30m)");
     if let Some(ms) = s.strip_suffix("ms") {
         return ms
             .trim()
             .parse::<u64>()
             .map(Duration::from_millis)
+            .map_err(|_| err());
+    }
+    if let Some(min) = s.strip_suffix('m') {
+        return min
+            .trim()
+            .parse::<u64>()
+            .map(|m| Duration::from_secs(m * 60))
             .map_err(|_| err());
     }
     let secs = s.strip_suffix('s').unwrap_or(s).trim();
@@ -330,6 +340,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_duration("xm").is_err());
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("fast").is_err());
     }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod ha;
+pub mod soak;
 pub mod status;
 
 use std::{
@@ -602,6 +603,14 @@ impl Devnet {
             .restart(fresh.clone(), self.jwt, self.builder_flashblocks)
             .await?;
         self.scheduled.lock().unwrap_or_else(|e| e.into_inner())[n - 1] = fresh;
+        Ok(())
+    }
+
+    /// Restarts the local EL as a process restart with its database would: its listeners stop
+    /// and start again on the same ports, its chain kept; engine-mux has to reconnect.
+    pub async fn restart_local(&mut self) -> Result<(), DevnetError> {
+        let engine = self.local.engine.clone();
+        self.local.restart(engine, self.jwt, None).await?;
         Ok(())
     }
 

@@ -42,12 +42,16 @@ pub enum Fault {
     /// built flashblock N of a payload. Listed as active while armed and while the `down` it
     /// caused lasts; clearing it disarms and lifts that `down`.
     DownAfterFlashblock(u64),
+    /// Serve payloads whose prevRandao is not the one the attributes asked for (hash
+    /// recomputed): a block that re-executes VALID (nothing reads PREVRANDAO) but is not the
+    /// block op-node asked for, so only a check against the FCU's attributes catches it.
+    WrongAttributes,
 }
 
 /// Why a fault name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
+    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, wrong_attributes, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
 )]
 pub struct ParseFaultError(pub String);
 
@@ -60,6 +64,7 @@ impl FromStr for Fault {
             "down" => Ok(Self::Down),
             "hang" => Ok(Self::Hang),
             "invalid" => Ok(Self::Invalid),
+            "wrong_attributes" => Ok(Self::WrongAttributes),
             "zero_state_root" => Ok(Self::ZeroStateRoot),
             "empty" => Ok(Self::Empty),
             "stale" => Ok(Self::Stale),
@@ -89,6 +94,7 @@ pub struct Faults {
     down: AtomicBool,
     hang: AtomicBool,
     invalid: AtomicBool,
+    wrong_attributes: AtomicBool,
     zero_state_root: AtomicBool,
     empty: AtomicBool,
     stale: AtomicBool,
@@ -112,6 +118,7 @@ impl Default for Faults {
             down: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             invalid: AtomicBool::new(false),
+            wrong_attributes: AtomicBool::new(false),
             zero_state_root: AtomicBool::new(false),
             empty: AtomicBool::new(false),
             stale: AtomicBool::new(false),
@@ -138,6 +145,7 @@ impl Faults {
             }
             Fault::Hang => self.hang.store(on, Ordering::SeqCst),
             Fault::Invalid => self.invalid.store(on, Ordering::SeqCst),
+            Fault::WrongAttributes => self.wrong_attributes.store(on, Ordering::SeqCst),
             Fault::ZeroStateRoot => self.zero_state_root.store(on, Ordering::SeqCst),
             Fault::Empty => self.empty.store(on, Ordering::SeqCst),
             Fault::Stale => self.stale.store(on, Ordering::SeqCst),
@@ -161,6 +169,7 @@ impl Faults {
             Fault::Down,
             Fault::Hang,
             Fault::Invalid,
+            Fault::WrongAttributes,
             Fault::ZeroStateRoot,
             Fault::Empty,
             Fault::Stale,
@@ -183,6 +192,7 @@ impl Faults {
             (&self.down, Fault::Down),
             (&self.hang, Fault::Hang),
             (&self.invalid, Fault::Invalid),
+            (&self.wrong_attributes, Fault::WrongAttributes),
             (&self.zero_state_root, Fault::ZeroStateRoot),
             (&self.empty, Fault::Empty),
             (&self.stale, Fault::Stale),
@@ -225,6 +235,11 @@ impl Faults {
     /// Whether served payloads carry a wrong state root.
     pub fn is_invalid(&self) -> bool {
         self.invalid.load(Ordering::SeqCst)
+    }
+
+    /// Whether served payloads carry a prevRandao other than the attributes'.
+    pub fn is_wrong_attributes(&self) -> bool {
+        self.wrong_attributes.load(Ordering::SeqCst)
     }
 
     /// Whether served payloads and flashblocks carry a zero state root.
@@ -398,6 +413,10 @@ mod tests {
         );
         assert!("down_after_flashblock".parse::<Fault>().is_err());
         assert_eq!("zero_state_root".parse::<Fault>(), Ok(Fault::ZeroStateRoot));
+        assert_eq!(
+            "wrong_attributes".parse::<Fault>(),
+            Ok(Fault::WrongAttributes)
+        );
         assert_eq!(
             "drop_preconfirmed".parse::<Fault>(),
             Ok(Fault::DropPreconfirmed)

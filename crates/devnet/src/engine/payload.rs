@@ -204,6 +204,13 @@ impl Engine {
                 B256::from(U256::from_be_bytes(block.header.state_root.0) ^ U256::from(1));
             hash = block.header.hash_slow();
         }
+        if self.faulty() && self.faults.is_wrong_attributes() {
+            // Another prevRandao than op-node asked for: the block still re-executes VALID
+            // (no transaction reads it), so only the attributes check can refuse it.
+            block.header.mix_hash =
+                B256::from(U256::from_be_bytes(block.header.mix_hash.0) ^ U256::from(1));
+            hash = block.header.hash_slow();
+        }
         if self.faulty() && self.faults.is_zero_state_root() {
             // No state root at all: the sequencer's EL is to compute it.
             block.header.state_root = B256::ZERO;
