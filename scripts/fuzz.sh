@@ -21,7 +21,10 @@ if ! cargo afl --version 2>/dev/null | grep -q "$AFL_VERSION"; then
   cargo install --locked cargo-afl --version "$AFL_VERSION"
 fi
 # Builds AFL++'s runtime with the system cc once per toolchain ("already built" otherwise).
-cargo afl config --build >/dev/null 2>&1 || cargo afl config --build 2>&1 | grep -q "already built"
+if ! out=$(cargo afl config --build 2>&1) && ! grep -q "already built" <<<"$out"; then
+  echo "$out"
+  exit 1
+fi
 
 export CARGO_TARGET_DIR="$ROOT/target/afl"
 echo "==> cargo afl build --release (fuzz/)"
@@ -45,6 +48,7 @@ printf '%-20s %10s %8s %9s %7s %7s %6s\n' target execs seconds execs/s corpus cr
 for t in "${TARGETS[@]}"; do
   out="$WORK/findings/$t"
   rm -rf "$out"
+  mkdir -p "$WORK/findings"
   log="$WORK/$t.log"
   if ! cargo afl fuzz -V "$SECS" -t 2000 -i "$WORK/seeds/$t" -o "$out" \
       "$CARGO_TARGET_DIR/release/$t" >"$log" 2>&1; then

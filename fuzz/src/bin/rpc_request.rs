@@ -5,7 +5,7 @@
 //! router reads as N calls is a JSON-RPC request or a batch of N; the module answers every
 //! single request with a JSON-RPC response carrying the request's id.
 
-use std::time::Instant;
+use std::{panic::AssertUnwindSafe, time::Instant};
 
 use clap::Parser;
 use engine_api::{Upstream, UpstreamConfig};
@@ -53,6 +53,12 @@ fn main() {
         }
     });
     let module = rpc::module(ctx.clone()).expect("module");
+    // A panic aborts the process (AFL records it), so no state outlives one.
+    let (ctx, module, rt) = (
+        AssertUnwindSafe(ctx),
+        AssertUnwindSafe(module),
+        AssertUnwindSafe(rt),
+    );
     afl::fuzz!(|data: &[u8]| {
         let (local, calls) = server::fuzz_route(&ctx, data);
         let value = serde_json::from_slice::<serde_json::Value>(data);
