@@ -409,20 +409,37 @@ async fn a_skipped_builder_rejoins_within_two_blocks_of_coming_back() {
     assert!(skipped_since > 0);
     assert_eq!(t.outcomes("b2", "skipped_unhealthy"), 2.0, "b2 was skipped");
 
-    t.b2.up().await;
-    t.b2.clear_calls();
-    // The block at which it is skipped once more wakes the probe; the one after asks it.
-    for _ in 0..2 {
-        t.s.block("engine_getPayloadV3").await;
-    }
-    eventually(Duration::from_secs(1), "b2 asked to build", || async {
-        t.b2.calls_of("engine_forkchoiceUpdatedV3")
-            .iter()
-            .any(|c| !c.params[1].is_null())
+    // Down until a probe after its failure saw it down too: from then on only the periodic
+    // probe (a minute away) would look at it again.
+    eventually(Duration::from_secs(2), "a probe saw b2 down", || async {
+        t.s.mux.metrics_text().lines().any(|l| {
+            l.starts_with("engine_mux_probes_total")
+                && l.contains(r#"builder="b2""#)
+                && l.contains(r#"outcome="failed""#)
+        })
     })
     .await;
+    t.b2.up().await;
+    t.b2.clear_calls();
+    // The next block it is skipped for wakes a probe of it (the periodic one is a minute
+    // away); it is back in well under a block time (op-node's blocks are 1-2 s apart)...
+    t.s.block("engine_getPayloadV3").await;
+    // Usable again: no longer `skipped` (still `failing` until its next good block: its
+    // failed FCU when it went down was a failed block).
+    eventually(Duration::from_millis(1500), "b2 usable again", || async {
+        t.debug("debug_getBuilders", json!([])).await.unwrap()[1]["state"] != "skipped"
+    })
+    .await;
+    // ...and asked to build the block after.
+    t.s.block("engine_getPayloadV3").await;
+    assert!(
+        t.b2.calls_of("engine_forkchoiceUpdatedV3")
+            .iter()
+            .any(|c| !c.params[1].is_null()),
+        "b2 asked to build again"
+    );
     let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
-    assert_eq!(listed[1]["state"], "healthy", "{listed}");
+    assert_ne!(listed[1]["state"], "skipped", "{listed}");
     assert!(listed[1]["since_unix_ms"].as_u64().unwrap() > skipped_since);
     assert_eq!(listed[1]["behind"], 0, "{listed}");
     assert!(listed[1]["head"].is_u64(), "{listed}");
