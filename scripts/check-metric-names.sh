@@ -22,12 +22,15 @@ EVENT_ONLY=(
   engine_mux_flashblocks_rejected_total
   engine_mux_queue_dropped_total
   engine_mux_flashblocks_p2p_authorizations_total # only with --flashblocks-p2p, which conflicts with the --flashblocks the check runs
+  engine_mux_flashblocks_p2p_payload_id_mismatches_total # only with --flashblocks-p2p, and a builder whose ids differ
   # Only with --prevalidate-builder-payload (off by default; devnet test prevalidation.rs runs it).
   engine_mux_prevalidations_total
   engine_mux_prevalidations_skipped_total
   engine_mux_prevalidated_get_payloads_total
   # Only with --flashblocks-peer-url (a high-availability set; `devnet ha` runs one).
   engine_mux_failovers_total
+  engine_mux_failover_carry_seconds
+  engine_mux_failover_carry_budget_spent_total
   engine_mux_preconfirmed_carried_total
   engine_mux_preconfirmed_dropped_total
   engine_mux_peer_flashblocks_total

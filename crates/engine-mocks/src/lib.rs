@@ -120,7 +120,16 @@ struct Inner {
     options: MockOptions,
     /// Recent answer bodies as they went on the wire (after the mock's own compression).
     wire_bodies: Mutex<std::collections::VecDeque<Bytes>>,
+    /// The version byte of the payload ids it derives for flashblocks P2P builds.
+    p2p_id_version: Mutex<u8>,
+    /// Whether newPayload refuses other contents under a block hash it accepted.
+    check_hashes: Mutex<bool>,
+    /// The payloads newPayload accepted, by the hash they carry (bounded; oldest dropped).
+    accepted: Mutex<std::collections::VecDeque<(B256, Value)>>,
 }
+
+/// Payloads a mock remembers for its block-hash check.
+const ACCEPTED_PAYLOADS: usize = 256;
 
 /// A fixed status, header list and body for non-engine calls.
 type RawAnswer = (StatusCode, Vec<(&'static str, &'static str)>, &'static str);
@@ -182,6 +191,9 @@ impl MockEngine {
                 raw_proxy_answer: Mutex::default(),
                 options,
                 wire_bodies: Mutex::default(),
+                accepted: Mutex::default(),
+                check_hashes: Mutex::new(false),
+                p2p_id_version: Mutex::new(4),
             }),
             server: Arc::default(),
         };
@@ -289,6 +301,18 @@ impl MockEngine {
     /// Makes `method` answer normally again.
     pub fn clear_fault(&self, method: &str) {
         self.inner.script.lock().faults.remove(method);
+    }
+
+    /// Derives flashblocks P2P payload ids with this version byte (op-geth's 3 instead of
+    /// reth's 4).
+    pub fn set_p2p_id_version(&self, version: u8) {
+        *self.inner.p2p_id_version.lock() = version;
+    }
+
+    /// Makes newPayload refuse, as op-geth and reth do on recomputing the hash, a payload whose
+    /// contents differ from the one it accepted under the same block hash.
+    pub fn check_block_hashes(&self) {
+        *self.inner.check_hashes.lock() = true;
     }
 
     /// Makes newPayload answer INVALID for the block `hash`.
@@ -454,6 +478,15 @@ fn get_payload_result(
     result.unwrap_or(Value::Null)
 }
 
+/// The payload id a builder derives for an FCU's head and attributes, with `version` as its
+/// first byte; `None` when the params do not parse.
+fn derived_payload_id(params: &Value, version: u8) -> Option<String> {
+    let head: B256 = serde_json::from_value(params[0]["headBlockHash"].clone()).ok()?;
+    let attributes: op_alloy_rpc_types_engine::OpPayloadAttributes =
+        serde_json::from_value(params[1].clone()).ok()?;
+    Some(attributes.payload_id(&head, version).to_string())
+}
+
 fn reply(id: &Value, result: Value) -> Response<Full<Bytes>> {
     json_body(json!({"jsonrpc": "2.0", "id": id, "result": result}))
 }
@@ -595,11 +628,19 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
                 );
             }
             let payload_id = if has_attrs && status == "VALID" {
-                let mut n = inner.next_id.lock();
-                *n += 1;
-                let mut id = [inner.id_prefix; 8];
-                id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
-                let id = format!("0x{}", alloy_primitives::hex::encode(id));
+                // op-rbuilder (the flashblocks P2P builder) derives its id from the head and
+                // the attributes with reth's default version byte, 4, whatever the FCU version
+                // (or op-geth's 3 when scripted so); other builds get this mock's own ids.
+                let derived = (method == "flashblocks_forkchoiceUpdatedV3")
+                    .then(|| derived_payload_id(&params, *inner.p2p_id_version.lock()))
+                    .flatten();
+                let id = derived.unwrap_or_else(|| {
+                    let mut n = inner.next_id.lock();
+                    *n += 1;
+                    let mut id = [inner.id_prefix; 8];
+                    id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
+                    format!("0x{}", alloy_primitives::hex::encode(id))
+                });
                 inner
                     .payloads
                     .lock()
@@ -663,6 +704,23 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
             let hash: B256 =
                 serde_json::from_value(params[0]["blockHash"].clone()).unwrap_or_default();
             // A real EL recomputes the state root: a payload claiming a zero one is INVALID.
+            // op-geth and reth recompute the block hash from the payload: other contents under
+            // a hash already seen are another block, INVALID (`latestValidHash` null). This
+            // mock's hashes are tags, not commitments (tests script a block's gas under the same
+            // tag), so the check is on when a test asks for it, by comparing with what it
+            // accepted.
+            let hash_mismatch = *inner.check_hashes.lock()
+                && inner
+                    .accepted
+                    .lock()
+                    .iter()
+                    .any(|(h, p)| *h == hash && *p != params[0]);
+            if hash_mismatch {
+                return reply(
+                    &id,
+                    json!({"status":"INVALID","latestValidHash":null,"validationError":format!("block hash mismatch: want {hash}, got another block")}),
+                );
+            }
             let zero_root = params[0]["stateRoot"] == json!(B256::ZERO);
             let invalid = zero_root || inner.script.lock().invalid_hashes.contains(&hash);
             let status = if invalid {
@@ -675,6 +733,15 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Byte
             } else {
                 Value::Null
             };
+            if status == "VALID" && *inner.check_hashes.lock() {
+                let mut accepted = inner.accepted.lock();
+                if !accepted.iter().any(|(h, _)| *h == hash) {
+                    if accepted.len() == ACCEPTED_PAYLOADS {
+                        accepted.pop_front();
+                    }
+                    accepted.push_back((hash, params[0].clone()));
+                }
+            }
             if status == "VALID" {
                 let number: Option<u64> = params[0]["blockNumber"]
                     .as_str()

@@ -324,8 +324,11 @@ pub struct Config {
     pub flashblocks: Option<FlashblocksConfig>,
     /// Flashblocks P2P authorization, when enabled.
     pub flashblocks_p2p: Option<FlashblocksP2pConfig>,
-    /// Failover (issue 13): peers followed for their preconfirmations; `None`: no peers.
+    /// Failover carry-over: peers followed for their preconfirmations; `None`: no peers.
     pub failover: Option<crate::failover::FailoverConfig>,
+    /// The high-availability set's shared secret: signs the peer stream served on the
+    /// flashblocks port and authenticates the peers' streams.
+    pub peer_key: Option<crate::failover::signed::PeerKey>,
 }
 
 pub(crate) fn load_secret(
@@ -408,10 +411,25 @@ pub(crate) fn millis(flag: &'static str, ms: u64) -> Result<Duration, ConfigErro
     Ok(Duration::from_millis(ms))
 }
 
-/// Failover (issue 13): the peers' flashblocks URLs (`ws://` or `wss://` with a host) and the
-/// stream timings; no peer URL turns the feature off.
+/// The high-availability set's shared secret (`--flashblocks-peer-secret[-path]`), if given.
+fn peer_key(
+    a: &crate::failover::cli::FailoverArgs,
+) -> Result<Option<crate::failover::signed::PeerKey>, ConfigError> {
+    let secret = load_secret(
+        a.flashblocks_peer_secret.as_deref(),
+        a.flashblocks_peer_secret_path.as_deref(),
+        "flashblocks-peer-secret",
+        "flashblocks-peer-secret-path",
+    )?;
+    Ok(secret.as_ref().map(crate::failover::signed::PeerKey::new))
+}
+
+/// Failover carry-over: the peers' flashblocks URLs (`ws://` or `wss://` with a host), the
+/// secret their frames must be signed with, and the stream timings; no peer URL turns the
+/// feature off.
 fn failover_config(
     a: &crate::failover::cli::FailoverArgs,
+    key: Option<&crate::failover::signed::PeerKey>,
 ) -> Result<Option<crate::failover::FailoverConfig>, ConfigError> {
     if a.flashblocks_peer_urls.is_empty() {
         return Ok(None);
@@ -419,6 +437,12 @@ fn failover_config(
     for url in &a.flashblocks_peer_urls {
         parse_ws_url("flashblocks-peer-url", url)?;
     }
+    let Some(key) = key else {
+        return Err(ConfigError::Requires {
+            flag: "flashblocks-peer-url",
+            reason: "needs --flashblocks-peer-secret or --flashblocks-peer-secret-path: what a peer preconfirmed is forced into this sequencer's blocks, so its stream is accepted only when signed with the secret the set shares",
+        });
+    };
     Ok(Some(crate::failover::FailoverConfig {
         peers: crate::failover::peers::PeerStreams {
             urls: a.flashblocks_peer_urls.clone(),
@@ -435,7 +459,12 @@ fn failover_config(
                 "flashblocks-peer-ping-interval-ms",
                 a.flashblocks_peer_ping_interval_ms,
             )?,
+            key: key.clone(),
         },
+        carry_budget: millis(
+            "flashblocks-peer-carry-budget-ms",
+            a.flashblocks_peer_carry_budget_ms,
+        )?,
         nonce_lookup_timeout: millis(
             "flashblocks-peer-nonce-timeout-ms",
             a.flashblocks_peer_nonce_timeout_ms,
@@ -447,6 +476,7 @@ impl TryFrom<Args> for Config {
     type Error = ConfigError;
 
     fn try_from(a: Args) -> Result<Self, Self::Error> {
+        let peer_key = peer_key(&a.failover)?;
         let l2_secret = load_secret(
             a.l2.l2_jwt_token.as_deref(),
             a.l2.l2_jwt_path.as_deref(),
@@ -558,7 +588,8 @@ impl TryFrom<Args> for Config {
             },
             flashblocks: flashblocks_config(&a.flashblocks)?,
             flashblocks_p2p,
-            failover: failover_config(&a.failover)?,
+            failover: failover_config(&a.failover, peer_key.as_ref())?,
+            peer_key,
             log: LogConfig {
                 level: a.log_level,
                 format: a.log_format,
@@ -587,6 +618,37 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         Config::try_from(Args::try_parse_from(argv).unwrap())
+    }
+
+    /// Failover carry-over accepts peers' frames only when signed: a peer URL without the set's
+    /// secret is refused at start, naming both flags; with it, the stream and the outbound peer
+    /// path share one key, and the secret never shows in the config's Debug.
+    #[test]
+    fn peer_urls_need_the_sets_secret() {
+        let e = config(&["--flashblocks-peer-url", "ws://10.0.0.2:1112"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--flashblocks-peer-url") && e.contains("--flashblocks-peer-secret"),
+            "{e}"
+        );
+        let c = config(&[
+            "--flashblocks-peer-url",
+            "ws://10.0.0.2:1112",
+            "--flashblocks-peer-secret",
+            HEX,
+        ])
+        .unwrap();
+        let failover = c.failover.as_ref().unwrap();
+        assert_eq!(Some(&failover.peers.key), c.peer_key.as_ref());
+        assert_eq!(failover.carry_budget, Duration::from_millis(100));
+        assert!(!format!("{c:?}").contains(&HEX[..16]), "secret in Debug");
+        assert!(
+            config(&["--flashblocks-peer-secret", "zz"])
+                .unwrap_err()
+                .to_string()
+                .contains("--flashblocks-peer-secret")
+        );
     }
 
     #[test]

@@ -261,9 +261,18 @@ impl Metrics {
         self.gauge("engine_mux_queue_depth", &[("queue", queue)], depth as f64);
     }
 
-    /// An item dropped from a queue, with why.
+    /// A flashblocks P2P authorization sent with a build.
     pub fn flashblocks_p2p_authorization(&self) {
         self.counter("engine_mux_flashblocks_p2p_authorizations_total", &[], 1);
+    }
+
+    /// A builder answered a build with another payload id than the one authorized for it.
+    pub fn flashblocks_p2p_payload_id_mismatch(&self) {
+        self.counter(
+            "engine_mux_flashblocks_p2p_payload_id_mismatches_total",
+            &[],
+            1,
+        );
     }
 
     /// A call dropped from a queue, and why.
@@ -378,6 +387,16 @@ impl Metrics {
     }
 
     // --- failover (issue 13): peers' preconfirmations carried into the new leader's block ---
+
+    /// A carry-over stopped trying carried transactions: its time budget was spent.
+    pub fn carry_budget_spent(&self) {
+        self.counter("engine_mux_failover_carry_budget_spent_total", &[], 1);
+    }
+
+    /// How long an FCU with a carry-over took, nonce reads and every attempt included.
+    pub fn carry_duration(&self, seconds: f64) {
+        self.histogram("engine_mux_failover_carry_seconds", &[], seconds);
+    }
 
     /// op-node asked to build on a parent for which a peer's preconfirmed block is held.
     pub fn failover_seen(&self) {

@@ -37,10 +37,10 @@ pub struct Candidate {
 pub enum EarlyCheck {
     /// Nothing was validated early for it.
     None,
-    /// The builder's block changed after it was validated early (another block hash): it is
-    /// validated again.
+    /// The builder answered other bytes than the block validated early (whatever hash they
+    /// claim): they are validated again.
     Changed,
-    /// This very block (same hash) was checked and validated early, with this outcome.
+    /// These very bytes were checked and validated early, with this outcome.
     Same(Result<(), FallbackReason>),
 }
 
@@ -159,7 +159,7 @@ async fn check_and_validate(
         return Err(FallbackReason::AttributesMismatch);
     }
     match c.early {
-        // Same hash, same block: the local EL's verdict on it stands.
+        // The very bytes validated early: the local EL's verdict on them stands.
         EarlyCheck::Same(Ok(())) => {
             metrics.prevalidated_get_payload("served");
             return Ok(());

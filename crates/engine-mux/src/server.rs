@@ -178,7 +178,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         mode: mode.clone(),
         metrics: metrics.clone(),
     };
-    // failover (issue 13): the peers' preconfirmations, when peers are configured.
+    // Failover carry-over: the peers' preconfirmations, when peers are configured.
     let failover = config.failover.clone().map(|f| {
         Arc::new(crate::failover::Failover::new(
             f,
@@ -221,7 +221,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         tasks.extend(crate::builder::spawn(&builder, queues, &shutdown_rx));
     }
     if let Some(failover) = &failover {
-        tasks.extend(failover.spawn(&shutdown_rx)); // failover (issue 13)
+        tasks.extend(failover.spawn(&shutdown_rx));
     }
     if let Some(jobs) = prevalidation_jobs {
         let cx = prevalidation::Context {
@@ -252,6 +252,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             fb.outbound_addr,
             frames,
             metrics.clone(),
+            config.peer_key.clone(),
             shutdown_rx.clone(),
         )
         .await

@@ -187,6 +187,8 @@ struct Stack {
 struct Shared {
     genesis: LoadedGenesis,
     jwt: JwtSecret,
+    /// The secret the set's engine-muxes sign their peer streams with.
+    peer_secret: JwtSecret,
     config: HaConfig,
     signers: Vec<PrivateKeySigner>,
     /// Each stack's engine-mux outbound flashblocks port (kept across restarts, so the peer's
@@ -237,6 +239,12 @@ impl Shared {
         )
         .await?;
         let mut args = self.config.mux_args.clone();
+        // Every engine-mux of the set signs what it serves its peers (and, following them,
+        // accepts only what they signed).
+        args.push(format!(
+            "--flashblocks-peer-secret={}",
+            alloy_primitives::hex::encode(self.peer_secret.as_bytes())
+        ));
         if self.config.carry_over {
             args.push(format!(
                 "--flashblocks-peer-url=ws://{}",
@@ -594,6 +602,7 @@ pub async fn run_ha(config: HaConfig) -> Result<HaRun, DevnetError> {
     let shared = Arc::new(Shared {
         genesis,
         jwt: JwtSecret::random(),
+        peer_secret: JwtSecret::random(),
         config,
         signers,
         ports,
@@ -858,10 +867,17 @@ impl FollowingStack {
         let signers = funded_dev_signers(&genesis.state)?;
         let local = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt).await?;
         let builder = start_engine_on(genesis.clone(), Role::Builder, host, 0, 0, jwt).await?;
-        let peer = PeerStreamStandIn::start(host)
+        let peer_secret = JwtSecret::random();
+        let peer = PeerStreamStandIn::start(host, &peer_secret)
             .await
             .map_err(|e| DevnetError::MuxStart(format!("peer stream stand-in: {e}")))?;
-        let mut args = vec![format!("--flashblocks-peer-url=ws://{}", peer.addr)];
+        let mut args = vec![
+            format!("--flashblocks-peer-url=ws://{}", peer.addr),
+            format!(
+                "--flashblocks-peer-secret={}",
+                alloy_primitives::hex::encode(peer_secret.as_bytes())
+            ),
+        ];
         args.extend_from_slice(mux_args);
         let mux = start_mux(
             MuxWiring {
@@ -906,23 +922,26 @@ impl FollowingStack {
 }
 
 /// A stand-in for a peer sequencer's flashblocks stream (its engine-mux's outbound port): a
-/// WebSocket server sending every connected subscriber the frames it is given, as text frames.
+/// WebSocket server sending every connected subscriber the frames it is given, signed with the
+/// set's secret as engine-mux signs its peer stream (binary: tag, then the flashblock JSON).
 #[derive(Debug)]
 pub struct PeerStreamStandIn {
     /// Where it listens.
     pub addr: SocketAddr,
-    frames: tokio::sync::broadcast::Sender<String>,
+    frames: tokio::sync::broadcast::Sender<Vec<u8>>,
+    key: engine_mux::failover::signed::PeerKey,
     subscribers: watch::Receiver<usize>,
     task: JoinHandle<()>,
 }
 
 impl PeerStreamStandIn {
-    /// Listens on an ephemeral port of `host`.
-    pub async fn start(host: IpAddr) -> std::io::Result<Self> {
+    /// Listens on an ephemeral port of `host`; signs its frames with `secret`, as a peer
+    /// engine-mux signs its peer stream.
+    pub async fn start(host: IpAddr, secret: &JwtSecret) -> std::io::Result<Self> {
         use futures::SinkExt;
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, 0)).await?;
         let addr = listener.local_addr()?;
-        let (frames, _) = tokio::sync::broadcast::channel::<String>(1024);
+        let (frames, _) = tokio::sync::broadcast::channel::<Vec<u8>>(1024);
         let (count, subscribers) = watch::channel(0usize);
         let sender = frames.clone();
         let task = tokio::spawn(async move {
@@ -935,7 +954,8 @@ impl PeerStreamStandIn {
                     };
                     count.send_modify(|n| *n += 1);
                     while let Ok(frame) = rx.recv().await {
-                        if ws.send(frame.into()).await.is_err() {
+                        let message = tokio_tungstenite::tungstenite::Message::Binary(frame.into());
+                        if ws.send(message).await.is_err() {
                             break;
                         }
                     }
@@ -946,6 +966,7 @@ impl PeerStreamStandIn {
         Ok(Self {
             addr,
             frames,
+            key: engine_mux::failover::signed::PeerKey::new(secret),
             subscribers,
             task,
         })
@@ -957,9 +978,16 @@ impl PeerStreamStandIn {
         let _ = tokio::time::timeout(STEP_TIMEOUT, s.wait_for(|n| *n > 0)).await;
     }
 
-    /// Sends a flashblock to every subscriber.
+    /// Sends a flashblock, signed, to every subscriber.
     pub fn publish(&self, fb: &OpFlashblockPayload) {
-        if let Ok(text) = serde_json::to_string(fb) {
+        if let Ok(text) = serde_json::to_vec(fb) {
+            let _ = self.frames.send(self.key.sign(&text));
+        }
+    }
+
+    /// Sends a flashblock as a stream without the set's secret would: unsigned.
+    pub fn publish_unsigned(&self, fb: &OpFlashblockPayload) {
+        if let Ok(text) = serde_json::to_vec(fb) {
             let _ = self.frames.send(text);
         }
     }

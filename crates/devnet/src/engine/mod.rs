@@ -71,6 +71,10 @@ impl Role {
     }
 }
 
+/// The first byte of the payload ids this engine derives: reth's default engine message
+/// version, which reth-based engines (op-reth, op-rbuilder) stamp whatever the FCU's version.
+pub const PAYLOAD_ID_VERSION: u8 = 4;
+
 struct Inner {
     chain: ChainStore,
     mempool: Mempool,

@@ -16,7 +16,7 @@ use op_alloy_rpc_types_engine::{OpExecutionData, OpPayloadAttributes};
 use crate::{
     chain::fees::next_base_fee,
     engine::{
-        Engine, EngineStats, Inner,
+        Engine, EngineStats, Inner, PAYLOAD_ID_VERSION,
         api::{EngineError, EngineVersion, PayloadEnvelope, check_fork, envelope},
         build::{BuildError, BuiltBlock, build_block_on_prefix},
         jobs::{MAX_PAYLOAD_JOBS, PayloadJob},
@@ -119,7 +119,7 @@ impl Engine {
                 })?;
         }
         // FCUv3 serves every OP fork since Ecotone; the payload version byte is 3 like op-geth.
-        let id = attributes.payload_id(&head.hash, 3);
+        let id = attributes.payload_id(&head.hash, PAYLOAD_ID_VERSION);
         EngineStats::count(&self.stats.payload_jobs);
         self.stats
             .last_job_number
@@ -292,6 +292,30 @@ impl Engine {
         let claimed_hash = data.payload.block_hash();
         let parent_hash = data.payload.parent_hash();
         check_fork(&self.spec, version, data.payload.timestamp())?;
+        let block: Block<OpTxEnvelope> =
+            match data.payload.try_into_block_with_sidecar(&data.sidecar) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Ok(invalid_payload(
+                        self,
+                        claimed_hash,
+                        format!("malformed payload: {e}"),
+                        Some(parent_hash),
+                    ));
+                }
+            };
+        // As op-geth and reth do, the hash is recomputed from the payload before anything else:
+        // a known hash claimed by other contents is another block, and INVALID (the Engine
+        // API's blockHash check: `latestValidHash` null).
+        let computed = block.header.hash_slow();
+        if computed != claimed_hash {
+            return Ok(invalid_payload(
+                self,
+                claimed_hash,
+                format!("block hash mismatch: want {claimed_hash}, got {computed}"),
+                None,
+            ));
+        }
         let (parent, parent_state) = {
             let inner = self.lock();
             if inner.chain.block(&claimed_hash).is_some() {
@@ -316,20 +340,6 @@ impl Engine {
                 _ => return Ok(PayloadStatus::from_status(PayloadStatusEnum::Syncing)),
             }
         };
-        let invalid = |reason: String| {
-            tracing::info!(role = self.role.as_str(), block = %claimed_hash, %reason, "newPayload INVALID");
-            PayloadStatus::new(
-                PayloadStatusEnum::Invalid {
-                    validation_error: reason,
-                },
-                Some(parent_hash),
-            )
-        };
-        let block: Block<OpTxEnvelope> =
-            match data.payload.try_into_block_with_sidecar(&data.sidecar) {
-                Ok(b) => b,
-                Err(e) => return Ok(invalid(format!("malformed payload: {e}"))),
-            };
         // Execution runs outside the lock: eth queries and FCUs are not blocked by it.
         let known_senders: HashMap<TxHash, alloy_primitives::Address> = {
             let inner = self.lock();
@@ -361,7 +371,23 @@ impl Engine {
                     Some(claimed_hash),
                 ))
             }
-            Err(e) => Ok(invalid(e.0)),
+            Err(e) => Ok(invalid_payload(self, claimed_hash, e.0, Some(parent_hash))),
         }
     }
+}
+
+/// An INVALID answer to newPayload, logged with its reason.
+fn invalid_payload(
+    engine: &Engine,
+    block: B256,
+    reason: String,
+    latest_valid: Option<B256>,
+) -> PayloadStatus {
+    tracing::info!(role = engine.role.as_str(), %block, %reason, "newPayload INVALID");
+    PayloadStatus::new(
+        PayloadStatusEnum::Invalid {
+            validation_error: reason,
+        },
+        latest_valid,
+    )
 }

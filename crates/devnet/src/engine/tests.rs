@@ -75,6 +75,58 @@ fn builder_block_is_valid_on_local_and_becomes_head() {
     assert_eq!(local.head_state().nonce(&signers[0].address()), 1);
 }
 
+/// A hostile builder's trick: other contents under a block hash the engine already knows (it
+/// imported the real block) or built itself. op-geth and reth recompute the hash from the
+/// payload and refuse the mismatch; so does this engine, instead of answering VALID for the
+/// known hash.
+#[test]
+fn known_hash_with_other_transactions_is_invalid() {
+    let (local, builder) = engines();
+    let signers = funded_dev_signers(&local.head_state()).unwrap();
+    for nonce in 0..2 {
+        let tx = sign_transfer(
+            &signers[0],
+            901,
+            nonce,
+            signers[1].address(),
+            U256::from(7),
+            1_000_000_000,
+            1,
+        )
+        .unwrap();
+        builder.submit_raw_transaction(&tx.encoded_2718()).unwrap();
+    }
+    let data = execution_data_of(&propose(&builder, 1));
+    let hash = data.payload.block_hash();
+    assert_eq!(data.payload.as_v1().transactions.len(), 3);
+    assert_eq!(
+        local
+            .new_payload(data.clone(), EngineVersion::V4)
+            .unwrap()
+            .status,
+        PayloadStatusEnum::Valid
+    );
+    let mut tampered = data;
+    tampered.payload.as_v1_mut().transactions.pop();
+    for (engine, knows) in [(&local, "imported"), (&builder, "built")] {
+        let status = engine
+            .new_payload(tampered.clone(), EngineVersion::V4)
+            .unwrap();
+        match status.status {
+            PayloadStatusEnum::Invalid { validation_error } => assert!(
+                validation_error.starts_with("block hash mismatch"),
+                "{knows}: {validation_error}"
+            ),
+            other => panic!("{knows}: expected INVALID, got {other:?}"),
+        }
+        assert_eq!(status.latest_valid_hash, None, "{knows}");
+    }
+    assert!(
+        local.with_chain(|c| c.block(&hash).is_some()),
+        "the real block stays"
+    );
+}
+
 #[test]
 fn invalid_fault_is_caught_by_reexecution() {
     let (local, builder) = engines();

@@ -63,6 +63,24 @@ impl Node {
     /// The peer's flashblocks for block `number` on `parent`: index 0 with the deposits, then
     /// one flashblock per group of transactions.
     fn publish_peer_block(&self, parent: B256, number: u64, groups: &[Vec<Bytes>]) {
+        self.publish_peer_block_as(parent, number, groups, true);
+    }
+
+    /// [`Self::publish_peer_block`], signed with the set's secret or not.
+    fn publish_peer_block_as(
+        &self,
+        parent: B256,
+        number: u64,
+        groups: &[Vec<Bytes>],
+        signed: bool,
+    ) {
+        let publish = |fb: &OpFlashblockPayload| {
+            if signed {
+                self.peer.publish(fb)
+            } else {
+                self.peer.publish_unsigned(fb)
+            }
+        };
         let attrs = self.attributes(number);
         let id = PayloadId::new([number as u8; 8]);
         let mut fb = OpFlashblockPayload {
@@ -77,12 +95,12 @@ impl Node {
         };
         fb.diff.transactions = attrs.transactions.clone().unwrap();
         fb.metadata.block_number = number;
-        self.peer.publish(&fb);
+        publish(&fb);
         for (i, txs) in groups.iter().enumerate() {
             fb.index = i as u64 + 1;
             fb.base = None;
             fb.diff.transactions = txs.clone();
-            self.peer.publish(&fb);
+            publish(&fb);
         }
     }
 
@@ -253,5 +271,53 @@ async fn a_peer_publishing_for_a_parent_this_node_does_not_have_never_changes_it
         .await
         .unwrap();
     assert!(txs.contains(&foreign));
+    node.stop().await;
+}
+
+/// Anyone who can reach, forge or intercept the peer's `ws://` stream but lacks the set's
+/// secret: their frames (a well-formed peer block on this node's real parent, carrying a validly
+/// signed transaction) are refused before parsing, counted, and never reach a block. The same
+/// block signed with the secret is carried (the control: the stream is live and the block
+/// would have been used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unsigned_peer_frames_are_refused_and_never_reach_a_block() {
+    let node = node().await;
+    let s1 = node.signers[0].clone();
+    let parent = node.local.engine.head().hash;
+    let forged = node.transfer(&s1, 0, 42);
+    node.publish_peer_block_as(parent, 1, &[vec![forged.clone()]], false);
+    eventually("unsigned frames refused", Duration::from_secs(10), || {
+        let v = node.metric(
+            "engine_mux_peer_flashblocks_total",
+            &[("outcome", "unauthenticated")],
+        );
+        async move { v >= 2.0 }
+    })
+    .await;
+    assert_eq!(
+        node.metric(
+            "engine_mux_peer_flashblocks_total",
+            &[("outcome", "accepted")]
+        ),
+        0.0
+    );
+    let attrs = node.attributes(1);
+    let (_, txs, _) = op_node_slot(&node.client, &node.spec, parent, &attrs)
+        .await
+        .unwrap();
+    assert_eq!(
+        txs,
+        attrs.transactions.clone().unwrap(),
+        "exactly op-node's attributes: nothing of the forged stream"
+    );
+    assert_eq!(node.metric("engine_mux_failovers_total", &[]), 0.0);
+
+    let p = node.local.engine.head().hash;
+    node.publish_peer_block(p, 2, &[vec![forged.clone()]]);
+    node.accepted(2.0).await;
+    let (_, txs, _) = op_node_slot(&node.client, &node.spec, p, &node.attributes(2))
+        .await
+        .unwrap();
+    assert!(txs.contains(&forged), "signed, the same block is carried");
     node.stop().await;
 }

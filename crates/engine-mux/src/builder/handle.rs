@@ -3,7 +3,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -35,8 +35,14 @@ use crate::{
     payload_check::BuildRequest,
 };
 
-/// The version byte of the payload id an FCUv3 build gets (op-geth's and op-rbuilder's).
-const BUILDER_PAYLOAD_ID_VERSION: u8 = 3;
+/// The version byte a builder is first assumed to stamp on its payload ids: reth-based builders
+/// (op-rbuilder, the flashblocks P2P builder) derive theirs with reth's default engine message
+/// version, 4, whatever the FCU's version; op-geth stamps the FCU's version, 3. Each build's
+/// answer shows which one the builder uses ([`Builder::check_payload_id`]).
+const ASSUMED_PAYLOAD_ID_VERSION: u8 = 4;
+
+/// The payload id version bytes builders are known to stamp (op-geth's, reth's).
+const PAYLOAD_ID_VERSIONS: [u8; 2] = [3, 4];
 
 /// Depth of the transaction-copy queue.
 const TX_COPY_QUEUE_DEPTH: usize = 4096;
@@ -72,6 +78,8 @@ pub struct Builder {
     pub(super) mode: Arc<ModeCell>,
     /// Flashblocks P2P: the key that authorizes this builder per block.
     pub(super) p2p: Option<FlashblocksP2pConfig>,
+    /// The version byte this builder stamps on the payload ids it derives, as its answers show.
+    pub(super) payload_id_version: AtomicU8,
 }
 
 impl std::fmt::Debug for Builder {
@@ -123,6 +131,7 @@ impl Builder {
             metrics: Arc::new(metrics.for_builder(b.name)),
             mode,
             p2p: config.flashblocks_p2p.clone(),
+            payload_id_version: AtomicU8::new(ASSUMED_PAYLOAD_ID_VERSION),
         });
         let tasks = BuilderTasks {
             queue: queue_rx,
@@ -273,16 +282,53 @@ impl Builder {
         if self.mode.get() != ExecutionMode::Enabled {
             return None;
         }
-        let payload_id = request.attributes.payload_id(
-            &request.forkchoice.head_block_hash,
-            BUILDER_PAYLOAD_ID_VERSION,
-        );
+        let version = self.payload_id_version.load(Ordering::Relaxed);
+        let payload_id = request
+            .attributes
+            .payload_id(&request.forkchoice.head_block_hash, version);
         Some(Authorization::sign(
             payload_id,
             request.attributes.payload_attributes.timestamp,
             &p2p.authorizer,
             p2p.builder_vk,
         ))
+    }
+
+    /// With flashblocks P2P: compares the payload id the builder answered for the build
+    /// `request` with the one authorized for it (derived with the version byte this builder is
+    /// taken to stamp). On a mismatch, counted and logged, the version byte its id was derived
+    /// with is used from the next block on; an id derived with neither known byte is only
+    /// counted and logged (its flashblocks cannot be authorized).
+    pub fn check_payload_id(&self, request: &BuildRequest, answered: PayloadId) {
+        if self.p2p.is_none() {
+            return;
+        }
+        let head = &request.forkchoice.head_block_hash;
+        let assumed = self.payload_id_version.load(Ordering::Relaxed);
+        if request.attributes.payload_id(head, assumed) == answered {
+            return;
+        }
+        self.metrics.flashblocks_p2p_payload_id_mismatch();
+        match PAYLOAD_ID_VERSIONS
+            .into_iter()
+            .find(|&v| request.attributes.payload_id(head, v) == answered)
+        {
+            Some(version) => {
+                tracing::warn!(
+                    builder = self.name,
+                    %answered,
+                    assumed,
+                    version,
+                    "builder derives payload ids with another version byte; authorizing its ids with that one from the next block"
+                );
+                self.payload_id_version.store(version, Ordering::Relaxed);
+            }
+            None => tracing::warn!(
+                builder = self.name,
+                %answered,
+                "builder's payload id is not derived from op-node's attributes as op-geth or reth derive it; flashblocks P2P cannot authorize its builds"
+            ),
+        }
     }
 
     /// Maps op-node's payload id to the build `slot`.

@@ -55,7 +55,6 @@ impl Builder {
         let (fetched, early) = tokio::join!(fetch, early);
         let (builder_id, fetched) = fetched?;
         let early_block = early.block().filter(|b| b.version == version);
-        let early_hash = early_block.map(|b| b.envelope.block_hash());
         let fetched = match (fetched, early_block) {
             // Byte for byte the block fetched early: no second parse (the profile's largest
             // item on this path).
@@ -102,18 +101,26 @@ impl Builder {
                 }
             }
         };
-        if let Some(early_hash) = early_hash {
-            // Only the very block validated early skips validation; anything else is validated
-            // now, as if nothing had happened early.
+        if let Some(early_block) = early_block {
+            // Only the very bytes validated early skip validation. A hash is the builder's claim:
+            // other bytes are validated now (the local EL recomputes their hash), whatever hash
+            // they carry.
             for c in &mut candidates.list {
-                c.early = match early.outcome() {
-                    _ if c.envelope.block_hash() != early_hash => match c.path {
+                c.early = if c.raw.get() == early_block.raw.get() {
+                    early.outcome().map_or(EarlyCheck::None, EarlyCheck::Same)
+                } else {
+                    if c.envelope.block_hash() == early_block.envelope.block_hash() {
+                        tracing::warn!(
+                            builder = self.name,
+                            hash = %c.envelope.block_hash(),
+                            "builder answered other contents under the block hash it was validated with; validating them"
+                        );
+                    }
+                    match c.path {
                         None | Some("builder_payload") => EarlyCheck::Changed,
                         // Assembled from flashblocks: another block by nature.
                         Some(_) => EarlyCheck::None,
-                    },
-                    Some(outcome) => EarlyCheck::Same(outcome),
-                    None => EarlyCheck::None,
+                    }
                 };
             }
         }

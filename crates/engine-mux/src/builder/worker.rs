@@ -83,6 +83,7 @@ async fn build(state: &Builder, params: Box<RawValue>, slot: &BuildSlot) {
         Ok(fcu) => match (&fcu.payload_status.status, fcu.payload_id) {
             (PayloadStatusEnum::Valid, Some(id)) => {
                 state.health.ok();
+                state.check_payload_id(&slot.request, id);
                 (BuilderFcu::Building(id), false)
             }
             (PayloadStatusEnum::Syncing | PayloadStatusEnum::Accepted, _) => {

@@ -34,6 +34,19 @@ pub struct FailoverArgs {
         default_value_t = 1000
     )]
     pub flashblocks_peer_max_reconnect_ms: u64,
+    /// The secret the high-availability set shares (64 hex digits, like a JWT secret): a peer's
+    /// flashblocks are accepted only when signed with it, and this engine-mux signs what it
+    /// serves its peers on its --flashblocks-port at /peer. Required with --flashblocks-peer-url.
+    #[arg(long, env = "FLASHBLOCKS_PEER_SECRET", hide_env_values = true)]
+    pub flashblocks_peer_secret: Option<String>,
+    /// File holding that secret (instead of --flashblocks-peer-secret).
+    #[arg(long, env = "FLASHBLOCKS_PEER_SECRET_PATH")]
+    pub flashblocks_peer_secret_path: Option<std::path::PathBuf>,
+    /// Most time carrying a peer's transactions may add to op-node's forkchoiceUpdated, ms:
+    /// no further attempt with carried transactions starts after it (op-node's own request goes
+    /// through instead).
+    #[arg(long, env = "FLASHBLOCKS_PEER_CARRY_BUDGET_MS", default_value_t = 100)]
+    pub flashblocks_peer_carry_budget_ms: u64,
     /// Interval between pings to a peer, ms (a peer silent for two intervals is reconnected).
     #[arg(long, env = "FLASHBLOCKS_PEER_PING_INTERVAL_MS", default_value_t = 500)]
     pub flashblocks_peer_ping_interval_ms: u64,

@@ -18,6 +18,7 @@ pub mod carry;
 pub mod cli;
 pub mod held;
 pub mod peers;
+pub mod signed;
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,6 +49,8 @@ pub struct FailoverConfig {
     pub peers: PeerStreams,
     /// Deadline for reading one sender's nonce at the parent from the local EL.
     pub nonce_lookup_timeout: Duration,
+    /// No attempt with carried transactions starts later than this after op-node's call came.
+    pub carry_budget: Duration,
 }
 
 /// What one forkchoiceUpdated's carry-over did (logged; metrics count it).
@@ -132,11 +135,19 @@ impl Failover {
         let Some((parent, from)) = self.candidate(params) else {
             return fcu(params.map(ToOwned::to_owned), body).await;
         };
+        let started = tokio::time::Instant::now();
         let first = self.last_counted.lock().replace(parent) != Some(parent);
         let mut plan =
             carry::plan(&self.local, from, parent, self.config.nonce_lookup_timeout).await;
         for _ in 0..MAX_CARRY_ATTEMPTS {
             if plan.carried.is_empty() {
+                break;
+            }
+            if started.elapsed() >= self.config.carry_budget {
+                // Each attempt is a build on every upstream: op-node waits for none beyond the
+                // budget (its own request goes through next).
+                tracing::warn!(%parent, budget = ?self.config.carry_budget, carried = plan.carried.len(), "failover: carry budget spent; op-node's own request goes through");
+                self.metrics.carry_budget_spent();
                 break;
             }
             let raws: Vec<_> = plan.carried.iter().map(|t| t.raw.clone()).collect();
@@ -147,6 +158,7 @@ impl Failover {
             match refusal(&res) {
                 None => {
                     self.report(first, parent, plan, false);
+                    self.metrics.carry_duration(started.elapsed().as_secs_f64());
                     return res;
                 }
                 Some(message) => {
@@ -162,7 +174,9 @@ impl Failover {
         plan.dropped
             .extend(rest.into_iter().map(|h| (h, DropReason::RefusedByEl)));
         self.report(first, parent, plan, true);
-        fcu(params.map(ToOwned::to_owned), body).await
+        let res = fcu(params.map(ToOwned::to_owned), body).await;
+        self.metrics.carry_duration(started.elapsed().as_secs_f64());
+        res
     }
 
     /// The head op-node builds on and the peer block held on it, when this FCU may carry.

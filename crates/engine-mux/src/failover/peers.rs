@@ -1,7 +1,8 @@
 //! Following the peers' flashblocks streams (the other sequencers' engine-mux outbound streams,
 //! or a flashblocks-proxy in front of them), each on [`engine_api::ws`]'s reconnecting client.
-//! Frames are read the way the builder's are (text, binary JSON or Brotli), parsed with
-//! [`engine_api::flashblocks::parse`], and checked by [`HeldPreconfirmations::ingest`].
+//! Each frame must carry the set's MAC ([`super::signed`]); the frame inside is parsed with
+//! [`engine_api::flashblocks::parse`] and checked by [`HeldPreconfirmations::ingest`]. A frame
+//! without a valid MAC is refused, counted and logged, and changes nothing.
 
 use std::{
     ops::ControlFlow,
@@ -16,7 +17,10 @@ use engine_api::ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, W
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::Instrument;
 
-use super::held::{HeldPreconfirmations, PeerVerdict};
+use super::{
+    held::{HeldPreconfirmations, PeerVerdict},
+    signed::{PeerKey, peer_stream_url},
+};
 use crate::metrics::Metrics;
 
 /// Largest peer flashblock message accepted (as for the builder's stream).
@@ -35,6 +39,8 @@ pub struct PeerStreams {
     pub connect_timeout: Duration,
     /// Ping interval; a connection without a pong for two intervals is dropped.
     pub ping_interval: Duration,
+    /// The secret the set shares: only frames it signed are accepted.
+    pub key: PeerKey,
 }
 
 struct Peer {
@@ -43,6 +49,9 @@ struct Peer {
     metrics: Arc<Metrics>,
     connected: Arc<AtomicUsize>,
     up: bool,
+    key: PeerKey,
+    /// Whether this connection already logged a refused frame (one warning per connection).
+    warned: bool,
 }
 
 impl Peer {
@@ -58,13 +67,22 @@ impl Peer {
         }
     }
 
-    fn handle(&self, frame: &Frame) {
-        let binary = matches!(frame, Frame::Binary(_));
-        let json = match engine_api::flashblocks::frame_json(
-            binary,
-            frame.as_bytes(),
-            MAX_MESSAGE_BYTES,
-        ) {
+    fn handle(&mut self, frame: &Frame) {
+        let opened = match frame {
+            Frame::Binary(message) => self.key.open(message),
+            Frame::Text(_) => Err(super::signed::SignedFrameError::Unsigned),
+        };
+        let signed = match opened {
+            Ok(signed) => signed,
+            Err(e) => {
+                self.metrics.peer_flashblock("unauthenticated");
+                if !std::mem::replace(&mut self.warned, true) {
+                    tracing::warn!(peer = self.index, error = %e, "refusing peer flashblocks that are not signed with the set's secret (--flashblocks-peer-secret); logged once per connection, counted in engine_mux_peer_flashblocks_total{{outcome=\"unauthenticated\"}}");
+                }
+                return;
+            }
+        };
+        let json = match engine_api::flashblocks::frame_json(false, signed, MAX_MESSAGE_BYTES) {
             Ok(json) => json,
             Err(e) => return self.malformed(&e.to_string()),
         };
@@ -96,7 +114,10 @@ impl Peer {
 impl Handler for Peer {
     async fn on_event(&mut self, event: Event) -> ControlFlow<()> {
         match event {
-            Event::Connected => self.set_up(true),
+            Event::Connected => {
+                self.warned = false;
+                self.set_up(true);
+            }
             Event::Disconnected(_) => self.set_up(false),
             Event::ReconnectScheduled(_) => {}
             Event::Frame(frame) => self.handle(&frame),
@@ -120,7 +141,7 @@ pub fn spawn(
         .enumerate()
         .map(|(index, url)| {
             let config = WsConfig {
-                url: url.clone(),
+                url: peer_stream_url(url),
                 connect_timeout: streams.connect_timeout,
                 backoff: BackoffConfig {
                     initial: streams.initial_reconnect,
@@ -140,6 +161,8 @@ pub fn spawn(
                 metrics: metrics.clone(),
                 connected: connected.clone(),
                 up: false,
+                key: streams.key.clone(),
+                warned: false,
             };
             let mut shutdown = shutdown.clone();
             tokio::spawn(

@@ -1,7 +1,9 @@
 //! Re-publication: a WebSocket server on --flashblocks-host:--flashblocks-port sending every
 //! accepted flashblock, in order, to every subscriber. Each frame is the bytes received from the
 //! builder (serialized once, shared). A subscriber further behind than the channel's bound is
-//! disconnected and counted, never silently skipped.
+//! disconnected and counted, never silently skipped. With the high-availability set's secret
+//! configured, subscribers on the peer path get every frame signed (the failover feature's
+//! peers); every other path gets the frames as they are.
 
 use std::{
     net::SocketAddr,
@@ -20,10 +22,14 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::{
     Message, Utf8Bytes,
+    handshake::server::{ErrorResponse, Request, Response},
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
 
-use crate::metrics::Metrics;
+use crate::{
+    failover::signed::{PEER_PATH, PeerKey},
+    metrics::Metrics,
+};
 
 /// Most concurrent subscribers (flashblocks-proxy instances, not end users).
 pub const MAX_SUBSCRIBERS: usize = 1024;
@@ -32,18 +38,20 @@ const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client gets to finish the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts the server; returns its bound address and accept task.
+/// Starts the server; returns its bound address and accept task. `peer_key`: the set's secret,
+/// which signs the frames of subscribers on the peer path (without it that path is refused).
 pub async fn start(
     addr: SocketAddr,
     frames: broadcast::Sender<Utf8Bytes>,
     metrics: Arc<Metrics>,
+    peer_key: Option<PeerKey>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((
         local,
-        tokio::spawn(accept_loop(listener, frames, metrics, shutdown)),
+        tokio::spawn(accept_loop(listener, frames, metrics, peer_key, shutdown)),
     ))
 }
 
@@ -51,6 +59,7 @@ async fn accept_loop(
     listener: TcpListener,
     frames: broadcast::Sender<Utf8Bytes>,
     metrics: Arc<Metrics>,
+    peer_key: Option<PeerKey>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let subscribers = Arc::new(AtomicUsize::new(0));
@@ -74,19 +83,47 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // Subscribe before the handshake so nothing published meanwhile is missed.
         let rx = frames.subscribe();
-        let (metrics, subscribers, shutdown) =
-            (metrics.clone(), subscribers.clone(), shutdown.clone());
+        let (metrics, subscribers, shutdown, key) = (
+            metrics.clone(),
+            subscribers.clone(),
+            shutdown.clone(),
+            peer_key.clone(),
+        );
         tokio::spawn(async move {
-            let Ok(Ok(ws)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::accept_async(stream))
-                    .await
+            let mut signer = None;
+            // tungstenite's handshake callback returns its own (large) error response type.
+            #[allow(clippy::result_large_err)]
+            let pick = |req: &Request, res: Response| {
+                if req.uri().path() != PEER_PATH {
+                    return Ok(res);
+                }
+                match &key {
+                    Some(key) => {
+                        signer = Some(key.clone());
+                        Ok(res)
+                    }
+                    None => {
+                        let mut refusal = ErrorResponse::new(Some(
+                            "no peer stream here: this engine-mux has no --flashblocks-peer-secret"
+                                .into(),
+                        ));
+                        *refusal.status_mut() = http::StatusCode::NOT_FOUND;
+                        Err(refusal)
+                    }
+                }
+            };
+            let Ok(Ok(ws)) = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                tokio_tungstenite::accept_hdr_async(stream, pick),
+            )
+            .await
             else {
                 tracing::debug!(%peer, "flashblocks subscriber failed the handshake");
                 return;
             };
             let n = subscribers.fetch_add(1, Ordering::Relaxed) + 1;
             metrics.flashblocks_subscribers(n);
-            serve(ws, rx, &metrics, shutdown, peer).await;
+            serve(ws, rx, &metrics, signer, shutdown, peer).await;
             let n = subscribers.fetch_sub(1, Ordering::Relaxed) - 1;
             metrics.flashblocks_subscribers(n);
         });
@@ -97,6 +134,7 @@ async fn serve<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     mut rx: broadcast::Receiver<Utf8Bytes>,
     metrics: &Metrics,
+    signer: Option<PeerKey>,
     mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
@@ -106,7 +144,12 @@ async fn serve<S>(
     loop {
         tokio::select! {
             frame = rx.recv() => match frame {
-                Ok(text) => match tokio::time::timeout(WRITE_STALL_TIMEOUT, tx.send(Message::Text(text))).await {
+                Ok(text) => {
+                    let message = match &signer {
+                        Some(key) => Message::Binary(key.sign(text.as_bytes()).into()),
+                        None => Message::Text(text),
+                    };
+                    match tokio::time::timeout(WRITE_STALL_TIMEOUT, tx.send(message)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
                     // A socket that cannot take one frame for this long is not reading at all;
@@ -116,7 +159,8 @@ async fn serve<S>(
                         tracing::warn!(%peer, "disconnecting a flashblocks subscriber whose socket stopped draining");
                         return;
                     }
-                },
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(skipped)) => {
                     metrics.flashblocks_lagging_disconnect();
                     tracing::warn!(%peer, skipped, "disconnecting a flashblocks subscriber that fell behind");

@@ -81,9 +81,15 @@ async fn enabled_mode_sends_the_builder_a_signed_authorization_with_each_build()
     let head: B256 = serde_json::from_value(params[0]["headBlockHash"].clone()).unwrap();
     assert_eq!(
         auth.payload_id,
-        attrs.payload_id(&head, 3),
-        "the id the builder derives for this build"
+        attrs.payload_id(&head, 4),
+        "the id a reth-based builder derives for this build (version byte 4)"
     );
+    assert_eq!(
+        s.builder.issued_ids(),
+        vec![auth.payload_id.to_string()],
+        "the id the builder answered"
+    );
+    assert_eq!(mismatches(&s), 0.0);
     // The FCU without attributes that ends the block is plain.
     eventually(Duration::from_secs(3), "FCU to the new head", || async {
         s.builder
@@ -102,6 +108,42 @@ async fn enabled_mode_sends_the_builder_a_signed_authorization_with_each_build()
         s.metric("engine_mux_flashblocks_p2p_authorizations_total"),
         1.0
     );
+}
+
+fn mismatches(s: &Setup) -> f64 {
+    s.metric("engine_mux_flashblocks_p2p_payload_id_mismatches_total{builder=\"builder\"}")
+}
+
+/// A builder that stamps op-geth's version byte (3) on its payload ids instead of reth's (4):
+/// the first build is authorized for an id the builder never builds, which its answer shows
+/// (counted and logged); from the next build on the authorization carries the builder's own id.
+#[tokio::test]
+async fn authorization_follows_the_payload_id_version_the_builder_uses() {
+    let s = setup(P2P).await;
+    s.builder.set_p2p_id_version(3);
+    let authorized = |i: usize| -> (String, String) {
+        let (_, params) = &builds(&s)[i];
+        let auth: Authorization = serde_json::from_value(params[2].clone()).unwrap();
+        (
+            auth.payload_id.to_string(),
+            s.builder.issued_ids()[i].clone(),
+        )
+    };
+    s.fcu_build().await;
+    wait_builds(&s, 1).await;
+    eventually(Duration::from_secs(3), "mismatch counted", || async {
+        mismatches(&s) == 1.0
+    })
+    .await;
+    let (auth, answered) = authorized(0);
+    assert_ne!(auth, answered, "the first build was authorized with byte 4");
+    assert!(answered.starts_with("0x03"), "{answered}");
+
+    s.fcu_build().await;
+    wait_builds(&s, 2).await;
+    let (auth, answered) = authorized(1);
+    assert_eq!(auth, answered, "authorized for the id the builder builds");
+    assert_eq!(mismatches(&s), 1.0, "no further mismatch");
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Validating the builder's block before op-node asks for it (issue 17). The mocks' slots end
+//! Validating the builder's block before op-node asks for it. The mocks' slots end
 //! within a second of the FCU (attributes' timestamp now + 1 s), so a lead of 5 s starts the
 //! early work as soon as the FCU is answered; the tests wait for it before asking, as op-node
 //! waits for the slot. The mock builder answers getPayload for the same id again with the same
@@ -169,6 +169,40 @@ async fn changed_block_that_is_invalid_falls_back_to_the_local_block() {
         json!(s.local.block_hash(102)),
         "a VALID early verdict never covers another block"
     );
+    assert_eq!(s.fallbacks("invalid"), 1.0);
+}
+
+/// A hostile builder: asked again at getPayload, it answers other contents (one transaction
+/// more) under the block hash it was validated with early. A hash is only a claim: those bytes
+/// were never validated, so they are validated now, and the local EL (which, like op-geth and
+/// reth, recomputes the hash from the payload) refuses them: op-node gets the local block,
+/// never bytes nobody validated.
+#[tokio::test]
+async fn other_contents_under_the_early_validated_hash_are_validated_again() {
+    let s = prevalidating_with(&WEIGHED).await;
+    s.local.check_block_hashes();
+    let id = s.fcu_build().await;
+    wait_early(&s, "valid").await;
+    let early_block = s.builder.block_hash(102);
+    s.builder.tamper_payloads(|p| {
+        let v1 = &mut p.payload_inner.payload_inner;
+        v1.transactions.push(vec![0x02; 99].into());
+        v1.gas_used += 21_000;
+    });
+
+    let env = s.call("engine_getPayloadV3", json!([id])).await.unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(s.local.block_hash(102)),
+        "the tampered bytes were not proposed"
+    );
+    assert_eq!(
+        validated(&s),
+        vec![early_block, early_block],
+        "the answer under the same hash was validated again"
+    );
+    assert_eq!(served(&s, "changed"), 1.0);
+    assert_eq!(served(&s, "served"), 0.0);
     assert_eq!(s.fallbacks("invalid"), 1.0);
 }
 

@@ -124,7 +124,7 @@ async fn flashblocks_forkchoice_updated(
             .await;
     };
     before_call(&engine).await?;
-    let payload_id = attributes.payload_id(&fcs.head_block_hash, 3);
+    let payload_id = attributes.payload_id(&fcs.head_block_hash, crate::engine::PAYLOAD_ID_VERSION);
     if let Err(refusal) = p2p.check(&auth, payload_id, attributes.payload_attributes.timestamp) {
         tracing::warn!(%refusal, "flashblocks authorization refused");
         return Err(invalid_params(format!("unauthorized: {refusal}")));
