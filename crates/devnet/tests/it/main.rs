@@ -7,6 +7,7 @@ mod builder_catch_up;
 mod builder_down;
 mod builder_hangs;
 mod builder_invalid;
+mod builder_rejoins;
 mod builder_zero_state_root;
 mod builders_flashblocks_elected;
 mod builders_invalid_slow_good;
