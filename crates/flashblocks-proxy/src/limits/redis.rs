@@ -30,7 +30,10 @@ use redis::{
     cluster_async::ClusterConnection,
 };
 use tokio::{
-    sync::{OnceCell, mpsc},
+    sync::{
+        OnceCell,
+        mpsc::{self, error::TrySendError},
+    },
     time::Instant,
 };
 use tracing::warn;
@@ -240,6 +243,7 @@ struct Lease {
 
 #[derive(Debug)]
 struct Release {
+    id: u64,
     lease: Lease,
     /// The acquisition never got a definite answer (Redis may or may not have applied it).
     orphan: bool,
@@ -247,10 +251,21 @@ struct Release {
     lapses: Instant,
 }
 
-/// Leases of open connections, by lease id; shared with the task that renews them.
-type Held = Arc<Mutex<HashMap<u64, Lease>>>;
+/// This instance's leases that may still be in Redis, by lease id; shared with the task that
+/// renews and releases them.
+#[derive(Debug, Default)]
+struct Leases {
+    /// Of open connections: renewed.
+    open: HashMap<u64, Lease>,
+    /// Given back (or never answered) but not yet removed from Redis: kept until the keeper has
+    /// applied the removal, so that a graceful shutdown, which stops the keeper first, still
+    /// removes them. At most [`RedisCounts::max_releasing`].
+    releasing: HashMap<u64, Lease>,
+}
 
-fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashMap<u64, Lease>> {
+type Held = Arc<Mutex<Leases>>;
+
+fn lock(held: &Held) -> std::sync::MutexGuard<'_, Leases> {
     held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -265,6 +280,8 @@ pub struct RedisCounts {
     next_lease: AtomicU64,
     held: Held,
     release_tx: mpsc::Sender<Release>,
+    /// Bound of `held.releasing`: what the release queue and the keeper's own queue can hold.
+    max_releasing: usize,
     metrics: Metrics,
 }
 
@@ -272,13 +289,14 @@ pub struct RedisCounts {
 /// handshake) queues the removal of its token, since Redis may have applied it all the same.
 struct InFlight<'a> {
     counts: &'a RedisCounts,
+    id: u64,
     lease: Option<Lease>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            self.counts.queue_release(lease, true);
+            self.counts.queue_release(self.id, lease, true);
         }
     }
 }
@@ -320,6 +338,7 @@ impl RedisCounts {
             next_lease: AtomicU64::new(0),
             held,
             release_tx,
+            max_releasing: capacity * 2,
             metrics,
         };
         Ok((counts, tasks))
@@ -370,6 +389,7 @@ impl RedisCounts {
         let mut conn = with_timeout(self.timeout, self.conn.ready()).await?;
         let mut in_flight = InFlight {
             counts: self,
+            id,
             lease: Some(lease),
         };
         let reply: String = with_timeout(self.timeout, inv.invoke_async(&mut conn)).await?;
@@ -381,7 +401,7 @@ impl RedisCounts {
         };
         let lease = in_flight.lease.take().expect("settled once");
         if decided.is_ok() {
-            lock(&self.held).insert(id, lease);
+            lock(&self.held).open.insert(id, lease);
             self.metrics.redis_leases.increment(1.0);
         }
         Ok(decided)
@@ -390,32 +410,59 @@ impl RedisCounts {
     /// Gives back lease `id` from [`Self::try_acquire`]: stops renewing it and queues the removal
     /// of its token, retried until Redis takes it or the lease has lapsed anyway.
     pub fn release(&self, id: u64) {
-        let Some(lease) = lock(&self.held).remove(&id) else {
+        let Some(lease) = lock(&self.held).open.remove(&id) else {
             return; // already given back at deregistration
         };
         self.metrics.redis_leases.decrement(1.0);
-        self.queue_release(lease, false);
+        self.queue_release(id, lease, false);
     }
 
-    fn queue_release(&self, lease: Lease, orphan: bool) {
+    fn queue_release(&self, id: u64, lease: Lease, orphan: bool) {
+        {
+            let mut held = lock(&self.held);
+            if held.releasing.len() >= self.max_releasing {
+                drop(held);
+                self.release_lapses("redis release queue full; the lease lapses on its own");
+                return;
+            }
+            // Recorded before it is queued: the keeper forgets it once applied.
+            held.releasing.insert(id, lease.clone());
+        }
         let r = Release {
+            id,
             lease,
             orphan,
             lapses: Instant::now() + self.ttl,
         };
         self.metrics.redis_pending_releases.increment(1.0);
-        if self.release_tx.try_send(r).is_err() {
-            // The queue is full only while Redis is unreachable; the lease is no longer renewed,
-            // so it lapses on its own.
-            self.metrics.redis_pending_releases.decrement(1.0);
-            self.metrics.redis_releases_lapsed.increment(1);
-            warn!("redis release queue full; the lease lapses on its own");
+        match self.release_tx.try_send(r) {
+            Ok(()) => {}
+            // Full only while Redis is unreachable; the lease is no longer renewed, so it lapses
+            // on its own.
+            Err(TrySendError::Full(_)) => {
+                self.metrics.redis_pending_releases.decrement(1.0);
+                lock(&self.held).releasing.remove(&id);
+                self.release_lapses("redis release queue full; the lease lapses on its own");
+            }
+            // The keeper has stopped (shutdown): the lease stays recorded for `deregister`.
+            Err(TrySendError::Closed(_)) => self.metrics.redis_pending_releases.decrement(1.0),
         }
     }
 
-    /// Removes every lease this instance holds (graceful shutdown).
+    fn release_lapses(&self, why: &'static str) {
+        self.metrics.redis_releases_lapsed.increment(1);
+        warn!("{why}");
+    }
+
+    /// Removes every lease this instance may still have in Redis, those of open connections
+    /// and those given back whose removal is not yet applied (graceful shutdown).
     pub async fn deregister(&self) -> Result<(), RedisLimitError> {
-        let leases: Vec<Lease> = lock(&self.held).drain().map(|(_, l)| l).collect();
+        let leases: Vec<Lease> = {
+            let mut held = lock(&self.held);
+            let open = std::mem::take(&mut held.open);
+            let releasing = std::mem::take(&mut held.releasing);
+            open.into_values().chain(releasing.into_values()).collect()
+        };
         self.metrics.redis_leases.set(0.0);
         let mut conn = with_timeout(self.timeout, self.conn.ready()).await?;
         let script = Script::new(RELEASE);
@@ -502,7 +549,13 @@ impl Keeper {
                     warn!(error = %e, pending = pending.len(), "redis release failed; retrying");
                     let now = Instant::now();
                     let before = pending.len();
-                    pending.retain(|r| r.lapses > now);
+                    pending.retain(|r| {
+                        let live = r.lapses > now;
+                        if !live {
+                            lock(&self.held).releasing.remove(&r.id);
+                        }
+                        live
+                    });
                     let lapsed = before - pending.len();
                     self.metrics.redis_releases_lapsed.increment(lapsed as u64);
                     self.metrics.redis_pending_releases.decrement(lapsed as f64);
@@ -533,7 +586,14 @@ impl Keeper {
             // Which tokens were still there is not used: a removal that did apply may have
             // timed out on our side, so a retry's answer says nothing about the acquisition.
             let _: Vec<i64> = self.call(&inv).await?;
-            let orphans = pending.drain(..n).filter(|r| r.orphan).count();
+            let mut orphans = 0;
+            {
+                let mut held = lock(&self.held);
+                for r in pending.drain(..n) {
+                    held.releasing.remove(&r.id);
+                    orphans += usize::from(r.orphan);
+                }
+            }
             // Whatever Redis had counted for acquisitions that got no answer is given back.
             self.metrics
                 .redis_leases_recovered
@@ -546,7 +606,7 @@ impl Keeper {
     /// Extends the leases of every open connection (and re-adds those that lapsed while Redis
     /// was unreachable: the connections are still open, so they still count).
     async fn renew(&self, script: &Script) {
-        let leases: Vec<Lease> = lock(&self.held).values().cloned().collect();
+        let leases: Vec<Lease> = lock(&self.held).open.values().cloned().collect();
         for chunk in leases.chunks(LEASES_PER_CALL) {
             let mut inv = script.prepare_invoke();
             inv.arg(self.ttl.as_millis() as u64);
