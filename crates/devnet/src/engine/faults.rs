@@ -46,12 +46,16 @@ pub enum Fault {
     /// recomputed): a block that re-executes VALID (nothing reads PREVRANDAO) but is not the
     /// block op-node asked for, so only a check against the FCU's attributes catches it.
     WrongAttributes,
+    /// Asked again for a payload it already served, answer other contents (its last
+    /// transaction dropped) under the block hash served first: a hostile builder counting on
+    /// a claimed hash being trusted. op-geth and reth recompute the hash and refuse it.
+    SameHashOtherTxs,
 }
 
 /// Why a fault name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, wrong_attributes, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
+    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, wrong_attributes, same_hash_other_txs, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
 )]
 pub struct ParseFaultError(pub String);
 
@@ -65,6 +69,7 @@ impl FromStr for Fault {
             "hang" => Ok(Self::Hang),
             "invalid" => Ok(Self::Invalid),
             "wrong_attributes" => Ok(Self::WrongAttributes),
+            "same_hash_other_txs" => Ok(Self::SameHashOtherTxs),
             "zero_state_root" => Ok(Self::ZeroStateRoot),
             "empty" => Ok(Self::Empty),
             "stale" => Ok(Self::Stale),
@@ -95,6 +100,7 @@ pub struct Faults {
     hang: AtomicBool,
     invalid: AtomicBool,
     wrong_attributes: AtomicBool,
+    same_hash_other_txs: AtomicBool,
     zero_state_root: AtomicBool,
     empty: AtomicBool,
     stale: AtomicBool,
@@ -119,6 +125,7 @@ impl Default for Faults {
             hang: AtomicBool::new(false),
             invalid: AtomicBool::new(false),
             wrong_attributes: AtomicBool::new(false),
+            same_hash_other_txs: AtomicBool::new(false),
             zero_state_root: AtomicBool::new(false),
             empty: AtomicBool::new(false),
             stale: AtomicBool::new(false),
@@ -146,6 +153,7 @@ impl Faults {
             Fault::Hang => self.hang.store(on, Ordering::SeqCst),
             Fault::Invalid => self.invalid.store(on, Ordering::SeqCst),
             Fault::WrongAttributes => self.wrong_attributes.store(on, Ordering::SeqCst),
+            Fault::SameHashOtherTxs => self.same_hash_other_txs.store(on, Ordering::SeqCst),
             Fault::ZeroStateRoot => self.zero_state_root.store(on, Ordering::SeqCst),
             Fault::Empty => self.empty.store(on, Ordering::SeqCst),
             Fault::Stale => self.stale.store(on, Ordering::SeqCst),
@@ -170,6 +178,7 @@ impl Faults {
             Fault::Hang,
             Fault::Invalid,
             Fault::WrongAttributes,
+            Fault::SameHashOtherTxs,
             Fault::ZeroStateRoot,
             Fault::Empty,
             Fault::Stale,
@@ -193,6 +202,7 @@ impl Faults {
             (&self.hang, Fault::Hang),
             (&self.invalid, Fault::Invalid),
             (&self.wrong_attributes, Fault::WrongAttributes),
+            (&self.same_hash_other_txs, Fault::SameHashOtherTxs),
             (&self.zero_state_root, Fault::ZeroStateRoot),
             (&self.empty, Fault::Empty),
             (&self.stale, Fault::Stale),
@@ -235,6 +245,11 @@ impl Faults {
     /// Whether served payloads carry a wrong state root.
     pub fn is_invalid(&self) -> bool {
         self.invalid.load(Ordering::SeqCst)
+    }
+
+    /// Whether a payload served again carries other contents under its first hash.
+    pub fn is_same_hash_other_txs(&self) -> bool {
+        self.same_hash_other_txs.load(Ordering::SeqCst)
     }
 
     /// Whether served payloads carry a prevRandao other than the attributes'.
@@ -416,6 +431,10 @@ mod tests {
         assert_eq!(
             "wrong_attributes".parse::<Fault>(),
             Ok(Fault::WrongAttributes)
+        );
+        assert_eq!(
+            "same_hash_other_txs".parse::<Fault>(),
+            Ok(Fault::SameHashOtherTxs)
         );
         assert_eq!(
             "drop_preconfirmed".parse::<Fault>(),
