@@ -6,7 +6,7 @@
 //!
 //! With `SEVERAL_BUILDERS=1`, a second engine-mux instance with three zero-latency mock builders
 //! (the first builder plus two `--extra-builder`s) is driven in the same run, and its getPayload
-//! is compared with the one-builder instance's (issue 12: p99 with three within 10 % of one).
+//! is compared with the one-builder instance's (the several-builders target: p99 with three within 10 % of one).
 //! `BUILDER_POLICY=priority` runs that instance under `--builder-policy priority`.
 //!
 //! With `PREVALIDATE=1`, one more engine-mux instance validates the builder's block before
@@ -83,7 +83,7 @@ async fn drive(c: &Upstream, blocks: usize, pause: Duration, s: &mut Samples) {
     }
 }
 
-/// getPayload with three builders against one, at p50 and p99 (issue 12's measure).
+/// getPayload with three builders against one, at p50 and p99 (the several-builders measure).
 fn builders_ratio(label: &str, one: &mut [Duration], three: &mut [Duration]) {
     for (q, p) in [("p50", 0.5), ("p99", 0.99)] {
         let (a, b) = (pct(one, p), pct(three, p));

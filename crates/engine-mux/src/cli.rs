@@ -181,6 +181,26 @@ pub struct Args {
     )]
     pub max_unsafe_interval: u64,
 
+    /// Milliseconds every builder in use must be failing before /healthz answers 206 (0:
+    /// at once, as rollup-boost). A failure that clears sooner never shows.
+    #[arg(
+        long,
+        env = "HEALTH_DEGRADE_AFTER_MS",
+        default_value_t = 0,
+        help_heading = "Health"
+    )]
+    pub health_degrade_after_ms: u64,
+
+    /// Milliseconds a builder must be good again before /healthz turns from 206 back to 200
+    /// (0: at its first good block, as rollup-boost). A recovery that relapses sooner never shows.
+    #[arg(
+        long,
+        env = "HEALTH_RECOVER_AFTER_MS",
+        default_value_t = 0,
+        help_heading = "Health"
+    )]
+    pub health_recover_after_ms: u64,
+
     /// Host of the debug server (debug_setExecutionMode / debug_getExecutionMode).
     #[arg(
         long,
@@ -256,7 +276,7 @@ pub struct Args {
     )]
     pub otlp_endpoint: String,
 
-    // failover (issue 13): follow peers' flashblocks, carry a dead leader's preconfirmations.
+    // failover carry-over: follow peers' flashblocks, carry a dead leader's preconfirmations.
     #[allow(missing_docs)] // clap would print a doc comment here as help text
     #[command(flatten)]
     pub failover: crate::failover::cli::FailoverArgs,
@@ -540,6 +560,11 @@ mod tests {
         assert!(
             !a.prevalidate_builder_payload,
             "nothing rollup-boost does not do is on by default"
+        );
+        assert_eq!(
+            (a.health_degrade_after_ms, a.health_recover_after_ms),
+            (0, 0),
+            "/healthz follows the evidence at once, as rollup-boost's does"
         );
         assert_eq!(a.builders.extra_builders.len(), 0);
         assert_eq!(a.rpc_host, "127.0.0.1");

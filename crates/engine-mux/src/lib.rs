@@ -1,7 +1,7 @@
 //! engine-mux: an Engine API sidecar for OP Stack sequencers. It fans op-node's engine calls
 //! out to the local execution client and an external builder, proposes the builder's block
 //! only when the local client validated it as VALID, and falls back to the local block
-//! whenever the builder fails. See DESIGN.md for the routing table and invariants.
+//! whenever the builder fails. See docs/architecture.md for the routing table and invariants.
 
 pub mod builder;
 pub mod builders;

@@ -386,7 +386,7 @@ impl Metrics {
         );
     }
 
-    // --- failover (issue 13): peers' preconfirmations carried into the new leader's block ---
+    // --- failover carry-over: peers' preconfirmations carried into the new leader's block ---
 
     /// A carry-over stopped trying carried transactions: its time budget was spent.
     pub fn carry_budget_spent(&self) {

@@ -39,7 +39,7 @@ pub struct Mux {
     selection: SelectionPolicy,
     get_payload_deadline: Duration,
     external_state_root: bool,
-    /// failover (issue 13): peers' preconfirmations carried over; `None` without peers.
+    /// failover carry-over: peers' preconfirmations carried over; `None` without peers.
     pub failover: Option<Arc<crate::failover::Failover>>,
 }
 
@@ -62,11 +62,11 @@ impl Mux {
             selection,
             get_payload_deadline,
             external_state_root,
-            failover: None, // failover (issue 13)
+            failover: None, // failover carry-over
         }
     }
 
-    /// failover (issue 13): carries peers' preconfirmations into the blocks op-node asks for.
+    /// failover carry-over: carries peers' preconfirmations into the blocks op-node asks for.
     pub fn with_failover(mut self, failover: Option<Arc<crate::failover::Failover>>) -> Self {
         self.failover = failover;
         self
@@ -81,7 +81,7 @@ impl Mux {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Bytes> {
-        // failover (issue 13): may rewrite op-node's attributes (a dead peer's preconfirmed
+        // failover carry-over: may rewrite op-node's attributes (a dead peer's preconfirmed
         // transactions forced first) and retries without them when the local EL refuses.
         match &self.failover {
             Some(f) => {

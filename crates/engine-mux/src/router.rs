@@ -1,4 +1,4 @@
-//! Routing, exactly as DESIGN.md's table: the engine methods the multiplexer owns, other
+//! Routing, exactly as the routing table in docs/architecture.md: the engine methods the multiplexer owns, other
 //! engine methods to the local EL only, transaction/miner calls also copied to the builder,
 //! everything else proxied byte for byte.
 

@@ -2,7 +2,7 @@
 //! builder's getPayload block carries every preconfirmed transaction but the local EL finds it
 //! INVALID, engine-mux falls back to the local block instead of proposing the (valid) block its
 //! flashblocks assemble to — the preconfirmations users were shown are not what lands.
-//! Issue 4, item 5: the flashblocks are proposed "when valid"; only when they cannot form a
+//! Flashblocks end to end: the flashblocks are proposed "when valid"; only when they cannot form a
 //! valid block does it fall back to the builder's payload, then to the local block.
 //!
 //! Here the builder's `invalid` fault corrupts only the payload its getPayload serves (state

@@ -606,7 +606,7 @@ async fn base_style_flashblocks_without_receipts_or_balances_are_accepted() {
     );
 }
 
-/// Two builders streaming flashblocks (issue 12): the first by priority is elected for the
+/// Two builders streaming flashblocks (several builders): the first by priority is elected for the
 /// block, so only its flashblocks reach subscribers; when it dies after flashblock 3, the block
 /// its flashblocks assemble to is proposed, not the other builder's (heavier, valid) block.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Several builders (issue 12): every usable builder is asked, the best block by the policy
+//! Several builders: every usable builder is asked, the best block by the policy
 //! that is the block op-node asked for and VALID on the local EL is proposed, a failing or
 //! slow builder costs only itself, and builders can be switched off at runtime.
 
