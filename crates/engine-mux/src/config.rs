@@ -133,6 +133,8 @@ pub struct HealthConfig {
     pub fast_interval: Duration,
     /// How far an upstream's latest block may lag the wall clock.
     pub max_unsafe_interval: Duration,
+    /// How long the builders' verdict must hold before `/healthz` follows it.
+    pub tolerance: crate::health::Tolerance,
 }
 
 /// Logging setup.
@@ -585,6 +587,10 @@ impl TryFrom<Args> for Config {
                 check_interval,
                 fast_interval: check_interval.min(Duration::from_millis(500)),
                 max_unsafe_interval: Duration::from_secs(a.max_unsafe_interval),
+                tolerance: crate::health::Tolerance {
+                    degrade_after: Duration::from_millis(a.health_degrade_after_ms),
+                    recover_after: Duration::from_millis(a.health_recover_after_ms),
+                },
             },
             flashblocks: flashblocks_config(&a.flashblocks)?,
             flashblocks_p2p,

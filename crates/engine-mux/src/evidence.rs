@@ -61,36 +61,169 @@ fn latest(marks: &[Option<Mark>]) -> Option<Mark> {
     marks.iter().flatten().copied().max_by_key(|m| m.at)
 }
 
+/// Why an upstream last looked bad, and when (wall clock, for operators).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// What was seen: the probe's error, how stale the head was, or which call failed.
+    pub what: String,
+    /// When (Unix milliseconds).
+    pub at_unix_ms: u64,
+}
+
+/// The longest `what` kept: an upstream's error body can be anything.
+const LAST_ERROR_MAX: usize = 256;
+
+impl LastError {
+    fn now(mut what: String) -> Self {
+        if what.len() > LAST_ERROR_MAX {
+            let mut end = LAST_ERROR_MAX;
+            while !what.is_char_boundary(end) {
+                end -= 1;
+            }
+            what.truncate(end);
+        }
+        Self {
+            what,
+            at_unix_ms: unix_ms(SystemTime::now()),
+        }
+    }
+
+    fn of_probe(outcome: &ProbeOutcome) -> Option<Self> {
+        match outcome {
+            ProbeOutcome::Synced => None,
+            ProbeOutcome::Stale { age } => Some(Self::now(format!(
+                "probe: latest block is {} s old",
+                age.as_secs()
+            ))),
+            ProbeOutcome::Failed(e) => Some(Self::now(format!("probe: {e}"))),
+        }
+    }
+}
+
+/// Whether an upstream was failing at its last change of verdict, and since when: the
+/// monotonic instant for the health tolerance, the wall clock for operators.
+#[derive(Clone, Copy, Debug)]
+pub struct Verdict {
+    /// Failing (true) or fine (false).
+    pub failing: bool,
+    /// When it turned so (monotonic).
+    pub since: Instant,
+    /// When it turned so (wall clock).
+    pub since_wall: SystemTime,
+}
+
+impl Verdict {
+    fn fine() -> Self {
+        Self {
+            failing: false,
+            since: Instant::now(),
+            since_wall: SystemTime::now(),
+        }
+    }
+
+    fn set(&mut self, failing: bool) {
+        if self.failing != failing {
+            *self = Self {
+                failing,
+                since: Instant::now(),
+                since_wall: SystemTime::now(),
+            };
+        }
+    }
+}
+
+/// The local EL's latest block as the probe last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadSeen {
+    /// Its number.
+    pub number: u64,
+    /// Its timestamp (Unix seconds).
+    pub timestamp: u64,
+}
+
 /// The local EL's evidence: its engine calls and its probe.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LocalHealth {
     marks: Mutex<(Option<Mark>, Option<Mark>)>,
+    verdict: Mutex<Verdict>,
+    last_error: Mutex<Option<LastError>>,
+    head: Mutex<Option<HeadSeen>>,
     /// Wakes the prober when the local EL turns unhealthy, so recovery is noticed quickly.
     wake: Notify,
 }
 
+impl Default for LocalHealth {
+    fn default() -> Self {
+        Self {
+            marks: Mutex::default(),
+            verdict: Mutex::new(Verdict::fine()),
+            last_error: Mutex::default(),
+            head: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+}
+
+fn local_failing(call: Option<Mark>, probe: Option<Mark>) -> bool {
+    probe.is_some_and(|m| !m.good) || latest(&[call, probe]).is_some_and(|m| !m.good)
+}
+
 impl LocalHealth {
+    fn update(&self, f: impl FnOnce(&mut (Option<Mark>, Option<Mark>))) {
+        let mut marks = self.marks.lock();
+        f(&mut marks);
+        let failing = local_failing(marks.0, marks.1);
+        drop(marks);
+        self.verdict.lock().set(failing);
+    }
+
     /// An engine call to the local EL succeeded (or answered a spec error: working as specified).
     pub fn ok(&self) {
-        self.marks.lock().0 = Some(Mark::now(true));
+        self.update(|m| m.0 = Some(Mark::now(true)));
     }
 
     /// An engine call to the local EL failed (transport, timeout, error answer).
     pub fn failed(&self) {
-        self.marks.lock().0 = Some(Mark::now(false));
+        self.update(|m| m.0 = Some(Mark::now(false)));
+        *self.last_error.lock() = Some(LastError::now(
+            "an engine call failed (transport, timeout or internal error)".into(),
+        ));
         self.wake.notify_one();
     }
 
     /// Result of probing the local EL's latest block.
     pub fn probe(&self, outcome: &ProbeOutcome) {
-        self.marks.lock().1 = Some(Mark::now(outcome.good()));
+        self.update(|m| m.1 = Some(Mark::now(outcome.good())));
+        if let Some(e) = LastError::of_probe(outcome) {
+            *self.last_error.lock() = Some(e);
+        }
     }
 
     /// Whether the local EL is failing: a bad probe (stale or failed) holds until a good
     /// probe; a failed engine call holds until a later success or a later good probe.
     pub fn failing(&self) -> bool {
         let (call, probe) = *self.marks.lock();
-        probe.is_some_and(|m| !m.good) || latest(&[call, probe]).is_some_and(|m| !m.good)
+        local_failing(call, probe)
+    }
+
+    /// Whether it is failing and since when.
+    pub fn verdict(&self) -> Verdict {
+        *self.verdict.lock()
+    }
+
+    /// The last bad thing seen of it (kept after it recovers, for the record).
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().clone()
+    }
+
+    /// Records the latest block the probe saw.
+    pub fn saw_head(&self, head: HeadSeen) {
+        *self.head.lock() = Some(head);
+    }
+
+    /// The latest block the probe saw; `None` before the first good probe answer.
+    pub fn head(&self) -> Option<HeadSeen> {
+        *self.head.lock()
     }
 
     /// Resolves when the local EL turned unhealthy.
@@ -158,6 +291,11 @@ pub struct BuilderHealth {
     /// The state the marks gave last, and since when (wall clock, for operators).
     state: Mutex<(BuilderState, SystemTime)>,
     heads: Mutex<Option<Heads>>,
+    /// Failing or not (what `/healthz` counts), and since when.
+    verdict: Mutex<Verdict>,
+    last_error: Mutex<Option<LastError>>,
+    /// When its last block failed against it (wall clock).
+    last_block_failure: Mutex<Option<SystemTime>>,
     /// Wakes the prober when the builder turns unreachable, so recovery is noticed quickly.
     wake: Notify,
     /// Wakes the prober when the builder was skipped for a block, so it is probed (and caught
@@ -171,6 +309,9 @@ impl Default for BuilderHealth {
             marks: Mutex::default(),
             state: Mutex::new((BuilderState::Healthy, SystemTime::now())),
             heads: Mutex::default(),
+            verdict: Mutex::new(Verdict::fine()),
+            last_error: Mutex::default(),
+            last_block_failure: Mutex::default(),
             wake: Notify::new(),
             skipped: Notify::new(),
         }
@@ -182,7 +323,9 @@ impl BuilderHealth {
         let mut marks = self.marks.lock();
         f(&mut marks);
         let now = marks.state();
+        let failing = marks.failing();
         drop(marks);
+        self.verdict.lock().set(failing);
         let mut state = self.state.lock();
         if state.0 != now {
             *state = (now, SystemTime::now());
@@ -197,18 +340,27 @@ impl BuilderHealth {
     /// The builder was unreachable, timed out or answered garbage.
     pub fn failed(&self) {
         self.update(|m| m.call = Some(Mark::now(false)));
+        *self.last_error.lock() = Some(LastError::now(
+            "an engine call failed (unreachable, timed out or garbage)".into(),
+        ));
         self.wake.notify_one();
     }
 
     /// Result of probing the builder's latest block.
     pub fn probe(&self, outcome: &ProbeOutcome) {
         self.update(|m| m.probe = Some(Mark::now(outcome.good())));
+        if let Some(e) = LastError::of_probe(outcome) {
+            *self.last_error.lock() = Some(e);
+        }
     }
 
     /// A block outcome: a good block (`true`), or a failure that blames the builder (`false`:
     /// getPayload fallback for timeout, error, INVALID, SYNCING, attributes mismatch, or a
     /// mirrored call the builder refused). A failure holds 206 until the next good block.
     pub fn outcome(&self, good: bool) {
+        if !good {
+            *self.last_block_failure.lock() = Some(SystemTime::now());
+        }
         self.update(|m| {
             m.outcome = Some(Mark::now(good));
             if good {
@@ -239,6 +391,21 @@ impl BuilderHealth {
     /// [`LOST_RACES_BLAMED`] races.
     pub fn failing(&self) -> bool {
         self.marks.lock().failing()
+    }
+
+    /// Whether it is failing (as [`Self::failing`]) and since when.
+    pub fn verdict(&self) -> Verdict {
+        *self.verdict.lock()
+    }
+
+    /// The last reachability problem seen of it (kept after it recovers, for the record).
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().clone()
+    }
+
+    /// When a block last failed against it.
+    pub fn last_block_failure(&self) -> Option<SystemTime> {
+        *self.last_block_failure.lock()
     }
 
     /// Its state and since when (the wall-clock time of the change).

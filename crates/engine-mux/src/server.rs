@@ -20,7 +20,7 @@ use crate::{
     debug_api,
     execution_mode::ModeCell,
     flashblocks::{self, inbound::InboundConfig, store::FlashblocksStore},
-    health::{HealthStatus, Upstreams, endpoints, probe},
+    health::{Debounce, HealthStatus, Upstreams, endpoints, probe},
     layers::{AuthScope, BodyLimitLayer, InboundMetricsLayer, MethodAuthLayer},
     local::LocalEl,
     metrics::Metrics,
@@ -177,6 +177,8 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         builders: builders.clone(),
         mode: mode.clone(),
         metrics: metrics.clone(),
+        debounce: Arc::new(Debounce::new(config.health.tolerance)),
+        max_unsafe_interval: config.health.max_unsafe_interval,
     };
     // Failover carry-over: the peers' preconfirmations, when peers are configured.
     let failover = config.failover.clone().map(|f| {
@@ -353,7 +355,7 @@ fn rpc_service(state: Arc<Mux>, upstreams: Upstreams, config: &Config) -> HttpSe
         let rpc = rpc.clone();
         async move {
             if req.method() == Method::GET
-                && let Some(res) = endpoints::respond(&upstreams, req.uri().path())
+                && let Some(res) = endpoints::respond(&upstreams, req.uri().path(), req.headers())
             {
                 return Ok(res);
             }

@@ -10,9 +10,9 @@ use alloy_primitives::U64;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{ProbeOutcome, Upstreams};
+use super::{HealthStatus, ProbeOutcome, Upstreams};
 use crate::config::HealthConfig;
-use crate::evidence::Heads;
+use crate::evidence::{HeadSeen, Heads};
 
 #[derive(Deserialize)]
 struct LatestBlock {
@@ -99,6 +99,12 @@ async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, 
     mux.metrics.probe("l2", local_outcome.as_str());
     log_transition(&mut logged.local, "l2", &local_outcome);
     mux.local.health().probe(&local_outcome);
+    if let Ok(l) = &local {
+        mux.local.health().saw_head(HeadSeen {
+            number: l.number.to::<u64>(),
+            timestamp: l.timestamp.to::<u64>(),
+        });
+    }
     for (b, answer) in builders.iter().zip(&answers) {
         let outcome = outcome_of(answer, config.max_unsafe_interval);
         b.metrics().probe("builder", outcome.as_str());
@@ -140,12 +146,13 @@ pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Re
     loop {
         if scope == Scope::All {
             probe(&state, &config, &mut logged, Scope::All).await;
-            let status = state.status();
-            state.metrics.health(status.code());
+            state.metrics.health(state.status().code());
             state.metrics.execution_mode(state.mode.get());
             state.metrics.upkeep();
             let skipping = state.builders.iter().any(|b| !b.health().usable());
-            let wait = if status.code() == 200 && !skipping {
+            // Paced on the evidence, not on what the tolerance shows: a failure the tolerance
+            // is holding back is watched as closely as one already shown.
+            let wait = if state.raw_status() == HealthStatus::Healthy && !skipping {
                 config.check_interval
             } else {
                 config.fast_interval
