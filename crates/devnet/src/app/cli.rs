@@ -133,8 +133,9 @@ pub struct AllArgs {
     #[arg(long, default_value_t = 10.0)]
     pub tx_rate: f64,
     /// Builder fault windows by block height, `[BUILDER:]FAULT@FROM..TO` (FAULT: down, hang,
-    /// invalid, zero_state_root, empty, stale, slow=MS, flashblocks_down, drop_preconfirmed,
-    /// down_after_flashblock=N; BUILDER: `b2` or `2`, without it every builder); repeatable.
+    /// invalid, wrong_attributes, zero_state_root, empty, stale, slow=MS, flashblocks_down,
+    /// drop_preconfirmed, down_after_flashblock=N; BUILDER: `b2` or `2`, without it every
+    /// builder); repeatable.
     #[arg(long = "builder-fault", value_name = "[BUILDER:]FAULT@FROM..TO")]
     pub builder_faults: Vec<FaultWindow>,
     /// Builder engines to start, named b1..bN in engine-mux's priority order (each with its
