@@ -34,8 +34,9 @@ if [ "$ENGINE_MUX_REQUIRE_ALL_TESTS" != "0" ] && ! command -v cast >/dev/null 2>
 fi
 
 # The suite relies on nextest: its test groups serialize the timing-sensitive end-to-end tests
-# (.config/nextest.toml) and it runs each test in a process of its own (the TLS tests set
-# SSL_CERT_FILE). Plain `cargo test` would give a different result, so install nextest if missing.
+# (.config/nextest.toml). No test changes the process environment (the TLS tests pass their CA
+# through the configuration, or set SSL_CERT_FILE on a child process), so plain `cargo test` runs
+# them too, but without those groups timing-sensitive tests may flake: install nextest if missing.
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest (the test runner the suite is written for)"
   cargo install cargo-nextest --locked

@@ -1,7 +1,7 @@
 //! A `wss://` flashblocks stream whose certificate a private CA generated in the test signed,
-//! trusted through `SSL_CERT_FILE` alone: flashblocks-rpc connects and serves the pending block
-//! it streams. The test sets `SSL_CERT_FILE` before any runtime thread exists; that is sound
-//! only because nextest runs every test in a process of its own.
+//! trusted through flashblocks-rpc's configured roots alone (what `SSL_CERT_FILE` naming the
+//! CA's file gives the binary): flashblocks-rpc connects and serves the pending block it
+//! streams. The process environment is left alone, so this runs beside any other test.
 
 use std::time::Duration;
 
@@ -12,8 +12,11 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use e2e::{LoneEngine, call, client, flashblock, metric, start_rpc, wait_for};
-use test_utils::{TestCa, set_ssl_cert_file};
+use clap::Parser;
+use e2e::{LoneEngine, call, client, flashblock, metric, wait_for};
+use engine_api::tls::TrustedRoots;
+use flashblocks_rpc::{cli::Args, config::Config};
+use test_utils::TestCa;
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -41,58 +44,63 @@ async fn wss_server(acceptor: tokio_rustls::TlsAcceptor) -> (String, mpsc::Sende
     (url, tx)
 }
 
-#[test]
-fn wss_stream_trusted_through_ssl_cert_file_serves_pending() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_stream_trusted_through_the_configured_roots_serves_pending() {
     let ca = TestCa::new("flashblocks-rpc");
-    // Before the runtime below starts any thread.
-    set_ssl_cert_file(&ca.pem_file);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let LoneEngine {
-                engine,
-                upstream: _,
-                signers,
-                chain_id,
-                head_hash,
-            } = LoneEngine::start().await;
+    let LoneEngine {
+        engine,
+        upstream: _,
+        signers,
+        chain_id,
+        head_hash,
+    } = LoneEngine::start().await;
 
-            let (url, frames) = wss_server(ca.acceptor()).await;
-            let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
-            let ours = client(&rpc.http_url(), None);
-            let tx = sign_transfer(
-                &signers[0],
-                chain_id,
-                0,
-                Address::repeat_byte(7),
-                U256::from(1),
-                2_000_000_000,
-                1_000_000,
-            )
-            .unwrap();
-            let sent = (raw_transaction(&tx), tx.tx_hash());
-            let hash = B256::repeat_byte(0xa0);
-            frames
-                .send(flashblock(
-                    0xa,
-                    0,
-                    1,
-                    head_hash,
-                    0,
-                    std::slice::from_ref(&sent),
-                    hash,
-                ))
-                .await
-                .unwrap();
-            wait_for("the streamed block served as pending", DEADLINE, || async {
-                let b = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
-                (b["hash"] == json!(hash)).then_some(())
-            })
-            .await;
-            assert_eq!(metric(&rpc, "flashblocks_rpc_stream_connected", &[]), 1.0);
-            rpc.shutdown().await;
-        });
+    let (url, frames) = wss_server(ca.acceptor()).await;
+    let mut config = Config::try_from(
+        Args::try_parse_from([
+            "flashblocks-rpc",
+            "--flashblocks-url",
+            url.as_str(),
+            "--upstream-url",
+            engine.http_url().as_str(),
+            "--rpc-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    config.tls_roots = TrustedRoots::ca_file(&ca.pem_file);
+    let rpc = flashblocks_rpc::start(config).await.unwrap();
+    let ours = client(&rpc.http_url(), None);
+    let tx = sign_transfer(
+        &signers[0],
+        chain_id,
+        0,
+        Address::repeat_byte(7),
+        U256::from(1),
+        2_000_000_000,
+        1_000_000,
+    )
+    .unwrap();
+    let sent = (raw_transaction(&tx), tx.tx_hash());
+    let hash = B256::repeat_byte(0xa0);
+    frames
+        .send(flashblock(
+            0xa,
+            0,
+            1,
+            head_hash,
+            0,
+            std::slice::from_ref(&sent),
+            hash,
+        ))
+        .await
+        .unwrap();
+    wait_for("the streamed block served as pending", DEADLINE, || async {
+        let b = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
+        (b["hash"] == json!(hash)).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&rpc, "flashblocks_rpc_stream_connected", &[]), 1.0);
+    rpc.shutdown().await;
 }

@@ -94,9 +94,11 @@ pub struct WsConfig {
     pub liveness: Liveness,
     /// Largest message (and frame) accepted; a larger one ends the connection.
     pub max_message_bytes: usize,
-    /// TLS configuration for `wss://`; `None` trusts what [`tls::TrustedRoots::from_env`] names
-    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the system's roots).
+    /// A ready TLS configuration for `wss://`; `None`: one trusting `roots`.
     pub tls: Option<Arc<ClientConfig>>,
+    /// The roots a `wss://` server's certificate must chain to when `tls` is `None` (the
+    /// binaries fill it from `SSL_CERT_FILE` / `SSL_CERT_DIR` at startup).
+    pub roots: tls::TrustedRoots,
 }
 
 /// A data frame, as received.
@@ -311,7 +313,7 @@ fn connector_for(config: &WsConfig) -> Result<Connector, Disconnect> {
     }
     match &config.tls {
         Some(tls) => Ok(Connector::Rustls(tls.clone())),
-        None => tls::client_config(&tls::TrustedRoots::from_env())
+        None => tls::client_config(&config.roots)
             .map(Connector::Rustls)
             .map_err(Disconnect::NoTlsConfig),
     }

@@ -331,6 +331,11 @@ pub struct Config {
     /// The high-availability set's shared secret: signs the peer stream served on the
     /// flashblocks port and authenticates the peers' streams.
     pub peer_key: Option<crate::failover::signed::PeerKey>,
+    /// Roots every `https://` and `wss://` upstream's certificate must chain to (the local EL,
+    /// the builders and their flashblocks streams, the peers): what `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR` name when the configuration is built from the command line, else the
+    /// system's.
+    pub tls_roots: engine_api::tls::TrustedRoots,
 }
 
 pub(crate) fn load_secret(
@@ -596,6 +601,7 @@ impl TryFrom<Args> for Config {
             flashblocks_p2p,
             failover: failover_config(&a.failover, peer_key.as_ref())?,
             peer_key,
+            tls_roots: engine_api::tls::TrustedRoots::from_env(),
             log: LogConfig {
                 level: a.log_level,
                 format: a.log_format,

@@ -118,7 +118,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     let mode = Arc::new(ModeCell::new(config.execution_mode));
     let (frames, _) = tokio::sync::broadcast::channel(flashblocks::OUTBOUND_BUFFER);
     let local = Arc::new(LocalEl::new(
-        Upstream::new(config.l2.clone()),
+        Upstream::with_roots(config.l2.clone(), &config.tls_roots),
         metrics.clone(),
     ));
     // op-node's history is the same for every builder: one window serves all their catch-ups.
@@ -223,7 +223,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         tasks.extend(crate::builder::spawn(&builder, queues, &shutdown_rx));
     }
     if let Some(failover) = &failover {
-        tasks.extend(failover.spawn(&shutdown_rx));
+        tasks.extend(failover.spawn(&shutdown_rx, &config.tls_roots));
     }
     if let Some(jobs) = prevalidation_jobs {
         let cx = prevalidation::Context {
@@ -269,6 +269,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             tracing::info!(builder = name, url = %inbound.url, "following the builder's flashblocks");
             tasks.push(tokio::spawn(flashblocks::inbound::run(
                 inbound,
+                config.tls_roots.clone(),
                 store,
                 labelled,
                 shutdown_rx.clone(),

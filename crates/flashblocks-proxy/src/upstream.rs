@@ -37,10 +37,9 @@ pub fn ws_config(url: &Url, cfg: &UpstreamConfig) -> WsConfig {
             sign: LifeSign::AnyFrame,
         },
         max_message_bytes: MAX_MESSAGE_BYTES,
-        // Loaded once per upstream; should it fail, the client reports why on every attempt.
-        tls: (url.scheme() == "wss")
-            .then(|| engine_api::tls::client_config(&cfg.tls_roots).ok())
-            .flatten(),
+        // Loaded at the first `wss://` attempt; should it fail, every attempt reports why.
+        tls: None,
+        roots: cfg.tls_roots.clone(),
     }
 }
 

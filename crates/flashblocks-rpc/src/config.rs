@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use alloy_rpc_types_engine::JwtSecret;
+use engine_api::tls::TrustedRoots;
 
 use crate::cli::Args;
 
@@ -97,6 +98,9 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Roots a `wss://` stream's certificate must chain to: what `SSL_CERT_FILE` /
+    /// `SSL_CERT_DIR` name when the configuration is built, else the system's.
+    pub tls_roots: TrustedRoots,
 }
 
 fn addr(flag: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -211,6 +215,7 @@ impl TryFrom<Args> for Config {
                 .transpose()?,
             log_level: a.log_level,
             log_format,
+            tls_roots: TrustedRoots::from_env(),
         })
     }
 }

@@ -82,13 +82,16 @@ impl Running {
 
 /// Starts the listener, the stream client and the head poller.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let upstream = Upstream::new(UpstreamConfig {
-        name: "upstream",
-        url: config.upstream.url.clone(),
-        secret: config.upstream.jwt,
-        timeout: config.upstream.timeout,
-        max_response_bytes: config.upstream.max_response_bytes,
-    });
+    let upstream = Upstream::with_roots(
+        UpstreamConfig {
+            name: "upstream",
+            url: config.upstream.url.clone(),
+            secret: config.upstream.jwt,
+            timeout: config.upstream.timeout,
+            max_response_bytes: config.upstream.max_response_bytes,
+        },
+        &config.tls_roots,
+    );
     let ctx = Context::new(config.clone(), upstream);
     let server_config = ServerConfig::builder()
         .max_request_body_size(config.max_request_bytes)

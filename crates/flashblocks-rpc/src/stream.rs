@@ -8,6 +8,7 @@ use std::{ops::ControlFlow, sync::Arc};
 
 use engine_api::{
     flashblocks::frame_json,
+    tls::TrustedRoots,
     ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, WsConfig},
 };
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
@@ -23,7 +24,7 @@ use crate::{
 
 /// Runs the client until `stop` flips.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
-    let config = ws_config(&ctx.config.stream);
+    let config = ws_config(&ctx.config.stream, &ctx.config.tls_roots);
     engine_api::ws::run(config, Stream { ctx }, async move {
         let _ = stop.changed().await;
     })
@@ -33,7 +34,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
 
 /// The shared client's configuration: the idle timeout bounds connecting too, and no pings are
 /// sent (the server's frames, pings included, are the sign of life).
-pub fn ws_config(config: &StreamConfig) -> WsConfig {
+pub fn ws_config(config: &StreamConfig, roots: &TrustedRoots) -> WsConfig {
     WsConfig {
         url: config.url.clone(),
         connect_timeout: config.idle_timeout,
@@ -48,6 +49,7 @@ pub fn ws_config(config: &StreamConfig) -> WsConfig {
         },
         max_message_bytes: config.max_frame_bytes,
         tls: None,
+        roots: roots.clone(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test fixtures shared by the workspace's tests: polling with a deadline (no sleeps as
 //! synchronisation), a certificate authority made for one test (for `https://` and `wss://`
-//! peers), and pointing `SSL_CERT_FILE` at it. A dev-dependency only.
+//! peers; its PEM file is what a test's trusted roots, or a child process's `SSL_CERT_FILE`,
+//! name), and visible skips. A dev-dependency only.
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -100,19 +101,6 @@ impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.pem_file);
     }
-}
-
-/// Points `SSL_CERT_FILE` at `path` for the rest of this process.
-///
-/// Only for tests that call it first thing, before any other thread exists: nextest runs every
-/// test in a process of its own, so no other test sees (or races with) the variable.
-pub fn set_ssl_cert_file(path: &std::path::Path) {
-    assert!(
-        std::env::var_os("NEXTEST").is_some(),
-        "changes the process environment: run with cargo nextest (one process per test)"
-    );
-    // SAFETY: called before the test starts any other thread, in a process running one test.
-    unsafe { std::env::set_var("SSL_CERT_FILE", path) };
 }
 
 /// Set to `1` (as `scripts/test.sh` does) to make a test that cannot run here fail instead of

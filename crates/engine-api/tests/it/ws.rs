@@ -49,6 +49,7 @@ fn config(url: String) -> WsConfig {
         },
         max_message_bytes: 1 << 20,
         tls: None,
+        roots: engine_api::tls::TrustedRoots::system(),
     }
 }
 

@@ -118,7 +118,7 @@ impl Builder {
             priority: b.priority,
             enabled: AtomicBool::new(b.enabled),
             last_outcome: Mutex::new("none"),
-            upstream: Upstream::new(b.upstream.clone()),
+            upstream: Upstream::with_roots(b.upstream.clone(), &config.tls_roots),
             local,
             queue,
             ids: PayloadIds::new(config.payload_id_capacity),

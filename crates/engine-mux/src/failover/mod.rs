@@ -100,9 +100,14 @@ impl Failover {
     }
 
     /// Starts following the peers until `shutdown`.
-    pub fn spawn(&self, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    pub fn spawn(
+        &self,
+        shutdown: &watch::Receiver<bool>,
+        roots: &engine_api::tls::TrustedRoots,
+    ) -> Vec<JoinHandle<()>> {
         peers::spawn(
             &self.config.peers,
+            roots,
             self.held.clone(),
             self.metrics.clone(),
             shutdown,

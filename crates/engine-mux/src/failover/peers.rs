@@ -129,6 +129,7 @@ impl Handler for Peer {
 /// Follows every peer stream until `shutdown`.
 pub fn spawn(
     streams: &PeerStreams,
+    roots: &engine_api::tls::TrustedRoots,
     held: Arc<HeldPreconfirmations>,
     metrics: Arc<Metrics>,
     shutdown: &watch::Receiver<bool>,
@@ -154,6 +155,7 @@ pub fn spawn(
                 },
                 max_message_bytes: MAX_MESSAGE_BYTES,
                 tls: None,
+                roots: roots.clone(),
             };
             let peer = Peer {
                 index,

@@ -5,8 +5,9 @@
 
 use std::{ops::ControlFlow, sync::Arc, time::Duration};
 
-use engine_api::ws::{
-    BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, Utf8Bytes, WsConfig,
+use engine_api::{
+    tls::TrustedRoots,
+    ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, Utf8Bytes, WsConfig},
 };
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -34,7 +35,7 @@ pub struct InboundConfig {
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl InboundConfig {
-    fn ws(&self) -> WsConfig {
+    fn ws(&self, roots: TrustedRoots) -> WsConfig {
         WsConfig {
             url: self.url.clone(),
             connect_timeout: self.connect_timeout,
@@ -50,6 +51,7 @@ impl InboundConfig {
             },
             max_message_bytes: MAX_MESSAGE_BYTES,
             tls: None,
+            roots,
         }
     }
 }
@@ -57,12 +59,13 @@ impl InboundConfig {
 /// Keeps a connection to the builder until shutdown.
 pub async fn run(
     config: InboundConfig,
+    roots: TrustedRoots,
     store: Arc<FlashblocksStore>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handler = Inbound { store, metrics };
-    engine_api::ws::run(config.ws(), handler, async move {
+    engine_api::ws::run(config.ws(roots), handler, async move {
         let _ = shutdown.changed().await;
     })
     .instrument(tracing::info_span!("builder_flashblocks"))

@@ -47,6 +47,17 @@ pub async fn setup_with(local: MockEngine, builder: MockEngine, extra: &[&str]) 
 }
 
 pub async fn start_mux(local: &MockEngine, builder: &MockEngine, extra: &[&str]) -> RunningMux {
+    start_mux_configured(local, builder, extra, |_| {}).await
+}
+
+/// [`start_mux`] with `edit` applied to the parsed configuration (what no flag sets, such as
+/// the trusted TLS roots).
+pub async fn start_mux_configured(
+    local: &MockEngine,
+    builder: &MockEngine,
+    extra: &[&str],
+    edit: impl FnOnce(&mut Config),
+) -> RunningMux {
     let (lurl, burl, lsec, bsec) = (
         local.url(),
         builder.url(),
@@ -82,7 +93,8 @@ pub async fn start_mux(local: &MockEngine, builder: &MockEngine, extra: &[&str])
         }
     }
     argv.extend_from_slice(extra);
-    let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
+    let mut config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
+    edit(&mut config);
     engine_mux::start(config).await.unwrap()
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    harness::{attributes, eventually, forkchoice, http_get, start_mux},
+    harness::{attributes, eventually, forkchoice, http_get, start_mux_configured},
     mock_engine::{Compression, MockEngine, MockOptions},
 };
 
@@ -131,7 +131,7 @@ pub async fn gunzip(data: &[u8]) -> Bytes {
     out.into()
 }
 
-pub use test_utils::{TestCa, set_ssl_cert_file};
+pub use test_utils::TestCa;
 
 /// A local EL and a builder that behave like given real peers, engine-mux between them, and
 /// op-node's Go client in front.
@@ -144,9 +144,19 @@ pub struct Peers {
 }
 
 pub async fn start(local: MockOptions, builder: MockOptions, extra: &[&str]) -> Peers {
+    start_configured(local, builder, extra, |_| {}).await
+}
+
+/// [`start`] with `edit` applied to engine-mux's parsed configuration.
+pub async fn start_configured(
+    local: MockOptions,
+    builder: MockOptions,
+    extra: &[&str],
+    edit: impl FnOnce(&mut engine_mux::Config),
+) -> Peers {
     let local = MockEngine::start_with("local", 0x03, 0xaa, local).await;
     let builder = MockEngine::start_with("builder", 0x04, 0xbb, builder).await;
-    let mux = start_mux(&local, &builder, extra).await;
+    let mux = start_mux_configured(&local, &builder, extra, edit).await;
     let op_node = GoClient::new(mux.rpc_addr, local.secret);
     eventually(Duration::from_secs(3), "first probe", || async {
         mux.state()
