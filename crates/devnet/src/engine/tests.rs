@@ -46,21 +46,27 @@ fn propose(engine: &Engine, number: u64) -> PayloadEnvelope {
         .unwrap()
 }
 
-#[test]
-fn builder_block_is_valid_on_local_and_becomes_head() {
-    let (local, builder) = engines();
-    let signers = funded_dev_signers(&local.head_state()).unwrap();
-    let tx = sign_transfer(
+/// A 7-wei transfer between the first two dev accounts with `nonce`, signed and encoded.
+fn transfer(engine: &Engine, nonce: u64) -> Vec<u8> {
+    let signers = funded_dev_signers(&engine.head_state()).unwrap();
+    sign_transfer(
         &signers[0],
         901,
-        0,
+        nonce,
         signers[1].address(),
         U256::from(7),
         1_000_000_000,
         1,
     )
-    .unwrap();
-    let raw = tx.encoded_2718();
+    .unwrap()
+    .encoded_2718()
+}
+
+#[test]
+fn builder_block_is_valid_on_local_and_becomes_head() {
+    let (local, builder) = engines();
+    let signers = funded_dev_signers(&local.head_state()).unwrap();
+    let raw = transfer(&local, 0);
     builder.submit_raw_transaction(&raw).unwrap();
     local.submit_raw_transaction(&raw).unwrap();
     let env = propose(&builder, 1);
@@ -82,19 +88,10 @@ fn builder_block_is_valid_on_local_and_becomes_head() {
 #[test]
 fn known_hash_with_other_transactions_is_invalid() {
     let (local, builder) = engines();
-    let signers = funded_dev_signers(&local.head_state()).unwrap();
     for nonce in 0..2 {
-        let tx = sign_transfer(
-            &signers[0],
-            901,
-            nonce,
-            signers[1].address(),
-            U256::from(7),
-            1_000_000_000,
-            1,
-        )
-        .unwrap();
-        builder.submit_raw_transaction(&tx.encoded_2718()).unwrap();
+        builder
+            .submit_raw_transaction(&transfer(&builder, nonce))
+            .unwrap();
     }
     let data = execution_data_of(&propose(&builder, 1));
     let hash = data.payload.block_hash();
@@ -249,19 +246,6 @@ fn empty_fault_builds_deposit_only_blocks_and_bad_attributes_are_refused() {
 #[test]
 fn a_forced_transaction_that_cannot_execute_fails_the_fcu_like_op_geth() {
     let (local, _) = engines();
-    let signers = funded_dev_signers(&local.head_state()).unwrap();
-    let transfer = |nonce| {
-        sign_transfer(
-            &signers[0],
-            901,
-            nonce,
-            signers[1].address(),
-            U256::from(7),
-            1_000_000_000,
-            1,
-        )
-        .unwrap()
-    };
     let head = local.head();
     let mut attrs = sequencer_attributes(
         local.spec(),
@@ -271,8 +255,8 @@ fn a_forced_transaction_that_cannot_execute_fails_the_fcu_like_op_geth() {
     );
     let deposits = attrs.transactions.clone().unwrap();
     // Nonce 3 on an account at nonce 0: cannot execute.
-    let bad = transfer(3);
-    attrs.transactions = Some([deposits.clone(), vec![bad.encoded_2718().into()]].concat());
+    let bad = transfer(&local, 3);
+    attrs.transactions = Some([deposits.clone(), vec![bad.clone().into()]].concat());
     let err = local
         .forkchoice_updated(fcs(head.hash), Some(attrs.clone()))
         .unwrap_err();
@@ -283,11 +267,11 @@ fn a_forced_transaction_that_cannot_execute_fails_the_fcu_like_op_geth() {
     );
     assert!(
         message.contains("failed to force-include tx")
-            && message.contains(&bad.tx_hash().to_string()),
+            && message.contains(&alloy_primitives::keccak256(&bad).to_string()),
         "names the transaction: {message}"
     );
-    let good = transfer(0);
-    attrs.transactions = Some([deposits, vec![good.encoded_2718().into()]].concat());
+    let good = transfer(&local, 0);
+    attrs.transactions = Some([deposits, vec![good.clone().into()]].concat());
     let fcu = local
         .forkchoice_updated(fcs(head.hash), Some(attrs))
         .unwrap();
@@ -296,5 +280,5 @@ fn a_forced_transaction_that_cannot_execute_fails_the_fcu_like_op_geth() {
         .unwrap();
     let txs = execution_data_of(&env).payload.as_v1().transactions.clone();
     assert_eq!(txs.len(), 2, "deposit, then the forced transfer");
-    assert_eq!(txs[1], alloy_primitives::Bytes::from(good.encoded_2718()));
+    assert_eq!(txs[1], alloy_primitives::Bytes::from(good));
 }
