@@ -189,6 +189,26 @@ mod tests {
         ));
     }
 
+    /// Numbers beyond f64 (`2e700`) are JSON by the grammar: the fuzzer's `jsonrpc_envelope`
+    /// target once judged them "not JSON" through `serde_json::Value`. A body made of one is a
+    /// JSON value that is not a request (-32600), and such an id is echoed as sent, as geth
+    /// echoes its raw id.
+    #[test]
+    fn out_of_range_numbers_are_json_and_ids_echo_verbatim() {
+        for body in [&b"2e700"[..], br#"{"":9E900,"params":[""]}"#] {
+            let e = parse_incoming(body).expect_err("not a request");
+            assert!(matches!(e, EnvelopeError::Invalid(_)), "{e}");
+            assert_eq!(e.to_error_object().code(), -32600);
+        }
+        let req = parse_request(br#"{"jsonrpc":"2.0","id":1e999,"method":"eth_chainId"}"#)
+            .expect("a request");
+        let result = RawValue::from_string("true".into()).unwrap();
+        assert_eq!(
+            ok_response(req.id, &result),
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1e999,"result":true}"#)
+        );
+    }
+
     #[test]
     fn responses_keep_the_id_and_raw_result() {
         let id = RawValue::from_string(r#""abc""#.into()).unwrap();
