@@ -48,6 +48,9 @@ pub struct BuilderStatus {
     pub head: Option<u64>,
     /// How many blocks it was behind the local EL then; `null` before that.
     pub behind: Option<u64>,
+    /// Its last proposed block next to the local block for the same attributes (omitted
+    /// transactions, gas and transactions over local); `null` before its first.
+    pub last_comparison: Option<crate::accountability::Comparison>,
 }
 
 fn status_of(b: &Builder) -> BuilderStatus {
@@ -63,6 +66,7 @@ fn status_of(b: &Builder) -> BuilderStatus {
         since_unix_ms: unix_ms(since),
         head: heads.map(|h| h.builder),
         behind: heads.map(|h| h.local.saturating_sub(h.builder)),
+        last_comparison: b.recent_comparison().last(),
     }
 }
 

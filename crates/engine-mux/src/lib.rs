@@ -3,6 +3,7 @@
 //! only when the local client validated it as VALID, and falls back to the local block
 //! whenever the builder fails. See docs/architecture.md for the routing table and invariants.
 
+pub mod accountability;
 pub mod builder;
 pub mod builders;
 pub mod builders_config;

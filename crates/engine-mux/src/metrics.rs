@@ -388,6 +388,31 @@ impl Metrics {
 
     // --- failover carry-over: peers' preconfirmations carried into the new leader's block ---
 
+    /// A proposed builder block compared with the local block for the same attributes:
+    /// transactions it omitted, and what it adds over the local block.
+    pub fn builder_compared(&self, omitted: u64, gas_over_local: i128, txs_over_local: i64) {
+        self.counter("engine_mux_builder_compared_blocks_total", &[], 1);
+        self.counter(
+            "engine_mux_builder_omitted_transactions_total",
+            &[],
+            omitted,
+        );
+        if omitted > 0 {
+            self.counter("engine_mux_builder_blocks_with_omissions_total", &[], 1);
+        }
+        // Signed differences of the last compared block (a histogram's buckets are latencies).
+        self.gauge(
+            "engine_mux_builder_gas_over_local",
+            &[],
+            gas_over_local as f64,
+        );
+        self.gauge(
+            "engine_mux_builder_txs_over_local",
+            &[],
+            txs_over_local as f64,
+        );
+    }
+
     /// A carry-over stopped trying carried transactions: its time budget was spent.
     pub fn carry_budget_spent(&self) {
         self.counter("engine_mux_failover_carry_budget_spent_total", &[], 1);

@@ -41,6 +41,8 @@ pub struct Mux {
     external_state_root: bool,
     /// failover carry-over: peers' preconfirmations carried over; `None` without peers.
     pub failover: Option<Arc<crate::failover::Failover>>,
+    /// Builder accountability: each proposed builder block compared with the local block.
+    accountability: Option<crate::accountability::Accountability>,
 }
 
 impl Mux {
@@ -63,7 +65,17 @@ impl Mux {
             get_payload_deadline,
             external_state_root,
             failover: None, // failover carry-over
+            accountability: None,
         }
+    }
+
+    /// Compares every proposed builder block with the local block, after op-node's answer.
+    pub fn with_accountability(
+        mut self,
+        accountability: crate::accountability::Accountability,
+    ) -> Self {
+        self.accountability = Some(accountability);
+        self
     }
 
     /// failover carry-over: carries peers' preconfirmations into the blocks op-node asks for.
@@ -273,6 +285,9 @@ impl Mux {
                     );
                     if let Some(b) = builder {
                         b.record_block_outcome("proposed");
+                        if let (Some(a), Some(local)) = (&self.accountability, local_payload) {
+                            a.schedule(b.clone(), version, chosen.envelope.clone(), local);
+                        }
                     }
                     self.metrics.block_proposed(BlockSource::Builder);
                     json_response(jsonrpc::ok_response(id, &chosen.raw))

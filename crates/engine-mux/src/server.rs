@@ -188,6 +188,8 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             metrics.clone(),
         ))
     });
+    let (accountability, accountability_jobs) =
+        crate::accountability::Accountability::new(metrics.clone());
     let state = Arc::new(
         Mux::new(
             local,
@@ -198,7 +200,8 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
             config.get_payload_deadline,
             config.external_state_root,
         )
-        .with_failover(failover.clone()),
+        .with_failover(failover.clone())
+        .with_accountability(accountability),
     );
     metrics.execution_mode(config.execution_mode);
 
@@ -222,6 +225,10 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     for (builder, queues) in builder_tasks {
         tasks.extend(crate::builder::spawn(&builder, queues, &shutdown_rx));
     }
+    tasks.push(tokio::spawn(crate::accountability::run(
+        accountability_jobs,
+        shutdown_rx.clone(),
+    )));
     if let Some(failover) = &failover {
         tasks.extend(failover.spawn(&shutdown_rx, &config.tls_roots));
     }

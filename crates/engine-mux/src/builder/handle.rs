@@ -80,6 +80,8 @@ pub struct Builder {
     pub(super) p2p: Option<FlashblocksP2pConfig>,
     /// The version byte this builder stamps on the payload ids it derives, as its answers show.
     pub(super) payload_id_version: AtomicU8,
+    /// Its last proposed block next to the local block (builder accountability).
+    pub(super) recent_comparison: crate::accountability::Recent,
 }
 
 impl std::fmt::Debug for Builder {
@@ -132,6 +134,7 @@ impl Builder {
             mode,
             p2p: config.flashblocks_p2p.clone(),
             payload_id_version: AtomicU8::new(ASSUMED_PAYLOAD_ID_VERSION),
+            recent_comparison: Default::default(),
         });
         let tasks = BuilderTasks {
             queue: queue_rx,
@@ -170,6 +173,11 @@ impl Builder {
     pub fn record_block_outcome(&self, outcome: &'static str) {
         *self.last_outcome.lock() = outcome;
         self.metrics.builder_block(outcome);
+    }
+
+    /// Its last proposed block next to the local block for the same attributes.
+    pub fn recent_comparison(&self) -> &crate::accountability::Recent {
+        &self.recent_comparison
     }
 
     /// The metrics view labelled with its name.
