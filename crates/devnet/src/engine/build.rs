@@ -40,6 +40,16 @@ pub struct BuiltBlock {
     pub value: U256,
 }
 
+impl BuiltBlock {
+    /// The same block without its post-state (see [`ChainBlock::without_state`]).
+    pub fn without_state(&self) -> Self {
+        Self {
+            block: Arc::new(self.block.without_state()),
+            value: self.value,
+        }
+    }
+}
+
 /// Builds the child of `parent` for `attrs`: attribute transactions first (all must execute),
 /// then `pool` transactions unless `noTxPool`.
 pub fn build_block(

@@ -6,8 +6,13 @@ use op_alloy_rpc_types_engine::OpPayloadAttributes;
 
 use crate::engine::build::BuiltBlock;
 
-/// Payload jobs kept for `getPayload`; sized for bursts of hundreds of FCUs.
+/// Payload jobs kept for `getPayload`; sized for bursts of hundreds of FCUs. Jobs keep their
+/// blocks without post-states.
 pub const MAX_PAYLOAD_JOBS: usize = 1024;
+
+/// Blocks this engine built that keep their post-state, so its own block's newPayload skips
+/// re-execution (older ones are re-executed). Each state is a copy of every account.
+pub const MAX_BUILT_STATES: usize = 64;
 
 /// One payload job.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use crate::{
         Engine, EngineStats, Inner, PAYLOAD_ID_VERSION,
         api::{EngineError, EngineVersion, PayloadEnvelope, check_fork, envelope},
         build::{BuildError, BuiltBlock, build_block_on_prefix},
-        jobs::{MAX_PAYLOAD_JOBS, PayloadJob},
+        jobs::{MAX_BUILT_STATES, MAX_PAYLOAD_JOBS, PayloadJob},
         validate::validate_block_with_senders,
     },
 };
@@ -175,11 +175,13 @@ impl Engine {
                     built
                 }
             };
-            inner.jobs.insert(id, PayloadJob::Built(built.clone()));
+            inner
+                .jobs
+                .insert(id, PayloadJob::Built(built.without_state()));
             let hash = built.block.hash;
             inner.built.insert(hash, built.block.clone());
             inner.built_order.push_back(hash);
-            while inner.built_order.len() > MAX_PAYLOAD_JOBS {
+            while inner.built_order.len() > MAX_BUILT_STATES {
                 if let Some(old) = inner.built_order.pop_front() {
                     inner.built.remove(&old);
                 }
@@ -340,7 +342,13 @@ impl Engine {
                     Some(claimed_hash),
                 ));
             }
-            if let Some(own) = inner.built.get(&claimed_hash).cloned() {
+            // Its own block with its post-state: no re-execution (without it, re-executed below).
+            if let Some(own) = inner
+                .built
+                .get(&claimed_hash)
+                .filter(|b| b.state().is_some())
+                .cloned()
+            {
                 drop(inner);
                 self.lock().chain.insert((*own).clone());
                 return Ok(PayloadStatus::new(

@@ -51,6 +51,19 @@ impl ChainBlock {
         }
     }
 
+    /// The same block without its post-state: what a payload job keeps (re-serving a payload
+    /// needs none, and a full state per job would hold hundreds of kilobytes for each of
+    /// [`super::jobs::MAX_PAYLOAD_JOBS`] jobs).
+    pub fn without_state(&self) -> Self {
+        Self {
+            header: self.header.clone(),
+            hash: self.hash,
+            transactions: self.transactions.clone(),
+            receipts: self.receipts.clone(),
+            state: None,
+        }
+    }
+
     /// The post-state carried by a freshly built/validated block, if not yet moved to a store.
     pub fn state(&self) -> Option<&Arc<StateSnapshot>> {
         self.state.as_ref()

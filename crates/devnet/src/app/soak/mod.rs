@@ -373,12 +373,25 @@ pub struct SoakArgs {
     /// Time between two resource samples.
     #[arg(long, default_value = "5s", value_parser = crate::app::cli::parse_duration)]
     pub sample_every: Duration,
-    /// Resources are judged after this much time (default: a quarter of the duration, at most 5 min).
+    /// Resources are judged after this much time (default: once the engines' bounded caches
+    /// are full, 128 blocks, but at least a quarter and at most half of the run, 5 min at most).
     #[arg(long, value_parser = crate::app::cli::parse_duration)]
     pub warm_up: Option<Duration>,
     /// Extra engine-mux flags; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,
+}
+
+/// Resources are judged once the engines' bounded caches are full: their post-states and
+/// built blocks fill within [`crate::engine::jobs::MAX_BUILT_STATES`] blocks (plus engine-mux's
+/// recent payloads, as many by default). A quarter of the run at least, half at most, 5 min at
+/// most.
+fn default_warm_up(duration: Duration, block_time: Duration) -> Duration {
+    let fill = block_time * (2 * crate::engine::jobs::MAX_BUILT_STATES as u32);
+    (duration / 4)
+        .max(fill)
+        .min(duration / 2)
+        .min(Duration::from_secs(300))
 }
 
 impl From<SoakArgs> for SoakConfig {
@@ -393,7 +406,7 @@ impl From<SoakArgs> for SoakConfig {
             sample_every: a.sample_every,
             warm_up: a
                 .warm_up
-                .unwrap_or_else(|| (a.duration / 4).min(Duration::from_secs(300))),
+                .unwrap_or_else(|| default_warm_up(a.duration, a.block_time)),
             mux_args: a.mux_args,
             ..Self::default()
         }

@@ -75,7 +75,7 @@ impl Engine {
             PayloadJob::Streaming {
                 parent,
                 attributes,
-                latest: built,
+                latest: built.without_state(),
                 next_index: index + 1,
             },
         );
