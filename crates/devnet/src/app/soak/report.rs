@@ -137,6 +137,11 @@ pub struct SoakReport {
 /// Fitted share of the mean memory may grow after warm-up and still be called flat.
 const MEMORY_SHARE: f64 = 0.10;
 
+/// Resources are judged (pass or fail) only over at least this long after warm-up: a shorter
+/// span cannot tell caches still filling (the engines' chain history, the checker's records)
+/// from a leak, so it is reported and not judged.
+const JUDGED_SPAN_MIN: f64 = 5.0;
+
 impl SoakReport {
     fn trends(&self) -> [(&'static str, Option<Trend>, f64, f64); 3] {
         [
@@ -170,10 +175,9 @@ impl SoakReport {
             && f.out_of_order_count == 0
             && f.unexplained_health() == 0
             && f.proposed > 0
-            && self
-                .trends()
-                .iter()
-                .all(|(_, t, share, floor)| t.is_none_or(|t| t.flat(*share, *floor)))
+            && self.trends().iter().all(|(_, t, share, floor)| {
+                t.is_none_or(|t| t.minutes < JUDGED_SPAN_MIN || t.flat(*share, *floor))
+            })
     }
 }
 
@@ -237,10 +241,11 @@ impl fmt::Display for SoakReport {
                     t.last,
                     t.per_minute,
                     t.minutes,
-                    if t.flat(share, floor) {
-                        "flat"
-                    } else {
-                        "GROWING"
+                    match (t.minutes < JUDGED_SPAN_MIN, t.flat(share, floor)) {
+                        (true, true) => "flat; not judged: under 5 min after warm-up",
+                        (true, false) => "growing; not judged: under 5 min after warm-up",
+                        (false, true) => "flat",
+                        (false, false) => "GROWING",
                     }
                 )?,
                 None => writeln!(out, "{name}: too few samples")?,
