@@ -4,9 +4,9 @@
 pub mod control;
 pub mod engine;
 pub mod eth;
-pub mod simulate;
 #[cfg(test)]
 mod eth_call_tests;
+pub mod simulate;
 #[cfg(test)]
 mod simulate_tests;
 
