@@ -192,13 +192,18 @@ mod tests {
     /// Numbers beyond f64 (`2e700`) are JSON by the grammar: the fuzzer's `jsonrpc_envelope`
     /// target once judged them "not JSON" through `serde_json::Value`. A body made of one is a
     /// JSON value that is not a request (-32600), and such an id is echoed as sent, as geth
-    /// echoes its raw id.
+    /// echoes its raw id. A string that is not UTF-8 is not JSON text (-32700), batch or not.
     #[test]
     fn out_of_range_numbers_are_json_and_ids_echo_verbatim() {
         for body in [&b"2e700"[..], br#"{"":9E900,"params":[""]}"#] {
             let e = parse_incoming(body).expect_err("not a request");
             assert!(matches!(e, EnvelopeError::Invalid(_)), "{e}");
             assert_eq!(e.to_error_object().code(), -32600);
+        }
+        for body in [&b"{\"id\":1,\"method\":\"\xfe\"}"[..], b"[{\"\x89d\":0}]"] {
+            let e = parse_incoming(body).expect_err("not JSON");
+            assert!(matches!(e, EnvelopeError::Parse(_)), "{e}");
+            assert_eq!(e.to_error_object().code(), -32700);
         }
         let req = parse_request(br#"{"jsonrpc":"2.0","id":1e999,"method":"eth_chainId"}"#)
             .expect("a request");
