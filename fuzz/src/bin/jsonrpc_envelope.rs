@@ -1,7 +1,8 @@
 //! The JSON-RPC envelope and batches engine-mux reads from op-node (engine_api::jsonrpc, the
 //! router's batch split). Properties: a body is a single request, a batch or one of the two
-//! errors ("not JSON" judged by the JSON grammar alone: `1e999` is JSON, though no f64 holds
-//! it); every batch item is parsed on its own; the id is answered back byte for byte as sent.
+//! errors ("not JSON" judged by the grammar and UTF-8 alone: `1e999` is JSON, though no f64
+//! holds it); every batch item is parsed on its own; the id is answered back byte for byte as
+//! sent.
 
 use std::collections::HashMap;
 
@@ -47,7 +48,9 @@ fn main() {
                 let code = e.to_error_object().code();
                 assert!(code == -32700 || code == -32600, "code {code}");
                 // Not JSON at all is a parse error; JSON of the wrong shape is invalid.
-                let is_json = serde_json::from_slice::<IgnoredAny>(data).is_ok();
+                // JSON text is UTF-8 (RFC 8259 §8.1); skipping a value does not check strings.
+                let is_json = std::str::from_utf8(data)
+                    .is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
                 assert_eq!(matches!(e, EnvelopeError::Parse(_)), !is_json, "{e}");
             }
         }
