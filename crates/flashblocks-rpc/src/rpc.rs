@@ -386,12 +386,23 @@ async fn simulate_after(
 }
 
 /// The call of a pending `eth_call`/`eth_estimateGas` we answer: tag `pending`, no overrides.
+/// A call without fee fields states zero fees: a node's `eth_call` runs it at gas price 0
+/// (go-ethereum and reth alike), while inside `eth_simulateV1` op-reth would charge it the
+/// pending block's base fee for all its gas (-38014 from a caller who cannot pay that).
 fn pending_request(params: &Params<'_>) -> Option<Value> {
     let p: Vec<Value> = params.parse().ok()?;
     if p.len() > 2 || !is_pending_tag(p.get(1)) || !p[0].is_object() {
         return None;
     }
-    p.into_iter().next()
+    let mut call = p.into_iter().next()?;
+    let priced = ["gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"]
+        .iter()
+        .any(|f| call.get(f).is_some_and(|v| !v.is_null()));
+    if !priced {
+        call["maxFeePerGas"] = json!("0x0");
+        call["maxPriorityFeePerGas"] = json!("0x0");
+    }
+    Some(call)
 }
 
 /// `eth_call` at `pending` while pending blocks are held: the upstream simulates the pending
