@@ -75,7 +75,9 @@ impl Engine {
             PayloadJob::Streaming {
                 parent,
                 attributes,
-                latest: built.without_state(),
+                // With its state: getPayload makes it the built block whose newPayload (op-node's,
+                // mirrored) then skips re-execution; the job keeps it stateless from then on.
+                latest: built,
                 next_index: index + 1,
             },
         );
