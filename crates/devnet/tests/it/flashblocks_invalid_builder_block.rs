@@ -1,15 +1,10 @@
-//! engine-mux bug (reported, not fixed here: crates/engine-mux is not this crate's): when the
-//! builder's getPayload block carries every preconfirmed transaction but the local EL finds it
-//! INVALID, engine-mux falls back to the local block instead of proposing the (valid) block its
-//! flashblocks assemble to — the preconfirmations users were shown are not what lands.
 //! Flashblocks end to end: the flashblocks are proposed "when valid"; only when they cannot form a
 //! valid block does it fall back to the builder's payload, then to the local block.
 //!
 //! Here the builder's `invalid` fault corrupts only the payload its getPayload serves (state
 //! root, header hash recomputed); its flashblocks stay honest, so they assemble to a block the
-//! local EL accepts. `MuxState::with_flashblocks` returns the builder payload's validation
-//! error on the `builder_payload` path without trying the assembled flashblocks (and counts
-//! `engine_mux_flashblocks_blocks_total{path="builder_payload"}` before validating).
+//! local EL accepts: engine-mux tries the builder's block, then the block the flashblocks
+//! assemble to (engine-mux `builder/payload.rs`, `with_flashblocks`), and proposes the latter.
 
 use std::time::Duration;
 
