@@ -162,13 +162,16 @@ pub async fn run(mut jobs: Jobs, mut shutdown: watch::Receiver<bool>) {
         let metrics = job.builder.metrics();
         metrics.builder_compared(c.omitted.len() as u64, c.gas_over_local, c.txs_over_local);
         if !c.omitted.is_empty() {
+            // Info, not a warning: a transaction that reached the local EL after the builder
+            // sealed counts too (no arrival time is known here); the rate per builder is the
+            // signal, not one block.
             let named: Vec<String> = c
                 .omitted
                 .iter()
                 .take(LOGGED_OMISSIONS)
                 .map(ToString::to_string)
                 .collect();
-            tracing::warn!(
+            tracing::info!(
                 builder = job.builder.name(),
                 block = c.block,
                 omitted = c.omitted.len(),
