@@ -18,7 +18,6 @@ use std::{
 };
 
 use alloy_primitives::{Address, B256, U256};
-use devnet::chain::accounts::{raw_transaction, sign_transfer};
 use e2e::{LoneEngine, call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
 use flashblocks_rpc::metrics::Source;
 use serde_json::json;
@@ -133,17 +132,7 @@ async fn throughput(duration: Duration, concurrency: usize) {
     } = LoneEngine::start().await;
     let (url, frames) = scripted_server().await;
     let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
-    let tx = sign_transfer(
-        &signers[0],
-        chain_id,
-        0,
-        Address::repeat_byte(7),
-        U256::from(1),
-        2_000_000_000,
-        1_000_000,
-    )
-    .unwrap();
-    let hash = tx.tx_hash();
+    let (raw, hash) = e2e::transfer(&signers[0], chain_id, 0);
     frames
         .send(flashblock(
             1,
@@ -151,7 +140,7 @@ async fn throughput(duration: Duration, concurrency: usize) {
             1,
             head_hash,
             0,
-            &[(raw_transaction(&tx), hash)],
+            &[(raw.clone(), hash)],
             B256::repeat_byte(1),
         ))
         .await

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
-use devnet::chain::accounts::{raw_transaction, sign_transfer};
+use alloy_primitives::B256;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use e2e::{LoneEngine, call, client, flashblock, metric, scripted_server, start_rpc, wait_for};
+use e2e::{
+    LoneEngine, call, client, flashblock, metric, scripted_server, start_rpc, transfer, wait_for,
+};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -52,20 +53,7 @@ async fn text_binary_brotli_and_metadata_only_frames_are_applied() {
     // A 64 KiB frame limit: the oversized frame below inflates to 1 MiB.
     let rpc = start_rpc(&url, &engine.http_url(), &["--max-frame-bytes", "65536"]).await;
     let ours = client(&rpc.http_url(), None);
-    let transfer = |nonce: u64| {
-        let tx = sign_transfer(
-            &signers[0],
-            chain_id,
-            nonce,
-            Address::repeat_byte(7),
-            U256::from(1),
-            2_000_000_000,
-            1_000_000,
-        )
-        .unwrap();
-        (raw_transaction(&tx), tx.tx_hash())
-    };
-    let txs: Vec<_> = (0..4).map(transfer).collect();
+    let txs: Vec<_> = (0..4).map(|n| transfer(&signers[0], chain_id, n)).collect();
     let hashes: Vec<B256> = (0..4).map(|i| B256::repeat_byte(0xb0 + i)).collect();
     let fb = |i: usize| {
         flashblock(

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
-use devnet::chain::accounts::{raw_transaction, sign_transfer};
+use alloy_primitives::B256;
 use serde_json::{Value, json};
 
 use e2e::{
@@ -30,19 +29,7 @@ async fn reorged_sequence_replaces_the_pending_view() {
     let (url, frames) = scripted_server().await;
     let rpc = start_rpc(&url, &engine.http_url(), &[]).await;
     let ours = client(&rpc.http_url(), None);
-    let transfer = |signer: usize, nonce: u64| {
-        let tx = sign_transfer(
-            &signers[signer],
-            chain_id,
-            nonce,
-            Address::repeat_byte(7),
-            U256::from(1),
-            2_000_000_000,
-            1_000_000,
-        )
-        .unwrap();
-        (raw_transaction(&tx), tx.tx_hash())
-    };
+    let transfer = |signer: usize, nonce: u64| e2e::transfer(&signers[signer], chain_id, nonce);
     let a1 = transfer(0, 0);
     let a2 = transfer(0, 1);
     let b1 = transfer(1, 0);

@@ -5,17 +5,14 @@
 
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
-use devnet::chain::accounts::{raw_transaction, sign_transfer};
+use alloy_primitives::B256;
 use futures::SinkExt;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use clap::Parser;
-use e2e::{LoneEngine, call, client, flashblock, metric, wait_for};
+use e2e::{LoneEngine, call, client, flashblock, metric, rpc_config, transfer, wait_for};
 use engine_api::tls::TrustedRoots;
-use flashblocks_rpc::{cli::Args, config::Config};
 use test_utils::TestCa;
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -56,33 +53,11 @@ async fn wss_stream_trusted_through_the_configured_roots_serves_pending() {
     } = LoneEngine::start().await;
 
     let (url, frames) = wss_server(ca.acceptor()).await;
-    let mut config = Config::try_from(
-        Args::try_parse_from([
-            "flashblocks-rpc",
-            "--flashblocks-url",
-            url.as_str(),
-            "--upstream-url",
-            engine.http_url().as_str(),
-            "--rpc-addr",
-            "127.0.0.1:0",
-        ])
-        .unwrap(),
-    )
-    .unwrap();
+    let mut config = rpc_config(&url, &engine.http_url(), &[]);
     config.tls_roots = TrustedRoots::ca_file(&ca.pem_file);
     let rpc = flashblocks_rpc::start(config).await.unwrap();
     let ours = client(&rpc.http_url(), None);
-    let tx = sign_transfer(
-        &signers[0],
-        chain_id,
-        0,
-        Address::repeat_byte(7),
-        U256::from(1),
-        2_000_000_000,
-        1_000_000,
-    )
-    .unwrap();
-    let sent = (raw_transaction(&tx), tx.tx_hash());
+    let sent = transfer(&signers[0], chain_id, 0);
     let hash = B256::repeat_byte(0xa0);
     frames
         .send(flashblock(

@@ -16,13 +16,13 @@ mod relay;
 mod rpc;
 mod scripted;
 
-pub use lone::LoneEngine;
+pub use lone::{LoneEngine, transfer};
 pub use net::{BLOCK_TIME, FLASHBLOCK_INTERVAL, Net};
 pub use proxy::{Ws, next_json, start_proxy, subscribe, ws_url};
 pub use relay::Relay;
 pub use rpc::{
     CALL_TIMEOUT, assert_covers, call, client, metric, pending_ahead, quantity, quantity256,
-    start_rpc,
+    rpc_config, start_rpc,
 };
 pub use scripted::{flashblock, scripted_server};
 

@@ -1,12 +1,12 @@
 //! A lone local engine at genesis (no builder, no engine-mux): the upstream the scripted-stream
 //! scenarios point flashblocks-rpc at.
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_rpc_types_engine::JwtSecret;
 use alloy_signer_local::PrivateKeySigner;
 use devnet::{
     app::{load_genesis, start_engine_on, unix_now},
-    chain::accounts::funded_dev_signers,
+    chain::accounts::{funded_dev_signers, raw_transaction, sign_transfer},
     engine::{Role, rpc::RunningEngine},
 };
 use engine_api::Upstream;
@@ -55,4 +55,20 @@ impl LoneEngine {
             head_hash,
         }
     }
+}
+
+/// A 1-wei transfer to `0x0707…07` from `signer` with `nonce` (2 gwei max fee, 1 Mwei tip):
+/// its raw bytes and hash, as the scripted-stream scenarios preconfirm it.
+pub fn transfer(signer: &PrivateKeySigner, chain_id: u64, nonce: u64) -> (Bytes, B256) {
+    let tx = sign_transfer(
+        signer,
+        chain_id,
+        nonce,
+        Address::repeat_byte(7),
+        U256::from(1),
+        2_000_000_000,
+        1_000_000,
+    )
+    .unwrap();
+    (raw_transaction(&tx), tx.tx_hash())
 }

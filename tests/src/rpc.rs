@@ -58,6 +58,13 @@ pub fn quantity256(v: &Value) -> U256 {
 
 /// Starts flashblocks-rpc on an ephemeral port.
 pub async fn start_rpc(flashblocks_url: &str, upstream_url: &str, extra: &[&str]) -> Running {
+    flashblocks_rpc::start(rpc_config(flashblocks_url, upstream_url, extra))
+        .await
+        .unwrap()
+}
+
+/// The configuration [`start_rpc`] starts with, for a test that changes it first.
+pub fn rpc_config(flashblocks_url: &str, upstream_url: &str, extra: &[&str]) -> Config {
     let mut argv = vec![
         "flashblocks-rpc",
         "--flashblocks-url",
@@ -72,8 +79,7 @@ pub async fn start_rpc(flashblocks_url: &str, upstream_url: &str, extra: &[&str]
         "200",
     ];
     argv.extend_from_slice(extra);
-    let config = Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap();
-    flashblocks_rpc::start(config).await.unwrap()
+    Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap()
 }
 
 /// Reads one metric of a running instance.
