@@ -274,7 +274,16 @@ impl Mux {
                     self.metrics.fallback(FallbackReason::Policy);
                 }
                 let builder = self.builders.get(chosen.builder);
-                if wins && mode == ExecutionMode::Enabled {
+                if let Some(reason) = chosen
+                    .rebuilt_after
+                    .filter(|_| mode == ExecutionMode::Enabled)
+                {
+                    // The builder failed (its verdict says why); the block is the local EL's,
+                    // built from what the builder preconfirmed.
+                    self.metrics.fallback(reason);
+                    self.metrics.block_proposed(BlockSource::Local);
+                    json_response(jsonrpc::ok_response(id, &chosen.raw))
+                } else if wins && mode == ExecutionMode::Enabled {
                     tracing::info!(
                         builder = chosen.builder,
                         block = chosen.envelope.block_number(),

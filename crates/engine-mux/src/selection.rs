@@ -53,6 +53,11 @@ pub struct Candidates {
     pub list: Vec<Candidate>,
     /// Flashblocks of this block already shown to subscribers.
     pub preconfirmed: usize,
+    /// The transactions those flashblocks carried, in order (empty without preconfirmations):
+    /// when no candidate is VALID, the local EL builds a block of exactly these.
+    pub preconfirmed_txs: Vec<alloy_primitives::Bytes>,
+    /// When op-node's getPayload must be answered.
+    pub deadline: tokio::time::Instant,
     /// Why there is nothing better, when `list` is empty.
     pub failure: FallbackReason,
     /// Whether this is the first getPayload for this block (a block with an external state
@@ -71,6 +76,9 @@ pub struct Chosen {
     pub envelope: PayloadEnvelope,
     /// Flashblocks it carries that were shown to subscribers.
     pub preconfirmed: usize,
+    /// Set when every block the builder offered failed (for this reason) and the local EL
+    /// built the preconfirmed transactions itself: the builder is still at fault.
+    pub rebuilt_after: Option<FallbackReason>,
 }
 
 /// Tries `candidates` best first: the first that matches op-node's attributes and that the
@@ -88,6 +96,8 @@ pub async fn choose(
         request,
         list,
         preconfirmed,
+        preconfirmed_txs,
+        deadline,
         failure,
         first_ask,
     } = candidates;
@@ -122,9 +132,41 @@ pub async fn choose(
                     raw: c.raw,
                     envelope: c.envelope,
                     preconfirmed,
+                    rebuilt_after: None,
                 });
             }
             Err(r) => reason = r,
+        }
+    }
+    // With an external state root every zero-root candidate was already rebuilt from these
+    // same transactions: a second rebuild would only fail the same way.
+    if preconfirmed > 0 && !external_state_root {
+        match keep_preconfirmed(local, version, &request, &preconfirmed_txs, deadline).await {
+            Ok((raw, envelope)) => {
+                tracing::warn!(
+                    block = envelope.block_number(),
+                    hash = %envelope.block_hash(),
+                    flashblocks = preconfirmed,
+                    txs = preconfirmed_txs.len(),
+                    reason = reason.as_str(),
+                    "no block the builder offered is valid; proposing its preconfirmed transactions as the local EL built them"
+                );
+                metrics.flashblocks_block("rebuilt");
+                return Ok(Chosen {
+                    // Named by `select`, which knows whose offer this was.
+                    builder: "",
+                    raw,
+                    envelope,
+                    preconfirmed,
+                    rebuilt_after: Some(reason),
+                });
+            }
+            Err(r) => {
+                tracing::warn!(
+                    reason = r.as_str(),
+                    "the local EL could not build the preconfirmed transactions"
+                );
+            }
         }
     }
     if preconfirmed > 0 {
@@ -218,6 +260,32 @@ async fn rebuild(
         "local EL rebuilt the builder's block with its state root"
     );
     Ok(Some(rebuilt))
+}
+
+/// The last resort for preconfirmations: when neither the builder's block nor the block its
+/// flashblocks assemble to is VALID (a zero or wrong state root, a corrupt header), the
+/// transactions users were shown are still good. The local EL builds op-node's block from
+/// exactly those transactions (the same rebuild as `--external-state-root`), so they land in
+/// this block, in order. They must start with op-node's forced transactions, as every
+/// flashblocks stream does.
+async fn keep_preconfirmed(
+    local: &LocalEl,
+    version: PayloadVersion,
+    request: &BuildRequest,
+    transactions: &[alloy_primitives::Bytes],
+    deadline: tokio::time::Instant,
+) -> Result<(Box<RawValue>, PayloadEnvelope), FallbackReason> {
+    let forced = request
+        .attributes
+        .transactions
+        .as_deref()
+        .unwrap_or_default();
+    if transactions.is_empty() || !transactions.starts_with(forced) {
+        return Err(FallbackReason::AttributesMismatch);
+    }
+    local
+        .rebuild(version, request, transactions, deadline)
+        .await
 }
 
 /// How several builders' blocks are ranked: the best is checked and validated first, the next
@@ -356,8 +424,9 @@ pub async fn select(
             continue;
         };
         match choose(local, metrics, version, candidates, external_state_root).await {
-            Ok(c) => {
-                verdict[i] = Some(Ok(()));
+            Ok(mut c) => {
+                c.builder = names[i];
+                verdict[i] = Some(c.rebuilt_after.map_or(Ok(()), Err));
                 chosen = Some(c);
                 break;
             }

@@ -25,6 +25,7 @@ mod flashblocks_invalid_builder_block;
 mod flashblocks_p2p;
 mod flashblocks_reconnect;
 mod flashblocks_slow_subscriber;
+mod flashblocks_zero_state_root;
 mod fork_transition;
 mod ha_failover;
 mod healthy;

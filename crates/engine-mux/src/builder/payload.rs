@@ -96,6 +96,8 @@ impl Builder {
                         early: EarlyCheck::None,
                     }],
                     preconfirmed: 0,
+                    preconfirmed_txs: Vec::new(),
+                    deadline,
                     failure: FallbackReason::Error,
                     first_ask,
                 }
@@ -202,6 +204,11 @@ impl Builder {
             0
         };
         let carried = accepted.iter().flat_map(|fb| fb.diff.transactions.iter());
+        let preconfirmed_txs: Vec<_> = if preconfirmed > 0 {
+            carried.clone().cloned().collect()
+        } else {
+            Vec::new()
+        };
         let assembled_hash = accepted.last().map(|fb| fb.diff.block_hash);
         let mut list = Vec::new();
         let (path, failure) = match fetched {
@@ -231,6 +238,8 @@ impl Builder {
                         request,
                         list,
                         preconfirmed,
+                        preconfirmed_txs,
+                        deadline,
                         failure: FallbackReason::Error,
                         first_ask: true,
                     };
@@ -270,6 +279,8 @@ impl Builder {
             request,
             list,
             preconfirmed,
+            preconfirmed_txs,
+            deadline,
             failure,
             first_ask: true,
         }
