@@ -84,6 +84,13 @@ impl RunningMux {
         self.upstreams.status()
     }
 
+    /// Current health with every component's state and the evidence behind it, as
+    /// `/healthz` answers it to `Accept: application/json`.
+    pub fn health_report(&self) -> crate::health::report::HealthReport {
+        let (status, pending) = self.upstreams.status_and_pending();
+        crate::health::report::report(&self.upstreams, status, pending)
+    }
+
     /// The multiplexer (for embedding and tests).
     pub fn state(&self) -> &Arc<Mux> {
         &self.state

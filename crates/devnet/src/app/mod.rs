@@ -70,6 +70,8 @@ pub struct DevnetConfig {
     /// Flashblocks end to end (`None` = off): the builder streams them, engine-mux ingests,
     /// re-publishes and assembles blocks from them.
     pub flashblocks: Option<DevnetFlashblocks>,
+    /// Blocks of history each engine keeps (`None`: the engine's default).
+    pub history_blocks: Option<usize>,
     /// Flashblocks P2P authorization (`None` = off): the builder publishes a payload's
     /// flashblocks only when engine-mux's FCU authorized it (`--flashblocks-p2p` on
     /// engine-mux instead of `--flashblocks`). Needs `flashblocks` for the builder's publisher.
@@ -171,6 +173,7 @@ impl Default for DevnetConfig {
             mux_port: 0,
             flashblocks: None,
             flashblocks_p2p: None,
+            history_blocks: None,
         }
     }
 }
@@ -254,6 +257,7 @@ pub struct Devnet {
     // What a restarted builder starts from and where it listens.
     genesis: LoadedGenesis,
     builder_flashblocks: Option<FlashblocksConfig>,
+    history_blocks: Option<usize>,
 }
 
 /// The builder engines in order (b1 first), shared with the fault schedule.
@@ -463,6 +467,14 @@ impl Devnet {
         let mut builders = builders.into_iter();
         let builder = builders.next().expect("at least one builder");
         let extra_builders: Vec<RunningEngine> = builders.collect();
+        if let Some(n) = config.history_blocks {
+            for e in std::iter::once(&local)
+                .chain(std::iter::once(&builder))
+                .chain(&extra_builders)
+            {
+                e.engine.set_history_blocks(n);
+            }
+        }
         if let Some(p2p) = config.flashblocks_p2p {
             // The builder publishes itself; engine-mux only authorizes it.
             builder
@@ -559,6 +571,7 @@ impl Devnet {
             scheduled,
             genesis,
             builder_flashblocks,
+            history_blocks: config.history_blocks,
         })
     }
 
@@ -599,6 +612,9 @@ impl Devnet {
         };
         running.engine.faults().clear();
         let fresh = Arc::new(Engine::new(self.genesis.clone(), Role::Builder));
+        if let Some(n) = self.history_blocks {
+            fresh.set_history_blocks(n);
+        }
         running
             .restart(fresh.clone(), self.jwt, self.builder_flashblocks)
             .await?;

@@ -193,6 +193,11 @@ impl Engine {
         self.role
     }
 
+    /// Keeps at most `n` blocks of history (default [`store::MAX_BLOCKS`]).
+    pub fn set_history_blocks(&self, n: usize) {
+        self.lock().chain.set_max_blocks(n);
+    }
+
     /// The fault switches (only consulted in builder role).
     pub fn faults(&self) -> &Arc<Faults> {
         &self.faults

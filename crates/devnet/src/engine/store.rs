@@ -15,7 +15,9 @@ use crate::chain::state::StateSnapshot;
 /// Each is a full copy of the state (~1.3 MB once the EIP-4788 ring buffer is full), so this
 /// bounds memory at roughly 100 MB.
 pub const MAX_STATES: usize = 64;
-/// How many blocks are kept in total; older ones are forgotten (eth queries return null).
+/// How many blocks are kept in total by default; older ones are forgotten (eth queries return
+/// null). [`ChainStore::set_max_blocks`] changes it (the soak keeps few, so its memory readings
+/// flatten within the warm-up).
 pub const MAX_BLOCKS: usize = 20_000;
 
 /// A sealed block with its senders and receipts.
@@ -113,6 +115,7 @@ pub struct ChainStore {
     safe: B256,
     finalized: B256,
     genesis_hash: B256,
+    max_blocks: usize,
 }
 
 impl ChainStore {
@@ -131,6 +134,7 @@ impl ChainStore {
             safe: hash,
             finalized: hash,
             genesis_hash: hash,
+            max_blocks: MAX_BLOCKS,
         };
         store.states.insert(hash, state);
         store.blocks.insert(hash, Arc::new(genesis));
@@ -161,7 +165,7 @@ impl ChainStore {
         let block = Arc::new(block);
         self.blocks.insert(hash, block.clone());
         self.insertion_order.push_back(hash);
-        while self.insertion_order.len() > MAX_BLOCKS {
+        while self.insertion_order.len() > self.max_blocks {
             let Some(old) = self.insertion_order.pop_front() else {
                 break;
             };
@@ -179,6 +183,12 @@ impl ChainStore {
             }
         }
         block
+    }
+
+    /// Keeps at most `n` blocks (at least the head and [`MAX_STATES`]' worth) from the next
+    /// insert on.
+    pub fn set_max_blocks(&mut self, n: usize) {
+        self.max_blocks = n.max(MAX_STATES);
     }
 
     /// A known block by hash.
@@ -325,6 +335,32 @@ mod tests {
             "oldest non-head state pruned"
         );
         assert!(store.state(hashes.last().unwrap()).is_some());
+    }
+
+    #[test]
+    fn history_is_bounded_by_the_configured_number_of_blocks() {
+        let genesis = ChainBlock::seal(
+            Header::default(),
+            Vec::new(),
+            Vec::new(),
+            StateSnapshot::default(),
+        );
+        let mut store = ChainStore::new(genesis.clone());
+        store.set_max_blocks(MAX_STATES + 4);
+        let mut parent = genesis;
+        let mut hashes = Vec::new();
+        for _ in 0..MAX_STATES * 2 {
+            let child = child_of(&parent);
+            hashes.push(child.hash);
+            parent = (*store.insert(child)).clone();
+            assert!(store.set_head(parent.hash, B256::ZERO, B256::ZERO));
+        }
+        // Genesis is kept besides them.
+        assert!(store.blocks.len() <= MAX_STATES + 4 + 1);
+        assert!(store.block(&hashes[0]).is_none(), "oldest block forgotten");
+        assert!(store.canonical_block(1).is_none(), "and unindexed");
+        assert_eq!(store.head().hash, parent.hash);
+        assert!(store.block(hashes.last().unwrap()).is_some());
     }
 
     #[test]

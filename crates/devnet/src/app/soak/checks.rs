@@ -106,6 +106,9 @@ pub struct HealthChange {
     pub to: u16,
     /// The fault that explains it; `None`: unexplained (a failure).
     pub explained_by: Option<String>,
+    /// What engine-mux's health report said right after the change (its own evidence, for
+    /// reading an unexplained change; never used to explain one).
+    pub evidence: Option<String>,
 }
 
 /// Counts and the first findings of each kind.
@@ -244,6 +247,19 @@ impl Checks {
         for n in ready {
             self.judge(n, &landed);
         }
+        // Looked up again every block while the engine still indexes the block they landed in
+        // (its history is bounded): a late landing is out of order, not lost.
+        let unlanded = std::mem::take(&mut self.unlanded);
+        for (n, tx) in unlanded {
+            match landed(&tx) {
+                Some(m) => Findings::keep(
+                    &mut self.findings.out_of_order,
+                    &mut self.findings.out_of_order_count,
+                    format!("{tx}: preconfirmed for block {n}, landed in block {m}"),
+                ),
+                None => self.unlanded.push((n, tx)),
+            }
+        }
     }
 
     fn mismatch(&self, number: u64, timestamp: u64, b: &SealedBlock) -> Option<String> {
@@ -350,10 +366,11 @@ impl Checks {
         self.local_restarts.push(at);
     }
 
-    /// `/healthz` answered `code` at `at`, the last proposed block being `height`.
-    pub fn health(&mut self, code: u16, at: Duration, height: u64) {
+    /// `/healthz` answered `code` at `at`, the last proposed block being `height`. Whether
+    /// that was a change (recorded, see [`Self::attach_evidence`]).
+    pub fn health(&mut self, code: u16, at: Duration, height: u64) -> bool {
         if code == self.health {
-            return;
+            return false;
         }
         let from = std::mem::replace(&mut self.health, code);
         let explained_by = self.explain(code, at, height);
@@ -363,7 +380,16 @@ impl Checks {
             from,
             to: code,
             explained_by,
+            evidence: None,
         });
+        true
+    }
+
+    /// engine-mux's own account of the last recorded health change.
+    pub fn attach_evidence(&mut self, evidence: String) {
+        if let Some(last) = self.findings.health.last_mut() {
+            last.evidence = Some(evidence);
+        }
     }
 
     fn explain(&self, code: u16, at: Duration, height: u64) -> Option<String> {

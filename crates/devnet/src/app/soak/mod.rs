@@ -29,6 +29,8 @@ use crate::{
 
 /// Frames of engine-mux's stream buffered for the checks before they are dropped (and counted).
 const FRAME_BUFFER: usize = 8_192;
+/// Blocks of history each devnet engine keeps during a soak.
+const HISTORY_BLOCKS: usize = 128;
 /// How often `/healthz` is read.
 const HEALTH_EVERY: Duration = Duration::from_millis(50);
 /// Blocks proposed after the duration ends, with no new transactions, so the last
@@ -155,6 +157,31 @@ fn watch_stream(
     })
 }
 
+/// engine-mux's health report in one line: the local EL and each builder with its state, its
+/// part in the last block and its last error.
+fn health_evidence(r: &engine_mux::health::report::HealthReport) -> String {
+    let err = |e: &Option<engine_mux::evidence::LastError>| {
+        e.as_ref()
+            .map_or(String::new(), |e| format!(" last error: {}", e.what))
+    };
+    let mut out = format!("local {:?}{}", r.local.state, err(&r.local.last_error));
+    for b in &r.builders {
+        out.push_str(&format!(
+            "; {} {:?} (last block {}, head {:?}, behind {:?}){}",
+            b.name,
+            b.state,
+            b.last_outcome,
+            b.head,
+            b.behind,
+            err(&b.last_error)
+        ));
+    }
+    if let Some(p) = &r.pending {
+        out.push_str(&format!("; pending {} in {} ms", p.towards, p.in_ms));
+    }
+    out
+}
+
 /// Runs a soak and returns its report.
 pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
     let schedule = config.schedule();
@@ -171,6 +198,9 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
             mux_port: 0,
             rpc_port: Some(0),
         }),
+        // Every engine's history is full well within the warm-up, so what grows after it is
+        // not the devnet's chain.
+        history_blocks: Some(HISTORY_BLOCKS),
         ..DevnetConfig::default()
     })
     .await?;
@@ -233,7 +263,9 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
         tokio::select! {
             Some(fb) = frames.recv() => checks.flashblock(&fb),
             _ = health_tick.tick() => {
-                checks.health(devnet.mux.health().code(), started.elapsed(), height);
+                if checks.health(devnet.mux.health().code(), started.elapsed(), height) {
+                    checks.attach_evidence(health_evidence(&devnet.mux.health_report()));
+                }
             }
             _ = sample_tick.tick() => samples.push(Sample::now(started.elapsed())),
             _ = tokio::time::sleep_until(end), if drained_from.is_none() => {

@@ -278,6 +278,11 @@ impl fmt::Display for SoakReport {
                 c.height,
                 c.explained_by.as_deref().unwrap_or("UNEXPLAINED")
             )?;
+            if c.explained_by.is_none()
+                && let Some(e) = &c.evidence
+            {
+                writeln!(out, "    engine-mux said: {e}")?;
+            }
         }
         write!(out, "  schedule: {}", self.schedule.join(" "))
     }
