@@ -22,6 +22,7 @@ EVENT_ONLY=(
   engine_mux_flashblocks_rejected_total
   engine_mux_queue_dropped_total
   engine_mux_builder_blocks_with_omissions_total # only when a builder block leaves out what the local block had
+  engine_mux_preconfirmed_not_sealed_total # only when a sealed block lacks re-published transactions
   engine_mux_flashblocks_p2p_authorizations_total # only with --flashblocks-p2p, which conflicts with the --flashblocks the check runs
   engine_mux_flashblocks_p2p_payload_id_mismatches_total # only with --flashblocks-p2p, and a builder whose ids differ
   # Only with --prevalidate-builder-payload (off by default; devnet test prevalidation.rs runs it).

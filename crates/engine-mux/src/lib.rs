@@ -23,6 +23,7 @@ pub mod local;
 pub mod metrics;
 pub mod mux;
 pub mod payload_check;
+pub mod preconfirmations;
 pub mod prevalidation;
 pub mod router;
 pub mod selection;

@@ -27,6 +27,15 @@ const FLASHBLOCK_COUNT_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 64.0,
 ];
 
+/// Preconfirmed transactions missing from a block: a count per block, not a latency.
+const PRECONFIRMED_NOT_SEALED_PER_BLOCK: &str = "engine_mux_preconfirmed_not_sealed_per_block";
+
+/// Buckets for transactions per block: none at all is the healthy case, a whole block's worth
+/// (hundreds to thousands) the worst.
+const TX_COUNT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+];
+
 /// rollup-boost's blocks counter as its dashboards read it (`rpc.blocks_created` under the
 /// `rollup-boost` prefix, as the Prometheus exporter sanitizes it).
 pub const ROLLUP_BOOST_BLOCKS_CREATED: &str = "rollup_boost_rpc_blocks_created";
@@ -93,6 +102,11 @@ impl Metrics {
             .set_buckets_for_metric(
                 Matcher::Full(FLASHBLOCKS_PER_BLOCK.to_string()),
                 FLASHBLOCK_COUNT_BUCKETS,
+            )
+            .expect("static bucket list is non-empty")
+            .set_buckets_for_metric(
+                Matcher::Full(PRECONFIRMED_NOT_SEALED_PER_BLOCK.to_string()),
+                TX_COUNT_BUCKETS,
             )
             .expect("static bucket list is non-empty")
             .build_recorder();
@@ -499,6 +513,66 @@ impl Metrics {
             &[("result", result)],
             1,
         );
+    }
+}
+
+/// Preconfirmation telemetry, recorded through a builder's view after op-node had its answer.
+impl Metrics {
+    /// How one block's flashblocks stream behaved (see [`crate::preconfirmations::Figures`]).
+    pub fn preconfirmation_stream(&self, f: &crate::preconfirmations::Figures) {
+        if let Some(d) = f.first_delay {
+            self.histogram(
+                "engine_mux_flashblocks_first_delay_seconds",
+                &[],
+                d.as_secs_f64(),
+            );
+        }
+        for d in &f.intervals {
+            self.histogram(
+                "engine_mux_flashblocks_interval_seconds",
+                &[],
+                d.as_secs_f64(),
+            );
+        }
+        if let Some(d) = f.jitter {
+            self.gauge(
+                "engine_mux_flashblocks_interval_jitter_seconds",
+                &[],
+                d.as_secs_f64(),
+            );
+        }
+        // Created at the first block, so a rate reads zero rather than nothing.
+        self.counter("engine_mux_flashblocks_index_gaps_total", &[], f.gaps);
+        self.counter(
+            "engine_mux_flashblocks_out_of_order_total",
+            &[],
+            f.out_of_order,
+        );
+        if let Some(d) = f.last_to_get_payload {
+            self.histogram(
+                "engine_mux_flashblocks_last_to_get_payload_seconds",
+                &[],
+                d.as_secs_f64(),
+            );
+        }
+        self.histogram(
+            "engine_mux_flashblocks_get_payload_to_answer_seconds",
+            &[],
+            f.get_payload_to_answer.as_secs_f64(),
+        );
+    }
+
+    /// Re-published transactions the block op-node got lacks (one observation per block whose
+    /// flashblocks were re-published), counted by `reason` when there are any.
+    pub fn preconfirmed_not_sealed(&self, n: u64, reason: &'static str) {
+        self.histogram(PRECONFIRMED_NOT_SEALED_PER_BLOCK, &[], n as f64);
+        if n > 0 {
+            self.counter(
+                "engine_mux_preconfirmed_not_sealed_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
     }
 }
 

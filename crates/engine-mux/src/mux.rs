@@ -310,6 +310,17 @@ impl Mux {
             }
         };
         self.metrics.get_payload_total(started.elapsed());
+        if let Some(local_id) = local_id {
+            // The deadline was set when op-node's call arrived.
+            let asked_at = deadline - self.get_payload_deadline;
+            crate::preconfirmations::after_get_payload(
+                &self.builders,
+                local_id,
+                mode,
+                asked_at,
+                response.body(),
+            );
+        }
         response
     }
 

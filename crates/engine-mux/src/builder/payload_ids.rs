@@ -38,6 +38,9 @@ pub struct BuildSlot {
     pub elected: bool,
     /// The builder's block fetched and validated before op-node asked for it.
     pub early: Early,
+    /// When op-node's forkchoiceUpdated asked for the block (preconfirmation telemetry
+    /// measures the first flashblock from here).
+    pub asked_at: tokio::time::Instant,
     outcome: watch::Sender<Option<BuilderFcu>>,
     // Whether a getPayload already asked for this block (a retry cannot rebuild it again).
     asked: AtomicBool,
@@ -50,6 +53,7 @@ impl BuildSlot {
             request,
             elected,
             early: Early::default(),
+            asked_at: tokio::time::Instant::now(),
             outcome: watch::Sender::new(None),
             asked: AtomicBool::new(false),
         })

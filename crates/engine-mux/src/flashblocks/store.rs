@@ -5,10 +5,11 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
+use alloy_primitives::Bytes;
 use engine_api::PayloadId;
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use parking_lot::Mutex;
-use tokio::sync::broadcast;
+use tokio::{sync::broadcast, time::Instant};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::{
@@ -72,6 +73,31 @@ pub enum Verdict {
 struct Entry {
     fb: OpFlashblockPayload,
     raw: Utf8Bytes,
+    /// When it reached engine-mux (a held one keeps it), and its place in the arrival order.
+    arrived: Arrival,
+    /// Whether it was re-published to subscribers when accepted.
+    published: bool,
+}
+
+/// When one flashblock reached engine-mux.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    /// Its index in its block.
+    pub index: u64,
+    /// Place in the order frames arrived (ties of `at` broken by it).
+    pub seq: u64,
+    /// Arrival time.
+    pub at: Instant,
+}
+
+/// What one build's flashblocks did, for preconfirmation telemetry (taken once per build).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// Every distinct flashblock delivered for the build (accepted, or held and never
+    /// applicable), in arrival order.
+    pub arrivals: Vec<Arrival>,
+    /// The transactions re-published to subscribers, in order.
+    pub published: Vec<Bytes>,
 }
 
 struct Build {
@@ -83,12 +109,18 @@ struct Build {
     publish: bool,
     /// Bytes of the accepted frames.
     bytes: usize,
+    /// Held flashblocks of this build dropped at the decision (delivered behind a gap).
+    dropped: Vec<Arrival>,
+    /// Whether its [`Timeline`] was taken.
+    reported: bool,
 }
 
 #[derive(Default)]
 struct Inner {
     builds: VecDeque<Build>,
     held: VecDeque<Entry>,
+    /// Frames ingested so far (the arrival order).
+    arrivals: u64,
 }
 
 /// The flashblocks engine-mux holds, shared by the inbound stream and getPayload.
@@ -134,6 +166,8 @@ impl FlashblocksStore {
             closed: false,
             publish,
             bytes: 0,
+            dropped: Vec::new(),
+            reported: false,
         });
         while inner.builds.len() > MAX_BUILDS {
             inner.builds.pop_front();
@@ -145,7 +179,19 @@ impl FlashblocksStore {
     pub fn ingest(&self, fb: OpFlashblockPayload, raw: Utf8Bytes) -> Verdict {
         self.metrics.flashblock("received");
         let mut inner = self.inner.lock();
-        let verdict = match self.apply(&mut inner, Entry { fb, raw }) {
+        inner.arrivals += 1;
+        let arrived = Arrival {
+            index: fb.index,
+            seq: inner.arrivals,
+            at: Instant::now(),
+        };
+        let entry = Entry {
+            fb,
+            raw,
+            arrived,
+            published: false,
+        };
+        let verdict = match self.apply(&mut inner, entry) {
             Ok(()) => Verdict::Accepted {
                 released: self.release_held(&mut inner),
             },
@@ -161,7 +207,7 @@ impl FlashblocksStore {
     }
 
     /// Accepts `entry` or says why not; held entries go into the hold queue.
-    fn apply(&self, inner: &mut Inner, entry: Entry) -> Result<(), Verdict> {
+    fn apply(&self, inner: &mut Inner, mut entry: Entry) -> Result<(), Verdict> {
         let Some(build) = inner
             .builds
             .iter_mut()
@@ -202,6 +248,7 @@ impl FlashblocksStore {
         // Published under the lock so subscribers see exactly the acceptance order.
         if build.publish && self.mode.get() == ExecutionMode::Enabled {
             let _ = self.publish.send(entry.raw.clone());
+            entry.published = true;
         }
         self.metrics.flashblock("accepted");
         build.accepted.push(entry);
@@ -256,15 +303,60 @@ impl FlashblocksStore {
     /// decides the block from exactly this set, and nothing later is accepted or re-published.
     pub fn close(&self, id: &PayloadId) -> Vec<OpFlashblockPayload> {
         let mut inner = self.inner.lock();
-        inner.held.retain(|e| e.fb.payload_id != *id);
+        let mut dropped = Vec::new();
+        inner.held.retain(|e| {
+            let keep = e.fb.payload_id != *id;
+            if !keep {
+                dropped.push(e.arrived);
+            }
+            keep
+        });
         self.metrics.flashblocks_held(inner.held.len());
         match inner.builds.iter_mut().find(|b| b.id == *id) {
             Some(build) => {
                 build.closed = true;
+                build.dropped.append(&mut dropped);
                 build.accepted.iter().map(|e| e.fb.clone()).collect()
             }
             None => Vec::new(),
         }
+    }
+
+    /// The build's [`Timeline`], once: `None` when the build is unknown or was taken already
+    /// (a retried getPayload reports nothing twice). Flashblocks still held for it count as
+    /// delivered.
+    pub fn timeline(&self, id: &PayloadId) -> Option<Timeline> {
+        let mut inner = self.inner.lock();
+        let Inner { builds, held, .. } = &mut *inner;
+        let build = builds.iter_mut().find(|b| b.id == *id)?;
+        if std::mem::replace(&mut build.reported, true) {
+            return None;
+        }
+        let mut arrivals: Vec<Arrival> = build
+            .accepted
+            .iter()
+            .map(|e| e.arrived)
+            .chain(build.dropped.iter().copied())
+            .chain(
+                held.iter()
+                    .filter(|e| e.fb.payload_id == *id)
+                    .map(|e| e.arrived),
+            )
+            .collect();
+        arrivals.sort_by_key(|a| a.seq);
+        // A builder re-sending an index (a replay after a reconnect) delivered it once.
+        let mut seen = std::collections::HashSet::new();
+        arrivals.retain(|a| seen.insert(a.index));
+        let published = build
+            .accepted
+            .iter()
+            .filter(|e| e.published)
+            .flat_map(|e| e.fb.diff.transactions.iter().cloned())
+            .collect();
+        Some(Timeline {
+            arrivals,
+            published,
+        })
     }
 
     /// Flashblocks for `id` still held behind a gap (published by the builder, never applicable).
@@ -450,6 +542,49 @@ mod tests {
         assert_eq!(s.ingest(f0, r0), Verdict::Accepted { released: 0 });
         let (f1, r1) = big(1);
         assert_eq!(s.ingest(f1, r1), Verdict::Rejected(Rejection::TooLarge));
+    }
+
+    /// The timeline keeps arrival times and order (a held one keeps its own), counts a held
+    /// one dropped at the decision, names only re-published transactions, and is taken once.
+    #[tokio::test(start_paused = true)]
+    async fn timeline_of_a_build() {
+        let (s, _rx) = store();
+        let id = PayloadId::new([8; 8]);
+        let t0 = Instant::now();
+        let step = std::time::Duration::from_millis(100);
+        let (f1, r1) = fb(8, 1, 2);
+        s.ingest(f1, r1); // before the builder's FCU answer: held
+        tokio::time::advance(step).await;
+        s.begin(id, true);
+        let (f0, r0) = fb(8, 0, 1);
+        s.ingest(f0, r0);
+        tokio::time::advance(step).await;
+        let (f3, r3) = fb(8, 3, 4);
+        s.ingest(f3, r3); // 2 never comes
+        s.close(&id);
+        let t = s.timeline(&id).unwrap();
+        let got: Vec<(u64, std::time::Duration)> =
+            t.arrivals.iter().map(|a| (a.index, a.at - t0)).collect();
+        assert_eq!(
+            got,
+            vec![(1, std::time::Duration::ZERO), (0, step), (3, 2 * step)]
+        );
+        assert_eq!(
+            t.published,
+            vec![Bytes::from(vec![1]), Bytes::from(vec![2])],
+            "0 and 1 were re-published, 3 never"
+        );
+        assert_eq!(s.timeline(&id), None, "reported once");
+
+        let mode = Arc::new(ModeCell::new(ExecutionMode::DryRun));
+        let (tx, _rx) = broadcast::channel(8);
+        let s = FlashblocksStore::new(tx, Arc::new(Metrics::new()), mode);
+        s.begin(id, true);
+        let (f0, r0) = fb(8, 0, 1);
+        s.ingest(f0, r0);
+        let t = s.timeline(&id).unwrap();
+        assert_eq!(t.arrivals.len(), 1);
+        assert!(t.published.is_empty(), "dry_run re-publishes nothing");
     }
 
     #[test]

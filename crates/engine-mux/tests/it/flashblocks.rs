@@ -123,7 +123,7 @@ impl FlashblocksSource {
 /// carries the base taken from those attributes (parent = the FCU head, timestamp, prevRandao,
 /// fee recipient, gas limit, Holocene extraData, beacon root) and starts with the attributes'
 /// forced transactions, then `txs`.
-fn flashblock(s: &Setup, id: PayloadId, index: u64, txs: Vec<Bytes>) -> OpFlashblockPayload {
+pub(crate) fn flashblock(s: &Setup, id: PayloadId, index: u64, txs: Vec<Bytes>) -> OpFlashblockPayload {
     flashblock_of(&s.builder, id, index, txs)
 }
 
@@ -187,11 +187,11 @@ fn forced() -> Vec<Bytes> {
     serde_json::from_value(crate::harness::attributes(false)["transactions"].clone()).unwrap()
 }
 
-fn tx(tag: u8) -> Bytes {
+pub(crate) fn tx(tag: u8) -> Bytes {
     Bytes::from(vec![0x7e, tag, tag])
 }
 
-async fn with_flashblocks(extra: &[&str]) -> (Setup, FlashblocksSource) {
+pub(crate) async fn with_flashblocks(extra: &[&str]) -> (Setup, FlashblocksSource) {
     let source = FlashblocksSource::start().await;
     let url = source.url();
     let mut args = vec![
@@ -238,7 +238,7 @@ async fn next_index(sub: &mut Subscriber) -> u64 {
 }
 
 /// The builder's payload id for the FCU op-node just made.
-async fn builder_id(s: &Setup) -> PayloadId {
+pub(crate) async fn builder_id(s: &Setup) -> PayloadId {
     eventually(
         Duration::from_secs(2),
         "builder answered the FCU",

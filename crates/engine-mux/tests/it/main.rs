@@ -16,6 +16,7 @@ mod lifecycle;
 mod modes;
 mod ordering;
 mod peers;
+mod preconfirmations;
 mod prevalidation;
 mod routing;
 mod several_builders;
