@@ -248,6 +248,10 @@ pub struct FlashblocksTally {
     pub per_block_sum: f64,
     /// Blocks proposed from the builder's own payload / assembled / preserved.
     pub paths: [f64; 3],
+    /// FCU-to-first-flashblock delays so far: their sum in seconds and their count.
+    pub first_delay: (f64, f64),
+    /// Re-published transactions missing from sealed blocks so far.
+    pub not_sealed: f64,
 }
 
 const FLASHBLOCK_PATHS: [&str; 3] = ["builder_payload", "assembled", "preserved"];
@@ -259,12 +263,23 @@ impl FlashblocksTally {
             per_block_sum: metric_value(text, "engine_mux_flashblocks_per_block_sum", &[]),
             paths: FLASHBLOCK_PATHS
                 .map(|p| metric_value(text, "engine_mux_flashblocks_blocks_total", &[("path", p)])),
+            first_delay: (
+                metric_value(text, "engine_mux_flashblocks_first_delay_seconds_sum", &[]),
+                metric_value(
+                    text,
+                    "engine_mux_flashblocks_first_delay_seconds_count",
+                    &[],
+                ),
+            ),
+            not_sealed: metric_value(text, "engine_mux_preconfirmed_not_sealed_total", &[]),
         }
     }
 
     /// The status column for the block between `before` and `self`: how many flashblocks
     /// engine-mux held for it at getPayload and, when a builder block was proposed, which path
-    /// it took.
+    /// it took; how long after op-node's FCU the first flashblock came (the mean over the
+    /// builders streaming; `-` when none was reported), and how many preconfirmed transactions
+    /// the sealed block lacks.
     pub fn since(&self, before: &Self) -> String {
         let count = (self.per_block_sum - before.per_block_sum).max(0.0);
         let path = FLASHBLOCK_PATHS
@@ -272,7 +287,16 @@ impl FlashblocksTally {
             .zip(self.paths.iter().zip(before.paths.iter()))
             .find(|(_, (now, then))| now > then)
             .map_or("", |(p, _)| *p);
-        format!(" flashblocks {count:>2} {path:<15}")
+        let delays = self.first_delay.1 - before.first_delay.1;
+        let first = if delays > 0.0 {
+            let ms = (self.first_delay.0 - before.first_delay.0) / delays * 1000.0;
+            format!("{:>4}ms", ms.round() as u64)
+        } else {
+            "     -".to_string()
+        };
+        // Whole transactions; a counter never goes down.
+        let not_sealed = (self.not_sealed - before.not_sealed).max(0.0) as u64;
+        format!(" flashblocks {count:>2} {path:<15} first {first} unsealed {not_sealed}")
     }
 }
 
@@ -468,7 +492,27 @@ mod tests {
         let after = FlashblocksTally::read(
             "engine_mux_flashblocks_per_block_sum 12\nengine_mux_flashblocks_blocks_total{path=\"builder_payload\"} 2\nengine_mux_flashblocks_blocks_total{path=\"preserved\"} 1\n",
         );
-        assert_eq!(after.since(&before), " flashblocks  4 preserved      ");
-        assert_eq!(after.since(&after), " flashblocks  0                ");
+        assert_eq!(
+            after.since(&before),
+            " flashblocks  4 preserved       first      - unsealed 0"
+        );
+        assert_eq!(
+            after.since(&after),
+            " flashblocks  0                 first      - unsealed 0"
+        );
+    }
+
+    #[test]
+    fn status_column_shows_the_first_flashblock_delay_and_unsealed_preconfirmations() {
+        let before = FlashblocksTally::read(
+            "engine_mux_flashblocks_first_delay_seconds_sum{builder=\"b1\"} 1.5\nengine_mux_flashblocks_first_delay_seconds_count{builder=\"b1\"} 6\n",
+        );
+        let after = FlashblocksTally::read(
+            "engine_mux_flashblocks_first_delay_seconds_sum{builder=\"b1\"} 1.712\nengine_mux_flashblocks_first_delay_seconds_count{builder=\"b1\"} 7\nengine_mux_preconfirmed_not_sealed_total{reason=\"invalid\",builder=\"b1\"} 3\n",
+        );
+        assert_eq!(
+            after.since(&before),
+            " flashblocks  0                 first  212ms unsealed 3"
+        );
     }
 }
