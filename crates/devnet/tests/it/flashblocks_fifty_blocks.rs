@@ -1,12 +1,14 @@
 //! Flashblocks end to end for 50 blocks: the builder streams, engine-mux re-publishes, and
-//! every block the chain gets is exactly what its flashblocks preconfirmed.
+//! every block the chain gets keeps what its flashblocks preconfirmed, in order (and is exactly
+//! their assembly unless the builder's block includes a flashblock engine-mux had not received
+//! when op-node asked).
 
 use std::time::Duration;
 
 use devnet::app::Devnet;
 
 use crate::support::{
-    FlashblocksSubscriber, assert_block_is_its_flashblocks, assert_in_order_without_duplicates,
+    FlashblocksSubscriber, assert_block_keeps_its_flashblocks, assert_in_order_without_duplicates,
     canonical_occurrences, flashblocks_config, flashblocks_of_block, missed, mux_metric, observe,
     preconfirmed_hashes,
 };
@@ -52,7 +54,7 @@ async fn fifty_blocks_each_equal_to_its_flashblocks_and_no_preconfirmation_lost(
         let fbs =
             flashblocks_of_block(&frames, n).unwrap_or_else(|| panic!("block {n} had flashblocks"));
         per_block.push(fbs.len());
-        assert_block_is_its_flashblocks(&devnet, n, &fbs).await;
+        assert_block_keeps_its_flashblocks(&devnet, n, &fbs).await;
     }
     assert!(
         per_block.iter().all(|n| *n >= 2),
@@ -87,13 +89,15 @@ async fn fifty_blocks_each_equal_to_its_flashblocks_and_no_preconfirmation_lost(
         "preconfirmed but not in the chain exactly once: {lost:?}"
     );
 
+    // `late` is left out: on a loaded machine a flashblock can reach engine-mux after op-node's
+    // getPayload, and refusing it is right (it is never re-published; the checks above show
+    // nothing published went missing).
     for reason in [
         "equivocation",
         "base",
         "malformed",
         "held_overflow",
         "too_many",
-        "late",
     ] {
         assert_eq!(
             mux_metric(

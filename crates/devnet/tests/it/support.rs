@@ -385,6 +385,39 @@ pub async fn assert_block_is_its_flashblocks(
     );
 }
 
+/// Asserts that the local engine's block `number` keeps every preconfirmation of
+/// `flashblocks`: their transactions are its first ones, in order. When it has no more
+/// transactions than they do, it is exactly their assembly ([`assert_block_is_its_flashblocks`]);
+/// it may have more when the builder's block includes a flashblock that had not reached
+/// engine-mux when op-node asked (op-rbuilder's getPayload, like the devnet builder's, answers its
+/// latest build): engine-mux never re-published that one, so nothing promised is missing.
+pub async fn assert_block_keeps_its_flashblocks(
+    devnet: &Devnet,
+    number: u64,
+    flashblocks: &[OpFlashblockPayload],
+) {
+    let block = local_block(devnet, number).await;
+    let in_block: Vec<String> = block["transactions"]
+        .as_array()
+        .expect("transaction hashes")
+        .iter()
+        .map(|h| h.as_str().unwrap_or_default().to_owned())
+        .collect();
+    let preconfirmed: Vec<String> = flashblocks
+        .iter()
+        .flat_map(|f| f.diff.transactions.iter())
+        .map(|raw| alloy_primitives::keccak256(raw).to_string())
+        .collect();
+    if in_block.len() <= preconfirmed.len() {
+        return assert_block_is_its_flashblocks(devnet, number, flashblocks).await;
+    }
+    assert_eq!(
+        in_block[..preconfirmed.len()],
+        preconfirmed[..],
+        "block {number}: its first transactions are its flashblocks' in order"
+    );
+}
+
 /// Every transaction of every frame, by hash.
 pub fn preconfirmed_hashes(frames: &[OpFlashblockPayload]) -> Vec<B256> {
     frames
