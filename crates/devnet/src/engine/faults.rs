@@ -50,12 +50,22 @@ pub enum Fault {
     /// transaction dropped) under the block hash served first: a hostile builder counting on
     /// a claimed hash being trusted. op-geth and reth recompute the hash and refuse it.
     SameHashOtherTxs,
+    /// Answer engine_* calls with garbage, in turn: an HTTP 200 whose body is not JSON, a
+    /// JSON-RPC response whose `result` has the wrong shape, and the real answer truncated.
+    Garbage,
+    /// Interleave the real flashblocks with frames a consumer must refuse: unparseable text, a
+    /// valid-looking frame of another payload, an index that goes backwards, and a binary frame
+    /// that is not Brotli. The real frames still flow.
+    FlashblocksHostile,
+    /// Hold every flashblock back this many milliseconds before sending it (order kept), so
+    /// the last ones of a block arrive after getPayload.
+    FlashblocksLate(u64),
 }
 
 /// Why a fault name did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, wrong_attributes, same_hash_other_txs, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N)"
+    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, wrong_attributes, same_hash_other_txs, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N, garbage, flashblocks_hostile, flashblocks_late=MS)"
 )]
 pub struct ParseFaultError(pub String);
 
@@ -75,6 +85,14 @@ impl FromStr for Fault {
             "stale" => Ok(Self::Stale),
             "flashblocks_down" => Ok(Self::FlashblocksDown),
             "drop_preconfirmed" => Ok(Self::DropPreconfirmed),
+            "garbage" => Ok(Self::Garbage),
+            "flashblocks_hostile" => Ok(Self::FlashblocksHostile),
+            other if other.starts_with("flashblocks_late") => other
+                .strip_prefix("flashblocks_late=")
+                .or_else(|| other.strip_prefix("flashblocks_late:"))
+                .and_then(|n| n.parse().ok())
+                .map(Self::FlashblocksLate)
+                .ok_or_else(err),
             other if other.starts_with("down_after_flashblock") => other
                 .strip_prefix("down_after_flashblock=")
                 .or_else(|| other.strip_prefix("down_after_flashblock:"))
@@ -106,6 +124,11 @@ pub struct Faults {
     stale: AtomicBool,
     flashblocks_down: AtomicBool,
     drop_preconfirmed: AtomicBool,
+    garbage: AtomicBool,
+    // Which kind of garbage the next engine call gets (they alternate).
+    garbage_turn: AtomicU64,
+    flashblocks_hostile: AtomicBool,
+    flashblocks_late_ms: AtomicU64,
     // Flashblock index after which the builder dies; `DISARMED` when off.
     down_after_flashblock: AtomicU64,
     // Whether the current `down` was caused by a tripped `down_after_flashblock`.
@@ -131,6 +154,10 @@ impl Default for Faults {
             stale: AtomicBool::new(false),
             flashblocks_down: AtomicBool::new(false),
             drop_preconfirmed: AtomicBool::new(false),
+            garbage: AtomicBool::new(false),
+            garbage_turn: AtomicU64::new(0),
+            flashblocks_hostile: AtomicBool::new(false),
+            flashblocks_late_ms: AtomicU64::new(0),
             down_after_flashblock: AtomicU64::new(DISARMED),
             tripped_down: AtomicBool::new(false),
             tripped: Mutex::new(None),
@@ -159,6 +186,11 @@ impl Faults {
             Fault::Stale => self.stale.store(on, Ordering::SeqCst),
             Fault::FlashblocksDown => self.flashblocks_down.store(on, Ordering::SeqCst),
             Fault::DropPreconfirmed => self.drop_preconfirmed.store(on, Ordering::SeqCst),
+            Fault::Garbage => self.garbage.store(on, Ordering::SeqCst),
+            Fault::FlashblocksHostile => self.flashblocks_hostile.store(on, Ordering::SeqCst),
+            Fault::FlashblocksLate(ms) => self
+                .flashblocks_late_ms
+                .store(if on { ms } else { 0 }, Ordering::SeqCst),
             Fault::DownAfterFlashblock(n) => {
                 self.down_after_flashblock
                     .store(if on { n } else { DISARMED }, Ordering::SeqCst);
@@ -184,6 +216,9 @@ impl Faults {
             Fault::Stale,
             Fault::FlashblocksDown,
             Fault::DropPreconfirmed,
+            Fault::Garbage,
+            Fault::FlashblocksHostile,
+            Fault::FlashblocksLate(0),
             Fault::DownAfterFlashblock(0),
         ] {
             self.set(f, false);
@@ -208,10 +243,16 @@ impl Faults {
             (&self.stale, Fault::Stale),
             (&self.flashblocks_down, Fault::FlashblocksDown),
             (&self.drop_preconfirmed, Fault::DropPreconfirmed),
+            (&self.garbage, Fault::Garbage),
+            (&self.flashblocks_hostile, Fault::FlashblocksHostile),
         ] {
             if flag.load(Ordering::SeqCst) {
                 out.push(fault);
             }
+        }
+        let late = self.flashblocks_late_ms.load(Ordering::SeqCst);
+        if late > 0 {
+            out.push(Fault::FlashblocksLate(late));
         }
         let n = self.down_after_flashblock.load(Ordering::SeqCst);
         if n != DISARMED {
@@ -280,6 +321,27 @@ impl Faults {
     /// Whether the flashblocks WebSocket should be closed.
     pub fn is_flashblocks_down(&self) -> bool {
         self.flashblocks_down.load(Ordering::SeqCst)
+    }
+
+    /// Whether engine calls are answered with garbage.
+    pub fn is_garbage(&self) -> bool {
+        self.garbage.load(Ordering::SeqCst)
+    }
+
+    /// The next engine call's turn in the garbage rotation (0, 1, 2, 0, ...).
+    pub fn next_garbage_turn(&self) -> u64 {
+        self.garbage_turn.fetch_add(1, Ordering::SeqCst) % 3
+    }
+
+    /// Whether hostile frames are interleaved with the real flashblocks.
+    pub fn is_flashblocks_hostile(&self) -> bool {
+        self.flashblocks_hostile.load(Ordering::SeqCst)
+    }
+
+    /// How long each flashblock is held back before it is sent.
+    pub fn flashblocks_delay(&self) -> Option<Duration> {
+        let ms = self.flashblocks_late_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// Called with every flashblock the builder builds: if `down_after_flashblock=index` is
@@ -441,6 +503,23 @@ mod tests {
             Ok(Fault::DropPreconfirmed)
         );
         assert!("down_after_flashblock=x".parse::<Fault>().is_err());
+        assert_eq!("garbage".parse::<Fault>(), Ok(Fault::Garbage));
+        assert_eq!(
+            "flashblocks_hostile".parse::<Fault>(),
+            Ok(Fault::FlashblocksHostile)
+        );
+        assert_eq!(
+            "flashblocks_late=300".parse::<Fault>(),
+            Ok(Fault::FlashblocksLate(300))
+        );
+        assert_eq!(
+            "flashblocks_late:300".parse::<Fault>(),
+            Ok(Fault::FlashblocksLate(300))
+        );
+        assert!("flashblocks_late".parse::<Fault>().is_err());
+        let w: FaultWindow = "b2:flashblocks_late=250@5..9".parse().unwrap();
+        assert_eq!((w.fault, w.builder), (Fault::FlashblocksLate(250), Some(2)));
+        assert_eq!(w.to_string(), "b2:FlashblocksLate(250)@5..9");
         let w: FaultWindow = "down_after_flashblock=3@10..12".parse().unwrap();
         assert_eq!(w.fault, Fault::DownAfterFlashblock(3));
         assert_eq!(w.builder, None);
@@ -512,6 +591,37 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Fault::Down).unwrap(),
             r#"{"fault":"down"}"#
+        );
+    }
+
+    #[test]
+    fn garbage_hostile_and_late_flashblocks_switch_list_and_clear() {
+        let faults = Faults::default();
+        faults.set(Fault::Garbage, true);
+        faults.set(Fault::FlashblocksHostile, true);
+        faults.set(Fault::FlashblocksLate(300), true);
+        assert_eq!(
+            faults.active(),
+            vec![
+                Fault::Garbage,
+                Fault::FlashblocksHostile,
+                Fault::FlashblocksLate(300)
+            ]
+        );
+        assert!(faults.is_garbage() && faults.is_flashblocks_hostile());
+        assert_eq!(faults.flashblocks_delay(), Some(Duration::from_millis(300)));
+        let turns: Vec<u64> = (0..4).map(|_| faults.next_garbage_turn()).collect();
+        assert_eq!(
+            turns,
+            vec![0, 1, 2, 0],
+            "the three kinds of garbage alternate"
+        );
+        faults.clear();
+        assert_eq!(faults.active(), vec![]);
+        assert_eq!(faults.flashblocks_delay(), None);
+        assert_eq!(
+            serde_json::to_string(&Fault::FlashblocksLate(300)).unwrap(),
+            r#"{"fault":"flashblocks_late","ms":300}"#
         );
     }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod builder_catch_up;
 mod builder_down;
+mod builder_garbage;
 mod builder_hangs;
 mod builder_invalid;
 mod builder_rejoins;
@@ -21,7 +22,9 @@ mod flashblocks_builder_drops_preconfirmed;
 mod flashblocks_builder_killed;
 mod flashblocks_fifty_blocks;
 mod flashblocks_fork_transition;
+mod flashblocks_hostile;
 mod flashblocks_invalid_builder_block;
+mod flashblocks_late;
 mod flashblocks_p2p;
 mod flashblocks_reconnect;
 mod flashblocks_slow_subscriber;

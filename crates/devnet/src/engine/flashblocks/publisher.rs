@@ -3,7 +3,9 @@
 //!
 //! A subscriber that connects mid-block is first sent the current payload's flashblocks so far
 //! (so a consumer that reconnects loses nothing, and must ignore the ones it already has). The
-//! `flashblocks_down` fault closes the listener and every subscriber until it is cleared.
+//! `flashblocks_down` fault closes the listener and every subscriber until it is cleared;
+//! `flashblocks_late=MS` sends every frame MS later (in order); `flashblocks_hostile` follows
+//! each real frame with one a consumer must refuse.
 
 use std::{
     collections::VecDeque,
@@ -46,6 +48,22 @@ pub struct FlashblocksConfig {
     pub max_per_payload: u64,
 }
 
+/// One WebSocket message to the subscribers.
+#[derive(Debug, Clone)]
+enum Frame {
+    Text(Arc<str>),
+    Binary(Arc<[u8]>),
+}
+
+impl Frame {
+    fn message(&self) -> Message {
+        match self {
+            Self::Text(text) => Message::Text(text.as_ref().into()),
+            Self::Binary(bytes) => Message::Binary(bytes.to_vec().into()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Published {
     /// The payload being streamed and its frames so far (replayed to new subscribers).
@@ -53,14 +71,24 @@ struct Published {
     frames: Vec<Arc<str>>,
     /// When each recent flashblock was handed to the subscribers.
     sent: VecDeque<(PayloadId, u64, Instant)>,
+    /// The payload streamed before `current` (a hostile frame may claim it).
+    previous: Option<PayloadId>,
+    /// Hostile frames sent so far (they rotate through the kinds).
+    hostile: u64,
 }
 
 /// The publisher: a bounded fan-out of JSON frames to WebSocket subscribers.
 #[derive(Debug)]
 pub struct FlashblocksPublisher {
-    frames: broadcast::Sender<Arc<str>>,
+    frames: broadcast::Sender<Frame>,
     published: Mutex<Published>,
     config: FlashblocksConfig,
+    faults: Arc<Faults>,
+    /// Frames held back by `flashblocks_late`, with when they are due (a FIFO keeps the order).
+    late: tokio::sync::mpsc::UnboundedSender<(Instant, PayloadId, u64, Arc<str>)>,
+    /// Frames in the delay line: while any are, new ones queue behind them even with the fault
+    /// off, so clearing it never reorders the stream.
+    late_pending: std::sync::atomic::AtomicUsize,
     /// Bound WebSocket address (kept across `flashblocks_down`).
     pub addr: SocketAddr,
 }
@@ -90,13 +118,18 @@ pub async fn start_publisher(
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let (frames, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+    let (late, late_rx) = tokio::sync::mpsc::unbounded_channel();
     let publisher = Arc::new(FlashblocksPublisher {
         frames,
         published: Mutex::default(),
         config,
+        faults: faults.clone(),
+        late,
+        late_pending: Default::default(),
         addr,
     });
     let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(delay_line(Arc::downgrade(&publisher), late_rx));
     let task = tokio::spawn(supervise(listener, publisher.clone(), faults, stop_rx));
     tracing::info!(%addr, "flashblocks WebSocket listening");
     Ok(RunningPublisher {
@@ -104,6 +137,24 @@ pub async fn start_publisher(
         stop,
         task,
     })
+}
+
+/// Sends the frames `flashblocks_late` held back, each when it is due, in the order built.
+/// Ends with the publisher.
+async fn delay_line(
+    publisher: std::sync::Weak<FlashblocksPublisher>,
+    mut late: tokio::sync::mpsc::UnboundedReceiver<(Instant, PayloadId, u64, Arc<str>)>,
+) {
+    while let Some((due, id, index, text)) = late.recv().await {
+        tokio::time::sleep_until(due.into()).await;
+        let Some(publisher) = publisher.upgrade() else {
+            return;
+        };
+        publisher.send_now(id, index, text);
+        publisher
+            .late_pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Serves the listener while `flashblocks_down` is off; closes it (and kicks every
@@ -185,7 +236,7 @@ async fn supervise(
 async fn serve_subscriber(
     stream: tokio::net::TcpStream,
     replay: Vec<Arc<str>>,
-    mut frames: broadcast::Receiver<Arc<str>>,
+    mut frames: broadcast::Receiver<Frame>,
     mut stop: watch::Receiver<bool>,
     mut kicked: watch::Receiver<u64>,
 ) {
@@ -201,8 +252,8 @@ async fn serve_subscriber(
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
-                Ok(text) => {
-                    if ws.send(Message::Text(text.as_ref().into())).await.is_err() {
+                Ok(frame) => {
+                    if ws.send(frame.message()).await.is_err() {
                         break;
                     }
                 }
@@ -223,10 +274,49 @@ async fn serve_subscriber(
     let _ = ws.close(None).await;
 }
 
+/// The hostile frame sent after the real frame `real` (JSON), by `turn`: unparseable text; the
+/// real frame claimed by another payload (the one streamed before, past its end; else an
+/// invented one); the
+/// real frame under the index before its own (index 0: again); a binary frame that is neither
+/// JSON nor Brotli. `None` when the real frame does not parse (it always does).
+fn hostile_frame(turn: u64, real: &str, previous: Option<PayloadId>) -> Option<Frame> {
+    let frame = |fb: &OpFlashblockPayload| {
+        serde_json::to_string(fb)
+            .ok()
+            .map(|t| Frame::Text(t.into()))
+    };
+    match turn % 5 {
+        0 => Some(Frame::Text(
+            r#"{"payload_id": "0x00", "index": 1, "diff": {"#.into(),
+        )),
+        1 | 2 => {
+            let mut fb: OpFlashblockPayload = serde_json::from_str(real).ok()?;
+            match previous {
+                // Past the end of the block before, which op-node has already taken.
+                Some(p) if turn % 5 == 1 => {
+                    fb.payload_id = p;
+                    fb.index += 100;
+                }
+                _ => fb.payload_id = PayloadId::new(fb.payload_id.0.map(|b| !b)),
+            }
+            frame(&fb)
+        }
+        3 => {
+            let mut fb: OpFlashblockPayload = serde_json::from_str(real).ok()?;
+            fb.index = fb.index.saturating_sub(1);
+            frame(&fb)
+        }
+        // Not UTF-8 (0xff), and not a Brotli stream either (unit-tested).
+        _ => Some(Frame::Binary(Arc::from(
+            &[0xff, 0xfe, 0x00, 0x13, 0x37, 0x80][..],
+        ))),
+    }
+}
+
 impl FlashblocksPublisher {
     /// The current payload's frames so far and a receiver for everything after them (taken
     /// together, so a new subscriber neither misses nor doubles a frame).
-    fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+    fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Frame>) {
         let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         (published.frames.clone(), self.frames.subscribe())
     }
@@ -240,9 +330,26 @@ impl FlashblocksPublisher {
     }
 
     fn publish(&self, id: PayloadId, index: u64, text: Arc<str>) {
+        let delay = self.faults.flashblocks_delay();
+        let queued = self.late_pending.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        if delay.is_some() || queued {
+            // Held back: still in the order built, but behind op-node's getPayload.
+            self.late_pending
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let due = Instant::now() + delay.unwrap_or_default();
+            if self.late.send((due, id, index, text)).is_err() {
+                self.late_pending
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            return;
+        }
+        self.send_now(id, index, text);
+    }
+
+    fn send_now(&self, id: PayloadId, index: u64, text: Arc<str>) {
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         if published.current != Some(id) {
-            published.current = Some(id);
+            published.previous = published.current.replace(id);
             published.frames.clear();
         }
         if published.frames.len() < MAX_REPLAY {
@@ -253,7 +360,17 @@ impl FlashblocksPublisher {
         }
         published.sent.push_back((id, index, Instant::now()));
         // No subscriber is not an error: the stream is best effort.
-        let _ = self.frames.send(text);
+        let _ = self.frames.send(Frame::Text(text.clone()));
+        if self.faults.is_flashblocks_hostile() {
+            let turn = published.hostile;
+            published.hostile += 1;
+            let previous = published.previous;
+            drop(published);
+            if let Some(frame) = hostile_frame(turn, &text, previous) {
+                tracing::debug!(turn, %id, index, "fault flashblocks_hostile: sending a bad frame");
+                let _ = self.frames.send(frame);
+            }
+        }
     }
 
     /// When flashblock `index` of payload `id` was handed to the subscribers (recent ones
@@ -295,5 +412,45 @@ impl FlashblocksPublisher {
                 tokio::time::sleep(publisher.config.interval).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_frames_are_each_refusable() {
+        let real = OpFlashblockPayload {
+            payload_id: PayloadId::new([1; 8]),
+            index: 2,
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&real).unwrap();
+        let previous = Some(PayloadId::new([9; 8]));
+        let parsed = |f: Option<Frame>| match f {
+            Some(Frame::Text(t)) => engine_api::flashblocks::parse(t.as_bytes()).ok(),
+            _ => None,
+        };
+        assert!(
+            parsed(hostile_frame(0, &text, previous)).is_none(),
+            "unparseable"
+        );
+        let stale = parsed(hostile_frame(1, &text, previous)).unwrap();
+        assert_eq!(
+            (stale.payload_id, stale.index),
+            (PayloadId::new([9; 8]), 102)
+        );
+        let foreign = parsed(hostile_frame(2, &text, previous)).unwrap();
+        assert_eq!(foreign.payload_id, PayloadId::new([!1; 8]));
+        let invented = parsed(hostile_frame(6, &text, None)).unwrap();
+        assert_ne!(invented.payload_id, real.payload_id);
+        let back = parsed(hostile_frame(3, &text, previous)).unwrap();
+        assert_eq!((back.payload_id, back.index), (real.payload_id, 1));
+        let Some(Frame::Binary(bytes)) = hostile_frame(4, &text, previous) else {
+            panic!("a binary frame");
+        };
+        assert!(std::str::from_utf8(&bytes).is_err());
+        assert!(engine_api::flashblocks::brotli_decompress(&bytes, 1 << 20).is_err());
     }
 }

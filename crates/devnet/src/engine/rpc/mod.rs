@@ -6,6 +6,7 @@ pub mod engine;
 pub mod eth;
 #[cfg(test)]
 mod eth_call_tests;
+pub mod garbage;
 pub mod simulate;
 #[cfg(test)]
 mod simulate_tests;
@@ -162,7 +163,11 @@ async fn start_auth(
     jwt: JwtSecret,
     flashblocks: Option<Arc<FlashblocksPublisher>>,
 ) -> Result<(SocketAddr, ServerHandle), ServerError> {
-    let middleware = tower::ServiceBuilder::new().layer(AuthLayer::new(jwt));
+    // The `garbage` fault mangles a builder's answers after they were authenticated and served.
+    let faults = (engine.role() == Role::Builder).then(|| engine.faults().clone());
+    let middleware = tower::ServiceBuilder::new()
+        .layer(AuthLayer::new(jwt))
+        .layer(garbage::GarbageLayer::new(faults));
     let server = Server::builder()
         .set_config(server_config())
         .set_http_middleware(middleware)
