@@ -22,7 +22,7 @@ use crate::{
     metrics::Metrics,
     payload_check::BuildRequest,
     prevalidation::Prevalidation,
-    selection::{BuilderPolicy, Offer},
+    selection::{BuilderPolicy, Offer, RankKey},
 };
 
 /// Every configured builder, in priority order.
@@ -226,14 +226,15 @@ impl Builders {
             verdicts.push((b.name(), verdict));
         }
         let validated = validated?;
-        let ranked: Vec<_> = fetched
+        let keys: Vec<_> = fetched
             .iter()
-            .map(|(i, block)| {
-                let b = asked[*i].0;
-                (b.priority(), b.health().failing(), &block.envelope)
+            .map(|(i, block)| RankKey {
+                priority: asked[*i].0.priority(),
+                block: Some(&block.envelope),
+                preconfirmed: false,
             })
             .collect();
-        let (first, block) = &fetched[self.policy.first_of(&ranked)?];
+        let (first, block) = &fetched[*self.policy.order(&keys).first()?];
         if *first != validated {
             return None;
         }

@@ -31,7 +31,7 @@ use crate::{
     local::LocalEl,
     metrics::Metrics,
     payload_check,
-    selection::BuilderPolicy,
+    selection::{BuilderPolicy, RankKey},
 };
 
 /// Builds whose early work may wait in the queue (one per block: a full queue means op-node
@@ -206,14 +206,15 @@ async fn prevalidate(job: Job, cx: &Context) {
     let pick = match elected {
         Some(e) => got.iter().position(|(i, _)| *i == e),
         None => {
-            let blocks: Vec<_> = got
+            let keys: Vec<_> = got
                 .iter()
-                .map(|(i, b)| {
-                    let builder = &job.builds[*i].0;
-                    (builder.priority(), builder.health().failing(), &b.envelope)
+                .map(|(i, b)| RankKey {
+                    priority: job.builds[*i].0.priority(),
+                    block: Some(&b.envelope),
+                    preconfirmed: false,
                 })
                 .collect();
-            cx.policy.first_of(&blocks)
+            cx.policy.order(&keys).first().copied()
         }
     };
     let validation = async {

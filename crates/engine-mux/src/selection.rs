@@ -322,50 +322,43 @@ pub struct Selection {
     pub verdicts: Vec<(&'static str, Option<Result<(), FallbackReason>>)>,
 }
 
-impl BuilderPolicy {
-    /// Orders `offers` best first. With preconfirmations shown for this block, only the
-    /// elected builder's offer is kept: no other block carries them.
-    pub fn rank(self, offers: &mut Vec<(usize, &Candidates)>) {
-        if let Some(pos) = offers.iter().position(|(_, c)| c.preconfirmed > 0) {
-            let elected = offers.swap_remove(pos);
-            offers.clear();
-            offers.push(elected);
-            return;
-        }
-        match self {
-            // Stable sorts: ties keep priority order (offers arrive in priority order).
-            Self::GasUsed => {
-                offers.sort_by_key(|(_, c)| std::cmp::Reverse(best_of(c, |e| e.gas_used())));
-            }
-            Self::Priority => {}
-            Self::BlockValue => {
-                offers.sort_by_key(|(_, c)| std::cmp::Reverse(best_of(c, capped_block_value)));
-            }
-        }
-    }
+/// What the ranking reads of one builder's offer.
+#[derive(Clone, Copy, Debug)]
+pub struct RankKey<'a> {
+    /// The builder's priority (lower is preferred; ties in every policy go to it).
+    pub priority: u32,
+    /// Its best block, if it offered one.
+    pub block: Option<&'a PayloadEnvelope>,
+    /// Whether flashblocks of this block were already shown to subscribers from it.
+    pub preconfirmed: bool,
 }
 
 impl BuilderPolicy {
-    /// Which of the blocks fetched before op-node asked is validated early: the one this policy
-    /// ranks first. `blocks` are `(priority, failing, block)`, in priority order; ties keep it.
-    pub fn first_of(self, blocks: &[(u32, bool, &PayloadEnvelope)]) -> Option<usize> {
-        let indices = 0..blocks.len();
-        match self {
-            Self::Priority => indices.min_by_key(|&i| (blocks[i].1, blocks[i].0)),
-            // `max_by_key` keeps the last of equals: reversed, ties go to the first.
-            Self::GasUsed => indices.rev().max_by_key(|&i| blocks[i].2.gas_used()),
-            Self::BlockValue => indices
-                .rev()
-                .max_by_key(|&i| capped_block_value(blocks[i].2)),
+    /// The one ranking of builders' offers, best first, as indexes into `keys`: used by
+    /// getPayload and by validation before op-node asks alike, so the block validated early is
+    /// the one getPayload would try first. With preconfirmations shown, only the builder that
+    /// showed them is ranked: no other block carries them. A builder whose last block failed
+    /// keeps its place (under `priority` it is still tried first: only its next good block can
+    /// clear that, and a bad one costs one validation before the next builder's).
+    pub fn order(self, keys: &[RankKey<'_>]) -> Vec<usize> {
+        if let Some(i) = keys.iter().position(|k| k.preconfirmed) {
+            return vec![i];
         }
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        // Stable sorts on (key, priority): ties go to the preferred builder.
+        match self {
+            Self::Priority => order.sort_by_key(|&i| keys[i].priority),
+            Self::GasUsed => order.sort_by_key(|&i| {
+                let gas = keys[i].block.map(PayloadEnvelope::gas_used).unwrap_or(0);
+                (std::cmp::Reverse(gas), keys[i].priority)
+            }),
+            Self::BlockValue => order.sort_by_key(|&i| {
+                let value = keys[i].block.map(capped_block_value).unwrap_or_default();
+                (std::cmp::Reverse(value), keys[i].priority)
+            }),
+        }
+        order
     }
-}
-
-fn best_of<K: Ord + Default>(c: &Candidates, key: impl Fn(&PayloadEnvelope) -> K) -> K {
-    c.list
-        .first()
-        .map(|first| key(&first.envelope))
-        .unwrap_or_default()
 }
 
 /// The builder's `blockValue`, capped at the most the block's transactions can pay in tips:
@@ -409,13 +402,27 @@ pub async fn select(
         .map(|o| o.result.as_ref().err().map(|r| Err(*r)))
         .collect();
     let order: Vec<usize> = {
-        let mut ranked: Vec<(usize, &Candidates)> = offers
+        let offered: Vec<(usize, RankKey<'_>)> = offers
             .iter()
             .enumerate()
-            .filter_map(|(i, o)| o.result.as_ref().ok().map(|c| (i, c)))
+            .filter_map(|(i, o)| {
+                let c = o.result.as_ref().ok()?;
+                Some((
+                    i,
+                    RankKey {
+                        priority: o.priority,
+                        block: c.list.first().map(|first| &first.envelope),
+                        preconfirmed: c.preconfirmed > 0,
+                    },
+                ))
+            })
             .collect();
-        policy.rank(&mut ranked);
-        ranked.into_iter().map(|(i, _)| i).collect()
+        let keys: Vec<RankKey<'_>> = offered.iter().map(|(_, k)| *k).collect();
+        policy
+            .order(&keys)
+            .into_iter()
+            .map(|j| offered[j].0)
+            .collect()
     };
     let mut slots: Vec<Option<Candidates>> = offers.into_iter().map(|o| o.result.ok()).collect();
     let mut chosen = None;
@@ -536,6 +543,58 @@ mod tests {
             );
         }
         assert!(with_tips > 0, "the recording has blocks with tips");
+    }
+
+    /// Recorded op-rbuilder blocks with `gasUsed` and `blockValue` set as the case needs.
+    fn block(gas_used: u64, value: u64) -> PayloadEnvelope {
+        let line = include_str!("../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl")
+            .lines()
+            .find(|l| l.contains("engine_getPayloadV4"))
+            .unwrap();
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut result = row["response"]["result"].clone();
+        result["executionPayload"]["gasUsed"] = serde_json::json!(format!("{gas_used:#x}"));
+        result["blockValue"] = serde_json::json!(format!("{value:#x}"));
+        let raw = serde_json::value::to_raw_value(&result).unwrap();
+        PayloadEnvelope::parse(PayloadVersion::V4, &raw).unwrap()
+    }
+
+    fn key(priority: u32, block: Option<&PayloadEnvelope>) -> RankKey<'_> {
+        RankKey {
+            priority,
+            block,
+            preconfirmed: false,
+        }
+    }
+
+    #[test]
+    fn one_ranking_for_every_policy_ties_to_priority() {
+        let (small, big) = (block(100_000, 0), block(200_000, 0));
+        // Offers listed out of priority order, a tie on gas between priorities 0 and 2.
+        let keys = [
+            key(2, Some(&big)),
+            key(1, Some(&small)),
+            key(0, Some(&big)),
+            key(3, None),
+        ];
+        assert_eq!(BuilderPolicy::Priority.order(&keys), vec![2, 1, 0, 3]);
+        assert_eq!(BuilderPolicy::GasUsed.order(&keys), vec![2, 0, 1, 3]);
+        // No value claimed anywhere: priority decides, a missing block ranks with none.
+        assert_eq!(BuilderPolicy::BlockValue.order(&keys), vec![2, 1, 0, 3]);
+    }
+
+    #[test]
+    fn preconfirmations_rank_only_the_builder_that_showed_them() {
+        let (small, big) = (block(100_000, 0), block(200_000, 0));
+        let mut keys = vec![key(0, Some(&big)), key(1, Some(&small))];
+        keys[1].preconfirmed = true;
+        for policy in [
+            BuilderPolicy::Priority,
+            BuilderPolicy::GasUsed,
+            BuilderPolicy::BlockValue,
+        ] {
+            assert_eq!(policy.order(&keys), vec![1], "{policy:?}");
+        }
     }
 
     #[test]
