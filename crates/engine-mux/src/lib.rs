@@ -6,7 +6,6 @@
 pub mod accountability;
 pub mod builder;
 pub mod builders;
-pub mod builders_config;
 pub mod calls;
 pub mod cli;
 pub mod config;

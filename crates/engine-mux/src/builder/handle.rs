@@ -22,9 +22,8 @@ use super::{
     recent::RecentPayloads,
 };
 use crate::{
-    builders_config::BuilderConfig,
     calls,
-    config::{Config, FlashblocksP2pConfig},
+    config::{BuilderConfig, Config, FlashblocksP2pConfig},
     evidence::BuilderHealth,
     execution_mode::ExecutionMode,
     execution_mode::ModeCell,

@@ -1,10 +1,6 @@
 //! The validated, typed configuration built once from [`Args`]; components take their slice.
 
-use std::{
-    net::{SocketAddr, ToSocketAddrs},
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use ed25519_dalek::VerifyingKey;
 use engine_api::{
@@ -12,117 +8,20 @@ use engine_api::{
     flashblocks_p2p::{AuthorizerKey, parse_verifying_key},
     upstream::DEFAULT_MAX_RESPONSE_BYTES,
 };
-use http::Uri;
 
-pub use crate::builders_config::BuilderConfig;
+mod builders;
+mod error;
+mod parse;
+
+use self::parse::resolve;
+pub(crate) use self::parse::{load_secret, millis, parse_url, parse_ws_url};
+pub use self::{builders::BuilderConfig, error::ConfigError};
 use crate::{
-    builders_config,
     cli::{Args, BuilderPolicyArg, FlashblocksArgs, LogFormat, SelectionPolicyArg},
     execution_mode::ExecutionMode,
     flashblocks::inbound::InboundConfig,
     selection::{BuilderPolicy, SelectionPolicy},
 };
-
-/// A configuration problem; the message names the flag to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Neither the token nor the path flag was given.
-    #[error("no JWT secret for {what}: set --{flag}-jwt-token or --{flag}-jwt-path")]
-    MissingJwt {
-        /// Which upstream.
-        what: &'static str,
-        /// Flag prefix.
-        flag: &'static str,
-    },
-    /// The secret is not 32 bytes of hex.
-    #[error("--{flag}: malformed JWT secret: {reason} (expected 64 hex characters)")]
-    BadJwt {
-        /// The flag.
-        flag: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
-    /// The secret file could not be read.
-    #[error("--{flag}: cannot read {path}: {reason}")]
-    UnreadableJwt {
-        /// The flag.
-        flag: &'static str,
-        /// The path given.
-        path: PathBuf,
-        /// The I/O error.
-        reason: String,
-    },
-    /// A URL did not parse or is not http(s).
-    #[error("--{flag}: invalid URL {value:?}: {reason}")]
-    BadUrl {
-        /// The flag.
-        flag: &'static str,
-        /// The value given.
-        value: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// A host:port pair did not resolve.
-    #[error("--{flag}: cannot resolve {value:?}: {reason}")]
-    BadAddr {
-        /// The flag.
-        flag: &'static str,
-        /// The value given.
-        value: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// Two flags that cannot be used together.
-    #[error("--{flag} conflicts with --{other}: {reason}")]
-    Conflict {
-        /// The flag.
-        flag: &'static str,
-        /// The one it conflicts with.
-        other: &'static str,
-        /// Why.
-        reason: &'static str,
-    },
-    /// A flag that only means something with another was given without it, or the other way.
-    #[error("--{flag}: {reason}")]
-    Requires {
-        /// The flag.
-        flag: &'static str,
-        /// What is missing.
-        reason: &'static str,
-    },
-    /// A key that does not parse (the value itself is never echoed: it may be a secret).
-    #[error("--{flag}: malformed key: {reason}")]
-    BadKey {
-        /// The flag.
-        flag: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
-    /// One builder's entry (from --extra-builder or --builders-file) is wrong.
-    #[error("builder {name:?}: {reason}")]
-    Builder {
-        /// The builder's name (or its position when it has none).
-        name: String,
-        /// What is wrong, naming the key.
-        reason: String,
-    },
-    /// The builders file cannot be read or parsed.
-    #[error("--builders-file {path}: {reason}")]
-    BuildersFile {
-        /// The path given.
-        path: PathBuf,
-        /// What was wrong.
-        reason: String,
-    },
-    /// A value out of its allowed range.
-    #[error("--{flag}: {reason}")]
-    OutOfRange {
-        /// The flag.
-        flag: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
-}
 
 /// Health probing parameters.
 #[derive(Clone, Debug)]
@@ -158,22 +57,6 @@ pub struct FlashblocksConfig {
     pub inbound: InboundConfig,
     /// Where engine-mux re-publishes.
     pub outbound_addr: SocketAddr,
-}
-
-/// Checks a flashblocks WebSocket URL (`ws://` or `wss://` with a host).
-pub(crate) fn parse_ws_url(flag: &'static str, url: &str) -> Result<String, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadUrl {
-        flag,
-        value: url.to_string(),
-        reason: reason.into(),
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-    if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none_or(str::is_empty) {
-        return Err(bad("expected ws://host:port or wss://host:port"));
-    }
-    Ok(url.to_string())
 }
 
 fn flashblocks_config(a: &FlashblocksArgs) -> Result<Option<FlashblocksConfig>, ConfigError> {
@@ -338,86 +221,6 @@ pub struct Config {
     pub tls_roots: engine_api::tls::TrustedRoots,
 }
 
-pub(crate) fn load_secret(
-    token: Option<&str>,
-    path: Option<&Path>,
-    token_flag: &'static str,
-    path_flag: &'static str,
-) -> Result<Option<JwtSecret>, ConfigError> {
-    let flags = engine_api::secret::SecretFlags {
-        token: token_flag,
-        path: path_flag,
-    };
-    engine_api::secret::load_secret(token, path, flags).map_err(|e| match e {
-        engine_api::secret::SecretError::Malformed { flag, reason } => {
-            ConfigError::BadJwt { flag, reason }
-        }
-        engine_api::secret::SecretError::Unreadable { flag, path, source } => {
-            ConfigError::UnreadableJwt {
-                flag,
-                path,
-                reason: source.to_string(),
-            }
-        }
-    })
-}
-
-/// Parses an upstream URL; a bare `host:port` (rollup-boost's default form) means http.
-pub(crate) fn parse_url(flag: &'static str, value: &str) -> Result<Uri, ConfigError> {
-    let bad = |reason: String| ConfigError::BadUrl {
-        flag,
-        value: value.to_string(),
-        reason,
-    };
-    let with_scheme = if value.contains("://") {
-        value.to_string()
-    } else {
-        format!("http://{value}")
-    };
-    let uri: Uri = with_scheme
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => {
-            return Err(bad(format!(
-                "scheme {other:?} is not supported (use http or https)"
-            )));
-        }
-        None => return Err(bad("missing scheme".into())),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("missing host".into()));
-    }
-    Ok(uri)
-}
-
-fn resolve(flag: &'static str, host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| ConfigError::BadAddr {
-            flag,
-            value: format!("{host}:{port}"),
-            reason: e.to_string(),
-        })?
-        .next()
-        .ok_or_else(|| ConfigError::BadAddr {
-            flag,
-            value: format!("{host}:{port}"),
-            reason: "no address".into(),
-        })
-}
-
-pub(crate) fn millis(flag: &'static str, ms: u64) -> Result<Duration, ConfigError> {
-    if ms == 0 {
-        return Err(ConfigError::OutOfRange {
-            flag,
-            reason: "must be greater than 0".into(),
-        });
-    }
-    Ok(Duration::from_millis(ms))
-}
-
 /// The high-availability set's shared secret (`--flashblocks-peer-secret[-path]`), if given.
 fn peer_key(
     a: &crate::failover::cli::FailoverArgs,
@@ -494,7 +297,7 @@ impl TryFrom<Args> for Config {
             what: "the local execution client",
             flag: "l2",
         })?;
-        let builders = builders_config::builders(&a)?;
+        let builders = builders::builders(&a)?;
         let inbound = load_secret(
             a.auth.auth_jwt_token.as_deref(),
             a.auth.auth_jwt_path.as_deref(),
@@ -613,234 +416,4 @@ impl TryFrom<Args> for Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    const HEX: &str = "688f5d737bad920bdfb2fc2f488d6b6209eebda1dae949a8de91398d932c517a";
-
-    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec![
-            "engine-mux",
-            "--l2-jwt-token",
-            HEX,
-            "--builder-jwt-token",
-            HEX,
-        ];
-        argv.extend_from_slice(extra);
-        Config::try_from(Args::try_parse_from(argv).unwrap())
-    }
-
-    /// Failover carry-over accepts peers' frames only when signed: a peer URL without the set's
-    /// secret is refused at start, naming both flags; with it, the stream and the outbound peer
-    /// path share one key, and the secret never shows in the config's Debug.
-    #[test]
-    fn peer_urls_need_the_sets_secret() {
-        let e = config(&["--flashblocks-peer-url", "ws://10.0.0.2:1112"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("--flashblocks-peer-url") && e.contains("--flashblocks-peer-secret"),
-            "{e}"
-        );
-        let c = config(&[
-            "--flashblocks-peer-url",
-            "ws://10.0.0.2:1112",
-            "--flashblocks-peer-secret",
-            HEX,
-        ])
-        .unwrap();
-        let failover = c.failover.as_ref().unwrap();
-        assert_eq!(Some(&failover.peers.key), c.peer_key.as_ref());
-        assert_eq!(failover.carry_budget, Duration::from_millis(100));
-        assert!(!format!("{c:?}").contains(&HEX[..16]), "secret in Debug");
-        assert!(
-            config(&["--flashblocks-peer-secret", "zz"])
-                .unwrap_err()
-                .to_string()
-                .contains("--flashblocks-peer-secret")
-        );
-    }
-
-    #[test]
-    fn every_bad_input_names_its_flag() {
-        let missing =
-            Config::try_from(Args::try_parse_from(["engine-mux", "--l2-jwt-token", HEX]).unwrap());
-        assert!(
-            missing
-                .unwrap_err()
-                .to_string()
-                .contains("--builder-jwt-token")
-        );
-        let bad = Config::try_from(
-            Args::try_parse_from([
-                "engine-mux",
-                "--l2-jwt-token",
-                "zz",
-                "--builder-jwt-token",
-                HEX,
-            ])
-            .unwrap(),
-        );
-        assert!(bad.unwrap_err().to_string().contains("--l2-jwt-token"));
-        let unreadable = config(&["--auth-jwt-path", "/nonexistent/jwt.hex"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            unreadable.contains("--auth-jwt-path") && unreadable.contains("/nonexistent/jwt.hex"),
-            "{unreadable}"
-        );
-        assert!(
-            config(&["--l2-url", "ftp://x"])
-                .unwrap_err()
-                .to_string()
-                .contains("--l2-url")
-        );
-        assert!(
-            config(&["--builder-url", "http://"])
-                .unwrap_err()
-                .to_string()
-                .contains("--builder-url")
-        );
-        assert!(
-            config(&["--get-payload-deadline-ms", "1500"])
-                .unwrap_err()
-                .to_string()
-                .contains("--get-payload-deadline-ms")
-        );
-        assert!(
-            config(&["--rpc-host", "no such host!"])
-                .unwrap_err()
-                .to_string()
-                .contains("--rpc-host")
-        );
-    }
-
-    #[test]
-    fn secrets_and_auth_modes() {
-        let c = config(&[]).unwrap();
-        assert_eq!(
-            c.inbound_secret, c.l2.secret,
-            "inbound auth defaults to the L2 secret"
-        );
-        assert!(
-            config(&["--no-inbound-auth"])
-                .unwrap()
-                .inbound_secret
-                .is_none()
-        );
-        let other = "11".repeat(32);
-        let c = config(&["--auth-jwt-token", &other]).unwrap();
-        assert_eq!(c.inbound_secret, Some(JwtSecret::from_hex(&other).unwrap()));
-        assert!(
-            !format!("{c:?}").contains(HEX),
-            "Debug output must not leak secrets"
-        );
-        let dir = std::env::temp_dir().join(format!("engine-mux-jwt-{}", std::process::id()));
-        std::fs::write(&dir, format!("0x{other}\n")).unwrap();
-        let c = config(&["--auth-jwt-path", dir.to_str().unwrap()]).unwrap();
-        assert_eq!(c.inbound_secret, Some(JwtSecret::from_hex(&other).unwrap()));
-        let _ = std::fs::remove_file(dir);
-    }
-
-    // RFC 8032 TEST 1 key pair (only a test vector; never a real key).
-    const AUTHORIZER_SK: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-    const BUILDER_VK: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
-
-    #[test]
-    fn flashblocks_p2p_takes_both_keys_and_hides_the_secret() {
-        let c = config(&[
-            "--flashblocks-p2p",
-            "--flashblocks-authorizer-sk",
-            AUTHORIZER_SK,
-            "--flashblocks-builder-vk",
-            &format!("0x{BUILDER_VK}"),
-        ])
-        .unwrap();
-        let p2p = c.flashblocks_p2p.as_ref().expect("p2p on");
-        assert_eq!(
-            alloy_primitives::hex::encode(p2p.builder_vk.as_bytes()),
-            BUILDER_VK
-        );
-        assert!(
-            !format!("{c:?}").contains(AUTHORIZER_SK),
-            "Debug output must not leak the authorizer key"
-        );
-        let args =
-            Args::try_parse_from(["engine-mux", "--flashblocks-authorizer-sk", AUTHORIZER_SK])
-                .unwrap();
-        assert!(
-            !format!("{args:?}").contains(AUTHORIZER_SK),
-            "nor the parsed flags"
-        );
-        assert!(config(&[]).unwrap().flashblocks_p2p.is_none());
-    }
-
-    #[test]
-    fn flashblocks_p2p_misconfigurations_stop_startup_naming_the_flag() {
-        let sk = ["--flashblocks-authorizer-sk", AUTHORIZER_SK];
-        let vk = ["--flashblocks-builder-vk", BUILDER_VK];
-        let with = |extra: &[&str]| {
-            let mut argv = vec!["--flashblocks-p2p"];
-            argv.extend_from_slice(extra);
-            config(&argv).unwrap_err().to_string()
-        };
-        let err = with(&[&sk[..], &vk[..], &["--flashblocks"]].concat());
-        assert!(
-            err.contains("--flashblocks-p2p conflicts with --flashblocks"),
-            "{err}"
-        );
-        let err = with(&vk);
-        assert!(
-            err.contains("--flashblocks-authorizer-sk") && err.contains("required"),
-            "{err}"
-        );
-        let err = with(&sk);
-        assert!(
-            err.contains("--flashblocks-builder-vk") && err.contains("required"),
-            "{err}"
-        );
-        let err = config(&sk).unwrap_err().to_string();
-        assert!(
-            err.contains("--flashblocks-authorizer-sk") && err.contains("--flashblocks-p2p"),
-            "{err}"
-        );
-        let err = config(&vk).unwrap_err().to_string();
-        assert!(
-            err.contains("--flashblocks-builder-vk") && err.contains("--flashblocks-p2p"),
-            "{err}"
-        );
-        let bad_secret = "zz".repeat(32);
-        let err = with(&[&["--flashblocks-authorizer-sk", &bad_secret][..], &vk[..]].concat());
-        assert!(
-            err.contains("--flashblocks-authorizer-sk: malformed key"),
-            "{err}"
-        );
-        assert!(
-            !err.contains(&bad_secret),
-            "the value is never echoed: {err}"
-        );
-        let err = with(&[&sk[..], &["--flashblocks-builder-vk", "0x1234"][..]].concat());
-        assert!(
-            err.contains("--flashblocks-builder-vk: malformed key") && err.contains("32 bytes"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn require_auth_all_is_off_by_default_and_conflicts_with_no_inbound_auth() {
-        assert!(!config(&[]).unwrap().require_auth_all);
-        assert!(config(&["--require-auth-all"]).unwrap().require_auth_all);
-        assert!(
-            Args::try_parse_from(["engine-mux", "--no-inbound-auth", "--require-auth-all"])
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn bare_host_port_urls_mean_http() {
-        let c = config(&["--l2-url", "127.0.0.1:8551"]).unwrap();
-        assert_eq!(c.l2.url.to_string(), "http://127.0.0.1:8551/");
-    }
-}
+mod tests;
