@@ -22,7 +22,7 @@ use crate::{
     metrics::Metrics,
     payload_check::BuildRequest,
     prevalidation::Prevalidation,
-    selection::{BuilderPolicy, Offer, RankKey},
+    selection::{BuilderPolicy, Offer, RankKey, Verdict},
 };
 
 /// Every configured builder, in priority order.
@@ -46,7 +46,7 @@ pub struct ValidatedEarly {
     pub block: Arc<EarlyBlock>,
     /// Every asked builder's outcome, for health and per-builder counts (as
     /// [`crate::selection::Selection::verdicts`]).
-    pub verdicts: Vec<(&'static str, Option<Result<(), FallbackReason>>)>,
+    pub verdicts: Vec<(&'static str, Verdict)>,
 }
 
 /// The builds one FCU with attributes started, one per builder asked.
@@ -211,11 +211,11 @@ impl Builders {
             let verdict = match (&state.fetch, slot.outcome()) {
                 (EarlyFetch::Fetched(block), _) if block.version == version => {
                     fetched.push((i, block.clone()));
-                    None
+                    Verdict::NotTried
                 }
-                (EarlyFetch::Failed, _) => Some(Err(FallbackReason::Error)),
+                (EarlyFetch::Failed, _) => Verdict::Failed(FallbackReason::Error),
                 (EarlyFetch::NotStarted, Some(BuilderFcu::Unavailable(reason))) => {
-                    Some(Err(reason))
+                    Verdict::Failed(reason)
                 }
                 // Still fetching, not fetched yet, or fetched for another version.
                 _ => return None,
@@ -238,7 +238,7 @@ impl Builders {
         if *first != validated {
             return None;
         }
-        verdicts[*first].1 = Some(Ok(()));
+        verdicts[*first].1 = Verdict::Chosen;
         for (_, slot) in &asked {
             slot.first_get_payload();
         }

@@ -22,7 +22,7 @@ use crate::{
     local::{LocalEl, json_response},
     metrics::{BlockSource, Metrics},
     payload_check::BuildRequest,
-    selection::{self, SelectionPolicy},
+    selection::{self, SelectionPolicy, Verdict},
 };
 
 /// One engine-mux instance's engine-call handling.
@@ -365,18 +365,18 @@ impl Mux {
     /// Every builder outcome is health evidence against the side that caused it (only a good
     /// block clears a bad one; the local EL's failures were recorded on its own calls) and a
     /// per-builder count; the chosen builder's is recorded once its block's fate is known.
-    fn record_verdicts(&self, verdicts: &[(&'static str, Option<Result<(), FallbackReason>>)]) {
+    fn record_verdicts(&self, verdicts: &[(&'static str, Verdict)]) {
         for (name, verdict) in verdicts {
             let Some(b) = self.builders.get(name) else {
                 continue;
             };
             match verdict {
-                Some(Ok(())) => b.health().outcome(true),
-                Some(Err(FallbackReason::Outpaced)) => {
+                Verdict::Chosen => b.health().outcome(true),
+                Verdict::Failed(FallbackReason::Outpaced) => {
                     b.health().lost_race();
                     b.record_block_outcome(FallbackReason::Outpaced.as_str());
                 }
-                Some(Err(reason)) => {
+                Verdict::Failed(reason) => {
                     if reason.blame() == Blame::Builder {
                         b.health().outcome(false);
                     }
@@ -391,7 +391,7 @@ impl Mux {
                     }
                     b.record_block_outcome(reason.as_str());
                 }
-                None => {
+                Verdict::NotTried => {
                     b.health().answered_in_time();
                     b.record_block_outcome("not_chosen");
                 }

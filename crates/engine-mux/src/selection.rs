@@ -23,13 +23,48 @@ pub struct Candidate {
     pub raw: Box<RawValue>,
     /// The same, typed.
     pub envelope: PayloadEnvelope,
-    /// With flashblocks: how it came about (`builder_payload`, `assembled`, `preserved`).
-    pub path: Option<&'static str>,
+    /// With flashblocks: how it came about.
+    pub path: Option<Origin>,
     /// Its validation must be done by then (earlier than the deadline when a fallback candidate
     /// still needs time).
     pub validate_by: tokio::time::Instant,
     /// What validating the builder's block before op-node asked found about this block.
     pub early: EarlyCheck,
+}
+
+/// How a candidate block came about when the builder streams flashblocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The builder's getPayload answer, which carries every preconfirmed transaction in order.
+    BuilderPayload,
+    /// Assembled from the accepted flashblocks, after the builder's block failed or dropped
+    /// preconfirmed transactions.
+    Assembled,
+    /// Assembled from the accepted flashblocks, the builder having delivered no block.
+    Preserved,
+}
+
+impl Origin {
+    /// The label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BuilderPayload => "builder_payload",
+            Self::Assembled => "assembled",
+            Self::Preserved => "preserved",
+        }
+    }
+}
+
+/// A builder's part in one block's selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its block was chosen.
+    Chosen,
+    /// Its offer failed, for this reason.
+    Failed(FallbackReason),
+    /// It offered, but was not tried: a better offer was chosen first, or another builder's
+    /// preconfirmations decided the block.
+    NotTried,
 }
 
 /// How a candidate relates to the builder's block validated before op-node asked for it.
@@ -117,15 +152,15 @@ pub async fn choose(
                     c.envelope = envelope;
                 }
                 if let Some(path) = c.path {
-                    if path != "builder_payload" {
+                    if path != Origin::BuilderPayload {
                         tracing::info!(
                             block = c.envelope.block_number(),
                             flashblocks = preconfirmed,
-                            path,
+                            path = path.as_str(),
                             "proposing the block assembled from flashblocks"
                         );
                     }
-                    metrics.flashblocks_block(path);
+                    metrics.flashblocks_block(path.as_str());
                 }
                 return Ok(Chosen {
                     builder: c.builder,
@@ -317,9 +352,8 @@ pub struct Offer {
 pub struct Selection {
     /// The block chosen, or why there is none.
     pub chosen: Result<Chosen, FallbackReason>,
-    /// Per builder that offered: `Ok` for the chosen one, `Err(reason)` for one whose offer
-    /// failed, `None` for one not tried because a better one was chosen or preconfirmed.
-    pub verdicts: Vec<(&'static str, Option<Result<(), FallbackReason>>)>,
+    /// Per builder that offered, its part in the block.
+    pub verdicts: Vec<(&'static str, Verdict)>,
 }
 
 /// What the ranking reads of one builder's offer.
@@ -397,9 +431,12 @@ pub async fn select(
     external_state_root: bool,
 ) -> Selection {
     let names: Vec<&'static str> = offers.iter().map(|o| o.builder).collect();
-    let mut verdict: Vec<Option<Result<(), FallbackReason>>> = offers
+    let mut verdict: Vec<Verdict> = offers
         .iter()
-        .map(|o| o.result.as_ref().err().map(|r| Err(*r)))
+        .map(|o| match &o.result {
+            Ok(_) => Verdict::NotTried,
+            Err(r) => Verdict::Failed(*r),
+        })
         .collect();
     let order: Vec<usize> = {
         let offered: Vec<(usize, RankKey<'_>)> = offers
@@ -433,18 +470,18 @@ pub async fn select(
         match choose(local, metrics, version, candidates, external_state_root).await {
             Ok(mut c) => {
                 c.builder = names[i];
-                verdict[i] = Some(c.rebuilt_after.map_or(Ok(()), Err));
+                verdict[i] = c.rebuilt_after.map_or(Verdict::Chosen, Verdict::Failed);
                 chosen = Some(c);
                 break;
             }
-            Err(reason) => verdict[i] = Some(Err(reason)),
+            Err(reason) => verdict[i] = Verdict::Failed(reason),
         }
     }
     let chosen = chosen.ok_or_else(|| {
         verdict
             .iter()
             .find_map(|v| match v {
-                Some(Err(r)) => Some(*r),
+                Verdict::Failed(r) => Some(*r),
                 _ => None,
             })
             .unwrap_or(FallbackReason::NoBuilderPayload)

@@ -14,7 +14,7 @@ use crate::{
     fallback::FallbackReason,
     flashblocks::store::FlashblocksStore,
     payload_check::BuildRequest,
-    selection::{Candidate, Candidates, EarlyCheck},
+    selection::{Candidate, Candidates, EarlyCheck, Origin},
 };
 
 impl Builder {
@@ -119,7 +119,7 @@ impl Builder {
                         );
                     }
                     match c.path {
-                        None | Some("builder_payload") => EarlyCheck::Changed,
+                        None | Some(Origin::BuilderPayload) => EarlyCheck::Changed,
                         // Assembled from flashblocks: another block by nature.
                         Some(_) => EarlyCheck::None,
                     }
@@ -229,7 +229,7 @@ impl Builder {
                     builder: self.name,
                     raw,
                     envelope,
-                    path: Some("builder_payload"),
+                    path: Some(Origin::BuilderPayload),
                     validate_by,
                     early: EarlyCheck::None,
                 });
@@ -245,7 +245,7 @@ impl Builder {
                     };
                 }
                 // The builder's final block may still fail where what it preconfirmed is valid.
-                ("assembled", FallbackReason::Error)
+                (Origin::Assembled, FallbackReason::Error)
             }
             Ok((_, envelope)) => {
                 tracing::warn!(
@@ -253,9 +253,9 @@ impl Builder {
                     flashblocks = accepted.len(),
                     "builder's block drops transactions it preconfirmed; proposing its flashblocks instead"
                 );
-                ("assembled", FallbackReason::Error)
+                (Origin::Assembled, FallbackReason::Error)
             }
-            Err(reason) => ("preserved", reason),
+            Err(reason) => (Origin::Preserved, reason),
         };
         if !accepted.is_empty() {
             match assemble(&accepted, version)
