@@ -381,7 +381,8 @@ impl Metrics {
         self.counter("engine_mux_flashblocks_missing_total", &[], missing);
     }
 
-    /// Which flashblocks path a builder block took (`builder_payload`, `assembled`, `preserved`).
+    /// Which flashblocks path a builder block took (`builder_payload`, `assembled`, `preserved`,
+    /// `rebuilt` by the local EL from the preconfirmed transactions, or `lost`).
     pub fn flashblocks_block(&self, path: &'static str) {
         self.counter("engine_mux_flashblocks_blocks_total", &[("path", path)], 1);
     }

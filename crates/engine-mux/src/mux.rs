@@ -16,6 +16,7 @@ use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde_json::value::RawValue;
 
 use crate::{
+    builder::BlockOutcome,
     builders::Builders,
     execution_mode::{ExecutionMode, ModeCell},
     fallback::{Blame, FallbackReason},
@@ -293,7 +294,7 @@ impl Mux {
                         "proposing the builder's block"
                     );
                     if let Some(b) = builder {
-                        b.record_block_outcome("proposed");
+                        b.record_block_outcome(BlockOutcome::Proposed);
                         if let (Some(a), Some(local)) = (&self.accountability, local_payload) {
                             a.schedule(b.clone(), version, chosen.envelope.clone(), local);
                         }
@@ -302,7 +303,11 @@ impl Mux {
                     json_response(jsonrpc::ok_response(id, &chosen.raw))
                 } else {
                     if let Some(b) = builder {
-                        b.record_block_outcome(if wins { "dry_run" } else { "policy" });
+                        b.record_block_outcome(if wins {
+                            BlockOutcome::DryRun
+                        } else {
+                            BlockOutcome::Policy
+                        });
                     }
                     self.metrics.block_proposed(BlockSource::Local);
                     local_res
@@ -355,7 +360,7 @@ impl Mux {
             "proposing the builder's block (validated before op-node asked)"
         );
         if let Some(b) = self.builders.get(decided.builder) {
-            b.record_block_outcome("proposed");
+            b.record_block_outcome(BlockOutcome::Proposed);
         }
         self.metrics.prevalidated_get_payload("served");
         self.metrics.block_proposed(BlockSource::Builder);
@@ -374,7 +379,7 @@ impl Mux {
                 Verdict::Chosen => b.health().outcome(true),
                 Verdict::Failed(FallbackReason::Outpaced) => {
                     b.health().lost_race();
-                    b.record_block_outcome(FallbackReason::Outpaced.as_str());
+                    b.record_block_outcome(BlockOutcome::Failed(FallbackReason::Outpaced));
                 }
                 Verdict::Failed(reason) => {
                     if reason.blame() == Blame::Builder {
@@ -389,11 +394,11 @@ impl Mux {
                     ) {
                         b.health().answered_in_time();
                     }
-                    b.record_block_outcome(reason.as_str());
+                    b.record_block_outcome(BlockOutcome::Failed(*reason));
                 }
                 Verdict::NotTried => {
                     b.health().answered_in_time();
-                    b.record_block_outcome("not_chosen");
+                    b.record_block_outcome(BlockOutcome::NotChosen);
                 }
             }
         }

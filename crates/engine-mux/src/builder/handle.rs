@@ -59,7 +59,7 @@ pub struct Builder {
     /// no transaction copies, but is still kept in sync (mirrored calls, probes, catch-up).
     pub(super) enabled: AtomicBool,
     /// Its part in the last block it was asked for (`proposed`, `not_chosen`, a fallback reason).
-    pub(super) last_outcome: Mutex<&'static str>,
+    pub(super) last_outcome: Mutex<super::BlockOutcome>,
     pub(super) upstream: Upstream,
     /// The local EL, for catch-up reads of blocks older than the recent window.
     pub(super) local: Arc<LocalEl>,
@@ -118,7 +118,7 @@ impl Builder {
             name: b.name,
             priority: b.priority,
             enabled: AtomicBool::new(b.enabled),
-            last_outcome: Mutex::new("none"),
+            last_outcome: Mutex::new(super::BlockOutcome::None),
             upstream: Upstream::with_roots(b.upstream.clone(), &config.tls_roots),
             local,
             queue,
@@ -164,14 +164,14 @@ impl Builder {
 
     /// Its part in the last block it was asked for.
     pub fn last_outcome(&self) -> &'static str {
-        *self.last_outcome.lock()
+        self.last_outcome.lock().as_str()
     }
 
     /// Records its part in a block: the `engine_mux_builder_blocks_total` counter and
     /// `debug_getBuilders`' `last_outcome`.
-    pub fn record_block_outcome(&self, outcome: &'static str) {
+    pub fn record_block_outcome(&self, outcome: super::BlockOutcome) {
         *self.last_outcome.lock() = outcome;
-        self.metrics.builder_block(outcome);
+        self.metrics.builder_block(outcome.as_str());
     }
 
     /// Its last proposed block next to the local block for the same attributes.

@@ -3,7 +3,7 @@
 //! builders and never reaches into their parts, so one builder and several are the same code.
 //!
 //! Files: `handle` (the [`Builder`] and its calls), `payload` (its candidates at getPayload),
-//! `early` (its block fetched and validated before op-node asks),
+//! `early` (its block fetched and validated before op-node asks), `outcome` (its part in a block),
 //! `queue` + `worker` (the ordered call queue and the task draining it), `catch_up`,
 //! `copies` (transaction copies), `payload_ids`, `recent` (payloads op-node sent).
 
@@ -11,6 +11,7 @@ pub mod catch_up;
 pub mod copies;
 pub mod early;
 pub mod handle;
+pub mod outcome;
 pub mod payload;
 pub mod payload_ids;
 pub mod queue;
@@ -21,7 +22,10 @@ use std::sync::Arc;
 
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use self::handle::{Builder, BuilderTasks};
+pub use self::{
+    handle::{Builder, BuilderTasks},
+    outcome::BlockOutcome,
+};
 
 /// Starts the tasks draining `builder`'s queues, until `shutdown`.
 pub fn spawn(
