@@ -116,7 +116,7 @@ impl Schedule {
                 (rng.range(0, 7) != 0).then(|| rng.range(1, p.builders.max(1) as u64) as usize);
             let len = rng.range(2, p.max_len.max(2));
             let to = (at + len).min(last);
-            let fault = match rng.range(0, 14) {
+            let fault = match rng.range(0, 17) {
                 0 => Fault::Down,
                 1 => Fault::Slow(rng.range(slot_ms / 20, slot_ms / 4).max(1)),
                 2 => Fault::Slow(rng.range(slot_ms, slot_ms * 2)),
@@ -129,7 +129,11 @@ impl Schedule {
                 9 => Fault::FlashblocksDown,
                 10 => Fault::DropPreconfirmed,
                 11 => Fault::DownAfterFlashblock(rng.range(0, 3)),
-                12 => {
+                12 => Fault::Garbage,
+                13 => Fault::FlashblocksHostile,
+                // Late by a tenth to half a slot: the last flashblocks of a block miss getPayload.
+                14 => Fault::FlashblocksLate(rng.range(slot_ms / 10, slot_ms / 2).max(1)),
+                15 => {
                     let n = builder.unwrap_or_else(|| rng.range(1, p.builders as u64) as usize);
                     events.push(Event {
                         height: at,
@@ -209,10 +213,15 @@ impl Schedule {
 }
 
 /// Whether a builder fault can make engine-mux count the builder as failing (`/healthz` 206
-/// once every builder is): every fault except a valid but emptier block, and a slow builder
-/// that still answers within the slot.
+/// once every builder is): every fault except a valid but emptier block, and flashblocks that
+/// are hostile or late (the builder's Engine API still answers well; engine-mux refuses the bad
+/// frames, it has no reason to distrust the builder's blocks). `garbage` does: its engine calls
+/// fail.
 pub fn affects_health(fault: &Fault) -> bool {
-    !matches!(fault, Fault::Empty)
+    !matches!(
+        fault,
+        Fault::Empty | Fault::FlashblocksHostile | Fault::FlashblocksLate(_)
+    )
 }
 
 #[cfg(test)]
@@ -261,7 +270,19 @@ mod tests {
             .iter()
             .map(|w| std::mem::discriminant(&w.fault))
             .collect();
-        assert_eq!(kinds.len(), 11, "every builder fault kind is drawn");
+        assert_eq!(kinds.len(), 14, "every builder fault kind is drawn");
+        for (name, fault) in [
+            ("garbage", Fault::Garbage),
+            ("flashblocks_hostile", Fault::FlashblocksHostile),
+        ] {
+            assert!(s.windows.iter().any(|w| w.fault == fault), "{name} drawn");
+        }
+        assert!(
+            s.windows
+                .iter()
+                .any(|w| matches!(w.fault, Fault::FlashblocksLate(25..=250))),
+            "flashblocks_late drawn, within half a slot"
+        );
         assert!(s.events.iter().any(|e| e.kind == EventKind::RestartLocal));
         assert!(
             s.events
@@ -284,6 +305,9 @@ mod tests {
                 "b1:invalid@10..20".parse().unwrap(),
                 "b2:empty@10..20".parse().unwrap(),
                 "down@50..52".parse().unwrap(),
+                "b3:flashblocks_hostile@60..70".parse().unwrap(),
+                "b3:flashblocks_late=200@60..70".parse().unwrap(),
+                "b3:garbage@80..90".parse().unwrap(),
             ],
             events: vec![Event {
                 height: 100,
@@ -297,6 +321,11 @@ mod tests {
             "empty blocks are valid blocks"
         );
         assert!(s.builder_troubled(2, 51, 51) && s.builder_troubled(3, 45, 50));
+        assert!(
+            !s.builder_troubled(3, 60, 69),
+            "hostile or late flashblocks do not make a builder fail"
+        );
+        assert!(s.builder_troubled(3, 85, 85), "garbage answers do");
         assert!(s.builder_troubled(2, 100 + RESTART_CATCH_UP - 1, 200));
         assert!(!s.builder_troubled(2, 100 + RESTART_CATCH_UP, 200));
         assert_eq!(s.describe_builder(2, 0, 1000).len(), 3);
