@@ -5,6 +5,8 @@
 mod cast;
 mod disconnect;
 mod frames;
+mod measure;
+mod op_reth;
 mod pending_call;
 mod pending_state;
 mod preconfirmed;

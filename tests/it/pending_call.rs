@@ -1,7 +1,8 @@
 //! `eth_call` at `pending` runs after the pending transactions: flashblocks-rpc has the devnet
-//! engine simulate the pending blocks' transactions and then the call (`eth_simulateV1`), so
-//! a contract's state written by a preconfirmed transaction is read before its block seals,
-//! and `eth_estimateGas` at `pending` prices a call on that state.
+//! engine (or op-reth: `crate::op_reth`) simulate the pending blocks' transactions and then the
+//! call (`eth_simulateV1`), so a contract's state written by a preconfirmed transaction is read
+//! before its block seals, and `eth_estimateGas` at `pending` prices a call on that state; on
+//! engine-mux's stream and on it stripped of metadata.
 
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use alloy_signer::SignerSync;
 use devnet::chain::accounts::raw_transaction;
 use engine_api::Upstream;
 use op_alloy_consensus::OpTxEnvelope;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use e2e::{BLOCK_TIME, Net, call, client, quantity, start_rpc, wait_for};
+use e2e::{Net, Overlays, call, quantity};
 
 /// Transfers a loaded machine may push past a block; one of these must be seen pending.
 const ATTEMPTS: u64 = 4;
@@ -29,12 +30,12 @@ pub(crate) fn initcode() -> Bytes {
     code.into()
 }
 
-fn word(v: u64) -> Bytes {
+pub(crate) fn word(v: u64) -> Bytes {
     B256::from(U256::from(v)).to_vec().into()
 }
 
 /// Signs a call (or a creation) from the test's account and sends it through engine-mux.
-async fn send(net: &Net, nonce: u64, to: TxKind, input: Bytes) -> B256 {
+pub(crate) async fn send(net: &Net, nonce: u64, to: TxKind, input: Bytes) -> B256 {
     let tx = TxEip1559 {
         chain_id: net.chain_id,
         nonce,
@@ -53,7 +54,7 @@ async fn send(net: &Net, nonce: u64, to: TxKind, input: Bytes) -> B256 {
 }
 
 /// The word the contract holds at `tag`, read through `rpc` (its revert data).
-async fn stored(rpc: &Upstream, contract: Address, tag: &str) -> Bytes {
+pub(crate) async fn stored(rpc: &Upstream, contract: Address, tag: &str) -> Bytes {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
         "params": [{"to": contract}, tag]});
     let mut headers = http::HeaderMap::new();
@@ -76,64 +77,83 @@ async fn stored(rpc: &Upstream, contract: Address, tag: &str) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_eth_call_sees_a_preconfirmed_storage_write_before_its_block_seals() {
-    let net = Net::start(0.0).await;
-    let rpc = start_rpc(&net.flashblocks_url(), &net.upstream_url(), &[]).await;
-    let ours = client(&rpc.http_url(), None);
+    scenario(Net::start(0.0).await).await;
+}
 
+/// The scenario on `net` (the devnet's own engine, or op-reth: `crate::op_reth`), through both
+/// instances: on engine-mux's stream and on it stripped of metadata.
+pub(crate) async fn scenario(net: Net) {
+    let o = Overlays::start(net).await;
+    let net = &o.net;
     let contract = net.sender.address().create(0);
-    let deploy = send(&net, 0, TxKind::Create, initcode()).await;
-    wait_for("the contract deployed", 8 * BLOCK_TIME, || async {
-        let r = call(&net.local, "eth_getTransactionReceipt", json!([deploy])).await;
-        (!r.is_null()).then_some(())
-    })
-    .await;
-    assert_eq!(stored(&ours, contract, "pending").await, word(0));
+    let deploy = send(net, 0, TxKind::Create, initcode()).await;
+    net.sealed_in(deploy).await;
+    for (label, _, ours) in &o.rpcs {
+        assert_eq!(
+            stored(ours, contract, "pending").await,
+            word(0),
+            "{label}: before any write{}",
+            o.log_hint()
+        );
+    }
 
-    let estimate = |tag: &'static str| {
-        let ours = &ours;
+    let estimate = |ours: &Upstream, tag: &'static str| {
         let request = json!({"from": net.sender.address(), "to": contract, "data": word(7)});
-        async move { quantity(&call(ours, "eth_estimateGas", json!([request, tag])).await) }
+        let ours = ours.clone();
+        async move { quantity(&call(&ours, "eth_estimateGas", json!([request, tag])).await) }
     };
-    let mut seen_ahead = 0;
+    let mut seen_ahead = [0; 2];
     let mut nonce = 1;
     for attempt in 1..=ATTEMPTS {
-        let hash = send(&net, nonce, TxKind::Call(contract), word(attempt)).await;
+        let hash = send(net, nonce, TxKind::Call(contract), word(attempt)).await;
         nonce += 1;
-        let block = wait_for("the store preconfirmed", 8 * BLOCK_TIME, || async {
-            let r: Value = call(&ours, "eth_getTransactionReceipt", json!([hash])).await;
-            (!r.is_null()).then(|| quantity(&r["blockNumber"]))
-        })
-        .await;
-        let pending = stored(&ours, contract, "pending").await;
-        let latest = stored(&ours, contract, "latest").await;
-        // Storing into the slot the pending write made non-zero costs ~17k gas less than
-        // storing into the zero slot latest still has.
-        let (gas_pending, gas_latest) = (estimate("pending").await, estimate("latest").await);
-        let head_after = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
-        // Pending always includes the write; while its block is not sealed, latest does not.
-        assert_eq!(
-            pending,
-            word(attempt),
-            "attempt {attempt}: pending misses the write"
-        );
-        if head_after < block {
-            assert_eq!(latest, word(0), "attempt {attempt}: latest");
-            assert!(
-                gas_pending + 15_000 < gas_latest,
-                "attempt {attempt}: pending estimate {gas_pending}, latest {gas_latest}"
+        let (block, receipts) = o.preconfirmed(hash).await;
+        let mut served = Vec::new();
+        for (label, _, ours) in &o.rpcs {
+            let pending = stored(ours, contract, "pending").await;
+            let latest = stored(ours, contract, "latest").await;
+            // Storing into the slot the pending write made non-zero costs ~17k gas less than
+            // storing into the zero slot latest still has.
+            let gas = (
+                estimate(ours, "pending").await,
+                estimate(ours, "latest").await,
             );
-            seen_ahead += 1;
+            served.push((*label, pending, latest, gas));
         }
+        let head_after = o.head().await;
+        for (i, (label, pending, latest, (gas_pending, gas_latest))) in
+            served.into_iter().enumerate()
+        {
+            // Pending always includes the write; while its block is not sealed, latest does
+            // not.
+            assert_eq!(
+                pending,
+                word(attempt),
+                "{label} attempt {attempt}: pending misses the write"
+            );
+            if head_after < block {
+                assert_eq!(latest, word(0), "{label} attempt {attempt}: latest");
+                assert!(
+                    gas_pending + 15_000 < gas_latest,
+                    "{label} attempt {attempt}: pending estimate {gas_pending}, latest {gas_latest}"
+                );
+                seen_ahead[i] += 1;
+            }
+        }
+        assert_eq!(net.sealed_in(hash).await, block);
+        o.assert_receipts_sealed_as_served(&format!("attempt {attempt}"), hash, &receipts)
+            .await;
         // Clear the slot again for the next attempt.
-        let clear = send(&net, nonce, TxKind::Call(contract), word(0)).await;
+        let clear = send(net, nonce, TxKind::Call(contract), word(0)).await;
         nonce += 1;
-        wait_for("the slot cleared", 8 * BLOCK_TIME, || async {
-            let r = call(&net.local, "eth_getTransactionReceipt", json!([clear])).await;
-            (!r.is_null()).then_some(())
-        })
-        .await;
+        net.sealed_in(clear).await;
     }
-    assert!(seen_ahead > 0, "no store was read while still pending");
-    rpc.shutdown().await;
-    net.stop().await;
+    for (i, (label, ..)) in o.rpcs.iter().enumerate() {
+        assert!(
+            seen_ahead[i] > 0,
+            "{label}: no store was read while still pending"
+        );
+    }
+    o.assert_simulations_matched();
+    o.stop().await;
 }

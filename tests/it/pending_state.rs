@@ -13,15 +13,15 @@
 //!   the fee recipient) equals the balance the sealed block then has;
 //! - `eth_getTransactionCount(pending)` counts the sender's preconfirmed transactions.
 //!
-//! Each read is checked against the sealed block, and each test requires that at least one
-//! attempt was read while its block was still being built (the head then below it).
+//! Each read is checked against the sealed block (the pending receipts too), and each test
+//! requires that at least one attempt was read while its block was still being built (the
+//! head then below it). Each scenario is a function of the [`Net`] it runs on, so
+//! `crate::op_reth` runs the same scenarios with a real op-reth as the upstream.
 
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, hex};
-use engine_api::Upstream;
-use flashblocks_rpc::Running;
 use serde_json::{Value, json};
 
-use e2e::{BLOCK_TIME, Net, Relay, assert_covers, call, client, quantity, start_rpc, wait_for};
+use e2e::{Net, Overlays, assert_covers, call, quantity};
 
 /// Attempts a loaded machine may push past their block; one must be read while pending.
 const ATTEMPTS: u64 = 4;
@@ -37,94 +37,18 @@ const FORWARDER_INITCODE: [u8; 25] = hex!("600e80600b6000396000f3" "5f5f5f5f6002
 /// The topic the logging contract (`pending_call::initcode`) emits.
 const LOG_TOPIC: B256 = B256::repeat_byte(0xab);
 
-/// The devnet with flashblocks and two flashblocks-rpc instances: on engine-mux's stream and
-/// on the same stream stripped of its metadata.
-struct Overlays {
-    net: Net,
-    _relay: Relay,
-    rpcs: Vec<(&'static str, Running, Upstream)>,
-}
-
-impl Overlays {
-    async fn start() -> Self {
-        let net = Net::start(0.0).await;
-        let relay = Relay::stripping_metadata(net.flashblocks_url()).await;
-        let mut rpcs = Vec::new();
-        for (label, url) in [
-            ("metadata", net.flashblocks_url()),
-            ("no metadata", relay.url()),
-        ] {
-            let rpc = start_rpc(&url, &net.upstream_url(), &[]).await;
-            let c = client(&rpc.http_url(), None);
-            rpcs.push((label, rpc, c));
-        }
-        Self {
-            net,
-            _relay: relay,
-            rpcs,
-        }
-    }
-
-    /// Waits until every instance serves `hash` from a pending block; returns that block's
-    /// number.
-    async fn preconfirmed(&self, hash: B256) -> u64 {
-        let mut block = 0;
-        for (label, _, ours) in &self.rpcs {
-            block = wait_for(
-                &format!("{label}: the pending receipt"),
-                8 * BLOCK_TIME,
-                || async {
-                    let r: Value = call(ours, "eth_getTransactionReceipt", json!([hash])).await;
-                    (!r.is_null()).then(|| quantity(&r["blockNumber"]))
-                },
-            )
-            .await;
-        }
-        block
-    }
-
-    async fn head(&self) -> u64 {
-        quantity(&call(&self.net.local, "eth_blockNumber", json!([])).await)
-    }
-
-    /// No simulation diverged from the stream's gas, and the stripped instance ran some.
-    fn assert_simulations_matched(&self) {
-        for (label, rpc, _) in &self.rpcs {
-            assert_eq!(
-                e2e::metric(
-                    rpc,
-                    "flashblocks_rpc_simulations_total",
-                    &[("outcome", "divergent")]
-                ),
-                0.0,
-                "{label}: a simulation of the devnet's blocks diverged"
-            );
-        }
-        let (_, stripped, _) = &self.rpcs[1];
-        assert!(
-            e2e::metric(
-                stripped,
-                "flashblocks_rpc_simulations_total",
-                &[("outcome", "ok")]
-            ) > 0.0
-        );
-    }
-
-    async fn stop(self) {
-        for (_, rpc, _) in self.rpcs {
-            rpc.shutdown().await;
-        }
-        self.net.stop().await;
-    }
-}
-
 fn word(v: u64) -> Bytes {
     B256::from(U256::from(v)).to_vec().into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_logs_reaching_pending_merges_pending_logs_with_filters_and_block_indexes() {
-    let o = Overlays::start().await;
+    logs_scenario(Net::start(0.0).await).await;
+}
+
+/// The scenario on `net` (the devnet's own engine, or op-reth: `crate::op_reth`).
+pub(crate) async fn logs_scenario(net: Net) {
+    let o = Overlays::start(net).await;
     let net = &o.net;
     let (a, b) = (
         net.sender.address().create(0),
@@ -165,7 +89,7 @@ async fn get_logs_reaching_pending_merges_pending_logs_with_filters_and_block_in
             );
             nonce += 1;
         }
-        let block = o.preconfirmed(sent[2]).await;
+        let (block, receipts) = o.preconfirmed(sent[2]).await;
         let filter_a = json!({"fromBlock": format!("{from:#x}"), "toBlock": "pending",
             "address": a, "topics": [[LOG_TOPIC]]});
         let filter_b = json!({"fromBlock": format!("{from:#x}"), "toBlock": "pending",
@@ -182,6 +106,8 @@ async fn get_logs_reaching_pending_merges_pending_logs_with_filters_and_block_in
         let pending_at_read = o.head().await < block;
         let sealed = net.sealed_in(sent[2]).await;
         assert_eq!(sealed, block, "sealed in another block than preconfirmed");
+        o.assert_receipts_sealed_as_served(&format!("attempt {attempt}"), sent[2], &receipts)
+            .await;
         let upto = |f: &Value| {
             let mut f = f.clone();
             f["toBlock"] = json!(format!("{sealed:#x}"));
@@ -224,7 +150,12 @@ async fn get_logs_reaching_pending_merges_pending_logs_with_filters_and_block_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_and_storage_at_pending_see_a_preconfirmed_deployment_and_write() {
-    let o = Overlays::start().await;
+    code_and_storage_scenario(Net::start(0.0).await).await;
+}
+
+/// The scenario on `net` (the devnet's own engine, or op-reth: `crate::op_reth`).
+pub(crate) async fn code_and_storage_scenario(net: Net) {
+    let o = Overlays::start(net).await;
     let net = &o.net;
     let mut nonce = 0;
     let (mut code_ahead, mut storage_ahead) = ([0; 2], [0; 2]);
@@ -242,7 +173,7 @@ async fn code_and_storage_at_pending_see_a_preconfirmed_deployment_and_write() {
             .send_call(nonce + 1, TxKind::Call(contract), U256::ZERO, value.clone())
             .await;
         nonce += 2;
-        let block = o.preconfirmed(store).await;
+        let (block, receipts) = o.preconfirmed(store).await;
         let mut served = Vec::new();
         for (label, _, ours) in &o.rpcs {
             let code = call(ours, "eth_getCode", json!([contract, "pending"])).await;
@@ -259,6 +190,8 @@ async fn code_and_storage_at_pending_see_a_preconfirmed_deployment_and_write() {
         }
         let pending_at_read = o.head().await < block;
         assert_eq!(net.sealed_in(store).await, block);
+        o.assert_receipts_sealed_as_served(&format!("attempt {attempt}"), store, &receipts)
+            .await;
         let at = format!("{block:#x}");
         let sealed_code = call(&net.local, "eth_getCode", json!([contract, at])).await;
         let sealed_slot = call(&net.local, "eth_getStorageAt", json!([contract, "0x0", at])).await;
@@ -290,7 +223,12 @@ async fn code_and_storage_at_pending_see_a_preconfirmed_deployment_and_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_balances_after_a_contract_call_equal_the_sealed_ones() {
-    let o = Overlays::start().await;
+    balances_scenario(Net::start(0.0).await).await;
+}
+
+/// The scenario on `net` (the devnet's own engine, or op-reth: `crate::op_reth`).
+pub(crate) async fn balances_scenario(net: Net) {
+    let o = Overlays::start(net).await;
     let net = &o.net;
     let forwarder = net.sender.address().create(0);
     let deployed = net
@@ -314,7 +252,7 @@ async fn pending_balances_after_a_contract_call_equal_the_sealed_ones() {
                 B256::left_padding_from(target.as_slice()).to_vec().into(),
             )
             .await;
-        let block = o.preconfirmed(hash).await;
+        let (block, receipts) = o.preconfirmed(hash).await;
         let (_, _, first) = &o.rpcs[0];
         let pending = call(first, "eth_getBlockByNumber", json!(["pending", false])).await;
         // Sender, contract, the account only the contract's code pays, the fee vaults the
@@ -338,6 +276,8 @@ async fn pending_balances_after_a_contract_call_equal_the_sealed_ones() {
         }
         let pending_at_read = o.head().await < block;
         assert_eq!(net.sealed_in(hash).await, block);
+        o.assert_receipts_sealed_as_served(&format!("attempt {attempt}"), hash, &receipts)
+            .await;
         let mut sealed = Vec::new();
         for a in &accounts {
             sealed.push(
@@ -383,7 +323,12 @@ fn fee_vault(last: u8) -> Address {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_nonce_counts_preconfirmed_transactions_with_and_without_metadata() {
-    let o = Overlays::start().await;
+    nonce_scenario(Net::start(0.0).await).await;
+}
+
+/// The scenario on `net` (the devnet's own engine, or op-reth: `crate::op_reth`).
+pub(crate) async fn nonce_scenario(net: Net) {
+    let o = Overlays::start(net).await;
     let net = &o.net;
     let sender = net.sender.address();
     let mut nonce = 0;
@@ -406,7 +351,7 @@ async fn pending_nonce_counts_preconfirmed_transactions_with_and_without_metadat
             )
             .await;
         nonce += 2;
-        let block = o.preconfirmed(second).await;
+        let (block, receipts) = o.preconfirmed(second).await;
         let mut served = Vec::new();
         for (label, _, ours) in &o.rpcs {
             let pending = call(ours, "eth_getTransactionCount", json!([sender, "pending"])).await;
@@ -415,6 +360,8 @@ async fn pending_nonce_counts_preconfirmed_transactions_with_and_without_metadat
         }
         let pending_at_read = o.head().await < block;
         assert_eq!(net.sealed_in(second).await, block);
+        o.assert_receipts_sealed_as_served(&format!("attempt {attempt}"), second, &receipts)
+            .await;
         let sealed = quantity(
             &call(
                 &net.local,

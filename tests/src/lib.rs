@@ -11,13 +11,17 @@ use std::time::Duration;
 
 mod lone;
 mod net;
+mod op_reth;
+mod overlays;
 mod proxy;
 mod relay;
 mod rpc;
 mod scripted;
 
 pub use lone::{LoneEngine, transfer};
-pub use net::{BLOCK_TIME, FLASHBLOCK_INTERVAL, Net};
+pub use net::{BLOCK_TIME, FLASHBLOCK_INTERVAL, LocalEl, Net};
+pub use op_reth::{OP_RETH_BIN, OpReth, Refusal, Tap, devnet_genesis_json, op_reth_bin};
+pub use overlays::{Overlays, STREAMS};
 pub use proxy::{Ws, next_json, start_proxy, subscribe, ws_url};
 pub use relay::Relay;
 pub use rpc::{

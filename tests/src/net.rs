@@ -29,20 +29,32 @@ use engine_mux::RunningMux;
 use op_alloy_consensus::OpTxEnvelope;
 use serde_json::{Value, json};
 
-use crate::{CALL_TIMEOUT, call, client, quantity, wait_for};
+use crate::{
+    CALL_TIMEOUT, call, client,
+    op_reth::{OpReth, devnet_genesis_json, op_reth_bin},
+    quantity, wait_for,
+};
 
 /// Slot length: long enough that "before the block is sealed" is observable.
 pub const BLOCK_TIME: Duration = Duration::from_millis(1000);
 /// The devnet's builder publishes a flashblock every quarter slot.
 pub const FLASHBLOCK_INTERVAL: Duration = Duration::from_millis(250);
-/// A devnet with builder flashblocks, assembled from the devnet's component API: local and
-/// builder engines (the builder streams flashblocks), engine-mux between them (ingesting and
-/// re-publishing the flashblocks), the driver
+/// The sequencer's local EL in a [`Net`].
+pub enum LocalEl {
+    /// The devnet's revm engine.
+    Devnet(RunningEngine),
+    /// A real op-reth process on the same genesis ([`Net::start_on_op_reth`]).
+    OpReth(OpReth),
+}
+
+/// A devnet with builder flashblocks, assembled from the devnet's component API: a local EL
+/// (the devnet engine, or a real op-reth) and a builder engine (streaming flashblocks),
+/// engine-mux between them (ingesting and re-publishing the flashblocks), the driver
 /// playing op-node, and a spammer on every dev account but the first (which the test itself
 /// sends from).
 pub struct Net {
-    /// The local engine (op-node's EL).
-    pub local_engine: RunningEngine,
+    /// The local EL (op-node's): the devnet engine, or a real op-reth.
+    pub local_el: LocalEl,
     /// The builder engine, streaming flashblocks.
     pub builder: RunningEngine,
     /// engine-mux between them.
@@ -64,15 +76,40 @@ pub struct Net {
 impl Net {
     /// Starts every part, the spammer at `tx_rate` transactions per second.
     pub async fn start(tx_rate: f64) -> Self {
+        Self::start_with(tx_rate, None).await
+    }
+
+    /// [`Net::start`] with a real op-reth (the binary `OP_RETH_BIN` names; panics when unset)
+    /// as the local EL, on the devnet's genesis: engine-mux sits between the driver and
+    /// op-reth + the devnet builder as before, and [`Net::upstream_url`] is op-reth's HTTP RPC.
+    pub async fn start_on_op_reth(tx_rate: f64) -> Self {
+        Self::start_with(tx_rate, Some(op_reth_bin())).await
+    }
+
+    async fn start_with(tx_rate: f64, op_reth: Option<std::path::PathBuf>) -> Self {
         let host: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let genesis = load_genesis(None, unix_now(), None).unwrap();
+        let timestamp = unix_now();
+        let genesis = load_genesis(None, timestamp, None).unwrap();
         let spec = genesis.spec.clone();
         let mut signers = funded_dev_signers(&genesis.state).unwrap();
         let sender = signers.remove(0);
         let jwt = JwtSecret::random();
-        let local_engine = start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt)
-            .await
-            .unwrap();
+        let local_el = match op_reth {
+            None => LocalEl::Devnet(
+                start_engine_on(genesis.clone(), Role::Local, host, 0, 0, jwt)
+                    .await
+                    .unwrap(),
+            ),
+            Some(bin) => LocalEl::OpReth(
+                OpReth::start(
+                    &bin,
+                    &devnet_genesis_json(timestamp),
+                    jwt,
+                    genesis.header.hash_slow(),
+                )
+                .await,
+            ),
+        };
         let builder = start_engine_with(
             genesis,
             Role::Builder,
@@ -91,7 +128,7 @@ impl Net {
         .unwrap();
         // engine-mux ingests the builder's flashblocks and re-publishes them, as in production.
         let wiring = MuxWiring {
-            local_url: local_engine.auth_url(),
+            local_url: local_el.auth_url(),
             builder_url: builder.auth_url(),
             jwt,
             host,
@@ -126,9 +163,9 @@ impl Net {
             signers,
         );
         let mux = client(&mux_url, Some(jwt));
-        let local = client(&local_engine.http_url(), None);
+        let local = client(&local_el.http_url(), None);
         Self {
-            local_engine,
+            local_el,
             builder,
             mux_instance,
             driver,
@@ -142,7 +179,15 @@ impl Net {
 
     /// The local engine's plain RPC (the upstream flashblocks-rpc sits in front of).
     pub fn upstream_url(&self) -> String {
-        self.local_engine.http_url()
+        self.local_el.http_url()
+    }
+
+    /// Where op-reth's output goes, when the local EL is op-reth (a failing test prints it).
+    pub fn op_reth_log(&self) -> Option<&std::path::Path> {
+        match &self.local_el {
+            LocalEl::OpReth(r) => Some(&r.log),
+            LocalEl::Devnet(_) => None,
+        }
     }
 
     /// engine-mux's outbound flashblocks WebSocket (what flashblocks-proxy or an RPC node
@@ -224,6 +269,28 @@ impl Net {
         self.driver.stop().await;
         self.mux_instance.shutdown().await;
         self.builder.stop().await;
-        self.local_engine.stop().await;
+        match self.local_el {
+            LocalEl::Devnet(e) => e.stop().await,
+            // Killed (and its datadir removed) on drop.
+            LocalEl::OpReth(r) => drop(r),
+        }
+    }
+}
+
+impl LocalEl {
+    /// Its Engine API URL.
+    pub fn auth_url(&self) -> String {
+        match self {
+            Self::Devnet(e) => e.auth_url(),
+            Self::OpReth(r) => r.auth_url.clone(),
+        }
+    }
+
+    /// Its plain eth RPC URL.
+    pub fn http_url(&self) -> String {
+        match self {
+            Self::Devnet(e) => e.http_url(),
+            Self::OpReth(r) => r.http_url.clone(),
+        }
     }
 }
