@@ -237,6 +237,9 @@ struct BuilderMarks {
     call: Option<Mark>,
     probe: Option<Mark>,
     outcome: Option<Mark>,
+    /// The failed outcome was the builder not answering in time (or answering SYNCING): its
+    /// next offer that comes in time clears it, even if that offer is not validated.
+    outcome_was_lateness: bool,
     /// Blocks in a row its block came in after the grace.
     lost_races: u32,
 }
@@ -363,8 +366,35 @@ impl BuilderHealth {
         }
         self.update(|m| {
             m.outcome = Some(Mark::now(good));
+            m.outcome_was_lateness = false;
             if good {
                 m.lost_races = 0;
+            }
+        });
+    }
+
+    /// A block outcome that failed because the builder had no block in time (its getPayload or
+    /// FCU timed out, or it answered SYNCING): failing, like [`Self::outcome`]`(false)`, until
+    /// its next good block or its next offer that comes in time ([`Self::offered_in_time`]).
+    pub fn late_outcome(&self) {
+        *self.last_block_failure.lock() = Some(SystemTime::now());
+        self.update(|m| {
+            m.outcome = Some(Mark::now(false));
+            m.outcome_was_lateness = true;
+        });
+    }
+
+    /// Its offer for a block came in in time and was well formed, but was not tried (another
+    /// builder's block was chosen first, or another builder's preconfirmations decided the
+    /// block): that clears a failure that was only lateness, never a failed block, so a
+    /// builder that is back is not counted failing while another builder's flashblocks decide
+    /// every block.
+    pub fn offered_in_time(&self) {
+        self.update(|m| {
+            m.lost_races = 0;
+            if m.outcome_was_lateness && m.outcome.is_some_and(|o| !o.good) {
+                m.outcome = Some(Mark::now(true));
+                m.outcome_was_lateness = false;
             }
         });
     }
@@ -475,6 +505,35 @@ mod tests {
         }
         b.outcome(true);
         assert!(!b.failing(), "and so does a good block");
+    }
+
+    /// A builder that only missed a deadline is back with its next offer in time, even when
+    /// that offer is never validated (another builder's flashblocks decide the block); one whose
+    /// block failed stays failing until a good block.
+    #[test]
+    fn lateness_clears_with_an_offer_in_time_a_failed_block_does_not() {
+        let late = BuilderHealth::default();
+        late.late_outcome();
+        assert!(late.failing());
+        late.offered_in_time();
+        assert!(!late.failing(), "an offer in time clears a missed deadline");
+
+        let invalid = BuilderHealth::default();
+        invalid.outcome(false);
+        invalid.offered_in_time();
+        assert!(
+            invalid.failing(),
+            "an untried offer does not clear a failed block"
+        );
+        invalid.outcome(true);
+        assert!(!invalid.failing());
+
+        // A failed block after a missed deadline: the block failure is what counts.
+        let both = BuilderHealth::default();
+        both.late_outcome();
+        both.outcome(false);
+        both.offered_in_time();
+        assert!(both.failing());
     }
 
     #[test]

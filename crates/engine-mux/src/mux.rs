@@ -382,8 +382,12 @@ impl Mux {
                     b.record_block_outcome(BlockOutcome::Failed(FallbackReason::Outpaced));
                 }
                 Verdict::Failed(reason) => {
-                    if reason.blame() == Blame::Builder {
-                        b.health().outcome(false);
+                    match reason {
+                        FallbackReason::Timeout | FallbackReason::Syncing => {
+                            b.health().late_outcome();
+                        }
+                        r if r.blame() == Blame::Builder => b.health().outcome(false),
+                        _ => {}
                     }
                     // It answered (whatever its block was worth): no race lost.
                     if !matches!(
@@ -397,7 +401,7 @@ impl Mux {
                     b.record_block_outcome(BlockOutcome::Failed(*reason));
                 }
                 Verdict::NotTried => {
-                    b.health().answered_in_time();
+                    b.health().offered_in_time();
                     b.record_block_outcome(BlockOutcome::NotChosen);
                 }
             }

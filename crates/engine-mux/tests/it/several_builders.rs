@@ -386,6 +386,53 @@ async fn a_builder_that_loses_every_race_is_failing_after_the_stated_number_of_b
     assert_eq!(b3(&listed)["healthy"], true, "in time again: {listed}");
 }
 
+/// Every builder misses getPayload's deadline once (206: each timed out); the next block all
+/// answer in time and only b1's block is tried (`priority`): b2 and b3 are back although their
+/// blocks were never validated, because what failed them was lateness, not a block. (Without
+/// this, while one builder's flashblocks decide every block the others stay failing for good,
+/// and that builder's next fault alone turns `/healthz` 206.)
+#[tokio::test]
+async fn builders_that_only_missed_a_deadline_are_back_with_their_next_offer_in_time() {
+    let t = three(&[
+        "--health-check-interval",
+        "60",
+        "--builder-policy",
+        "priority",
+    ])
+    .await;
+    let slow = Fault::Delay(DEADLINE_WITH_SLACK);
+    for b in [t.b1(), &t.b2, &t.b3] {
+        b.fault("engine_getPayloadV3", slow.clone());
+    }
+    let hash = t.s.block("engine_getPayloadV3").await;
+    assert_eq!(t.who(&hash, 101), "local");
+    assert_eq!(t.outcomes("b2", "timeout"), 1.0);
+    assert_eq!(t.s.healthz().await, 206, "every builder timed out");
+    for b in [t.b1(), &t.b2, &t.b3] {
+        b.clear_fault("engine_getPayloadV3");
+    }
+    // The timed-out calls made them unreachable: skipped, probed, asked again (a block or two).
+    let (mut n, started) = (101, Instant::now());
+    loop {
+        n += 1;
+        let hash = t.s.block("engine_getPayloadV3").await;
+        if t.who(&hash, n) == "b1" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "b1 never built again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(t.outcomes("b2", "not_chosen") >= 1.0, "b2 offered, untried");
+    let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
+    for i in [1, 2] {
+        assert_eq!(listed[i]["state"], "healthy", "{listed}");
+    }
+    assert_eq!(t.s.healthz().await, 200);
+}
+
 /// With several builders the others keep `/healthz` at 200, so the periodic probe stays at
 /// --health-check-interval (60 s here, rollup-boost's default): a builder that went down is
 /// probed again at the next block it is skipped for, caught up, and asked to build at the block
