@@ -1,5 +1,5 @@
 //! The builders file (`--builders-file`, JSON or TOML) and `--extra-builder` specs
-//! (engine_mux::builders_config). The first input byte picks the form: a `.json`, `.toml` or
+//! (engine_mux::config::builders). The first input byte picks the form: a `.json`, `.toml` or
 //! extension-less file, or `--extra-builder` specs (one per line). Properties: a configuration
 //! that loads has unique names of the allowed characters, is ordered by priority, has non-zero
 //! timeouts and flashblocks URLs only with `--flashblocks`.
@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use clap::Parser;
-use engine_mux::{builders_config, cli::Args};
+use engine_mux::{cli::Args, config::builders};
 
 const HEX: &str = "688f5d737bad920bdfb2fc2f488d6b6209eebda1dae949a8de91398d932c517a";
 
@@ -47,7 +47,7 @@ fn main() {
         let Ok(args) = Args::try_parse_from(args) else {
             return;
         };
-        let Ok(list) = builders_config::builders(&args) else {
+        let Ok(list) = builders::builders(&args) else {
             return;
         };
         assert!(

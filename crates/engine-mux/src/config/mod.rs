@@ -9,7 +9,7 @@ use engine_api::{
     upstream::DEFAULT_MAX_RESPONSE_BYTES,
 };
 
-mod builders;
+pub mod builders;
 mod error;
 mod parse;
 
