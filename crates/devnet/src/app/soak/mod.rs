@@ -1,8 +1,15 @@
 //! `devnet soak`: the whole stack (engine-mux between the local engine and several builders,
 //! flashblocks on, flashblocks-rpc, the spammer and a wallet-style client) under a seeded
 //! schedule of overlapping faults, checking every invariant while it runs.
+//!
+//! Alongside it, unless `--no-ha`, the HA pair of `devnet ha` fails over throughout the
+//! duration ([`ha`]): fresh pairs one after the other, each with one to three failovers 6–15
+//! blocks apart, drawn from the same seed. Both at once on 2 cores: the pair runs at 1 s blocks
+//! or slower (the soak's block time when longer), with flashblocks every 200 ms and 5 tx/s, so
+//! a failover comes about every 10 s, not every few blocks as in `devnet ha`.
 
 pub mod checks;
+pub mod ha;
 pub mod report;
 pub mod schedule;
 pub mod wallet;
@@ -62,6 +69,8 @@ pub struct SoakConfig {
     pub mux_args: Vec<String>,
     /// Print a progress line every this many blocks (0: none).
     pub progress_every: u64,
+    /// Run the HA pair's failovers alongside.
+    pub ha: bool,
 }
 
 impl Default for SoakConfig {
@@ -78,6 +87,7 @@ impl Default for SoakConfig {
             warm_up: Duration::from_secs(30),
             mux_args: Vec::new(),
             progress_every: 20,
+            ha: true,
         }
     }
 }
@@ -104,14 +114,26 @@ impl SoakConfig {
     /// The command line that replays this soak.
     pub fn command(&self) -> String {
         format!(
-            "cargo run --release -p devnet -- soak --duration {}s --seed {} --block-time {}ms --builders {} --tx-rate {} --flashblocks-interval {}ms",
+            "cargo run --release -p devnet -- soak --duration {}s --seed {} --block-time {}ms --builders {} --tx-rate {} --flashblocks-interval {}ms{}",
             self.duration.as_secs(),
             self.seed,
             self.block_time.as_millis(),
             self.builders,
             self.tx_rate,
-            self.flashblocks_interval.as_millis()
+            self.flashblocks_interval.as_millis(),
+            if self.ha { "" } else { " --no-ha" }
         )
+    }
+
+    /// How the HA pair runs beside this soak, ending with it.
+    fn ha_config(&self, started: tokio::time::Instant) -> ha::HaSoakConfig {
+        ha::HaSoakConfig {
+            seed: self.seed,
+            block_time: self.block_time.max(ha::MIN_HA_BLOCK_TIME),
+            flashblocks_interval: Duration::from_millis(200),
+            tx_rate: 5.0,
+            end: started + self.duration,
+        }
     }
 
     /// engine-mux's timeouts scaled to the slot (a hung builder costs a fraction of it).
@@ -205,6 +227,9 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
     })
     .await?;
     let started = tokio::time::Instant::now();
+    let ha_task = config
+        .ha
+        .then(|| tokio::spawn(ha::run_episodes(config.ha_config(started))));
     let mut signers = funded_dev_signers(&devnet.local.engine.head_state())?;
     let wallet_signer = signers.remove(0);
     let mux_url: http::Uri = format!("http://{}", devnet.mux.rpc_addr)
@@ -350,8 +375,16 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
             &[("source", "local")],
         ) as u64,
     );
-    let elapsed = started.elapsed();
     devnet.stop().await;
+    // The last episode was drawn to end with the duration.
+    let ha = match ha_task {
+        Some(task) => Some(task.await.unwrap_or_else(|e| ha::HaTally {
+            errors: vec![format!("HA task: {e}")],
+            ..Default::default()
+        })),
+        None => None,
+    };
+    let elapsed = started.elapsed();
     use std::sync::atomic::Ordering::Relaxed;
     Ok(SoakReport {
         seed: config.seed,
@@ -373,6 +406,7 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
         sources,
         restarts,
         frames_dropped: dropped.load(Relaxed),
+        ha,
     })
 }
 
@@ -412,6 +446,9 @@ pub struct SoakArgs {
     /// Extra engine-mux flags; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,
+    /// Without the HA pair's failovers alongside.
+    #[arg(long)]
+    pub no_ha: bool,
 }
 
 /// Resources are judged once the engines' bounded caches are full: their post-states and
@@ -440,6 +477,7 @@ impl From<SoakArgs> for SoakConfig {
                 .warm_up
                 .unwrap_or_else(|| default_warm_up(a.duration, a.block_time)),
             mux_args: a.mux_args,
+            ha: !a.no_ha,
             ..Self::default()
         }
     }

@@ -3,7 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use super::checks::Findings;
+use super::{checks::Findings, ha::HaTally};
 
 /// One sample of the process's resources.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,6 +132,8 @@ pub struct SoakReport {
     /// Frames of engine-mux's stream the checker lost (its buffer overflowed): non-zero makes
     /// the preconfirmation figures a lower bound.
     pub frames_dropped: u64,
+    /// The HA pair's failovers (`None`: not run).
+    pub ha: Option<HaTally>,
 }
 
 /// Fitted share of the mean memory may grow after warm-up and still be called flat.
@@ -175,6 +177,10 @@ impl SoakReport {
             && f.out_of_order_count == 0
             && f.unexplained_health() == 0
             && f.proposed > 0
+            && self
+                .ha
+                .as_ref()
+                .is_none_or(|h| h.lost == 0 && h.errors.is_empty())
             && self.trends().iter().all(|(_, t, share, floor)| {
                 t.is_none_or(|t| t.minutes < JUDGED_SPAN_MIN || t.flat(*share, *floor))
             })
@@ -226,6 +232,18 @@ impl fmt::Display for SoakReport {
             "wallet transfers: sent {} landed {} send failures {}",
             self.wallet.0, self.wallet.1, self.wallet.2
         )?;
+        if let Some(h) = &self.ha {
+            writeln!(out, "ha failovers: {}", h.failovers)?;
+            writeln!(out, "ha preconfirmed at failover: {}", h.preconfirmed)?;
+            writeln!(out, "ha carried over: {}", h.carried)?;
+            writeln!(out, "ha lost preconfirmations: {}", h.lost)?;
+            writeln!(
+                out,
+                "ha episodes: {} (failed: {})",
+                h.episodes,
+                h.errors.len()
+            )?;
+        }
         writeln!(out, "health changes: {}", f.health.len())?;
         writeln!(
             out,
@@ -267,6 +285,14 @@ impl fmt::Display for SoakReport {
         }
         for o in &f.out_of_order {
             writeln!(out, "  out of order: {o}")?;
+        }
+        if let Some(h) = &self.ha {
+            for e in &h.errors {
+                writeln!(out, "  ha episode failed: {e}")?;
+            }
+            for l in &h.lost_examples {
+                writeln!(out, "  ha lost: {l}")?;
+            }
         }
         for c in &f.health {
             writeln!(
