@@ -22,7 +22,7 @@ use crate::{
     metrics::Metrics,
     payload_check::BuildRequest,
     prevalidation::Prevalidation,
-    selection::{BuilderPolicy, Offer, RankKey, Verdict},
+    select::{BuilderPolicy, Offer, RankKey, Verdict},
 };
 
 /// Every configured builder, in priority order.
@@ -45,7 +45,7 @@ pub struct ValidatedEarly {
     /// The block, as fetched, checked and validated.
     pub block: Arc<EarlyBlock>,
     /// Every asked builder's outcome, for health and per-builder counts (as
-    /// [`crate::selection::Selection::verdicts`]).
+    /// [`crate::select::Selection::verdicts`]).
     pub verdicts: Vec<(&'static str, Verdict)>,
 }
 
@@ -331,7 +331,7 @@ impl Builders {
     }
 }
 
-fn offer(b: &Builder, result: Result<crate::selection::Candidates, FallbackReason>) -> Offer {
+fn offer(b: &Builder, result: Result<crate::select::Candidates, FallbackReason>) -> Offer {
     Offer {
         builder: b.name(),
         priority: b.priority(),

@@ -25,7 +25,7 @@ pub mod payload_check;
 pub mod preconfirmations;
 pub mod prevalidation;
 pub mod router;
-pub mod selection;
+pub mod select;
 pub mod server;
 pub mod telemetry;
 

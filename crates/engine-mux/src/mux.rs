@@ -23,7 +23,7 @@ use crate::{
     local::{LocalEl, json_response},
     metrics::{BlockSource, Metrics},
     payload_check::BuildRequest,
-    selection::{self, SelectionPolicy, Verdict},
+    select::{self, SelectionPolicy, Verdict},
 };
 
 /// One engine-mux instance's engine-call handling.
@@ -227,7 +227,7 @@ impl Mux {
                 Some(local_id) if mode.talks_to_builder() => {
                     let offers = self.builders.offers(version, local_id, deadline).await;
                     Some(
-                        selection::select(
+                        select::select(
                             &self.local,
                             &self.metrics,
                             version,

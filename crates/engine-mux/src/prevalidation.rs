@@ -27,11 +27,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     builder::{Builder, early::EarlyBlock, payload_ids::BuildSlot},
-    fallback::FallbackReason,
     local::LocalEl,
     metrics::Metrics,
-    payload_check,
-    selection::{BuilderPolicy, RankKey},
+    select::{BuilderPolicy, RankKey, check_attributes},
 };
 
 /// Builds whose early work may wait in the queue (one per block: a full queue means op-node
@@ -229,11 +227,8 @@ async fn prevalidate(job: Job, cx: &Context) {
             cx.metrics.prevalidation_skipped("late");
             return;
         };
-        let outcome = match payload_check::check(&slot.request, &block.envelope) {
-            Err(mismatch) => {
-                tracing::warn!(builder = builder.name(), hash = %block.envelope.block_hash(), %mismatch, "builder's block is not the block op-node asked for");
-                Err(FallbackReason::AttributesMismatch)
-            }
+        let outcome = match check_attributes(builder.name(), &slot.request, &block.envelope) {
+            Err(reason) => Err(reason),
             Ok(()) => {
                 let deadline = tokio::time::Instant::now() + cx.local.timeout();
                 cx.local

@@ -14,7 +14,7 @@ use crate::{
     fallback::FallbackReason,
     flashblocks::store::FlashblocksStore,
     payload_check::BuildRequest,
-    selection::{Candidate, Candidates, EarlyCheck, Origin},
+    select::{Candidate, Candidates, EarlyCheck, Origin},
 };
 
 impl Builder {

@@ -20,7 +20,7 @@ use crate::{
     cli::{Args, BuilderPolicyArg, FlashblocksArgs, LogFormat, SelectionPolicyArg},
     execution_mode::ExecutionMode,
     flashblocks::inbound::InboundConfig,
-    selection::{BuilderPolicy, SelectionPolicy},
+    select::{BuilderPolicy, SelectionPolicy},
 };
 
 /// Health probing parameters.

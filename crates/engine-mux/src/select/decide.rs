@@ -1,0 +1,304 @@
+//! The one decision path: offers in, the proposed block out. Candidates are tried best first;
+//! each must be the block op-node asked for and VALID on the local EL by its own deadline (or,
+//! with an external state root or as preconfirmations' last resort, rebuilt by the local EL).
+
+use engine_api::{PayloadEnvelope, PayloadVersion};
+use serde_json::value::RawValue;
+
+use super::{
+    offers::{Candidate, Candidates, Chosen, EarlyCheck, Offer, Origin, Selection, Verdict},
+    rank::{BuilderPolicy, RankKey},
+};
+use crate::{
+    fallback::FallbackReason,
+    local::LocalEl,
+    metrics::Metrics,
+    payload_check::{self, BuildRequest},
+};
+
+/// Tries `candidates` best first: the first that matches op-node's attributes and that the
+/// local EL validates VALID is chosen; otherwise the reason of the last failure. With
+/// `external_state_root`, a candidate whose state root is zero is not validated but rebuilt by
+/// the local EL from its transactions, and the rebuilt block is chosen in its place.
+pub async fn choose(
+    local: &LocalEl,
+    metrics: &Metrics,
+    version: PayloadVersion,
+    candidates: Candidates,
+    external_state_root: bool,
+) -> Result<Chosen, FallbackReason> {
+    let Candidates {
+        request,
+        list,
+        preconfirmed,
+        preconfirmed_txs,
+        deadline,
+        failure,
+        first_ask,
+    } = candidates;
+    let mut reason = failure;
+    for mut c in list {
+        let outcome = if external_state_root && c.envelope.state_root().is_zero() {
+            rebuild(local, version, &request, &c, first_ask).await
+        } else {
+            check_and_validate(local, metrics, version, &request, &c)
+                .await
+                .map(|()| None)
+        };
+        match outcome {
+            Ok(rebuilt) => {
+                if let Some((raw, envelope)) = rebuilt {
+                    c.raw = raw;
+                    c.envelope = envelope;
+                }
+                if let Some(path) = c.path {
+                    if path != Origin::BuilderPayload {
+                        tracing::info!(
+                            block = c.envelope.block_number(),
+                            flashblocks = preconfirmed,
+                            path = path.as_str(),
+                            "proposing the block assembled from flashblocks"
+                        );
+                    }
+                    metrics.flashblocks_block(path.as_str());
+                }
+                return Ok(Chosen {
+                    builder: c.builder,
+                    raw: c.raw,
+                    envelope: c.envelope,
+                    preconfirmed,
+                    rebuilt_after: None,
+                });
+            }
+            Err(r) => reason = r,
+        }
+    }
+    // With an external state root every zero-root candidate was already rebuilt from these
+    // same transactions: a second rebuild would only fail the same way.
+    if preconfirmed > 0 && !external_state_root {
+        match keep_preconfirmed(local, version, &request, &preconfirmed_txs, deadline).await {
+            Ok((raw, envelope)) => {
+                tracing::warn!(
+                    block = envelope.block_number(),
+                    hash = %envelope.block_hash(),
+                    flashblocks = preconfirmed,
+                    txs = preconfirmed_txs.len(),
+                    reason = reason.as_str(),
+                    "no block the builder offered is valid; proposing its preconfirmed transactions as the local EL built them"
+                );
+                metrics.flashblocks_block("rebuilt");
+                return Ok(Chosen {
+                    // Named by `select`, which knows whose offer this was.
+                    builder: "",
+                    raw,
+                    envelope,
+                    preconfirmed,
+                    rebuilt_after: Some(reason),
+                });
+            }
+            Err(r) => {
+                tracing::warn!(
+                    reason = r.as_str(),
+                    "the local EL could not build the preconfirmed transactions"
+                );
+            }
+        }
+    }
+    if preconfirmed > 0 {
+        // Nothing valid carries them: the local block is proposed and users who were shown
+        // these flashblocks will not find them in the chain.
+        tracing::error!(
+            flashblocks = preconfirmed,
+            reason = reason.as_str(),
+            "preconfirmed flashblocks form no valid block; they are lost from this block"
+        );
+        metrics.flashblocks_block("lost");
+    }
+    Err(reason)
+}
+
+/// Whether `envelope` (from `builder`) is the block op-node asked for in `request`; a mismatch
+/// is logged naming the field and refused as `attributes_mismatch`. Every path that may propose
+/// a builder's block (getPayload, validation before op-node asks, rebuilds) checks here first.
+pub fn check_attributes(
+    builder: &str,
+    request: &BuildRequest,
+    envelope: &PayloadEnvelope,
+) -> Result<(), FallbackReason> {
+    payload_check::check(request, envelope).map_err(|mismatch| {
+        tracing::warn!(
+            builder,
+            block = envelope.block_number(),
+            hash = %envelope.block_hash(),
+            field = mismatch.field,
+            %mismatch,
+            "builder's block is not the block op-node asked for"
+        );
+        FallbackReason::AttributesMismatch
+    })
+}
+
+/// Checks a candidate against the block op-node asked for, then validates it on the local EL.
+async fn check_and_validate(
+    local: &LocalEl,
+    metrics: &Metrics,
+    version: PayloadVersion,
+    request: &BuildRequest,
+    c: &Candidate,
+) -> Result<(), FallbackReason> {
+    check_attributes(c.builder, request, &c.envelope)?;
+    match c.early {
+        // The very bytes validated early: the local EL's verdict on them stands.
+        EarlyCheck::Same(Ok(())) => {
+            metrics.prevalidated_get_payload("served");
+            return Ok(());
+        }
+        EarlyCheck::Same(Err(FallbackReason::Invalid)) => {
+            tracing::warn!(hash = %c.envelope.block_hash(), "builder's block was INVALID when validated before op-node asked");
+            metrics.prevalidated_get_payload("rejected");
+            return Err(FallbackReason::Invalid);
+        }
+        // Timed out, syncing, ...: that says nothing about the block; validate it now.
+        EarlyCheck::Same(Err(_)) | EarlyCheck::None => {}
+        EarlyCheck::Changed => {
+            tracing::info!(hash = %c.envelope.block_hash(), "builder's block changed after it was validated early; validating it again");
+            metrics.prevalidated_get_payload("changed");
+        }
+    }
+    local
+        .validate(version, &c.raw, &c.envelope, c.validate_by)
+        .await
+}
+
+/// `--external-state-root`: a candidate carrying no state root is checked against op-node's
+/// attributes, then the local EL builds the same block (op-node's attributes with the
+/// candidate's transactions, no pool); that block, which the local EL computed itself, replaces
+/// the candidate. Only on the first getPayload for the block.
+async fn rebuild(
+    local: &LocalEl,
+    version: PayloadVersion,
+    request: &BuildRequest,
+    c: &Candidate,
+    first_ask: bool,
+) -> Result<Option<(Box<RawValue>, PayloadEnvelope)>, FallbackReason> {
+    if !first_ask {
+        tracing::warn!(
+            block = c.envelope.block_number(),
+            "getPayload retried for a block with an external state root; not rebuilding it again"
+        );
+        return Err(FallbackReason::StateRootRetry);
+    }
+    check_attributes(c.builder, request, &c.envelope)?;
+    let rebuilt = local
+        .rebuild(version, request, c.envelope.transactions(), c.validate_by)
+        .await?;
+    tracing::info!(
+        block = rebuilt.1.block_number(),
+        hash = %rebuilt.1.block_hash(),
+        state_root = %rebuilt.1.state_root(),
+        "local EL rebuilt the builder's block with its state root"
+    );
+    Ok(Some(rebuilt))
+}
+
+/// The last resort for preconfirmations: when neither the builder's block nor the block its
+/// flashblocks assemble to is VALID (a zero or wrong state root, a corrupt header), the
+/// transactions users were shown are still good. The local EL builds op-node's block from
+/// exactly those transactions (the same rebuild as `--external-state-root`), so they land in
+/// this block, in order. They must start with op-node's forced transactions, as every
+/// flashblocks stream does.
+async fn keep_preconfirmed(
+    local: &LocalEl,
+    version: PayloadVersion,
+    request: &BuildRequest,
+    transactions: &[alloy_primitives::Bytes],
+    deadline: tokio::time::Instant,
+) -> Result<(Box<RawValue>, PayloadEnvelope), FallbackReason> {
+    let forced = request
+        .attributes
+        .transactions
+        .as_deref()
+        .unwrap_or_default();
+    if transactions.is_empty() || !transactions.starts_with(forced) {
+        return Err(FallbackReason::AttributesMismatch);
+    }
+    local
+        .rebuild(version, request, transactions, deadline)
+        .await
+}
+
+/// Chooses among every builder's offer: ranked by `policy`, the first candidate that matches
+/// op-node's attributes and is VALID on the local EL wins. Offers arrive in priority order (an
+/// unreachable or out-of-sync builder made none: it was skipped at the FCU). A builder whose
+/// last block failed is still tried first under `priority`: only its next good block can clear
+/// that, and a bad one costs one validation before the next builder's. Without a winner, the
+/// reason is the most preferred builder's.
+pub async fn select(
+    local: &LocalEl,
+    metrics: &Metrics,
+    version: PayloadVersion,
+    policy: BuilderPolicy,
+    offers: Vec<Offer>,
+    external_state_root: bool,
+) -> Selection {
+    let names: Vec<&'static str> = offers.iter().map(|o| o.builder).collect();
+    let mut verdict: Vec<Verdict> = offers
+        .iter()
+        .map(|o| match &o.result {
+            Ok(_) => Verdict::NotTried,
+            Err(r) => Verdict::Failed(*r),
+        })
+        .collect();
+    let order: Vec<usize> = {
+        let offered: Vec<(usize, RankKey<'_>)> = offers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                let c = o.result.as_ref().ok()?;
+                Some((
+                    i,
+                    RankKey {
+                        priority: o.priority,
+                        block: c.list.first().map(|first| &first.envelope),
+                        preconfirmed: c.preconfirmed > 0,
+                    },
+                ))
+            })
+            .collect();
+        let keys: Vec<RankKey<'_>> = offered.iter().map(|(_, k)| *k).collect();
+        policy
+            .order(&keys)
+            .into_iter()
+            .map(|j| offered[j].0)
+            .collect()
+    };
+    let mut slots: Vec<Option<Candidates>> = offers.into_iter().map(|o| o.result.ok()).collect();
+    let mut chosen = None;
+    for i in order {
+        let Some(candidates) = slots[i].take() else {
+            continue;
+        };
+        match choose(local, metrics, version, candidates, external_state_root).await {
+            Ok(mut c) => {
+                c.builder = names[i];
+                verdict[i] = c.rebuilt_after.map_or(Verdict::Chosen, Verdict::Failed);
+                chosen = Some(c);
+                break;
+            }
+            Err(reason) => verdict[i] = Verdict::Failed(reason),
+        }
+    }
+    let chosen = chosen.ok_or_else(|| {
+        verdict
+            .iter()
+            .find_map(|v| match v {
+                Verdict::Failed(r) => Some(*r),
+                _ => None,
+            })
+            .unwrap_or(FallbackReason::NoBuilderPayload)
+    });
+    Selection {
+        chosen,
+        verdicts: names.into_iter().zip(verdict).collect(),
+    }
+}

@@ -1,0 +1,15 @@
+//! Block selection: which builder's block is proposed, if any. `offers` holds what the builders
+//! offer and the verdicts, `rank` the policies, `decide` the one path from offers to the chosen
+//! block (used by getPayload, by validation before op-node asks and by external-state-root
+//! rebuilds); the policy then weighs the chosen block against the local one (never against
+//! preconfirmations already shown to users).
+
+mod decide;
+mod offers;
+mod rank;
+
+pub use self::{
+    decide::{check_attributes, choose, select},
+    offers::{Candidate, Candidates, Chosen, EarlyCheck, Offer, Origin, Selection, Verdict},
+    rank::{BuilderPolicy, RankKey, SelectionPolicy, capped_block_value},
+};
