@@ -80,6 +80,8 @@ struct Inner {
     mempool: Mempool,
     jobs: HashMap<PayloadId, PayloadJob>,
     job_order: VecDeque<PayloadId>,
+    // At most this many payload jobs are kept (oldest forgotten first).
+    max_jobs: usize,
     // Blocks this engine built, so newPayload of its own block skips re-execution.
     built: HashMap<B256, Arc<ChainBlock>>,
     built_order: VecDeque<B256>,
@@ -150,6 +152,7 @@ impl Engine {
                 mempool: Mempool::new(spec.chain_id, DEFAULT_MAX_TXS),
                 jobs: HashMap::new(),
                 job_order: VecDeque::new(),
+                max_jobs: MAX_PAYLOAD_JOBS,
                 built: HashMap::new(),
                 built_order: VecDeque::new(),
             }),
@@ -193,9 +196,13 @@ impl Engine {
         self.role
     }
 
-    /// Keeps at most `n` blocks of history (default [`store::MAX_BLOCKS`]).
+    /// Keeps at most `n` blocks of history (default [`store::MAX_BLOCKS`]) and at most `n`
+    /// payload jobs (default [`MAX_PAYLOAD_JOBS`]; each keeps its block), so everything the
+    /// engine remembers is full after `n` blocks.
     pub fn set_history_blocks(&self, n: usize) {
-        self.lock().chain.set_max_blocks(n);
+        let mut inner = self.lock();
+        inner.chain.set_max_blocks(n);
+        inner.max_jobs = n.clamp(1, MAX_PAYLOAD_JOBS);
     }
 
     /// The fault switches (only consulted in builder role).

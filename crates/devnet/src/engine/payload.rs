@@ -19,7 +19,7 @@ use crate::{
         Engine, EngineStats, Inner, PAYLOAD_ID_VERSION,
         api::{EngineError, EngineVersion, PayloadEnvelope, check_fork, envelope},
         build::{BuildError, BuiltBlock, build_block_on_prefix},
-        jobs::{MAX_BUILT_STATES, MAX_PAYLOAD_JOBS, PayloadJob},
+        jobs::{MAX_BUILT_STATES, PayloadJob},
         validate::validate_block_with_senders,
     },
 };
@@ -130,7 +130,7 @@ impl Engine {
                 attributes: Box::new(attributes),
             });
             inner.job_order.push_back(id);
-            while inner.job_order.len() > MAX_PAYLOAD_JOBS {
+            while inner.job_order.len() > inner.max_jobs {
                 if let Some(old) = inner.job_order.pop_front() {
                     inner.jobs.remove(&old);
                 }
