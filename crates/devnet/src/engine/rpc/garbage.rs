@@ -1,8 +1,9 @@
 //! The `garbage` builder fault: an HTTP layer on the auth listener that, while the fault is on,
-//! answers every `engine_*` call with garbage, in turn: an HTTP 200 whose body is not JSON, a
-//! JSON-RPC response whose `result` has the wrong shape, and the real answer cut short. The
-//! call still reaches the engine (a builder whose answers get mangled on the way out, so its
-//! flashblocks keep flowing); `eth_*` calls are answered normally.
+//! answers every `engine_*` call (and `flashblocks_forkchoiceUpdatedV3`) with garbage, in turn:
+//! an HTTP 200 whose body is not JSON, a JSON-RPC response whose `result` has the wrong shape,
+//! and the real answer cut short. The call still reaches the engine (a builder whose answers get
+//! mangled on the way out, so its flashblocks keep flowing); `eth_*` calls are answered
+//! normally.
 
 use std::{
     future::Future,
@@ -20,9 +21,8 @@ use tower::{BoxError, Layer, Service};
 
 use crate::engine::faults::Faults;
 
-/// Largest request body the layer reads to find the method (the server's own limit is higher;
-/// a bigger request is passed through untouched).
-const MAX_INSPECTED_BYTES: usize = 64 * 1024 * 1024;
+/// Largest request body the layer reads to find the method (the server's own limit).
+const MAX_INSPECTED_BYTES: usize = super::MAX_REQUEST_BYTES as usize;
 
 /// Mangles the answers to `engine_*` calls while `faults` says `garbage`.
 #[derive(Debug, Clone)]
