@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     builder::Builder,
-    evidence::{BuilderState, unix_ms},
     execution_mode::ExecutionMode,
+    health::evidence::{BuilderState, unix_ms},
     mux::Mux,
 };
 

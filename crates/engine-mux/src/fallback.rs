@@ -80,7 +80,7 @@ impl FallbackReason {
     /// failed while validating or rebuilding (recorded as a failed local call where it
     /// happened, see [`crate::local::LocalEl::validate`]). Not asking the builder, preferring
     /// the local block, or a builder slower than another is no evidence against anyone (a
-    /// builder that loses every race is charged after [`crate::evidence::LOST_RACES_BLAMED`]).
+    /// builder that loses every race is charged after [`crate::health::evidence::LOST_RACES_BLAMED`]).
     pub fn blame(self) -> Blame {
         match self {
             Self::Timeout

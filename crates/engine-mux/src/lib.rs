@@ -11,7 +11,6 @@ pub mod cli;
 pub mod config;
 pub mod debug_api;
 pub mod error;
-pub mod evidence;
 pub mod execution_mode;
 pub mod failover;
 pub mod fallback;

@@ -301,7 +301,7 @@ pub async fn catch_up(state: &Builder) {
     match outcome {
         Outcome::Synced => {
             state.health.ok();
-            state.health.saw_heads(crate::evidence::Heads {
+            state.health.saw_heads(crate::health::evidence::Heads {
                 builder: last_number,
                 local: target,
             });

@@ -24,11 +24,11 @@ use super::{
 use crate::{
     calls,
     config::{BuilderConfig, Config, FlashblocksP2pConfig},
-    evidence::BuilderHealth,
     execution_mode::ExecutionMode,
     execution_mode::ModeCell,
     fallback::FallbackReason,
     flashblocks::store::FlashblocksStore,
+    health::evidence::BuilderHealth,
     local::LocalEl,
     metrics::Metrics,
     payload_check::BuildRequest,

@@ -4,6 +4,7 @@
 //! evidence and the HTTP endpoints live here too.
 
 pub mod endpoints;
+pub mod evidence;
 pub mod probe;
 pub mod report;
 
@@ -15,7 +16,7 @@ use std::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-pub use crate::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
+pub use self::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
 use crate::{builders::Builders, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
 
 /// The answer `/healthz` gives. The variant names are the strings op-conductor's JSON health

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::{HealthStatus, ProbeOutcome, Upstreams};
 use crate::config::HealthConfig;
-use crate::evidence::{HeadSeen, Heads};
+use crate::health::evidence::{HeadSeen, Heads};
 
 #[derive(Deserialize)]
 struct LatestBlock {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{HealthStatus, Pending, Tolerance, Upstreams};
 use crate::{
     builder::Builder,
-    evidence::{BuilderState, LastError, unix_ms},
     execution_mode::ExecutionMode,
+    health::evidence::{BuilderState, LastError, unix_ms},
 };
 
 /// The body op-conductor reads with `--rollup-boost.next-enabled`: `rollup_boost_health` is

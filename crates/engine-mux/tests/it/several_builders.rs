@@ -360,7 +360,7 @@ async fn a_builder_that_loses_every_race_is_failing_after_the_stated_number_of_b
         Fault::Delay(Duration::from_millis(250)),
     );
     let b3 = |listed: &Value| listed[2].clone();
-    for n in 0..engine_mux::evidence::LOST_RACES_BLAMED {
+    for n in 0..engine_mux::health::evidence::LOST_RACES_BLAMED {
         let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
         assert_eq!(
             (b3(&listed)["healthy"].clone(), b3(&listed)["state"].clone()),
@@ -371,7 +371,7 @@ async fn a_builder_that_loses_every_race_is_failing_after_the_stated_number_of_b
     }
     assert_eq!(
         t.outcomes("b3", "outpaced"),
-        f64::from(engine_mux::evidence::LOST_RACES_BLAMED)
+        f64::from(engine_mux::health::evidence::LOST_RACES_BLAMED)
     );
     let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
     assert_eq!(
