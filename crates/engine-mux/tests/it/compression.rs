@@ -225,10 +225,17 @@ async fn reth_compression_follows_each_clients_preference_through_the_raw_proxy(
 #[tokio::test]
 async fn answers_compressed_regardless_of_accept_encoding_are_decoded_on_every_read() {
     for coding in ["br", "zstd", "deflate", "gzip"] {
+        // About decoding, not deadlines: the most generous ones allowed, so a loaded machine cannot turn a slow
+        // (but decoded) answer into a fallback.
         let p = start(
             compressing(Compression::Always(coding)),
             compressing(Compression::Always(coding)),
-            &[],
+            &[
+                "--builder-timeout",
+                "900",
+                "--get-payload-deadline-ms",
+                "950",
+            ],
         )
         .await;
         p.builder_blocks(2).await;

@@ -305,11 +305,15 @@ async fn under_priority_a_primary_whose_block_failed_is_tried_first_again() {
 /// answered with it without asking any builder again; the others are counted as not chosen.
 #[tokio::test]
 async fn pre_validated_best_block_is_answered_without_asking_any_builder_again() {
+    // A generous builder timeout: the early fetch must not time out on a loaded machine (it
+    // would leave nothing validated early, which is not what this test is about).
     let t = three(&[
         "--prevalidate-builder-payload",
         "true",
         "--prevalidate-lead-ms",
         "5000",
+        "--builder-timeout",
+        "2000",
     ])
     .await;
     t.b1().set_gas_used(1_000_000);
