@@ -280,6 +280,7 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
     let mut restarts = (0u64, 0u64);
     let end = started + config.duration;
     let mut wallet = Some(wallet);
+    let mut wallet_landed = std::collections::HashSet::new();
     let mut spammer = Some(spammer);
     let mut wallet_stats = None;
     let mut spammer_stats = None;
@@ -313,6 +314,15 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
                     let engine = devnet.local.engine.clone();
                     let sealed = SealedBlock::from_local(&engine, b.hash);
                     checks.proposed(b.number, b.hash, b.timestamp, sealed, |t| landed(&engine, t));
+                    // Looked up while the engine still indexes the block they landed in (its
+                    // history is bounded).
+                    if let Some(w) = &wallet {
+                        for h in w.stats.hashes() {
+                            if !wallet_landed.contains(&h) && landed(&engine, &h).is_some() {
+                                wallet_landed.insert(h);
+                            }
+                        }
+                    }
                     height = b.number;
                     if config.progress_every > 0 && b.number % config.progress_every == 0 {
                         let f = &checks.findings;
@@ -359,7 +369,7 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
     let wallet_hashes = wallet_stats.hashes();
     let wallet_landed = wallet_hashes
         .iter()
-        .filter(|h| landed(&engine, h).is_some())
+        .filter(|h| wallet_landed.contains(*h) || landed(&engine, h).is_some())
         .count() as u64;
     let spammer_stats = spammer_stats.unwrap_or_default();
     let metrics = devnet.mux.metrics_text();
