@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Operations checks, run by .ci/run (about 1.5 minutes after the build):
+# Operations checks, run by .ci/run (about 2 minutes after the build):
 #  1. promtool: the alert rules parse, and their unit tests (synthetic series) pass.
 #  2. Deployment configs: kurtosis/ and the builder-playground recipe are valid YAML, and every
 #     engine-mux flag they use exists in `engine-mux --help`.
@@ -10,7 +10,10 @@
 #  4. A real Prometheus scrapes them with the alert rules (`for:` shortened to 5 s): a builder
 #     outage must take EngineMuxBuilderUnhealthy through pending to firing, and clearing it must
 #     resolve the alert; the same for the builder's flashblocks WebSocket going down and
-#     EngineMuxFlashblocksDisconnected. The block-production alerts must stay silent on the
+#     EngineMuxFlashblocksDisconnected; and the builder's flashblocks held back
+#     (EngineMuxFirstFlashblockSlow). Transactions sent straight to the builder, preconfirmed, then
+#     a switch to dry-run before the block is sealed must fire EngineMuxPreconfirmedNotSealed,
+#     which resolves once its window passes. The block-production alerts must stay silent on the
 #     sequencing node throughout, and every dashboard query must run on that Prometheus.
 # Installs prometheus (promtool) with apt-get when missing. `--static` runs steps 1-2 only.
 set -euo pipefail
@@ -101,7 +104,9 @@ PROXY_PORT=$(free_port); PROXY_METRICS=$(free_port); RPC_PORT=$(free_port); RPC_
 PROM_PORT=$(free_port)
 
 echo "==> devnet (engine-mux metrics on :$MUX_METRICS), flashblocks-proxy, flashblocks-rpc"
-"$BIN/devnet" --block-time 500ms --tx-rate 20 --flashblocks --flashblocks-port "$FB_PORT" \
+# 1 s blocks: op-node's getPayload comes at 4/5 of the slot (800 ms), and a first flashblock
+# held back past EngineMuxFirstFlashblockSlow's 500 ms must still arrive before it to be measured.
+"$BIN/devnet" --block-time 1s --tx-rate 20 --flashblocks --flashblocks-port "$FB_PORT" \
   --mux-port "$MUX_PORT" --mux-arg=--metrics --mux-arg=--metrics-port="$MUX_METRICS" \
   --mux-arg=--health-check-interval=1 >"$WORK/devnet.log" 2>&1 &
 PIDS+=($!)
@@ -116,6 +121,8 @@ wait_http "http://127.0.0.1:$PROXY_METRICS/metrics" 30
 wait_http "http://127.0.0.1:$RPC_METRICS/metrics" 30
 CONTROL=$(grep -o 'devnet_setFault on [0-9.:]*' "$WORK/devnet.log" | awk '{print $3}')
 [ -n "$CONTROL" ] || fail "devnet did not print its builder control address"
+DEBUG=$(grep -o '(debug [0-9.:]*)' "$WORK/devnet.log" | head -n 1 | tr -d '()' | awk '{print $2}')
+[ -n "$DEBUG" ] || fail "devnet did not print engine-mux's debug address"
 
 cat >"$WORK/prometheus.yml" <<EOF
 global: {scrape_interval: 1s, evaluation_interval: 1s}
@@ -130,8 +137,14 @@ scrape_configs:
 EOF
 # The real rules with every `for:` shortened to 5 s, so a fault shows within seconds.
 # (OPS_RULES points at another rules file, to see this step fail on a broken rule.)
-sed -E 's/^( +for: ).*/\15s/' "${OPS_RULES:-docs/prometheus-alerts.yml}" >"$WORK/rules.yml"
+# The two preconfirmation alerts also get 20 s windows instead of 5 minutes (20 scrapes at 1 s):
+# with 5-minute windows a cleared fault would keep them active for 5 minutes.
+sed -E -e 's/^( +for: ).*/\15s/' \
+  -e '/engine_mux_preconfirmed_not_sealed|engine_mux_flashblocks_first_delay_seconds/ s/\[5m\]/[20s]/g' \
+  "${OPS_RULES:-docs/prometheus-alerts.yml}" >"$WORK/rules.yml"
 grep -q 'for: 5m' "$WORK/rules.yml" && fail "rules.yml still has a long for:"
+[ "$(grep -cE '(engine_mux_preconfirmed_not_sealed|engine_mux_flashblocks_first_delay_seconds)[a-z_]*\[20s\]' "$WORK/rules.yml")" = 2 ] ||
+  fail "rules.yml: the preconfirmation alerts' windows were not shortened (did their expressions change?)"
 promtool check config "$WORK/prometheus.yml" >/dev/null
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
@@ -193,6 +206,51 @@ wait_for "builder blocks after the outage" 60 bash -c \
   "curl -fsS '$PROM/api/v1/query' --data-urlencode 'query=increase(engine_mux_blocks_proposed_total{source=\"builder\"}[5s]) > 0' | jq -e '.data.result | length > 0' >/dev/null"
 
 alert_cycle EngineMuxFlashblocksDisconnected flashblocks_down
+# Every flashblock held back 600 ms: above the alert's 500 ms, before getPayload at 800 ms.
+alert_cycle EngineMuxFirstFlashblockSlow flashblocks_late=600
+
+# Preconfirmed transactions missing from the sealed block. On the devnet every transaction sent
+# through engine-mux reaches the local EL too, and the local block holds all of them; so the
+# builder gets transactions of its own (private order flow: transfers sent straight to it), and
+# engine-mux switches to dry-run after flashblocks carrying them were re-published and before the
+# block is sealed. op-node gets the local block, which lacks them (reason mode_change).
+mux_sum() { # sum of the engine-mux samples whose line starts with $1
+  curl -fsS "http://127.0.0.1:$MUX_METRICS/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'
+}
+set_mode() { rpc "http://$DEBUG" debug_setExecutionMode "[{\"execution_mode\":\"$1\"}]" >/dev/null; }
+alert=EngineMuxPreconfirmedNotSealed
+echo "==> builder order flow preconfirmed, then dry-run before the seal: $alert must fire, then resolve"
+wait_for "$alert inactive before the trigger" 30 is_state "$alert" ""
+# The rule has no `for:` (one such block is critical), so it goes straight to firing.
+[ "$(curl -fsS "$PROM/api/v1/rules" | jq --arg a "$alert" '[.data.groups[].rules[] | select(.name == $a) | .duration] | first')" = 0 ] ||
+  fail "$alert has a for: now; expect it pending first"
+"$BIN/devnet" spam --rpc-url "http://$CONTROL" --tx-rate 50 >"$WORK/spam.log" 2>&1 &
+SPAM=$!
+PIDS+=($SPAM)
+wait_for "the builder's own transfers" 30 grep -q 'spam: sent' "$WORK/spam.log"
+before=$(mux_sum 'engine_mux_preconfirmed_not_sealed_total{')
+for attempt in 1 2 3; do
+  # Just after a getPayload: the next block's flashblocks with those transfers come within
+  # 200 ms of its FCU, its getPayload 800 ms after it. Switch in between, back after the seal.
+  blocks=$(mux_sum engine_mux_blocks_proposed_total)
+  for ((i = 0; i < 60; i++)); do [ "$(mux_sum engine_mux_blocks_proposed_total)" = "$blocks" ] || break; sleep 0.05; done
+  sleep 0.5
+  set_mode dry_run
+  sleep 1.2
+  set_mode enabled
+  sleep 1
+  [ "$(mux_sum 'engine_mux_preconfirmed_not_sealed_total{')" = "$before" ] || break
+done
+kill "$SPAM" 2>/dev/null || true
+t0=$SECONDS
+counted=$(curl -fsS "http://127.0.0.1:$MUX_METRICS/metrics" | grep -E '^engine_mux_preconfirmed_not_sealed_total\{' || true)
+[ "$(mux_sum 'engine_mux_preconfirmed_not_sealed_total{')" != "$before" ] && grep -q 'reason="mode_change"' <<<"$counted" ||
+  fail "no preconfirmed transaction counted missing under mode_change after $attempt switches: ${counted:-none}"
+echo "    counted after $attempt switch(es): $counted"
+wait_for "$alert firing" 30 is_state "$alert" firing
+echo "    firing after $((SECONDS - t0)) s"
+wait_for "$alert resolved" 60 is_state "$alert" ""
+echo "    resolved $((SECONDS - t0)) s after the count"
 
 echo "==> block-production alerts stayed silent on the sequencing node"
 quiet=$(promql 'count(ALERTS{alertname=~"EngineMuxGetPayloadWithoutBlocks|EngineMuxActiveSequencerStalled|EngineMuxLocalELUnavailable"})')

@@ -1,15 +1,18 @@
 //! Preconfirmation telemetry from a scripted builder stream: a late first flashblock, an
 //! irregular interval, a gap filled out of order, a gap never filled, and preconfirmed
-//! transactions the block op-node got lacks. Timings are chosen inside one latency bucket each
-//! with room for a loaded machine; counts are exact.
+//! transactions the block op-node got lacks (after a mode change, and after flashblocks that form
+//! no valid block). Timings are chosen inside one latency bucket each with room for a loaded
+//! machine; counts are exact.
 
 use std::time::Duration;
 
+use alloy_primitives::B256;
 use serde_json::json;
 
 use crate::{
     flashblocks::{builder_id, flashblock, tx, with_flashblocks},
     harness::{Setup, eventually},
+    mock_engine::Fault,
     modes::set_mode,
 };
 
@@ -144,5 +147,67 @@ async fn a_kept_preconfirmation_counts_nothing_missing() {
         m(&s, "engine_mux_flashblocks_interval_jitter_seconds", ""),
         0.0,
         "one interval has no jitter"
+    );
+}
+
+/// The builder dies after two flashblocks were re-published; the local EL finds the block they
+/// form INVALID and refuses to build op-node's block from their transactions (the last resort for
+/// preconfirmations). op-node gets the local block, and both preconfirmed pool transactions count
+/// missing under `invalid`, the mode having stayed enabled.
+#[tokio::test]
+async fn flashblocks_that_form_no_valid_block_count_invalid() {
+    let (s, source) = with_flashblocks(&["--health-check-interval", "60"]).await;
+    let local_id = s.fcu_build().await;
+    let id = builder_id(&s).await;
+    for index in 0..2u64 {
+        source.text(&flashblock(&s, id, index, vec![tx(index as u8 + 1)]));
+    }
+    eventually(Duration::from_secs(2), "both re-published", || async {
+        m(&s, "engine_mux_flashblocks_total", r#"event="accepted""#) == 2.0
+    })
+    .await;
+    s.builder.down();
+    // The block of flashblocks 0 and 1 (the mock hash of the last one), and the rebuild.
+    s.local.invalid_for(B256::repeat_byte(0xf1));
+    s.local.fault(
+        "engine_forkchoiceUpdatedV3",
+        Fault::RpcError(-38003, "Invalid payload attributes"),
+    );
+    let env = s
+        .call("engine_getPayloadV3", json!([local_id]))
+        .await
+        .unwrap();
+    assert_eq!(
+        env["executionPayload"]["blockHash"],
+        json!(s.local.block_hash(101)),
+        "the local block op-node's FCU started"
+    );
+    let not_sealed = "engine_mux_preconfirmed_not_sealed_per_block";
+    eventually(Duration::from_secs(2), "telemetry recorded", || async {
+        m(&s, &format!("{not_sealed}_count"), "") == 1.0
+    })
+    .await;
+    // Re-published: the deposit, tx 1 and tx 2; the local block has the deposit and pool
+    // transactions of its own.
+    assert_eq!(m(&s, &format!("{not_sealed}_sum"), ""), 2.0);
+    assert_eq!(
+        m(
+            &s,
+            "engine_mux_preconfirmed_not_sealed_total",
+            r#"reason="invalid""#
+        ),
+        2.0,
+        "{}",
+        s.mux.metrics_text()
+    );
+    assert_eq!(
+        s.metric("engine_mux_preconfirmed_not_sealed_total"),
+        2.0,
+        "under no other reason"
+    );
+    assert_eq!(
+        s.metric(r#"engine_mux_flashblocks_blocks_total{path="lost"}"#),
+        1.0,
+        "preconfirmations lost to a local block"
     );
 }
