@@ -94,21 +94,29 @@ impl Mux {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Response<Bytes> {
-        // failover carry-over: may rewrite op-node's attributes (a dead peer's preconfirmed
-        // transactions forced first) and retries without them when the local EL refuses.
-        match &self.failover {
-            Some(f) => {
-                f.forkchoice_updated(params, body, |p, b| async move {
-                    self.forkchoice_updated_once(id, p.as_deref(), headers, b)
-                        .await
-                })
-                .await
-            }
-            None => {
-                self.forkchoice_updated_once(id, params, headers, body)
-                    .await
+        // failover carry-over: op-node's attributes with a dead peer's preconfirmed
+        // transactions forced first, retried without what the local EL refuses; op-node's own
+        // request when nothing can be carried.
+        let carry = match &self.failover {
+            Some(f) => f.begin(params).await,
+            None => None,
+        };
+        let Some(mut carry) = carry else {
+            return self
+                .forkchoice_updated_once(id, params, headers, body)
+                .await;
+        };
+        while let Some((p, b)) = carry.next_attempt(&body) {
+            let res = self.forkchoice_updated_once(id, Some(&p), headers, b).await;
+            if carry.accepted(&res) {
+                return res;
             }
         }
+        let res = self
+            .forkchoice_updated_once(id, params, headers, body)
+            .await;
+        carry.give_up();
+        res
     }
 
     /// One forkchoiceUpdated as given (op-node's, or the failover module's rewrite of it).

@@ -124,64 +124,23 @@ impl Failover {
         self.last.lock().clone()
     }
 
-    /// `engine_forkchoiceUpdatedV3` with the carry-over: `fcu` is the multiplexer's own handling
-    /// of one request (params, body). Without a held peer block on the head, op-node's request
-    /// goes to `fcu` untouched.
-    pub async fn forkchoice_updated<F, Fut>(
-        &self,
-        params: Option<&RawValue>,
-        body: Bytes,
-        fcu: F,
-    ) -> Response<Bytes>
-    where
-        F: Fn(Option<Box<RawValue>>, Bytes) -> Fut,
-        Fut: std::future::Future<Output = Response<Bytes>>,
-    {
-        let Some((parent, from)) = self.candidate(params) else {
-            return fcu(params.map(ToOwned::to_owned), body).await;
-        };
+    /// Starts the carry-over for one op-node forkchoiceUpdated: `None` when no peer block is
+    /// held on its head (op-node's request goes through untouched). The caller sends each of
+    /// [`Carry::next_attempt`]'s rewritten requests, tells [`Carry::answered`] the answer, and
+    /// sends op-node's own request when the attempts run out ([`Carry::give_up`]).
+    pub async fn begin(&self, params: Option<&RawValue>) -> Option<Carry<'_>> {
+        let (parent, from) = self.candidate(params)?;
         let started = tokio::time::Instant::now();
         let first = self.last_counted.lock().replace(parent) != Some(parent);
-        let mut plan =
-            carry::plan(&self.local, from, parent, self.config.nonce_lookup_timeout).await;
-        for _ in 0..MAX_CARRY_ATTEMPTS {
-            if plan.carried.is_empty() {
-                break;
-            }
-            if started.elapsed() >= self.config.carry_budget {
-                // Each attempt is a build on every upstream: op-node waits for none beyond the
-                // budget (its own request goes through next).
-                tracing::warn!(%parent, budget = ?self.config.carry_budget, carried = plan.carried.len(), "failover: carry budget spent; op-node's own request goes through");
-                self.metrics.carry_budget_spent();
-                break;
-            }
-            let raws: Vec<_> = plan.carried.iter().map(|t| t.raw.clone()).collect();
-            let Some((new_params, new_body)) = carry::rewrite(&body, &raws) else {
-                break;
-            };
-            let res = fcu(Some(new_params), new_body).await;
-            match refusal(&res) {
-                None => {
-                    self.report(first, parent, plan, false);
-                    self.metrics.carry_duration(started.elapsed().as_secs_f64());
-                    return res;
-                }
-                Some(message) => {
-                    tracing::warn!(%parent, %message, carried = plan.carried.len(), "failover: the local EL refused the attributes with carried transactions");
-                    if !carry::drop_named(&mut plan, &message) {
-                        break;
-                    }
-                }
-            }
-        }
-        // Whatever is left could not be carried: op-node's own request, never a missed slot.
-        let rest: Vec<_> = plan.carried.drain(..).map(|t| t.hash).collect();
-        plan.dropped
-            .extend(rest.into_iter().map(|h| (h, DropReason::RefusedByEl)));
-        self.report(first, parent, plan, true);
-        let res = fcu(params.map(ToOwned::to_owned), body).await;
-        self.metrics.carry_duration(started.elapsed().as_secs_f64());
-        res
+        let plan = carry::plan(&self.local, from, parent, self.config.nonce_lookup_timeout).await;
+        Some(Carry {
+            failover: self,
+            parent,
+            first,
+            plan,
+            started,
+            attempts: 0,
+        })
     }
 
     /// The head op-node builds on and the peer block held on it, when this FCU may carry.
@@ -230,6 +189,77 @@ impl Failover {
             plan,
             without_carry,
         });
+    }
+}
+
+/// One forkchoiceUpdated's carry-over in progress: the attempts with carried transactions, at
+/// most [`MAX_CARRY_ATTEMPTS`] and none started after the carry budget, each dropping the
+/// transaction the local EL named when it refused the last.
+#[derive(Debug)]
+pub struct Carry<'a> {
+    failover: &'a Failover,
+    parent: B256,
+    first: bool,
+    plan: CarryPlan,
+    started: tokio::time::Instant,
+    attempts: usize,
+}
+
+impl Carry<'_> {
+    /// The next request to send (params, body): op-node's with the carried transactions forced
+    /// after its deposits; `None` when there is nothing (left) to carry, the attempts or the
+    /// budget are spent.
+    pub fn next_attempt(&mut self, body: &Bytes) -> Option<(Box<RawValue>, Bytes)> {
+        if self.plan.carried.is_empty() || self.attempts >= MAX_CARRY_ATTEMPTS {
+            return None;
+        }
+        let budget = self.failover.config.carry_budget;
+        if self.started.elapsed() >= budget {
+            // Each attempt is a build on every upstream: op-node waits for none beyond the
+            // budget (its own request goes through next).
+            tracing::warn!(parent = %self.parent, ?budget, carried = self.plan.carried.len(), "failover: carry budget spent; op-node's own request goes through");
+            self.failover.metrics.carry_budget_spent();
+            return None;
+        }
+        self.attempts += 1;
+        let raws: Vec<_> = self.plan.carried.iter().map(|t| t.raw.clone()).collect();
+        carry::rewrite(body, &raws)
+    }
+
+    /// The answer to the last attempt: `true` when the local EL accepted the carried
+    /// transactions (`res` is op-node's answer; the carry-over is recorded), `false` when it
+    /// refused (the transaction it named is dropped for the next attempt, or, none named, no
+    /// attempt is left).
+    pub fn accepted(&mut self, res: &Response<Bytes>) -> bool {
+        match refusal(res) {
+            None => {
+                let f = self.failover;
+                f.metrics
+                    .carry_duration(self.started.elapsed().as_secs_f64());
+                f.report(self.first, self.parent, self.plan.clone(), false);
+                true
+            }
+            Some(message) => {
+                tracing::warn!(parent = %self.parent, %message, carried = self.plan.carried.len(), "failover: the local EL refused the attributes with carried transactions");
+                if !carry::drop_named(&mut self.plan, &message) {
+                    self.attempts = MAX_CARRY_ATTEMPTS;
+                }
+                false
+            }
+        }
+    }
+
+    /// No attempt was accepted: whatever is left could not be carried, and op-node's own
+    /// request goes through (never a missed slot). Call after sending it, for the duration.
+    pub fn give_up(mut self) {
+        let rest: Vec<_> = self.plan.carried.drain(..).map(|t| t.hash).collect();
+        self.plan
+            .dropped
+            .extend(rest.into_iter().map(|h| (h, DropReason::RefusedByEl)));
+        let f = self.failover;
+        f.report(self.first, self.parent, self.plan, true);
+        f.metrics
+            .carry_duration(self.started.elapsed().as_secs_f64());
     }
 }
 
