@@ -563,6 +563,18 @@ impl Metrics {
         );
     }
 
+    /// Exports the not-sealed counter at 0 for each of `reasons` (a builder that streams
+    /// flashblocks, at its start), so an alert on its increase sees the first occurrence.
+    pub fn preconfirmed_not_sealed_init(&self, reasons: &[&'static str]) {
+        for reason in reasons {
+            self.counter(
+                "engine_mux_preconfirmed_not_sealed_total",
+                &[("reason", reason)],
+                0,
+            );
+        }
+    }
+
     /// Re-published transactions the block op-node got lacks (one observation per block whose
     /// flashblocks were re-published), counted by `reason` when there are any.
     pub fn preconfirmed_not_sealed(&self, n: u64, reason: &'static str) {

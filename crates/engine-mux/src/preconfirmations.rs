@@ -105,6 +105,19 @@ pub fn not_sealed(published: &[Bytes], sealed: &[Bytes]) -> u64 {
     published.iter().filter(|tx| !sealed.contains(tx)).count() as u64
 }
 
+/// Every `reason` [`reason`] gives: each builder that streams flashblocks exports all of them
+/// from its start, at 0, so `increase()` sees the first occurrence of each.
+pub const REASONS: &[&str] = &[
+    "mode_change",
+    "builder_block",
+    "policy",
+    "builder_died",
+    "invalid",
+    "late",
+    "local_fallback",
+    "no_block",
+];
+
 /// Why preconfirmed transactions are not in the block op-node got, from what getPayload knew:
 /// the mode, and the preconfirming builder's recorded part in the block.
 pub fn reason(mode: ExecutionMode, outcome: &str) -> &'static str {
@@ -332,6 +345,42 @@ mod tests {
         assert_eq!(not_sealed(&published, &[tx(0), tx(1), tx(2), tx(3)]), 0);
         assert_eq!(not_sealed(&published, &[tx(0), tx(2)]), 2);
         assert_eq!(not_sealed(&[], &[tx(1)]), 0);
+    }
+
+    #[test]
+    fn every_reason_is_exported_from_the_start() {
+        let outcomes = [
+            "none",
+            "proposed",
+            "dry_run",
+            "policy",
+            "not_chosen",
+            "timeout",
+            "error",
+            "invalid",
+            "syncing",
+            "attributes_mismatch",
+            "no_builder_payload",
+            "skipped_unhealthy",
+            "outpaced",
+            "state_root_rebuild_failed",
+            "state_root_rebuild_refused",
+            "validation_timeout",
+            "validation_error",
+            "validation_syncing",
+            "state_root_retry",
+        ];
+        for mode in [
+            ExecutionMode::Enabled,
+            ExecutionMode::DryRun,
+            ExecutionMode::Disabled,
+        ] {
+            for outcome in outcomes {
+                let r = reason(mode, outcome);
+                assert!(REASONS.contains(&r), "{r} ({mode:?}, {outcome})");
+            }
+        }
+        assert!(REASONS.contains(&"no_block"));
     }
 
     #[test]

@@ -114,6 +114,10 @@ impl Builder {
     ) -> (Arc<Self>, BuilderTasks) {
         let (queue, queue_rx) = BuilderQueue::new(config.builder_queue_depth);
         let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
+        let metrics = Arc::new(metrics.for_builder(b.name));
+        if flashblocks.is_some() {
+            metrics.preconfirmed_not_sealed_init(crate::preconfirmations::REASONS);
+        }
         let builder = Arc::new(Self {
             name: b.name,
             priority: b.priority,
@@ -129,7 +133,7 @@ impl Builder {
             flashblocks,
             catch_up_abandoned_at: AtomicU64::new(u64::MAX),
             ignore_unhealthy: config.ignore_unhealthy_builders,
-            metrics: Arc::new(metrics.for_builder(b.name)),
+            metrics,
             mode,
             p2p: config.flashblocks_p2p.clone(),
             payload_id_version: AtomicU8::new(ASSUMED_PAYLOAD_ID_VERSION),
