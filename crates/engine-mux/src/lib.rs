@@ -10,6 +10,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod debug_api;
+pub mod embed;
 pub mod error;
 pub mod execution_mode;
 pub mod failover;

@@ -91,6 +91,12 @@ impl RunningMux {
         crate::health::report::report(&self.upstreams, status, pending)
     }
 
+    /// The Engine API of this instance as typed async methods, in process (no HTTP, no JWT):
+    /// the same routing and decisions as a request on the RPC port.
+    pub fn engine(&self) -> crate::embed::EngineHandle {
+        crate::embed::EngineHandle::new(self.state.clone())
+    }
+
     /// The multiplexer (for embedding and tests).
     pub fn state(&self) -> &Arc<Mux> {
         &self.state

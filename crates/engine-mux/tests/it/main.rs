@@ -5,6 +5,7 @@ mod builder_outcomes;
 mod catch_up;
 mod compat;
 mod compression;
+mod embedded;
 mod external_state_root;
 mod failures;
 mod flashblocks;
