@@ -11,8 +11,8 @@ use std::time::Duration;
 use devnet::{app::Devnet, engine::faults::Fault};
 
 use crate::support::{
-    FlashblocksSubscriber, flashblocks_config, flashblocks_of_block, local_block, missed,
-    mux_metric, observe,
+    FlashblocksSubscriber, block_tx_hashes, flashblocks_config, flashblocks_of_block, local_block,
+    missed, mux_metric, observe, preconfirmed_strings,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,17 +63,7 @@ async fn zero_state_root_flashblocks_are_rebuilt_by_the_local_el_and_land_in_the
             fbs[fbs.len() - 1].diff.block_hash.to_string(),
             "block {n}: not the builder's zero-root block"
         );
-        let in_block: Vec<String> = block["transactions"]
-            .as_array()
-            .expect("transaction hashes")
-            .iter()
-            .map(|h| h.as_str().unwrap_or_default().to_owned())
-            .collect();
-        let preconfirmed: Vec<String> = fbs
-            .iter()
-            .flat_map(|f| f.diff.transactions.iter())
-            .map(|raw| alloy_primitives::keccak256(raw).to_string())
-            .collect();
+        let (in_block, preconfirmed) = (block_tx_hashes(&block), preconfirmed_strings(&fbs));
         assert_eq!(
             in_block, preconfirmed,
             "block {n}: exactly the preconfirmed transactions, in order"

@@ -368,17 +368,7 @@ pub async fn assert_block_is_its_flashblocks(
     assert_eq!(hex(&block, "stateRoot"), last.state_root.to_string());
     assert_eq!(hex(&block, "receiptsRoot"), last.receipts_root.to_string());
     assert_eq!(hex(&block, "gasUsed"), format!("{:#x}", last.gas_used));
-    let in_block: Vec<String> = block["transactions"]
-        .as_array()
-        .expect("transaction hashes")
-        .iter()
-        .map(|h| h.as_str().unwrap_or_default().to_owned())
-        .collect();
-    let preconfirmed: Vec<String> = flashblocks
-        .iter()
-        .flat_map(|f| f.diff.transactions.iter())
-        .map(|raw| alloy_primitives::keccak256(raw).to_string())
-        .collect();
+    let (in_block, preconfirmed) = (block_tx_hashes(&block), preconfirmed_strings(flashblocks));
     assert_eq!(
         in_block, preconfirmed,
         "block {number}: its transactions are its flashblocks' in order"
@@ -397,17 +387,7 @@ pub async fn assert_block_keeps_its_flashblocks(
     flashblocks: &[OpFlashblockPayload],
 ) {
     let block = local_block(devnet, number).await;
-    let in_block: Vec<String> = block["transactions"]
-        .as_array()
-        .expect("transaction hashes")
-        .iter()
-        .map(|h| h.as_str().unwrap_or_default().to_owned())
-        .collect();
-    let preconfirmed: Vec<String> = flashblocks
-        .iter()
-        .flat_map(|f| f.diff.transactions.iter())
-        .map(|raw| alloy_primitives::keccak256(raw).to_string())
-        .collect();
+    let (in_block, preconfirmed) = (block_tx_hashes(&block), preconfirmed_strings(flashblocks));
     if in_block.len() <= preconfirmed.len() {
         return assert_block_is_its_flashblocks(devnet, number, flashblocks).await;
     }
@@ -416,6 +396,24 @@ pub async fn assert_block_keeps_its_flashblocks(
         preconfirmed[..],
         "block {number}: its first transactions are its flashblocks' in order"
     );
+}
+
+/// The transaction hashes of a block as `eth_getBlockByNumber` gives it (hashes only).
+pub fn block_tx_hashes(block: &serde_json::Value) -> Vec<String> {
+    block["transactions"]
+        .as_array()
+        .expect("transaction hashes")
+        .iter()
+        .map(|h| h.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// [`preconfirmed_hashes`] as the strings [`block_tx_hashes`] gives.
+pub fn preconfirmed_strings(frames: &[OpFlashblockPayload]) -> Vec<String> {
+    preconfirmed_hashes(frames)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Every transaction of every frame, by hash.
