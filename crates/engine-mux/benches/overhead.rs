@@ -17,6 +17,9 @@
 //! variables set, a fourth instance has the three builders and pre-validates, and its getPayload
 //! is compared with the one-builder pre-validated instance's.
 //!
+//! The same engine-mux instance is also driven in process through its typed handle
+//! (`RunningMux::engine()`), and that path is printed beside the HTTP one.
+//!
 //! Run: `cargo bench -p engine-mux --bench overhead` (set BLOCKS=n to change the sample size).
 
 use std::time::{Duration, Instant};
@@ -78,6 +81,41 @@ async fn drive(c: &Upstream, blocks: usize, pause: Duration, s: &mut Samples) {
         .await
         .unwrap();
         let _: Value = timed(&mut s.chain_id, c.call("eth_chainId", &json!([]), t))
+            .await
+            .unwrap();
+    }
+}
+
+/// [`drive`] through engine-mux's in-process handle (`RunningMux::engine()`): the same calls,
+/// typed, without HTTP or op-node's JWT between the caller and the multiplexer.
+async fn drive_embedded(
+    e: &engine_mux::embed::EngineHandle,
+    blocks: usize,
+    pause: Duration,
+    s: &mut Samples,
+) {
+    let state = || serde_json::from_value(forkchoice(1)).unwrap();
+    for _ in 0..blocks {
+        let attrs = serde_json::from_value(attributes(false)).unwrap();
+        let fcu = timed(&mut s.fcu, e.fork_choice_updated_v3(state(), Some(attrs)))
+            .await
+            .unwrap();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let env = timed(&mut s.get, e.get_payload_v3(fcu.payload_id.unwrap()))
+            .await
+            .unwrap();
+        let _ = timed(
+            &mut s.new,
+            e.new_payload_v3(env.execution_payload, vec![], env.parent_beacon_block_root),
+        )
+        .await
+        .unwrap();
+        let _ = timed(&mut s.fcu_plain, e.fork_choice_updated_v3(state(), None))
+            .await
+            .unwrap();
+        let _ = timed(&mut s.chain_id, e.call("eth_chainId", json!([])))
             .await
             .unwrap();
     }
@@ -324,6 +362,8 @@ async fn main() {
     // machine noise hits all of them equally.
     drive(&direct, 200, pause, &mut Samples::default()).await;
     drive(&through, 200, pause, &mut Samples::default()).await;
+    let embedded = mux.engine();
+    drive_embedded(&embedded, 200, pause, &mut Samples::default()).await;
     if let Some((_, c, ..)) = &several_mux {
         drive(c, 200, pause, &mut Samples::default()).await;
     }
@@ -337,6 +377,7 @@ async fn main() {
         drive(rb, 200, pause, &mut Samples::default()).await;
     }
     let (mut d, mut m, mut b) = (Samples::default(), Samples::default(), Samples::default());
+    let mut em = Samples::default();
     let mut m3 = Samples::default();
     let mut mp = Samples::default();
     let mut mp3 = Samples::default();
@@ -349,6 +390,7 @@ async fn main() {
         let before = fetched();
         drive(&through, blocks / 10, pause, &mut m).await;
         mux_fetched += fetched() - before;
+        drive_embedded(&embedded, blocks / 10, pause, &mut em).await;
         if let Some((_, c, ..)) = &several_mux {
             drive(c, blocks / 10, pause, &mut m3).await;
         }
@@ -384,6 +426,32 @@ async fn main() {
         &mut m.fcu_plain,
     );
     row("eth_chainId (raw proxy)", &mut d.chain_id, &mut m.chain_id);
+    println!();
+    println!(
+        "engine-mux embedded (typed calls on `RunningMux::engine()`, same instance, no HTTP or JWT between caller and multiplexer; the local EL and builder still over HTTP):"
+    );
+    println!(
+        "| call | direct p50 ms | direct p99 ms | embedded p50 ms | embedded p99 ms | p99 overhead ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    row(
+        "engine_forkchoiceUpdatedV3 (attributes)",
+        &mut d.fcu,
+        &mut em.fcu,
+    );
+    row("engine_getPayloadV3", &mut d.get, &mut em.get);
+    row("engine_newPayloadV3", &mut d.new, &mut em.new);
+    row(
+        "engine_forkchoiceUpdatedV3 (no attributes)",
+        &mut d.fcu_plain,
+        &mut em.fcu_plain,
+    );
+    row("eth_chainId (raw proxy)", &mut d.chain_id, &mut em.chain_id);
+    println!(
+        "added per block (4 engine calls), p50: HTTP sidecar {:+.3} ms, embedded {:+.3} ms",
+        added_per_block(&mut d, &mut m, 0.5),
+        added_per_block(&mut d, &mut em, 0.5)
+    );
     let rtt = pct(&mut d.chain_id, 0.99);
     println!(
         "one loopback round trip (direct eth_chainId p99): {:.3} ms",
