@@ -23,7 +23,7 @@ use crate::{
     http::{self, RawHead},
     limits::Limiter,
     metrics::{Metrics, RejectReason},
-    shard::{Dropped, Shards, SubHandle},
+    shard::{Dropped, Shards, SubHandle, shutting_down},
 };
 
 /// Connections allowed in the handshake phase at once (the accept loop waits beyond it).
@@ -301,13 +301,6 @@ enum End {
     Protocol,
     Io,
     Shutdown,
-}
-
-/// Resolves once shutdown is signalled (never if the sender is gone without signalling).
-pub(crate) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// The subscriber's reader: answers pings, notices pongs, closes and EOF, sends keepalive pings.

@@ -618,7 +618,7 @@ impl Shard {
             }
             tokio::select! {
                 biased;
-                () = crate::server::shutting_down(&mut shutdown) => break,
+                () = shutting_down(&mut shutdown) => break,
                 cmd = commands.recv() => match cmd {
                     Some(c) if *shutdown.borrow() => {
                         received_late = Some(c);
@@ -677,6 +677,13 @@ impl Shard {
             self.drop_sub(id, Dropped::Shutdown);
         }
         self.report(0);
+    }
+}
+
+/// Resolves once shutdown is signalled (never if the sender is gone without signalling).
+pub(crate) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
