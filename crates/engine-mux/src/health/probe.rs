@@ -46,6 +46,9 @@ fn outcome_of(
 pub struct LastLogged {
     local: Option<&'static str>,
     builders: HashMap<&'static str, &'static str>,
+    /// The head each builder was behind at when that was last logged: a builder stuck at one
+    /// head (its catch-up given up, left to its own sync) is logged once, not every probe.
+    behind: HashMap<&'static str, u64>,
 }
 
 fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outcome: &ProbeOutcome) {
@@ -123,13 +126,17 @@ async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, 
             local: local_head,
         });
         if mux.mode.get().talks_to_builder() && head < local_head {
-            tracing::info!(
-                builder = b.name(),
-                head,
-                local = local_head,
-                "builder is behind the local head; queueing catch-up"
-            );
+            if logged.behind.insert(b.name(), head) != Some(head) {
+                tracing::info!(
+                    builder = b.name(),
+                    head,
+                    local = local_head,
+                    "builder is behind the local head; queueing catch-up"
+                );
+            }
             b.catch_up_soon();
+        } else {
+            logged.behind.remove(b.name());
         }
     }
 }
