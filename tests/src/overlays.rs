@@ -92,6 +92,10 @@ impl Overlays {
     pub async fn assert_receipts_sealed_as_served(&self, what: &str, hash: B256, served: &[Value]) {
         let sealed = call(&self.net.local, "eth_getTransactionReceipt", json!([hash])).await;
         for ((label, ..), ours) in self.rpcs.iter().zip(served) {
+            if &sealed != ours {
+                // Extra fields are allowed; printed so a failing comparison shows both whole.
+                eprintln!("{label} {what}: sealed receipt {sealed}\n  served {ours}");
+            }
             crate::assert_covers(&format!("{label} {what}: receipt of {hash}"), &sealed, ours);
         }
     }
@@ -100,6 +104,7 @@ impl Overlays {
     /// stripped instance ran some.
     pub fn assert_simulations_matched(&self) {
         if let Some(tap) = &self.tap {
+            assert!(tap.simulations() > 0, "no eth_simulateV1 reached op-reth");
             let refused = tap.refusals();
             assert!(
                 refused.is_empty(),

@@ -145,6 +145,18 @@ impl BlockFees {
         self.info.da_footprint_gas_scalar
     }
 
+    /// A transaction's Jovian DA footprint, which op-reth's receipts carry as `blobGasUsed`
+    /// (deposits too): its estimated compressed size (FastLZ, as the L1 fee estimates it,
+    /// 100 bytes at least) times the DA footprint gas scalar. `None` before the Jovian format.
+    pub fn da_footprint(&self, enveloped: &[u8]) -> Option<u64> {
+        let scalar = self.da_footprint_gas_scalar()?;
+        Some(
+            op_revm::transaction::estimate_tx_compressed_size(enveloped)
+                .saturating_div(1_000_000)
+                .saturating_mul(u64::from(scalar)),
+        )
+    }
+
     /// Operator fee scalar and constant, from Isthmus on.
     pub fn operator_fee_params(&self) -> Option<(U256, U256)> {
         self.is_isthmus().then(|| {

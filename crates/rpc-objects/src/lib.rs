@@ -163,7 +163,8 @@ pub fn receipt(
             block_number: Some(block.number),
             gas_used,
             effective_gas_price: tx.effective_gas_price(block.base_fee),
-            blob_gas_used: None,
+            // op-reth's Jovian receipts (deposits included) state the DA footprint here.
+            blob_gas_used: fees.and_then(|f| f.da_footprint(&tx.inner().encoded_2718())),
             blob_gas_price: None,
             from: tx.signer(),
             to: tx.to(),

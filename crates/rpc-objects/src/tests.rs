@@ -144,6 +144,13 @@ fn user_receipt_carries_l1_fee_fields_effective_price_and_positioned_logs() {
     assert!(v["operatorFeeScalar"].is_string());
     assert!(v["operatorFeeConstant"].is_string());
     assert!(v["daFootprintGasScalar"].is_string());
+    // Jovian: the DA footprint as `blobGasUsed`, as op-reth v1.10.2 serves it (a small
+    // transfer counts the 100-byte minimum: 100 * scalar; op-reth answered 0x9c40 at 400).
+    let scalar = u64::from(
+        fees.da_footprint_gas_scalar()
+            .expect("Jovian L1 attributes"),
+    );
+    assert_eq!(v["blobGasUsed"], json!(format!("{:#x}", 100 * scalar)));
     assert_eq!(v["effectiveGasPrice"], json!("0x3b9aca01"));
     assert_eq!(v["gasUsed"], json!("0x5208"));
     assert_eq!(v["cumulativeGasUsed"], json!("0xea60"));
