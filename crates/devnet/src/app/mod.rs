@@ -600,6 +600,17 @@ impl Devnet {
     /// one starts from genesis (chain, pool and faults lost) on the same ports, so engine-mux
     /// reconnects to it and has to catch it up.
     pub async fn restart_builder(&mut self, n: usize) -> Result<(), DevnetError> {
+        self.restart_builder_with(n, false).await
+    }
+
+    /// Restarts builder `n` as a process restart with its database would: its listeners stop and
+    /// start again on the same ports, its chain kept (its faults cleared); engine-mux reconnects
+    /// and catches up the blocks it missed.
+    pub async fn restart_builder_keeping_chain(&mut self, n: usize) -> Result<(), DevnetError> {
+        self.restart_builder_with(n, true).await
+    }
+
+    async fn restart_builder_with(&mut self, n: usize, keep: bool) -> Result<(), DevnetError> {
         let count = 1 + self.extra_builders.len();
         let running = match n {
             1 => &mut self.builder,
@@ -611,10 +622,15 @@ impl Devnet {
             }
         };
         running.engine.faults().clear();
-        let fresh = Arc::new(Engine::new(self.genesis.clone(), Role::Builder));
-        if let Some(n) = self.history_blocks {
-            fresh.set_history_blocks(n);
-        }
+        let fresh = if keep {
+            running.engine.clone()
+        } else {
+            let fresh = Arc::new(Engine::new(self.genesis.clone(), Role::Builder));
+            if let Some(n) = self.history_blocks {
+                fresh.set_history_blocks(n);
+            }
+            fresh
+        };
         running
             .restart(fresh.clone(), self.jwt, self.builder_flashblocks)
             .await?;

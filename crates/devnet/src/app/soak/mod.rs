@@ -336,9 +336,18 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
                     while pending_events.front().is_some_and(|e| e.height <= b.number + 1) {
                         let Some(e) = pending_events.pop_front() else { break };
                         match e.kind {
-                            EventKind::RestartBuilder(n) => {
-                                tracing::info!(builder = n, height = e.height, "soak: restarting builder");
+                            // From genesis while the local EL still holds every block to
+                            // catch it up from (its history is bounded); later as a process
+                            // restart with its database, as a builder that lost it would sync
+                            // from peers, which the devnet has none of.
+                            EventKind::RestartBuilder(n) if (e.height as usize) < HISTORY_BLOCKS / 2 => {
+                                tracing::info!(builder = n, height = e.height, "soak: restarting builder from genesis");
                                 devnet.restart_builder(n).await?;
+                                restarts.0 += 1;
+                            }
+                            EventKind::RestartBuilder(n) => {
+                                tracing::info!(builder = n, height = e.height, "soak: restarting builder, chain kept");
+                                devnet.restart_builder_keeping_chain(n).await?;
                                 restarts.0 += 1;
                             }
                             EventKind::RestartLocal => {

@@ -38,7 +38,8 @@ impl Rng {
 /// A one-off event of the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// Builder `n` (1-based) restarts from genesis on its ports: engine-mux has to catch it up.
+    /// Builder `n` (1-based) restarts on its ports: from genesis early in the run (engine-mux
+    /// catches it up from the local EL), later with its chain kept (see the soak's event loop).
     RestartBuilder(usize),
     /// The local EL's listeners stop and start again on the same ports, its chain kept (a
     /// process restart with its database).
