@@ -1,5 +1,6 @@
 //! The builder dies right after it published flashblock 3 of a block: the block proposed is
-//! exactly flashblocks 0–3 (what users were shown), assembled and validated by engine-mux, and
+//! exactly the flashblocks engine-mux published of it (0–3, or fewer when the last ones reached
+//! it after getPayload and were refused as late), assembled and validated by engine-mux, and
 //! the chain goes on with local blocks until the builder is back.
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::support::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn builder_killed_after_flashblock_3_block_is_exactly_flashblocks_0_to_3() {
+async fn builder_killed_after_flashblock_3_block_is_exactly_what_was_published_of_it() {
     let devnet = Devnet::start(flashblocks_config())
         .await
         .expect("devnet starts");
@@ -22,6 +23,8 @@ async fn builder_killed_after_flashblock_3_block_is_exactly_flashblocks_0_to_3()
     observe(&devnet, &mut events, 4, Duration::from_secs(30), |_| {}).await;
     let preserved = [("path", "preserved")];
     let preserved_before = mux_metric(&devnet, "engine_mux_flashblocks_blocks_total", &preserved);
+    let late = [("reason", "late")];
+    let late_before = mux_metric(&devnet, "engine_mux_flashblocks_rejected_total", &late);
 
     let faults = devnet.builder.engine.faults().clone();
     faults.set(Fault::DownAfterFlashblock(3), true);
@@ -58,15 +61,25 @@ async fn builder_killed_after_flashblock_3_block_is_exactly_flashblocks_0_to_3()
         .cloned()
         .collect();
     let indices: Vec<u64> = killed.iter().map(|f| f.index).collect();
+    // Flashblock 3 races op-node's getPayload (at 200 ms of a 250 ms slot with 50 ms
+    // flashblocks): on a loaded machine it can reach engine-mux after the block was decided, and
+    // is then refused as late and never published. What was published is what counts.
+    let all: Vec<u64> = (0..indices.len() as u64).collect();
     assert_eq!(
-        indices,
-        [0, 1, 2, 3],
-        "engine-mux published flashblocks 0-3 of the killed block"
+        indices, all,
+        "engine-mux published a prefix of flashblocks 0-3"
     );
+    assert!(!indices.is_empty() && indices.len() <= 4, "{indices:?}");
+    if indices.len() < 4 {
+        assert!(
+            mux_metric(&devnet, "engine_mux_flashblocks_rejected_total", &late) > late_before,
+            "flashblocks {indices:?} published: the rest were refused as late"
+        );
+    }
     let number = killed[0].metadata.block_number;
     assert_eq!(
         flashblocks_of_block(&frames, number).map(|f| f.len()),
-        Some(4),
+        Some(indices.len()),
         "nothing else was published for block {number}"
     );
     assert!(
