@@ -123,7 +123,12 @@ impl FlashblocksSource {
 /// carries the base taken from those attributes (parent = the FCU head, timestamp, prevRandao,
 /// fee recipient, gas limit, Holocene extraData, beacon root) and starts with the attributes'
 /// forced transactions, then `txs`.
-pub(crate) fn flashblock(s: &Setup, id: PayloadId, index: u64, txs: Vec<Bytes>) -> OpFlashblockPayload {
+pub(crate) fn flashblock(
+    s: &Setup,
+    id: PayloadId,
+    index: u64,
+    txs: Vec<Bytes>,
+) -> OpFlashblockPayload {
     flashblock_of(&s.builder, id, index, txs)
 }
 
