@@ -10,6 +10,7 @@ use devnet::{app::Devnet, engine::faults::Fault};
 use crate::support::{
     FlashblocksSubscriber, assert_block_keeps_its_flashblocks, canonical_occurrences, counters,
     flashblocks_config, flashblocks_of_block, missed, mux_metric, observe, preconfirmed_hashes,
+    sealed_frames,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -55,17 +56,7 @@ async fn builder_answering_garbage_costs_no_slot_and_no_preconfirmation() {
         missed(&after)
     );
 
-    let sealed = after
-        .iter()
-        .filter_map(|o| o.proposed().map(|b| b.number))
-        .max()
-        .expect("blocks after the fault");
-    // Frames of the block in progress are left out: it is not sealed yet.
-    let frames: Vec<_> = sub
-        .frames()
-        .into_iter()
-        .filter(|f| f.metadata.block_number <= sealed)
-        .collect();
+    let frames = sealed_frames(&sub, &after);
     let fbs = flashblocks_of_block(&frames, interrupted).expect("the interrupted block's frames");
     assert!(fbs.len() >= 3);
     assert_block_keeps_its_flashblocks(&devnet, interrupted, &fbs).await;

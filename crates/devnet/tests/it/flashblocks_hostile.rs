@@ -10,7 +10,7 @@ use devnet::{app::Devnet, engine::faults::Fault};
 use crate::support::{
     FlashblocksSubscriber, assert_block_keeps_its_flashblocks, assert_in_order_without_duplicates,
     canonical_occurrences, flashblocks_config, flashblocks_of_block, missed, mux_metric, observe,
-    preconfirmed_hashes,
+    preconfirmed_hashes, sealed_frames,
 };
 
 fn rejected(devnet: &Devnet, reason: &str) -> f64 {
@@ -50,17 +50,7 @@ async fn hostile_frames_are_refused_and_counted_while_the_real_ones_are_kept() {
 
     // Every frame re-published parses (`frames` asserts it), is in order with no duplicates,
     // and is one the builder really built.
-    let sealed = tail
-        .iter()
-        .filter_map(|o| o.proposed().map(|b| b.number))
-        .max()
-        .expect("blocks after the fault");
-    // Frames of the block in progress are left out: it is not sealed yet.
-    let frames: Vec<_> = sub
-        .frames()
-        .into_iter()
-        .filter(|f| f.metadata.block_number <= sealed)
-        .collect();
+    let frames = sealed_frames(&sub, &tail);
     assert_in_order_without_duplicates(&sub.ids());
     let built: HashSet<_> = devnet
         .builder

@@ -10,7 +10,7 @@ use devnet::{app::Devnet, engine::faults::Fault};
 use crate::support::{
     FlashblocksSubscriber, assert_block_keeps_its_flashblocks, assert_in_order_without_duplicates,
     canonical_occurrences, flashblocks_config, flashblocks_of_block, missed, mux_metric, observe,
-    preconfirmed_hashes,
+    preconfirmed_hashes, sealed_frames,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -40,17 +40,7 @@ async fn late_flashblocks_after_get_payload_are_refused_and_no_preconfirmation_i
         missed(&slots)
     );
 
-    let sealed = tail
-        .iter()
-        .filter_map(|o| o.proposed().map(|b| b.number))
-        .max()
-        .expect("blocks after the fault");
-    // Frames of the block in progress are left out: it is not sealed yet.
-    let frames: Vec<_> = sub
-        .frames()
-        .into_iter()
-        .filter(|f| f.metadata.block_number <= sealed)
-        .collect();
+    let frames = sealed_frames(&sub, &tail);
     assert_in_order_without_duplicates(&sub.ids());
     let numbers: Vec<u64> = slots
         .iter()

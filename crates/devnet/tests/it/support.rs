@@ -398,6 +398,20 @@ pub async fn assert_block_keeps_its_flashblocks(
     );
 }
 
+/// The frames `sub` received for blocks up to the last one proposed in `after` (the block
+/// still in progress is left out: it is not sealed yet).
+pub fn sealed_frames(sub: &FlashblocksSubscriber, after: &[Observed]) -> Vec<OpFlashblockPayload> {
+    let sealed = after
+        .iter()
+        .filter_map(|o| o.proposed().map(|b| b.number))
+        .max()
+        .expect("blocks after the fault");
+    sub.frames()
+        .into_iter()
+        .filter(|f| f.metadata.block_number <= sealed)
+        .collect()
+}
+
 /// The transaction hashes of a block as `eth_getBlockByNumber` gives it (hashes only).
 pub fn block_tx_hashes(block: &serde_json::Value) -> Vec<String> {
     block["transactions"]
