@@ -381,7 +381,18 @@ impl Upstream {
         };
         let limit = self.max_response_bytes;
         let exchange = async move {
-            let res = service.call(req).await.map_err(|e| self.transport(e))?;
+            let again = clone_request(&req);
+            let res = match service.call(req).await {
+                // A kept-alive connection the upstream closed without answering (it restarted
+                // or dropped idle connections): the request is sent once more on a new
+                // connection. Engine API and JSON-RPC calls are safe to repeat.
+                Err(e) if closed_before_answer(&e) => {
+                    tracing::debug!(upstream = self.name, error = %e, "connection closed before the answer; sending once more");
+                    service.call(again).await
+                }
+                res => res,
+            }
+            .map_err(|e| self.transport(e))?;
             let (mut parts, body) = res.into_parts();
             let mut body = Limited::new(body, limit)
                 .collect()
@@ -432,6 +443,32 @@ impl Upstream {
     }
 }
 
+/// The same request again (its body is in memory).
+fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(req.body().clone());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// Whether `e` is a connection that closed before any answer came (hyper's incomplete message:
+/// what a pooled connection to an upstream that restarted gives on its first use).
+fn closed_before_answer(e: &(dyn StdError + 'static)) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +493,62 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), "transport");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
+    }
+
+    /// An upstream that restarts while a call is in flight: the first connection reads the
+    /// request and closes without answering (what a kept-alive connection to a restarting
+    /// op-geth or reth gives: hyper's "connection closed before message completed"); the call is
+    /// sent once more on a new connection and answered. A second close is an error.
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_is_retried_once_on_a_new_one() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closes, served) = (
+            std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+            std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        );
+        let (c, s) = (closes.clone(), served.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                if c.load(Ordering::SeqCst) > 0 {
+                    c.fetch_sub(1, Ordering::SeqCst);
+                    drop(sock);
+                    continue;
+                }
+                s.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"jsonrpc":"2.0","id":1,"result":"0x385"}"#;
+                let res = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(res.as_bytes()).await;
+            }
+        });
+        let up = Upstream::new(UpstreamConfig {
+            name: "l2",
+            url: format!("http://{addr}").parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(2),
+            max_response_bytes: 1024,
+        });
+        let id: String = up.call("eth_chainId", &(), up.timeout()).await.unwrap();
+        assert_eq!(id, "0x385");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+
+        closes.store(2, Ordering::SeqCst);
+        let err = up
+            .call::<String>("eth_chainId", &(), up.timeout())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "transport", "{err}");
+        assert!(
+            err.to_string().contains("closed before message completed"),
+            "{err}"
+        );
     }
 
     /// A CA file that cannot be read (what a wrong `SSL_CERT_FILE` gives) leaves no trusted root.
