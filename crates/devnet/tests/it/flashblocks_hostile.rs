@@ -8,9 +8,9 @@ use std::{collections::HashSet, time::Duration};
 use devnet::{app::Devnet, engine::faults::Fault};
 
 use crate::support::{
-    FlashblocksSubscriber, assert_block_keeps_its_flashblocks, assert_in_order_without_duplicates,
-    canonical_occurrences, flashblocks_config, flashblocks_of_block, missed, mux_metric, observe,
-    preconfirmed_hashes, sealed_frames,
+    FlashblocksSubscriber, assert_blocks_keep_their_flashblocks,
+    assert_in_order_without_duplicates, canonical_occurrences, flashblocks_config, missed,
+    mux_metric, observe, preconfirmed_hashes, sealed_frames,
 };
 
 fn rejected(devnet: &Devnet, reason: &str) -> f64 {
@@ -67,17 +67,7 @@ async fn hostile_frames_are_refused_and_counted_while_the_real_ones_are_kept() {
             f.index
         );
     }
-    let numbers: Vec<u64> = slots
-        .iter()
-        .filter_map(|o| o.proposed().map(|b| b.number))
-        .collect();
-    let mut kept = 0;
-    for &n in &numbers[1..] {
-        if let Some(fbs) = flashblocks_of_block(&frames, n) {
-            assert_block_keeps_its_flashblocks(&devnet, n, &fbs).await;
-            kept += 1;
-        }
-    }
+    let kept = assert_blocks_keep_their_flashblocks(&devnet, &slots, &frames).await;
     assert!(
         kept >= 6,
         "the real flashblocks still reached subscribers for most blocks: {kept}"
@@ -105,7 +95,7 @@ async fn hostile_frames_are_refused_and_counted_while_the_real_ones_are_kept() {
     );
     assert!(
         mux_metric(&devnet, "engine_mux_flashblocks_blocks_total", &[])
-            > paths_before + numbers.len() as f64 / 2.0,
+            > paths_before + slots.len() as f64 / 2.0,
         "builder blocks kept being proposed from its real flashblocks"
     );
     devnet.stop().await;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use devnet::{app::Devnet, engine::faults::Fault};
 
 use crate::support::{
-    FlashblocksSubscriber, assert_block_keeps_its_flashblocks, assert_in_order_without_duplicates,
-    canonical_occurrences, flashblocks_config, flashblocks_of_block, missed, mux_metric, observe,
-    preconfirmed_hashes, sealed_frames,
+    FlashblocksSubscriber, assert_blocks_keep_their_flashblocks,
+    assert_in_order_without_duplicates, canonical_occurrences, flashblocks_config, missed,
+    mux_metric, observe, preconfirmed_hashes, sealed_frames,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,17 +42,7 @@ async fn late_flashblocks_after_get_payload_are_refused_and_no_preconfirmation_i
 
     let frames = sealed_frames(&sub, &tail);
     assert_in_order_without_duplicates(&sub.ids());
-    let numbers: Vec<u64> = slots
-        .iter()
-        .filter_map(|o| o.proposed().map(|b| b.number))
-        .collect();
-    let mut kept = 0;
-    for &n in &numbers[1..] {
-        if let Some(fbs) = flashblocks_of_block(&frames, n) {
-            assert_block_keeps_its_flashblocks(&devnet, n, &fbs).await;
-            kept += 1;
-        }
-    }
+    let kept = assert_blocks_keep_their_flashblocks(&devnet, &slots, &frames).await;
     assert!(
         kept >= 6,
         "late flashblocks still reached subscribers before their block for most blocks: {kept}"

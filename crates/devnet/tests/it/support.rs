@@ -430,6 +430,28 @@ pub fn preconfirmed_strings(frames: &[OpFlashblockPayload]) -> Vec<String> {
         .collect()
 }
 
+/// [`assert_block_keeps_its_flashblocks`] for every block proposed in `slots` but the first
+/// (it may have been decided before a fault went on) that has frames in `frames`; returns how
+/// many were checked.
+pub async fn assert_blocks_keep_their_flashblocks(
+    devnet: &Devnet,
+    slots: &[Observed],
+    frames: &[OpFlashblockPayload],
+) -> usize {
+    let mut kept = 0;
+    for n in slots
+        .iter()
+        .filter_map(|o| o.proposed().map(|b| b.number))
+        .skip(1)
+    {
+        if let Some(fbs) = flashblocks_of_block(frames, n) {
+            assert_block_keeps_its_flashblocks(devnet, n, &fbs).await;
+            kept += 1;
+        }
+    }
+    kept
+}
+
 /// Every transaction of every frame, by hash.
 pub fn preconfirmed_hashes(frames: &[OpFlashblockPayload]) -> Vec<B256> {
     frames

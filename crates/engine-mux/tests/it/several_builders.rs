@@ -67,6 +67,24 @@ impl Three {
         ))
     }
 
+    /// Drives blocks after height `head`, 200 ms apart, until one is `builder`'s (at most 10 s:
+    /// a builder that was skipped is probed, caught up and asked again within a few blocks).
+    async fn until_built_by(&self, builder: &str, head: u64) {
+        let (mut n, started) = (head, Instant::now());
+        loop {
+            n += 1;
+            let hash = self.s.block("engine_getPayloadV3").await;
+            if self.who(&hash, n) == builder {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{builder} never built again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Local newPayload calls (engine-mux's validations and op-node's imports) for `hash`.
     fn validations_of(&self, hash: alloy_primitives::B256) -> usize {
         let hash = hash.to_string();
@@ -265,20 +283,7 @@ async fn a_restarted_builder_is_caught_up_while_the_others_keep_building() {
         },
     )
     .await;
-    let mut n = 106;
-    let started = Instant::now();
-    loop {
-        n += 1;
-        let hash = t.s.block("engine_getPayloadV3").await;
-        if t.who(&hash, n) == "b3" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "b3 never built again"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    t.until_built_by("b3", 106).await;
 }
 
 #[tokio::test]
@@ -416,19 +421,7 @@ async fn builders_that_only_missed_a_deadline_are_back_with_their_next_offer_in_
         b.clear_fault("engine_getPayloadV3");
     }
     // The timed-out calls made them unreachable: skipped, probed, asked again (a block or two).
-    let (mut n, started) = (101, Instant::now());
-    loop {
-        n += 1;
-        let hash = t.s.block("engine_getPayloadV3").await;
-        if t.who(&hash, n) == "b1" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "b1 never built again"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    t.until_built_by("b1", 101).await;
     assert!(t.outcomes("b2", "not_chosen") >= 1.0, "b2 offered, untried");
     let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
     for i in [1, 2] {
