@@ -1,6 +1,9 @@
 //! An op-node sequencer loop against any engine URL: FCU with attributes (L1-info deposit
 //! first), getPayload near the end of the slot, newPayload, FCU to the new head, then a check
-//! that the engine's head really is the block just proposed.
+//! that the engine's head really is the block just proposed. The calls go over HTTP or, with
+//! engine-mux linked in, through its typed in-process handle ([`DriverEngine`]).
+
+mod engine;
 
 use std::{
     sync::{
@@ -11,13 +14,12 @@ use std::{
 };
 
 use alloy_primitives::B256;
-use alloy_rpc_types_engine::{
-    ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatus, PayloadStatusEnum,
-};
-use engine_api::{Upstream, UpstreamConfig, UpstreamError};
-use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4};
-use serde_json::{Value, json};
+use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
+use engine_api::UpstreamError;
+use serde_json::Value;
 use tokio::sync::{broadcast, watch};
+
+pub use self::engine::DriverEngine;
 
 use crate::chain::{
     attributes::{SequencerParams, sequencer_attributes},
@@ -30,9 +32,9 @@ const EVENT_BUFFER: usize = 1024;
 /// How the driver runs.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
-    /// Engine API URL (engine-mux or an engine directly).
+    /// Engine API URL (engine-mux or an engine directly), for [`start_driver`].
     pub engine_url: http::Uri,
-    /// JWT secret for it.
+    /// JWT secret for it, for [`start_driver`].
     pub jwt: JwtSecret,
     /// Slot length.
     pub block_time: Duration,
@@ -77,6 +79,28 @@ pub struct ProposedBlock {
     pub v4: bool,
     /// Time from FCU-with-attributes to getPayload answer.
     pub get_payload_latency: Duration,
+    /// How long each engine call of the slot took.
+    pub calls: SlotCalls,
+}
+
+/// The duration of each engine call of one slot (the wait for the slot's end not included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCalls {
+    /// `engine_forkchoiceUpdatedV3` with the block's attributes.
+    pub fcu_attributes: Duration,
+    /// `engine_getPayloadV3`/`V4`.
+    pub get_payload: Duration,
+    /// `engine_newPayloadV3`/`V4`.
+    pub new_payload: Duration,
+    /// `engine_forkchoiceUpdatedV3` to the new head (no attributes).
+    pub fcu: Duration,
+}
+
+impl SlotCalls {
+    /// The four calls together: what the block cost in engine calls.
+    pub fn total(&self) -> Duration {
+        self.fcu_attributes + self.get_payload + self.new_payload + self.fcu
+    }
 }
 
 /// Why a slot failed.
@@ -85,6 +109,17 @@ pub enum DriverError {
     /// An engine call failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// An in-process call to engine-mux failed.
+    #[error(transparent)]
+    Embedded(#[from] engine_mux::embed::EmbedError),
+    /// An in-process call to engine-mux did not answer within the call deadline.
+    #[error("{method}: no answer within {timeout:?}")]
+    Timeout {
+        /// The method called.
+        method: &'static str,
+        /// The deadline.
+        timeout: Duration,
+    },
     /// The engine answered something other than VALID.
     #[error("{step}: status {status:?}")]
     NotValid {
@@ -176,41 +211,30 @@ fn parse_head(v: &Value) -> Option<Head> {
 }
 
 struct Driver {
-    client: Upstream,
+    engine: DriverEngine,
     spec: ChainSpec,
     config: DriverConfig,
 }
 
 impl Driver {
     async fn latest(&self) -> Result<Head, DriverError> {
-        let v: Value = self
-            .client
-            .call(
-                "eth_getBlockByNumber",
-                &json!(["latest", false]),
-                self.config.call_timeout,
-            )
-            .await?;
+        let v = self.engine.latest_block(self.config.call_timeout).await?;
         parse_head(&v).ok_or(DriverError::Malformed("eth_getBlockByNumber answer"))
     }
 
     async fn fcu(
         &self,
         head: B256,
-        attrs: Option<Value>,
+        attrs: Option<op_alloy_rpc_types_engine::OpPayloadAttributes>,
     ) -> Result<ForkchoiceUpdated, DriverError> {
         let state = ForkchoiceState {
             head_block_hash: head,
             safe_block_hash: head,
             finalized_block_hash: head,
         };
-        let out: ForkchoiceUpdated = self
-            .client
-            .call(
-                "engine_forkchoiceUpdatedV3",
-                &json!([state, attrs]),
-                self.config.call_timeout,
-            )
+        let out = self
+            .engine
+            .fork_choice_updated(state, attrs, self.config.call_timeout)
             .await?;
         if out.payload_status.status != PayloadStatusEnum::Valid {
             return Err(DriverError::NotValid {
@@ -247,15 +271,10 @@ impl Driver {
         let number = head.number + 1;
         let timestamp = head.timestamp + self.config.block_time.as_secs().max(1);
         let attrs = sequencer_attributes(&self.spec, &self.config.params, number, timestamp);
-        let fcu = self
-            .fcu(
-                head.hash,
-                Some(
-                    serde_json::to_value(&attrs)
-                        .map_err(|_| DriverError::Malformed("attributes"))?,
-                ),
-            )
-            .await?;
+        let mut calls = SlotCalls::default();
+        let started = tokio::time::Instant::now();
+        let fcu = self.fcu(head.hash, Some(attrs)).await?;
+        calls.fcu_attributes = started.elapsed();
         let id = fcu.payload_id.ok_or(DriverError::NoPayloadId)?;
         tokio::time::sleep_until(
             slot_end
@@ -264,72 +283,23 @@ impl Driver {
         )
         .await;
         let v4 = self.spec.is_isthmus(timestamp);
-        let get_started = tokio::time::Instant::now();
-        let (new_payload_params, hash, tx_count, gas_used) = if v4 {
-            let env: OpExecutionPayloadEnvelopeV4 = self
-                .client
-                .call(
-                    "engine_getPayloadV4",
-                    &json!([id]),
-                    self.config.call_timeout,
-                )
-                .await?;
-            let inner = &env
-                .execution_payload
-                .payload_inner
-                .payload_inner
-                .payload_inner;
-            let summary = (inner.block_hash, inner.transactions.len(), inner.gas_used);
-            (
-                json!([
-                    env.execution_payload,
-                    Vec::<B256>::new(),
-                    env.parent_beacon_block_root,
-                    Vec::<String>::new()
-                ]),
-                summary.0,
-                summary.1,
-                summary.2,
-            )
-        } else {
-            let env: OpExecutionPayloadEnvelopeV3 = self
-                .client
-                .call(
-                    "engine_getPayloadV3",
-                    &json!([id]),
-                    self.config.call_timeout,
-                )
-                .await?;
-            let inner = &env.execution_payload.payload_inner.payload_inner;
-            let summary = (inner.block_hash, inner.transactions.len(), inner.gas_used);
-            (
-                json!([
-                    env.execution_payload,
-                    Vec::<B256>::new(),
-                    env.parent_beacon_block_root
-                ]),
-                summary.0,
-                summary.1,
-                summary.2,
-            )
-        };
-        let get_payload_latency = get_started.elapsed();
-        let method = if v4 {
-            "engine_newPayloadV4"
-        } else {
-            "engine_newPayloadV3"
-        };
-        let status: PayloadStatus = self
-            .client
-            .call(method, &new_payload_params, self.config.call_timeout)
-            .await?;
+        let timeout = self.config.call_timeout;
+        let started = tokio::time::Instant::now();
+        let payload = self.engine.get_payload(id, v4, timeout).await?;
+        calls.get_payload = started.elapsed();
+        let (hash, tx_count, gas_used) = payload.summary();
+        let started = tokio::time::Instant::now();
+        let status = self.engine.new_payload(payload, timeout).await?;
+        calls.new_payload = started.elapsed();
         if status.status != PayloadStatusEnum::Valid {
             return Err(DriverError::NotValid {
                 step: "newPayload",
                 status: status.status,
             });
         }
+        let started = tokio::time::Instant::now();
         self.fcu(hash, None).await?;
+        calls.fcu = started.elapsed();
         let now_head = self.latest().await?;
         if now_head.hash != hash {
             return Err(DriverError::HeadMismatch {
@@ -344,26 +314,31 @@ impl Driver {
             tx_count,
             gas_used,
             v4,
-            get_payload_latency,
+            get_payload_latency: calls.get_payload,
+            calls,
         })
     }
 }
 
-/// Starts the sequencer loop; the chain spec must match the engine's genesis.
+/// Starts the sequencer loop against `config.engine_url` over HTTP; the chain spec must match
+/// the engine's genesis.
 pub fn start_driver(config: DriverConfig, spec: ChainSpec) -> DriverHandle {
-    let client = Upstream::new(UpstreamConfig {
-        name: "driver",
-        url: config.engine_url.clone(),
-        secret: Some(config.jwt),
-        timeout: config.call_timeout,
-        max_response_bytes: engine_api::upstream::DEFAULT_MAX_RESPONSE_BYTES,
-    });
+    let engine = DriverEngine::http(config.engine_url.clone(), config.jwt, config.call_timeout);
+    start_driver_on(engine, config, spec)
+}
+
+/// Starts the sequencer loop against `engine` (`config.engine_url` and `config.jwt` unused).
+pub fn start_driver_on(
+    engine: DriverEngine,
+    config: DriverConfig,
+    spec: ChainSpec,
+) -> DriverHandle {
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let (stop, mut stop_rx) = watch::channel(false);
     let stats = Arc::new(DriverStats::default());
     let (finished_tx, finished) = watch::channel(false);
     let driver = Driver {
-        client,
+        engine,
         spec,
         config,
     };
