@@ -146,7 +146,8 @@ impl EngineHandle {
             "params": params,
         }))
         .map_err(|e| answer(format!("params do not serialize: {e}")))?;
-        let res = crate::router::handle(&self.mux, &HeaderMap::new(), Bytes::from(body)).await;
+        let res =
+            crate::http::router::handle(&self.mux, &HeaderMap::new(), Bytes::from(body)).await;
         let envelope: jsonrpc::ResponseEnvelope = serde_json::from_slice(res.body())
             .map_err(|e| answer(format!("HTTP {}: {e}", res.status())))?;
         if let Some(e) = envelope.error {

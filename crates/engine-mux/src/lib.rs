@@ -5,29 +5,25 @@
 
 pub mod accountability;
 pub mod builder;
-pub mod builders;
 pub mod calls;
-pub mod cli;
 pub mod config;
-pub mod debug_api;
 pub mod embed;
 pub mod error;
 pub mod execution_mode;
 pub mod failover;
-pub mod fallback;
 pub mod flashblocks;
 pub mod health;
-pub mod layers;
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod mux;
-pub mod payload_check;
 pub mod preconfirmations;
-pub mod prevalidation;
-pub mod router;
 pub mod select;
-pub mod server;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::{RunningMux, StartError, start};
+// The paths the binary, the devnet, the tests and the fuzz targets used before the move.
+pub use config::args as cli;
+pub use http::server::{RunningMux, StartError, start};
+pub use http::{debug_api, router, server};
+pub use select::payload_check;

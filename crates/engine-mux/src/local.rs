@@ -12,8 +12,11 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
 use crate::{
-    calls, error::MuxError, fallback::FallbackReason, health::evidence::LocalHealth,
-    metrics::Metrics, payload_check::BuildRequest,
+    calls,
+    error::MuxError,
+    health::evidence::LocalHealth,
+    metrics::Metrics,
+    select::{fallback::FallbackReason, payload_check::BuildRequest},
 };
 
 /// The local EL: its client, its health evidence and the metrics its calls are timed into.

@@ -8,7 +8,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::{execution_mode::ExecutionMode, fallback::FallbackReason};
+use crate::{execution_mode::ExecutionMode, select::fallback::FallbackReason};
 
 const METADATA: Metadata<'static> =
     Metadata::new("engine_mux", metrics::Level::INFO, Some(module_path!()));

@@ -16,14 +16,15 @@ use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde_json::value::RawValue;
 
 use crate::{
-    builder::BlockOutcome,
-    builders::Builders,
+    builder::{BlockOutcome, set::Builders},
     execution_mode::{ExecutionMode, ModeCell},
-    fallback::{Blame, FallbackReason},
     local::{LocalEl, json_response},
     metrics::{BlockSource, Metrics},
-    payload_check::BuildRequest,
-    select::{self, SelectionPolicy, Verdict},
+    select::{
+        self, SelectionPolicy, Verdict,
+        fallback::{Blame, FallbackReason},
+        payload_check::BuildRequest,
+    },
 };
 
 /// One engine-mux instance's engine-call handling.
@@ -347,7 +348,7 @@ impl Mux {
         id: Option<&RawValue>,
         headers: &HeaderMap,
         body: Bytes,
-        decided: crate::builders::ValidatedEarly,
+        decided: crate::builder::set::ValidatedEarly,
     ) -> Response<Bytes> {
         let local = Arc::clone(&self.local);
         let (headers, timeout) = (headers.clone(), self.get_payload_deadline);

@@ -15,8 +15,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::{
-    builder::{Builder, payload_ids::BuilderFcu},
-    builders::Builders,
+    builder::{Builder, payload_ids::BuilderFcu, set::Builders},
     execution_mode::ExecutionMode,
     flashblocks::store::{Arrival, FlashblocksStore},
 };

@@ -7,7 +7,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
-use crate::{cli::LogFormat, config::LogConfig};
+use crate::config::{LogConfig, args::LogFormat};
 
 /// Keeps log writing and span export alive; on drop, flushes what is buffered.
 pub struct Telemetry {

@@ -26,12 +26,11 @@ use crate::{
     config::{BuilderConfig, Config, FlashblocksP2pConfig},
     execution_mode::ExecutionMode,
     execution_mode::ModeCell,
-    fallback::FallbackReason,
     flashblocks::store::FlashblocksStore,
     health::evidence::BuilderHealth,
     local::LocalEl,
     metrics::Metrics,
-    payload_check::BuildRequest,
+    select::{fallback::FallbackReason, payload_check::BuildRequest},
 };
 
 /// The version byte a builder is first assumed to stamp on its payload ids: reth-based builders

@@ -3,19 +3,21 @@
 //! builders and never reaches into their parts, so one builder and several are the same code.
 //!
 //! Files: `handle` (the [`Builder`] and its calls), `payload` (its candidates at getPayload),
-//! `early` (its block fetched and validated before op-node asks), `outcome` (its part in a block),
+//! `prevalidate` (its block fetched and validated before op-node asks: the slot's state and the
+//! one task doing it for every builder), `outcome` (its part in a block),
 //! `queue` + `worker` (the ordered call queue and the task draining it), `catch_up`,
-//! `copies` (transaction copies), `payload_ids`, `recent` (payloads op-node sent).
+//! `copies` (transaction copies), `payload_ids`, `recent` (payloads op-node sent); `set` (the builders, in priority order).
 
 pub mod catch_up;
 pub mod copies;
-pub mod early;
 pub mod handle;
 pub mod outcome;
 pub mod payload;
 pub mod payload_ids;
+pub mod prevalidate;
 pub mod queue;
 pub mod recent;
+pub mod set;
 pub mod worker;
 
 use std::sync::Arc;

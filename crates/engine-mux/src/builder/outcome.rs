@@ -1,7 +1,7 @@
 //! A builder's part in one block, as `debug_getBuilders`, `/healthz`'s JSON and the
 //! `engine_mux_builder_blocks_total{outcome}` counter name it.
 
-use crate::fallback::FallbackReason;
+use crate::select::fallback::FallbackReason;
 
 /// What became of a builder's offer for one block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

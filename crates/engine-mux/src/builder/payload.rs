@@ -5,16 +5,17 @@ use engine_api::{PayloadEnvelope, PayloadId, PayloadVersion, flashblocks::assemb
 use serde_json::value::RawValue;
 
 use super::{
-    early::EarlyBlock,
     handle::{Builder, FLASHBLOCKS_VALIDATION_RESERVE},
     payload_ids::{BuildSlot, BuilderFcu},
+    prevalidate::slot::EarlyBlock,
 };
 use crate::{
     execution_mode::ExecutionMode,
-    fallback::FallbackReason,
     flashblocks::store::FlashblocksStore,
-    payload_check::BuildRequest,
-    select::{Candidate, Candidates, EarlyCheck, Origin},
+    select::{
+        Candidate, Candidates, EarlyCheck, Origin, fallback::FallbackReason,
+        payload_check::BuildRequest,
+    },
 };
 
 impl Builder {

@@ -14,8 +14,8 @@ use engine_api::PayloadId;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::early::Early;
-use crate::{fallback::FallbackReason, payload_check::BuildRequest};
+use super::prevalidate::slot::Early;
+use crate::select::{fallback::FallbackReason, payload_check::BuildRequest};
 
 /// What the builder made of a forkchoiceUpdated with attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use super::{
     payload_ids::{BuildSlot, BuilderFcu},
     queue::{BuilderCall, BuilderQueueRx},
 };
-use crate::fallback::FallbackReason;
+use crate::select::fallback::FallbackReason;
 
 /// Drains the queue until shutdown (the call in progress is finished first).
 pub async fn run(state: Arc<Builder>, mut rx: BuilderQueueRx, mut shutdown: watch::Receiver<bool>) {

@@ -7,11 +7,11 @@ use std::{collections::HashSet, path::Path, time::Duration};
 use engine_api::{UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
 use serde::Deserialize;
 
+use super::args::Args;
 use super::{
     ConfigError,
     parse::{load_secret, millis, parse_url, parse_ws_url},
 };
-use crate::cli::Args;
 
 /// One builder, validated.
 #[derive(Clone, Debug)]

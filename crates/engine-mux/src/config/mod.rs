@@ -9,15 +9,18 @@ use engine_api::{
     upstream::DEFAULT_MAX_RESPONSE_BYTES,
 };
 
+pub mod args;
 pub mod builders;
 mod error;
 mod parse;
 
-use self::parse::resolve;
 pub(crate) use self::parse::{load_secret, millis, parse_url, parse_ws_url};
+use self::{
+    args::{Args, BuilderPolicyArg, FlashblocksArgs, LogFormat, SelectionPolicyArg},
+    parse::resolve,
+};
 pub use self::{builders::BuilderConfig, error::ConfigError};
 use crate::{
-    cli::{Args, BuilderPolicyArg, FlashblocksArgs, LogFormat, SelectionPolicyArg},
     execution_mode::ExecutionMode,
     flashblocks::inbound::InboundConfig,
     select::{BuilderPolicy, SelectionPolicy},

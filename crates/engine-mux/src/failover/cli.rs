@@ -1,4 +1,4 @@
-//! The failover flags, flattened into [`crate::cli::Args`]. Named like rollup-boost's
+//! The failover flags, flattened into [`crate::config::args::Args`]. Named like rollup-boost's
 //! flashblocks flags (`--flashblocks-*`, `FLASHBLOCKS_*`).
 
 use clap::Args as ClapArgs;

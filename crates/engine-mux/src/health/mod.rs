@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use self::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
-use crate::{builders::Builders, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
+use crate::{builder::set::Builders, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
 
 /// The answer `/healthz` gives. The variant names are the strings op-conductor's JSON health
 /// client (`--rollup-boost.next-enabled`) reads in `rollup_boost_health`.

@@ -6,15 +6,12 @@ use engine_api::{PayloadEnvelope, PayloadVersion};
 use serde_json::value::RawValue;
 
 use super::{
+    fallback::FallbackReason,
     offers::{Candidate, Candidates, Chosen, EarlyCheck, Offer, Origin, Selection, Verdict},
+    payload_check::{self, BuildRequest},
     rank::{BuilderPolicy, RankKey},
 };
-use crate::{
-    fallback::FallbackReason,
-    local::LocalEl,
-    metrics::Metrics,
-    payload_check::{self, BuildRequest},
-};
+use crate::{local::LocalEl, metrics::Metrics};
 
 /// Tries `candidates` best first: the first that matches op-node's attributes and that the
 /// local EL validates VALID is chosen; otherwise the reason of the last failure. With

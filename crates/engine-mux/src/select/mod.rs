@@ -5,7 +5,9 @@
 //! preconfirmations already shown to users).
 
 mod decide;
+pub mod fallback;
 mod offers;
+pub mod payload_check;
 mod rank;
 
 pub use self::{

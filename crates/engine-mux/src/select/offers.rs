@@ -4,7 +4,7 @@
 use engine_api::PayloadEnvelope;
 use serde_json::value::RawValue;
 
-use crate::{fallback::FallbackReason, payload_check::BuildRequest};
+use super::{fallback::FallbackReason, payload_check::BuildRequest};
 
 /// A block a builder offers for one payload.
 #[derive(Debug)]

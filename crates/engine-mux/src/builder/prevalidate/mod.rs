@@ -13,6 +13,8 @@
 //! the FCU path is a `try_send`, so nothing here delays the local block or op-node's calls. One
 //! early validation per build at most.
 
+pub mod slot;
+
 use std::{
     sync::{
         Arc,
@@ -25,8 +27,9 @@ use engine_api::PayloadVersion;
 use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, watch};
 
+use self::slot::EarlyBlock;
 use crate::{
-    builder::{Builder, early::EarlyBlock, payload_ids::BuildSlot},
+    builder::{Builder, payload_ids::BuildSlot},
     local::LocalEl,
     metrics::Metrics,
     select::{BuilderPolicy, RankKey, check_attributes},

@@ -257,11 +257,11 @@ mod tests {
         for (peer, recording) in [
             (
                 "op-rbuilder",
-                include_str!("../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl"),
+                include_str!("../../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl"),
             ),
             (
                 "op-reth",
-                include_str!("../../../testdata/real-peers/op-reth-local-el.engine.jsonl"),
+                include_str!("../../../../testdata/real-peers/op-reth-local-el.engine.jsonl"),
             ),
         ] {
             let mut requests: HashMap<String, BuildRequest> = HashMap::new();

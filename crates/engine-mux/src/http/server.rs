@@ -14,18 +14,24 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower::{ServiceBuilder, ServiceExt, service_fn, util::BoxCloneService};
 
 use crate::{
-    builder::{Builder, recent::RecentPayloads},
-    builders::Builders,
+    builder::{
+        Builder,
+        prevalidate::{self, Prevalidation},
+        recent::RecentPayloads,
+        set::Builders,
+    },
     config::Config,
-    debug_api,
     execution_mode::ModeCell,
     flashblocks::{self, inbound::InboundConfig, store::FlashblocksStore},
     health::{Debounce, HealthStatus, Upstreams, endpoints, probe},
-    layers::{AuthScope, BodyLimitLayer, InboundMetricsLayer, MethodAuthLayer},
     local::LocalEl,
     metrics::Metrics,
     mux::Mux,
-    prevalidation::{self, Prevalidation},
+};
+
+use super::{
+    debug_api,
+    layers::{AuthScope, BodyLimitLayer, InboundMetricsLayer, MethodAuthLayer},
     router,
 };
 
@@ -246,13 +252,13 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         tasks.extend(failover.spawn(&shutdown_rx, &config.tls_roots));
     }
     if let Some(jobs) = prevalidation_jobs {
-        let cx = prevalidation::Context {
+        let cx = prevalidate::Context {
             local: state.local.clone(),
             policy: config.builder_policy,
             grace: config.builder_grace,
             metrics: metrics.clone(),
         };
-        tasks.push(tokio::spawn(prevalidation::run(
+        tasks.push(tokio::spawn(prevalidate::run(
             jobs,
             cx,
             shutdown_rx.clone(),

@@ -11,18 +11,21 @@ use engine_api::{PayloadId, PayloadVersion};
 use http::HeaderMap;
 use serde_json::value::RawValue;
 
-use crate::{
-    builder::{
-        Builder,
-        early::{EarlyBlock, EarlyFetch, EarlyValidation},
-        payload_ids::{BuildSlot, BuilderFcu},
-        recent::RecentPayloads,
+use super::{
+    Builder,
+    payload_ids::{BuildSlot, BuilderFcu},
+    prevalidate::{
+        Prevalidation,
+        slot::{EarlyBlock, EarlyFetch, EarlyValidation},
     },
-    fallback::FallbackReason,
+    recent::RecentPayloads,
+};
+use crate::{
     metrics::Metrics,
-    payload_check::BuildRequest,
-    prevalidation::Prevalidation,
-    select::{BuilderPolicy, Offer, RankKey, Verdict},
+    select::{
+        BuilderPolicy, Offer, RankKey, Verdict, fallback::FallbackReason,
+        payload_check::BuildRequest,
+    },
 };
 
 /// Every configured builder, in priority order.

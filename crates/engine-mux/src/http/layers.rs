@@ -19,11 +19,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use tower::{Layer, Service};
 
-use crate::{
-    error::MuxError,
-    metrics::Metrics,
-    router::{RouteLabel, error_reply},
-};
+use super::router::{RouteLabel, error_reply};
+use crate::{error::MuxError, metrics::Metrics};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 

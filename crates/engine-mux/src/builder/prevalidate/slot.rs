@@ -9,7 +9,7 @@ use engine_api::{PayloadEnvelope, PayloadVersion};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::fallback::FallbackReason;
+use crate::select::fallback::FallbackReason;
 
 /// A block a builder handed out before op-node asked for it.
 #[derive(Debug)]
