@@ -2,53 +2,24 @@
 
 use std::{sync::Arc, time::Duration};
 
-use engine_api::{Upstream, UpstreamConfig};
+use engine_api::{Upstream, UpstreamConfig, prometheus::sum as metric_value};
 use serde_json::{Value, json};
 
+use super::{
+    args::{GenesisArgs, parse_url},
+    cli::{AllArgs, BuilderArgs, DriverArgs, EngineArgs, GenesisOutArgs, SpamArgs},
+    config::{DevnetConfig, DevnetFlashblocks, DevnetP2p},
+    devnet::Devnet,
+    error::{CliError, CommandError},
+    start::{builder_name, load_genesis, start_engine_on, start_engine_with, unix_now},
+    status::SourceTally,
+};
 use crate::{
-    app::{
-        Devnet, DevnetConfig, DevnetError, DevnetFlashblocks,
-        cli::{
-            AllArgs, BuilderArgs, CliError, DriverArgs, EngineArgs, GenesisArgs, GenesisOutArgs,
-            SpamArgs, parse_url,
-        },
-        load_genesis, metric_value, start_engine_on,
-        status::SourceTally,
-        unix_now,
-    },
     chain::{accounts::funded_dev_signers, attributes::SequencerParams, genesis::GenesisError},
     engine::Role,
     node::{DriverConfig, DriverEvent, start_driver},
     spammer::{SpammerConfig, start_spammer},
 };
-
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// Bad flags.
-    #[error(transparent)]
-    Cli(#[from] CliError),
-    /// Genesis problem.
-    #[error(transparent)]
-    Genesis(#[from] GenesisError),
-    /// Startup problem.
-    #[error(transparent)]
-    Devnet(#[from] DevnetError),
-    /// An engine could not listen.
-    #[error(transparent)]
-    Server(#[from] crate::engine::rpc::ServerError),
-    /// Talking to a remote engine failed.
-    #[error("{0}")]
-    Remote(String),
-    /// Writing a file failed.
-    #[error("writing {path}: {source}")]
-    Write {
-        /// The path.
-        path: std::path::PathBuf,
-        /// IO error.
-        source: std::io::Error,
-    },
-}
 
 /// `devnet genesis`: writes the effective genesis JSON and prints its block hash.
 pub fn run_genesis(args: GenesisOutArgs) -> Result<(), CommandError> {
@@ -109,7 +80,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
             mux_port: args.flashblocks_port,
             rpc_port: args.flashblocks.then_some(args.flashblocks_rpc_port),
         }),
-        flashblocks_p2p: args.flashblocks_p2p.then(crate::app::DevnetP2p::default),
+        flashblocks_p2p: args.flashblocks_p2p.then(DevnetP2p::default),
         ..DevnetConfig::default()
     })
     .await?;
@@ -119,7 +90,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
         .map(|(i, b)| {
             format!(
                 "{} {} (control: devnet_setFault on {})",
-                crate::app::builder_name(i + 1),
+                builder_name(i + 1),
                 b.auth_addr,
                 b.http_addr
             )
@@ -353,7 +324,7 @@ pub async fn run_builder(args: BuilderArgs) -> Result<(), CommandError> {
             }
         }),
     };
-    let running = crate::app::start_engine_with(genesis, Role::Builder, listen).await?;
+    let running = start_engine_with(genesis, Role::Builder, listen).await?;
     if let Some(addr) = running.flashblocks_addr {
         println!("builder: flashblocks on ws://{addr}");
     }

@@ -28,8 +28,10 @@ use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
-    DevnetError, MuxWiring, cli::parse_duration, commands::CommandError, load_genesis,
-    start_engine_on, start_engine_with, start_mux, unix_now,
+    args::parse_duration,
+    config::DevnetFlashblocks,
+    error::{CommandError, DevnetError},
+    start::{MuxWiring, load_genesis, start_engine_on, start_engine_with, start_mux, unix_now},
 };
 use crate::{
     chain::{
@@ -229,7 +231,7 @@ impl Shared {
                 flashblocks: Some(FlashblocksConfig {
                     addr: SocketAddr::new(host, 0),
                     interval: self.config.flashblocks_interval,
-                    max_per_payload: super::DevnetFlashblocks {
+                    max_per_payload: DevnetFlashblocks {
                         interval: self.config.flashblocks_interval,
                         ..Default::default()
                     }

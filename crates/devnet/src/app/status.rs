@@ -38,7 +38,7 @@ impl SourceTally {
     /// Reads the counters from engine-mux's Prometheus text.
     pub fn read(text: &str) -> Self {
         let mut tally = Self {
-            builder_blocks: crate::app::metric_value(
+            builder_blocks: engine_api::prometheus::sum(
                 text,
                 "engine_mux_blocks_proposed_total",
                 &[("source", "builder")],

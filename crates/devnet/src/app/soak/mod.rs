@@ -438,13 +438,13 @@ fn landed(engine: &crate::engine::Engine, tx: &B256) -> Option<u64> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakArgs {
     /// How long faults and traffic run (`2m`, `30m`, `90s`).
-    #[arg(long, default_value = "2m", value_parser = crate::app::cli::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = crate::app::args::parse_duration)]
     pub duration: Duration,
     /// Seed of the fault schedule (the report prints it; the same seed replays the schedule).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Slot length.
-    #[arg(long, default_value = "500ms", value_parser = crate::app::cli::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = crate::app::args::parse_duration)]
     pub block_time: Duration,
     /// Builder engines (b1..bN).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=8))]
@@ -453,14 +453,14 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 20.0)]
     pub tx_rate: f64,
     /// Time between two flashblocks of one block.
-    #[arg(long, default_value = "100ms", value_parser = crate::app::cli::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = crate::app::args::parse_duration)]
     pub flashblocks_interval: Duration,
     /// Time between two resource samples.
-    #[arg(long, default_value = "5s", value_parser = crate::app::cli::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::app::args::parse_duration)]
     pub sample_every: Duration,
     /// Resources are judged after this much time (default: once the engines' bounded caches
     /// are full, 128 blocks, but at least a quarter and at most half of the run, 5 min at most).
-    #[arg(long, value_parser = crate::app::cli::parse_duration)]
+    #[arg(long, value_parser = crate::app::args::parse_duration)]
     pub warm_up: Option<Duration>,
     /// Extra engine-mux flags; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
@@ -503,7 +503,7 @@ impl From<SoakArgs> for SoakConfig {
 }
 
 /// Runs `devnet soak`: prints the report; fails when an invariant did not hold.
-pub async fn run(args: SoakArgs) -> Result<(), crate::app::commands::CommandError> {
+pub async fn run(args: SoakArgs) -> Result<(), crate::app::error::CommandError> {
     let config = SoakConfig::from(args);
     eprintln!(
         "soak: {}s, seed {}, {} builders, {} ms blocks; replay: {}",
@@ -518,7 +518,7 @@ pub async fn run(args: SoakArgs) -> Result<(), crate::app::commands::CommandErro
     if report.passed() {
         Ok(())
     } else {
-        Err(crate::app::commands::CommandError::Remote(format!(
+        Err(crate::app::error::CommandError::Remote(format!(
             "soak failed (seed {}): see the report above",
             report.seed
         )))
