@@ -6,7 +6,6 @@ pub mod config;
 pub mod context;
 pub mod execute;
 pub mod head;
-pub mod logs;
 pub mod metrics;
 pub mod pending;
 pub mod rpc;

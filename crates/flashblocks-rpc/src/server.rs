@@ -108,7 +108,7 @@ fn answered_here(ctx: &Context, call: &Probe<'_>) -> bool {
             is_pending_tag(param(call.params, 2).as_ref()) && !ctx.read().chain(now).is_empty()
         }
         "eth_getLogs" => parse_param::<alloy_rpc_types_eth::Filter>(call.params, 0)
-            .is_some_and(|f| crate::logs::reaches_pending(ctx, &f)),
+            .is_some_and(|f| crate::rpc::reaches_pending(ctx, &f)),
         "eth_getTransactionCount" => {
             is_pending_tag(param(call.params, 1).as_ref())
                 && parse_param::<Address>(call.params, 0).is_some_and(|a| {

@@ -1,33 +1,24 @@
 //! One pending block, assembled from the flashblocks of one payload: decoded transactions with
 //! their receipts, the header as it stands after the latest flashblock, and what the block
-//! does to balances and nonces.
+//! does to balances and nonces (derived in `effects.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use alloy_consensus::{
-    Block, BlockBody, EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header, Transaction, TxReceipt,
-    proofs::calculate_transaction_root,
-    transaction::{Recovered, SignerRecoverable},
+    Block, BlockBody, EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header, TxReceipt,
+    proofs::calculate_transaction_root, transaction::SignerRecoverable,
 };
-use alloy_consensus::{Eip658Value, Receipt};
-use alloy_eips::eip2718::Encodable2718;
 use alloy_eips::{eip2718::Decodable2718, eip4895::Withdrawal, eip7685::EMPTY_REQUESTS_HASH};
-use alloy_primitives::{Address, B256, TxKind, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_engine::PayloadId;
-use op_alloy_consensus::{OpDepositReceipt, OpReceipt, OpTxEnvelope, OpTxType};
+use op_alloy_consensus::OpTxEnvelope;
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
+use rpc_objects::fees::BlockFees;
 
-use rpc_objects::fees::{
-    BASE_FEE_VAULT, BlockFees, L1_BLOCK_PREDEPLOY, L1_FEE_VAULT, L1_INFO_DEPOSITOR,
-    OPERATOR_FEE_VAULT, TxFees,
+use super::{
+    effects::{BalanceEffect, BalanceView, NonceAfter, record_effects, record_nonce},
+    tx::PendingTx,
 };
-
-/// Intrinsic gas of a call without data (yellow paper G_transaction).
-const TX_BASE_GAS: u64 = 21_000;
-/// EIP-2930 cost per access-list address.
-const ACCESS_LIST_ADDRESS_GAS: u64 = 2_400;
-/// EIP-2930 cost per access-list storage key.
-const ACCESS_LIST_KEY_GAS: u64 = 1_900;
 
 /// Why a flashblock cannot be applied to its block.
 #[derive(Debug, thiserror::Error)]
@@ -85,53 +76,6 @@ pub enum BlockError {
     TooMany(u64),
 }
 
-/// A preconfirmed transaction.
-#[derive(Debug, Clone)]
-pub struct PendingTx {
-    /// The transaction and its signer.
-    pub tx: Recovered<OpTxEnvelope>,
-    /// Its hash.
-    pub hash: B256,
-    /// Its receipt from the flashblock metadata; `None` when the stream sends no receipts
-    /// (Base's metadata is only `block_number`).
-    pub receipt: Option<OpReceipt>,
-    /// Gas it used (difference of cumulative gas; 0 when there is no receipt).
-    pub gas_used: u64,
-    /// Block-wide index of its first log.
-    pub first_log_index: u64,
-    /// L1 and operator fees, for non-deposits when the block's fee parameters are known.
-    pub fees: Option<TxFees>,
-}
-
-/// The nonce an account has after this block, as far as the block shows it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NonceAfter {
-    /// `nonce + 1` of its last non-deposit transaction in the block.
-    pub known_next: Option<u64>,
-    /// Deposits it sent after that (each raises the nonce by one).
-    pub deposits_after: u64,
-}
-
-/// Credits and debits of one account within the block.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BalanceEffect {
-    /// Total received.
-    pub credit: U256,
-    /// Total paid.
-    pub debit: U256,
-}
-
-/// What a block says about an account's balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalanceView {
-    /// The builder reported the balance after this block.
-    Reported(U256),
-    /// Derived change relative to the parent.
-    Effect(BalanceEffect),
-    /// The block cannot tell (a transaction whose effects are not derivable).
-    Unknown,
-}
-
 /// A pending block.
 #[derive(Debug, Clone)]
 pub struct PendingBlock {
@@ -155,48 +99,14 @@ pub struct PendingBlock {
     pub txs: Vec<PendingTx>,
     by_hash: HashMap<B256, usize>,
     reported_balances: BTreeMap<Address, U256>,
-    effects: Option<HashMap<Address, BalanceEffect>>,
+    pub(super) effects: Option<HashMap<Address, BalanceEffect>>,
     nonces: HashMap<Address, NonceAfter>,
-    fees: Option<BlockFees>,
+    pub(super) fees: Option<BlockFees>,
     /// Every transaction so far came with its receipt (so gas adds up and is checked).
-    receipts_complete: bool,
+    pub(super) receipts_complete: bool,
     /// After each flashblock: transactions so far and the block's gas used then (the
     /// stream's own figures, against which a simulation of the block is checked).
-    flashblock_gas: Vec<(usize, u64)>,
-}
-
-/// What one transaction did when the upstream simulated it (`eth_simulateV1`'s call result).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Whether it succeeded.
-    pub status: bool,
-    /// Gas it used.
-    pub gas_used: u64,
-    /// Its logs.
-    pub logs: Vec<alloy_primitives::Log>,
-}
-
-/// A simulation that does not reproduce the block the stream describes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Divergence {
-    /// Not one outcome per transaction.
-    #[error("{got} simulated calls for {expected} transactions")]
-    Count {
-        /// Outcomes given.
-        got: usize,
-        /// Transactions in the block.
-        expected: usize,
-    },
-    /// The block's gas after a flashblock differs from the stream's.
-    #[error("gas after {txs} transactions: simulated {simulated}, stream {stream}")]
-    Gas {
-        /// Transactions up to that flashblock.
-        txs: usize,
-        /// Simulated cumulative gas.
-        simulated: u64,
-        /// The flashblock's `gas_used`.
-        stream: u64,
-    },
+    pub(super) flashblock_gas: Vec<(usize, u64)>,
 }
 
 impl PendingBlock {
@@ -381,8 +291,8 @@ impl PendingBlock {
         self.fees = fees;
         self.receipts_complete = receipts_complete;
         for ptx in added {
-            self.record_effects(&ptx, base_fee);
-            self.record_nonce(&ptx);
+            record_effects(&mut self.effects, &ptx, base_fee, self.base.fee_recipient);
+            record_nonce(&mut self.nonces, &ptx);
             self.by_hash.insert(ptx.hash, self.txs.len());
             self.txs.push(ptx);
         }
@@ -411,156 +321,6 @@ impl PendingBlock {
     /// the transfers and fees name changed balance.
     pub fn plain_transfers_only(&self) -> bool {
         self.effects.is_some()
-    }
-
-    /// This block with the receipts the stream did not send filled in from a simulation of
-    /// it (`outcomes`: one per transaction, in order), then gas, log indexes, fees and balance
-    /// effects recomputed. Refused when the simulated gas differs from the stream's after any
-    /// flashblock: then the simulation did not run what the builder ran.
-    pub fn executed(&self, outcomes: &[Outcome]) -> Result<Self, Divergence> {
-        if outcomes.len() != self.txs.len() {
-            return Err(Divergence::Count {
-                got: outcomes.len(),
-                expected: self.txs.len(),
-            });
-        }
-        let mut out = self.clone();
-        let mut cumulative = 0u64;
-        let mut next_log = 0u64;
-        let mut boundaries = self.flashblock_gas.iter().peekable();
-        for (i, (ptx, outcome)) in out.txs.iter_mut().zip(outcomes).enumerate() {
-            while boundaries.next_if(|(n, _)| *n == i).is_some() {}
-            let gas_used = match &ptx.receipt {
-                Some(r) => r.cumulative_gas_used().saturating_sub(cumulative),
-                None => outcome.gas_used,
-            };
-            cumulative = cumulative.saturating_add(gas_used);
-            if ptx.receipt.is_none() {
-                ptx.receipt = Some(simulated_receipt(ptx.tx.inner(), outcome, cumulative));
-            }
-            ptx.gas_used = gas_used;
-            ptx.first_log_index = next_log;
-            next_log =
-                next_log.saturating_add(ptx.receipt.as_ref().map_or(0, |r| r.logs().len() as u64));
-            ptx.fees = (!ptx.tx.inner().is_deposit())
-                .then(|| {
-                    out.fees
-                        .as_ref()
-                        .map(|f| f.tx_fees(&ptx.tx.inner().encoded_2718(), gas_used))
-                })
-                .flatten();
-            if let Some(&&(n, stream)) = boundaries.peek()
-                && n == i + 1
-                && stream != cumulative
-            {
-                return Err(Divergence::Gas {
-                    txs: n,
-                    simulated: cumulative,
-                    stream,
-                });
-            }
-        }
-        // Balance effects again, now that every transaction's outcome is known.
-        out.receipts_complete = true;
-        out.effects = Some(HashMap::new());
-        let base_fee: u64 = out.base.base_fee_per_gas.saturating_to();
-        let txs = std::mem::take(&mut out.txs);
-        for ptx in &txs {
-            out.record_effects(ptx, base_fee);
-        }
-        out.txs = txs;
-        Ok(out)
-    }
-
-    fn record_nonce(&mut self, ptx: &PendingTx) {
-        let entry = self.nonces.entry(ptx.tx.signer()).or_default();
-        if ptx.tx.inner().is_deposit() {
-            entry.deposits_after = entry.deposits_after.saturating_add(1);
-        } else {
-            *entry = NonceAfter {
-                known_next: Some(ptx.tx.nonce().saturating_add(1)),
-                deposits_after: 0,
-            };
-        }
-    }
-
-    /// Derives balance changes for value transfers that ran no code (gas used equals the
-    /// intrinsic gas). Anything else may move value internally: balances are then unknown.
-    fn record_effects(&mut self, ptx: &PendingTx, base_fee: u64) {
-        let Some(effects) = self.effects.as_mut() else {
-            return;
-        };
-        let Some(receipt) = &ptx.receipt else {
-            // Without a receipt neither success nor gas is known.
-            self.effects = None;
-            return;
-        };
-        let tx = ptx.tx.inner();
-        let from = ptx.tx.signer();
-        let ok = receipt.status();
-        let mut credit = |a: Address, v: U256| {
-            let e = effects.entry(a).or_default();
-            e.credit = e.credit.saturating_add(v);
-        };
-        if let Some(deposit) = tx.as_deposit() {
-            if deposit.from == L1_INFO_DEPOSITOR
-                && deposit.to == TxKind::Call(L1_BLOCK_PREDEPLOY)
-                && deposit.value.is_zero()
-                && deposit.mint == 0
-            {
-                // The L1-attributes deposit only writes L1Block storage.
-                return;
-            }
-            let TxKind::Call(to) = deposit.to else {
-                self.effects = None;
-                return;
-            };
-            if !deposit.input.is_empty() || ptx.gas_used != TX_BASE_GAS {
-                self.effects = None;
-                return;
-            }
-            credit(from, U256::from(deposit.mint));
-            if ok {
-                credit(to, deposit.value);
-                let e = effects.entry(from).or_default();
-                e.debit = e.debit.saturating_add(deposit.value);
-            }
-            return;
-        }
-        let (Some(fees), TxKind::Call(to)) = (ptx.fees, tx.kind()) else {
-            self.effects = None;
-            return;
-        };
-        let intrinsic = tx.access_list().map_or(TX_BASE_GAS, |list| {
-            list.iter().fold(TX_BASE_GAS, |g, item| {
-                g.saturating_add(ACCESS_LIST_ADDRESS_GAS).saturating_add(
-                    ACCESS_LIST_KEY_GAS.saturating_mul(item.storage_keys.len() as u64),
-                )
-            })
-        });
-        if !tx.input().is_empty() || tx.authorization_list().is_some() || ptx.gas_used != intrinsic
-        {
-            self.effects = None;
-            return;
-        }
-        let price = U256::from(tx.effective_gas_price(Some(base_fee)));
-        let gas = U256::from(ptx.gas_used);
-        let base = U256::from(base_fee);
-        let value = if ok { tx.value() } else { U256::ZERO };
-        credit(to, value);
-        credit(self.base.fee_recipient, gas * price.saturating_sub(base));
-        credit(BASE_FEE_VAULT, gas * base);
-        credit(L1_FEE_VAULT, fees.l1_fee);
-        if !fees.operator_fee.is_zero() {
-            credit(OPERATOR_FEE_VAULT, fees.operator_fee);
-        }
-        let e = effects.entry(from).or_default();
-        e.debit = e
-            .debit
-            .saturating_add(value)
-            .saturating_add(gas * price)
-            .saturating_add(fees.l1_fee)
-            .saturating_add(fees.operator_fee);
     }
 
     /// Rebuilds the header from the base and the latest diff, and checks it against the
@@ -608,28 +368,5 @@ impl PendingBlock {
         };
         self.size = alloy_rlp::Encodable::length(&block) as u64;
         self.header = block.header;
-    }
-}
-
-/// The consensus receipt a simulated transaction would have had in the block.
-fn simulated_receipt(tx: &OpTxEnvelope, outcome: &Outcome, cumulative: u64) -> OpReceipt {
-    let inner = Receipt {
-        status: Eip658Value::Eip658(outcome.status),
-        cumulative_gas_used: cumulative,
-        logs: outcome.logs.clone(),
-    };
-    match tx.tx_type() {
-        OpTxType::Legacy => OpReceipt::Legacy(inner),
-        OpTxType::Eip2930 => OpReceipt::Eip2930(inner),
-        OpTxType::Eip1559 => OpReceipt::Eip1559(inner),
-        OpTxType::Eip7702 => OpReceipt::Eip7702(inner),
-        // The depositor's nonce before the deposit is not known here; Canyon's version 1.
-        OpTxType::Deposit => OpReceipt::Deposit(OpDepositReceipt {
-            inner,
-            deposit_nonce: None,
-            deposit_receipt_version: Some(1),
-        }),
-        #[allow(unreachable_patterns)]
-        _ => OpReceipt::Eip1559(inner),
     }
 }

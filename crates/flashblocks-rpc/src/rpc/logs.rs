@@ -8,12 +8,12 @@ use alloy_rpc_types_eth::{Filter, FilterBlockOption};
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::{Value, json};
 
+use super::answer::RpcError;
 use crate::{
     context::Context,
     execute,
     metrics::Source,
     pending::{block::PendingBlock, render},
-    rpc::RpcError,
 };
 
 type RpcResult = Result<Box<serde_json::value::RawValue>, ErrorObjectOwned>;
