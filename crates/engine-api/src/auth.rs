@@ -1,22 +1,65 @@
 //! Engine API JWT authentication (execution-apis `authentication.md`): a tower layer that
-//! validates inbound bearer tokens, a layer that mints a fresh token per outbound request,
-//! and the token minting itself.
+//! validates inbound bearer tokens (`jwt` feature), a layer that mints a fresh token per
+//! outbound request, and the token minting itself.
+//!
+//! Outbound tokens are minted by [`mint`] (HMAC-SHA256 over the two JSON segments, which is all
+//! HS256 is), so a client-only build needs neither jsonwebtoken nor its RSA/EC stack; inbound
+//! ones are validated by alloy's `JwtSecret::validate` (jsonwebtoken) behind the `jwt` feature.
 
+#[cfg(feature = "jwt")]
+use std::{future::Future, pin::Pin};
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
-use alloy_rpc_types_engine::{Claims, JwtSecret};
-use http::{HeaderValue, Request, Response, StatusCode, header::AUTHORIZATION};
+#[cfg(feature = "jwt")]
+use alloy_rpc_types_engine::Claims;
+use hmac::{Hmac, Mac};
+use http::{HeaderValue, Request, header::AUTHORIZATION};
+#[cfg(feature = "jwt")]
+use http::{Response, StatusCode};
 use tower::{Layer, Service};
 
+use crate::secret::JwtSecret;
+
+/// The JOSE header of every token minted here, in the field order jsonwebtoken writes it, so a
+/// token is byte for byte the one jsonwebtoken would mint for the same `iat`.
+const HS256_HEADER: &str = r#"{"typ":"JWT","alg":"HS256"}"#;
+
+/// Mints an HS256 token with `iat` = `issued_at` (seconds since the epoch) and no other claim,
+/// as the Engine API asks.
+pub fn mint_at(secret: &JwtSecret, issued_at: u64) -> String {
+    let claims = format!(r#"{{"iat":{issued_at}}}"#);
+    let signing_input = format!(
+        "{}.{}",
+        base64_url(HS256_HEADER.as_bytes()),
+        base64_url(claims.as_bytes())
+    );
+    // HMAC takes a key of any length, so this cannot fail for a 32-byte secret.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(signing_input.as_bytes());
+    let signature = base64_url(&mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
 /// Mints a fresh HS256 token with `iat` = now for one request.
+pub fn mint(secret: &JwtSecret) -> String {
+    // A clock before 1970 mints `iat` 0, which the upstream refuses with a 401 that says so.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    mint_at(secret, now)
+}
+
+/// Mints a fresh HS256 token with `iat` = now for one request, through jsonwebtoken.
+#[cfg(feature = "jwt")]
 pub fn mint_token(secret: &JwtSecret) -> Result<String, jsonwebtoken::errors::Error> {
     secret.encode(&Claims::with_current_timestamp())
 }
 
+#[cfg(feature = "jwt")]
 /// Validates an inbound `Authorization` header against `secret` (HS256 only, signature, `iat`
 /// within ±60 s); the error is why the request is refused, for the 401 body. Servers that
 /// decide per request whether a token is needed call this instead of re-implementing it.
@@ -36,11 +79,13 @@ pub fn check_bearer(secret: &JwtSecret, header: Option<&HeaderValue>) -> Result<
 }
 
 /// Server-side layer: answers HTTP 401 with the reason unless the request carries a valid JWT.
+#[cfg(feature = "jwt")]
 #[derive(Clone)]
 pub struct AuthLayer {
     secret: JwtSecret,
 }
 
+#[cfg(feature = "jwt")]
 impl AuthLayer {
     /// Validates inbound tokens against `secret`.
     pub fn new(secret: JwtSecret) -> Self {
@@ -48,12 +93,14 @@ impl AuthLayer {
     }
 }
 
+#[cfg(feature = "jwt")]
 impl std::fmt::Debug for AuthLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthLayer").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "jwt")]
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
@@ -65,12 +112,14 @@ impl<S> Layer<S> for AuthLayer {
 }
 
 /// The service produced by [`AuthLayer`].
+#[cfg(feature = "jwt")]
 #[derive(Clone)]
 pub struct AuthService<S> {
     secret: JwtSecret,
     inner: S,
 }
 
+#[cfg(feature = "jwt")]
 impl<S, B, ResBody> Service<Request<B>> for AuthService<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
@@ -144,13 +193,13 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         crate::trace_context::inject(req.headers_mut());
         if let Some(secret) = &self.secret {
-            match mint_token(secret).map(|t| HeaderValue::from_str(&format!("Bearer {t}"))) {
-                Ok(Ok(value)) => {
+            match HeaderValue::from_str(&format!("Bearer {}", mint(secret))) {
+                Ok(value) => {
                     req.headers_mut().insert(AUTHORIZATION, value);
                 }
-                // Minting HS256 over fixed claims cannot realistically fail; if it ever does the
-                // upstream answers 401 and the caller sees that error.
-                _ => tracing::error!("failed to mint JWT for outbound request"),
+                // A token is base64url and dots, always a valid header value; if it ever is
+                // not, the upstream answers 401 and the caller sees that error.
+                Err(_) => tracing::error!("failed to mint JWT for outbound request"),
             }
         }
         self.inner.call(req)
@@ -171,7 +220,6 @@ pub fn unsigned_token(header_json: &str, claims_json: &str) -> String {
 }
 
 /// Unpadded base64url (RFC 4648 §5), enough to encode JWT segments.
-#[cfg(any(test, feature = "test-utils"))]
 fn base64_url(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
@@ -193,11 +241,37 @@ fn base64_url(input: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// An HS256 token for `{"iat":1700000000}` under 32 bytes of 0xab, computed apart from
+    /// this code (Python's hmac and base64 over jsonwebtoken's header).
+    const KNOWN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpYXQiOjE3MDAwMDAwMDB9.Ul0uOa5EFWRuqEViaPnhnjcHSXdjIuJc9ELnC0DYFi4";
+
+    #[test]
+    fn minting_matches_an_independently_computed_token() {
+        let s = JwtSecret::from_hex("ab".repeat(32)).unwrap();
+        assert_eq!(mint_at(&s, 1_700_000_000), KNOWN);
+        let other = JwtSecret::from_hex("ac".repeat(32)).unwrap();
+        assert_ne!(mint_at(&other, 1_700_000_000), KNOWN);
+        assert_ne!(mint_at(&s, 1_700_000_001), KNOWN);
+    }
+
+    /// The light minting is what jsonwebtoken mints, and what the validator accepts.
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn minted_tokens_are_jsonwebtokens_and_validate() {
+        let s = JwtSecret::random();
+        assert_eq!(mint_at(&s, 1_700_000_000), token_with(&s, 1_700_000_000));
+        assert!(check_bearer(&s, Some(&bearer(&mint(&s)))).is_ok());
+        assert!(check_bearer(&JwtSecret::random(), Some(&bearer(&mint(&s)))).is_err());
+        assert!(check_bearer(&s, Some(&bearer(&mint_at(&s, now() - 61)))).is_err());
+    }
+
+    #[cfg(feature = "jwt")]
     fn token_with(secret: &JwtSecret, iat: u64) -> String {
         let claims = Claims { iat, exp: None };
         secret.encode(&claims).unwrap()
     }
 
+    #[cfg(feature = "jwt")]
     fn now() -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -205,16 +279,19 @@ mod tests {
             .as_secs()
     }
 
+    #[cfg(feature = "jwt")]
     fn bearer(t: &str) -> HeaderValue {
         HeaderValue::from_str(&format!("Bearer {t}")).unwrap()
     }
 
+    #[cfg(feature = "jwt")]
     #[test]
     fn fresh_token_is_accepted() {
         let s = JwtSecret::random();
         assert!(check_bearer(&s, Some(&bearer(&mint_token(&s).unwrap()))).is_ok());
     }
 
+    #[cfg(feature = "jwt")]
     #[test]
     fn wrong_secret_stale_iat_and_garbage_are_refused() {
         let s = JwtSecret::random();
@@ -241,6 +318,7 @@ mod tests {
         assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
     }
 
+    #[cfg(feature = "jwt")]
     #[test]
     fn alg_none_is_refused() {
         let s = JwtSecret::random();

@@ -5,12 +5,7 @@
 //! uses ([`ws`]) and the JWT secret loader every binary's flags go through ([`secret`]).
 
 pub mod auth;
-pub mod codes;
 pub mod content_encoding;
-pub mod flashblocks;
-pub mod flashblocks_p2p;
-pub mod jsonrpc;
-pub mod payload;
 pub mod prometheus;
 pub mod secret;
 pub mod tls;
@@ -18,9 +13,15 @@ pub mod trace_context;
 pub mod upstream;
 pub mod ws;
 
-pub use alloy_rpc_types_engine::{
-    JwtError, JwtSecret, PayloadId, PayloadStatus, PayloadStatusEnum,
-};
+// The wire types live in the light engine-types crate; re-exported so every path through
+// engine-api keeps working.
+pub use engine_types::{codes, flashblocks, flashblocks_p2p, jsonrpc, payload};
+
+#[cfg(feature = "jwt")]
+pub use alloy_rpc_types_engine::JwtError;
+pub use alloy_rpc_types_engine::{PayloadId, PayloadStatus, PayloadStatusEnum};
+#[cfg(feature = "jwt")]
 pub use auth::{AuthLayer, AuthService, check_bearer, mint_token};
 pub use payload::{PayloadEnvelope, PayloadVersion};
+pub use secret::JwtSecret;
 pub use upstream::{Upstream, UpstreamConfig, UpstreamError};

@@ -7,7 +7,64 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use alloy_rpc_types_engine::JwtSecret;
+/// The 32-byte HS256 secret of the Engine API's JWTs: alloy's type with the `jwt` feature
+/// (validation needs it), else [`light::JwtSecret`], which only mints.
+#[cfg(feature = "jwt")]
+pub use alloy_rpc_types_engine::JwtSecret;
+#[cfg(not(feature = "jwt"))]
+pub use light::JwtSecret;
+
+#[cfg(not(feature = "jwt"))]
+mod light {
+    use alloy_primitives::hex;
+
+    /// Bytes in a secret.
+    const LEN: usize = 32;
+
+    /// A JWT secret that mints tokens and nothing else: the same hex form and API subset
+    /// (`from_hex`, `as_bytes`) as alloy's `JwtSecret`, without jsonwebtoken behind it.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub struct JwtSecret([u8; LEN]);
+
+    impl JwtSecret {
+        /// 64 hex digits, an optional `0x` prefix, surrounding whitespace ignored.
+        pub fn from_hex<S: AsRef<str>>(hex: S) -> Result<Self, HexError> {
+            let hex = hex.as_ref().trim();
+            match hex::decode_to_array(hex) {
+                Ok(bytes) => Ok(Self(bytes)),
+                Err(hex::FromHexError::InvalidStringLength | hex::FromHexError::OddLength) => {
+                    let digits = hex
+                        .strip_prefix("0x")
+                        .or_else(|| hex.strip_prefix("0X"))
+                        .unwrap_or(hex);
+                    Err(HexError(format!(
+                        "JWT key is expected to have a length of {} digits. {} digits key provided",
+                        LEN * 2,
+                        digits.len()
+                    )))
+                }
+                Err(e) => Err(HexError(e.to_string())),
+            }
+        }
+
+        /// The secret's bytes (the HMAC key).
+        pub fn as_bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl std::fmt::Debug for JwtSecret {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // Never the bytes: configurations holding a secret are logged.
+            f.debug_tuple("JwtSecret").field(&"{{}}").finish()
+        }
+    }
+
+    /// Why a hex string is not a secret.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("{0}")]
+    pub struct HexError(String);
+}
 
 /// The names (without dashes) of the two flags a secret may come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

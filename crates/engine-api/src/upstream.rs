@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use alloy_rpc_types_engine::JwtSecret;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header, uri::Scheme};
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,6 +27,7 @@ use crate::{
     auth::{MintLayer, MintService},
     content_encoding,
     jsonrpc::{ResponseEnvelope, request_body},
+    secret::JwtSecret,
     tls,
 };
 

@@ -16,6 +16,10 @@ use op_alloy_rpc_types_engine::{
 
 use crate::payload::{PayloadEnvelope, PayloadVersion};
 
+mod sequence;
+
+pub use sequence::{Order, OrderError, Sequence};
+
 /// Why a run of flashblocks does not form a block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssembleError {
@@ -115,16 +119,20 @@ pub fn assemble(
         .base
         .as_ref()
         .ok_or(AssembleError::Base { index: first.index })?;
-    for (i, fb) in flashblocks.iter().enumerate() {
-        let expected = i as u64;
-        if fb.index != expected || fb.payload_id != first.payload_id {
-            return Err(AssembleError::NotContiguous {
-                expected,
-                found: fb.index,
-            });
-        }
-        if i > 0 && fb.base.is_some() {
-            return Err(AssembleError::Base { index: fb.index });
+    let mut sequence = Sequence::new(first.payload_id, u64::MAX);
+    for fb in flashblocks {
+        match sequence.check(fb) {
+            Ok(Order::Next) => sequence.advance(),
+            Err(OrderError::Base { index }) => return Err(AssembleError::Base { index }),
+            Ok(Order::Seen { .. })
+            | Err(
+                OrderError::Payload { .. } | OrderError::Gap { .. } | OrderError::TooMany { .. },
+            ) => {
+                return Err(AssembleError::NotContiguous {
+                    expected: sequence.next(),
+                    found: fb.index,
+                });
+            }
         }
     }
     let last = &flashblocks[flashblocks.len() - 1].diff;
@@ -246,7 +254,8 @@ mod tests {
     /// parses, and a Base-style frame whose metadata is only `block_number` parses too.
     #[test]
     fn real_op_rbuilder_frames_and_base_metadata_only_frames_parse() {
-        let recorded = include_str!("../../../testdata/real-peers/op-rbuilder.flashblocks.jsonl");
+        let recorded =
+            include_str!("../../../../testdata/real-peers/op-rbuilder.flashblocks.jsonl");
         let mut n = 0;
         for line in recorded.lines().filter(|l| !l.trim().is_empty()) {
             let fb = parse(line.as_bytes()).unwrap_or_else(|e| panic!("{e}: {line}"));

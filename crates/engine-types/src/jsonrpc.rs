@@ -2,7 +2,7 @@
 //! deserializing its params, and to build responses around already-serialized results.
 
 use bytes::Bytes;
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee_types::ErrorObjectOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
