@@ -15,6 +15,7 @@ pub mod flashblocks;
 pub mod health;
 pub mod http;
 pub mod local;
+pub mod local_engine;
 pub mod metrics;
 pub mod mux;
 pub mod preconfirmations;

@@ -2,27 +2,32 @@
 //! always what op-node waits for; it also validates every builder block, and its engine call
 //! outcomes are its health evidence.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use alloy_rpc_types_engine::{ForkchoiceUpdated, PayloadStatus, PayloadStatusEnum};
 use bytes::Bytes;
-use engine_api::{PayloadEnvelope, PayloadVersion, Upstream, UpstreamError, jsonrpc, payload};
+use engine_api::{PayloadEnvelope, PayloadVersion, UpstreamError, jsonrpc, payload};
 use http::{HeaderMap, Response};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::{
-    calls,
     error::MuxError,
     health::evidence::LocalHealth,
+    local_engine::{Answer, Forward, LOCAL_LABEL, LocalEngine, LocalFuture},
     metrics::Metrics,
     select::{fallback::FallbackReason, payload_check::BuildRequest},
 };
 
-/// The local EL: its client, its health evidence and the metrics its calls are timed into.
+/// The local EL: its client (over HTTP or in process), its health evidence and the metrics its
+/// calls are timed into.
 #[derive(Debug)]
 pub struct LocalEl {
-    upstream: Upstream,
+    engine: Arc<dyn LocalEngine>,
     health: LocalHealth,
     metrics: Arc<Metrics>,
 }
@@ -52,18 +57,23 @@ fn is_spec_error(code: i32) -> bool {
 }
 
 impl LocalEl {
-    /// The local EL behind `upstream`.
-    pub fn new(upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+    /// The local EL reached through `engine`.
+    pub fn new(engine: Arc<dyn LocalEngine>, metrics: Arc<Metrics>) -> Self {
         Self {
-            upstream,
+            engine,
             health: LocalHealth::default(),
             metrics,
         }
     }
 
-    /// The client (for probes and catch-up reads).
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// The client.
+    pub fn engine(&self) -> &Arc<dyn LocalEngine> {
+        &self.engine
+    }
+
+    /// The cap on one answer's size (also when a compressed one is decoded).
+    pub fn max_response_bytes(&self) -> usize {
+        self.engine.max_response_bytes()
     }
 
     /// Its health evidence.
@@ -78,7 +88,75 @@ impl LocalEl {
         params: &(impl Serialize + ?Sized),
         timeout: Duration,
     ) -> Result<R, UpstreamError> {
-        calls::call(&self.metrics, &self.upstream, method, params, timeout).await
+        let malformed = |e: serde_json::Error| UpstreamError::Malformed {
+            upstream: LOCAL_LABEL,
+            detail: e.to_string(),
+        };
+        let params = serde_json::value::to_raw_value(params).map_err(malformed)?;
+        let raw = self
+            .timed(
+                method,
+                timeout,
+                self.engine.call(method, &params, timeout),
+                |_| "ok",
+            )
+            .await?;
+        serde_json::from_str(raw.get()).map_err(malformed)
+    }
+
+    /// Runs one call to the local EL in its span, bounded by `timeout` whatever the
+    /// implementation does, and times it into the metrics (`outcome` names a success).
+    async fn timed<T>(
+        &self,
+        method: &'static str,
+        timeout: Duration,
+        call: LocalFuture<'_, T>,
+        outcome: impl FnOnce(&T) -> &'static str,
+    ) -> Result<T, UpstreamError> {
+        let started = Instant::now();
+        let res = tokio::time::timeout(timeout, call)
+            .instrument(tracing::info_span!(
+                "upstream",
+                upstream = LOCAL_LABEL,
+                method
+            ))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout {
+                upstream: LOCAL_LABEL,
+                after: timeout,
+            }));
+        let label = match &res {
+            Ok(r) => outcome(r),
+            Err(e) => e.kind(),
+        };
+        self.metrics
+            .upstream_call(LOCAL_LABEL, method, label, started.elapsed());
+        res
+    }
+
+    async fn forward(
+        &self,
+        method: &'static str,
+        headers: &HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+        answer: Answer,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let call = self.engine.forward(Forward {
+            method,
+            headers,
+            body,
+            timeout,
+            answer,
+        });
+        self.timed(method, timeout, call, |r: &Response<Bytes>| {
+            if r.status().is_success() {
+                "ok"
+            } else {
+                "http"
+            }
+        })
+        .await
     }
 
     /// op-node's request body, unchanged, for an answer engine-mux reads (engine calls):
@@ -90,16 +168,8 @@ impl LocalEl {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Response<Bytes>, UpstreamError> {
-        calls::forward(
-            &self.metrics,
-            &self.upstream,
-            method,
-            headers,
-            body,
-            timeout,
-            true,
-        )
-        .await
+        self.forward(method, headers, body, timeout, Answer::Read)
+            .await
     }
 
     /// op-node's request body, unchanged, answered byte for byte (the raw proxy).
@@ -109,21 +179,13 @@ impl LocalEl {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Bytes>, UpstreamError> {
-        calls::forward(
-            &self.metrics,
-            &self.upstream,
-            method,
-            headers,
-            body,
-            self.upstream.timeout(),
-            false,
-        )
-        .await
+        self.forward(method, headers, body, self.timeout(), Answer::Verbatim)
+            .await
     }
 
     /// The configured per-call deadline.
     pub fn timeout(&self) -> Duration {
-        self.upstream.timeout()
+        self.engine.timeout()
     }
 
     /// Turns the local EL's answer to an engine call into op-node's response and health
@@ -218,7 +280,7 @@ impl LocalEl {
             .call(
                 "engine_forkchoiceUpdatedV3",
                 &(request.forkchoice, attributes),
-                left.min(self.upstream.timeout()),
+                left.min(self.timeout()),
             )
             .await
             .map_err(|e| failed("forkchoiceUpdated", &e, left))?;
@@ -236,7 +298,7 @@ impl LocalEl {
             .call(
                 version.get_payload_method(),
                 &(id,),
-                left.min(self.upstream.timeout()),
+                left.min(self.timeout()),
             )
             .await
             .map_err(|e| failed("getPayload", &e, left))?;
@@ -282,7 +344,7 @@ impl LocalEl {
             .call(
                 version.new_payload_method(),
                 &params,
-                remaining.min(self.upstream.timeout()),
+                remaining.min(self.timeout()),
             )
             .await
         {
@@ -326,7 +388,7 @@ impl LocalEl {
                 FallbackReason::Error
             }
             UpstreamError::Timeout { .. } => {
-                if remaining >= self.upstream.timeout() {
+                if remaining >= self.timeout() {
                     self.health.failed();
                 }
                 if failure == FallbackReason::ValidationError {

@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use engine_api::{JwtSecret, tls::TrustedRoots};
+use alloy_rpc_types_engine::JwtSecret;
+use engine_api::tls::TrustedRoots;
 
 use crate::cli::Args;
 

@@ -4,14 +4,15 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use ed25519_dalek::VerifyingKey;
 use engine_api::{
-    JwtSecret, UpstreamConfig,
+    JwtSecret,
     flashblocks_p2p::{AuthorizerKey, parse_verifying_key},
-    upstream::DEFAULT_MAX_RESPONSE_BYTES,
 };
 
 pub mod args;
+mod builder;
 pub mod builders;
 mod error;
+mod local;
 mod parse;
 
 pub(crate) use self::parse::{load_secret, millis, parse_url, parse_ws_url};
@@ -19,7 +20,12 @@ use self::{
     args::{Args, BuilderPolicyArg, FlashblocksArgs, LogFormat, SelectionPolicyArg},
     parse::resolve,
 };
-pub use self::{builders::BuilderConfig, error::ConfigError};
+pub use self::{
+    builder::ConfigBuilder,
+    builders::BuilderConfig,
+    error::ConfigError,
+    local::{DEFAULT_L2_TIMEOUT, LocalElConfig},
+};
 use crate::{
     execution_mode::ExecutionMode,
     flashblocks::inbound::InboundConfig,
@@ -162,8 +168,8 @@ fn flashblocks_p2p_config(a: &Args) -> Result<Option<FlashblocksP2pConfig>, Conf
 /// Everything engine-mux needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The local execution client.
-    pub l2: UpstreamConfig,
+    /// The local execution client: over HTTP, or in process.
+    pub l2: LocalElConfig,
     /// The builders, in priority order (the first is --builder-url's unless priorities say
     /// otherwise).
     pub builders: Vec<BuilderConfig>,
@@ -288,6 +294,8 @@ fn failover_config(
 impl TryFrom<Args> for Config {
     type Error = ConfigError;
 
+    /// Parses each flag (errors name it), then builds through [`Config::builder`], so the
+    /// command line and an embedder get the same defaults and the same checks.
     fn try_from(a: Args) -> Result<Self, Self::Error> {
         let peer_key = peer_key(&a.failover)?;
         let l2_secret = load_secret(
@@ -300,121 +308,93 @@ impl TryFrom<Args> for Config {
             what: "the local execution client",
             flag: "l2",
         })?;
-        let builders = builders::builders(&a)?;
+        let l2 = LocalElConfig::http(
+            parse_url("l2-url", &a.l2.l2_url)?,
+            l2_secret,
+            millis("l2-timeout", a.l2.l2_timeout)?,
+        );
+        let mut b = Config::builder(l2);
+        for builder in builders::builders(&a)? {
+            b = b.builder(builder);
+        }
         let inbound = load_secret(
             a.auth.auth_jwt_token.as_deref(),
             a.auth.auth_jwt_path.as_deref(),
             "auth-jwt-token",
             "auth-jwt-path",
         )?;
-        let inbound_secret = if a.auth.no_inbound_auth {
-            None
-        } else {
-            Some(inbound.unwrap_or(l2_secret))
+        b = match (a.auth.no_inbound_auth, inbound) {
+            (true, _) => b.no_inbound_auth(),
+            (false, Some(secret)) => b.inbound_secret(secret),
+            (false, None) => b,
         };
-
-        let flashblocks_p2p = flashblocks_p2p_config(&a)?;
-
+        if let Some(p2p) = flashblocks_p2p_config(&a)? {
+            b = b.flashblocks_p2p(p2p);
+        }
         let get_payload_deadline = millis("get-payload-deadline-ms", a.get_payload_deadline_ms)?;
-        if get_payload_deadline >= Duration::from_secs(1) {
-            return Err(ConfigError::OutOfRange {
-                flag: "get-payload-deadline-ms",
-                reason: "must stay under the Engine API's 1000 ms getPayload timeout".into(),
-            });
-        }
-        if a.selection_min_gas_percent > 100 {
-            return Err(ConfigError::OutOfRange {
-                flag: "selection-min-gas-percent",
-                reason: "must be 0..=100".into(),
-            });
-        }
-        for (flag, v) in [
-            ("payload-id-cache-size", a.payload_id_cache_size),
-            ("builder-queue-depth", a.builder_queue_depth),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::OutOfRange {
-                    flag,
-                    reason: "must be greater than 0".into(),
-                });
-            }
-        }
-        if a.health_check_interval == 0 {
-            return Err(ConfigError::OutOfRange {
-                flag: "health-check-interval",
-                reason: "must be greater than 0".into(),
-            });
-        }
-        let check_interval = Duration::from_secs(a.health_check_interval);
         // With an external state root the rebuild is the validation, on the first ask only.
         let prevalidate_lead = if a.prevalidate_builder_payload && !a.external_state_root {
             Some(millis("prevalidate-lead-ms", a.prevalidate_lead_ms)?)
         } else {
             None
         };
-
-        Ok(Self {
-            l2: UpstreamConfig {
-                name: "l2",
-                url: parse_url("l2-url", &a.l2.l2_url)?,
-                secret: Some(l2_secret),
-                timeout: millis("l2-timeout", a.l2.l2_timeout)?,
-                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            },
-            builders,
-            builder_policy: match a.builders.builder_policy {
+        let mut health = HealthConfig::every(
+            Duration::from_secs(a.health_check_interval),
+            Duration::from_secs(a.max_unsafe_interval),
+        );
+        health.tolerance = crate::health::Tolerance {
+            degrade_after: Duration::from_millis(a.health_degrade_after_ms),
+            recover_after: Duration::from_millis(a.health_recover_after_ms),
+        };
+        b = b
+            .builder_policy(match a.builders.builder_policy {
                 BuilderPolicyArg::GasUsed => BuilderPolicy::GasUsed,
                 BuilderPolicyArg::Priority => BuilderPolicy::Priority,
                 BuilderPolicyArg::BlockValue => BuilderPolicy::BlockValue,
-            },
-            builder_grace: Duration::from_millis(a.builders.builder_grace_ms),
-            inbound_secret,
-            require_auth_all: a.auth.require_auth_all,
-            rpc_addr: resolve("rpc-host", &a.rpc_host, a.rpc_port)?,
-            debug_addr: resolve("debug-host", &a.debug_host, a.debug_server_port)?,
-            metrics_addr: if a.metrics {
-                Some(resolve("metrics-host", &a.metrics_host, a.metrics_port)?)
-            } else {
-                None
-            },
-            max_request_body: a.max_request_body_bytes,
-            execution_mode: a.execution_mode,
-            selection: match a.block_selection_policy {
+            })
+            .builder_grace(Duration::from_millis(a.builders.builder_grace_ms))
+            .require_auth_all(a.auth.require_auth_all)
+            .rpc_addr(resolve("rpc-host", &a.rpc_host, a.rpc_port)?)
+            .debug_addr(resolve("debug-host", &a.debug_host, a.debug_server_port)?)
+            .max_request_body(a.max_request_body_bytes)
+            .execution_mode(a.execution_mode)
+            .selection(match a.block_selection_policy {
                 Some(SelectionPolicyArg::GasUsed) => SelectionPolicy::GasUsed {
                     min_percent: a.selection_min_gas_percent,
                 },
                 None => SelectionPolicy::AlwaysBuilder,
-            },
-            get_payload_deadline,
-            external_state_root: a.external_state_root,
-            prevalidate_lead,
-            ignore_unhealthy_builders: a.ignore_unhealthy_builders,
-            payload_id_capacity: a.payload_id_cache_size,
-            builder_queue_depth: a.builder_queue_depth,
-            catch_up_depth: (!a.no_builder_catch_up && a.catch_up_depth > 0)
-                .then_some(a.catch_up_depth),
-            catch_up_budget: millis("catch-up-budget-ms", a.catch_up_budget_ms)?,
-            health: HealthConfig {
-                check_interval,
-                fast_interval: check_interval.min(Duration::from_millis(500)),
-                max_unsafe_interval: Duration::from_secs(a.max_unsafe_interval),
-                tolerance: crate::health::Tolerance {
-                    degrade_after: Duration::from_millis(a.health_degrade_after_ms),
-                    recover_after: Duration::from_millis(a.health_recover_after_ms),
-                },
-            },
-            flashblocks: flashblocks_config(&a.flashblocks)?,
-            flashblocks_p2p,
-            failover: failover_config(&a.failover, peer_key.as_ref())?,
-            peer_key,
-            tls_roots: engine_api::tls::TrustedRoots::from_env(),
-            log: LogConfig {
+            })
+            .get_payload_deadline(get_payload_deadline)
+            .external_state_root(a.external_state_root)
+            .prevalidate(prevalidate_lead)
+            .ignore_unhealthy_builders(a.ignore_unhealthy_builders)
+            .payload_id_capacity(a.payload_id_cache_size)
+            .builder_queue_depth(a.builder_queue_depth)
+            .catch_up(
+                (!a.no_builder_catch_up).then_some(a.catch_up_depth),
+                millis("catch-up-budget-ms", a.catch_up_budget_ms)?,
+            )
+            .health(health)
+            .tls_roots(engine_api::tls::TrustedRoots::from_env())
+            .log(LogConfig {
                 level: a.log_level,
                 format: a.log_format,
                 file: a.log_file,
                 otlp: a.tracing.then_some(a.otlp_endpoint),
-            },
-        })
+            });
+        if a.metrics {
+            b = b.metrics_addr(resolve("metrics-host", &a.metrics_host, a.metrics_port)?);
+        }
+        if let Some(fb) = flashblocks_config(&a.flashblocks)? {
+            b = b.flashblocks(fb);
+        }
+        match (failover_config(&a.failover, peer_key.as_ref())?, peer_key) {
+            (Some(failover), Some(key)) => b = b.failover(failover, key),
+            (None, Some(key)) => b = b.peer_key(key),
+            // failover_config refuses peers without the secret.
+            (_, None) => {}
+        }
+        b.build()
     }
 }
 

@@ -107,7 +107,8 @@ fn every_bad_input_names_its_flag() {
 fn secrets_and_auth_modes() {
     let c = config(&[]).unwrap();
     assert_eq!(
-        c.inbound_secret, c.l2.secret,
+        c.inbound_secret,
+        c.l2.secret(),
         "inbound auth defaults to the L2 secret"
     );
     assert!(
@@ -225,5 +226,158 @@ fn require_auth_all_is_off_by_default_and_conflicts_with_no_inbound_auth() {
 #[test]
 fn bare_host_port_urls_mean_http() {
     let c = config(&["--l2-url", "127.0.0.1:8551"]).unwrap();
-    assert_eq!(c.l2.url.to_string(), "http://127.0.0.1:8551/");
+    assert_eq!(
+        c.l2.http_config().unwrap().url.to_string(),
+        "http://127.0.0.1:8551/"
+    );
+}
+
+fn secret() -> JwtSecret {
+    JwtSecret::from_hex(HEX).unwrap()
+}
+
+/// `Config::builder` with the local EL and the builder the command line's defaults name.
+fn built_like_the_cli() -> ConfigBuilder {
+    Config::builder(LocalElConfig::http(
+        "http://127.0.0.1:8551".parse().unwrap(),
+        secret(),
+        DEFAULT_L2_TIMEOUT,
+    ))
+    .builder(BuilderConfig::http(
+        "builder",
+        "http://127.0.0.1:8551".parse().unwrap(),
+        secret(),
+        Duration::from_millis(1000),
+    ))
+    // The command line reads SSL_CERT_FILE / SSL_CERT_DIR; a builder takes roots it is given.
+    .tls_roots(engine_api::tls::TrustedRoots::from_env())
+}
+
+/// An embedder's configuration built in code starts where the command line's does: with only
+/// the required secrets given, both are the same `Config`, field for field (its Debug prints
+/// every field; the secrets are compared on their own since Debug hides them).
+#[test]
+fn the_builders_defaults_are_the_command_lines() {
+    let cli = config(&[]).unwrap();
+    let built = built_like_the_cli().build().unwrap();
+    assert_eq!(format!("{built:?}"), format!("{cli:?}"));
+    assert_eq!(built.inbound_secret, cli.inbound_secret);
+    assert_eq!(built.l2.secret(), Some(secret()));
+    assert_eq!(
+        built.builders[0].upstream.secret,
+        cli.builders[0].upstream.secret
+    );
+
+    // The same with settings away from the defaults, set each way.
+    let cli = config(&[
+        "--execution-mode",
+        "dry-run",
+        "--no-inbound-auth",
+        "--metrics",
+        "--builder-policy",
+        "priority",
+        "--get-payload-deadline-ms",
+        "700",
+        "--no-builder-catch-up",
+        "--health-check-interval",
+        "5",
+        "--block-selection-policy",
+        "gas-used",
+    ])
+    .unwrap();
+    let built = built_like_the_cli()
+        .execution_mode(ExecutionMode::DryRun)
+        .no_inbound_auth()
+        .metrics_addr(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        .builder_policy(BuilderPolicy::Priority)
+        .get_payload_deadline(Duration::from_millis(700))
+        .catch_up(None, Duration::from_secs(10))
+        .health(HealthConfig::every(
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        ))
+        .selection(SelectionPolicy::GasUsed { min_percent: 10 })
+        .build()
+        .unwrap();
+    assert_eq!(format!("{built:?}"), format!("{cli:?}"));
+    assert_eq!(built.inbound_secret, None);
+}
+
+/// The builder's checks are the command line's (one path), and name the flag for the same
+/// setting; an in-process local EL has no secret, so the RPC port checks none unless given.
+#[test]
+fn the_builder_refuses_what_the_command_line_refuses() {
+    let deadline = built_like_the_cli()
+        .get_payload_deadline(Duration::from_millis(1000))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        deadline,
+        config(&["--get-payload-deadline-ms", "1000"])
+            .unwrap_err()
+            .to_string()
+    );
+    assert!(deadline.contains("--get-payload-deadline-ms"), "{deadline}");
+    let twice = built_like_the_cli()
+        .builder(BuilderConfig::http(
+            "builder",
+            "http://127.0.0.1:9551".parse().unwrap(),
+            secret(),
+            Duration::from_millis(1000),
+        ))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(twice.contains("used twice"), "{twice}");
+    for (cli, built) in [
+        (
+            "--payload-id-cache-size",
+            built_like_the_cli().payload_id_capacity(0).build(),
+        ),
+        (
+            "--builder-queue-depth",
+            built_like_the_cli().builder_queue_depth(0).build(),
+        ),
+        (
+            "--selection-min-gas-percent",
+            built_like_the_cli()
+                .selection(SelectionPolicy::GasUsed { min_percent: 101 })
+                .build(),
+        ),
+    ] {
+        let e = built.unwrap_err().to_string();
+        assert!(e.contains(cli), "{e}");
+    }
+
+    #[derive(Debug)]
+    struct Nothing;
+    impl crate::local_engine::LocalEngine for Nothing {
+        fn call<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a serde_json::value::RawValue,
+            _: Duration,
+        ) -> crate::local_engine::LocalFuture<'a, Box<serde_json::value::RawValue>> {
+            Box::pin(async {
+                Err(engine_api::UpstreamError::Transport {
+                    upstream: "l2",
+                    detail: "nothing here".into(),
+                })
+            })
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+    }
+    let in_process = Config::builder(LocalElConfig::in_process(Nothing))
+        .build()
+        .unwrap();
+    assert_eq!(in_process.inbound_secret, None);
+    assert!(in_process.builders.is_empty());
+    let checked = Config::builder(LocalElConfig::in_process(Nothing))
+        .inbound_secret(secret())
+        .build()
+        .unwrap();
+    assert_eq!(checked.inbound_secret, Some(secret()));
 }

@@ -230,7 +230,7 @@ async fn batch(
         let body = content_encoding::decode(
             parts.headers.get(http::header::CONTENT_ENCODING),
             body,
-            state.local.upstream().max_response_bytes(),
+            state.local.max_response_bytes(),
         )
         .await;
         match body.map(|b| serde_json::from_slice::<Box<RawValue>>(&b)) {

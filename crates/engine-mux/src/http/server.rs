@@ -4,7 +4,6 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use engine_api::Upstream;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1};
@@ -137,7 +136,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
     let mode = Arc::new(ModeCell::new(config.execution_mode));
     let (frames, _) = tokio::sync::broadcast::channel(flashblocks::OUTBOUND_BUFFER);
     let local = Arc::new(LocalEl::new(
-        Upstream::with_roots(config.l2.clone(), &config.tls_roots),
+        config.l2.connect(&config.tls_roots),
         metrics.clone(),
     ));
     // op-node's history is the same for every builder: one window serves all their catch-ups.
@@ -316,7 +315,7 @@ pub async fn start(config: Config) -> Result<RunningMux, StartError> {
         %debug_addr,
         metrics = ?metrics_addr,
         flashblocks = ?flashblocks_addr,
-        l2 = %config.l2.url,
+        l2 = %config.l2.describe(),
         builders = %config
             .builders
             .iter()

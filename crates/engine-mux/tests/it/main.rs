@@ -12,6 +12,7 @@ mod flashblocks;
 mod flashblocks_p2p;
 mod harness;
 mod health;
+mod in_process;
 mod inbound_auth;
 mod lifecycle;
 mod modes;

@@ -11,7 +11,6 @@ use alloy_consensus::{
 use alloy_eips::{eip2718::Decodable2718, eip4895::Withdrawal, eip7685::EMPTY_REQUESTS_HASH};
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_engine::PayloadId;
-use engine_types::flashblocks::{Order, OrderError, Sequence};
 use op_alloy_consensus::OpTxEnvelope;
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 use rpc_objects::fees::BlockFees;
@@ -84,8 +83,8 @@ pub struct PendingBlock {
     pub payload_id: PayloadId,
     /// The base from flashblock 0.
     pub base: OpFlashblockPayloadBase,
-    /// The order its flashblocks must keep (engine-types' one checker).
-    sequence: Sequence,
+    /// Index the next flashblock must have.
+    pub next_index: u64,
     /// Header after the latest flashblock.
     pub header: Header,
     /// Block hash from the latest flashblock.
@@ -117,6 +116,13 @@ impl PendingBlock {
             .base
             .clone()
             .ok_or(BlockError::MissingBase(fb.payload_id))?;
+        if fb.index != 0 {
+            return Err(BlockError::Sequence {
+                payload_id: fb.payload_id,
+                got: fb.index,
+                expected: 0,
+            });
+        }
         let mut block = Self {
             payload_id: fb.payload_id,
             header: Header::default(),
@@ -124,7 +130,7 @@ impl PendingBlock {
             header_exact: false,
             size: 0,
             base,
-            sequence: Sequence::new(fb.payload_id, max_flashblocks),
+            next_index: 0,
             withdrawals: Vec::new(),
             txs: Vec::new(),
             by_hash: HashMap::new(),
@@ -135,7 +141,7 @@ impl PendingBlock {
             receipts_complete: true,
             flashblock_gas: Vec::new(),
         };
-        block.apply(fb)?;
+        block.apply(fb, max_flashblocks)?;
         Ok(block)
     }
 
@@ -189,27 +195,26 @@ impl PendingBlock {
     }
 
     /// Applies the next flashblock; on error the block is unchanged.
-    pub fn apply(&mut self, fb: &OpFlashblockPayload) -> Result<(), BlockError> {
-        match self.sequence.check(fb) {
-            Ok(Order::Next) => {}
-            // The stream is one ordered connection: a repeat or a gap means it lost its place.
-            Ok(Order::Seen { .. }) | Err(OrderError::Gap { .. } | OrderError::Payload { .. }) => {
-                return Err(BlockError::Sequence {
-                    payload_id: fb.payload_id,
-                    got: fb.index,
-                    expected: self.sequence.next(),
-                });
-            }
-            Err(OrderError::Base { index: 0 }) => {
-                return Err(BlockError::MissingBase(fb.payload_id));
-            }
-            Err(OrderError::Base { index }) => {
-                return Err(BlockError::UnexpectedBase {
-                    payload_id: fb.payload_id,
-                    index,
-                });
-            }
-            Err(OrderError::TooMany { max, .. }) => return Err(BlockError::TooMany(max)),
+    pub fn apply(
+        &mut self,
+        fb: &OpFlashblockPayload,
+        max_flashblocks: u64,
+    ) -> Result<(), BlockError> {
+        if fb.index != self.next_index {
+            return Err(BlockError::Sequence {
+                payload_id: fb.payload_id,
+                got: fb.index,
+                expected: self.next_index,
+            });
+        }
+        if fb.index >= max_flashblocks {
+            return Err(BlockError::TooMany(max_flashblocks));
+        }
+        if fb.index > 0 && fb.base.is_some() {
+            return Err(BlockError::UnexpectedBase {
+                payload_id: fb.payload_id,
+                index: fb.index,
+            });
         }
         if fb.metadata.block_number != self.base.block_number {
             return Err(BlockError::Number {
@@ -300,7 +305,7 @@ impl PendingBlock {
         self.withdrawals.extend(fb.diff.withdrawals.iter().cloned());
         self.flashblock_gas.push((self.txs.len(), fb.diff.gas_used));
         self.hash = fb.diff.block_hash;
-        self.sequence.advance();
+        self.next_index += 1;
         self.rebuild_header(fb);
         Ok(())
     }

@@ -6,10 +6,7 @@ pub mod engine;
 pub mod eth;
 #[cfg(test)]
 mod eth_call_tests;
-mod fees;
 pub mod garbage;
-mod params;
-pub mod render;
 pub mod simulate;
 #[cfg(test)]
 mod simulate_tests;
@@ -170,10 +167,7 @@ async fn start_auth(
     let faults = (engine.role() == Role::Builder).then(|| engine.faults().clone());
     let middleware = tower::ServiceBuilder::new()
         .layer(AuthLayer::new(jwt))
-        .layer(garbage::GarbageLayer::new(
-            faults,
-            MAX_REQUEST_BYTES as usize,
-        ));
+        .layer(garbage::GarbageLayer::new(faults));
     let server = Server::builder()
         .set_config(server_config())
         .set_http_middleware(middleware)
