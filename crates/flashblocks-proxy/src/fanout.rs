@@ -11,10 +11,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use engine_api::{
-    flashblocks::{FrameError, frame_json},
-    ws::Frame,
-};
+use engine_api::ws::Frame;
+use engine_types::flashblocks::{FrameError, frame_json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
@@ -45,7 +43,7 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 
 /// Decompresses Brotli data, refusing output above `limit` bytes.
 pub fn decompress(data: &[u8], limit: usize) -> Option<Vec<u8>> {
-    engine_api::flashblocks::brotli_decompress(data, limit).ok()
+    engine_types::flashblocks::brotli_decompress(data, limit).ok()
 }
 
 /// One message from an upstream, already reduced to flashblock JSON.
@@ -205,7 +203,7 @@ impl Default for Hub {
     }
 }
 
-/// Reduces an upstream frame to flashblock JSON ([`engine_api::flashblocks::frame_json`]): text
+/// Reduces an upstream frame to flashblock JSON ([`engine_types::flashblocks::frame_json`]): text
 /// as is, binary either JSON or Brotli JSON (bounded by [`MAX_MESSAGE_BYTES`]). JSON frames are
 /// not copied.
 pub fn normalize(frame: Frame) -> Result<Bytes, FrameError> {

@@ -2,8 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use alloy_rpc_types_engine::JwtSecret;
-use engine_api::tls::TrustedRoots;
+use engine_api::{JwtSecret, tls::TrustedRoots};
 
 use crate::cli::Args;
 

@@ -212,7 +212,7 @@ where
                 Err(_) => {
                     return Ok(rpc_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        engine_api::codes::INVALID_REQUEST,
+                        engine_types::codes::INVALID_REQUEST,
                         "request body too large or unreadable",
                     ));
                 }
@@ -237,7 +237,7 @@ where
                 }
                 Err(e) => Ok(rpc_error(
                     StatusCode::BAD_GATEWAY,
-                    engine_api::codes::INTERNAL_ERROR,
+                    engine_types::codes::INTERNAL_ERROR,
                     &format!("upstream unavailable: {e}"),
                 )),
             }

@@ -7,7 +7,6 @@
 use std::{ops::ControlFlow, sync::Arc};
 
 use engine_api::{
-    flashblocks::frame_json,
     tls::TrustedRoots,
     ws::{BackoffConfig, Event, Frame, Handler, LifeSign, Liveness, WsConfig},
 };
@@ -69,7 +68,11 @@ impl Handler for Stream {
             Event::ReconnectScheduled(_) => {}
             Event::Frame(frame) => {
                 let binary = matches!(frame, Frame::Binary(_));
-                match frame_json(binary, frame.as_bytes(), ctx.config.stream.max_frame_bytes) {
+                match engine_types::flashblocks::frame_json(
+                    binary,
+                    frame.as_bytes(),
+                    ctx.config.stream.max_frame_bytes,
+                ) {
                     Ok(json) => handle_frame(ctx, &json),
                     Err(e) => {
                         // Garbage or a decompression bomb: counted and skipped.
@@ -86,7 +89,7 @@ impl Handler for Stream {
 /// Applies one frame and, when accepted, hands it to subscribers.
 pub fn handle_frame(ctx: &Context, json: &[u8]) {
     // Tolerates metadata without receipts or balances (Base's streams).
-    let fb = match engine_api::flashblocks::parse(json) {
+    let fb = match engine_types::flashblocks::parse(json) {
         Ok(fb) => fb,
         Err(e) => {
             tracing::debug!(%e, "flashblock frame is not an OpFlashblockPayload");

@@ -20,7 +20,7 @@ use std::{
 
 use alloy_consensus::Transaction;
 use alloy_primitives::{Address, B256, Bytes, U256};
-use engine_api::codes::METHOD_NOT_FOUND;
+use engine_types::codes::METHOD_NOT_FOUND;
 use rpc_objects::fees::{BASE_FEE_VAULT, OPERATOR_FEE_VAULT};
 use serde_json::Value;
 use tokio::sync::watch;

@@ -11,6 +11,7 @@ use alloy_consensus::{
 use alloy_eips::{eip2718::Decodable2718, eip4895::Withdrawal, eip7685::EMPTY_REQUESTS_HASH};
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_engine::PayloadId;
+use engine_types::flashblocks::{Order, OrderError, Sequence};
 use op_alloy_consensus::OpTxEnvelope;
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 use rpc_objects::fees::BlockFees;
@@ -83,8 +84,8 @@ pub struct PendingBlock {
     pub payload_id: PayloadId,
     /// The base from flashblock 0.
     pub base: OpFlashblockPayloadBase,
-    /// Index the next flashblock must have.
-    pub next_index: u64,
+    /// The order its flashblocks must keep (engine-types' one checker).
+    sequence: Sequence,
     /// Header after the latest flashblock.
     pub header: Header,
     /// Block hash from the latest flashblock.
@@ -116,13 +117,6 @@ impl PendingBlock {
             .base
             .clone()
             .ok_or(BlockError::MissingBase(fb.payload_id))?;
-        if fb.index != 0 {
-            return Err(BlockError::Sequence {
-                payload_id: fb.payload_id,
-                got: fb.index,
-                expected: 0,
-            });
-        }
         let mut block = Self {
             payload_id: fb.payload_id,
             header: Header::default(),
@@ -130,7 +124,7 @@ impl PendingBlock {
             header_exact: false,
             size: 0,
             base,
-            next_index: 0,
+            sequence: Sequence::new(fb.payload_id, max_flashblocks),
             withdrawals: Vec::new(),
             txs: Vec::new(),
             by_hash: HashMap::new(),
@@ -141,7 +135,7 @@ impl PendingBlock {
             receipts_complete: true,
             flashblock_gas: Vec::new(),
         };
-        block.apply(fb, max_flashblocks)?;
+        block.apply(fb)?;
         Ok(block)
     }
 
@@ -195,26 +189,27 @@ impl PendingBlock {
     }
 
     /// Applies the next flashblock; on error the block is unchanged.
-    pub fn apply(
-        &mut self,
-        fb: &OpFlashblockPayload,
-        max_flashblocks: u64,
-    ) -> Result<(), BlockError> {
-        if fb.index != self.next_index {
-            return Err(BlockError::Sequence {
-                payload_id: fb.payload_id,
-                got: fb.index,
-                expected: self.next_index,
-            });
-        }
-        if fb.index >= max_flashblocks {
-            return Err(BlockError::TooMany(max_flashblocks));
-        }
-        if fb.index > 0 && fb.base.is_some() {
-            return Err(BlockError::UnexpectedBase {
-                payload_id: fb.payload_id,
-                index: fb.index,
-            });
+    pub fn apply(&mut self, fb: &OpFlashblockPayload) -> Result<(), BlockError> {
+        match self.sequence.check(fb) {
+            Ok(Order::Next) => {}
+            // The stream is one ordered connection: a repeat or a gap means it lost its place.
+            Ok(Order::Seen { .. }) | Err(OrderError::Gap { .. } | OrderError::Payload { .. }) => {
+                return Err(BlockError::Sequence {
+                    payload_id: fb.payload_id,
+                    got: fb.index,
+                    expected: self.sequence.next(),
+                });
+            }
+            Err(OrderError::Base { index: 0 }) => {
+                return Err(BlockError::MissingBase(fb.payload_id));
+            }
+            Err(OrderError::Base { index }) => {
+                return Err(BlockError::UnexpectedBase {
+                    payload_id: fb.payload_id,
+                    index,
+                });
+            }
+            Err(OrderError::TooMany { max, .. }) => return Err(BlockError::TooMany(max)),
         }
         if fb.metadata.block_number != self.base.block_number {
             return Err(BlockError::Number {
@@ -305,7 +300,7 @@ impl PendingBlock {
         self.withdrawals.extend(fb.diff.withdrawals.iter().cloned());
         self.flashblock_gas.push((self.txs.len(), fb.diff.gas_used));
         self.hash = fb.diff.block_hash;
-        self.next_index += 1;
+        self.sequence.advance();
         self.rebuild_header(fb);
         Ok(())
     }

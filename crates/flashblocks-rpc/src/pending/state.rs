@@ -188,7 +188,7 @@ impl PendingState {
                 },
             ));
         }
-        match block.apply(fb, self.config.max_flashblocks_per_block) {
+        match block.apply(fb) {
             Ok(()) => Ok(Applied::Extended),
             Err(e) => {
                 // A block missing a flashblock can never catch up: stop serving it.

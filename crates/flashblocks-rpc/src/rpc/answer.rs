@@ -2,10 +2,8 @@
 //! upstream with the caller's params untouched; upstream failures mapped once onto JSON-RPC
 //! error objects.
 
-use engine_api::{
-    UpstreamError,
-    codes::{INTERNAL_ERROR, INVALID_PARAMS},
-};
+use engine_api::UpstreamError;
+use engine_types::codes::{INTERNAL_ERROR, INVALID_PARAMS};
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::{Value, json, value::RawValue};
 

@@ -3,7 +3,7 @@
 //! runs.
 
 use alloy_primitives::{B256, U64};
-use engine_api::codes::INTERNAL_ERROR;
+use engine_types::codes::INTERNAL_ERROR;
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::{Value, json};
 

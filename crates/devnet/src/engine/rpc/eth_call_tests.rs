@@ -373,7 +373,7 @@ async fn fee_history_and_priority_fee_follow_the_blocks_tips() {
         .call("eth_maxPriorityFeePerGas", json!([]))
         .await
         .unwrap();
-    assert_eq!(fee, U256::from(super::eth::MIN_SUGGESTED_PRIORITY_FEE));
+    assert_eq!(fee, U256::from(super::fees::MIN_SUGGESTED_PRIORITY_FEE));
     for tip in [2_000_000_000, 5_000_000_000, 9_000_000_000] {
         chain.send(TxKind::Call(Address::repeat_byte(1)), Bytes::new(), tip);
     }

@@ -21,19 +21,21 @@ use tower::{BoxError, Layer, Service};
 
 use crate::engine::faults::Faults;
 
-/// Largest request body the layer reads to find the method (the server's own limit).
-const MAX_INSPECTED_BYTES: usize = super::MAX_REQUEST_BYTES as usize;
-
 /// Mangles the answers to `engine_*` calls while `faults` says `garbage`.
 #[derive(Debug, Clone)]
 pub struct GarbageLayer {
     faults: Option<Arc<Faults>>,
+    max_inspected: usize,
 }
 
 impl GarbageLayer {
-    /// A layer following `faults` (`None`: never garbage, e.g. the local engine).
-    pub fn new(faults: Option<Arc<Faults>>) -> Self {
-        Self { faults }
+    /// A layer following `faults` (`None`: never garbage, e.g. the local engine) that reads
+    /// request bodies up to `max_inspected` bytes to find the method (the server's own limit).
+    pub fn new(faults: Option<Arc<Faults>>, max_inspected: usize) -> Self {
+        Self {
+            faults,
+            max_inspected,
+        }
     }
 }
 
@@ -43,6 +45,7 @@ impl<S> Layer<S> for GarbageLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GarbageService {
             faults: self.faults.clone(),
+            max_inspected: self.max_inspected,
             inner,
         }
     }
@@ -52,6 +55,7 @@ impl<S> Layer<S> for GarbageLayer {
 #[derive(Debug, Clone)]
 pub struct GarbageService<S> {
     faults: Option<Arc<Faults>>,
+    max_inspected: usize,
     inner: S,
 }
 
@@ -107,6 +111,7 @@ where
 
     fn call(&mut self, req: HttpRequest<B>) -> Self::Future {
         let faults = self.faults.clone().filter(|f| f.is_garbage());
+        let max_inspected = self.max_inspected;
         // The clone that was polled ready serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -115,7 +120,7 @@ where
         };
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let bytes = http_body_util::Limited::new(body, MAX_INSPECTED_BYTES)
+            let bytes = http_body_util::Limited::new(body, max_inspected)
                 .collect()
                 .await?
                 .to_bytes();

@@ -6,7 +6,10 @@ pub mod engine;
 pub mod eth;
 #[cfg(test)]
 mod eth_call_tests;
+mod fees;
 pub mod garbage;
+mod params;
+pub mod render;
 pub mod simulate;
 #[cfg(test)]
 mod simulate_tests;
@@ -167,7 +170,10 @@ async fn start_auth(
     let faults = (engine.role() == Role::Builder).then(|| engine.faults().clone());
     let middleware = tower::ServiceBuilder::new()
         .layer(AuthLayer::new(jwt))
-        .layer(garbage::GarbageLayer::new(faults));
+        .layer(garbage::GarbageLayer::new(
+            faults,
+            MAX_REQUEST_BYTES as usize,
+        ));
     let server = Server::builder()
         .set_config(server_config())
         .set_http_middleware(middleware)

@@ -28,7 +28,7 @@ use revm::context::{
 };
 use serde_json::{Value, json};
 
-use super::eth::{call_at, err, hex_u64};
+use super::params::{call_at, err, hex_u64};
 use crate::{
     chain::fees::next_base_fee,
     engine::{

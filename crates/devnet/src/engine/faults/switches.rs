@@ -1,7 +1,6 @@
-//! Fault switches for builder mode: what a misbehaving external builder looks like.
+//! The live fault switches of one engine, shared by its RPC server and its engine core.
 
 use std::{
-    str::FromStr,
     sync::{
         Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -10,105 +9,9 @@ use std::{
 };
 
 use alloy_rpc_types_engine::PayloadId;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-/// One fault a builder can be switched into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "fault", content = "ms")]
-pub enum Fault {
-    /// Delay every engine answer by this many milliseconds.
-    Slow(u64),
-    /// Close the listener: connections are refused.
-    Down,
-    /// Accept engine calls and never answer them.
-    Hang,
-    /// Serve payloads whose state root is wrong (hash recomputed so only re-execution catches it).
-    Invalid,
-    /// Build blocks with only the attribute (deposit) transactions.
-    Empty,
-    /// Stop following the chain: FCU and newPayload answer SYNCING and change nothing.
-    Stale,
-    /// Close the flashblocks WebSocket listener and disconnect every subscriber; the engine API
-    /// keeps working and flashblocks keep being built. Re-opened on the same port when cleared.
-    FlashblocksDown,
-    /// getPayload serves a valid block without the pool transactions its flashblocks
-    /// preconfirmed (attribute transactions only): a builder breaking its preconfirmations.
-    DropPreconfirmed,
-    /// Serve payloads and flashblocks whose state root is zero (hash recomputed), as a builder
-    /// that leaves the state root to the sequencer's EL (rollup-boost's external state root).
-    ZeroStateRoot,
-    /// Armed: the builder dies (`down`, and it publishes no more flashblocks) right after it
-    /// built flashblock N of a payload. Listed as active while armed and while the `down` it
-    /// caused lasts; clearing it disarms and lifts that `down`.
-    DownAfterFlashblock(u64),
-    /// Serve payloads whose prevRandao is not the one the attributes asked for (hash
-    /// recomputed): a block that re-executes VALID (nothing reads PREVRANDAO) but is not the
-    /// block op-node asked for, so only a check against the FCU's attributes catches it.
-    WrongAttributes,
-    /// Asked again for a payload it already served, answer other contents (its last
-    /// transaction dropped) under the block hash served first: a hostile builder counting on
-    /// a claimed hash being trusted. op-geth and reth recompute the hash and refuse it.
-    SameHashOtherTxs,
-    /// Answer engine_* calls with garbage, in turn: an HTTP 200 whose body is not JSON, a
-    /// JSON-RPC response whose `result` has the wrong shape, and the real answer truncated.
-    Garbage,
-    /// Interleave the real flashblocks with frames a consumer must refuse: unparseable text, a
-    /// valid-looking frame of another payload, an index that goes backwards, and a binary frame
-    /// that is not Brotli. The real frames still flow.
-    FlashblocksHostile,
-    /// Hold every flashblock back this many milliseconds before sending it (order kept), so
-    /// the last ones of a block arrive after getPayload.
-    FlashblocksLate(u64),
-}
-
-/// Why a fault name did not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown fault {0:?} (expected slow=MS, down, hang, invalid, wrong_attributes, same_hash_other_txs, zero_state_root, empty, stale, flashblocks_down, drop_preconfirmed, down_after_flashblock=N, garbage, flashblocks_hostile, flashblocks_late=MS)"
-)]
-pub struct ParseFaultError(pub String);
-
-impl FromStr for Fault {
-    type Err = ParseFaultError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseFaultError(s.to_string());
-        match s {
-            "down" => Ok(Self::Down),
-            "hang" => Ok(Self::Hang),
-            "invalid" => Ok(Self::Invalid),
-            "wrong_attributes" => Ok(Self::WrongAttributes),
-            "same_hash_other_txs" => Ok(Self::SameHashOtherTxs),
-            "zero_state_root" => Ok(Self::ZeroStateRoot),
-            "empty" => Ok(Self::Empty),
-            "stale" => Ok(Self::Stale),
-            "flashblocks_down" => Ok(Self::FlashblocksDown),
-            "drop_preconfirmed" => Ok(Self::DropPreconfirmed),
-            "garbage" => Ok(Self::Garbage),
-            "flashblocks_hostile" => Ok(Self::FlashblocksHostile),
-            other if other.starts_with("flashblocks_late") => other
-                .strip_prefix("flashblocks_late=")
-                .or_else(|| other.strip_prefix("flashblocks_late:"))
-                .and_then(|n| n.parse().ok())
-                .map(Self::FlashblocksLate)
-                .ok_or_else(err),
-            other if other.starts_with("down_after_flashblock") => other
-                .strip_prefix("down_after_flashblock=")
-                .or_else(|| other.strip_prefix("down_after_flashblock:"))
-                .and_then(|n| n.parse().ok())
-                .map(Self::DownAfterFlashblock)
-                .ok_or_else(err),
-            other => {
-                let ms = other
-                    .strip_prefix("slow=")
-                    .or_else(|| other.strip_prefix("slow:"))
-                    .ok_or_else(err)?;
-                ms.parse().map(Self::Slow).map_err(|_| err())
-            }
-        }
-    }
-}
+use super::kind::Fault;
 
 /// The live fault switches of one engine, shared by its RPC server and its engine core.
 #[derive(Debug)]
@@ -388,170 +291,9 @@ impl Faults {
     }
 }
 
-/// A scheduled fault window: `[BUILDER:]FAULT@FROM..TO` on block heights (TO exclusive).
-///
-/// `BUILDER` is a devnet builder's name (`b2`) or its 1-based index (`2`); without it the window
-/// applies to every builder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FaultWindow {
-    /// The fault.
-    pub fault: Fault,
-    /// First height with the fault on.
-    pub from: u64,
-    /// First height with the fault off again.
-    pub to: u64,
-    /// The builder it applies to, 1-based (`b1` = 1); `None`: every builder.
-    pub builder: Option<usize>,
-}
-
-/// Parses a builder prefix: `b2` or `2` (1-based). Anything else (e.g. `slow` in the older
-/// `slow:300` spelling) is not a prefix.
-fn builder_prefix(s: &str) -> Option<usize> {
-    let digits = s.strip_prefix('b').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-impl FromStr for FaultWindow {
-    type Err = ParseFaultError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseFaultError(s.to_string());
-        let (builder, rest) = match s.split_once(':') {
-            Some((prefix, rest)) => match builder_prefix(prefix) {
-                Some(0) => return Err(err()),
-                Some(n) => (Some(n), rest),
-                None => (None, s),
-            },
-            None => (None, s),
-        };
-        let (fault, range) = rest.split_once('@').ok_or_else(err)?;
-        let (from, to) = range.split_once("..").ok_or_else(err)?;
-        Ok(Self {
-            fault: fault.parse()?,
-            from: from.parse().map_err(|_| err())?,
-            to: to.parse().map_err(|_| err())?,
-            builder,
-        })
-    }
-}
-
-impl FaultWindow {
-    /// Whether the fault is on at `height`.
-    pub fn covers(&self, height: u64) -> bool {
-        (self.from..self.to).contains(&height)
-    }
-
-    /// Whether the window applies to the builder at 1-based `index`.
-    pub fn targets(&self, index: usize) -> bool {
-        self.builder.is_none_or(|b| b == index)
-    }
-}
-
-impl std::fmt::Display for FaultWindow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(b) = self.builder {
-            write!(f, "b{b}:")?;
-        }
-        write!(f, "{:?}@{}..{}", self.fault, self.from, self.to)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_faults_and_windows() {
-        assert_eq!("slow=250".parse::<Fault>(), Ok(Fault::Slow(250)));
-        assert_eq!("stale".parse::<Fault>(), Ok(Fault::Stale));
-        assert!("slow=x".parse::<Fault>().is_err());
-        let w: FaultWindow = "down@20..30".parse().unwrap();
-        assert_eq!(
-            w,
-            FaultWindow {
-                fault: Fault::Down,
-                from: 20,
-                to: 30,
-                builder: None,
-            }
-        );
-        assert!(w.covers(20) && w.covers(29) && !w.covers(30));
-        assert!("down@20".parse::<FaultWindow>().is_err());
-        assert_eq!(
-            "flashblocks_down".parse::<Fault>(),
-            Ok(Fault::FlashblocksDown)
-        );
-        assert_eq!(
-            "down_after_flashblock=3".parse::<Fault>(),
-            Ok(Fault::DownAfterFlashblock(3))
-        );
-        assert!("down_after_flashblock".parse::<Fault>().is_err());
-        assert_eq!("zero_state_root".parse::<Fault>(), Ok(Fault::ZeroStateRoot));
-        assert_eq!(
-            "wrong_attributes".parse::<Fault>(),
-            Ok(Fault::WrongAttributes)
-        );
-        assert_eq!(
-            "same_hash_other_txs".parse::<Fault>(),
-            Ok(Fault::SameHashOtherTxs)
-        );
-        assert_eq!(
-            "drop_preconfirmed".parse::<Fault>(),
-            Ok(Fault::DropPreconfirmed)
-        );
-        assert!("down_after_flashblock=x".parse::<Fault>().is_err());
-        assert_eq!("garbage".parse::<Fault>(), Ok(Fault::Garbage));
-        assert_eq!(
-            "flashblocks_hostile".parse::<Fault>(),
-            Ok(Fault::FlashblocksHostile)
-        );
-        assert_eq!(
-            "flashblocks_late=300".parse::<Fault>(),
-            Ok(Fault::FlashblocksLate(300))
-        );
-        assert_eq!(
-            "flashblocks_late:300".parse::<Fault>(),
-            Ok(Fault::FlashblocksLate(300))
-        );
-        assert!("flashblocks_late".parse::<Fault>().is_err());
-        let w: FaultWindow = "b2:flashblocks_late=250@5..9".parse().unwrap();
-        assert_eq!((w.fault, w.builder), (Fault::FlashblocksLate(250), Some(2)));
-        assert_eq!(w.to_string(), "b2:FlashblocksLate(250)@5..9");
-        let w: FaultWindow = "down_after_flashblock=3@10..12".parse().unwrap();
-        assert_eq!(w.fault, Fault::DownAfterFlashblock(3));
-        assert_eq!(w.builder, None);
-    }
-
-    #[test]
-    fn windows_take_an_optional_builder_prefix_and_keep_the_old_colon_spellings() {
-        let w: FaultWindow = "b2:invalid@10..20".parse().unwrap();
-        assert_eq!((w.fault, w.builder), (Fault::Invalid, Some(2)));
-        assert!(w.targets(2) && !w.targets(1));
-        let w: FaultWindow = "3:slow=300@1..5".parse().unwrap();
-        assert_eq!((w.fault, w.builder), (Fault::Slow(300), Some(3)));
-        // `slow:MS` and `down_after_flashblock:N` are fault spellings, not builder prefixes.
-        let w: FaultWindow = "slow:300@1..5".parse().unwrap();
-        assert_eq!((w.fault, w.builder), (Fault::Slow(300), None));
-        assert!(w.targets(1) && w.targets(7), "no prefix: every builder");
-        let w: FaultWindow = "b1:down_after_flashblock:3@4..6".parse().unwrap();
-        assert_eq!(
-            (w.fault, w.builder),
-            (Fault::DownAfterFlashblock(3), Some(1))
-        );
-        assert_eq!(w.to_string(), "b1:DownAfterFlashblock(3)@4..6");
-        for bad in [
-            "b0:down@1..2",
-            "0:down@1..2",
-            "bx:down@1..2",
-            "b2:@1..2",
-            "b2:down",
-        ] {
-            assert!(bad.parse::<FaultWindow>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn down_after_flashblock_trips_once_and_clearing_lifts_the_down() {
@@ -580,18 +322,6 @@ mod tests {
         faults.set(Fault::Down, true);
         faults.set(Fault::DownAfterFlashblock(3), false);
         assert!(faults.is_down(), "a down it did not cause stays");
-    }
-
-    #[test]
-    fn serde_shape_is_stable() {
-        assert_eq!(
-            serde_json::to_string(&Fault::Slow(5)).unwrap(),
-            r#"{"fault":"slow","ms":5}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Fault::Down).unwrap(),
-            r#"{"fault":"down"}"#
-        );
     }
 
     #[test]
