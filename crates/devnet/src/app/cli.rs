@@ -108,6 +108,10 @@ pub struct AllArgs {
     /// --flashblocks-p2p and the keys).
     #[arg(long, conflicts_with = "flashblocks")]
     pub flashblocks_p2p: bool,
+    /// The op-node driver calls engine-mux through its typed in-process handle
+    /// (`RunningMux::engine()`) instead of JSON-RPC over HTTP: engine-mux embedded in the node.
+    #[arg(long)]
+    pub embedded_driver: bool,
     /// Extra engine-mux flags, e.g. `--mux-arg=--builder-timeout --mux-arg=300`; repeatable.
     #[arg(long = "mux-arg", allow_hyphen_values = true)]
     pub mux_args: Vec<String>,

@@ -81,6 +81,7 @@ pub async fn run_all(args: AllArgs) -> Result<(), CommandError> {
             rpc_port: args.flashblocks.then_some(args.flashblocks_rpc_port),
         }),
         flashblocks_p2p: args.flashblocks_p2p.then(DevnetP2p::default),
+        embedded_driver: args.embedded_driver,
         ..DevnetConfig::default()
     })
     .await?;

@@ -47,6 +47,9 @@ pub struct DevnetConfig {
     /// flashblocks only when engine-mux's FCU authorized it (`--flashblocks-p2p` on
     /// engine-mux instead of `--flashblocks`). Needs `flashblocks` for the builder's publisher.
     pub flashblocks_p2p: Option<DevnetP2p>,
+    /// The driver calls engine-mux through its typed in-process handle instead of JSON-RPC
+    /// over HTTP (a node that links engine-mux); the spammer still uses the RPC port.
+    pub embedded_driver: bool,
 }
 
 /// The keys of flashblocks P2P authorization in the all-in-one run (dev keys by default).
@@ -150,6 +153,7 @@ impl Default for DevnetConfig {
             flashblocks: None,
             flashblocks_p2p: None,
             history_blocks: None,
+            embedded_driver: false,
         }
     }
 }

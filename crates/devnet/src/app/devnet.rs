@@ -26,7 +26,7 @@ use crate::{
         flashblocks::FlashblocksConfig,
         rpc::{EngineServerConfig, RunningEngine},
     },
-    node::{DriverConfig, DriverHandle, start_driver},
+    node::{DriverConfig, DriverEngine, DriverHandle, start_driver, start_driver_on},
     spammer::{SpammerConfig, SpammerHandle, start_spammer},
 };
 
@@ -170,18 +170,24 @@ impl Devnet {
         let mux_url: http::Uri = format!("http://{}", mux.rpc_addr)
             .parse()
             .map_err(|e: http::uri::InvalidUri| DevnetError::MuxStart(e.to_string()))?;
-        let driver = start_driver(
-            DriverConfig {
-                engine_url: mux_url.clone(),
-                jwt,
-                block_time: config.block_time,
-                get_payload_lead: config.get_payload_lead.unwrap_or(config.block_time / 5),
-                call_timeout: Duration::from_secs(2).max(config.block_time),
-                params: SequencerParams::default(),
-                max_blocks: config.max_blocks,
-            },
-            spec.clone(),
-        );
+        let driver_config = DriverConfig {
+            engine_url: mux_url.clone(),
+            jwt,
+            block_time: config.block_time,
+            get_payload_lead: config.get_payload_lead.unwrap_or(config.block_time / 5),
+            call_timeout: Duration::from_secs(2).max(config.block_time),
+            params: SequencerParams::default(),
+            max_blocks: config.max_blocks,
+        };
+        let driver = if config.embedded_driver {
+            start_driver_on(
+                DriverEngine::Embedded(mux.engine()),
+                driver_config,
+                spec.clone(),
+            )
+        } else {
+            start_driver(driver_config, spec.clone())
+        };
         let scheduled: ScheduledBuilders = Arc::new(std::sync::Mutex::new(
             std::iter::once(&builder)
                 .chain(&extra_builders)

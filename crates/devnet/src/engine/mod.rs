@@ -16,6 +16,7 @@ pub mod call;
 pub mod execute;
 pub mod faults;
 pub mod flashblocks;
+pub mod in_process;
 pub mod jobs;
 pub mod mempool;
 pub mod payload;

@@ -1,6 +1,6 @@
 //! The engine the driver calls: engine-mux (or an engine) over HTTP JSON-RPC with a JWT, the
 //! way op-node calls it from its own process, or engine-mux's typed in-process handle
-//! ([`engine_mux::embed::EngineHandle`]), the way a node that links engine-mux calls it. Both
+//! ([`engine_mux::EngineHandle`]), the way a node that links engine-mux calls it. Both
 //! make the same calls in the same order; only the transport differs.
 
 use std::{future::Future, time::Duration};
@@ -8,7 +8,7 @@ use std::{future::Future, time::Duration};
 use alloy_primitives::{B256, Bytes};
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatus};
 use engine_api::{PayloadId, Upstream, UpstreamConfig};
-use engine_mux::embed::EngineHandle;
+use engine_mux::EngineHandle;
 use op_alloy_rpc_types_engine::{
     OpExecutionPayloadEnvelopeV3, OpExecutionPayloadEnvelopeV4, OpPayloadAttributes,
 };
@@ -20,7 +20,7 @@ use super::DriverError;
 #[derive(Debug, Clone)]
 pub enum DriverEngine {
     /// JSON-RPC over HTTP with a JWT (engine-mux's RPC port, or an engine's auth port).
-    Http(Upstream),
+    Http(Box<Upstream>),
     /// engine-mux in this process, through its typed handle (no HTTP, no JWT).
     Embedded(EngineHandle),
 }
@@ -31,7 +31,7 @@ pub(crate) enum BuiltPayload {
     /// `engine_getPayloadV3` (Ecotone to Holocene).
     V3(OpExecutionPayloadEnvelopeV3),
     /// `engine_getPayloadV4` (Isthmus on).
-    V4(Box<OpExecutionPayloadEnvelopeV4>),
+    V4(OpExecutionPayloadEnvelopeV4),
 }
 
 impl BuiltPayload {
@@ -53,13 +53,13 @@ impl BuiltPayload {
 impl DriverEngine {
     /// JSON-RPC over HTTP to `url` with `jwt`, each call bounded by `timeout`.
     pub fn http(url: http::Uri, jwt: JwtSecret, timeout: Duration) -> Self {
-        Self::Http(Upstream::new(UpstreamConfig {
+        Self::Http(Box::new(Upstream::new(UpstreamConfig {
             name: "driver",
             url,
             secret: Some(jwt),
             timeout,
             max_response_bytes: engine_api::upstream::DEFAULT_MAX_RESPONSE_BYTES,
-        }))
+        })))
     }
 
     /// The latest block (`eth_getBlockByNumber("latest", false)`), as JSON.
@@ -101,15 +101,15 @@ impl DriverEngine {
     ) -> Result<BuiltPayload, DriverError> {
         let params = json!([id]);
         Ok(match (self, v4) {
-            (Self::Http(c), true) => BuiltPayload::V4(Box::new(
-                c.call("engine_getPayloadV4", &params, timeout).await?,
-            )),
+            (Self::Http(c), true) => {
+                BuiltPayload::V4(c.call("engine_getPayloadV4", &params, timeout).await?)
+            }
             (Self::Http(c), false) => {
                 BuiltPayload::V3(c.call("engine_getPayloadV3", &params, timeout).await?)
             }
-            (Self::Embedded(h), true) => BuiltPayload::V4(Box::new(
+            (Self::Embedded(h), true) => BuiltPayload::V4(
                 bounded("engine_getPayloadV4", timeout, h.get_payload_v4(id)).await?,
-            )),
+            ),
             (Self::Embedded(h), false) => BuiltPayload::V3(
                 bounded("engine_getPayloadV3", timeout, h.get_payload_v3(id)).await?,
             ),
@@ -151,7 +151,6 @@ impl DriverEngine {
                 bounded("engine_newPayloadV3", timeout, call).await
             }
             (Self::Embedded(h), BuiltPayload::V4(env)) => {
-                let env = *env;
                 let call = h.new_payload_v4(
                     env.execution_payload,
                     no_hashes,
@@ -168,7 +167,7 @@ impl DriverEngine {
 async fn bounded<T>(
     method: &'static str,
     timeout: Duration,
-    call: impl Future<Output = Result<T, engine_mux::embed::EmbedError>>,
+    call: impl Future<Output = Result<T, engine_mux::EmbedError>>,
 ) -> Result<T, DriverError> {
     match tokio::time::timeout(timeout, call).await {
         Ok(out) => Ok(out?),

@@ -14,6 +14,7 @@ mod builders_flashblocks_elected;
 mod builders_invalid_slow_good;
 mod builders_policy;
 mod builders_runtime;
+mod embedded_driver;
 mod engine_rpc;
 mod failover_carry;
 mod flashblocks;
