@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use engine_api::Upstream;
 use engine_mocks::{self as mock_engine, MockEngine, attributes, forkchoice};
-use engine_mux::{Config, cli::Args};
+use engine_mux::{Args, Config};
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -227,7 +227,7 @@ async fn start_mux(
     local: &MockEngine,
     builders: &[&MockEngine],
     extra: &[String],
-) -> engine_mux::server::RunningMux {
+) -> engine_mux::RunningMux {
     let mut argv: Vec<String> = [
         "engine-mux",
         "--l2-url",
@@ -459,7 +459,7 @@ async fn main() {
     );
     println!(
         "blocks proposed from the builder: {}",
-        engine_mux::metrics::sample(
+        engine_mux::sample(
             &mux.metrics_text(),
             r#"engine_mux_blocks_proposed_total{source="builder"}"#
         )
@@ -472,7 +472,7 @@ async fn main() {
             "engine-mux with three zero-latency builders, same run (getPayloads b2 / b3 answered: {} / {}; blocks proposed from a builder: {}):",
             b2.calls_of("engine_getPayloadV3").len(),
             b3.calls_of("engine_getPayloadV3").len(),
-            engine_mux::metrics::sample(
+            engine_mux::sample(
                 &m3mux.metrics_text(),
                 r#"engine_mux_blocks_proposed_total{source="builder"}"#
             )
@@ -499,7 +499,7 @@ async fn main() {
     }
     if let Some((em, _)) = &early_mux {
         let text = em.metrics_text();
-        let count = |series: &str| engine_mux::metrics::sample(&text, series).unwrap_or(0.0);
+        let count = |series: &str| engine_mux::sample(&text, series).unwrap_or(0.0);
         println!();
         println!(
             "engine-mux validating the builder's block before op-node asks, same run (validated early: {}; getPayloads served from it: {}; blocks proposed from the builder: {}):",
@@ -530,7 +530,7 @@ async fn main() {
         println!();
         println!(
             "engine-mux with three builders, pre-validated, same run (getPayloads served from an early validation: {}):",
-            engine_mux::metrics::sample(
+            engine_mux::sample(
                 &text,
                 r#"engine_mux_prevalidated_get_payloads_total{result="served"}"#
             )

@@ -43,7 +43,7 @@ pub struct Comparison {
 /// Compares the proposed `builder` block with the `local` block for the same attributes.
 /// Transactions that do not decode are skipped (the local EL built them; a decode failure here
 /// says nothing about the builder).
-pub fn compare(builder: &PayloadEnvelope, local: &PayloadEnvelope) -> Comparison {
+pub(crate) fn compare(builder: &PayloadEnvelope, local: &PayloadEnvelope) -> Comparison {
     let base_fee = u64::try_from(builder.base_fee_per_gas()).unwrap_or(u64::MAX);
     let decode = |raw: &alloy_primitives::Bytes| OpTxEnvelope::decode_2718(&mut raw.as_ref()).ok();
     let mut included = std::collections::HashSet::new();
@@ -149,7 +149,7 @@ impl Accountability {
 }
 
 /// Compares every scheduled block until `shutdown`.
-pub async fn run(mut jobs: Jobs, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(mut jobs: Jobs, mut shutdown: watch::Receiver<bool>) {
     loop {
         let job = tokio::select! {
             job = jobs.0.recv() => match job { Some(job) => job, None => return },

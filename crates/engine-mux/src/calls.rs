@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 
 /// A typed JSON-RPC call to `upstream`.
-pub async fn call<R: DeserializeOwned>(
+pub(crate) async fn call<R: DeserializeOwned>(
     metrics: &Metrics,
     upstream: &Upstream,
     method: &'static str,
@@ -31,7 +31,7 @@ pub async fn call<R: DeserializeOwned>(
 
 /// A JSON-RPC call to `upstream` whose result is kept as the upstream sent it: read once,
 /// not parsed again into a second copy (what `call::<Box<RawValue>>` would do).
-pub async fn call_raw(
+pub(crate) async fn call_raw(
     metrics: &Metrics,
     upstream: &Upstream,
     method: &'static str,
@@ -73,7 +73,7 @@ async fn timed<R>(
 /// Forwards a request body to `upstream` unchanged. `decoded`: the caller reads the answer
 /// itself, so it is asked uncompressed and decoded if compressed anyway; otherwise the answer
 /// comes back byte for byte, content coding and all (the raw proxy).
-pub async fn forward(
+pub(crate) async fn forward(
     metrics: &Metrics,
     upstream: &Upstream,
     method: &'static str,

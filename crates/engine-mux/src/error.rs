@@ -5,7 +5,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 /// An error engine-mux answers op-node (or an RPC client) with.
 #[derive(Debug, thiserror::Error)]
-pub enum MuxError {
+pub(crate) enum MuxError {
     /// The body is not JSON.
     #[error("parse error: {0}")]
     Parse(String),
@@ -28,7 +28,7 @@ pub enum MuxError {
 
 impl MuxError {
     /// The JSON-RPC error object for this error.
-    pub fn to_error_object(&self) -> ErrorObjectOwned {
+    pub(crate) fn to_error_object(&self) -> ErrorObjectOwned {
         match self {
             Self::Parse(_) => {
                 ErrorObjectOwned::owned(codes::PARSE_ERROR, self.to_string(), None::<()>)
@@ -45,7 +45,7 @@ impl MuxError {
     }
 
     /// The HTTP status to answer with.
-    pub fn http_status(&self) -> http::StatusCode {
+    pub(crate) fn http_status(&self) -> http::StatusCode {
         match self {
             Self::BodyTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) => http::StatusCode::BAD_REQUEST,

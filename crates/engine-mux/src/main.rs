@@ -5,10 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::Parser;
 use engine_api::{Upstream, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
 use engine_mux::{
-    Config,
-    cli::{Args, Command, DebugCommand},
-    debug_api::{BuilderStatus, ExecutionModeBody},
-    telemetry,
+    Args, BuilderStatus, Command, Config, DebugCommand, ExecutionModeBody, init_telemetry,
 };
 
 #[tokio::main]
@@ -25,7 +22,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _telemetry = match telemetry::init(&config.log) {
+    let _telemetry = match init_telemetry(&config.log) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("engine-mux: {e}");

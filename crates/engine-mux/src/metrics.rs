@@ -38,9 +38,9 @@ const TX_COUNT_BUCKETS: &[f64] = &[
 
 /// rollup-boost's blocks counter as its dashboards read it (`rpc.blocks_created` under the
 /// `rollup-boost` prefix, as the Prometheus exporter sanitizes it).
-pub const ROLLUP_BOOST_BLOCKS_CREATED: &str = "rollup_boost_rpc_blocks_created";
+pub(crate) const ROLLUP_BOOST_BLOCKS_CREATED: &str = "rollup_boost_rpc_blocks_created";
 /// rollup-boost's execution mode gauge (`rollup_boost_execution_mode` under its prefix).
-pub const ROLLUP_BOOST_EXECUTION_MODE: &str = "rollup_boost_rollup_boost_execution_mode";
+pub(crate) const ROLLUP_BOOST_EXECUTION_MODE: &str = "rollup_boost_rollup_boost_execution_mode";
 
 /// Where a proposed block came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,13 +16,13 @@ use op_alloy_rpc_types_engine::OpPayloadAttributes;
 use serde_json::value::RawValue;
 
 use crate::{
-    builder::{BlockOutcome, set::Builders},
+    builder::{BlockOutcome, outcome::record_verdict, set::Builders},
     execution_mode::{ExecutionMode, ModeCell},
     local::{LocalEl, json_response},
     metrics::{BlockSource, Metrics},
     select::{
         self, SelectionPolicy, Verdict,
-        fallback::{Blame, FallbackReason},
+        fallback::FallbackReason,
         payload_check::BuildRequest,
     },
 };
@@ -376,43 +376,15 @@ impl Mux {
         json_response(jsonrpc::ok_response(id, &decided.block.raw))
     }
 
-    /// Every builder outcome is health evidence against the side that caused it (only a good
-    /// block clears a bad one; the local EL's failures were recorded on its own calls) and a
-    /// per-builder count; the chosen builder's is recorded once its block's fate is known.
+    /// Every builder outcome is health evidence (see [`record_verdict`]) and a per-builder
+    /// count; the chosen builder's is recorded once its block's fate is known.
     fn record_verdicts(&self, verdicts: &[(&'static str, Verdict)]) {
         for (name, verdict) in verdicts {
             let Some(b) = self.builders.get(name) else {
                 continue;
             };
-            match verdict {
-                Verdict::Chosen => b.health().outcome(true),
-                Verdict::Failed(FallbackReason::Outpaced) => {
-                    b.health().lost_race();
-                    b.record_block_outcome(BlockOutcome::Failed(FallbackReason::Outpaced));
-                }
-                Verdict::Failed(reason) => {
-                    match reason {
-                        FallbackReason::Timeout | FallbackReason::Syncing => {
-                            b.health().late_outcome();
-                        }
-                        r if r.blame() == Blame::Builder => b.health().outcome(false),
-                        _ => {}
-                    }
-                    // It answered (whatever its block was worth): no race lost.
-                    if !matches!(
-                        reason,
-                        FallbackReason::Timeout
-                            | FallbackReason::SkippedUnhealthy
-                            | FallbackReason::NoBuilderPayload
-                    ) {
-                        b.health().answered_in_time();
-                    }
-                    b.record_block_outcome(BlockOutcome::Failed(*reason));
-                }
-                Verdict::NotTried => {
-                    b.health().offered_in_time();
-                    b.record_block_outcome(BlockOutcome::NotChosen);
-                }
+            if let Some(outcome) = record_verdict(b.health(), *verdict) {
+                b.record_block_outcome(outcome);
             }
         }
     }

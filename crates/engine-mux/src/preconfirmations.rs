@@ -42,7 +42,7 @@ pub struct Figures {
 
 /// The figures of one build: `asked_at` is op-node's forkchoiceUpdated, `arrivals` every distinct
 /// flashblock delivered (in arrival order), `get_payload_at` and `answered_at` the getPayload.
-pub fn figures(
+pub(crate) fn figures(
     asked_at: Instant,
     arrivals: &[Arrival],
     get_payload_at: Instant,
@@ -99,14 +99,14 @@ fn median(values: &[Duration]) -> Option<Duration> {
 }
 
 /// Re-published transactions that `sealed` (the block op-node got) lacks.
-pub fn not_sealed(published: &[Bytes], sealed: &[Bytes]) -> u64 {
+pub(crate) fn not_sealed(published: &[Bytes], sealed: &[Bytes]) -> u64 {
     let sealed: HashSet<&Bytes> = sealed.iter().collect();
     published.iter().filter(|tx| !sealed.contains(tx)).count() as u64
 }
 
 /// Every `reason` [`reason`] gives: each builder that streams flashblocks exports all of them
 /// from its start, at 0, so `increase()` sees the first occurrence of each.
-pub const REASONS: &[&str] = &[
+pub(crate) const REASONS: &[&str] = &[
     "mode_change",
     "builder_block",
     "policy",
@@ -119,7 +119,7 @@ pub const REASONS: &[&str] = &[
 
 /// Why preconfirmed transactions are not in the block op-node got, from what getPayload knew:
 /// the mode, and the preconfirming builder's recorded part in the block.
-pub fn reason(mode: ExecutionMode, outcome: &str) -> &'static str {
+pub(crate) fn reason(mode: ExecutionMode, outcome: &str) -> &'static str {
     if mode != ExecutionMode::Enabled {
         // Published while enabled; the mode changed before the block was decided.
         return "mode_change";
@@ -169,7 +169,7 @@ struct SealedPayload {
 /// After getPayload for op-node's `local_id` (asked at `get_payload_at`, in `mode`) answered with
 /// `body`: reports every asked builder's flashblocks for that block, in a task of its own. On
 /// the hot path only the builds are looked up and the body's reference count raised.
-pub fn after_get_payload(
+pub(crate) fn after_get_payload(
     builders: &Builders,
     local_id: PayloadId,
     mode: ExecutionMode,

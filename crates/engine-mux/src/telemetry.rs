@@ -15,6 +15,14 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
 }
 
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("otlp", &self.tracer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(Err(e)) = self.tracer.take().map(|p| p.shutdown()) {

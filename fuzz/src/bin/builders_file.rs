@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use clap::Parser;
-use engine_mux::{cli::Args, config::builders};
+use engine_mux::{Args, config::builders};
 
 const HEX: &str = "688f5d737bad920bdfb2fc2f488d6b6209eebda1dae949a8de91398d932c517a";
 

@@ -8,7 +8,7 @@ use alloy_rpc_types_engine::{
     ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3, ForkchoiceState, PayloadId,
 };
 use engine_api::{PayloadEnvelope, jsonrpc};
-use engine_mux::payload_check::{self, BuildRequest};
+use engine_mux::fuzzing::{BuildRequest, payload_check};
 use engine_mux_fuzz::{new_payload_block_hash, new_payload_reencoded};
 use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpPayloadAttributes};
 

@@ -10,9 +10,8 @@ use std::{sync::Arc, time::Duration};
 
 use engine_api::{PayloadVersion, flashblocks};
 use engine_mux::{
-    execution_mode::{ExecutionMode, ModeCell},
-    flashblocks::store::{FlashblocksStore, MAX_BUILDS, Verdict},
-    metrics::Metrics,
+    ExecutionMode,
+    fuzzing::{FlashblocksStore, MAX_BUILDS, Metrics, ModeCell, Verdict},
 };
 use flashblocks_rpc::{config::PendingConfig, pending::state::PendingState};
 use tokio::sync::broadcast;

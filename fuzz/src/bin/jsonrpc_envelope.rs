@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use engine_api::jsonrpc::{self, EnvelopeError, Incoming, RequestEnvelope};
-use engine_mux::router::Route;
+use engine_mux::fuzzing::Route;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 

@@ -17,7 +17,7 @@ use devnet::{
         attributes::{SequencerParams, sequencer_attributes},
     },
 };
-use engine_mux::failover::carry::DropReason;
+use engine_mux::DropReason;
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
 
 use crate::support::eventually;

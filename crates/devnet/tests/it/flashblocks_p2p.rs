@@ -6,7 +6,7 @@
 use std::{sync::atomic::Ordering, time::Duration};
 
 use devnet::app::{Devnet, DevnetP2p};
-use engine_mux::execution_mode::ExecutionMode;
+use engine_mux::ExecutionMode;
 
 use crate::support::{FlashblocksSubscriber, flashblocks_config, missed, observe};
 

@@ -32,11 +32,11 @@ use super::{
 };
 
 /// A block as the local EL returns it with full transactions (OP transaction types).
-pub type RpcBlock = Block<Transaction>;
+pub(crate) type RpcBlock = Block<Transaction>;
 
 /// Where a replayed block came from (metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplaySource {
+pub(crate) enum ReplaySource {
     /// The recent payloads op-node sent.
     Recent,
     /// Fetched from the local EL and converted.
@@ -45,7 +45,7 @@ pub enum ReplaySource {
 
 impl ReplaySource {
     /// Label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Recent => "recent",
             Self::LocalEl => "local_el",
@@ -55,7 +55,7 @@ impl ReplaySource {
 
 /// One `engine_newPayload` call to replay.
 #[derive(Debug, Clone)]
-pub struct Replay {
+pub(crate) struct Replay {
     /// Block number.
     pub number: u64,
     /// Block hash.
@@ -68,7 +68,7 @@ pub struct Replay {
 
 /// Why a local EL block cannot be turned into an engine payload.
 #[derive(Debug, thiserror::Error)]
-pub enum ConvertError {
+pub(crate) enum ConvertError {
     /// The block came without full transaction objects.
     #[error("block {0} came without full transactions")]
     NoTransactions(u64),
@@ -94,7 +94,7 @@ pub enum ConvertError {
 /// `engine_newPayloadV4` with `withdrawalsRoot` and empty execution requests after Isthmus
 /// (the header carries `requestsHash`), `engine_newPayloadV3` before; the parent beacon block
 /// root from the header; every transaction, deposits included, in its EIP-2718 encoding.
-pub fn replay_from_block(block: RpcBlock) -> Result<Replay, ConvertError> {
+pub(crate) fn replay_from_block(block: RpcBlock) -> Result<Replay, ConvertError> {
     let h = &block.header.inner;
     let number = h.number;
     let missing = |field| ConvertError::MissingField { number, field };
@@ -180,7 +180,7 @@ enum Outcome {
 
 /// Replays the blocks the builder is missing; see the module docs. Runs on the builder queue's
 /// task, so the replay is ordered with every other builder call.
-pub async fn catch_up(state: &Builder) {
+pub(crate) async fn catch_up(state: &Builder) {
     let Some(recent) = state.recent.as_ref() else {
         return;
     };

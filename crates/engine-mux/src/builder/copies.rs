@@ -14,34 +14,34 @@ use crate::metrics::Metrics;
 
 /// The sending side.
 #[derive(Debug, Clone)]
-pub struct CopyQueue {
+pub(crate) struct CopyQueue {
     tx: mpsc::Sender<(HeaderMap, Bytes)>,
 }
 
 /// The receiving side, handed to [`run`].
 #[derive(Debug)]
-pub struct CopyQueueRx(mpsc::Receiver<(HeaderMap, Bytes)>);
+pub(crate) struct CopyQueueRx(mpsc::Receiver<(HeaderMap, Bytes)>);
 
 impl CopyQueue {
     /// A queue holding at most `depth` requests.
-    pub fn new(depth: usize) -> (Self, CopyQueueRx) {
+    pub(crate) fn new(depth: usize) -> (Self, CopyQueueRx) {
         let (tx, rx) = mpsc::channel(depth);
         (Self { tx }, CopyQueueRx(rx))
     }
 
     /// Enqueues a request body; false when the queue is full (the copy is dropped).
-    pub fn push(&self, headers: HeaderMap, body: Bytes) -> bool {
+    pub(crate) fn push(&self, headers: HeaderMap, body: Bytes) -> bool {
         self.tx.try_send((headers, body)).is_ok()
     }
 
     /// Requests waiting.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
 /// Forwards each copy to the builder in order until shutdown; answers are only logged.
-pub async fn run(
+pub(crate) async fn run(
     upstream: Upstream,
     metrics: Arc<Metrics>,
     mut rx: CopyQueueRx,

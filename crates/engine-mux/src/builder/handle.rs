@@ -46,7 +46,7 @@ const PAYLOAD_ID_VERSIONS: [u8; 2] = [3, 4];
 const TX_COPY_QUEUE_DEPTH: usize = 4096;
 
 /// Part of the getPayload budget kept for validating assembled flashblocks.
-pub const FLASHBLOCKS_VALIDATION_RESERVE: Duration = Duration::from_millis(150);
+pub(crate) const FLASHBLOCKS_VALIDATION_RESERVE: Duration = Duration::from_millis(150);
 
 /// One builder and everything that belongs to it.
 pub struct Builder {
@@ -375,7 +375,7 @@ impl Builder {
 }
 
 /// True when an error means the builder could not be reached or did not answer in time.
-pub fn is_unreachable(e: &UpstreamError) -> bool {
+pub(crate) fn is_unreachable(e: &UpstreamError) -> bool {
     matches!(
         e,
         UpstreamError::Timeout { .. }

@@ -6,31 +6,32 @@
 //! `prevalidate` (its block fetched and validated before op-node asks: the slot's state and the
 //! one task doing it for every builder), `outcome` (its part in a block),
 //! `queue` + `worker` (the ordered call queue and the task draining it), `catch_up`,
-//! `copies` (transaction copies), `payload_ids`, `recent` (payloads op-node sent); `set` (the builders, in priority order).
+//! `copies` (transaction copies), `gather` (waiting for several builders' answers), `payload_ids`, `recent` (payloads op-node sent); `set` (the builders, in priority order).
 
-pub mod catch_up;
-pub mod copies;
-pub mod handle;
-pub mod outcome;
-pub mod payload;
-pub mod payload_ids;
-pub mod prevalidate;
-pub mod queue;
-pub mod recent;
-pub mod set;
-pub mod worker;
+pub(crate) mod catch_up;
+pub(crate) mod copies;
+mod gather;
+pub(crate) mod handle;
+pub(crate) mod outcome;
+pub(crate) mod payload;
+pub(crate) mod payload_ids;
+pub(crate) mod prevalidate;
+pub(crate) mod queue;
+pub(crate) mod recent;
+pub(crate) mod set;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use self::{
+pub(crate) use self::{
     handle::{Builder, BuilderTasks},
     outcome::BlockOutcome,
 };
 
 /// Starts the tasks draining `builder`'s queues, until `shutdown`.
-pub fn spawn(
+pub(crate) fn spawn(
     builder: &Arc<Builder>,
     tasks: BuilderTasks,
     shutdown: &watch::Receiver<bool>,

@@ -115,7 +115,7 @@ impl BuildSlot {
 /// A bounded map, oldest entry evicted first. Sized in the thousands so a burst of hundreds of
 /// FCUs never evicts an id a getPayload is still going to ask for.
 #[derive(Debug)]
-pub struct PayloadIds {
+pub(crate) struct PayloadIds {
     inner: Mutex<Inner>,
     capacity: usize,
 }
@@ -128,7 +128,7 @@ struct Inner {
 
 impl PayloadIds {
     /// An empty map holding at most `capacity` ids.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
@@ -136,7 +136,7 @@ impl PayloadIds {
     }
 
     /// Records the build slot for `local`; returns the new size.
-    pub fn insert(&self, local: PayloadId, slot: Arc<BuildSlot>) -> usize {
+    pub(crate) fn insert(&self, local: PayloadId, slot: Arc<BuildSlot>) -> usize {
         let mut inner = self.inner.lock();
         if inner.map.insert(local, slot).is_none() {
             inner.order.push_back(local);
@@ -150,18 +150,13 @@ impl PayloadIds {
     }
 
     /// The build slot for `local`, if it is still held.
-    pub fn get(&self, local: &PayloadId) -> Option<Arc<BuildSlot>> {
+    pub(crate) fn get(&self, local: &PayloadId) -> Option<Arc<BuildSlot>> {
         self.inner.lock().map.get(local).cloned()
     }
 
     /// Number of ids held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner.lock().map.len()
-    }
-
-    /// Whether no id is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

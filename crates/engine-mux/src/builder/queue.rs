@@ -11,7 +11,7 @@ use super::payload_ids::BuildSlot;
 
 /// One call for the builder.
 #[derive(Debug)]
-pub enum BuilderCall {
+pub(crate) enum BuilderCall {
     /// Mirror a call whose answer op-node does not wait for (FCU without attributes or with
     /// noTxPool, newPayload): boost sync.
     Mirror {
@@ -33,30 +33,30 @@ pub enum BuilderCall {
 
 /// The sending side; cheap to share.
 #[derive(Debug, Clone)]
-pub struct BuilderQueue {
+pub(crate) struct BuilderQueue {
     tx: mpsc::Sender<BuilderCall>,
 }
 
 /// The receiving side, drained by the builder's worker task.
 #[derive(Debug)]
-pub struct BuilderQueueRx(pub(super) mpsc::Receiver<BuilderCall>);
+pub(crate) struct BuilderQueueRx(pub(super) mpsc::Receiver<BuilderCall>);
 
 impl BuilderQueue {
     /// A queue holding at most `depth` calls.
-    pub fn new(depth: usize) -> (Self, BuilderQueueRx) {
+    pub(crate) fn new(depth: usize) -> (Self, BuilderQueueRx) {
         let (tx, rx) = mpsc::channel(depth);
         (Self { tx }, BuilderQueueRx(rx))
     }
 
     /// Enqueues without waiting; a full queue hands the call back.
-    pub fn push(&self, call: BuilderCall) -> Result<(), BuilderCall> {
+    pub(crate) fn push(&self, call: BuilderCall) -> Result<(), BuilderCall> {
         self.tx.try_send(call).map_err(|e| match e {
             mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
         })
     }
 
     /// Calls waiting.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }

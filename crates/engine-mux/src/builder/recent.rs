@@ -66,7 +66,7 @@ fn first_payload_head(params: &RawValue) -> Option<PayloadHead> {
 
 /// Default for how long a single catch-up run replays before handing the queue back to live
 /// traffic (`--catch-up-budget-ms`).
-pub const DEFAULT_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const DEFAULT_RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bounded window of recent payloads, ordered by block number.
 #[derive(Debug)]

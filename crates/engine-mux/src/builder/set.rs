@@ -8,11 +8,13 @@ use std::{sync::Arc, time::Duration};
 use alloy_rpc_types_engine::ForkchoiceState;
 use bytes::Bytes;
 use engine_api::{PayloadId, PayloadVersion};
+use futures::StreamExt;
 use http::HeaderMap;
 use serde_json::value::RawValue;
 
 use super::{
     Builder,
+    gather::{Wait, gather},
     payload_ids::{BuildSlot, BuilderFcu},
     prevalidate::{
         Prevalidation,
@@ -23,7 +25,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     select::{
-        BuilderPolicy, Offer, RankKey, Verdict, fallback::FallbackReason,
+        BuilderPolicy, Candidates, Offer, RankKey, Verdict, fallback::FallbackReason,
         payload_check::BuildRequest,
     },
 };
@@ -286,31 +288,19 @@ impl Builders {
             pending
                 .spawn(async move { (i, b.candidates(version, local_id, &slot, deadline).await) });
         }
-        let mut answered: Vec<(usize, Result<_, _>)> = Vec::with_capacity(asked.len());
-        let mut stop_at = deadline;
-        let mut first_block_at = None;
-        loop {
-            let next = tokio::select! {
-                next = pending.join_next() => next,
-                () = tokio::time::sleep_until(stop_at) => None,
-            };
-            let Some(joined) = next else { break };
-            let Ok((i, result)) = joined else {
-                // A fetch task that panicked: that builder simply has no offer.
-                continue;
-            };
-            if result.as_ref().is_ok_and(|c| !c.list.is_empty()) {
-                first_block_at.get_or_insert_with(tokio::time::Instant::now);
-            }
-            answered.push((i, result));
-            // While the elected builder may still deliver preconfirmed blocks, its own
-            // deadline bounds the wait.
-            let elected_in = elected.is_none_or(|e| answered.iter().any(|(j, _)| *j == e));
-            let Some(first) = first_block_at.filter(|_| elected_in) else {
-                continue;
-            };
-            stop_at = deadline.min(first + self.grace);
-        }
+        // A fetch task that panicked: that builder simply has no offer.
+        let mut joined = futures::stream::poll_fn(|cx| pending.poll_join_next(cx))
+            .filter_map(|joined| std::future::ready(joined.ok()));
+        let wait = Wait {
+            elected,
+            grace: self.grace,
+            deadline,
+        };
+        let mut answered = gather(&mut joined, wait, |result: &Result<Candidates, _>| {
+            result.as_ref().is_ok_and(|c| !c.list.is_empty())
+        })
+        .await;
+        drop(joined);
         drop(pending);
         // Cut off by the grace, not the deadline: slower than another builder, not failing.
         let unanswered = if tokio::time::Instant::now() < deadline {
@@ -334,7 +324,7 @@ impl Builders {
     }
 }
 
-fn offer(b: &Builder, result: Result<crate::select::Candidates, FallbackReason>) -> Offer {
+fn offer(b: &Builder, result: Result<Candidates, FallbackReason>) -> Offer {
     Offer {
         builder: b.name(),
         priority: b.priority(),

@@ -60,7 +60,7 @@ pub struct CarryPlan {
 
 /// Keeps the transactions whose nonces continue each sender's nonce at the parent
 /// (`nonces[sender]`, `None` when unknown).
-pub fn filter_by_nonce(
+pub(crate) fn filter_by_nonce(
     txs: &[HeldTx],
     nonces: &HashMap<Address, Option<u64>>,
 ) -> (Vec<HeldTx>, Vec<(B256, DropReason)>) {
@@ -93,7 +93,7 @@ pub fn filter_by_nonce(
 
 /// Drops the transaction the EL named as the one it could not include (and its sender's later
 /// ones); `false` when no carried transaction is named in `message`.
-pub fn drop_named(plan: &mut CarryPlan, message: &str) -> bool {
+pub(crate) fn drop_named(plan: &mut CarryPlan, message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     let Some(i) = plan
         .carried
@@ -122,7 +122,7 @@ pub fn drop_named(plan: &mut CarryPlan, message: &str) -> bool {
 
 /// Reads each sender's nonce at `parent` from the local EL (concurrently, each within `timeout`)
 /// and keeps what continues them.
-pub async fn plan(
+pub(crate) async fn plan(
     local: &LocalEl,
     from: PeerBlock,
     parent: B256,
@@ -164,7 +164,7 @@ pub async fn plan(
 /// transactions: the new params and the new body (everything else byte-identical in meaning:
 /// same id, method, forkchoice state and attribute fields). `None` when the body is not a
 /// single forkchoiceUpdated with attributes.
-pub fn rewrite(body: &[u8], carried: &[Bytes]) -> Option<(Box<RawValue>, bytes::Bytes)> {
+pub(crate) fn rewrite(body: &[u8], carried: &[Bytes]) -> Option<(Box<RawValue>, bytes::Bytes)> {
     let mut request: Value = serde_json::from_slice(body).ok()?;
     let attrs = request
         .get_mut("params")?

@@ -21,10 +21,10 @@ use parking_lot::Mutex;
 use crate::flashblocks::store::{MAX_BYTES_PER_BUILD, MAX_PER_BUILD};
 
 /// Peer builds held at most (the current height's and a few before it, across all peers).
-pub const MAX_PEER_BUILDS: usize = 16;
+pub(crate) const MAX_PEER_BUILDS: usize = 16;
 /// Builds more than this many heights below the newest one seen are dropped: their blocks
 /// were sealed (or replaced) long ago.
-pub const KEEP_HEIGHTS: u64 = 2;
+pub(crate) const KEEP_HEIGHTS: u64 = 2;
 
 /// Why a peer's flashblock was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,11 +14,11 @@
 //! Files: `cli` (the flags), `held` (the store), `peers` (the streams), `carry` (nonce filter
 //! and attributes rewrite).
 
-pub mod carry;
-pub mod cli;
-pub mod held;
-pub mod peers;
-pub mod signed;
+pub(crate) mod carry;
+pub(crate) mod cli;
+pub(crate) mod held;
+pub(crate) mod peers;
+pub(crate) mod signed;
 
 use std::{sync::Arc, time::Duration};
 

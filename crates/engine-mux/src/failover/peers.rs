@@ -127,7 +127,7 @@ impl Handler for Peer {
 }
 
 /// Follows every peer stream until `shutdown`.
-pub fn spawn(
+pub(crate) fn spawn(
     streams: &PeerStreams,
     roots: &engine_api::tls::TrustedRoots,
     held: Arc<HeldPreconfirmations>,

@@ -13,7 +13,7 @@ use std::fmt;
 use engine_api::JwtSecret;
 
 /// The path of the signed peer stream on the flashblocks port.
-pub const PEER_PATH: &str = "/peer";
+pub(crate) const PEER_PATH: &str = "/peer";
 
 /// Length of the tag that precedes each signed frame.
 const TAG_LEN: usize = blake3::OUT_LEN;
@@ -77,7 +77,7 @@ impl PeerKey {
 
 /// The URL a follower asks for: the peer's signed stream at [`PEER_PATH`] when the configured
 /// URL names no path of its own (a URL with a path is used as given).
-pub fn peer_stream_url(url: &str) -> String {
+pub(crate) fn peer_stream_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -57,7 +57,7 @@ impl InboundConfig {
 }
 
 /// Keeps a connection to the builder until shutdown.
-pub async fn run(
+pub(crate) async fn run(
     config: InboundConfig,
     roots: TrustedRoots,
     store: Arc<FlashblocksStore>,

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Most concurrent subscribers (flashblocks-proxy instances, not end users).
-pub const MAX_SUBSCRIBERS: usize = 1024;
+pub(crate) const MAX_SUBSCRIBERS: usize = 1024;
 /// Longest a single frame write may block before the subscriber counts as stuck.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client gets to finish the WebSocket handshake.
@@ -40,7 +40,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the server; returns its bound address and accept task. `peer_key`: the set's secret,
 /// which signs the frames of subscribers on the peer path (without it that path is refused).
-pub async fn start(
+pub(crate) async fn start(
     addr: SocketAddr,
     frames: broadcast::Sender<Utf8Bytes>,
     metrics: Arc<Metrics>,

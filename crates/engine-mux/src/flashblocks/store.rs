@@ -20,11 +20,11 @@ use crate::{
 /// Builds remembered (the current one and a few before it).
 pub const MAX_BUILDS: usize = 8;
 /// Flashblocks accepted per build; a builder sending more is refused past this.
-pub const MAX_PER_BUILD: usize = 1024;
+pub(crate) const MAX_PER_BUILD: usize = 1024;
 /// Bytes of flashblocks accepted per build (a 30M-gas block is a few MB; this is generous).
-pub const MAX_BYTES_PER_BUILD: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BYTES_PER_BUILD: usize = 16 * 1024 * 1024;
 /// Flashblocks held while they cannot be applied yet.
-pub const MAX_HELD: usize = 128;
+pub(crate) const MAX_HELD: usize = 128;
 
 /// Why a flashblock was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

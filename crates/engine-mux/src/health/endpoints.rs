@@ -17,7 +17,7 @@ use super::{
 /// (`--rollup-boost.next-healthcheck-url=http://<engine-mux>:<rpc-port>/kona-rollup-boost/healthz`):
 /// the path kona-node's embedded rollup-boost served the same shape on, so a URL written for
 /// kona-node only needs its host and port changed.
-pub const NEXT_HEALTH_PATH: &str = "/kona-rollup-boost/healthz";
+pub(crate) const NEXT_HEALTH_PATH: &str = "/kona-rollup-boost/healthz";
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -64,7 +64,7 @@ fn code(status: HealthStatus) -> StatusCode {
 }
 
 /// The answer for a GET of `path` with `headers`, if it is a health endpoint.
-pub fn respond(
+pub(crate) fn respond(
     upstreams: &Upstreams,
     path: &str,
     headers: &HeaderMap,

@@ -477,7 +477,7 @@ impl BuilderHealth {
 }
 
 /// Milliseconds since the Unix epoch of `t` (0 before it).
-pub fn unix_ms(t: SystemTime) -> u64 {
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -3,10 +3,10 @@
 //! EL and each builder own their evidence; [`status`] combines them. The probe that gathers
 //! evidence and the HTTP endpoints live here too.
 
-pub mod endpoints;
-pub mod evidence;
-pub mod probe;
-pub mod report;
+pub(crate) mod endpoints;
+pub(crate) mod evidence;
+pub(crate) mod probe;
+pub(crate) mod report;
 
 use std::{
     sync::Arc,
@@ -16,7 +16,7 @@ use std::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-pub use self::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
+pub(crate) use self::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
 use crate::{builder::set::Builders, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
 
 /// The answer `/healthz` gives. The variant names are the strings op-conductor's JSON health
@@ -56,7 +56,7 @@ pub struct Tolerance {
 
 /// The builders' verdict as their evidence gives it now, with the instant it took hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BuildersVerdict {
+pub(crate) enum BuildersVerdict {
     /// No builder is in use (none enabled, or the mode does not talk to builders).
     NotInUse,
     /// Every builder in use is failing, the last of them since `since`.
@@ -76,14 +76,14 @@ pub enum BuildersVerdict {
 /// evidence has said otherwise for the whole tolerance, so a failure (or a recovery) shorter
 /// than that never shows.
 #[derive(Debug, Default)]
-pub struct Debounce {
+pub(crate) struct Debounce {
     tolerance: Tolerance,
     degraded: Mutex<bool>,
 }
 
 /// A change the tolerance is holding back: what the evidence says and how long until it shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// `true`: the builders are failing but 206 is not shown yet; `false`: they are fine
     /// again but 206 is still shown.
     pub degrading: bool,
@@ -93,7 +93,7 @@ pub struct Pending {
 
 impl Debounce {
     /// A debounce with `tolerance`, starting from "not degraded".
-    pub fn new(tolerance: Tolerance) -> Self {
+    pub(crate) fn new(tolerance: Tolerance) -> Self {
         Self {
             tolerance,
             degraded: Mutex::new(false),
@@ -101,7 +101,7 @@ impl Debounce {
     }
 
     /// The tolerance it applies.
-    pub fn tolerance(&self) -> Tolerance {
+    pub(crate) fn tolerance(&self) -> Tolerance {
         self.tolerance
     }
 
@@ -109,7 +109,7 @@ impl Debounce {
     /// held back, if any. Evaluated whenever health is asked for (op-conductor's polls, the
     /// probe): a recovery and a relapse both between two asks read as one failure, which
     /// errs towards keeping 206.
-    pub fn apply(&self, verdict: BuildersVerdict, now: Instant) -> (bool, Option<Pending>) {
+    pub(crate) fn apply(&self, verdict: BuildersVerdict, now: Instant) -> (bool, Option<Pending>) {
         let mut degraded = self.degraded.lock();
         let (turn, since, after) = match verdict {
             BuildersVerdict::NotInUse => {
@@ -142,7 +142,7 @@ impl Debounce {
 
 /// What health is gathered from: the local EL, the builders, whether builders are in use.
 #[derive(Clone, Debug)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     /// The local EL.
     pub local: Arc<LocalEl>,
     /// The builders.
@@ -164,12 +164,12 @@ impl Upstreams {
     }
 
     /// What `/healthz` answers now: the evidence, with the tolerance applied to the builders.
-    pub fn status(&self) -> HealthStatus {
+    pub(crate) fn status(&self) -> HealthStatus {
         self.status_and_pending().0
     }
 
     /// [`Self::status`], and the change the tolerance is holding back, if any.
-    pub fn status_and_pending(&self) -> (HealthStatus, Option<Pending>) {
+    pub(crate) fn status_and_pending(&self) -> (HealthStatus, Option<Pending>) {
         let (degraded, pending) = self.debounce.apply(
             builders_verdict(self.in_use().map(|b| b.health())),
             Instant::now(),
@@ -185,13 +185,13 @@ impl Upstreams {
     }
 
     /// What the evidence says now, without the tolerance (what the probe paces itself on).
-    pub fn raw_status(&self) -> HealthStatus {
+    pub(crate) fn raw_status(&self) -> HealthStatus {
         status(self.local.health(), self.in_use().map(|b| b.health()))
     }
 }
 
 /// The builders' verdict from the evidence of those in use.
-pub fn builders_verdict<'a>(
+pub(crate) fn builders_verdict<'a>(
     builders: impl IntoIterator<Item = &'a BuilderHealth>,
 ) -> BuildersVerdict {
     let mut failing_since: Option<Instant> = None;
@@ -217,7 +217,7 @@ pub fn builders_verdict<'a>(
 /// `/healthz` from the local EL's evidence and the evidence of the builders in use (enabled,
 /// and the mode talks to builders): 503 when the local EL fails; 206 when builders are in use
 /// and every one of them is failing, so blocks fall back to the local EL; 200 otherwise.
-pub fn status<'a>(
+pub(crate) fn status<'a>(
     local: &LocalHealth,
     builders: impl IntoIterator<Item = &'a BuilderHealth>,
 ) -> HealthStatus {

@@ -43,7 +43,7 @@ fn outcome_of(
 
 /// The last outcome logged per upstream, so a persisting condition is logged once, not per probe.
 #[derive(Debug, Default)]
-pub struct LastLogged {
+pub(crate) struct LastLogged {
     local: Option<&'static str>,
     builders: HashMap<&'static str, &'static str>,
     /// The head each builder was behind at when that was last logged: a builder stuck at one
@@ -65,7 +65,7 @@ fn log_transition(last: &mut Option<&'static str>, upstream: &'static str, outco
 
 /// Which builders a probe looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Every builder (the periodic probe).
     All,
     /// Only the builders skipped as unreachable or out of sync (the probe that lets them rejoin
@@ -73,11 +73,6 @@ pub enum Scope {
     Skipped,
 }
 
-/// Probes the local EL and the builders in `scope` once: health evidence, and a catch-up for a
-/// builder that is behind (disabled ones too, so they are ready when enabled again).
-pub async fn probe_once(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged) {
-    probe(mux, config, logged, Scope::All).await;
-}
 
 async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, scope: Scope) {
     let params = ("latest", false);
@@ -146,7 +141,7 @@ async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, 
 /// that comes back is caught up and asked to build again within a block or two instead of
 /// waiting out the interval. One probe runs at a time, so a builder that hangs costs at most
 /// one call in flight.
-pub async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
     let mut logged = LastLogged::default();
     let mut scope = Scope::All;
     let mut next_full = tokio::time::Instant::now();

@@ -16,7 +16,7 @@ use crate::{
 /// one of `Healthy`, `PartialContent`, `ServiceUnavailable`, always under HTTP 200 (its
 /// client refuses any other code). `version` is this build's, as kona-node gave its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NextHealth {
+pub(crate) struct NextHealth {
     /// engine-mux's version.
     pub version: String,
     /// The same verdict `/healthz` gives by status code.
@@ -25,7 +25,7 @@ pub struct NextHealth {
 
 impl NextHealth {
     /// The answer for `status`.
-    pub fn new(status: HealthStatus) -> Self {
+    pub(crate) fn new(status: HealthStatus) -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").to_string(),
             rollup_boost_health: status,
@@ -204,7 +204,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The report for `status` (as `/healthz` answers it now, with `pending` held back).
-pub fn report(up: &Upstreams, status: HealthStatus, pending: Option<Pending>) -> HealthReport {
+pub(crate) fn report(up: &Upstreams, status: HealthStatus, pending: Option<Pending>) -> HealthReport {
     let mode = up.mode.get();
     let counts = mode.talks_to_builder();
     let local = up.local.health();

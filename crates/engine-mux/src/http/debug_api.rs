@@ -71,7 +71,7 @@ fn status_of(b: &Builder) -> BuilderStatus {
 }
 
 /// Starts the debug server on `addr`.
-pub async fn start(
+pub(crate) async fn start(
     addr: SocketAddr,
     state: Arc<Mux>,
 ) -> std::io::Result<(SocketAddr, ServerHandle)> {

@@ -26,13 +26,13 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// Records each request's latency under the route label the router put on the response.
 #[derive(Clone, Debug)]
-pub struct InboundMetricsLayer {
+pub(crate) struct InboundMetricsLayer {
     metrics: Arc<Metrics>,
 }
 
 impl InboundMetricsLayer {
     /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self { metrics }
     }
 }
@@ -49,7 +49,7 @@ impl<S> Layer<S> for InboundMetricsLayer {
 
 /// Service produced by [`InboundMetricsLayer`].
 #[derive(Clone, Debug)]
-pub struct InboundMetrics<S> {
+pub(crate) struct InboundMetrics<S> {
     metrics: Arc<Metrics>,
     inner: S,
 }
@@ -92,14 +92,14 @@ where
 /// Reads the whole request body, refusing more than `limit` bytes with HTTP 413 and a
 /// JSON-RPC error; the inner service gets the body as [`Bytes`].
 #[derive(Clone, Debug)]
-pub struct BodyLimitLayer {
+pub(crate) struct BodyLimitLayer {
     limit: usize,
     metrics: Arc<Metrics>,
 }
 
 impl BodyLimitLayer {
     /// Limits bodies to `limit` bytes.
-    pub fn new(limit: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(limit: usize, metrics: Arc<Metrics>) -> Self {
         Self { limit, metrics }
     }
 }
@@ -117,7 +117,7 @@ impl<S> Layer<S> for BodyLimitLayer {
 
 /// Service produced by [`BodyLimitLayer`].
 #[derive(Clone, Debug)]
-pub struct BodyLimit<S> {
+pub(crate) struct BodyLimit<S> {
     limit: usize,
     metrics: Arc<Metrics>,
     inner: S,
@@ -171,7 +171,7 @@ where
 
 /// Which requests need op-node's JWT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthScope {
+pub(crate) enum AuthScope {
     /// Requests carrying an `engine_*` call (alone or anywhere in a batch), and requests whose
     /// methods cannot be read. Other calls pass without a token, as they do with rollup-boost:
     /// the rollup's RPC nodes forward `eth_sendRawTransaction` and tools read the chain
@@ -187,7 +187,7 @@ pub enum AuthScope {
 /// one (wrong secret, clock skew, forgery) must surface at once instead of passing as
 /// anonymous until its first engine call.
 #[derive(Clone)]
-pub struct MethodAuthLayer {
+pub(crate) struct MethodAuthLayer {
     secret: JwtSecret,
     scope: AuthScope,
     metrics: Arc<Metrics>,
@@ -203,7 +203,7 @@ impl std::fmt::Debug for MethodAuthLayer {
 
 impl MethodAuthLayer {
     /// Validates tokens against `secret`, requiring one for `scope`.
-    pub fn new(secret: JwtSecret, scope: AuthScope, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(secret: JwtSecret, scope: AuthScope, metrics: Arc<Metrics>) -> Self {
         Self {
             secret,
             scope,
@@ -226,7 +226,7 @@ impl<S> Layer<S> for MethodAuthLayer {
 
 /// Service produced by [`MethodAuthLayer`].
 #[derive(Clone)]
-pub struct MethodAuth<S> {
+pub(crate) struct MethodAuth<S> {
     secret: JwtSecret,
     scope: AuthScope,
     metrics: Arc<Metrics>,
@@ -252,7 +252,7 @@ fn is_engine_method(method: &str) -> bool {
 /// is an engine call. Anything unreadable needs the token too, since the raw proxy forwards
 /// some bodies to the local EL as they are (signed with engine-mux's own JWT), and the EL's
 /// parser might read a method where ours could not.
-pub fn needs_token_for_engine_calls(body: &[u8]) -> bool {
+pub(crate) fn needs_token_for_engine_calls(body: &[u8]) -> bool {
     let engine = |r: &RequestEnvelope<'_>| is_engine_method(&r.method);
     match jsonrpc::parse_incoming(body) {
         Err(_) => true,

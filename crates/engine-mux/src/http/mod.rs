@@ -2,7 +2,7 @@
 //! inbound tower layers (`layers`), the routing table from a JSON-RPC call to the multiplexer or
 //! the raw proxy (`router`), and the debug API (`debug_api`).
 
-pub mod debug_api;
-pub mod layers;
-pub mod router;
-pub mod server;
+pub(crate) mod debug_api;
+pub(crate) mod layers;
+pub(crate) mod router;
+pub(crate) mod server;

@@ -71,7 +71,7 @@ impl Route {
 
 /// Marks a response with the route it took, for the metrics layer.
 #[derive(Clone, Copy, Debug)]
-pub struct RouteLabel(pub &'static str);
+pub(crate) struct RouteLabel(pub &'static str);
 
 fn json(body: Bytes, status: http::StatusCode) -> Response<Bytes> {
     let mut res = Response::new(body);
@@ -84,7 +84,7 @@ fn json(body: Bytes, status: http::StatusCode) -> Response<Bytes> {
 }
 
 /// Answers with a JSON-RPC error for `err`.
-pub fn error_reply(id: Option<&RawValue>, err: &MuxError) -> Response<Bytes> {
+pub(crate) fn error_reply(id: Option<&RawValue>, err: &MuxError) -> Response<Bytes> {
     json(
         jsonrpc::error_response(id, &err.to_error_object()),
         err.http_status(),
@@ -92,7 +92,7 @@ pub fn error_reply(id: Option<&RawValue>, err: &MuxError) -> Response<Bytes> {
 }
 
 /// Handles one request body (single or batch).
-pub async fn handle(state: &Arc<Mux>, headers: &HeaderMap, body: Bytes) -> Response<Bytes> {
+pub(crate) async fn handle(state: &Arc<Mux>, headers: &HeaderMap, body: Bytes) -> Response<Bytes> {
     match jsonrpc::parse_incoming(&body) {
         Err(e) => {
             state.metrics.rejected("malformed");

@@ -17,7 +17,7 @@ use crate::{local::LocalEl, metrics::Metrics};
 /// local EL validates VALID is chosen; otherwise the reason of the last failure. With
 /// `external_state_root`, a candidate whose state root is zero is not validated but rebuilt by
 /// the local EL from its transactions, and the rebuilt block is chosen in its place.
-pub async fn choose(
+pub(crate) async fn choose(
     local: &LocalEl,
     metrics: &Metrics,
     version: PayloadVersion,
@@ -117,7 +117,7 @@ pub async fn choose(
 /// Whether `envelope` (from `builder`) is the block op-node asked for in `request`; a mismatch
 /// is logged naming the field and refused as `attributes_mismatch`. Every path that may propose
 /// a builder's block (getPayload, validation before op-node asks, rebuilds) checks here first.
-pub fn check_attributes(
+pub(crate) fn check_attributes(
     builder: &str,
     request: &BuildRequest,
     envelope: &PayloadEnvelope,
@@ -230,7 +230,7 @@ async fn keep_preconfirmed(
 /// last block failed is still tried first under `priority`: only its next good block can clear
 /// that, and a bad one costs one validation before the next builder's. Without a winner, the
 /// reason is the most preferred builder's.
-pub async fn select(
+pub(crate) async fn select(
     local: &LocalEl,
     metrics: &Metrics,
     version: PayloadVersion,

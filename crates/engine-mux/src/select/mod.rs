@@ -5,13 +5,14 @@
 //! preconfirmations already shown to users).
 
 mod decide;
-pub mod fallback;
+pub(crate) mod fallback;
 mod offers;
 pub mod payload_check;
 mod rank;
 
-pub use self::{
-    decide::{check_attributes, choose, select},
-    offers::{Candidate, Candidates, Chosen, EarlyCheck, Offer, Origin, Selection, Verdict},
-    rank::{BuilderPolicy, RankKey, SelectionPolicy, capped_block_value},
+pub use self::rank::{BuilderPolicy, SelectionPolicy};
+pub(crate) use self::{
+    decide::{check_attributes, select},
+    offers::{Candidate, Candidates, EarlyCheck, Offer, Origin, Verdict},
+    rank::RankKey,
 };

@@ -121,7 +121,7 @@ pub struct Offer {
 
 /// What selection made of every builder's offer.
 #[derive(Debug)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// The block chosen, or why there is none.
     pub chosen: Result<Chosen, FallbackReason>,
     /// Per builder that offered, its part in the block.

@@ -62,7 +62,7 @@ impl BuilderPolicy {
 /// The builder's `blockValue`, capped at the most the block's transactions can pay in tips:
 /// the highest effective tip per gas among them times the block's gas used (deposits pay none).
 /// A transaction that does not decode caps the value at zero.
-pub fn capped_block_value(e: &PayloadEnvelope) -> U256 {
+pub(crate) fn capped_block_value(e: &PayloadEnvelope) -> U256 {
     use alloy_consensus::Transaction;
     use alloy_eips::eip2718::Decodable2718;
     let base_fee = u64::try_from(e.base_fee_per_gas()).unwrap_or(u64::MAX);

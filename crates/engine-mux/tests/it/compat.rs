@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use engine_api::{Upstream, UpstreamConfig, upstream::DEFAULT_MAX_RESPONSE_BYTES};
-use engine_mux::metrics::sample;
+use engine_mux::sample;
 use serde_json::json;
 
 use crate::{

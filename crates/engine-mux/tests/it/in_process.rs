@@ -25,7 +25,7 @@ use op_alloy_rpc_types_engine::{OpExecutionPayloadEnvelopeV3, OpPayloadAttribute
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json, value::RawValue};
 
-use engine_mux::metrics::sample;
+use engine_mux::sample;
 
 use crate::{
     harness::{attributes, client, eventually, forkchoice, http_get, start_mux_configured},

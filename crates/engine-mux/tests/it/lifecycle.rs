@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use engine_mux::{Config, cli::Args};
+use engine_mux::{Args, Config};
 use serde_json::json;
 
 use crate::{

@@ -62,9 +62,12 @@ impl Three {
     }
 
     fn outcomes(&self, builder: &str, outcome: &str) -> f64 {
-        self.s.metric(&format!(
-            r#"engine_mux_builder_blocks_total{{outcome="{outcome}",builder="{builder}"}}"#
-        ))
+        test_utils::metric(
+            &self.s.mux.metrics_text(),
+            &format!(
+                r#"engine_mux_builder_blocks_total{{outcome="{outcome}",builder="{builder}"}}"#
+            ),
+        )
     }
 
     /// Drives blocks after height `head`, 200 ms apart, until one is `builder`'s (at most 10 s:
@@ -335,7 +338,10 @@ async fn pre_validated_best_block_is_answered_without_asking_any_builder_again()
         Duration::from_secs(5),
         "b2's block validated early",
         || async {
-            t.s.metric(r#"engine_mux_prevalidations_total{builder="b2",outcome="valid"}"#) >= 1.0
+            test_utils::metric(
+                &t.s.mux.metrics_text(),
+                r#"engine_mux_prevalidations_total{builder="b2",outcome="valid"}"#,
+            ) >= 1.0
         },
     )
     .await;
@@ -369,7 +375,7 @@ async fn a_builder_that_loses_every_race_is_failing_after_the_stated_number_of_b
         Fault::Delay(Duration::from_millis(250)),
     );
     let b3 = |listed: &Value| listed[2].clone();
-    for n in 0..engine_mux::health::evidence::LOST_RACES_BLAMED {
+    for n in 0..engine_mux::LOST_RACES_BLAMED {
         let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
         assert_eq!(
             (b3(&listed)["healthy"].clone(), b3(&listed)["state"].clone()),
@@ -380,7 +386,7 @@ async fn a_builder_that_loses_every_race_is_failing_after_the_stated_number_of_b
     }
     assert_eq!(
         t.outcomes("b3", "outpaced"),
-        f64::from(engine_mux::health::evidence::LOST_RACES_BLAMED)
+        f64::from(engine_mux::LOST_RACES_BLAMED)
     );
     let listed = t.debug("debug_getBuilders", json!([])).await.unwrap();
     assert_eq!(

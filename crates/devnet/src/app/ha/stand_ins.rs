@@ -118,7 +118,7 @@ pub struct PeerStreamStandIn {
     /// Where it listens.
     pub addr: SocketAddr,
     frames: tokio::sync::broadcast::Sender<Vec<u8>>,
-    key: engine_mux::failover::signed::PeerKey,
+    key: engine_mux::PeerKey,
     subscribers: watch::Receiver<usize>,
     task: JoinHandle<()>,
 }
@@ -155,7 +155,7 @@ impl PeerStreamStandIn {
         Ok(Self {
             addr,
             frames,
-            key: engine_mux::failover::signed::PeerKey::new(secret),
+            key: engine_mux::PeerKey::new(secret),
             subscribers,
             task,
         })

@@ -181,8 +181,8 @@ fn watch_stream(
 
 /// engine-mux's health report in one line: the local EL and each builder with its state, its
 /// part in the last block and its last error.
-fn health_evidence(r: &engine_mux::health::report::HealthReport) -> String {
-    let err = |e: &Option<engine_mux::health::evidence::LastError>| {
+fn health_evidence(r: &engine_mux::HealthReport) -> String {
+    let err = |e: &Option<engine_mux::LastError>| {
         e.as_ref()
             .map_or(String::new(), |e| format!(" last error: {}", e.what))
     };

@@ -13,7 +13,7 @@
 //! the FCU path is a `try_send`, so nothing here delays the local block or op-node's calls. One
 //! early validation per build at most.
 
-pub mod slot;
+pub(crate) mod slot;
 
 use std::{
     sync::{
@@ -29,7 +29,11 @@ use tokio::sync::{mpsc, watch};
 
 use self::slot::EarlyBlock;
 use crate::{
-    builder::{Builder, payload_ids::BuildSlot},
+    builder::{
+        Builder,
+        gather::{Wait, gather},
+        payload_ids::BuildSlot,
+    },
     local::LocalEl,
     metrics::Metrics,
     select::{BuilderPolicy, RankKey, check_attributes},
@@ -60,7 +64,7 @@ pub struct Prevalidation {
 
 /// One build's early work.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     start: tokio::time::Instant,
     end: tokio::time::Instant,
     version: PayloadVersion,
@@ -138,7 +142,7 @@ impl Prevalidation {
 
 /// What the early work needs besides the jobs.
 #[derive(Clone, Debug)]
-pub struct Context {
+pub(crate) struct Context {
     /// The local EL that validates.
     pub local: Arc<LocalEl>,
     /// How the builders' blocks are ranked.
@@ -150,7 +154,7 @@ pub struct Context {
 }
 
 /// Runs every build's early work until `shutdown`.
-pub async fn run(mut jobs: Jobs, cx: Context, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(mut jobs: Jobs, cx: Context, mut shutdown: watch::Receiver<bool>) {
     let mut running = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -178,31 +182,24 @@ async fn prevalidate(job: Job, cx: &Context) {
         .enumerate()
         .map(|(i, (b, slot))| async move { (i, b.fetch_early(version, slot, end).await) })
         .collect();
-    // With flashblocks only the elected builder's block may carry what was preconfirmed.
+    // With flashblocks only the elected builder's block may carry what was preconfirmed, and
+    // only it is validated: no grace for the others then. After the slot's end op-node's
+    // getPayload has closed the early work.
     let elected = job.builds.iter().position(|(_, s)| s.elected);
-    let mut got: Vec<(usize, Arc<EarlyBlock>)> = Vec::new();
-    let mut stop_at: Option<tokio::time::Instant> = None;
-    loop {
-        let next = match stop_at {
-            Some(t) => tokio::select! {
-                next = fetches.next() => next,
-                () = tokio::time::sleep_until(t) => None,
-            },
-            None => fetches.next().await,
-        };
-        let Some((i, block)) = next else { break };
-        if let Some(block) = block {
-            got.push((i, block));
-        }
-        match elected {
-            Some(e) if i == e => break,
-            Some(_) => {}
-            None if !got.is_empty() => {
-                stop_at.get_or_insert_with(|| tokio::time::Instant::now() + cx.grace);
-            }
-            None => {}
-        }
-    }
+    let wait = Wait {
+        elected,
+        grace: if elected.is_some() {
+            Duration::ZERO
+        } else {
+            cx.grace
+        },
+        deadline: end,
+    };
+    let mut got: Vec<(usize, Arc<EarlyBlock>)> = gather(&mut fetches, wait, Option::is_some)
+        .await
+        .into_iter()
+        .filter_map(|(i, block)| Some((i, block?)))
+        .collect();
     got.sort_by_key(|(i, _)| *i);
     let pick = match elected {
         Some(e) => got.iter().position(|(i, _)| *i == e),
