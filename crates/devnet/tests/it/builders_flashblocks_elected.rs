@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use devnet::{app::Devnet, engine::faults::Fault};
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
+use test_utils::eventually;
 
 use crate::support::{
-    FlashblocksSubscriber, assert_block_is_its_flashblocks, eventually, flashblocks_config,
+    FlashblocksSubscriber, assert_block_is_its_flashblocks, flashblocks_config,
     flashblocks_of_block, missed_so_far, observe,
 };
 
@@ -39,8 +40,8 @@ async fn elected_builder_killed_after_flashblock_3_its_flashblocks_are_the_block
     );
     b1.faults().set(Fault::DownAfterFlashblock(3), true);
     eventually(
-        "b1 dies after a flashblock 3",
         Duration::from_secs(20),
+        "b1 dies after a flashblock 3",
         || {
             let tripped = b1.faults().tripped().is_some();
             async move { tripped }

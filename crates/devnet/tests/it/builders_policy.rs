@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use devnet::{app::Devnet, engine::faults::Fault};
+use test_utils::eventually;
 
 use crate::support::{
-    chosen_per_slot, config, eventually, missed, missed_so_far, observe, proposed_at_next_slot,
-    proposed_from, proposed_per_builder,
+    chosen_per_slot, config, missed, missed_so_far, observe, proposed_at_next_slot, proposed_from,
+    proposed_per_builder,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -119,7 +120,7 @@ async fn priority_policy_picks_the_first_healthy_builder_moves_to_the_second_and
     // 3. b1 back: b1's blocks again.
     b1_faults.set(Fault::Down, false);
     let b1_before = proposed_from(&devnet, "b1");
-    eventually("b1 builds again", Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), "b1 builds again", || async {
         proposed_from(&devnet, "b1") > b1_before
     })
     .await;

@@ -6,10 +6,11 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use devnet::app::Devnet;
 use serde_json::{Value, json};
+use test_utils::eventually;
 
 use crate::support::{
-    chosen_per_slot, config, drain, eventually, missed_so_far, mux_debug, observe,
-    proposed_at_next_slot, proposed_from, proposed_per_builder,
+    chosen_per_slot, config, drain, missed_so_far, mux_debug, observe, proposed_at_next_slot,
+    proposed_from, proposed_per_builder,
 };
 
 const CALL: Duration = Duration::from_secs(5);
@@ -103,13 +104,13 @@ async fn disabling_a_builder_on_the_debug_api_takes_effect_on_the_next_fcu() {
         .unwrap();
     let head = devnet.local.engine.head().number();
     eventually(
-        "b1 is asked to build again",
         Duration::from_secs(10),
+        "b1 is asked to build again",
         || async { last_job(&devnet, 1) >= head + 2 },
     )
     .await;
     let b1_before = proposed_from(&devnet, "b1");
-    eventually("b1's blocks again", Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), "b1's blocks again", || async {
         proposed_from(&devnet, "b1") > b1_before
     })
     .await;

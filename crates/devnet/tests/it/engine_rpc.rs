@@ -10,8 +10,6 @@ use devnet::{
 use engine_api::{Upstream, UpstreamConfig, UpstreamError};
 use serde_json::{Value, json};
 
-use crate::support::eventually;
-
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn engine(role: Role, jwt: JwtSecret) -> RunningEngine {
@@ -103,8 +101,8 @@ async fn builder_fault_control_down_stale_and_back() {
         .unwrap();
     let auth = running.auth_url();
     eventually(
-        "auth port refuses connections",
         Duration::from_secs(5),
+        "auth port refuses connections",
         || {
             let c = client(auth.clone(), Some(jwt));
             async move {
@@ -126,7 +124,7 @@ async fn builder_fault_control_down_stale_and_back() {
         .await
         .unwrap();
     let auth = running.auth_url();
-    eventually("auth port back", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "auth port back", || {
         let c = client(auth.clone(), Some(jwt));
         async move {
             c.call::<Value>("eth_chainId", &json!([]), TIMEOUT)
@@ -319,3 +317,4 @@ async fn eth_rpc_reports_included_transactions_receipts_and_balances() {
     assert_eq!(by_hash["transactions"][1], json!(hash));
     running.stop().await;
 }
+use test_utils::eventually;

@@ -8,10 +8,7 @@ use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_rpc_types_engine::PayloadId;
 use alloy_signer_local::PrivateKeySigner;
 use devnet::{
-    app::{
-        ha::{FollowingStack, op_node_slot},
-        metric_value,
-    },
+    app::ha::{FollowingStack, op_node_slot},
     chain::{
         accounts::{raw_transaction, sign_transfer},
         attributes::{SequencerParams, sequencer_attributes},
@@ -19,8 +16,7 @@ use devnet::{
 };
 use engine_mux::DropReason;
 use op_alloy_rpc_types_engine::{OpFlashblockPayload, OpFlashblockPayloadBase};
-
-use crate::support::eventually;
+use test_utils::{eventually, metric};
 
 /// The stack under test, with the helpers these tests add.
 struct Node(FollowingStack);
@@ -106,22 +102,17 @@ impl Node {
 
     async fn accepted(&self, n: f64) {
         eventually(
-            "the peer's flashblocks are held",
             Duration::from_secs(10),
+            "the peer's flashblocks are held",
             || {
-                let v = metric_value(
+                let v = metric(
                     &self.mux.metrics_text(),
-                    "engine_mux_peer_flashblocks_total",
-                    &[("outcome", "accepted")],
+                    r#"engine_mux_peer_flashblocks_total{outcome="accepted"}"#,
                 );
                 async move { v >= n }
             },
         )
         .await;
-    }
-
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value(&self.mux.metrics_text(), name, labels)
     }
 
     async fn stop(self) {
@@ -212,22 +203,28 @@ async fn a_used_nonce_and_an_unexecutable_transaction_are_dropped_with_reasons_a
             .dropped
             .contains(&(hash(&t4), DropReason::RefusedByEl))
     );
-    assert_eq!(node.metric("engine_mux_failovers_total", &[]), 1.0);
     assert_eq!(
-        node.metric("engine_mux_preconfirmed_carried_total", &[]),
+        metric(&node.mux.metrics_text(), "engine_mux_failovers_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &node.mux.metrics_text(),
+            "engine_mux_preconfirmed_carried_total"
+        ),
         2.0
     );
     assert_eq!(
-        node.metric(
-            "engine_mux_preconfirmed_dropped_total",
-            &[("reason", "nonce_used")]
+        metric(
+            &node.mux.metrics_text(),
+            r#"engine_mux_preconfirmed_dropped_total{reason="nonce_used"}"#
         ),
         1.0
     );
     assert_eq!(
-        node.metric(
-            "engine_mux_preconfirmed_dropped_total",
-            &[("reason", "refused_by_el")]
+        metric(
+            &node.mux.metrics_text(),
+            r#"engine_mux_preconfirmed_dropped_total{reason="refused_by_el"}"#
         ),
         1.0
     );
@@ -252,7 +249,10 @@ async fn a_peer_publishing_for_a_parent_this_node_does_not_have_never_changes_it
         attrs.transactions.clone().unwrap(),
         "exactly op-node's attributes (empty pool): nothing of the peer's"
     );
-    assert_eq!(node.metric("engine_mux_failovers_total", &[]), 0.0);
+    assert_eq!(
+        metric(&node.mux.metrics_text(), "engine_mux_failovers_total"),
+        0.0
+    );
     assert!(
         node.mux
             .state()
@@ -286,18 +286,18 @@ async fn unsigned_peer_frames_are_refused_and_never_reach_a_block() {
     let parent = node.local.engine.head().hash;
     let forged = node.transfer(&s1, 0, 42);
     node.publish_peer_block_as(parent, 1, &[vec![forged.clone()]], false);
-    eventually("unsigned frames refused", Duration::from_secs(10), || {
-        let v = node.metric(
-            "engine_mux_peer_flashblocks_total",
-            &[("outcome", "unauthenticated")],
+    eventually(Duration::from_secs(10), "unsigned frames refused", || {
+        let v = metric(
+            &node.mux.metrics_text(),
+            r#"engine_mux_peer_flashblocks_total{outcome="unauthenticated"}"#,
         );
         async move { v >= 2.0 }
     })
     .await;
     assert_eq!(
-        node.metric(
-            "engine_mux_peer_flashblocks_total",
-            &[("outcome", "accepted")]
+        metric(
+            &node.mux.metrics_text(),
+            r#"engine_mux_peer_flashblocks_total{outcome="accepted"}"#
         ),
         0.0
     );
@@ -310,7 +310,10 @@ async fn unsigned_peer_frames_are_refused_and_never_reach_a_block() {
         attrs.transactions.clone().unwrap(),
         "exactly op-node's attributes: nothing of the forged stream"
     );
-    assert_eq!(node.metric("engine_mux_failovers_total", &[]), 0.0);
+    assert_eq!(
+        metric(&node.mux.metrics_text(), "engine_mux_failovers_total"),
+        0.0
+    );
 
     let p = node.local.engine.head().hash;
     node.publish_peer_block(p, 2, &[vec![forged.clone()]]);

@@ -13,10 +13,11 @@
 use std::time::Duration;
 
 use devnet::{app::Devnet, engine::faults::Fault};
+use test_utils::{eventually, eventually_every};
 
 use crate::support::{
-    FlashblocksSubscriber, eventually, eventually_every, flashblocks_config, local_block,
-    mux_metric, observe, preconfirmed_hashes,
+    FlashblocksSubscriber, flashblocks_config, local_block, mux_metric, observe,
+    preconfirmed_hashes,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -38,9 +39,9 @@ async fn flashblocks_after_the_block_was_proposed_are_not_republished() {
     let seen = sub.len();
     let mut slowed = None;
     eventually_every(
+        Duration::from_secs(10),
         "flashblock 1 of a new block",
         Duration::from_millis(2),
-        Duration::from_secs(10),
         || {
             slowed = sub.ids()[seen..].iter().find(|(_, i)| *i == 1).copied();
             let found = slowed.is_some();
@@ -51,8 +52,8 @@ async fn flashblocks_after_the_block_was_proposed_are_not_republished() {
     let faults = devnet.builder.engine.faults().clone();
     faults.set(Fault::Slow(1_500), true);
     eventually(
-        "engine-mux proposes its flashblocks",
         Duration::from_secs(20),
+        "engine-mux proposes its flashblocks",
         || async {
             mux_metric(&devnet, "engine_mux_flashblocks_blocks_total", &preserved)
                 > preserved_before

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use devnet::{app::Devnet, engine::faults::Fault};
+use test_utils::eventually;
 
 use crate::support::{
-    FlashblocksSubscriber, assert_block_is_its_flashblocks, eventually, flashblocks_config,
+    FlashblocksSubscriber, assert_block_is_its_flashblocks, flashblocks_config,
     flashblocks_of_block, missed, mux_metric, observe,
 };
 
@@ -29,8 +30,8 @@ async fn builder_killed_after_flashblock_3_block_is_exactly_what_was_published_o
     let faults = devnet.builder.engine.faults().clone();
     faults.set(Fault::DownAfterFlashblock(3), true);
     eventually(
-        "the builder dies after a flashblock 3",
         Duration::from_secs(20),
+        "the builder dies after a flashblock 3",
         || {
             let tripped = faults.tripped().is_some();
             async move { tripped }
@@ -96,7 +97,7 @@ async fn builder_killed_after_flashblock_3_block_is_exactly_what_was_published_o
     // Back up: builder blocks again.
     let builder = [("source", "builder")];
     let before = mux_metric(&devnet, "engine_mux_blocks_proposed_total", &builder);
-    eventually("builder blocks again", Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), "builder blocks again", || async {
         mux_metric(&devnet, "engine_mux_blocks_proposed_total", &builder) > before
     })
     .await;

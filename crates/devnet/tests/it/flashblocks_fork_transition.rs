@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use devnet::{app::Devnet, engine::faults::Fault};
+use test_utils::eventually;
 
 use crate::support::{
-    FlashblocksSubscriber, assert_block_is_its_flashblocks, eventually, flashblocks_config,
+    FlashblocksSubscriber, assert_block_is_its_flashblocks, flashblocks_config,
     flashblocks_of_block, missed, mux_metric, observe,
 };
 
@@ -26,8 +27,8 @@ async fn pre_isthmus_block_assembled_from_flashblocks_then_v4_blocks() {
     let faults = devnet.builder.engine.faults().clone();
     faults.set(Fault::DownAfterFlashblock(2), true);
     eventually(
-        "the builder dies after a flashblock 2",
         Duration::from_secs(20),
+        "the builder dies after a flashblock 2",
         || {
             let tripped = faults.tripped().is_some();
             async move { tripped }

@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use devnet::{app::Devnet, engine::faults::Fault};
+use test_utils::{eventually, eventually_every};
 
 use crate::support::{
     FlashblocksSubscriber, assert_block_is_its_flashblocks, assert_in_order_without_duplicates,
-    canonical_occurrences, eventually, eventually_every, flashblocks_config, flashblocks_of_block,
-    local_block, missed, mux_metric, observe, preconfirmed_hashes,
+    canonical_occurrences, flashblocks_config, flashblocks_of_block, local_block, missed,
+    mux_metric, observe, preconfirmed_hashes,
 };
 
 /// Poll step while the stream is cut: short, so the outage stays inside one 250 ms block.
@@ -27,8 +28,8 @@ async fn builder_websocket_dropped_mid_block_reconnects_without_republishing() {
     observe(&devnet, &mut events, 5, Duration::from_secs(30), |_| {}).await;
     let connected = || async { mux_metric(&devnet, "engine_mux_flashblocks_connected", &[]) };
     eventually(
-        "engine-mux connected to the builder",
         Duration::from_secs(10),
+        "engine-mux connected to the builder",
         || async { connected().await == 1.0 },
     )
     .await;
@@ -43,9 +44,9 @@ async fn builder_websocket_dropped_mid_block_reconnects_without_republishing() {
     let seen = sub.len();
     let mut cut = None;
     eventually_every(
+        Duration::from_secs(10),
         "flashblock 1 of a new block",
         FAST,
-        Duration::from_secs(10),
         || {
             cut = sub.ids()[seen..].iter().find(|(_, i)| *i == 1).copied();
             let found = cut.is_some();
@@ -57,17 +58,17 @@ async fn builder_websocket_dropped_mid_block_reconnects_without_republishing() {
     let builder = devnet.builder.engine.clone();
     builder.faults().set(Fault::FlashblocksDown, true);
     eventually_every(
+        Duration::from_secs(10),
         "engine-mux sees the stream drop",
         FAST,
-        Duration::from_secs(10),
         || async { connected().await == 0.0 },
     )
     .await;
     builder.faults().set(Fault::FlashblocksDown, false);
     eventually_every(
+        Duration::from_secs(10),
         "engine-mux reconnects",
         FAST,
-        Duration::from_secs(10),
         || async { connected().await == 1.0 },
     )
     .await;

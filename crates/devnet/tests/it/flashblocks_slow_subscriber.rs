@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use devnet::app::Devnet;
+use test_utils::eventually;
 use tokio::net::TcpSocket;
 
 use crate::support::{
-    FlashblocksSubscriber, assert_in_order_without_duplicates, eventually, flashblocks_config,
-    mux_metric,
+    FlashblocksSubscriber, assert_in_order_without_duplicates, flashblocks_config, mux_metric,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -30,14 +30,14 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_flashblock_i
         FlashblocksSubscriber::connect(out).await,
         FlashblocksSubscriber::connect(out).await,
     ];
-    eventually("three subscribers", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "three subscribers", || async {
         mux_metric(&devnet, "engine_mux_flashblocks_subscribers", &[]) == 3.0
     })
     .await;
 
     eventually(
-        "the stuck subscriber is dropped",
         Duration::from_secs(120),
+        "the stuck subscriber is dropped",
         || async {
             mux_metric(
                 &devnet,
@@ -56,15 +56,15 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_flashblock_i
         1.0,
         "only the stuck subscriber"
     );
-    eventually("two subscribers left", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "two subscribers left", || async {
         mux_metric(&devnet, "engine_mux_flashblocks_subscribers", &[]) == 2.0
     })
     .await;
     // The fast ones keep going after the drop.
     let at_drop = fast[0].len();
     eventually(
-        "more flashblocks after the drop",
         Duration::from_secs(10),
+        "more flashblocks after the drop",
         || {
             let more = fast[0].len() >= at_drop + 10 && fast[1].len() >= at_drop + 10;
             async move { more }
@@ -76,8 +76,8 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_flashblock_i
     // Reading the stuck one now: what it got is a gapless prefix of the stream, then the end.
     let slow = FlashblocksSubscriber::record(slow);
     eventually(
-        "the stuck subscriber's connection ends",
         Duration::from_secs(20),
+        "the stuck subscriber's connection ends",
         || {
             let closed = slow.is_closed();
             async move { closed }

@@ -1,8 +1,9 @@
 use std::time::Duration;
 
 use devnet::app::Devnet;
+use test_utils::eventually;
 
-use crate::support::{config, eventually, healthz_at, observe};
+use crate::support::{config, healthz_at, observe};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_engine_down_makes_healthz_503() {
@@ -24,7 +25,7 @@ async fn local_engine_down_makes_healthz_503() {
     // Take the local EL away entirely: both its listeners close.
     local.stop().await;
     let addr = mux.rpc_addr;
-    eventually("healthz 503", Duration::from_secs(20), || async move {
+    eventually(Duration::from_secs(20), "healthz 503", || async move {
         healthz_at(addr).await == 503
     })
     .await;

@@ -132,25 +132,6 @@ pub async fn healthz_at(addr: std::net::SocketAddr) -> u16 {
         .unwrap_or(0)
 }
 
-/// Polls `check` every 50 ms until it holds, panicking after `deadline`.
-pub async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    deadline: Duration,
-    check: impl FnMut() -> F,
-) {
-    eventually_every(what, Duration::from_millis(50), deadline, check).await
-}
-
-/// Polls `check` every `step` until it holds, panicking after `deadline`.
-pub async fn eventually_every<F: std::future::Future<Output = bool>>(
-    what: &str,
-    step: Duration,
-    deadline: Duration,
-    check: impl FnMut() -> F,
-) {
-    test_utils::poll_until(what, deadline, step, check).await
-}
-
 /// How many times each hash occurs in the local engine's canonical chain.
 pub fn canonical_occurrences(devnet: &Devnet, hashes: &[B256]) -> Vec<usize> {
     let head = devnet.local.engine.head().number();

@@ -18,8 +18,9 @@ use devnet::{
 use engine_api::{Upstream, UpstreamConfig};
 use op_alloy_consensus::OpTxEnvelope;
 use serde_json::{Value, json};
+use test_utils::eventually;
 
-use crate::support::{FLASHBLOCKS_INTERVAL, config, eventually};
+use crate::support::{FLASHBLOCKS_INTERVAL, config};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -95,8 +96,8 @@ async fn transfer_filled_from_estimate_gas_and_fee_answers_is_preconfirmed_then_
     // The receipt shows up (from the flashblocks first, then sealed) and the value arrives.
     let receipt = std::sync::Mutex::new(Value::Null);
     eventually(
-        "the transfer's receipt",
         Duration::from_secs(10),
+        "the transfer's receipt",
         || async {
             // A `null` result reads as an error with this client: not there yet.
             let r: Option<Value> = rpc
@@ -110,7 +111,7 @@ async fn transfer_filled_from_estimate_gas_and_fee_answers_is_preconfirmed_then_
     )
     .await;
     assert_eq!(receipt.lock().unwrap()["status"], json!("0x1"));
-    eventually("the transfer sealed", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "the transfer sealed", || async {
         let balance: U256 = call(&rpc, "eth_getBalance", json!([to, "latest"])).await;
         balance == value
     })
