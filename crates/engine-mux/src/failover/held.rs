@@ -13,7 +13,10 @@ use std::collections::VecDeque;
 use alloy_consensus::{Transaction, transaction::SignerRecoverable};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, Bytes};
-use engine_api::PayloadId;
+use engine_api::{
+    PayloadId,
+    flashblocks::{Order, OrderError, Sequence},
+};
 use op_alloy_consensus::OpTxEnvelope;
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use parking_lot::Mutex;
@@ -99,6 +102,8 @@ pub struct PeerBlock {
 
 struct Build {
     block: PeerBlock,
+    /// The order its flashblocks must keep (engine-types' one checker).
+    sequence: Sequence,
     /// Each accepted flashblock, to tell duplicates from equivocations.
     accepted: Vec<OpFlashblockPayload>,
     bytes: usize,
@@ -125,6 +130,32 @@ impl std::fmt::Debug for HeldPreconfirmations {
         f.debug_struct("HeldPreconfirmations")
             .finish_non_exhaustive()
     }
+}
+
+/// What a build's order says of `fb` (`accepted`: the build's flashblocks so far): `None` when
+/// it is the next one.
+fn refusal(
+    sequence: &Sequence,
+    accepted: &[OpFlashblockPayload],
+    fb: &OpFlashblockPayload,
+) -> Option<PeerVerdict> {
+    Some(match sequence.check(fb) {
+        Ok(Order::Next) => return None,
+        Ok(Order::Seen { index }) => {
+            if accepted.get(index as usize) == Some(fb) {
+                PeerVerdict::Duplicate
+            } else {
+                PeerVerdict::Rejected(PeerRejection::Equivocation)
+            }
+        }
+        Err(OrderError::Base { .. }) => PeerVerdict::Rejected(PeerRejection::Base),
+        // A peer's stream is one ordered connection: what skips ahead is refused, not held (a
+        // build is found by its payload id, so another payload's flashblock is not seen here).
+        Err(OrderError::Gap { .. } | OrderError::Payload { .. }) => {
+            PeerVerdict::Rejected(PeerRejection::Gap)
+        }
+        Err(OrderError::TooMany { .. }) => PeerVerdict::Rejected(PeerRejection::TooMany),
+    })
 }
 
 /// Decodes a preconfirmed transaction; deposits give `None` (never carried).
@@ -162,16 +193,14 @@ impl HeldPreconfirmations {
             .iter()
             .position(|b| b.block.peer == peer && b.block.payload_id == fb.payload_id);
         let Some(pos) = found else {
-            let Some(base) = fb.base.as_ref() else {
-                return PeerVerdict::Rejected(if fb.index == 0 {
-                    PeerRejection::Base
-                } else {
-                    PeerRejection::Gap
-                });
-            };
-            if fb.index != 0 {
-                return PeerVerdict::Rejected(PeerRejection::Base);
+            let mut sequence = Sequence::new(fb.payload_id, MAX_PER_BUILD as u64);
+            if let Some(refused) = refusal(&sequence, &[], &fb) {
+                return refused;
             }
+            // The sequence accepted it as index 0, which carries the base.
+            let Some(base) = fb.base.as_ref() else {
+                return PeerVerdict::Rejected(PeerRejection::Base);
+            };
             if base.block_number + KEEP_HEIGHTS < inner.newest_height {
                 return PeerVerdict::Rejected(PeerRejection::Stale);
             }
@@ -189,8 +218,10 @@ impl HeldPreconfirmations {
             inner.seq += 1;
             let seq = inner.seq;
             inner.newest_height = inner.newest_height.max(block.block_number);
+            sequence.advance();
             inner.builds.push_back(Build {
                 block,
+                sequence,
                 accepted: vec![fb],
                 bytes: frame_len,
                 seq,
@@ -203,22 +234,8 @@ impl HeldPreconfirmations {
             return PeerVerdict::Accepted;
         };
         let build = &mut inner.builds[pos];
-        let next = build.accepted.len() as u64;
-        if fb.index < next {
-            return if build.accepted[fb.index as usize] == fb {
-                PeerVerdict::Duplicate
-            } else {
-                PeerVerdict::Rejected(PeerRejection::Equivocation)
-            };
-        }
-        if fb.base.is_some() {
-            return PeerVerdict::Rejected(PeerRejection::Base);
-        }
-        if fb.index > next {
-            return PeerVerdict::Rejected(PeerRejection::Gap);
-        }
-        if build.accepted.len() >= MAX_PER_BUILD {
-            return PeerVerdict::Rejected(PeerRejection::TooMany);
+        if let Some(refused) = refusal(&build.sequence, &build.accepted, &fb) {
+            return refused;
         }
         if build.bytes + frame_len > MAX_BYTES_PER_BUILD {
             return PeerVerdict::Rejected(PeerRejection::TooLarge);
@@ -229,6 +246,7 @@ impl HeldPreconfirmations {
             .transactions
             .extend(fb.diff.transactions.iter().filter_map(decode));
         build.block.flashblocks += 1;
+        build.sequence.advance();
         build.accepted.push(fb);
         PeerVerdict::Accepted
     }

@@ -6,7 +6,10 @@
 use std::{collections::VecDeque, sync::Arc};
 
 use alloy_primitives::Bytes;
-use engine_api::PayloadId;
+use engine_api::{
+    PayloadId,
+    flashblocks::{Order, OrderError, Sequence},
+};
 use op_alloy_rpc_types_engine::OpFlashblockPayload;
 use parking_lot::Mutex;
 use tokio::{sync::broadcast, time::Instant};
@@ -102,6 +105,8 @@ pub struct Timeline {
 
 struct Build {
     id: PayloadId,
+    /// The order its flashblocks must keep (engine-types' one checker).
+    sequence: Sequence,
     accepted: Vec<Entry>,
     /// Set when getPayload took its snapshot: the block is decided.
     closed: bool,
@@ -162,6 +167,7 @@ impl FlashblocksStore {
         }
         inner.builds.push_back(Build {
             id,
+            sequence: Sequence::new(id, MAX_PER_BUILD as u64),
             accepted: Vec::new(),
             closed: false,
             publish,
@@ -216,30 +222,27 @@ impl FlashblocksStore {
             Self::hold(inner, entry, &self.metrics);
             return Err(Verdict::Held);
         };
-        let next = build.accepted.len() as u64;
-        let index = entry.fb.index;
-        if index < next {
-            let same = build.accepted[index as usize].fb == entry.fb;
-            return Err(if same {
-                Verdict::Duplicate
-            } else {
-                Verdict::Rejected(Rejection::Equivocation)
-            });
-        }
-        // A replay of something accepted is a duplicate even after the block was decided;
-        // anything new for a decided block is late.
-        if build.closed {
-            return Err(Verdict::Rejected(Rejection::Late));
-        }
-        if (index == 0) != entry.fb.base.is_some() {
-            return Err(Verdict::Rejected(Rejection::Base));
-        }
-        if index > next {
-            Self::hold(inner, entry, &self.metrics);
-            return Err(Verdict::Held);
-        }
-        if build.accepted.len() >= MAX_PER_BUILD {
-            return Err(Verdict::Rejected(Rejection::TooMany));
+        match build.sequence.check(&entry.fb) {
+            Ok(Order::Seen { index }) => {
+                let same = build.accepted[index as usize].fb == entry.fb;
+                return Err(if same {
+                    Verdict::Duplicate
+                } else {
+                    Verdict::Rejected(Rejection::Equivocation)
+                });
+            }
+            // A replay of something accepted is a duplicate even after the block was decided;
+            // anything new for a decided block is late.
+            _ if build.closed => return Err(Verdict::Rejected(Rejection::Late)),
+            Err(OrderError::Base { .. }) => return Err(Verdict::Rejected(Rejection::Base)),
+            // Ahead of a gap: held until the gap fills (the build was found by its payload id,
+            // so another payload's flashblock is not seen here).
+            Err(OrderError::Gap { .. } | OrderError::Payload { .. }) => {
+                Self::hold(inner, entry, &self.metrics);
+                return Err(Verdict::Held);
+            }
+            Err(OrderError::TooMany { .. }) => return Err(Verdict::Rejected(Rejection::TooMany)),
+            Ok(Order::Next) => {}
         }
         if build.bytes + entry.raw.len() > MAX_BYTES_PER_BUILD {
             return Err(Verdict::Rejected(Rejection::TooLarge));
@@ -251,6 +254,7 @@ impl FlashblocksStore {
             entry.published = true;
         }
         self.metrics.flashblock("accepted");
+        build.sequence.advance();
         build.accepted.push(entry);
         Ok(())
     }
