@@ -2,7 +2,8 @@
 //! links engine-mux instead of running it beside op-node. Each call goes through the same
 //! router and multiplexer as a request on the RPC port (same routing, checks, fallbacks,
 //! deadlines and metrics); only the HTTP server and its JWT check are left out, since the caller
-//! is the process itself.
+//! is the process itself. The handle also carries what an operator reaches over HTTP: health
+//! (`/healthz`), the debug API's controls, the metrics.
 
 use std::sync::Arc;
 
@@ -20,7 +21,12 @@ use op_alloy_rpc_types_engine::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use crate::{execution_mode::ExecutionMode, mux::Mux};
+use crate::{
+    execution_mode::ExecutionMode,
+    health::{HealthStatus, Upstreams, report::HealthReport},
+    http::debug_api::{BuilderStatus, status_of},
+    mux::Mux,
+};
 
 /// Why a typed call has no result.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,12 @@ pub enum EmbedError {
         /// The error message.
         message: String,
     },
+    /// No configured builder has this name.
+    #[error("no builder named {name:?}")]
+    NoSuchBuilder {
+        /// The name asked for.
+        name: String,
+    },
     /// The answer did not have the shape the method's result has.
     #[error("{method}: unexpected answer: {reason}")]
     Answer {
@@ -45,16 +57,47 @@ pub enum EmbedError {
     },
 }
 
-/// The Engine API of one running engine-mux, in process.
+/// The Engine API of one running engine-mux, in process, with its health and operator
+/// controls. Cheap to clone; every clone drives the same instance.
+///
+/// The handle does not own the instance: [`crate::RunningMux::shutdown`] stops it (stops
+/// accepting on its ports, lets in-flight calls finish for up to 10 s, stops its tasks), and
+/// the embedder keeps the `RunningMux` until it no longer calls through any handle; a call
+/// after shutdown reaches no builder.
+///
+/// Metrics: each instance records into its own Prometheus registry, not through the `metrics`
+/// crate's global recorder, so two instances in one process keep separate books and a recorder
+/// the embedder installs sees none of engine-mux's series. Read them with
+/// [`Self::metrics_text`] (Prometheus text, what the metrics port serves).
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
     mux: Arc<Mux>,
+    upstreams: Upstreams,
 }
 
 impl EngineHandle {
-    /// A handle on `mux` (see [`crate::RunningMux::engine`]).
-    pub fn new(mux: Arc<Mux>) -> Self {
-        Self { mux }
+    /// A handle on `mux`, whose health `upstreams` gathers (see [`crate::RunningMux::engine`]).
+    pub(crate) fn new(mux: Arc<Mux>, upstreams: Upstreams) -> Self {
+        Self { mux, upstreams }
+    }
+
+    /// Health as `/healthz` answers it: 200 (local EL and builders fine), 206 (local EL fine,
+    /// builders failing or out of sync), 503 (local EL failing).
+    pub fn health(&self) -> HealthStatus {
+        self.upstreams.status()
+    }
+
+    /// Health with every component's state and the evidence behind it, as `/healthz` answers
+    /// `Accept: application/json`.
+    pub fn health_report(&self) -> HealthReport {
+        let (status, pending) = self.upstreams.status_and_pending();
+        crate::health::report::report(&self.upstreams, status, pending)
+    }
+
+    /// This instance's metrics as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        self.mux.builders.report_gauges();
+        self.mux.metrics.render()
     }
 
     /// The execution mode (`debug_getExecutionMode`).
@@ -64,7 +107,35 @@ impl EngineHandle {
 
     /// Switches the execution mode (`debug_setExecutionMode`); takes effect on the next call.
     pub fn set_execution_mode(&self, mode: ExecutionMode) {
+        let before = self.mux.mode.get();
         self.mux.mode.set(mode);
+        self.mux.metrics.execution_mode(mode);
+        tracing::info!(from = %before, to = %mode, "execution mode changed in process");
+    }
+
+    /// Every builder as `debug_getBuilders` shows it, in priority order.
+    pub fn builders(&self) -> Vec<BuilderStatus> {
+        self.mux.builders.iter().map(|b| status_of(b)).collect()
+    }
+
+    /// Enables or disables the builder named `name` (`debug_setBuilderEnabled`): a disabled
+    /// builder gets no engine call until enabled again. Its state after the change.
+    pub fn set_builder_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<BuilderStatus, EmbedError> {
+        let b = self
+            .mux
+            .builders
+            .get(name)
+            .ok_or_else(|| EmbedError::NoSuchBuilder {
+                name: name.to_string(),
+            })?;
+        if b.set_enabled(enabled) != enabled {
+            tracing::info!(builder = b.name(), enabled, "builder switched in process");
+        }
+        Ok(status_of(b))
     }
 
     /// `engine_forkchoiceUpdatedV3`.
@@ -91,6 +162,15 @@ impl EngineHandle {
         id: PayloadId,
     ) -> Result<OpExecutionPayloadEnvelopeV4, EmbedError> {
         self.typed("engine_getPayloadV4", (id,)).await
+    }
+
+    /// `engine_getPayloadV5` (Osaka on). op-alloy has no V5 envelope type: an OP chain's V5
+    /// answer has the Isthmus (V4) envelope's shape, which is how engine-mux reads it too.
+    pub async fn get_payload_v5(
+        &self,
+        id: PayloadId,
+    ) -> Result<OpExecutionPayloadEnvelopeV4, EmbedError> {
+        self.typed("engine_getPayloadV5", (id,)).await
     }
 
     /// `engine_newPayloadV3`.
@@ -146,8 +226,14 @@ impl EngineHandle {
             "params": params,
         }))
         .map_err(|e| answer(format!("params do not serialize: {e}")))?;
-        let res =
-            crate::http::router::handle(&self.mux, &HeaderMap::new(), Bytes::from(body)).await;
+        // Calls the router forwards reach an HTTP EL with these headers, and op-geth and reth
+        // refuse a JSON-RPC body without this content type (HTTP 415).
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let res = crate::http::router::handle(&self.mux, &headers, Bytes::from(body)).await;
         let envelope: jsonrpc::ResponseEnvelope = serde_json::from_slice(res.body())
             .map_err(|e| answer(format!("HTTP {}: {e}", res.status())))?;
         if let Some(e) = envelope.error {

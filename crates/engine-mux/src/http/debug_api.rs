@@ -53,7 +53,7 @@ pub struct BuilderStatus {
     pub last_comparison: Option<crate::accountability::Comparison>,
 }
 
-fn status_of(b: &Builder) -> BuilderStatus {
+pub(crate) fn status_of(b: &Builder) -> BuilderStatus {
     let (state, since) = b.health().state();
     let heads = b.health().heads();
     BuilderStatus {

@@ -99,7 +99,7 @@ impl RunningMux {
     /// The Engine API of this instance as typed async methods, in process (no HTTP, no JWT):
     /// the same routing and decisions as a request on the RPC port.
     pub fn engine(&self) -> crate::embed::EngineHandle {
-        crate::embed::EngineHandle::new(self.state.clone())
+        crate::embed::EngineHandle::new(self.state.clone(), self.upstreams.clone())
     }
 
     /// The multiplexer (for embedding and tests).

@@ -117,3 +117,54 @@ async fn the_typed_handle_takes_the_same_decisions_as_the_rpc_port() {
         .unwrap_err();
     assert!(err.to_string().contains("engine_getPayloadV3"), "{err}");
 }
+
+/// What an operator reaches over HTTP is on the handle too: health as `/healthz` answers it,
+/// the debug API's builder switch (a disabled builder is asked for no block; an unknown name is
+/// an error), the execution mode with its gauge, getPayloadV5 routed like V4, and the metrics.
+#[tokio::test]
+async fn the_handle_carries_health_the_debug_controls_and_the_metrics() {
+    let s = fresh().await;
+    let engine = s.mux.engine();
+    assert_eq!(engine.health().code(), s.healthz().await);
+    assert_eq!(engine.health_report().health, engine.health());
+
+    let builders = engine.builders();
+    assert_eq!(builders.len(), 1);
+    assert!(builders[0].enabled);
+    assert!(matches!(
+        engine.set_builder_enabled("nobody", false),
+        Err(engine_mux::embed::EmbedError::NoSuchBuilder { .. })
+    ));
+    let off = engine.set_builder_enabled("builder", false).unwrap();
+    assert!(!off.enabled);
+    assert!(!engine.builders()[0].enabled);
+    s.builder.clear_calls();
+    let hash = embedded_block(&s, 100).await;
+    assert_eq!(source(&s, &hash, 101), "local");
+    let builds = s
+        .builder
+        .calls_of("engine_forkchoiceUpdatedV3")
+        .into_iter()
+        .filter(|c| !c.params[1].is_null())
+        .count();
+    assert_eq!(builds, 0, "a disabled builder was asked for a block");
+    engine.set_builder_enabled("builder", true).unwrap();
+
+    engine.set_execution_mode("dry_run".parse().unwrap());
+    assert_eq!(engine.execution_mode().as_str(), "dry_run");
+    // The mode's gauge moved as the debug API moves it, in the handle's metrics.
+    let text = engine.metrics_text();
+    assert!(
+        text.lines()
+            .any(|l| l == "engine_mux_execution_mode{mode=\"dry_run\"} 1"),
+        "no dry_run gauge"
+    );
+
+    // getPayloadV5 reaches the local EL as engine_getPayloadV5 (an unknown id: its error).
+    let err = engine
+        .get_payload_v5(engine_api::PayloadId::new([9; 8]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("engine_getPayloadV5"), "{err}");
+    assert!(!s.local.calls_of("engine_getPayloadV5").is_empty());
+}
