@@ -18,7 +18,9 @@ use std::{
 };
 
 use alloy_primitives::{Address, B256, U256};
-use e2e::{LoneEngine, call, client, flashblock, quantity, scripted_server, start_rpc, wait_for};
+use e2e::{
+    LoneEngine, call, client, eventually_some, flashblock, quantity, scripted_server, start_rpc,
+};
 use flashblocks_rpc::metrics::Source;
 use serde_json::json;
 
@@ -55,7 +57,7 @@ async fn latency(n: usize) {
         client(&via_builder.http_url(), None),
     ];
     for ours in &clients {
-        wait_for("pending blocks", Duration::from_secs(20), || async {
+        eventually_some(Duration::from_secs(20), "pending blocks", || async {
             let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
             let p = call(ours, "eth_getBlockByNumber", json!(["pending", false])).await;
             (quantity(&p["number"]) > head).then_some(())
@@ -146,7 +148,7 @@ async fn throughput(duration: Duration, concurrency: usize) {
         .await
         .unwrap();
     let ours = client(&rpc.http_url(), None);
-    wait_for("the pending receipt", Duration::from_secs(5), || async {
+    eventually_some(Duration::from_secs(5), "the pending receipt", || async {
         let r = call(&ours, "eth_getTransactionReceipt", json!([hash])).await;
         (!r.is_null()).then_some(())
     })

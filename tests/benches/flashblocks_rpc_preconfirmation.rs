@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes, TxKind, U256, hex};
 use e2e::{
-    BLOCK_TIME, FLASHBLOCK_INTERVAL, Net, Relay, call, client, quantity, start_rpc, wait_for,
+    BLOCK_TIME, FLASHBLOCK_INTERVAL, Net, Relay, call, client, eventually_some, quantity, start_rpc,
 };
 use flashblocks_rpc::metrics::Source;
 use serde_json::json;
@@ -69,7 +69,7 @@ async fn main() {
         .map(|(_, r)| client(&r.http_url(), None))
         .collect();
     for ours in &clients {
-        wait_for("pending blocks", Duration::from_secs(20), || async {
+        eventually_some(Duration::from_secs(20), "pending blocks", || async {
             let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
             let p = call(ours, "eth_getBlockByNumber", json!(["pending", false])).await;
             (quantity(&p["number"]) > head).then_some(())

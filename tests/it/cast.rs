@@ -15,7 +15,7 @@ use std::{path::PathBuf, process::Command};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, hex};
 use serde_json::{Value, json};
 
-use e2e::{BLOCK_TIME, Net, Relay, call, quantity, start_rpc, wait_for};
+use e2e::{BLOCK_TIME, Net, Relay, call, eventually_some, quantity, start_rpc};
 
 /// Transactions a loaded machine may push past their block; one must be seen pending.
 const ATTEMPTS: u64 = 4;
@@ -54,7 +54,7 @@ fn cast(bin: &PathBuf, args: &[&str]) -> Option<String> {
 }
 
 async fn sealed(net: &Net, hash: B256) -> u64 {
-    wait_for("the block sealed", 8 * BLOCK_TIME, || async {
+    eventually_some(8 * BLOCK_TIME, "the block sealed", || async {
         let r: Value = call(&net.local, "eth_getTransactionReceipt", json!([hash])).await;
         (!r.is_null()).then(|| quantity(&r["blockNumber"]))
     })
@@ -105,7 +105,7 @@ async fn cast_sees_receipts_calls_and_balances_before_the_block_seals() {
             nonce += 2;
             let hash = transfer.to_string();
             let receipt: Value =
-                wait_for("cast receipt of the transfer", 8 * BLOCK_TIME, || async {
+                eventually_some(8 * BLOCK_TIME, "cast receipt of the transfer", || async {
                     let out = cast(&bin, &["receipt", "--async", "--json", &hash, "-r", &url])?;
                     serde_json::from_str::<Value>(&out)
                         .ok()
@@ -197,18 +197,16 @@ async fn cast_sees_receipts_calls_and_balances_before_the_block_seals() {
     }
     assert_eq!(
         e2e::metric(
-            &without_metadata,
-            "flashblocks_rpc_simulations_total",
-            &[("outcome", "divergent")]
+            &without_metadata.metrics_text(),
+            r#"flashblocks_rpc_simulations_total{outcome="divergent"}"#
         ),
         0.0,
         "the simulation of the devnet's blocks must match the stream's gas"
     );
     assert!(
         e2e::metric(
-            &without_metadata,
-            "flashblocks_rpc_simulations_total",
-            &[("outcome", "ok")]
+            &without_metadata.metrics_text(),
+            r#"flashblocks_rpc_simulations_total{outcome="ok"}"#
         ) > 0.0
     );
     with_metadata.shutdown().await;

@@ -4,7 +4,8 @@
 use serde_json::json;
 
 use e2e::{
-    BLOCK_TIME, Net, Relay, call, client, metric, pending_ahead, quantity, start_rpc, wait_for,
+    BLOCK_TIME, Net, Relay, call, client, eventually_some, metric, pending_ahead, quantity,
+    start_rpc,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,14 +16,17 @@ async fn stream_cut_falls_back_to_upstream_then_recovers() {
     let ours = client(&rpc.http_url(), None);
 
     let ahead = || pending_ahead(&net.local, &ours);
-    wait_for("pending served from flashblocks", 10 * BLOCK_TIME, ahead).await;
+    eventually_some(10 * BLOCK_TIME, "pending served from flashblocks", ahead).await;
 
     relay.cut();
-    wait_for("the stream to be seen down", 2 * BLOCK_TIME, || async {
-        (metric(&rpc, "flashblocks_rpc_stream_connected", &[]) == 0.0).then_some(())
+    eventually_some(2 * BLOCK_TIME, "the stream to be seen down", || async {
+        (metric(&rpc.metrics_text(), "flashblocks_rpc_stream_connected") == 0.0).then_some(())
     })
     .await;
-    assert_eq!(metric(&rpc, "flashblocks_rpc_pending_blocks", &[]), 0.0);
+    assert_eq!(
+        metric(&rpc.metrics_text(), "flashblocks_rpc_pending_blocks"),
+        0.0
+    );
     // For three slots every pending answer is the upstream's own (the devnet's `pending` is
     // its head): never ahead of it.
     let until = tokio::time::Instant::now() + 3 * BLOCK_TIME;
@@ -42,13 +46,13 @@ async fn stream_cut_falls_back_to_upstream_then_recovers() {
     assert!(checks > 10);
 
     relay.restore();
-    wait_for(
-        "pending served again after reconnecting",
+    eventually_some(
         10 * BLOCK_TIME,
+        "pending served again after reconnecting",
         ahead,
     )
     .await;
-    assert!(metric(&rpc, "flashblocks_rpc_stream_connects_total", &[]) >= 2.0);
+    assert!(metric(&rpc.metrics_text(), "flashblocks_rpc_stream_connects_total") >= 2.0);
 
     rpc.shutdown().await;
     net.stop().await;

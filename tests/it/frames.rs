@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use e2e::{
-    LoneEngine, call, client, flashblock, metric, scripted_server, start_rpc, transfer, wait_for,
+    LoneEngine, call, client, eventually_some, flashblock, metric, scripted_server, start_rpc,
+    transfer,
 };
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -75,21 +76,20 @@ async fn text_binary_brotli_and_metadata_only_frames_are_applied() {
     };
     let malformed = || {
         metric(
-            &rpc,
-            "flashblocks_rpc_flashblocks_rejected_total",
-            &[("reason", "malformed")],
+            &rpc.metrics_text(),
+            r#"flashblocks_rpc_flashblocks_rejected_total{reason="malformed"}"#,
         )
     };
 
     // 0: text JSON with receipts.
     frames.send(fb(0)).await.unwrap();
-    wait_for("text frame applied", DEADLINE, || pending_hash(hashes[0])).await;
+    eventually_some(DEADLINE, "text frame applied", || pending_hash(hashes[0])).await;
     // 1: the same JSON in a binary frame.
     frames
         .send(Message::Binary(text_of(fb(1)).into_bytes().into()))
         .await
         .unwrap();
-    wait_for("binary JSON frame applied", DEADLINE, || {
+    eventually_some(DEADLINE, "binary JSON frame applied", || {
         pending_hash(hashes[1])
     })
     .await;
@@ -109,7 +109,7 @@ async fn text_binary_brotli_and_metadata_only_frames_are_applied() {
         ))
         .await
         .unwrap();
-    wait_for("brotli metadata-only frame applied", DEADLINE, || {
+    eventually_some(DEADLINE, "brotli metadata-only frame applied", || {
         pending_hash(hashes[2])
     })
     .await;
@@ -119,7 +119,7 @@ async fn text_binary_brotli_and_metadata_only_frames_are_applied() {
         .send(Message::Text(metadata_only(fb(3), 1).into()))
         .await
         .unwrap();
-    wait_for("text metadata-only frame applied", DEADLINE, || {
+    eventually_some(DEADLINE, "text metadata-only frame applied", || {
         pending_hash(hashes[3])
     })
     .await;
@@ -138,7 +138,10 @@ async fn text_binary_brotli_and_metadata_only_frames_are_applied() {
     .await;
     assert_eq!(nonce, json!("0x4"));
     assert_eq!(
-        metric(&rpc, "flashblocks_rpc_flashblocks_applied_total", &[]),
+        metric(
+            &rpc.metrics_text(),
+            "flashblocks_rpc_flashblocks_applied_total"
+        ),
         4.0
     );
     assert_eq!(malformed(), 2.0);

@@ -31,7 +31,7 @@ use futures::{SinkExt, StreamExt, future::join_all};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use e2e::{BLOCK_TIME, Net, OP_RETH_BIN, Overlays, STREAMS, call, quantity, wait_for};
+use e2e::{BLOCK_TIME, Net, OP_RETH_BIN, Overlays, STREAMS, call, eventually_some, quantity};
 
 use crate::pending_call::{initcode, stored, word};
 
@@ -133,7 +133,7 @@ async fn read_pending(
     case: &Case,
     sent_at: Instant,
 ) -> Reading {
-    let receipt = wait_for("the pending receipt", 8 * BLOCK_TIME, || async {
+    let receipt = eventually_some(8 * BLOCK_TIME, "the pending receipt", || async {
         let r: Value = call(ours, "eth_getTransactionReceipt", json!([hash])).await;
         (!r.is_null()).then_some(r)
     })
@@ -401,9 +401,8 @@ async fn measure_pending_answers_against_sealed_blocks() {
     for (label, rpc, _) in &o.rpcs {
         let m = |outcome| {
             e2e::metric(
-                rpc,
-                "flashblocks_rpc_simulations_total",
-                &[("outcome", outcome)],
+                &rpc.metrics_text(),
+                &format!("flashblocks_rpc_simulations_total{{outcome=\"{outcome}\"}}"),
             )
         };
         println!(

@@ -7,8 +7,8 @@ use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
 
 use e2e::{
-    BLOCK_TIME, FLASHBLOCK_INTERVAL, Net, call, client, metric, pending_ahead, quantity,
-    quantity256, start_rpc, wait_for,
+    BLOCK_TIME, FLASHBLOCK_INTERVAL, Net, call, client, eventually_some, metric, pending_ahead,
+    quantity, quantity256, start_rpc,
 };
 
 /// Timing on a loaded machine can push one transfer past a flashblock; the property must
@@ -43,9 +43,9 @@ async fn attempt(net: &Net, ours: &engine_api::Upstream, nonce: u64) -> Observat
     // the next flashblock of the same block (one interval), not for a slot boundary.
     let tip =
         quantity(&call(ours, "eth_getBlockByNumber", json!(["pending", false])).await["number"]);
-    let building = wait_for(
-        "the next block's first flashblock",
+    let building = eventually_some(
         4 * BLOCK_TIME,
+        "the next block's first flashblock",
         || async {
             let now = quantity(
                 &call(ours, "eth_getBlockByNumber", json!(["pending", false])).await["number"],
@@ -59,7 +59,7 @@ async fn attempt(net: &Net, ours: &engine_api::Upstream, nonce: u64) -> Observat
     let sent_at = Instant::now();
     let hash = net.send_transfer(nonce, to, value).await;
     let (receipt, upstream_head_before) =
-        wait_for("the pending receipt", 4 * BLOCK_TIME, || async {
+        eventually_some(4 * BLOCK_TIME, "the pending receipt", || async {
             let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
             let r = call(ours, "eth_getTransactionReceipt", json!([hash])).await;
             (!r.is_null()).then_some((r, head))
@@ -82,7 +82,7 @@ async fn transfer_preconfirmed_within_a_flashblock_interval_before_sealing() {
     let net = Net::start(10.0).await;
     let rpc = start_rpc(&net.flashblocks_url(), &net.upstream_url(), &[]).await;
     let ours = client(&rpc.http_url(), None);
-    wait_for("a pending block from flashblocks", 10 * BLOCK_TIME, || {
+    eventually_some(10 * BLOCK_TIME, "a pending block from flashblocks", || {
         pending_ahead(&net.local, &ours)
     })
     .await;
@@ -97,9 +97,8 @@ async fn transfer_preconfirmed_within_a_flashblock_interval_before_sealing() {
         .await,
     );
     let pending_before = metric(
-        &rpc,
-        "flashblocks_rpc_answers_total",
-        &[("source", "pending")],
+        &rpc.metrics_text(),
+        r#"flashblocks_rpc_answers_total{source="pending"}"#,
     );
     let mut seen = Vec::new();
     let mut good = None;
@@ -135,9 +134,8 @@ async fn transfer_preconfirmed_within_a_flashblock_interval_before_sealing() {
     }
     assert!(
         metric(
-            &rpc,
-            "flashblocks_rpc_answers_total",
-            &[("source", "pending")]
+            &rpc.metrics_text(),
+            r#"flashblocks_rpc_answers_total{source="pending"}"#
         ) > pending_before,
         "answers counted as pending"
     );

@@ -11,8 +11,8 @@ use std::{
 
 use alloy_primitives::{Address, B256, U256};
 use e2e::{
-    BLOCK_TIME, CALL_TIMEOUT, Net, Ws, assert_covers, call, client, next_json, pending_ahead,
-    quantity, quantity256, start_proxy, start_rpc, subscribe, wait_for, ws_url,
+    BLOCK_TIME, CALL_TIMEOUT, Net, Ws, assert_covers, call, client, eventually_some, next_json,
+    pending_ahead, quantity, quantity256, start_proxy, start_rpc, subscribe, ws_url,
 };
 use engine_api::Upstream;
 use serde_json::{Value, json};
@@ -77,9 +77,9 @@ async fn attempt(net: &Net, ours: &Upstream, nonce: u64) -> Observation {
         quantity(&call(ours, "eth_getBlockByNumber", json!(["pending", false])).await["number"])
     };
     let tip = pending_number().await;
-    wait_for(
-        "the next block's first flashblock",
+    eventually_some(
         4 * BLOCK_TIME,
+        "the next block's first flashblock",
         || async { (pending_number().await > tip).then_some(()) },
     )
     .await;
@@ -87,7 +87,7 @@ async fn attempt(net: &Net, ours: &Upstream, nonce: u64) -> Observation {
     let value = U256::from(987_654_321u64);
     let hash = net.send_transfer(nonce, to, value).await;
     let (receipt, upstream_head_before) =
-        wait_for("the transfer's receipt", 4 * BLOCK_TIME, || async {
+        eventually_some(4 * BLOCK_TIME, "the transfer's receipt", || async {
             let head = quantity(&call(&net.local, "eth_blockNumber", json!([])).await);
             let r = call(ours, "eth_getTransactionReceipt", json!([hash])).await;
             (!r.is_null()).then_some((r, head))
@@ -149,9 +149,9 @@ async fn transfer_preconfirmed_through_proxy_then_sealed_as_served() {
     let recorder = record(subscriber, seen.clone());
     let rpc = start_rpc(&proxy_url, &net.upstream_url(), &[]).await;
     let ours = client(&rpc.http_url(), None);
-    wait_for(
-        "a pending block from flashblocks through the proxy",
+    eventually_some(
         10 * BLOCK_TIME,
+        "a pending block from flashblocks through the proxy",
         || pending_ahead(&net.local, &ours),
     )
     .await;
@@ -189,9 +189,9 @@ async fn transfer_preconfirmed_through_proxy_then_sealed_as_served() {
 
     // The plain subscriber got the transfer in a flashblock of the same block.
     let key = json!(o.hash).as_str().unwrap().to_string();
-    let in_block = wait_for(
-        "the subscriber's flashblock with the transfer",
+    let in_block = eventually_some(
         2 * BLOCK_TIME,
+        "the subscriber's flashblock with the transfer",
         || {
             let found = seen.lock().unwrap().get(&key).copied();
             async move { found }

@@ -7,7 +7,8 @@ use alloy_primitives::B256;
 use serde_json::{Value, json};
 
 use e2e::{
-    LoneEngine, call, client, flashblock, metric, quantity, scripted_server, start_rpc, wait_for,
+    LoneEngine, call, client, eventually_some, flashblock, metric, quantity, scripted_server,
+    start_rpc,
 };
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -68,7 +69,7 @@ async fn reorged_sequence_replaces_the_pending_view() {
         ))
         .await
         .unwrap();
-    wait_for("payload A served", DEADLINE, || async {
+    eventually_some(DEADLINE, "payload A served", || async {
         (pending_hash().await == json!(hash_a1)).then_some(())
     })
     .await;
@@ -97,7 +98,7 @@ async fn reorged_sequence_replaces_the_pending_view() {
         ))
         .await
         .unwrap();
-    wait_for("payload B served", DEADLINE, || async {
+    eventually_some(DEADLINE, "payload B served", || async {
         (pending_hash().await == json!(hash_b0)).then_some(())
     })
     .await;
@@ -123,17 +124,19 @@ async fn reorged_sequence_replaces_the_pending_view() {
     )
     .await;
     assert_eq!(quantity(&nonce), 1);
-    assert_eq!(metric(&rpc, "flashblocks_rpc_reorgs_total", &[]), 1.0);
+    assert_eq!(
+        metric(&rpc.metrics_text(), "flashblocks_rpc_reorgs_total"),
+        1.0
+    );
     // A late flashblock of the replaced payload is refused.
     frames
         .send(flashblock(0xa, 2, 1, head_hash, 2, &[], hash_a1))
         .await
         .unwrap();
-    wait_for("the late flashblock refused", DEADLINE, || async {
+    eventually_some(DEADLINE, "the late flashblock refused", || async {
         (metric(
-            &rpc,
-            "flashblocks_rpc_flashblocks_rejected_total",
-            &[("reason", "out_of_order")],
+            &rpc.metrics_text(),
+            r#"flashblocks_rpc_flashblocks_rejected_total{reason="out_of_order"}"#,
         ) == 1.0)
             .then_some(())
     })
@@ -154,18 +157,21 @@ async fn reorged_sequence_replaces_the_pending_view() {
         ))
         .await
         .unwrap();
-    wait_for("B dropped", DEADLINE, || async {
+    eventually_some(DEADLINE, "B dropped", || async {
         (pending_hash().await == json!(head_hash)).then_some(())
     })
     .await;
     let r = call(&ours, "eth_getTransactionReceipt", json!([b1.1])).await;
     assert_eq!(r, Value::Null);
     assert_eq!(
-        metric(&rpc, "flashblocks_rpc_pending_serveable_blocks", &[]),
+        metric(
+            &rpc.metrics_text(),
+            "flashblocks_rpc_pending_serveable_blocks"
+        ),
         0.0
     );
     assert_eq!(
-        metric(&rpc, "flashblocks_rpc_pending_held_blocks", &[]),
+        metric(&rpc.metrics_text(), "flashblocks_rpc_pending_held_blocks"),
         1.0
     );
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use e2e::{LoneEngine, call, client, flashblock, metric, rpc_config, transfer, wait_for};
+use e2e::{LoneEngine, call, client, eventually_some, flashblock, metric, rpc_config, transfer};
 use engine_api::tls::TrustedRoots;
 use test_utils::TestCa;
 
@@ -71,11 +71,14 @@ async fn wss_stream_trusted_through_the_configured_roots_serves_pending() {
         ))
         .await
         .unwrap();
-    wait_for("the streamed block served as pending", DEADLINE, || async {
+    eventually_some(DEADLINE, "the streamed block served as pending", || async {
         let b = call(&ours, "eth_getBlockByNumber", json!(["pending", false])).await;
         (b["hash"] == json!(hash)).then_some(())
     })
     .await;
-    assert_eq!(metric(&rpc, "flashblocks_rpc_stream_connected", &[]), 1.0);
+    assert_eq!(
+        metric(&rpc.metrics_text(), "flashblocks_rpc_stream_connected"),
+        1.0
+    );
     rpc.shutdown().await;
 }

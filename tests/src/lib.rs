@@ -2,12 +2,10 @@
 //! engine-mux between its engines ([`Net`]), flashblocks-rpc ([`start_rpc`]) and
 //! flashblocks-proxy ([`start_proxy`]) in process, a relay a test can cut ([`Relay`]), a
 //! scripted flashblocks stream ([`scripted_server`], [`flashblock`]), JSON-RPC calls and
-//! polls with a deadline ([`wait_for`]).
+//! polls with a deadline ([`eventually_some`]).
 //!
 //! A dev-only crate (`publish = false`): the benchmarks and scenarios of this crate are its
 //! only users, so nothing here is part of a shipped crate's API.
-
-use std::time::Duration;
 
 mod lone;
 mod net;
@@ -25,16 +23,9 @@ pub use overlays::{Overlays, STREAMS};
 pub use proxy::{Ws, next_json, start_proxy, subscribe, ws_url};
 pub use relay::Relay;
 pub use rpc::{
-    CALL_TIMEOUT, assert_covers, call, client, metric, pending_ahead, quantity, quantity256,
-    rpc_config, start_rpc,
+    CALL_TIMEOUT, assert_covers, call, client, pending_ahead, quantity, quantity256, rpc_config,
+    start_rpc,
 };
 pub use scripted::{flashblock, scripted_server};
-
-/// Polls `check` every 10 ms until it returns `Some`, panicking after `deadline`.
-pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    deadline: Duration,
-    check: impl FnMut() -> F,
-) -> T {
-    test_utils::poll(what, deadline, Duration::from_millis(10), check).await
-}
+/// The workspace's one poll-with-a-deadline and metric reader.
+pub use test_utils::{eventually_some, metric};

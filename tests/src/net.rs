@@ -28,11 +28,12 @@ use engine_api::Upstream;
 use engine_mux::RunningMux;
 use op_alloy_consensus::OpTxEnvelope;
 use serde_json::{Value, json};
+use test_utils::eventually_some;
 
 use crate::{
     CALL_TIMEOUT, call, client,
     op_reth::{OpReth, devnet_genesis_json, op_reth_bin},
-    quantity, wait_for,
+    quantity,
 };
 
 /// Slot length: long enough that "before the block is sealed" is observable.
@@ -256,7 +257,7 @@ impl Net {
 
     /// The number of the block `hash` is sealed in, waiting for it (the local engine's receipt).
     pub async fn sealed_in(&self, hash: B256) -> u64 {
-        wait_for("the block sealed", 8 * BLOCK_TIME, || async {
+        eventually_some(8 * BLOCK_TIME, "the block sealed", || async {
             let r: Value = call(&self.local, "eth_getTransactionReceipt", json!([hash])).await;
             (!r.is_null()).then(|| quantity(&r["blockNumber"]))
         })

@@ -3,7 +3,7 @@
 //! in front of its HTTP RPC that records every `eth_simulateV1` op-reth refused.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -50,15 +50,6 @@ pub struct OpReth {
     pub log: PathBuf,
 }
 
-/// A free loopback port (bound and released: op-reth binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The genesis JSON the devnet runs for `timestamp` (the shipped genesis, its timestamp and
 /// fork-format extraData filled in exactly as `devnet::app::load_genesis(None, timestamp, None)`
 /// does), for another client to load the same chain.
@@ -83,7 +74,7 @@ impl OpReth {
         std::fs::write(&jwt_path, hex::encode(jwt.as_bytes())).unwrap();
         let log = dir.join("op-reth.log");
         let out = std::fs::File::create(&log).unwrap();
-        let (auth_port, http_port) = (free_port(), free_port());
+        let (auth_port, http_port) = (test_utils::free_port(), test_utils::free_port());
         let mut cmd = Command::new(bin);
         cmd.arg("node")
             .arg("--chain")

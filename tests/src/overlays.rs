@@ -9,9 +9,8 @@ use engine_api::Upstream;
 use flashblocks_rpc::Running;
 use serde_json::{Value, json};
 
-use crate::{
-    BLOCK_TIME, LocalEl, Net, Relay, Tap, call, client, metric, quantity, start_rpc, wait_for,
-};
+use crate::{BLOCK_TIME, LocalEl, Net, Relay, Tap, call, client, quantity, start_rpc};
+use test_utils::{eventually_some, metric};
 
 /// The two instances' labels, in [`Overlays::rpcs`] order.
 pub const STREAMS: [&str; 2] = ["metadata", "no metadata"];
@@ -59,9 +58,9 @@ impl Overlays {
         let mut block = 0;
         let mut receipts = Vec::new();
         for (label, _, ours) in &self.rpcs {
-            let r = wait_for(
-                &format!("{label}: the pending receipt{}", self.log_hint()),
+            let r = eventually_some(
                 8 * BLOCK_TIME,
+                &format!("{label}: the pending receipt{}", self.log_hint()),
                 || async {
                     let r: Value = call(ours, "eth_getTransactionReceipt", json!([hash])).await;
                     (!r.is_null()).then_some(r)
@@ -126,9 +125,8 @@ impl Overlays {
             for outcome in outcomes {
                 assert_eq!(
                     metric(
-                        rpc,
-                        "flashblocks_rpc_simulations_total",
-                        &[("outcome", outcome)]
+                        &rpc.metrics_text(),
+                        &format!("flashblocks_rpc_simulations_total{{outcome=\"{outcome}\"}}")
                     ),
                     0.0,
                     "{label}: {outcome} simulations of the pending blocks{}",
@@ -139,9 +137,8 @@ impl Overlays {
         let (_, stripped, _) = &self.rpcs[1];
         assert!(
             metric(
-                stripped,
-                "flashblocks_rpc_simulations_total",
-                &[("outcome", "ok")]
+                &stripped.metrics_text(),
+                r#"flashblocks_rpc_simulations_total{outcome="ok"}"#
             ) > 0.0
         );
     }

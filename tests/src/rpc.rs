@@ -6,7 +6,6 @@ use std::time::Duration;
 use alloy_primitives::U256;
 use alloy_rpc_types_engine::JwtSecret;
 use clap::Parser;
-use devnet::app::metric_value;
 use engine_api::{Upstream, UpstreamConfig};
 use flashblocks_rpc::{Config, Running, cli::Args};
 use serde_json::{Value, json};
@@ -80,11 +79,6 @@ pub fn rpc_config(flashblocks_url: &str, upstream_url: &str, extra: &[&str]) -> 
     ];
     argv.extend_from_slice(extra);
     Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap()
-}
-
-/// Reads one metric of a running instance.
-pub fn metric(rpc: &Running, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_value(&rpc.metrics_text(), name, labels)
 }
 
 /// `Some` when `ours` serves a pending block ahead of the upstream's head read after it

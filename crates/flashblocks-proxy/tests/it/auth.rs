@@ -10,10 +10,19 @@ async fn unknown_or_missing_api_key_is_401() {
     assert_eq!(r.status, 401);
     let r = subscribe(p.local_addr(), "/").await.unwrap_err();
     assert_eq!(r.status, 401);
-    assert_eq!(metric(&p, "flashblocks_proxy_unauthorized_total"), 2.0);
+    assert_eq!(
+        metric(
+            &p.metrics().render(),
+            "flashblocks_proxy_unauthorized_total"
+        ),
+        2.0
+    );
     let _ok = subscribe(p.local_addr(), "/ws/kb").await.unwrap();
     assert_eq!(
-        metric(&p, "flashblocks_proxy_connections{app=\"beta\"}"),
+        metric(
+            &p.metrics().render(),
+            "flashblocks_proxy_connections{app=\"beta\"}"
+        ),
         1.0
     );
 }
@@ -30,11 +39,14 @@ async fn per_app_limit_is_429_with_reason_and_released_on_disconnect() {
     // Another app is unaffected.
     let _b = subscribe(p.local_addr(), "/ws/kb").await.unwrap();
     assert_eq!(
-        metric(&p, "flashblocks_proxy_rate_limited_total{reason=\"app\"}"),
+        metric(
+            &p.metrics().render(),
+            "flashblocks_proxy_rate_limited_total{reason=\"app\"}"
+        ),
         1.0
     );
     drop(a1);
-    wait_until("app slot released", || async {
+    eventually(DEADLINE, "app slot released", || async {
         subscribe(p.local_addr(), "/ws/ka").await.is_ok()
     })
     .await;
@@ -104,7 +116,7 @@ async fn instance_limit_and_healthz_and_metrics_endpoint() {
     );
     // The gauge flips once the proxy's side of the upstream handshake completes.
     let metrics_addr = p.metrics_addr().unwrap();
-    wait_until("upstream reported connected on /metrics", || {
+    eventually(DEADLINE, "upstream reported connected on /metrics", || {
         let series = series.clone();
         async move {
             let (status, text) = client::get(metrics_addr, "/metrics").await.unwrap();

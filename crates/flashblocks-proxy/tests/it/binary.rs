@@ -31,7 +31,7 @@ async fn environment_variables_configure_the_binary() {
         }
     }
     let _child = Kill(child);
-    wait_until("binary answers /healthz", || async move {
+    eventually(DEADLINE, "binary answers /healthz", || async move {
         client::get(addr, "/healthz").await.is_some()
     })
     .await;

@@ -46,9 +46,11 @@ async fn chained_proxies_relay_brotli_binary_frames() {
     up.wait_connections(1).await;
     let b = proxy_of(&a, &[]).await;
     let b_compressing = proxy_of(&a, &["--enable-compression"]).await;
-    wait_until("both downstream proxies subscribed to A", || async {
-        a.limiter().active() == 2
-    })
+    eventually(
+        DEADLINE,
+        "both downstream proxies subscribed to A",
+        || async { a.limiter().active() == 2 },
+    )
     .await;
     let mut plain = subscribe(b.local_addr(), "/").await.unwrap();
     let mut compressed = subscribe(b_compressing.local_addr(), "/").await.unwrap();

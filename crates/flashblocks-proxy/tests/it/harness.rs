@@ -2,7 +2,6 @@
 //! instances (in process or as a child process), subscribers, and deadline-bounded waits.
 
 use std::{
-    future::Future,
     net::SocketAddr,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -24,23 +23,8 @@ use tokio_tungstenite::{
 /// Default bound for every wait in these tests.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
-/// Polls `cond` every 20 ms until it is true; panics with `what` at the deadline.
-pub async fn wait_until<F, Fut>(what: &str, cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    test_utils::poll_until(what, DEADLINE, Duration::from_millis(20), cond).await
-}
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The workspace's one poll-with-a-deadline, free port and metric reader, for every scenario.
+pub use test_utils::{eventually, free_port, metric};
 
 /// A `redis-server` child process on a free loopback port, killed on drop.
 pub struct RedisServer {
@@ -79,7 +63,7 @@ impl RedisServer {
             port,
         };
         let url = server.url();
-        wait_until("redis-server answers PING", || {
+        eventually(DEADLINE, "redis-server answers PING", || {
             let url = url.clone();
             async move {
                 let Ok(client) = redis::Client::open(url) else {
@@ -324,7 +308,7 @@ impl ProxyProcess {
             child: Some(child),
             addr,
         };
-        wait_until("child proxy answers /healthz", || async move {
+        eventually(DEADLINE, "child proxy answers /healthz", || async move {
             crate::client::get(addr, "/healthz").await.is_some()
         })
         .await;
@@ -416,12 +400,6 @@ pub fn key_of(json: &str) -> (String, u64) {
     )
 }
 
-/// Value of a metric series of an in-process proxy.
-pub fn metric(p: &ProxyHandle, series: &str) -> f64 {
-    flashblocks_proxy::metrics::scrape(&p.metrics().render(), series)
-        .unwrap_or_else(|| panic!("no series {series}"))
-}
-
 /// The members of lease set `key` that have not lapsed, by Redis' own clock.
 pub async fn live_leases(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Vec<String> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
@@ -503,7 +481,7 @@ impl RedisCluster {
             cluster.ports.push(port);
         }
         for &port in &cluster.ports {
-            wait_until("cluster node answers PING", || async move {
+            eventually(DEADLINE, "cluster node answers PING", || async move {
                 node_info(port, "PING").await.is_some()
             })
             .await;
@@ -525,7 +503,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         for &port in &cluster.ports {
-            wait_until("cluster_state:ok on every node", || async move {
+            eventually(DEADLINE, "cluster_state:ok on every node", || async move {
                 node_info(port, "CLUSTER INFO")
                     .await
                     .is_some_and(|i| i.contains("cluster_state:ok"))

@@ -29,13 +29,20 @@ async fn lagging_client_disconnected_while_others_keep_every_message() {
     let mut head = [0u8; 12];
     slow.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 101");
-    wait_until("two subscribers", || async { p.limiter().active() == 2 }).await;
+    eventually(DEADLINE, "two subscribers", || async {
+        p.limiter().active() == 2
+    })
+    .await;
 
     // ~64 KiB messages, each published only after the good client got the previous one, so only
     // the laggard can fall behind.
     let pad = "x".repeat(64 * 1024);
     let mut sent = 0u64;
-    while metric(&p, "flashblocks_proxy_lagged_disconnects_total") < 1.0 {
+    while metric(
+        &p.metrics().render(),
+        "flashblocks_proxy_lagged_disconnects_total",
+    ) < 1.0
+    {
         assert!(
             sent < 2000,
             "laggard never disconnected after {sent} messages"
@@ -57,9 +64,12 @@ async fn lagging_client_disconnected_while_others_keep_every_message() {
         assert_eq!(key_of(&next_text(&mut good).await).1, sent);
         sent += 1;
     }
-    wait_until("laggard's counts released", || async {
+    eventually(DEADLINE, "laggard's counts released", || async {
         p.limiter().active() == 1
-            && metric(&p, "flashblocks_proxy_connections{app=\"public\"}") == 1.0
+            && metric(
+                &p.metrics().render(),
+                "flashblocks_proxy_connections{app=\"public\"}",
+            ) == 1.0
     })
     .await;
     // The laggard's socket is closed by the proxy: draining it ends in EOF or a reset.
@@ -105,8 +115,11 @@ async fn silent_client_is_disconnected_by_ping_timeout() {
         use futures::StreamExt;
         while let Some(Ok(_)) = polite.next().await {}
     });
-    wait_until("silent client dropped", || async {
-        metric(&p, "flashblocks_proxy_client_pong_timeouts_total") == 1.0
+    eventually(DEADLINE, "silent client dropped", || async {
+        metric(
+            &p.metrics().render(),
+            "flashblocks_proxy_client_pong_timeouts_total",
+        ) == 1.0
     })
     .await;
     assert_eq!(p.limiter().active(), 1);

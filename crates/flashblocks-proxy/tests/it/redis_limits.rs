@@ -36,14 +36,17 @@ async fn two_instances_share_one_per_ip_limit() {
 
     // Released after a disconnect: the slot becomes usable on the other instance.
     drop(c1);
-    wait_until("count released in redis", || async {
+    eventually(DEADLINE, "count released in redis", || async {
         redis_ip_count(&redis, &a, "127.0.0.1").await == 0
     })
     .await;
     let _c3 = subscribe(b.local_addr(), "/").await.unwrap();
     assert_eq!(redis_ip_count(&redis, &b, "127.0.0.1").await, 2);
     assert_eq!(
-        metric(&a, "flashblocks_proxy_rate_limited_total{reason=\"ip\"}"),
+        metric(
+            &a.metrics().render(),
+            "flashblocks_proxy_rate_limited_total{reason=\"ip\"}"
+        ),
         1.0
     );
 }
@@ -121,8 +124,8 @@ async fn killed_instance_counts_expire() {
     child.kill();
     // The connection admitted is kept open: its lease is the one that must remain.
     let _admitted = test_utils::poll(
-        "killed instance's counts expired",
         DEADLINE,
+        "killed instance's counts expired",
         std::time::Duration::from_millis(20),
         || async { subscribe(survivor.local_addr(), "/").await.ok() },
     )
@@ -155,7 +158,12 @@ async fn redis_down_fail_open_admits_with_local_limits() {
     let _c3 = subscribe(p.local_addr(), "/").await.unwrap();
     let r = subscribe(p.local_addr(), "/").await.unwrap_err();
     assert_eq!(r.status, 429);
-    assert!(metric(&p, "flashblocks_proxy_redis_errors_total") >= 3.0);
+    assert!(
+        metric(
+            &p.metrics().render(),
+            "flashblocks_proxy_redis_errors_total"
+        ) >= 3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +186,7 @@ async fn redis_down_fail_closed_rejects_with_503() {
     assert!(r.body.contains("unavailable"), "{}", r.body);
     assert_eq!(
         metric(
-            &p,
+            &p.metrics().render(),
             "flashblocks_proxy_rate_limited_total{reason=\"limiter_unavailable\"}"
         ),
         1.0
@@ -313,9 +321,16 @@ async fn acquisition_applied_after_a_timeout_is_released() {
     };
     // Each timed-out acquisition was undone (its token removed) exactly once; the releases'
     // own answers may come after the admission above.
-    wait_until("every timed-out acquisition counted as undone", || async {
-        metric(&p, "flashblocks_proxy_redis_leases_recovered_total") == timed_out as f64
-    })
+    eventually(
+        DEADLINE,
+        "every timed-out acquisition counted as undone",
+        || async {
+            metric(
+                &p.metrics().render(),
+                "flashblocks_proxy_redis_leases_recovered_total",
+            ) == timed_out as f64
+        },
+    )
     .await;
     assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 1);
     let r = subscribe(p.local_addr(), "/").await.unwrap_err();
@@ -357,7 +372,7 @@ async fn limits_do_not_drift_over_many_stalled_acquisitions() {
                 .unwrap();
         });
         // The acquisition must reach the server after DEBUG SLEEP: wait until PING stalls.
-        wait_until("redis stalled by DEBUG SLEEP", || {
+        eventually(DEADLINE, "redis stalled by DEBUG SLEEP", || {
             let mut probe = probe.clone();
             async move {
                 let cmd = redis::cmd("PING");
@@ -372,13 +387,19 @@ async fn limits_do_not_drift_over_many_stalled_acquisitions() {
         let ws = subscribe(p.local_addr(), "/").await.unwrap();
         drop(ws);
         sleep.await.unwrap();
-        wait_until("the late acquisition was released", || async {
-            metric(&p, "flashblocks_proxy_redis_leases_recovered_total") == (i + 1) as f64
+        eventually(DEADLINE, "the late acquisition was released", || async {
+            metric(
+                &p.metrics().render(),
+                "flashblocks_proxy_redis_leases_recovered_total",
+            ) == (i + 1) as f64
         })
         .await;
     }
     assert_eq!(redis_ip_count(&redis, &p, "127.0.0.1").await, 0);
-    assert_eq!(metric(&p, "flashblocks_proxy_redis_leases"), 0.0);
+    assert_eq!(
+        metric(&p.metrics().render(), "flashblocks_proxy_redis_leases"),
+        0.0
+    );
     // One slot is `other`'s, one is left: exactly the configured limit, nothing leaked.
     let _a = subscribe(p.local_addr(), "/").await.unwrap();
     let r = subscribe(p.local_addr(), "/").await.unwrap_err();
@@ -416,7 +437,7 @@ async fn heartbeat_renews_only_leases_of_open_connections() {
         429
     );
 
-    wait_until("the orphan lease lapsed", || async {
+    eventually(DEADLINE, "the orphan lease lapsed", || async {
         !live_leases(&mut redis.conn().await, &keys.ip("127.0.0.1"))
             .await
             .contains(&orphan)

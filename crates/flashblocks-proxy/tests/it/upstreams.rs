@@ -47,9 +47,9 @@ async fn two_upstreams_one_killed_mid_stream_no_gap_no_duplicate() {
     want.extend((0..5).map(|i| (format!("0x{:016x}", 2), i)));
     want.push((format!("0x{:016x}", 3), 0));
     assert_eq!(got, want);
-    wait_until("upstream 0 reported down", || async {
+    eventually(DEADLINE, "upstream 0 reported down", || async {
         metric(
-            &p,
+            &p.metrics().render(),
             &format!(
                 "flashblocks_proxy_upstream_connected{{upstream=\"0\",url=\"ws://{}\"}}",
                 a.addr
@@ -59,7 +59,7 @@ async fn two_upstreams_one_killed_mid_stream_no_gap_no_duplicate() {
     .await;
     assert_eq!(
         metric(
-            &p,
+            &p.metrics().render(),
             &format!(
                 "flashblocks_proxy_upstream_connected{{upstream=\"1\",url=\"ws://{}\"}}",
                 b.addr
@@ -67,7 +67,12 @@ async fn two_upstreams_one_killed_mid_stream_no_gap_no_duplicate() {
         ),
         1.0
     );
-    assert!(metric(&p, "flashblocks_proxy_messages_deduplicated_total") >= 9.0);
+    assert!(
+        metric(
+            &p.metrics().render(),
+            "flashblocks_proxy_messages_deduplicated_total"
+        ) >= 9.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +91,7 @@ async fn restarted_upstream_is_reconnected() {
     assert_eq!(key_of(&next_text(&mut ws).await).1, 1);
     let series =
         format!("flashblocks_proxy_upstream_connects_total{{upstream=\"0\",url=\"ws://{addr}\"}}");
-    assert_eq!(metric(&p, &series), 2.0);
+    assert_eq!(metric(&p.metrics().render(), &series), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
