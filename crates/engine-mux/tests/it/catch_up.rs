@@ -59,7 +59,10 @@ async fn builder_that_missed_twenty_blocks_is_replayed_them_in_order_and_builds_
         .collect();
     assert_eq!(replayed, missed, "exactly the missed blocks, in order");
     assert_eq!(
-        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#
+        ),
         20.0
     );
     let fcu = &s.builder.calls_of("engine_forkchoiceUpdatedV3")[0];
@@ -110,7 +113,7 @@ async fn builder_that_missed_two_hundred_blocks_is_replayed_from_the_local_el_an
     s.builder.up().await;
     let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
     eventually(Duration::from_secs(15), "catch-up finished", || async {
-        s.metric(synced) >= 1.0
+        test_utils::metric(&s.mux.metrics_text(), synced) >= 1.0
     })
     .await;
     let replayed: Vec<String> = s
@@ -135,11 +138,17 @@ async fn builder_that_missed_two_hundred_blocks_is_replayed_from_the_local_el_an
         "only the blocks older than the window, once each"
     );
     assert_eq!(
-        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="local_el"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_catch_up_replayed_blocks_total{source="local_el"}"#
+        ),
         136.0
     );
     assert_eq!(
-        s.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#
+        ),
         64.0
     );
     let fcus = s.builder.calls_of("engine_forkchoiceUpdatedV3");
@@ -175,12 +184,12 @@ async fn block_the_local_el_cannot_supply_stops_catch_up_once_without_a_retry_st
     s.builder.up().await;
     let failed = r#"engine_mux_catch_up_runs_total{outcome="failed"}"#;
     eventually(Duration::from_secs(5), "catch-up gave up", || async {
-        s.metric(failed) == 1.0
+        test_utils::metric(&s.mux.metrics_text(), failed) == 1.0
     })
     .await;
     // Several more probes find the builder just as far behind: no retry storm.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(s.metric(failed), 1.0);
+    assert_eq!(test_utils::metric(&s.mux.metrics_text(), failed), 1.0);
     assert!(
         s.builder.calls_of("engine_newPayloadV3").is_empty(),
         "nothing replayed past a block it could not get"
@@ -217,11 +226,14 @@ async fn catch_up_longer_than_its_budget_continues_over_several_runs() {
     eventually(
         Duration::from_secs(15),
         "caught up over several runs",
-        || async { s.metric(synced) >= 1.0 },
+        || async { test_utils::metric(&s.mux.metrics_text(), synced) >= 1.0 },
     )
     .await;
     assert!(
-        s.metric(r#"engine_mux_catch_up_runs_total{outcome="budget_exhausted"}"#) >= 2.0,
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_catch_up_runs_total{outcome="budget_exhausted"}"#
+        ) >= 2.0,
         "more than one run was needed"
     );
     let replayed: Vec<String> = s
@@ -253,7 +265,7 @@ async fn builder_behind_at_startup_is_caught_up_from_the_local_el_alone() {
     let mux = crate::harness::start_mux(&local, &builder, &["--max-unsafe-interval", "30"]).await;
     let synced = r#"engine_mux_catch_up_runs_total{outcome="synced"}"#;
     eventually(Duration::from_secs(5), "caught up", || async {
-        engine_mux::sample(&mux.metrics_text(), synced).unwrap_or(0.0) >= 1.0
+        test_utils::metric(&mux.metrics_text(), synced) >= 1.0
     })
     .await;
     let replayed: Vec<String> = builder

@@ -34,7 +34,10 @@ async fn op_geth_gzip_engine_calls_still_give_builder_blocks_and_health_200() {
     let p = op_geth_pair().await;
     p.builder_blocks(3).await;
     assert_eq!(
-        p.metric(r#"engine_mux_blocks_proposed_total{source="local"}"#),
+        test_utils::metric(
+            &p.mux.metrics_text(),
+            r#"engine_mux_blocks_proposed_total{source="local"}"#
+        ),
         0.0
     );
     assert_eq!(p.healthz().await, 200);
@@ -283,7 +286,10 @@ async fn catch_up_reads_a_compressing_builder() {
         Duration::from_secs(5),
         "catch-up replayed 3 blocks",
         || async {
-            p.metric(r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#) == 3.0
+            test_utils::metric(
+                &p.mux.metrics_text(),
+                r#"engine_mux_catch_up_replayed_blocks_total{source="recent"}"#,
+            ) == 3.0
         },
     )
     .await;

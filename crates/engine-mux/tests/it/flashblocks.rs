@@ -258,7 +258,10 @@ pub(crate) async fn builder_id(s: &Setup) -> PayloadId {
 async fn stream_block(s: &Setup, source: &FlashblocksSource, txs: Vec<Vec<Bytes>>) -> String {
     let local_id = s.fcu_build().await;
     let id = builder_id(s).await;
-    let before = s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#);
+    let before = test_utils::metric(
+        &s.mux.metrics_text(),
+        r#"engine_mux_flashblocks_total{event="accepted"}"#,
+    );
     let n = txs.len() as f64;
     for (i, t) in txs.into_iter().enumerate() {
         source.text(&flashblock(s, id, i as u64, t));
@@ -266,7 +269,12 @@ async fn stream_block(s: &Setup, source: &FlashblocksSource, txs: Vec<Vec<Bytes>
     eventually(
         Duration::from_secs(2),
         "all flashblocks accepted",
-        || async { s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == before + n },
+        || async {
+            test_utils::metric(
+                &s.mux.metrics_text(),
+                r#"engine_mux_flashblocks_total{event="accepted"}"#,
+            ) == before + n
+        },
     )
     .await;
     local_id
@@ -320,9 +328,10 @@ async fn out_of_order_duplicate_equivocating_and_malformed_frames() {
         ("equivocation", 1.0),
     ] {
         assert_eq!(
-            s.metric(&format!(
-                "engine_mux_flashblocks_rejected_total{{reason=\"{reason}\"}}"
-            )),
+            test_utils::metric(
+                &s.mux.metrics_text(),
+                &format!("engine_mux_flashblocks_rejected_total{{reason=\"{reason}\"}}")
+            ),
             n,
             "{reason}\n{m}"
         );
@@ -370,7 +379,10 @@ async fn builder_killed_after_flashblock_3_proposes_exactly_flashblocks_0_to_3()
         "validated first"
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_blocks_total{path="preserved"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_blocks_total{path="preserved"}"#
+        ),
         1.0
     );
     assert_eq!(s.blocks("builder"), 1.0);
@@ -389,7 +401,10 @@ async fn builder_block_dropping_preconfirmed_transactions_is_replaced_by_its_fla
         json!(B256::repeat_byte(0xf1))
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_blocks_total{path="assembled"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_blocks_total{path="assembled"}"#
+        ),
         1.0
     );
 }
@@ -409,7 +424,10 @@ async fn builder_block_that_extends_its_flashblocks_is_used() {
         "the builder's final block"
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_blocks_total{path="builder_payload"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_blocks_total{path="builder_payload"}"#
+        ),
         1.0
     );
 }
@@ -440,7 +458,12 @@ async fn dropped_stream_reconnects_and_nothing_is_republished_twice() {
         2,
         "0 and 1 are not re-published"
     );
-    assert!(s.metric("engine_mux_flashblocks_reconnects_total") >= 1.0);
+    assert!(
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            "engine_mux_flashblocks_reconnects_total"
+        ) >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -471,10 +494,16 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
         let id = builder_id(&s).await;
         // Index 0 first, and only once engine-mux accepted it (it knows the build), the rest:
         // a burst before that would only exercise the bounded hold.
-        let accepted = s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#);
+        let accepted = test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_total{event="accepted"}"#,
+        );
         source.text(&flashblock(&s, id, 0, vec![big.clone()]));
         eventually(Duration::from_secs(2), "index 0 accepted", || async {
-            s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) > accepted
+            test_utils::metric(
+                &s.mux.metrics_text(),
+                r#"engine_mux_flashblocks_total{event="accepted"}"#,
+            ) > accepted
         })
         .await;
         for i in 1..per_build {
@@ -490,7 +519,12 @@ async fn slow_subscriber_is_disconnected_while_fast_ones_keep_every_message() {
     eventually(
         Duration::from_secs(10),
         "the slow subscriber was dropped",
-        || async { s.metric("engine_mux_flashblocks_lagging_disconnects_total") == 1.0 },
+        || async {
+            test_utils::metric(
+                &s.mux.metrics_text(),
+                "engine_mux_flashblocks_lagging_disconnects_total",
+            ) == 1.0
+        },
     )
     .await;
 }
@@ -511,11 +545,17 @@ async fn invalid_builder_block_still_lands_its_valid_preconfirmations() {
         "the flashblocks' block"
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_blocks_total{path="assembled"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_blocks_total{path="assembled"}"#
+        ),
         1.0
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_blocks_total{path="builder_payload"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_blocks_total{path="builder_payload"}"#
+        ),
         0.0,
         "counted only when used"
     );
@@ -559,11 +599,17 @@ async fn builder_fcu_answered_after_the_decision_opens_no_build() {
         source.text(&flashblock(&s, id, i, vec![tx(i as u8)]));
     }
     eventually(Duration::from_secs(2), "frames received", || async {
-        s.metric(r#"engine_mux_flashblocks_total{event="received"}"#) == 3.0
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_total{event="received"}"#,
+        ) == 3.0
     })
     .await;
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_total{event="accepted"}"#
+        ),
         0.0,
         "nothing accepted (so nothing re-published) for a decided block"
     );
@@ -606,7 +652,10 @@ async fn base_style_flashblocks_without_receipts_or_balances_are_accepted() {
         [0, 1]
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_rejected_total{reason="malformed"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_rejected_total{reason="malformed"}"#
+        ),
         0.0
     );
 }
@@ -672,8 +721,14 @@ async fn only_the_elected_builders_flashblocks_are_published_and_kept() {
         ));
     }
     eventually(Duration::from_secs(2), "both streams accepted", || async {
-        s.metric(r#"engine_mux_flashblocks_total{event="accepted",builder="b1"}"#) == 4.0
-            && s.metric(r#"engine_mux_flashblocks_total{event="accepted",builder="b2"}"#) == 4.0
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_total{event="accepted",builder="b1"}"#,
+        ) == 4.0
+            && test_utils::metric(
+                &s.mux.metrics_text(),
+                r#"engine_mux_flashblocks_total{event="accepted",builder="b2"}"#,
+            ) == 4.0
     })
     .await;
     for want in 0..4u64 {
@@ -709,7 +764,10 @@ async fn only_the_elected_builders_flashblocks_are_published_and_kept() {
         "nothing else reached subscribers"
     );
     assert_eq!(
-        s.metric(r#"engine_mux_builder_blocks_total{outcome="not_chosen",builder="b2"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_builder_blocks_total{outcome="not_chosen",builder="b2"}"#
+        ),
         1.0,
         "b2's block was never tried: the elected builder preconfirmed this block"
     );

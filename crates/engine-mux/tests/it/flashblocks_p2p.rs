@@ -105,13 +105,19 @@ async fn enabled_mode_sends_the_builder_a_signed_authorization_with_each_build()
             .all(|c| !c.params[1].is_null())
     );
     assert_eq!(
-        s.metric("engine_mux_flashblocks_p2p_authorizations_total"),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            "engine_mux_flashblocks_p2p_authorizations_total"
+        ),
         1.0
     );
 }
 
 fn mismatches(s: &Setup) -> f64 {
-    s.metric("engine_mux_flashblocks_p2p_payload_id_mismatches_total{builder=\"builder\"}")
+    test_utils::metric(
+        &s.mux.metrics_text(),
+        "engine_mux_flashblocks_p2p_payload_id_mismatches_total{builder=\"builder\"}",
+    )
 }
 
 /// A builder that stamps op-geth's version byte (3) on its payload ids instead of reth's (4):

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use engine_api::{Upstream, UpstreamError};
-use engine_mux::{Args, Config, RunningMux, sample};
+use engine_mux::{Args, Config, RunningMux};
 use serde_json::{Value, json};
 
 use crate::mock_engine::MockEngine;
@@ -163,20 +163,18 @@ impl Setup {
         hash
     }
 
-    pub fn metric(&self, series: &str) -> f64 {
-        sample(&self.mux.metrics_text(), series).unwrap_or(0.0)
-    }
-
     pub fn fallbacks(&self, reason: &str) -> f64 {
-        self.metric(&format!(
-            "engine_mux_fallbacks_total{{reason=\"{reason}\"}}"
-        ))
+        test_utils::metric(
+            &self.mux.metrics_text(),
+            &format!("engine_mux_fallbacks_total{{reason=\"{reason}\"}}"),
+        )
     }
 
     pub fn blocks(&self, source: &str) -> f64 {
-        self.metric(&format!(
-            "engine_mux_blocks_proposed_total{{source=\"{source}\"}}"
-        ))
+        test_utils::metric(
+            &self.mux.metrics_text(),
+            &format!("engine_mux_blocks_proposed_total{{source=\"{source}\"}}"),
+        )
     }
 
     pub async fn healthz(&self) -> u16 {
@@ -199,11 +197,5 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
         .unwrap()
 }
 
-/// Polls `cond` every 20 ms until it holds; panics naming `what` once `within` has passed.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    test_utils::poll_until(what, within, Duration::from_millis(20), cond).await
-}
+/// Every scenario waits with the workspace's one poll-with-a-deadline.
+pub use test_utils::eventually;

@@ -45,7 +45,10 @@ async fn transactions_and_chain_reads_without_a_jwt_go_through_and_are_copied() 
     )
     .await;
     assert_eq!(
-        s.metric("engine_mux_unauthenticated_requests_total"),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            "engine_mux_unauthenticated_requests_total"
+        ),
         2.0,
         "counted"
     );

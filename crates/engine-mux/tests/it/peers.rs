@@ -9,7 +9,7 @@ use std::{
 
 use bytes::Bytes;
 use engine_api::JwtSecret;
-use engine_mux::{RunningMux, sample};
+use engine_mux::RunningMux;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -234,13 +234,12 @@ impl Peers {
             );
         }
         assert_eq!(
-            self.metric(r#"engine_mux_blocks_proposed_total{source="builder"}"#),
+            test_utils::metric(
+                &self.mux.metrics_text(),
+                r#"engine_mux_blocks_proposed_total{source="builder"}"#
+            ),
             n as f64
         );
-    }
-
-    pub fn metric(&self, series: &str) -> f64 {
-        sample(&self.mux.metrics_text(), series).unwrap_or(0.0)
     }
 
     pub async fn healthz(&self) -> u16 {

@@ -19,7 +19,10 @@ use crate::{
 /// The series of the default builder (`builder="builder"`).
 fn m(s: &Setup, name: &str, labels: &str) -> f64 {
     let sep = if labels.is_empty() { "" } else { "," };
-    s.metric(&format!("{name}{{{labels}{sep}builder=\"builder\"}}"))
+    test_utils::metric(
+        &s.mux.metrics_text(),
+        &format!("{name}{{{labels}{sep}builder=\"builder\"}}"),
+    )
 }
 
 #[tokio::test]
@@ -100,7 +103,10 @@ async fn a_scripted_stream_gives_exactly_the_expected_series() {
         4.0
     );
     assert_eq!(
-        s.metric("engine_mux_preconfirmed_not_sealed_total"),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            "engine_mux_preconfirmed_not_sealed_total"
+        ),
         4.0,
         "under no other reason"
     );
@@ -140,7 +146,13 @@ async fn a_kept_preconfirmation_counts_nothing_missing() {
         1.0,
         "the assembled block carries them all"
     );
-    assert_eq!(s.metric("engine_mux_preconfirmed_not_sealed_total"), 0.0);
+    assert_eq!(
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            "engine_mux_preconfirmed_not_sealed_total"
+        ),
+        0.0
+    );
     assert_eq!(m(&s, "engine_mux_flashblocks_index_gaps_total", ""), 0.0);
     assert_eq!(m(&s, "engine_mux_flashblocks_out_of_order_total", ""), 0.0);
     assert_eq!(
@@ -201,12 +213,18 @@ async fn flashblocks_that_form_no_valid_block_count_invalid() {
         s.mux.metrics_text()
     );
     assert_eq!(
-        s.metric("engine_mux_preconfirmed_not_sealed_total"),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            "engine_mux_preconfirmed_not_sealed_total"
+        ),
         2.0,
         "under no other reason"
     );
     assert_eq!(
-        s.metric(r#"engine_mux_flashblocks_blocks_total{path="lost"}"#),
+        test_utils::metric(
+            &s.mux.metrics_text(),
+            r#"engine_mux_flashblocks_blocks_total{path="lost"}"#
+        ),
         1.0,
         "preconfirmations lost to a local block"
     );

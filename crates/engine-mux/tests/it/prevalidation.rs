@@ -46,15 +46,17 @@ async fn prevalidating_with(extra: &[&str]) -> Setup {
 }
 
 fn early(s: &Setup, outcome: &str) -> f64 {
-    s.metric(&format!(
-        "engine_mux_prevalidations_total{{builder=\"builder\",outcome=\"{outcome}\"}}"
-    ))
+    test_utils::metric(
+        &s.mux.metrics_text(),
+        &format!("engine_mux_prevalidations_total{{builder=\"builder\",outcome=\"{outcome}\"}}"),
+    )
 }
 
 fn served(s: &Setup, result: &str) -> f64 {
-    s.metric(&format!(
-        "engine_mux_prevalidated_get_payloads_total{{result=\"{result}\"}}"
-    ))
+    test_utils::metric(
+        &s.mux.metrics_text(),
+        &format!("engine_mux_prevalidated_get_payloads_total{{result=\"{result}\"}}"),
+    )
 }
 
 /// The local EL's newPayload calls, by block hash.

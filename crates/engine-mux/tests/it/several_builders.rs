@@ -62,9 +62,12 @@ impl Three {
     }
 
     fn outcomes(&self, builder: &str, outcome: &str) -> f64 {
-        self.s.metric(&format!(
-            r#"engine_mux_builder_blocks_total{{outcome="{outcome}",builder="{builder}"}}"#
-        ))
+        test_utils::metric(
+            &self.s.mux.metrics_text(),
+            &format!(
+                r#"engine_mux_builder_blocks_total{{outcome="{outcome}",builder="{builder}"}}"#
+            ),
+        )
     }
 
     /// Drives blocks after height `head`, 200 ms apart, until one is `builder`'s (at most 10 s:
@@ -335,7 +338,10 @@ async fn pre_validated_best_block_is_answered_without_asking_any_builder_again()
         Duration::from_secs(5),
         "b2's block validated early",
         || async {
-            t.s.metric(r#"engine_mux_prevalidations_total{builder="b2",outcome="valid"}"#) >= 1.0
+            test_utils::metric(
+                &t.s.mux.metrics_text(),
+                r#"engine_mux_prevalidations_total{builder="b2",outcome="valid"}"#,
+            ) >= 1.0
         },
     )
     .await;

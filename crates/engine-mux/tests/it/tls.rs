@@ -105,7 +105,12 @@ async fn wss_flashblocks_stream_is_received() {
     eventually(
         Duration::from_secs(2),
         "the flashblock accepted",
-        || async { p.metric(r#"engine_mux_flashblocks_total{event="accepted"}"#) == 1.0 },
+        || async {
+            test_utils::metric(
+                &p.mux.metrics_text(),
+                r#"engine_mux_flashblocks_total{event="accepted"}"#,
+            ) == 1.0
+        },
     )
     .await;
 }
@@ -159,11 +164,17 @@ async fn untrusted_certificate_is_a_clear_error_naming_the_url() {
     )
     .await;
     eventually(Duration::from_secs(3), "retried with backoff", || async {
-        p.metric("engine_mux_flashblocks_reconnects_total") >= 3.0
+        test_utils::metric(
+            &p.mux.metrics_text(),
+            "engine_mux_flashblocks_reconnects_total",
+        ) >= 3.0
     })
     .await;
     assert_eq!(source.connections(), 0);
-    assert_eq!(p.metric("engine_mux_flashblocks_connected"), 0.0);
+    assert_eq!(
+        test_utils::metric(&p.mux.metrics_text(), "engine_mux_flashblocks_connected"),
+        0.0
+    );
 }
 
 /// The binary reads `SSL_CERT_FILE` as operators set it (no flag): an engine-mux process whose
