@@ -247,6 +247,29 @@ mod tests {
         );
     }
 
+    /// This crate builds engine-api without its `jwt` feature (no jsonwebtoken): the secret from
+    /// the flag still mints the token an authenticated EL (op-geth's, op-reth's auth port)
+    /// validates, equal to one computed apart (Python's hmac over jsonwebtoken's header, the
+    /// value engine-api's tests also check against jsonwebtoken itself).
+    #[test]
+    fn upstream_jwt_secret_mints_the_engine_api_token_without_jsonwebtoken() {
+        let c = parse(&["--upstream-jwt-secret", &"ab".repeat(32)]).unwrap();
+        let secret = c.upstream.jwt.expect("the flag's secret");
+        assert_eq!(
+            engine_api::auth::mint_at(&secret, 1_700_000_000),
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpYXQiOjE3MDAwMDAwMDB9.Ul0uOa5EFWRuqEViaPnhnjcHSXdjIuJc9ELnC0DYFi4"
+        );
+        let other = parse(&["--upstream-jwt-secret", &format!("0x{}", "ac".repeat(32))])
+            .unwrap()
+            .upstream
+            .jwt
+            .expect("a 0x prefix is accepted");
+        assert_ne!(
+            engine_api::auth::mint_at(&other, 1_700_000_000),
+            engine_api::auth::mint_at(&secret, 1_700_000_000)
+        );
+    }
+
     #[test]
     fn bad_values_name_their_flag() {
         for (args, flag) in [
