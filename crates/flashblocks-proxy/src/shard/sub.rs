@@ -72,6 +72,24 @@ pub(super) enum Offer {
 }
 
 impl Sub {
+    /// A subscriber with nothing queued, not yet in the shard's io_uring file table.
+    pub(super) fn new(
+        sock: Arc<TcpStream>,
+        state: Arc<SubState>,
+        after_seq: u64,
+        encoding: Encoding,
+    ) -> Self {
+        Self {
+            sock,
+            state,
+            queue: VecDeque::new(),
+            offset: 0,
+            after_seq,
+            encoding,
+            slot: None,
+        }
+    }
+
     /// Writes queued frames until done or the socket is full. Returns frames and bytes completed.
     pub(super) fn flush(&mut self) -> Result<(u64, u64), Dropped> {
         let (mut frames, mut bytes) = (0, 0);

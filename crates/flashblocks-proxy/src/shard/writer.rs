@@ -165,15 +165,7 @@ impl Shard {
                 after_seq,
                 encoding,
             } => {
-                let mut sub = Sub {
-                    sock,
-                    state,
-                    queue: VecDeque::new(),
-                    offset: 0,
-                    after_seq,
-                    encoding,
-                    slot: None,
-                };
+                let mut sub = Sub::new(sock, state, after_seq, encoding);
                 for (seq, f) in &mut self.recent {
                     if *seq > after_seq
                         && let Offer::Drop(why) =
@@ -360,18 +352,8 @@ impl Shard {
                 encoding,
             } = cmd
             {
-                self.subs.insert(
-                    id,
-                    Sub {
-                        sock,
-                        state,
-                        queue: VecDeque::new(),
-                        offset: 0,
-                        after_seq,
-                        encoding,
-                        slot: None,
-                    },
-                );
+                self.subs
+                    .insert(id, Sub::new(sock, state, after_seq, encoding));
             }
         }
         let ids: Vec<u64> = self.subs.keys().copied().collect();

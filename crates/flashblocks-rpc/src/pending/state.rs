@@ -168,7 +168,12 @@ impl PendingState {
                 Applied::Started
             });
         }
-        let Some(block) = self.blocks.get_mut(&number) else {
+        // A later flashblock of a payload whose index 0 this state does not hold.
+        let Some(block) = self
+            .blocks
+            .get_mut(&number)
+            .filter(|b| b.payload_id == fb.payload_id)
+        else {
             return Err((
                 Rejection::OutOfOrder,
                 BlockError::Sequence {
@@ -178,16 +183,6 @@ impl PendingState {
                 },
             ));
         };
-        if block.payload_id != fb.payload_id {
-            return Err((
-                Rejection::OutOfOrder,
-                BlockError::Sequence {
-                    payload_id: fb.payload_id,
-                    got: fb.index,
-                    expected: 0,
-                },
-            ));
-        }
         match block.apply(fb) {
             Ok(()) => Ok(Applied::Extended),
             Err(e) => {
