@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: check-import-circles.sh [--quiet]
+# Usage: check-import-circles.sh [--quiet | --self-test]
 # Lists file-level import circles inside each crate of the workspace and exits 1 if there is any.
 # An import circle: file a refers to an item of file b (`use crate::b::…`, `use super::…`, a
 # child module's name, or a `crate::b::…` / `super::…` path in code) and b, directly or through
@@ -7,13 +7,16 @@
 # defines the item (`crate::Config` re-exported by lib.rs from config.rs is an edge to config.rs),
 # test code counts like any other, and each crate's binaries (main.rs, src/bin/) are their own
 # module trees. Prints each circle as `crate: a.rs:LINE -> b.rs:LINE -> a.rs`, LINE being where
-# that file first refers to the next one.
+# that file first refers to the next one. `--self-test` runs the check on a small workspace
+# with known circles and known non-circles instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "$@" <<'PY'
 import os, re, sys
 
 quiet = "--quiet" in sys.argv[1:]
+# What an import of another crate's item resolves to.
+EXTERNAL = object()
 
 def strip(src):
     """The source with comments, string and char literals blanked out (lengths and lines kept)."""
@@ -98,12 +101,13 @@ class Crate:
 
     def add_file(self, modpath, path):
         self.files[modpath] = path
-        src = strip(open(path, encoding="utf-8").read())
+        raw = open(path, encoding="utf-8").read()
+        src = strip(raw)
         self.children.setdefault(modpath, set())
         for m in re.finditer(r"\bmod\s+([A-Za-z_][A-Za-z0-9_]*)\s*;", src):
             name = m.group(1)
             # a #[path] attribute just before the declaration
-            before = open(path, encoding="utf-8").read()[:m.start()]
+            before = raw[:m.start()]
             pm = re.search(r'#\[path\s*=\s*"([^"]+)"\]\s*(?:#\[[^\]]*\]\s*|pub(?:\([^)]*\))?\s*)*$', before)
             base = os.path.dirname(path)
             stem = os.path.basename(path)[:-3]
@@ -120,17 +124,15 @@ class Crate:
                 self.add_file(modpath + (name,), child)
 
     def scopes(self, src, modpath):
-        """Yields (offset, module path) spans: inline `mod x { … }` blocks change the module."""
+        """(offset, module path) from each offset on: inline `mod x { … }` blocks change the module."""
         spans = []
         stack = []  # (name, depth at open)
         depth = 0
-        pending = None
         for m in re.finditer(r"\bmod\s+([A-Za-z_][A-Za-z0-9_]*)\s*\{|[{}]", src):
             tok = m.group(0)
             if tok.startswith("mod"):
                 depth += 1
                 stack.append((m.group(1), depth))
-                self.children.setdefault(modpath, set())
                 inner = modpath + tuple(n for n, _ in stack)
                 self.children.setdefault(inner[:-1], set()).add(m.group(1))
                 spans.append((m.end(), inner))
@@ -176,6 +178,8 @@ class Crate:
                 rest = abspath[k:]
                 if rest and seen < 8:
                     target = self.reexports.get(mp, {}).get(rest[0])
+                    if target is EXTERNAL:
+                        return None
                     if target is not None:
                         return self.owner(target + rest[1:], seen + 1)
                 return self.files[mp]
@@ -192,12 +196,14 @@ class Crate:
                     if segs and segs[0] == "": segs = segs[1:]  # `::name` is an extern crate
                     if not segs: continue
                     absp = self.absolute(segs, here)
+                    last = segs[-2] if segs[-1] == "self" and len(segs) > 1 else segs[-1]
+                    name = alias or (None if last in ("*", "self", "crate", "super") else last)
+                    # Every import is followed (descendants see private ones too); one of
+                    # another crate names nothing in this crate.
+                    if name:
+                        self.reexports.setdefault(tuple(here), {})[name] = EXTERNAL if absp is None else (absp[:-1] if segs[-1] == "self" else absp)
                     if absp is None: continue
                     if segs[-1] == "self": absp = absp[:-1]
-                    if m.group(1) and segs[-1] != "*":
-                        name = alias or (absp[-1] if absp else None)
-                        if name:
-                            self.reexports.setdefault(tuple(here), {})[name] = absp
                     refs.append((path, absp[:-1] if segs[-1] == "*" else absp, src.count("\n", 0, m.start()) + 1))
             for m in re.finditer(r"(?<![A-Za-z0-9_:$])((?:crate|super|self)(?:\s*::\s*[A-Za-z_][A-Za-z0-9_]*)+)", src):
                 # `use` trees were handled above; skip paths inside them
@@ -281,9 +287,10 @@ class Crate:
                     covered.update(cyc)
         return out
 
-def roots():
+def roots(base):
     """(crate name, root file) for every module tree: lib, main and src/bin/* of each crate."""
-    dirs = sorted(os.path.join("crates", d) for d in os.listdir("crates")) + ["tests"]
+    crates = os.path.join(base, "crates")
+    dirs = sorted(os.path.join(crates, d) for d in os.listdir(crates)) + [os.path.join(base, "tests")]
     for d in dirs:
         src = os.path.join(d, "src")
         if not os.path.isdir(src): continue
@@ -298,18 +305,58 @@ def roots():
                 if f.endswith(".rs"): yield f"{name} (bin/{f})", p
                 elif os.path.exists(os.path.join(p, "main.rs")): yield f"{name} (bin/{f}/)", os.path.join(p, "main.rs")
 
-total, trees = 0, 0
-for name, root in roots():
-    crate = Crate(name, root)
-    crate.scan()
-    trees += 1
-    for cyc in crate.circles():
-        total += 1
-        rel = lambda f: os.path.relpath(f, os.path.dirname(root))
-        steps = [f"{rel(a)}:{crate.where[(a, b)]}" for a, b in zip(cyc, cyc[1:])]
-        print(f"{name}: " + " -> ".join(steps + [rel(cyc[-1])]), flush=True)
-if total:
-    print(f"check-import-circles: {total} import circle(s) in {trees} module trees", file=sys.stderr)
+def check(base):
+    """Every circle under `base` as a printable line, and how many module trees were read."""
+    lines, trees = [], 0
+    for name, root in roots(base):
+        crate = Crate(name, root)
+        crate.scan()
+        trees += 1
+        for cyc in crate.circles():
+            rel = lambda f: os.path.relpath(f, os.path.dirname(root))
+            steps = [f"{rel(a)}:{crate.where[(a, b)]}" for a, b in zip(cyc, cyc[1:])]
+            lines.append(f"{name}: " + " -> ".join(steps + [rel(cyc[-1])]))
+    return lines, trees
+
+def self_test():
+    """The check on a small workspace written here: each way of referring to a file is seen,
+    and what is not a circle (re-exports, inline tests, other crates' items) is not one."""
+    import tempfile
+    files = {
+        # a <-> b through `use crate::`, and b's `super::` path in code
+        "crates/one/src/lib.rs": "mod a;\nmod b;\npub use a::A;\n",
+        "crates/one/src/a.rs": "use crate::b::B;\npub struct A(B);\n",
+        "crates/one/src/b.rs": "pub struct B;\nfn f() -> super::a::A { todo!() }\n",
+        # parent <-> child: mod.rs names its child, the child uses `super::`
+        "crates/two/src/lib.rs": "mod p;\n",
+        "crates/two/src/p/mod.rs": "mod c;\npub struct P;\nfn f() { c::g(); }\n",
+        "crates/two/src/p/c.rs": "use super::P;\npub fn g() {}\n",
+        # no circle: a re-export in lib.rs is followed to the defining file, inline tests'
+        # `super::*` is the file itself, another crate's module of the same name is not ours,
+        # and a comment or string naming a file is no reference
+        "crates/three/src/lib.rs": "mod x;\nmod y;\npub use x::X;\npub use other::y as z;\nfn f() -> crate::y::Y { todo!() }\n",
+        "crates/three/src/x.rs": "pub struct X;\n// crate::y::Y\nconst S: &str = \"crate::y::Y\";\n#[cfg(test)]\nmod tests { use super::*; }\n",
+        "crates/three/src/y.rs": "use crate::X;\npub struct Y(X);\n",
+    }
+    with tempfile.TemporaryDirectory() as base:
+        for path, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(base, path)), exist_ok=True)
+            with open(os.path.join(base, path), "w") as f: f.write(text)
+        lines, trees = check(base)
+    want = ["one (lib.rs): a.rs:1 -> b.rs:2 -> a.rs", "two (lib.rs): p/c.rs:1 -> p/mod.rs:3 -> p/c.rs"]
+    if sorted(lines) != want or trees != 3:
+        print(f"check-import-circles: self-test failed: {trees} trees, found {lines}, want {want}", file=sys.stderr)
+        sys.exit(1)
+    print("check-import-circles: self-test ok")
+
+if "--self-test" in sys.argv[1:]:
+    self_test()
+    sys.exit(0)
+lines, trees = check(".")
+for line in lines:
+    print(line, flush=True)
+if lines:
+    print(f"check-import-circles: {len(lines)} import circle(s) in {trees} module trees", file=sys.stderr)
     sys.exit(1)
 if not quiet:
     print(f"check-import-circles: ok (no import circles in {trees} module trees)")
