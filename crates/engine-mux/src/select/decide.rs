@@ -238,6 +238,25 @@ pub(crate) async fn select(
     offers: Vec<Offer>,
     external_state_root: bool,
 ) -> Selection {
+    decide(policy, offers, |candidates| {
+        choose(local, metrics, version, candidates, external_state_root)
+    })
+    .await
+}
+
+/// The decision itself, without the local EL: offers in, the chosen block and every builder's
+/// verdict out. `try_offer` checks one builder's candidates ([`choose`] in production: the
+/// attributes check, then validation or a rebuild) and is called best first, in the policy's
+/// order, until one yields a block.
+pub(crate) async fn decide<F, Fut>(
+    policy: BuilderPolicy,
+    offers: Vec<Offer>,
+    mut try_offer: F,
+) -> Selection
+where
+    F: FnMut(Candidates) -> Fut,
+    Fut: Future<Output = Result<Chosen, FallbackReason>>,
+{
     let names: Vec<&'static str> = offers.iter().map(|o| o.builder).collect();
     let mut verdict: Vec<Verdict> = offers
         .iter()
@@ -275,7 +294,7 @@ pub(crate) async fn select(
         let Some(candidates) = slots[i].take() else {
             continue;
         };
-        match choose(local, metrics, version, candidates, external_state_root).await {
+        match try_offer(candidates).await {
             Ok(mut c) => {
                 c.builder = names[i];
                 verdict[i] = c.rebuilt_after.map_or(Verdict::Chosen, Verdict::Failed);
@@ -297,5 +316,252 @@ pub(crate) async fn select(
     Selection {
         chosen,
         verdicts: names.into_iter().zip(verdict).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The block-selection rows of the README (`--builder-policy`: gas-used, priority,
+    //! block-value) and the rules around them, on offers of recorded op-rbuilder blocks; the
+    //! local EL's verdict on each block is scripted.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::select::{
+        rank::capped_block_value,
+        testing::{block, raw_block},
+    };
+
+    /// An offer of one block from `builder` (priority `priority`), with `preconfirmed`
+    /// flashblocks already shown.
+    fn offer(
+        builder: &'static str,
+        priority: u32,
+        gas: u64,
+        value: u64,
+        preconfirmed: usize,
+    ) -> Offer {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        Offer {
+            builder,
+            priority,
+            result: Ok(Candidates {
+                request: BuildRequest {
+                    forkchoice: Default::default(),
+                    attributes: Default::default(),
+                },
+                list: vec![Candidate {
+                    builder,
+                    raw: raw_block(gas, value),
+                    envelope: block(gas, value),
+                    path: None,
+                    validate_by: deadline,
+                    early: EarlyCheck::None,
+                }],
+                preconfirmed,
+                preconfirmed_txs: Vec::new(),
+                deadline,
+                failure: FallbackReason::NoBuilderPayload,
+                first_ask: true,
+            }),
+        }
+    }
+
+    fn failed(builder: &'static str, priority: u32, reason: FallbackReason) -> Offer {
+        Offer {
+            builder,
+            priority,
+            result: Err(reason),
+        }
+    }
+
+    /// Runs the decision with the local EL's verdict per builder scripted (VALID unless
+    /// listed); returns it with the builders in the order they were tried.
+    async fn run(
+        policy: BuilderPolicy,
+        offers: Vec<Offer>,
+        refused: &[(&'static str, FallbackReason)],
+    ) -> (Selection, Vec<&'static str>) {
+        let tried = Arc::new(Mutex::new(Vec::new()));
+        let selection = decide(policy, offers, |c: Candidates| {
+            let tried = tried.clone();
+            let refused = refused.to_vec();
+            async move {
+                let first = c.list.into_iter().next().expect("one candidate");
+                tried.lock().unwrap().push(first.builder);
+                if let Some((_, reason)) = refused.iter().find(|(b, _)| *b == first.builder) {
+                    return Err(*reason);
+                }
+                Ok(Chosen {
+                    builder: first.builder,
+                    raw: first.raw,
+                    envelope: first.envelope,
+                    preconfirmed: c.preconfirmed,
+                    rebuilt_after: None,
+                })
+            }
+        })
+        .await;
+        let tried = tried.lock().unwrap().clone();
+        (selection, tried)
+    }
+
+    fn chosen(s: &Selection) -> Option<&'static str> {
+        s.chosen.as_ref().ok().map(|c| c.builder)
+    }
+
+    #[tokio::test]
+    async fn gas_used_proposes_the_block_with_most_gas_and_tries_the_next_when_it_fails() {
+        let offers = || vec![offer("a", 0, 100_000, 0, 0), offer("b", 1, 200_000, 0, 0)];
+        let (s, tried) = run(BuilderPolicy::GasUsed, offers(), &[]).await;
+        assert_eq!((chosen(&s), tried), (Some("b"), vec!["b"]));
+        assert_eq!(
+            s.verdicts,
+            [("a", Verdict::NotTried), ("b", Verdict::Chosen)]
+        );
+
+        let (s, tried) = run(
+            BuilderPolicy::GasUsed,
+            offers(),
+            &[("b", FallbackReason::Invalid)],
+        )
+        .await;
+        assert_eq!((chosen(&s), tried), (Some("a"), vec!["b", "a"]));
+        assert_eq!(
+            s.verdicts,
+            [
+                ("a", Verdict::Chosen),
+                ("b", Verdict::Failed(FallbackReason::Invalid))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn priority_proposes_the_first_builder_moves_on_when_it_fails_and_back_when_it_returns() {
+        // The primary offers less gas: under priority that does not matter.
+        let offers = || {
+            vec![
+                offer("primary", 0, 100_000, 0, 0),
+                offer("backup", 1, 200_000, 0, 0),
+            ]
+        };
+        let (s, _) = run(BuilderPolicy::Priority, offers(), &[]).await;
+        assert_eq!(chosen(&s), Some("primary"));
+        let (s, tried) = run(
+            BuilderPolicy::Priority,
+            offers(),
+            &[("primary", FallbackReason::Invalid)],
+        )
+        .await;
+        assert_eq!(
+            (chosen(&s), tried),
+            (Some("backup"), vec!["primary", "backup"])
+        );
+        // The primary down (its offer failed before selection): the backup's block.
+        let down = vec![
+            failed("primary", 0, FallbackReason::Timeout),
+            offer("backup", 1, 200_000, 0, 0),
+        ];
+        let (s, _) = run(BuilderPolicy::Priority, down, &[]).await;
+        assert_eq!(chosen(&s), Some("backup"));
+        // Back: the next block is the primary's again.
+        let (s, _) = run(BuilderPolicy::Priority, offers(), &[]).await;
+        assert_eq!(chosen(&s), Some("primary"));
+    }
+
+    #[tokio::test]
+    async fn block_value_proposes_the_highest_capped_value() {
+        let (low, high) = (block(100_000, 1_000), block(100_000, 2_000));
+        assert!(
+            capped_block_value(&low) < capped_block_value(&high),
+            "both values are under what the recorded block's transactions can pay"
+        );
+        let offers = || {
+            vec![
+                offer("low", 0, 100_000, 1_000, 0),
+                offer("high", 1, 100_000, 2_000, 0),
+            ]
+        };
+        let (s, _) = run(BuilderPolicy::BlockValue, offers(), &[]).await;
+        assert_eq!(chosen(&s), Some("high"));
+        // A value claimed past what the transactions can pay is cut to that cap: the honest
+        // builder's block wins over the inflated one.
+        let max_tip = u64::try_from(capped_block_value(&block(1, u64::MAX))).unwrap();
+        let honest_value = max_tip * 1_000;
+        let inflated = vec![
+            offer("honest", 0, 100_000, honest_value, 0),
+            offer("inflated", 1, 10, u64::MAX, 0),
+        ];
+        assert_eq!(
+            capped_block_value(&block(10, u64::MAX)),
+            alloy_primitives::U256::from(max_tip * 10),
+            "the inflated claim is cut to 10 gas times the highest tip"
+        );
+        let (s, _) = run(BuilderPolicy::BlockValue, inflated, &[]).await;
+        assert_eq!(chosen(&s), Some("honest"));
+    }
+
+    #[tokio::test]
+    async fn preconfirmations_leave_only_the_builder_that_showed_them() {
+        for policy in [
+            BuilderPolicy::GasUsed,
+            BuilderPolicy::Priority,
+            BuilderPolicy::BlockValue,
+        ] {
+            let offers = vec![
+                offer("other", 0, 200_000, 9_000, 0),
+                offer("elected", 1, 100_000, 0, 3),
+            ];
+            let (s, tried) = run(policy, offers, &[("elected", FallbackReason::Invalid)]).await;
+            assert_eq!(
+                tried,
+                ["elected"],
+                "{policy:?}: no other block carries them"
+            );
+            assert_eq!(s.chosen.unwrap_err(), FallbackReason::Invalid);
+            assert_eq!(s.verdicts[0], ("other", Verdict::NotTried));
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_winner_the_reason_is_the_most_preferred_builders() {
+        let offers = vec![
+            failed("a", 0, FallbackReason::Timeout),
+            offer("b", 1, 100_000, 0, 0),
+        ];
+        let (s, _) = run(
+            BuilderPolicy::GasUsed,
+            offers,
+            &[("b", FallbackReason::Invalid)],
+        )
+        .await;
+        assert_eq!(s.chosen.unwrap_err(), FallbackReason::Timeout);
+        let (s, tried) = run(BuilderPolicy::GasUsed, Vec::new(), &[]).await;
+        assert!(tried.is_empty());
+        assert_eq!(s.chosen.unwrap_err(), FallbackReason::NoBuilderPayload);
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_of_the_preconfirmed_transactions_still_fails_the_builder() {
+        // Preconfirmations' last resort: the local EL built them, the block is proposed, but
+        // the builder's own blocks failed and its verdict says so.
+        let offers = vec![offer("elected", 0, 100_000, 0, 2)];
+        let s = decide(BuilderPolicy::GasUsed, offers, |c: Candidates| async move {
+            let first = c.list.into_iter().next().unwrap();
+            Ok(Chosen {
+                builder: "",
+                raw: first.raw,
+                envelope: first.envelope,
+                preconfirmed: c.preconfirmed,
+                rebuilt_after: Some(FallbackReason::Invalid),
+            })
+        })
+        .await;
+        assert_eq!(chosen(&s), Some("elected"));
+        assert_eq!(
+            s.verdicts,
+            [("elected", Verdict::Failed(FallbackReason::Invalid))]
+        );
     }
 }

@@ -9,6 +9,8 @@ pub(crate) mod fallback;
 mod offers;
 pub mod payload_check;
 mod rank;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use self::rank::{BuilderPolicy, SelectionPolicy};
 pub(crate) use self::{

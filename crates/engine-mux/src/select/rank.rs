@@ -134,6 +134,7 @@ impl SelectionPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::select::testing::block;
 
     /// Every block op-rbuilder built in the recording (testdata/real-peers): the value it
     /// reports is what its transactions paid, so the cap never cuts an honest value; the same
@@ -168,20 +169,6 @@ mod tests {
             );
         }
         assert!(with_tips > 0, "the recording has blocks with tips");
-    }
-
-    /// Recorded op-rbuilder blocks with `gasUsed` and `blockValue` set as the case needs.
-    fn block(gas_used: u64, value: u64) -> PayloadEnvelope {
-        let line = include_str!("../../../../testdata/real-peers/op-rbuilder-builder.engine.jsonl")
-            .lines()
-            .find(|l| l.contains("engine_getPayloadV4"))
-            .unwrap();
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        let mut result = row["response"]["result"].clone();
-        result["executionPayload"]["gasUsed"] = serde_json::json!(format!("{gas_used:#x}"));
-        result["blockValue"] = serde_json::json!(format!("{value:#x}"));
-        let raw = serde_json::value::to_raw_value(&result).unwrap();
-        PayloadEnvelope::parse(PayloadVersion::V4, &raw).unwrap()
     }
 
     fn key(priority: u32, block: Option<&PayloadEnvelope>) -> RankKey<'_> {
