@@ -1,14 +1,15 @@
 //! In-memory world state per block, and its Merkle-Patricia state root.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_trie::{EMPTY_ROOT_HASH, TrieAccount, root::storage_root_unhashed};
+use imbl::HashMap as SharedMap;
 use op_alloy_consensus::L2_TO_L1_MESSAGE_PASSER_ADDRESS;
 use revm::{
     Database, DatabaseCommit,
     bytecode::Bytecode,
-    database::{CacheDB, EmptyDB},
+    database::{AccountState, CacheDB},
     database_interface::DatabaseRef,
     primitives::{AddressMap, StorageKey, StorageValue},
     state::{Account, AccountInfo},
@@ -17,12 +18,25 @@ use revm::{
 /// How many ancestor hashes BLOCKHASH can see (EIP-210 window).
 const BLOCKHASH_WINDOW: u64 = 256;
 
+/// One account of a snapshot: its info and its non-zero storage slots.
+#[derive(Debug, Clone, Default)]
+struct StoredAccount {
+    info: AccountInfo,
+    storage: SharedMap<U256, U256>,
+}
+
 /// The full state after one block: every account with its storage and code, plus the storage
 /// root of each account (cached so only accounts whose storage changed are re-hashed).
+///
+/// The maps are persistent (structurally shared): a child block's state is its parent's plus
+/// what the block changed, so the engines can keep many recent states without a full copy each
+/// (the EIP-4788 and EIP-2935 ring buffers alone grow every state by three slots a block).
 #[derive(Debug, Clone, Default)]
 pub struct StateSnapshot {
-    db: CacheDB<EmptyDB>,
-    storage_roots: HashMap<Address, B256>,
+    accounts: SharedMap<Address, StoredAccount>,
+    contracts: SharedMap<B256, Bytecode>,
+    block_hashes: SharedMap<u64, B256>,
+    storage_roots: SharedMap<Address, B256>,
 }
 
 impl StateSnapshot {
@@ -30,30 +44,42 @@ impl StateSnapshot {
     pub fn from_alloc(
         accounts: impl IntoIterator<Item = (Address, AccountInfo, Vec<(U256, U256)>)>,
     ) -> Self {
-        let mut db = CacheDB::new(EmptyDB::default());
-        for (address, info, storage) in accounts {
-            db.insert_account_info(address, info);
-            for (slot, value) in storage {
-                // EmptyDB cannot fail.
-                let _ = db.insert_account_storage(address, slot, value);
-            }
+        let mut snapshot = Self::default();
+        let mut all = Vec::new();
+        for (address, mut info, storage) in accounts {
+            snapshot.insert_code(&mut info);
+            let storage = storage.into_iter().filter(|(_, v)| !v.is_zero()).collect();
+            snapshot
+                .accounts
+                .insert(address, StoredAccount { info, storage });
+            all.push(address);
         }
-        let mut snapshot = Self {
-            db,
-            storage_roots: HashMap::new(),
-        };
-        let all: Vec<Address> = snapshot.db.cache.accounts.keys().copied().collect();
         snapshot.refresh_storage_roots(all);
         snapshot
     }
 
+    /// Keeps `info`'s code under its hash (as revm's in-memory database does).
+    fn insert_code(&mut self, info: &mut AccountInfo) {
+        if let Some(code) = &info.code
+            && !code.is_empty()
+        {
+            if info.code_hash == revm::primitives::KECCAK_EMPTY || info.code_hash.is_zero() {
+                info.code_hash = code.hash_slow();
+            }
+            self.contracts
+                .entry(info.code_hash)
+                .or_insert_with(|| code.clone());
+        }
+        if info.code_hash.is_zero() {
+            info.code_hash = revm::primitives::KECCAK_EMPTY;
+        }
+    }
+
     /// Account info (balance, nonce, code hash) at this state, `None` if it does not exist.
     pub fn account(&self, address: &Address) -> Option<AccountInfo> {
-        self.db
-            .cache
-            .accounts
+        self.accounts
             .get(address)
-            .and_then(|a| a.info())
+            .map(|a| a.info.clone())
             .filter(|info| !info.is_empty())
     }
 
@@ -75,8 +101,8 @@ impl StateSnapshot {
         match &info.code {
             Some(code) => code.original_bytes(),
             None => self
-                .db
-                .code_by_hash_ref(info.code_hash)
+                .contracts
+                .get(&info.code_hash)
                 .map(|c| c.original_bytes())
                 .unwrap_or_default(),
         }
@@ -84,7 +110,10 @@ impl StateSnapshot {
 
     /// One storage slot.
     pub fn storage(&self, address: &Address, slot: U256) -> U256 {
-        self.db.storage_ref(*address, slot).unwrap_or_default()
+        self.accounts
+            .get(address)
+            .and_then(|a| a.storage.get(&slot).copied())
+            .unwrap_or_default()
     }
 
     /// Storage root of the L2ToL1MessagePasser predeploy: Isthmus' `withdrawalsRoot`.
@@ -98,65 +127,47 @@ impl StateSnapshot {
     /// Starts executing a child block on top of this state, with `parent_number`'s hash visible
     /// to BLOCKHASH.
     pub fn child(&self, parent_number: u64, parent_hash: B256) -> ExecutionDb {
-        let mut db = self.db.clone();
-        db.cache
-            .block_hashes
-            .insert(U256::from(parent_number), parent_hash);
+        let mut base = self.clone();
+        base.block_hashes.insert(parent_number, parent_hash);
         if let Some(old) = parent_number.checked_sub(BLOCKHASH_WINDOW) {
-            db.cache.block_hashes.remove(&U256::from(old));
+            base.block_hashes.remove(&old);
         }
         ExecutionDb {
-            db,
-            storage_roots: self.storage_roots.clone(),
+            db: CacheDB::new(base),
             dirty_storage: HashSet::new(),
         }
     }
 
     /// The Merkle-Patricia root over all existing, non-empty accounts (EIP-161 semantics).
     pub fn state_root(&self) -> B256 {
-        let accounts = self
-            .db
-            .cache
-            .accounts
-            .iter()
-            .filter_map(|(address, account)| {
-                let info = account.info()?;
-                if info.is_empty() {
-                    return None;
-                }
-                let storage_root = self
-                    .storage_roots
-                    .get(address)
-                    .copied()
-                    .unwrap_or(EMPTY_ROOT_HASH);
-                Some((
-                    keccak256(address),
-                    TrieAccount {
-                        nonce: info.nonce,
-                        balance: info.balance,
-                        storage_root,
-                        code_hash: info.code_hash,
-                    },
-                ))
-            });
+        let accounts = self.accounts.iter().filter_map(|(address, account)| {
+            let info = &account.info;
+            if info.is_empty() {
+                return None;
+            }
+            let storage_root = self
+                .storage_roots
+                .get(address)
+                .copied()
+                .unwrap_or(EMPTY_ROOT_HASH);
+            Some((
+                keccak256(address),
+                TrieAccount {
+                    nonce: info.nonce,
+                    balance: info.balance,
+                    storage_root,
+                    code_hash: info.code_hash,
+                },
+            ))
+        });
         alloy_trie::root::state_root_unsorted(accounts)
     }
 
     fn refresh_storage_roots(&mut self, addresses: impl IntoIterator<Item = Address>) {
         for address in addresses {
-            let root = self
-                .db
-                .cache
-                .accounts
-                .get(&address)
-                .map_or(EMPTY_ROOT_HASH, |acc| {
-                    storage_root_unhashed(
-                        acc.storage
-                            .iter()
-                            .filter(|(_, v)| !v.is_zero())
-                            .map(|(k, v)| (B256::from(*k), *v)),
-                    )
-                });
+            let root = self.accounts.get(&address).map_or(EMPTY_ROOT_HASH, |acc| {
+                storage_root_unhashed(acc.storage.iter().map(|(k, v)| (B256::from(*k), *v)))
+            });
             if root == EMPTY_ROOT_HASH {
                 self.storage_roots.remove(&address);
             } else {
@@ -166,24 +177,90 @@ impl StateSnapshot {
     }
 }
 
-/// The database a block executes against: a copy of the parent state that records which
-/// accounts' storage changed, so the post-state only re-hashes those storage tries.
+/// Reads for revm: what the in-memory database over an empty one answered before the state
+/// was shared (absent accounts are `None`, absent slots zero, absent code empty).
+impl DatabaseRef for StateSnapshot {
+    type Error = core::convert::Infallible;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        Ok(self.accounts.get(&address).map(|a| a.info.clone()))
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        Ok(self.contracts.get(&code_hash).cloned().unwrap_or_default())
+    }
+
+    fn storage_ref(
+        &self,
+        address: Address,
+        index: StorageKey,
+    ) -> Result<StorageValue, Self::Error> {
+        Ok(self.storage(&address, index))
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, Self::Error> {
+        // Outside the window revm answers zero without asking; inside it, a hash the chain did
+        // not record gets the placeholder revm's empty database gives.
+        Ok(self
+            .block_hashes
+            .get(&number)
+            .copied()
+            .unwrap_or_else(|| keccak256(number.to_string().as_bytes())))
+    }
+}
+
+/// The database a block executes against: revm's in-memory cache over the parent state, which
+/// records which accounts' storage changed, so the post-state only re-hashes those tries.
 #[derive(Debug)]
 pub struct ExecutionDb {
-    db: CacheDB<EmptyDB>,
-    storage_roots: HashMap<Address, B256>,
+    db: CacheDB<StateSnapshot>,
     dirty_storage: HashSet<Address>,
 }
 
 impl ExecutionDb {
-    /// Finishes execution: the post-state with storage roots brought up to date.
+    /// Finishes execution: the parent state with this block's changes folded in, storage roots
+    /// brought up to date.
     pub fn into_snapshot(self) -> StateSnapshot {
-        let mut snapshot = StateSnapshot {
-            db: self.db,
-            storage_roots: self.storage_roots,
-        };
-        snapshot.refresh_storage_roots(self.dirty_storage);
-        snapshot
+        let CacheDB { cache, db: mut state } = self.db;
+        for (hash, code) in cache.contracts {
+            state.contracts.insert(hash, code);
+        }
+        for (address, account) in cache.accounts {
+            match account.account_state {
+                // Only read: nothing to fold.
+                AccountState::None => {}
+                AccountState::NotExisting => {
+                    state.accounts.remove(&address);
+                }
+                AccountState::StorageCleared => {
+                    let storage = account
+                        .storage
+                        .into_iter()
+                        .filter(|(_, v)| !v.is_zero())
+                        .collect();
+                    state.accounts.insert(
+                        address,
+                        StoredAccount {
+                            info: account.info,
+                            storage,
+                        },
+                    );
+                }
+                AccountState::Touched => {
+                    let entry = state.accounts.entry(address).or_default();
+                    entry.info = account.info;
+                    for (slot, value) in account.storage {
+                        if value.is_zero() {
+                            entry.storage.remove(&slot);
+                        } else {
+                            entry.storage.insert(slot, value);
+                        }
+                    }
+                }
+            }
+        }
+        state.refresh_storage_roots(self.dirty_storage);
+        state
     }
 }
 
