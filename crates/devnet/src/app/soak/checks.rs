@@ -173,6 +173,8 @@ pub struct Checks {
     // Preconfirmed transactions not in their block, looked up again at the end.
     unlanded: Vec<(u64, B256)>,
     local_restarts: Vec<Duration>,
+    // Per builder (b1 first): the last block engine-mux proposed from its payload (0: none).
+    last_proposed: Vec<u64>,
     health: u16,
     /// Results so far.
     pub findings: Findings,
@@ -197,6 +199,7 @@ impl Checks {
             sealed: BTreeMap::new(),
             unlanded: Vec::new(),
             local_restarts: Vec::new(),
+            last_proposed: vec![0; builders],
             health: 200,
             findings: Findings::default(),
         }
@@ -361,6 +364,13 @@ impl Checks {
         }
     }
 
+    /// engine-mux proposed block `number` from builder `n`'s (1-based) payload.
+    pub fn builder_proposed(&mut self, n: usize, number: u64) {
+        if let Some(last) = n.checked_sub(1).and_then(|i| self.last_proposed.get_mut(i)) {
+            *last = number;
+        }
+    }
+
     /// The local EL was restarted (at `at` since the start).
     pub fn local_restarted(&mut self, at: Duration) {
         self.local_restarts.push(at);
@@ -404,19 +414,26 @@ impl Checks {
             206 => {
                 let from = height.saturating_sub(HEALTH_GRACE_BLOCKS);
                 let to = height + 1;
-                (1..=self.builders)
-                    .all(|n| self.schedule.builder_troubled(n, from, to))
-                    .then(|| {
-                        (1..=self.builders)
-                            .map(|n| {
-                                format!(
-                                    "b{n}: {}",
-                                    self.schedule.describe_builder(n, from, to).join(" ")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    })
+                // A builder whose last tried block failed stays failing until one of its
+                // blocks is proposed: look back to its last proposed block, not only the grace.
+                let since = |n: usize| self.last_proposed.get(n - 1).copied().unwrap_or(0);
+                let troubled = |n: usize| {
+                    self.schedule.builder_troubled(n, from, to)
+                        || self.schedule.builder_failed_a_block_since(n, since(n), to)
+                };
+                (1..=self.builders).all(troubled).then(|| {
+                    (1..=self.builders)
+                        .map(|n| {
+                            format!(
+                                "b{n}: {}",
+                                self.schedule
+                                    .describe_builder(n, from.min(since(n) + 1), to)
+                                    .join(" ")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
             }
             _ => None,
         }
@@ -615,6 +632,39 @@ mod tests {
         {
             assert!(f.wrong_blocks[i].contains(what), "{}", f.wrong_blocks[i]);
         }
+    }
+
+    #[test]
+    fn a_builder_whose_failed_block_was_never_followed_by_a_proposed_one_still_explains_a_206() {
+        // The soak's unexplained 206: b3 served garbage at 975..977, b1's blocks won every
+        // slot after that (b3's offers were never tried), then b1 restarted and b2 was slow.
+        let schedule = Schedule {
+            seed: 1,
+            windows: vec![
+                "b3:garbage@975..977".parse().unwrap(),
+                "b2:slow=214@1002..1021".parse().unwrap(),
+            ],
+            events: vec![Event {
+                height: 1019,
+                kind: EventKind::RestartBuilder(1),
+            }],
+        };
+        let mut c = Checks::new(spec(), SequencerParams::default(), 3, schedule.clone());
+        c.builder_proposed(3, 970);
+        c.builder_proposed(1, 1018);
+        let s = Duration::from_secs;
+        assert!(c.health(206, s(1018), 1019));
+        let why = c.findings.health[0].explained_by.clone();
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("b3:Garbage@975..977")),
+            "{why:?}"
+        );
+        // A block of b3 proposed after its garbage shows engine-mux it recovered: then the
+        // same 206 is not explained by that old fault.
+        let mut c = Checks::new(spec(), SequencerParams::default(), 3, schedule);
+        c.builder_proposed(3, 990);
+        assert!(c.health(206, s(1018), 1019));
+        assert_eq!(c.findings.health[0].explained_by, None);
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
     let mut samples = Vec::new();
     let mut height = 0u64;
     let mut restarts = (0u64, 0u64);
+    // engine-mux's count of blocks proposed from each builder's payload, as last read.
+    let mut proposed_by = vec![0u64; config.builders];
     let end = started + config.duration;
     let mut wallet = Some(wallet);
     let mut wallet_landed = std::collections::HashSet::new();
@@ -314,6 +316,21 @@ pub async fn run_soak(config: SoakConfig) -> Result<SoakReport, DevnetError> {
                     let engine = devnet.local.engine.clone();
                     let sealed = SealedBlock::from_local(&engine, b.hash);
                     checks.proposed(b.number, b.hash, b.timestamp, sealed, |t| landed(&engine, t));
+                    // Whose payload it was, by engine-mux's count (builders build the same
+                    // block from the same pool, so the hash cannot tell them apart).
+                    let text = devnet.mux.metrics_text();
+                    for (i, seen) in proposed_by.iter_mut().enumerate() {
+                        let name = crate::app::builder_name(i + 1);
+                        let now = metric_value(
+                            &text,
+                            "engine_mux_builder_blocks_total",
+                            &[("builder", name.as_str()), ("outcome", "proposed")],
+                        ) as u64;
+                        if now > *seen {
+                            *seen = now;
+                            checks.builder_proposed(i + 1, b.number);
+                        }
+                    }
                     // Looked up while the engine still indexes the block they landed in (its
                     // history is bounded).
                     if let Some(w) = &wallet {

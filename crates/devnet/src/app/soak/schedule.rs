@@ -179,6 +179,16 @@ impl Schedule {
         window || restarted
     }
 
+    /// Whether builder `n` served a failed block (one engine-mux counts against it until one
+    /// of its blocks is proposed again) in a fault window that began at or before `to` and
+    /// ended after block `since`: with another builder's blocks winning every slot since,
+    /// nothing has shown engine-mux that it recovered.
+    pub fn builder_failed_a_block_since(&self, n: usize, since: u64, to: u64) -> bool {
+        self.windows
+            .iter()
+            .any(|w| w.targets(n) && fails_its_block(&w.fault) && w.from <= to && w.to > since)
+    }
+
     /// What was going on for builder `n` at heights `from..=to`, for a report line.
     pub fn describe_builder(&self, n: usize, from: u64, to: u64) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -222,6 +232,21 @@ pub fn affects_health(fault: &Fault) -> bool {
     !matches!(
         fault,
         Fault::Empty | Fault::FlashblocksHostile | Fault::FlashblocksLate(_)
+    )
+}
+
+/// Faults whose block engine-mux refuses as the builder's failure (not lateness or
+/// unreachability, which its next offer in time clears): only a proposed block of that builder
+/// clears them.
+pub fn fails_its_block(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::Invalid
+            | Fault::ZeroStateRoot
+            | Fault::WrongAttributes
+            | Fault::SameHashOtherTxs
+            | Fault::Garbage
+            | Fault::DropPreconfirmed
     )
 }
 
