@@ -12,8 +12,8 @@ use op_alloy_consensus::{OpReceiptEnvelope, OpTxEnvelope};
 use crate::chain::state::StateSnapshot;
 
 /// How many recent post-states are kept (a payload whose parent state was pruned gets SYNCING).
-/// Each is a full copy of the state (~1.3 MB once the EIP-4788 ring buffer is full), so this
-/// bounds memory at roughly 100 MB.
+/// States share structure ([`StateSnapshot`] is persistent), so each costs what its block
+/// changed, not a copy of the whole state.
 pub const MAX_STATES: usize = 64;
 /// How many blocks are kept in total by default; older ones are forgotten (eth queries return
 /// null). [`ChainStore::set_max_blocks`] changes it (the soak keeps few, so its memory readings
