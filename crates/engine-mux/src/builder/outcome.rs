@@ -80,7 +80,7 @@ pub(crate) fn record_verdict(health: &BuilderHealth, verdict: Verdict) -> Option
 
 #[cfg(test)]
 mod tests {
-    //! One test per row of the README's health table (`/healthz` 200 / 206 / 503): the
+    //! One test per row of docs/health.md's table (`/healthz` 200 / 206 / 503): the
     //! evidence each outcome leaves, and what clears it, read back through `health::status`.
 
     use std::time::Duration;

@@ -553,7 +553,7 @@ mod tests {
 
     /// Every default rollup-boost 0.7.17 documents (its `cli.rs`, `client/rpc.rs` and
     /// `flashblocks/args.rs`), pinned. `--ignore-unhealthy-builders` is the one deliberate
-    /// difference (README, "Compatibility with rollup-boost").
+    /// difference (docs/migration-from-rollup-boost.md, "Compatibility with rollup-boost").
     #[test]
     fn defaults_match_rollup_boost() {
         let a = Args::try_parse_from(["engine-mux"]).unwrap();

@@ -321,7 +321,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    //! The block-selection rows of the README (`--builder-policy`: gas-used, priority,
+    //! The block-selection rows of docs/behaviour.md (`--builder-policy`: gas-used, priority,
     //! block-value) and the rules around them, on offers of recorded op-rbuilder blocks; the
     //! local EL's verdict on each block is scripted.
 

@@ -1,5 +1,5 @@
 //! Why getPayload proposed the local block although the builder was asked: one reason per
-//! outcome, each a metric label and a line in the README's health table.
+//! outcome, each a metric label and a line in docs/health.md's table.
 
 use engine_api::UpstreamError;
 
@@ -117,7 +117,7 @@ pub enum Blame {
 mod tests {
     use super::{Blame, FallbackReason as R};
 
-    /// One row per reason, as the README's health table has it.
+    /// One row per reason, as docs/health.md's table has it.
     #[test]
     fn each_reason_blames_the_side_that_caused_it() {
         let rows = [
