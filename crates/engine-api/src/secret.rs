@@ -8,7 +8,7 @@ use std::{
 };
 
 /// The 32-byte HS256 secret of the Engine API's JWTs: alloy's type with the `jwt` feature
-/// (validation needs it), else [`light::JwtSecret`], which only mints.
+/// (validation needs it), else this crate's own type of the same name, which only mints.
 #[cfg(feature = "jwt")]
 pub use alloy_rpc_types_engine::JwtSecret;
 #[cfg(not(feature = "jwt"))]

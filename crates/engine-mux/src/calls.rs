@@ -1,11 +1,10 @@
-//! Calls to an upstream (the local EL or a builder), each traced as a span and timed into the
-//! per-upstream latency metrics. Every component that talks to an upstream goes through here.
+//! Calls to a builder, each traced as a span and timed into the per-upstream latency metrics.
+//! Every component that talks to a builder goes through here; the local EL's calls are traced
+//! and timed the same way behind its `LocalEngine` (`local.rs`).
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use engine_api::{Upstream, UpstreamError};
-use http::{HeaderMap, Response};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use tracing::Instrument;
@@ -64,40 +63,6 @@ async fn timed<R>(
         .await;
     let outcome = match &res {
         Ok(_) => "ok",
-        Err(e) => e.kind(),
-    };
-    metrics.upstream_call(upstream.name(), method, outcome, started.elapsed());
-    res
-}
-
-/// Forwards a request body to `upstream` unchanged. `decoded`: the caller reads the answer
-/// itself, so it is asked uncompressed and decoded if compressed anyway; otherwise the answer
-/// comes back byte for byte, content coding and all (the raw proxy).
-pub(crate) async fn forward(
-    metrics: &Metrics,
-    upstream: &Upstream,
-    method: &'static str,
-    headers: &HeaderMap,
-    body: Bytes,
-    timeout: Duration,
-    decoded: bool,
-) -> Result<Response<Bytes>, UpstreamError> {
-    let started = Instant::now();
-    let span = tracing::info_span!("upstream", upstream = upstream.name(), method);
-    let res = if decoded {
-        upstream
-            .forward_decoded(headers, body, timeout)
-            .instrument(span)
-            .await
-    } else {
-        upstream
-            .forward(headers, body, timeout)
-            .instrument(span)
-            .await
-    };
-    let outcome = match &res {
-        Ok(r) if r.status().is_success() => "ok",
-        Ok(_) => "http",
         Err(e) => e.kind(),
     };
     metrics.upstream_call(upstream.name(), method, outcome, started.elapsed());

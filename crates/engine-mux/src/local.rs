@@ -33,7 +33,7 @@ pub struct LocalEl {
 }
 
 /// A JSON-RPC answer engine-mux composed itself.
-pub fn json_response(body: Bytes) -> Response<Bytes> {
+pub(crate) fn json_response(body: Bytes) -> Response<Bytes> {
     let mut res = Response::new(body);
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -64,11 +64,6 @@ impl LocalEl {
             health: LocalHealth::default(),
             metrics,
         }
-    }
-
-    /// The client.
-    pub fn engine(&self) -> &Arc<dyn LocalEngine> {
-        &self.engine
     }
 
     /// The cap on one answer's size (also when a compressed one is decoded).
