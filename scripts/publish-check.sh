@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Usage: publish-check.sh
 # Checks that the library crates others depend on can be published and documented:
-# `cargo publish --dry-run` of engine-types, engine-api and engine-mux together (cargo packages
-# unpublished workspace dependencies with them, builds each package from its .crate as crates.io
-# would, and refuses a path dependency without a version or missing metadata), then their docs
-# with every rustdoc warning an error (broken intra-doc links, the crate-level examples).
+# `cargo publish --dry-run` of engine-types, engine-api and engine-mux together (packaged in
+# dependency order, each resolved against the others' packages, then built from its .crate as
+# crates.io would; a path dependency without a version or missing metadata is refused), their
+# docs with every rustdoc warning an error (broken intra-doc links), and their doc tests (the
+# crate-level example of the entry point compiles).
 # `--allow-dirty` so it runs on a working tree; CI runs it on a clean checkout anyway.
+# The verification builds the packages outside the workspace (its profiles do not apply), so
+# the first run compiles every dependency once more: minutes, not seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +20,7 @@ for c in "${CRATES[@]}"; do
 done
 
 echo "== cargo publish --dry-run ${CRATES[*]}"
-cargo publish --workspace --dry-run --allow-dirty --locked "${packages[@]}"
+cargo publish --dry-run --allow-dirty --locked "${packages[@]}"
 
 echo "== cargo doc (warnings are errors) ${CRATES[*]}"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked "${packages[@]}"
