@@ -3,10 +3,10 @@
 //! One process holds the devnet's local engine as engine-mux's local EL *in process* (engine-mux's
 //! `LocalEngine` trait, answered by `InProcessEngine`: no socket, no JWT), a devnet builder as
 //! engine-mux's remote builder (over HTTP with JWT, as op-rbuilder would be), one engine-mux, a
-//! transaction spammer and the devnet's op-node driver. The driver first proposes `--blocks`
-//! blocks through engine-mux's typed handle (`RunningMux::engine()`: no HTTP, no JWT between the
-//! driver and the multiplexer), then as many through the same instance's RPC port over HTTP with
-//! JWT, as op-node calls it. Each block is FCU with attributes → getPayload → newPayload → FCU;
+//! transaction spammer and the devnet's op-node driver. The driver proposes `--blocks` blocks
+//! through engine-mux's typed handle (`RunningMux::engine()`: no HTTP, no JWT between the driver
+//! and the multiplexer) and as many through the same instance's RPC port over HTTP with JWT, as
+//! op-node calls it, the two paths alternating in `--rounds` rounds. Each block is FCU with attributes → getPayload → newPayload → FCU;
 //! the per-call latencies of both paths are printed side by side. `--local-over-http` serves the
 //! local engine on a loopback port instead (engine-mux as a sidecar's local EL), to see what the
 //! in-process local EL saves.
@@ -47,9 +47,13 @@ use engine_mux::{
 #[derive(Debug, Parser)]
 #[command(about = "engine-mux embedded vs as a sidecar: per-call latency on the devnet")]
 struct Args {
-    /// Blocks per path (embedded, then HTTP).
+    /// Blocks per path (embedded and HTTP).
     #[arg(long, default_value_t = 300)]
     blocks: u64,
+    /// The paths alternate in this many rounds (embedded, HTTP, embedded, ...), so a chain that
+    /// grows or a machine that gets busier weighs on both alike.
+    #[arg(long, default_value_t = 10)]
+    rounds: u64,
     /// Slot length in milliseconds.
     #[arg(long, default_value_t = 100)]
     block_time_ms: u64,
@@ -167,35 +171,41 @@ async fn run(args: Args) -> Result<(), Failure> {
         get_payload_lead: Duration::from_millis(args.get_payload_lead_ms).min(block_time),
         call_timeout: Duration::from_secs(2),
         params: SequencerParams::default(),
-        max_blocks: Some(args.blocks),
+        max_blocks: Some(args.blocks / args.rounds.max(1)),
     };
+    let blocks = config.max_blocks.unwrap_or_default() * args.rounds.max(1);
     let local_el = if args.local_over_http {
         "over loopback HTTP"
     } else {
         "in process"
     };
     println!(
-        "engine-mux embedded vs HTTP: {} blocks each, {} ms slots, {} tx/s; local EL {local_el}, builder over loopback HTTP",
-        args.blocks, args.block_time_ms, args.tx_rate
+        "engine-mux embedded vs HTTP: {blocks} blocks each in {} alternating rounds, {} ms slots, {} tx/s; local EL {local_el}, builder over loopback HTTP",
+        args.rounds.max(1),
+        args.block_time_ms,
+        args.tx_rate
     );
 
-    let embedded_driver = start_driver_on(
-        DriverEngine::Embedded(mux.engine()),
-        config.clone(),
-        spec.clone(),
-    );
-    let embedded = observe(&embedded_driver, &local, &builder.engine, &mux).await;
-    embedded_driver.join().await;
-    let http_driver = start_driver(config, spec);
-    let over_http = observe(&http_driver, &local, &builder.engine, &mux).await;
-    http_driver.join().await;
+    let (mut embedded, mut over_http) = (Phase::default(), Phase::default());
+    for _ in 0..args.rounds.max(1) {
+        let driver = start_driver_on(
+            DriverEngine::Embedded(mux.engine()),
+            config.clone(),
+            spec.clone(),
+        );
+        observe(&driver, &local, &builder.engine, &mux, &mut embedded).await;
+        driver.join().await;
+        let driver = start_driver(config.clone(), spec.clone());
+        observe(&driver, &local, &builder.engine, &mux, &mut over_http).await;
+        driver.join().await;
+    }
 
     if let Some(s) = spammer {
         s.stop().await;
     }
     report(&embedded, &over_http);
-    let verdict = check("embedded", &embedded, args.blocks)
-        .and_then(|()| check("HTTP", &over_http, args.blocks));
+    let verdict =
+        check("embedded", &embedded, blocks).and_then(|()| check("HTTP", &over_http, blocks));
     mux.shutdown().await;
     builder.stop().await;
     if let Some(server) = local_server {
@@ -204,14 +214,15 @@ async fn run(args: Args) -> Result<(), Failure> {
     verdict
 }
 
-/// Records every slot of `driver` until it ends, checking each proposed block against the
+/// Records every slot of `driver` into `phase` until it ends, checking each proposed block against the
 /// local engine's canonical chain and the builder's produced blocks as it arrives.
 async fn observe(
     driver: &devnet::node::DriverHandle,
     local: &Engine,
     builder: &Engine,
     mux: &RunningMux,
-) -> Phase {
+    phase: &mut Phase,
+) {
     let builder_blocks = || {
         metric_value(
             &mux.metrics_text(),
@@ -221,14 +232,14 @@ async fn observe(
     };
     let before = builder_blocks();
     let mut events = driver.subscribe();
-    let mut phase = Phase::default();
+    let by_builder_before = phase.by_builder;
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
             () = driver.finished() => break,
         };
         match event {
-            Ok(DriverEvent::Proposed(block)) => record(&mut phase, &block, local, builder),
+            Ok(DriverEvent::Proposed(block)) => record(phase, &block, local, builder),
             Ok(DriverEvent::Missed { number, reason }) => {
                 phase.missed.push(format!("block {number}: {reason}"))
             }
@@ -241,18 +252,17 @@ async fn observe(
     // Slots that ended together with the driver.
     while let Ok(event) = events.try_recv() {
         if let DriverEvent::Proposed(block) = event {
-            record(&mut phase, &block, local, builder);
+            record(phase, &block, local, builder);
         }
     }
     let counted = (builder_blocks() - before).max(0.0) as u64;
     // engine-mux's count and the builder engine's own record must agree on who built.
-    if counted != phase.by_builder {
+    let produced = phase.by_builder - by_builder_before;
+    if counted != produced {
         phase.missed.push(format!(
-            "engine-mux counted {counted} builder blocks, the builder engine produced {}",
-            phase.by_builder
+            "engine-mux counted {counted} builder blocks, the builder engine produced {produced}"
         ));
     }
-    phase
 }
 
 fn record(phase: &mut Phase, block: &ProposedBlock, local: &Engine, builder: &Engine) {
