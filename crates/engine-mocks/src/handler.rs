@@ -80,149 +80,11 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Respons
     match method.as_str() {
         // A flashblocks P2P builder's FCU: the same, with an authorization as third param.
         "engine_forkchoiceUpdatedV3" | "flashblocks_forkchoiceUpdatedV3" => {
-            let status = forced_status.unwrap_or("VALID");
-            let has_attrs = params.get(1).is_some_and(|a| !a.is_null());
-            if has_attrs && params[1]["noTxPool"] == true && inner.script.lock().reject_no_tx_pool {
-                return json_body(
-                    json!({"jsonrpc":"2.0","id":id,"error":{"code":-38003,"message":"Invalid payload attributes"}}),
-                );
-            }
-            let payload_id = if has_attrs && status == "VALID" {
-                // op-rbuilder (the flashblocks P2P builder) derives its id from the head and
-                // the attributes with reth's default version byte, 4, whatever the FCU version
-                // (or op-geth's 3 when scripted so); other builds get this mock's own ids.
-                let derived = (method == "flashblocks_forkchoiceUpdatedV3")
-                    .then(|| derived_payload_id(&params, *inner.p2p_id_version.lock()))
-                    .flatten();
-                let id = derived.unwrap_or_else(|| {
-                    let mut n = inner.next_id.lock();
-                    *n += 1;
-                    let mut id = [inner.id_prefix; 8];
-                    id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
-                    format!("0x{}", alloy_primitives::hex::encode(id))
-                });
-                inner
-                    .payloads
-                    .lock()
-                    .insert(id.clone(), (head + 1, params.clone()));
-                inner.issued.lock().push(id.clone());
-                Value::String(id)
-            } else {
-                Value::Null
-            };
-            let head_hash = params[0]["headBlockHash"].clone();
-            // geth and reth always say why a payload is INVALID.
-            let why = (status == "INVALID").then_some("invalid ancestor");
-            reply(
-                &id,
-                json!({"payloadStatus":{"status":status,"latestValidHash":head_hash,"validationError":why},"payloadId":payload_id}),
-            )
+            forkchoice_updated(&inner, &method, &id, &params, forced_status, head)
         }
-        "engine_getPayloadV3" | "engine_getPayloadV4" => {
-            let pid = params[0].as_str().unwrap_or_default().to_string();
-            let Some((number, fcu)) = inner.payloads.lock().get(&pid).cloned() else {
-                return json_body(
-                    json!({"jsonrpc":"2.0","id":id,"error":{"code":-38001,"message":"Unknown payload"}}),
-                );
-            };
-            // With noTxPool the block holds the attributes' transactions only.
-            let no_pool = fcu[1]["noTxPool"] == true;
-            let gas_used = *inner.gas_used.lock();
-            let tamper = *inner.tamper.lock();
-            let key = format!("{method}|{number}|{gas_used}|{fcu}");
-            let cached = if tamper.is_none() {
-                inner.answers.lock().get(&key).cloned()
-            } else {
-                None
-            };
-            let result = match cached {
-                Some(result) => result,
-                None => {
-                    let result: Arc<str> = get_payload_result(
-                        inner.block_hash_tag,
-                        &method,
-                        number,
-                        no_pool,
-                        gas_used,
-                        &fcu,
-                        tamper,
-                    )
-                    .to_string()
-                    .into();
-                    if tamper.is_none() {
-                        let mut answers = inner.answers.lock();
-                        if answers.len() >= 256 {
-                            answers.clear();
-                        }
-                        answers.insert(key, result.clone());
-                    }
-                    result
-                }
-            };
-            let mut res = Response::new(Full::new(Bytes::from(format!(
-                r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
-            ))));
-            res.headers_mut()
-                .insert("content-type", "application/json".parse().unwrap());
-            res
-        }
+        "engine_getPayloadV3" | "engine_getPayloadV4" => get_payload(&inner, &method, &id, &params),
         "engine_newPayloadV3" | "engine_newPayloadV4" => {
-            let hash: B256 =
-                serde_json::from_value(params[0]["blockHash"].clone()).unwrap_or_default();
-            // A real EL recomputes the state root: a payload claiming a zero one is INVALID.
-            // op-geth and reth recompute the block hash from the payload: other contents under
-            // a hash already seen are another block, INVALID (`latestValidHash` null). This
-            // mock's hashes are tags, not commitments (tests script a block's gas under the same
-            // tag), so the check is on when a test asks for it, by comparing with what it
-            // accepted.
-            let hash_mismatch = *inner.check_hashes.lock()
-                && inner
-                    .accepted
-                    .lock()
-                    .iter()
-                    .any(|(h, p)| *h == hash && *p != params[0]);
-            if hash_mismatch {
-                return reply(
-                    &id,
-                    json!({"status":"INVALID","latestValidHash":null,"validationError":format!("block hash mismatch: want {hash}, got another block")}),
-                );
-            }
-            let zero_root = params[0]["stateRoot"] == json!(B256::ZERO);
-            let invalid = zero_root || inner.script.lock().invalid_hashes.contains(&hash);
-            let status = if invalid {
-                "INVALID"
-            } else {
-                forced_status.unwrap_or("VALID")
-            };
-            let err = if invalid {
-                json!("state root mismatch")
-            } else {
-                Value::Null
-            };
-            if status == "VALID" && *inner.check_hashes.lock() {
-                let mut accepted = inner.accepted.lock();
-                if !accepted.iter().any(|(h, _)| *h == hash) {
-                    if accepted.len() == ACCEPTED_PAYLOADS {
-                        accepted.pop_front();
-                    }
-                    accepted.push_back((hash, params[0].clone()));
-                }
-            }
-            if status == "VALID" {
-                let number: Option<u64> = params[0]["blockNumber"]
-                    .as_str()
-                    .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
-                if let Some(n) = number {
-                    let mut head = inner.head.lock();
-                    if n > head.0 {
-                        *head = (n, now());
-                    }
-                }
-            }
-            reply(
-                &id,
-                json!({"status":status,"latestValidHash":hash,"validationError":err}),
-            )
+            new_payload(&inner, &id, &params, forced_status)
         }
         "eth_getBlockByNumber" => match block_number_param(&params[0]) {
             // A numbered block with full transactions: what builder catch-up fetches.
@@ -246,6 +108,172 @@ pub(crate) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Respons
             reply(&id, json!({"engine": inner.name, "method": method}))
         }
     }
+}
+
+/// `engine_forkchoiceUpdatedV3` / `flashblocks_forkchoiceUpdatedV3`: the status (scripted or
+/// `VALID`) and, for a build, a payload id remembered with the FCU that started it.
+fn forkchoice_updated(
+    inner: &Inner,
+    method: &str,
+    id: &Value,
+    params: &Value,
+    forced_status: Option<&'static str>,
+    head: u64,
+) -> Response<Full<Bytes>> {
+    let status = forced_status.unwrap_or("VALID");
+    let has_attrs = params.get(1).is_some_and(|a| !a.is_null());
+    if has_attrs && params[1]["noTxPool"] == true && inner.script.lock().reject_no_tx_pool {
+        return json_body(
+            json!({"jsonrpc":"2.0","id":id,"error":{"code":-38003,"message":"Invalid payload attributes"}}),
+        );
+    }
+    let payload_id = if has_attrs && status == "VALID" {
+        // op-rbuilder (the flashblocks P2P builder) derives its id from the head and
+        // the attributes with reth's default version byte, 4, whatever the FCU version
+        // (or op-geth's 3 when scripted so); other builds get this mock's own ids.
+        let derived = (method == "flashblocks_forkchoiceUpdatedV3")
+            .then(|| derived_payload_id(params, *inner.p2p_id_version.lock()))
+            .flatten();
+        let id = derived.unwrap_or_else(|| {
+            let mut n = inner.next_id.lock();
+            *n += 1;
+            let mut id = [inner.id_prefix; 8];
+            id[1..].copy_from_slice(&n.to_be_bytes()[1..]);
+            format!("0x{}", alloy_primitives::hex::encode(id))
+        });
+        inner
+            .payloads
+            .lock()
+            .insert(id.clone(), (head + 1, params.clone()));
+        inner.issued.lock().push(id.clone());
+        Value::String(id)
+    } else {
+        Value::Null
+    };
+    let head_hash = params[0]["headBlockHash"].clone();
+    // geth and reth always say why a payload is INVALID.
+    let why = (status == "INVALID").then_some("invalid ancestor");
+    reply(
+        id,
+        json!({"payloadStatus":{"status":status,"latestValidHash":head_hash,"validationError":why},"payloadId":payload_id}),
+    )
+}
+
+/// `engine_getPayloadV3/V4`: the block the FCU behind the payload id asked for (serialized
+/// once per build and kept, bounded), or -38001 for an id it never issued.
+fn get_payload(inner: &Inner, method: &str, id: &Value, params: &Value) -> Response<Full<Bytes>> {
+    let pid = params[0].as_str().unwrap_or_default().to_string();
+    let Some((number, fcu)) = inner.payloads.lock().get(&pid).cloned() else {
+        return json_body(
+            json!({"jsonrpc":"2.0","id":id,"error":{"code":-38001,"message":"Unknown payload"}}),
+        );
+    };
+    // With noTxPool the block holds the attributes' transactions only.
+    let no_pool = fcu[1]["noTxPool"] == true;
+    let gas_used = *inner.gas_used.lock();
+    let tamper = *inner.tamper.lock();
+    let key = format!("{method}|{number}|{gas_used}|{fcu}");
+    let cached = if tamper.is_none() {
+        inner.answers.lock().get(&key).cloned()
+    } else {
+        None
+    };
+    let result = match cached {
+        Some(result) => result,
+        None => {
+            let result: Arc<str> = get_payload_result(
+                inner.block_hash_tag,
+                method,
+                number,
+                no_pool,
+                gas_used,
+                &fcu,
+                tamper,
+            )
+            .to_string()
+            .into();
+            if tamper.is_none() {
+                let mut answers = inner.answers.lock();
+                if answers.len() >= 256 {
+                    answers.clear();
+                }
+                answers.insert(key, result.clone());
+            }
+            result
+        }
+    };
+    let mut res = Response::new(Full::new(Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
+    ))));
+    res.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    res
+}
+
+/// `engine_newPayloadV3/V4`: `INVALID` as a real EL would say it (zero state root, a scripted
+/// hash, other contents under an accepted hash), else the scripted status or `VALID`, which
+/// moves the head.
+fn new_payload(
+    inner: &Inner,
+    id: &Value,
+    params: &Value,
+    forced_status: Option<&'static str>,
+) -> Response<Full<Bytes>> {
+    let hash: B256 = serde_json::from_value(params[0]["blockHash"].clone()).unwrap_or_default();
+    // A real EL recomputes the state root: a payload claiming a zero one is INVALID.
+    // op-geth and reth recompute the block hash from the payload: other contents under
+    // a hash already seen are another block, INVALID (`latestValidHash` null). This
+    // mock's hashes are tags, not commitments (tests script a block's gas under the same
+    // tag), so the check is on when a test asks for it, by comparing with what it
+    // accepted.
+    let hash_mismatch = *inner.check_hashes.lock()
+        && inner
+            .accepted
+            .lock()
+            .iter()
+            .any(|(h, p)| *h == hash && *p != params[0]);
+    if hash_mismatch {
+        return reply(
+            id,
+            json!({"status":"INVALID","latestValidHash":null,"validationError":format!("block hash mismatch: want {hash}, got another block")}),
+        );
+    }
+    let zero_root = params[0]["stateRoot"] == json!(B256::ZERO);
+    let invalid = zero_root || inner.script.lock().invalid_hashes.contains(&hash);
+    let status = if invalid {
+        "INVALID"
+    } else {
+        forced_status.unwrap_or("VALID")
+    };
+    let err = if invalid {
+        json!("state root mismatch")
+    } else {
+        Value::Null
+    };
+    if status == "VALID" && *inner.check_hashes.lock() {
+        let mut accepted = inner.accepted.lock();
+        if !accepted.iter().any(|(h, _)| *h == hash) {
+            if accepted.len() == ACCEPTED_PAYLOADS {
+                accepted.pop_front();
+            }
+            accepted.push_back((hash, params[0].clone()));
+        }
+    }
+    if status == "VALID" {
+        let number: Option<u64> = params[0]["blockNumber"]
+            .as_str()
+            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+        if let Some(n) = number {
+            let mut head = inner.head.lock();
+            if n > head.0 {
+                *head = (n, now());
+            }
+        }
+    }
+    reply(
+        id,
+        json!({"status":status,"latestValidHash":hash,"validationError":err}),
+    )
 }
 
 fn reply(id: &Value, result: Value) -> Response<Full<Bytes>> {
