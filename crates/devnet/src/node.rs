@@ -4,6 +4,7 @@
 //! engine-mux linked in, through its typed in-process handle ([`DriverEngine`]).
 
 mod engine;
+mod error;
 
 use std::{
     sync::{
@@ -15,11 +16,10 @@ use std::{
 
 use alloy_primitives::B256;
 use alloy_rpc_types_engine::{ForkchoiceState, ForkchoiceUpdated, JwtSecret, PayloadStatusEnum};
-use engine_api::UpstreamError;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-pub use self::engine::DriverEngine;
+pub use self::{engine::DriverEngine, error::DriverError};
 
 use crate::chain::{
     attributes::{SequencerParams, sequencer_attributes},
@@ -101,47 +101,6 @@ impl SlotCalls {
     pub fn total(&self) -> Duration {
         self.fcu_attributes + self.get_payload + self.new_payload + self.fcu
     }
-}
-
-/// Why a slot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    /// An engine call failed.
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    /// An in-process call to engine-mux failed.
-    #[error(transparent)]
-    Embedded(#[from] engine_mux::embed::EmbedError),
-    /// An in-process call to engine-mux did not answer within the call deadline.
-    #[error("{method}: no answer within {timeout:?}")]
-    Timeout {
-        /// The method called.
-        method: &'static str,
-        /// The deadline.
-        timeout: Duration,
-    },
-    /// The engine answered something other than VALID.
-    #[error("{step}: status {status:?}")]
-    NotValid {
-        /// Which call.
-        step: &'static str,
-        /// The status.
-        status: PayloadStatusEnum,
-    },
-    /// FCU with attributes returned no payload id.
-    #[error("forkchoiceUpdated returned no payload id")]
-    NoPayloadId,
-    /// A response did not have the expected shape.
-    #[error("malformed {0}")]
-    Malformed(&'static str),
-    /// After the final FCU the engine reports a different head.
-    #[error("head after FCU is {actual}, expected {expected}")]
-    HeadMismatch {
-        /// What we proposed.
-        expected: B256,
-        /// What the engine reports.
-        actual: B256,
-    },
 }
 
 /// Counters readable while the driver runs.

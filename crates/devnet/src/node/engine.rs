@@ -14,7 +14,7 @@ use op_alloy_rpc_types_engine::{
 };
 use serde_json::{Value, json};
 
-use super::DriverError;
+use super::error::DriverError;
 
 /// Where the driver's engine calls go.
 #[derive(Debug, Clone)]
