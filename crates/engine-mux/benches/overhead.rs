@@ -151,20 +151,17 @@ fn rollup_boost_binary() -> Option<std::path::PathBuf> {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// rollup-boost between the same mocks, with the flags both sidecars share.
 async fn start_rollup_boost(
     binary: &std::path::Path,
     local: &MockEngine,
     builder: &MockEngine,
 ) -> (std::process::Child, u16) {
-    let (rpc, debug, metrics) = (free_port(), free_port(), free_port());
+    let (rpc, debug, metrics) = (
+        test_utils::free_port(),
+        test_utils::free_port(),
+        test_utils::free_port(),
+    );
     let child = std::process::Command::new(binary)
         .args([
             "--l2-url",
