@@ -21,9 +21,7 @@ use crate::{
     local::{LocalEl, json_response},
     metrics::{BlockSource, Metrics},
     select::{
-        self, SelectionPolicy, Verdict,
-        fallback::FallbackReason,
-        payload_check::BuildRequest,
+        self, SelectionPolicy, Verdict, fallback::FallbackReason, payload_check::BuildRequest,
     },
 };
 

@@ -12,6 +12,7 @@ pub mod args;
 mod builder;
 pub mod builders;
 mod error;
+mod flags;
 mod local;
 mod parse;
 

@@ -376,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn table_from_the_issue() {
+    fn health_table_from_evidence() {
         let (l, b) = (LocalHealth::default(), BuilderHealth::default());
         let st = |with_builder: bool| status(&l, with_builder.then_some(&b)).code();
         let two = BuilderHealth::default();

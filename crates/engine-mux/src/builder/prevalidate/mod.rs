@@ -183,9 +183,11 @@ async fn prevalidate(job: Job, cx: &Context) {
         .map(|(i, (b, slot))| async move { (i, b.fetch_early(version, slot, end).await) })
         .collect();
     // With flashblocks only the elected builder's block may carry what was preconfirmed, and
-    // only it is validated: no grace for the others then. After the slot's end op-node's
-    // getPayload has closed the early work.
+    // only it is validated: no grace for the others then. Each fetch waits for its builder's
+    // FCU answer until the slot's end and then gets its builder's timeout: the wait is never
+    // longer than the slowest of them could take.
     let elected = job.builds.iter().position(|(_, s)| s.elected);
+    let slowest = job.builds.iter().map(|(b, _)| b.timeout()).max();
     let wait = Wait {
         elected,
         grace: if elected.is_some() {
@@ -193,7 +195,7 @@ async fn prevalidate(job: Job, cx: &Context) {
         } else {
             cx.grace
         },
-        deadline: end,
+        deadline: end + slowest.unwrap_or_default(),
     };
     let mut got: Vec<(usize, Arc<EarlyBlock>)> = gather(&mut fetches, wait, Option::is_some)
         .await

@@ -10,6 +10,10 @@ use metrics_exporter_prometheus::{
 
 use crate::{execution_mode::ExecutionMode, select::fallback::FallbackReason};
 
+mod builders;
+mod failover;
+mod flashblocks;
+
 const METADATA: Metadata<'static> =
     Metadata::new("engine_mux", metrics::Level::INFO, Some(module_path!()));
 
@@ -207,16 +211,6 @@ impl Metrics {
         self.counter(ROLLUP_BOOST_BLOCKS_CREATED, &[("source", legacy)], 1);
     }
 
-    /// One builder's part in one block (recorded through its view, so labelled with its name):
-    /// `proposed`, or why its block was not (`not_chosen` when another builder's won).
-    pub fn builder_block(&self, outcome: &'static str) {
-        self.counter(
-            "engine_mux_builder_blocks_total",
-            &[("outcome", outcome)],
-            1,
-        );
-    }
-
     /// A getPayload that returned the local block although the builder was asked.
     pub fn fallback(&self, reason: FallbackReason) {
         self.counter(
@@ -275,20 +269,6 @@ impl Metrics {
         self.gauge("engine_mux_queue_depth", &[("queue", queue)], depth as f64);
     }
 
-    /// A flashblocks P2P authorization sent with a build.
-    pub fn flashblocks_p2p_authorization(&self) {
-        self.counter("engine_mux_flashblocks_p2p_authorizations_total", &[], 1);
-    }
-
-    /// A builder answered a build with another payload id than the one authorized for it.
-    pub fn flashblocks_p2p_payload_id_mismatch(&self) {
-        self.counter(
-            "engine_mux_flashblocks_p2p_payload_id_mismatches_total",
-            &[],
-            1,
-        );
-    }
-
     /// A call dropped from a queue, and why.
     pub fn queue_dropped(&self, queue: &'static str, reason: &'static str) {
         self.counter(
@@ -303,21 +283,6 @@ impl Metrics {
         self.gauge("engine_mux_recent_payloads", &[], len as f64);
     }
 
-    /// Blocks replayed to the builder by catch-up, by where they came from (`recent`: the
-    /// payloads op-node sent, `local_el`: fetched from the local EL beyond that window).
-    pub fn catch_up_replayed(&self, source: &'static str, blocks: u64) {
-        self.counter(
-            "engine_mux_catch_up_replayed_blocks_total",
-            &[("source", source)],
-            blocks,
-        );
-    }
-
-    /// A catch-up run, by outcome (`synced`, `nothing_to_do`, `budget_exhausted`, `failed`).
-    pub fn catch_up_run(&self, outcome: &'static str) {
-        self.counter("engine_mux_catch_up_runs_total", &[("outcome", outcome)], 1);
-    }
-
     /// Result of an upstream probe (`synced`, `stale`, `failed`).
     pub fn probe(&self, upstream: &'static str, outcome: &'static str) {
         self.counter(
@@ -325,66 +290,6 @@ impl Metrics {
             &[("upstream", upstream), ("outcome", outcome)],
             1,
         );
-    }
-
-    /// A flashblock event (`received`, `accepted`).
-    pub fn flashblock(&self, event: &'static str) {
-        self.counter("engine_mux_flashblocks_total", &[("event", event)], 1);
-    }
-
-    /// A flashblock refused or skipped, by reason (`malformed`, `duplicate`, `equivocation`, ...).
-    pub fn flashblock_rejected(&self, reason: &'static str) {
-        self.counter(
-            "engine_mux_flashblocks_rejected_total",
-            &[("reason", reason)],
-            1,
-        );
-    }
-
-    /// Flashblocks held until they can be applied.
-    pub fn flashblocks_held(&self, n: usize) {
-        self.gauge("engine_mux_flashblocks_held", &[], n as f64);
-    }
-
-    /// Whether the builder's flashblocks stream is connected.
-    pub fn flashblocks_connected(&self, up: bool) {
-        self.gauge(
-            "engine_mux_flashblocks_connected",
-            &[],
-            if up { 1.0 } else { 0.0 },
-        );
-    }
-
-    /// A reconnect attempt to the builder's flashblocks stream.
-    pub fn flashblocks_reconnect(&self) {
-        self.counter("engine_mux_flashblocks_reconnects_total", &[], 1);
-    }
-
-    /// Current outbound subscribers.
-    pub fn flashblocks_subscribers(&self, n: usize) {
-        self.gauge("engine_mux_flashblocks_subscribers", &[], n as f64);
-    }
-
-    /// An outbound subscriber refused at the subscriber limit.
-    pub fn flashblocks_subscriber_refused(&self) {
-        self.counter("engine_mux_flashblocks_subscribers_refused_total", &[], 1);
-    }
-
-    /// An outbound subscriber disconnected for falling behind.
-    pub fn flashblocks_lagging_disconnect(&self) {
-        self.counter("engine_mux_flashblocks_lagging_disconnects_total", &[], 1);
-    }
-
-    /// Flashblocks behind a block at getPayload, and how many were missing (gaps never filled).
-    pub fn flashblocks_per_block(&self, count: usize, missing: u64) {
-        self.histogram(FLASHBLOCKS_PER_BLOCK, &[], count as f64);
-        self.counter("engine_mux_flashblocks_missing_total", &[], missing);
-    }
-
-    /// Which flashblocks path a builder block took (`builder_payload`, `assembled`, `preserved`,
-    /// `rebuilt` by the local EL from the preconfirmed transactions, or `lost`).
-    pub fn flashblocks_block(&self, path: &'static str) {
-        self.counter("engine_mux_flashblocks_blocks_total", &[("path", path)], 1);
     }
 
     /// A request without a JWT let through because it calls no `engine_*` method.
@@ -399,193 +304,6 @@ impl Metrics {
             &[("reason", reason)],
             1,
         );
-    }
-
-    // --- failover carry-over: peers' preconfirmations carried into the new leader's block ---
-
-    /// A proposed builder block compared with the local block for the same attributes:
-    /// transactions it omitted, and what it adds over the local block.
-    pub fn builder_compared(&self, omitted: u64, gas_over_local: i128, txs_over_local: i64) {
-        self.counter("engine_mux_builder_compared_blocks_total", &[], 1);
-        self.counter(
-            "engine_mux_builder_omitted_transactions_total",
-            &[],
-            omitted,
-        );
-        if omitted > 0 {
-            self.counter("engine_mux_builder_blocks_with_omissions_total", &[], 1);
-        }
-        // Signed differences of the last compared block (a histogram's buckets are latencies).
-        self.gauge(
-            "engine_mux_builder_gas_over_local",
-            &[],
-            gas_over_local as f64,
-        );
-        self.gauge(
-            "engine_mux_builder_txs_over_local",
-            &[],
-            txs_over_local as f64,
-        );
-    }
-
-    /// A carry-over stopped trying carried transactions: its time budget was spent.
-    pub fn carry_budget_spent(&self) {
-        self.counter("engine_mux_failover_carry_budget_spent_total", &[], 1);
-    }
-
-    /// How long an FCU with a carry-over took, nonce reads and every attempt included.
-    pub fn carry_duration(&self, seconds: f64) {
-        self.histogram("engine_mux_failover_carry_seconds", &[], seconds);
-    }
-
-    /// op-node asked to build on a parent for which a peer's preconfirmed block is held.
-    pub fn failover_seen(&self) {
-        self.counter("engine_mux_failovers_total", &[], 1);
-    }
-
-    /// Preconfirmed transactions of a peer carried into the block op-node asked for.
-    pub fn preconfirmed_carried(&self, n: u64) {
-        self.counter("engine_mux_preconfirmed_carried_total", &[], n);
-    }
-
-    /// Preconfirmed transactions of a peer not carried over, by reason.
-    pub fn preconfirmed_dropped(&self, reason: &'static str, n: u64) {
-        self.counter(
-            "engine_mux_preconfirmed_dropped_total",
-            &[("reason", reason)],
-            n,
-        );
-    }
-
-    /// A peer's flashblock, by outcome (`accepted`, or why it was refused).
-    pub fn peer_flashblock(&self, outcome: &'static str) {
-        self.counter(
-            "engine_mux_peer_flashblocks_total",
-            &[("outcome", outcome)],
-            1,
-        );
-    }
-
-    /// The bounded store of peers' preconfirmed blocks: blocks and transactions held.
-    pub fn peer_preconfirmations_held(&self, blocks: usize, transactions: usize) {
-        self.gauge(
-            "engine_mux_peer_preconfirmed_blocks_held",
-            &[],
-            blocks as f64,
-        );
-        self.gauge(
-            "engine_mux_peer_preconfirmed_transactions_held",
-            &[],
-            transactions as f64,
-        );
-    }
-
-    /// Peers' flashblocks streams currently connected.
-    pub fn peer_streams_connected(&self, n: usize) {
-        self.gauge("engine_mux_peer_streams_connected", &[], n as f64);
-    }
-
-    /// A builder block checked and validated before op-node asked for it (through the builder's
-    /// view): `valid`, or the fallback reason it failed with.
-    pub fn prevalidation(&self, outcome: &'static str) {
-        self.counter(
-            "engine_mux_prevalidations_total",
-            &[("outcome", outcome)],
-            1,
-        );
-    }
-
-    /// A build whose block was not validated early, and why (`late`, `no_block`, `queue_full`,
-    /// `version_unknown`).
-    pub fn prevalidation_skipped(&self, reason: &'static str) {
-        self.counter(
-            "engine_mux_prevalidations_skipped_total",
-            &[("reason", reason)],
-            1,
-        );
-    }
-
-    /// A getPayload that met a block validated early: `served` (answered without validating it
-    /// again), `rejected` (it was INVALID), `changed` (the builder's block changed since; it was
-    /// validated again).
-    pub fn prevalidated_get_payload(&self, result: &'static str) {
-        self.counter(
-            "engine_mux_prevalidated_get_payloads_total",
-            &[("result", result)],
-            1,
-        );
-    }
-}
-
-/// Preconfirmation telemetry, recorded through a builder's view after op-node had its answer.
-impl Metrics {
-    /// How one block's flashblocks stream behaved (see [`crate::preconfirmations::Figures`]).
-    pub fn preconfirmation_stream(&self, f: &crate::preconfirmations::Figures) {
-        if let Some(d) = f.first_delay {
-            self.histogram(
-                "engine_mux_flashblocks_first_delay_seconds",
-                &[],
-                d.as_secs_f64(),
-            );
-        }
-        for d in &f.intervals {
-            self.histogram(
-                "engine_mux_flashblocks_interval_seconds",
-                &[],
-                d.as_secs_f64(),
-            );
-        }
-        if let Some(d) = f.jitter {
-            self.gauge(
-                "engine_mux_flashblocks_interval_jitter_seconds",
-                &[],
-                d.as_secs_f64(),
-            );
-        }
-        // Created at the first block, so a rate reads zero rather than nothing.
-        self.counter("engine_mux_flashblocks_index_gaps_total", &[], f.gaps);
-        self.counter(
-            "engine_mux_flashblocks_out_of_order_total",
-            &[],
-            f.out_of_order,
-        );
-        if let Some(d) = f.last_to_get_payload {
-            self.histogram(
-                "engine_mux_flashblocks_last_to_get_payload_seconds",
-                &[],
-                d.as_secs_f64(),
-            );
-        }
-        self.histogram(
-            "engine_mux_flashblocks_get_payload_to_answer_seconds",
-            &[],
-            f.get_payload_to_answer.as_secs_f64(),
-        );
-    }
-
-    /// Exports the not-sealed counter at 0 for each of `reasons` (a builder that streams
-    /// flashblocks, at its start), so an alert on its increase sees the first occurrence.
-    pub fn preconfirmed_not_sealed_init(&self, reasons: &[&'static str]) {
-        for reason in reasons {
-            self.counter(
-                "engine_mux_preconfirmed_not_sealed_total",
-                &[("reason", reason)],
-                0,
-            );
-        }
-    }
-
-    /// Re-published transactions the block op-node got lacks (one observation per block whose
-    /// flashblocks were re-published), counted by `reason` when there are any.
-    pub fn preconfirmed_not_sealed(&self, n: u64, reason: &'static str) {
-        self.histogram(PRECONFIRMED_NOT_SEALED_PER_BLOCK, &[], n as f64);
-        if n > 0 {
-            self.counter(
-                "engine_mux_preconfirmed_not_sealed_total",
-                &[("reason", reason)],
-                n,
-            );
-        }
     }
 }
 
@@ -621,43 +339,6 @@ mod tests {
                 r#"engine_mux_blocks_proposed_total{source="builder"}"#
             ),
             None
-        );
-    }
-
-    #[test]
-    fn flashblocks_per_block_uses_count_buckets() {
-        let m = Metrics::new();
-        m.flashblocks_per_block(5, 0);
-        m.flashblocks_per_block(12, 1);
-        m.get_payload_total(Duration::from_millis(3));
-        let text = m.render();
-        // Counts land in whole-number buckets: 5 is within le="5", 12 is not.
-        assert_eq!(
-            sample(&text, r#"engine_mux_flashblocks_per_block_bucket{le="5"}"#),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, r#"engine_mux_flashblocks_per_block_bucket{le="12"}"#),
-            Some(2.0)
-        );
-        // No latency bucket on the count, and latencies keep theirs.
-        assert_eq!(
-            sample(
-                &text,
-                r#"engine_mux_flashblocks_per_block_bucket{le="0.0005"}"#
-            ),
-            None
-        );
-        assert_eq!(
-            sample(
-                &text,
-                r#"engine_mux_get_payload_duration_seconds_bucket{le="0.005"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, "engine_mux_flashblocks_missing_total"),
-            Some(1.0)
         );
     }
 
