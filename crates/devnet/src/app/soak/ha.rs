@@ -105,6 +105,9 @@ pub struct HaSoakConfig {
     pub end: tokio::time::Instant,
 }
 
+/// Starts of a pair that lost a port to another socket, before the episode counts as failed.
+const PORT_RACE_TRIES: u32 = 3;
+
 /// Runs episodes until the next would not end in time; returns the tally.
 pub async fn run_episodes(config: HaSoakConfig) -> HaTally {
     // Another stream than the builder fault schedule's, from the same seed.
@@ -120,15 +123,32 @@ pub async fn run_episodes(config: HaSoakConfig) -> HaTally {
             break;
         }
         tracing::info!(?episode, "soak: HA episode");
-        let run = run_ha(HaConfig {
-            block_time: config.block_time,
-            flashblocks_interval: config.flashblocks_interval,
-            tx_rate: config.tx_rate,
-            schedule: Schedule::Fixed(episode.failovers),
-            print: false,
-            ..HaConfig::default()
-        })
-        .await;
+        let mut run;
+        let mut tries = 0;
+        loop {
+            run = run_ha(HaConfig {
+                block_time: config.block_time,
+                flashblocks_interval: config.flashblocks_interval,
+                tx_rate: config.tx_rate,
+                schedule: Schedule::Fixed(episode.failovers.clone()),
+                print: false,
+                ..HaConfig::default()
+            })
+            .await;
+            // The pair's ports are picked free and bound a moment later: with the rest of the
+            // soak opening and closing sockets, another may take one in between. That is the
+            // harness's race, not a failure of the pair: start it again on other ports.
+            tries += 1;
+            match &run {
+                Err(e)
+                    if tries < PORT_RACE_TRIES
+                        && e.to_string().contains("Address already in use") =>
+                {
+                    tracing::info!(%e, "soak: HA pair lost a port race; starting it on other ports");
+                }
+                _ => break,
+            }
+        }
         match run {
             Ok(run) => tally.add(&run),
             Err(e) => {
