@@ -221,7 +221,10 @@ impl ExecutionDb {
     /// Finishes execution: the parent state with this block's changes folded in, storage roots
     /// brought up to date.
     pub fn into_snapshot(self) -> StateSnapshot {
-        let CacheDB { cache, db: mut state } = self.db;
+        let CacheDB {
+            cache,
+            db: mut state,
+        } = self.db;
         for (hash, code) in cache.contracts {
             state.contracts.insert(hash, code);
         }

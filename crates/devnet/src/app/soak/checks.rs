@@ -656,7 +656,8 @@ mod tests {
         assert!(c.health(206, s(1018), 1019));
         let why = c.findings.health[0].explained_by.clone();
         assert!(
-            why.as_deref().is_some_and(|w| w.contains("b3:Garbage@975..977")),
+            why.as_deref()
+                .is_some_and(|w| w.contains("b3:Garbage@975..977")),
             "{why:?}"
         );
         // A block of b3 proposed after its garbage shows engine-mux it recovered: then the
