@@ -20,7 +20,11 @@ use super::{
 use crate::select::fallback::FallbackReason;
 
 /// Drains the queue until shutdown (the call in progress is finished first).
-pub(crate) async fn run(state: Arc<Builder>, mut rx: BuilderQueueRx, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    state: Arc<Builder>,
+    mut rx: BuilderQueueRx,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let call = tokio::select! {
             call = rx.0.recv() => match call {

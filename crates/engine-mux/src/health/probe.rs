@@ -73,7 +73,6 @@ pub(crate) enum Scope {
     Skipped,
 }
 
-
 async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, scope: Scope) {
     let params = ("latest", false);
     let builders: Vec<_> = mux
@@ -141,7 +140,11 @@ async fn probe(mux: &Upstreams, config: &HealthConfig, logged: &mut LastLogged, 
 /// that comes back is caught up and asked to build again within a block or two instead of
 /// waiting out the interval. One probe runs at a time, so a builder that hangs costs at most
 /// one call in flight.
-pub(crate) async fn run(state: Upstreams, config: HealthConfig, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    state: Upstreams,
+    config: HealthConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut logged = LastLogged::default();
     let mut scope = Scope::All;
     let mut next_full = tokio::time::Instant::now();

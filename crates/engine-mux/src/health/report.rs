@@ -204,7 +204,11 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The report for `status` (as `/healthz` answers it now, with `pending` held back).
-pub(crate) fn report(up: &Upstreams, status: HealthStatus, pending: Option<Pending>) -> HealthReport {
+pub(crate) fn report(
+    up: &Upstreams,
+    status: HealthStatus,
+    pending: Option<Pending>,
+) -> HealthReport {
     let mode = up.mode.get();
     let counts = mode.talks_to_builder();
     let local = up.local.health();
