@@ -47,6 +47,7 @@
 mod accountability;
 mod builder;
 mod calls;
+mod comparison;
 pub mod config;
 pub mod embed;
 mod error;

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::{
     error::MuxError,
     health::evidence::LocalHealth,
-    local_engine::{Answer, Forward, LOCAL_LABEL, LocalEngine, LocalFuture},
+    local_engine::{Answer, Forward, LOCAL_LABEL, LocalEngine, LocalFuture, json_response},
     metrics::Metrics,
     select::{fallback::FallbackReason, payload_check::BuildRequest},
 };
@@ -30,16 +30,6 @@ pub struct LocalEl {
     engine: Arc<dyn LocalEngine>,
     health: LocalHealth,
     metrics: Arc<Metrics>,
-}
-
-/// A JSON-RPC answer engine-mux composed itself.
-pub(crate) fn json_response(body: Bytes) -> Response<Bytes> {
-    let mut res = Response::new(body);
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    res
 }
 
 /// Error codes an EL answers while working as specified (the request, not the EL, is wrong).

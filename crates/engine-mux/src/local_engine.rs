@@ -21,6 +21,16 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamErro
 /// The label the local EL carries in errors, logs and metrics (rollup-boost's `l2`).
 pub const LOCAL_LABEL: &str = "l2";
 
+/// A JSON-RPC answer engine-mux composed itself.
+pub(crate) fn json_response(body: Bytes) -> Response<Bytes> {
+    let mut res = Response::new(body);
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
 /// How the answer to a forwarded request comes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -147,7 +157,7 @@ async fn dispatch<E: LocalEngine + ?Sized>(
         }
         Err(e) => jsonrpc::error_response(None, &e.to_error_object()),
     };
-    Ok(crate::local::json_response(body))
+    Ok(json_response(body))
 }
 
 /// One request's JSON-RPC answer; `Err` for a failure that is not a JSON-RPC error.

@@ -18,7 +18,8 @@ use serde_json::value::RawValue;
 use crate::{
     builder::{BlockOutcome, outcome::record_verdict, set::Builders},
     execution_mode::{ExecutionMode, ModeCell},
-    local::{LocalEl, json_response},
+    local::LocalEl,
+    local_engine::json_response,
     metrics::{BlockSource, Metrics},
     select::{
         self, SelectionPolicy, Verdict, fallback::FallbackReason, payload_check::BuildRequest,

@@ -104,19 +104,6 @@ pub(crate) fn not_sealed(published: &[Bytes], sealed: &[Bytes]) -> u64 {
     published.iter().filter(|tx| !sealed.contains(tx)).count() as u64
 }
 
-/// Every `reason` [`reason`] gives: each builder that streams flashblocks exports all of them
-/// from its start, at 0, so `increase()` sees the first occurrence of each.
-pub(crate) const REASONS: &[&str] = &[
-    "mode_change",
-    "builder_block",
-    "policy",
-    "builder_died",
-    "invalid",
-    "late",
-    "local_fallback",
-    "no_block",
-];
-
 /// Why preconfirmed transactions are not in the block op-node got, from what getPayload knew:
 /// the mode, and the preconfirming builder's recorded part in the block.
 pub(crate) fn reason(mode: ExecutionMode, outcome: &str) -> &'static str {
@@ -263,6 +250,7 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::PRECONFIRMED_NOT_SEALED_REASONS as REASONS;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

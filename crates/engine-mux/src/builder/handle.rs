@@ -79,7 +79,7 @@ pub struct Builder {
     /// The version byte this builder stamps on the payload ids it derives, as its answers show.
     pub(super) payload_id_version: AtomicU8,
     /// Its last proposed block next to the local block (builder accountability).
-    pub(super) recent_comparison: crate::accountability::Recent,
+    pub(super) recent_comparison: crate::comparison::Recent,
 }
 
 impl std::fmt::Debug for Builder {
@@ -115,7 +115,7 @@ impl Builder {
         let (copies, copies_rx) = CopyQueue::new(TX_COPY_QUEUE_DEPTH);
         let metrics = Arc::new(metrics.for_builder(b.name));
         if flashblocks.is_some() {
-            metrics.preconfirmed_not_sealed_init(crate::preconfirmations::REASONS);
+            metrics.preconfirmed_not_sealed_init();
         }
         let builder = Arc::new(Self {
             name: b.name,
@@ -178,7 +178,7 @@ impl Builder {
     }
 
     /// Its last proposed block next to the local block for the same attributes.
-    pub fn recent_comparison(&self) -> &crate::accountability::Recent {
+    pub fn recent_comparison(&self) -> &crate::comparison::Recent {
         &self.recent_comparison
     }
 

@@ -1,8 +1,12 @@
 //! The command line to `Config`: every refusal names its flag.
 
+use std::net::SocketAddr;
+
 use clap::Parser;
+use engine_api::JwtSecret;
 
 use super::*;
+use crate::execution_mode::ExecutionMode;
 
 const HEX: &str = "688f5d737bad920bdfb2fc2f488d6b6209eebda1dae949a8de91398d932c517a";
 

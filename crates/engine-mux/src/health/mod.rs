@@ -7,6 +7,7 @@ pub(crate) mod endpoints;
 pub(crate) mod evidence;
 pub(crate) mod probe;
 pub(crate) mod report;
+mod tolerance;
 
 use std::{
     sync::Arc,
@@ -17,6 +18,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::evidence::{BuilderHealth, LocalHealth, ProbeOutcome};
+pub use self::tolerance::Tolerance;
 use crate::{builder::set::Builders, execution_mode::ModeCell, local::LocalEl, metrics::Metrics};
 
 /// The answer `/healthz` gives. The variant names are the strings op-conductor's JSON health
@@ -41,17 +43,6 @@ impl HealthStatus {
             Self::ServiceUnavailable => 503,
         }
     }
-}
-
-/// How long the builders' verdict must hold before `/healthz` follows it
-/// (`--health-degrade-after-ms`, `--health-recover-after-ms`). Zero for both, the default, is
-/// rollup-boost's behaviour: 206 from the first failure, 200 from the first good block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tolerance {
-    /// Every builder in use failing for this long before 206.
-    pub degrade_after: Duration,
-    /// A builder in use good again for this long before 206 turns back into 200.
-    pub recover_after: Duration,
 }
 
 /// The builders' verdict as their evidence gives it now, with the instant it took hold.
@@ -236,6 +227,9 @@ pub(crate) fn status<'a>(
         HealthStatus::Healthy
     }
 }
+
+#[cfg(test)]
+mod table_tests;
 
 #[cfg(test)]
 mod tests {

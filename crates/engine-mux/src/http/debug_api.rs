@@ -50,7 +50,7 @@ pub struct BuilderStatus {
     pub behind: Option<u64>,
     /// Its last proposed block next to the local block for the same attributes (omitted
     /// transactions, gas and transactions over local); `null` before its first.
-    pub last_comparison: Option<crate::accountability::Comparison>,
+    pub last_comparison: Option<crate::comparison::Comparison>,
 }
 
 pub(crate) fn status_of(b: &Builder) -> BuilderStatus {

@@ -1,7 +1,10 @@
 //! The flashblocks series: the builder's stream, the store's verdicts, re-publication to
 //! subscribers, P2P authorization, and preconfirmation telemetry per block.
 
-use super::{FLASHBLOCKS_PER_BLOCK, Metrics, PRECONFIRMED_NOT_SEALED_PER_BLOCK};
+use super::{
+    FLASHBLOCKS_PER_BLOCK, Metrics, PRECONFIRMED_NOT_SEALED_PER_BLOCK,
+    PRECONFIRMED_NOT_SEALED_REASONS,
+};
 
 impl Metrics {
     /// A flashblocks P2P authorization sent with a build.
@@ -125,10 +128,10 @@ impl Metrics {
         );
     }
 
-    /// Exports the not-sealed counter at 0 for each of `reasons` (a builder that streams
+    /// Exports the not-sealed counter at 0 for every reason (a builder that streams
     /// flashblocks, at its start), so an alert on its increase sees the first occurrence.
-    pub fn preconfirmed_not_sealed_init(&self, reasons: &[&'static str]) {
-        for reason in reasons {
+    pub fn preconfirmed_not_sealed_init(&self) {
+        for reason in PRECONFIRMED_NOT_SEALED_REASONS {
             self.counter(
                 "engine_mux_preconfirmed_not_sealed_total",
                 &[("reason", reason)],

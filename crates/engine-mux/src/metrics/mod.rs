@@ -34,6 +34,20 @@ const FLASHBLOCK_COUNT_BUCKETS: &[f64] = &[
 /// Preconfirmed transactions missing from a block: a count per block, not a latency.
 const PRECONFIRMED_NOT_SEALED_PER_BLOCK: &str = "engine_mux_preconfirmed_not_sealed_per_block";
 
+/// Every reason [`crate::preconfirmations::reason`] gives, the not-sealed counter's label
+/// values: each builder that streams flashblocks exports all of them from its start, at 0, so
+/// `increase()` sees the first occurrence of each.
+pub(crate) const PRECONFIRMED_NOT_SEALED_REASONS: &[&str] = &[
+    "mode_change",
+    "builder_block",
+    "policy",
+    "builder_died",
+    "invalid",
+    "late",
+    "local_fallback",
+    "no_block",
+];
+
 /// Buckets for transactions per block: none at all is the healthy case, a whole block's worth
 /// (hundreds to thousands) the worst.
 const TX_COUNT_BUCKETS: &[f64] = &[
