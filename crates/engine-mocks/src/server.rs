@@ -50,7 +50,10 @@ pub(crate) fn serve(listener: TcpListener, inner: Arc<Inner>, secret: JwtSecret)
                     let inner = inner.clone();
                     async move {
                         let accept = req.headers().get("accept-encoding").cloned();
-                        let res = handle(inner.clone(), req).await;
+                        let res = match refuse_content_type(&req) {
+                            Some(refused) => refused,
+                            None => handle(inner.clone(), req).await,
+                        };
                         Ok::<_, std::convert::Infallible>(compress(&inner, accept, res).await)
                     }
                 }));
@@ -74,6 +77,34 @@ pub(crate) fn serve(listener: TcpListener, inner: Arc<Inner>, secret: JwtSecret)
         }
     });
     (task, conns)
+}
+
+/// op-geth's check before it reads a POST body (go-ethereum `rpc/http.go`, `validateRequest`):
+/// a content type other than JSON's is refused with 415 and this text; reth refuses it with 415
+/// too. A client that leaves the header out is refused, as the real clients refuse it.
+fn refuse_content_type(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if req.method() != http::Method::POST {
+        return None;
+    }
+    let json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            matches!(
+                v.as_str(),
+                "application/json" | "application/json-rpc" | "application/jsonrequest"
+            )
+        });
+    (!json).then(|| {
+        let mut res = Response::new(Full::new(Bytes::from_static(
+            b"invalid content type, only application/json is supported\n",
+        )));
+        *res.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        res
+    })
 }
 
 /// Applies the mock's own compression (op-geth's gzip handler, or a compressing proxy) and
