@@ -69,7 +69,7 @@ for f in docs/grafana/*.json docs/prometheus-alerts.yml; do check_used "$f" samp
 check_used docs/metrics.md families
 
 documented=$(grep -ohE "$PATTERN" docs/metrics.md | sort -u)
-source_names=$(grep -ohE '"engine_mux_[a-z0-9_]+"' crates/engine-mux/src/metrics.rs | tr -d '"' | sort -u)
+source_names=$(grep -ohE '"engine_mux_[a-z0-9_]+"' -r crates/engine-mux/src/metrics/ | tr -d '"' | sort -u)
 for n in $(printf '%s\n' $families $source_names | sort -u); do
   case $n in engine_mux_* | rollup_boost_* | flashblocks_proxy_* | flashblocks_rpc_*) ;; *) continue ;; esac
   if ! grep -qxF "$n" <<<"$documented"; then
