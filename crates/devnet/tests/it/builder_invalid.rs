@@ -9,7 +9,18 @@ use crate::support::{config, missed, observe};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn builder_wrong_state_root_is_rejected_by_reexecution_and_local_block_used() {
-    let mut cfg = config();
+    invalid_builder_blocks_fall_back_to_local(config())
+        .await
+        .stop()
+        .await;
+}
+
+/// Builder blocks with a wrong state root at 4..8 under `cfg` (the HTTP driver or the embedded
+/// one): re-execution refuses them, the local block is proposed and counted, the builder's
+/// blocks come back after the window and the local EL follows. The devnet is left running.
+pub(crate) async fn invalid_builder_blocks_fall_back_to_local(
+    mut cfg: devnet::app::DevnetConfig,
+) -> Devnet {
     cfg.builder_faults = vec![FaultWindow {
         fault: Fault::Invalid,
         from: 4,
@@ -59,5 +70,5 @@ async fn builder_wrong_state_root_is_rejected_by_reexecution_and_local_block_use
         devnet.local.engine.head().hash,
         last.proposed().unwrap().hash
     );
-    devnet.stop().await;
+    devnet
 }

@@ -3,12 +3,9 @@
 //! blocks must be the same as over HTTP: the builder's when it is healthy, the local engine's
 //! when the builder fails, and the chain must advance on the local engine either way.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
-use devnet::{
-    app::{Devnet, DevnetConfig, metric_value},
-    engine::faults::{Fault, FaultWindow},
-};
+use devnet::app::{Devnet, DevnetConfig, metric_value};
 
 use crate::support::{config, missed, observe};
 
@@ -87,50 +84,8 @@ async fn embedded_driver_proposes_the_builders_blocks_and_the_local_head_follows
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_driver_falls_back_to_the_local_block_when_the_builder_serves_invalid_blocks() {
-    let mut cfg = embedded();
-    cfg.builder_faults = vec![FaultWindow {
-        fault: Fault::Invalid,
-        from: 4,
-        to: 8,
-        builder: None,
-    }];
-    let devnet = Devnet::start(cfg).await.expect("devnet starts");
-    let mut events = devnet.driver.subscribe();
-    let slots = observe(&devnet, &mut events, 12, Duration::from_secs(60), |_| {}).await;
-
-    assert!(
-        missed(&slots).is_empty(),
-        "no missed slots: {:?}",
-        missed(&slots)
-    );
-    let stats = devnet.local.engine.stats();
-    assert!(
-        stats.invalid_payloads.load(Ordering::Relaxed) >= 1,
-        "the local engine re-executed a builder block and answered INVALID"
-    );
-    let blocks: Vec<_> = slots.iter().filter_map(|o| o.proposed()).collect();
-    let local_in_fault: Vec<u64> = blocks
-        .iter()
-        .filter(|b| (4..8).contains(&b.number) && devnet.builders_that_built(&b.hash).is_empty())
-        .map(|b| b.number)
-        .collect();
-    assert!(
-        !local_in_fault.is_empty(),
-        "some block in the fault window was the local engine's: {blocks:?}"
-    );
-    let last = slots.last().unwrap();
-    assert!(last.fallbacks >= 1.0, "the fallback was counted: {last:?}");
-    assert!(
-        blocks
-            .iter()
-            .any(|b| b.number >= 9 && !devnet.builders_that_built(&b.hash).is_empty()),
-        "the builder's blocks are proposed again after the window: {blocks:?}"
-    );
-    assert_eq!(
-        devnet.local.engine.head().hash,
-        blocks.last().unwrap().hash,
-        "the local EL's head is the last block the driver proposed"
-    );
+    let devnet =
+        crate::builder_invalid::invalid_builder_blocks_fall_back_to_local(embedded()).await;
     assert_eq!(engine_calls_over_http(&devnet), 0.0);
     devnet.stop().await;
 }
